@@ -1,0 +1,242 @@
+package testutil
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// settleTimeout is how long CheckLeaks waits at cleanup for children to be
+// reaped, descriptors closed and goroutines ended before it reports them.
+var settleTimeout = 2 * time.Second
+
+// leakEnv is set (through t.Setenv) by CheckLeaks so that the testing
+// package refuses to run the test in parallel: the checks look at the whole
+// process and only mean something while one test runs alone.
+const leakEnv = "KINDLING_CHECK_LEAKS"
+
+// CheckLeaks records, now, the test process's child processes (every process
+// whose parent is this one, zombies included), its open file descriptors and
+// its goroutine count. At test cleanup it waits up to about two seconds for
+// things to settle, then fails the test naming each leaked child (pid, comm
+// and state; a live one is then killed, not reaped), each leaked descriptor
+// (with its link target) and the goroutine count difference (with a dump).
+//
+// Call it first in the test, so that its cleanup, registered first, runs
+// last. The test must not be parallel: CheckLeaks calls t.Setenv, which
+// panics in a parallel test.
+func CheckLeaks(t testing.TB) {
+	t.Helper()
+	t.Setenv(leakEnv, t.Name())
+	primeRuntime()
+	before := takeSnapshot()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(settleTimeout)
+		var l leaks
+		for {
+			l = before.diff(takeSnapshot())
+			if l.empty() || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if l.empty() {
+			return
+		}
+		if l.goroutines > 0 {
+			l.dump = goroutineDump()
+		}
+		t.Errorf("%s", l.report())
+		l.killChildren()
+	})
+}
+
+// primeRuntime makes the Go runtime create the descriptors it keeps for the
+// life of the process (the network poller's epoll and eventfd), so that a
+// test that happens to be the first to use them is not blamed.
+func primeRuntime() {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return
+	}
+	r.Close()
+	w.Close()
+}
+
+// child is a process whose parent is the test process.
+type child struct {
+	pid   int
+	start uint64 // start time in clock ticks since boot, tells reused PIDs apart
+	comm  string
+	state string
+}
+
+type snapshot struct {
+	children   map[int]child
+	fds        map[int]string // descriptor -> readlink target
+	goroutines int
+}
+
+type leaks struct {
+	children   []child
+	fds        []int
+	fdTargets  map[int]string
+	goroutines int // how many more than at the start
+	dump       string
+}
+
+func takeSnapshot() snapshot {
+	return snapshot{
+		children:   children(),
+		fds:        openFDs(),
+		goroutines: runtime.NumGoroutine(),
+	}
+}
+
+func (s snapshot) diff(now snapshot) leaks {
+	l := leaks{fdTargets: map[int]string{}}
+	for pid, c := range now.children {
+		if old, ok := s.children[pid]; !ok || old.start != c.start {
+			l.children = append(l.children, c)
+		}
+	}
+	sort.Slice(l.children, func(i, j int) bool { return l.children[i].pid < l.children[j].pid })
+	for fd, target := range now.fds {
+		if old, ok := s.fds[fd]; !ok || old != target {
+			l.fds = append(l.fds, fd)
+			l.fdTargets[fd] = target
+		}
+	}
+	sort.Ints(l.fds)
+	if d := now.goroutines - s.goroutines; d > 0 {
+		l.goroutines = d
+	}
+	return l
+}
+
+func (l leaks) empty() bool {
+	return len(l.children) == 0 && len(l.fds) == 0 && l.goroutines == 0
+}
+
+func (l leaks) report() string {
+	var b strings.Builder
+	b.WriteString("leak check:")
+	for _, c := range l.children {
+		fmt.Fprintf(&b, "\n  leaked child process: pid %d comm %q state %s", c.pid, c.comm, c.state)
+	}
+	for _, fd := range l.fds {
+		fmt.Fprintf(&b, "\n  leaked file descriptor: fd %d -> %s", fd, l.fdTargets[fd])
+	}
+	if l.goroutines > 0 {
+		fmt.Fprintf(&b, "\n  leaked goroutines: %d more than at the start; all goroutines:\n%s", l.goroutines, l.dump)
+	}
+	return b.String()
+}
+
+// killChildren kills leaked children that still run, so that they do not
+// outlive the test binary. It checks each one's start time first, so a
+// recycled PID is never signalled. Zombies are left for their owner to reap.
+func (l leaks) killChildren() {
+	for _, c := range l.children {
+		if c.state == "Z" {
+			continue
+		}
+		if now, ok := readChild(c.pid); ok && now.start == c.start {
+			_ = syscall.Kill(c.pid, syscall.SIGKILL)
+		}
+	}
+}
+
+// children lists this process's children from /proc.
+func children() map[int]child {
+	self := os.Getpid()
+	out := map[int]child{}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return out
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if c, ok := readChildOf(pid, self); ok {
+			out[pid] = c
+		}
+	}
+	return out
+}
+
+func readChild(pid int) (child, bool) {
+	return readChildOf(pid, os.Getpid())
+}
+
+// readChildOf parses /proc/PID/stat and returns the process if its parent is
+// ppid. The comm field is in parentheses and may itself hold spaces or
+// parentheses, so the fields are split after its last ')'.
+func readChildOf(pid, ppid int) (child, bool) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return child{}, false
+	}
+	s := string(b)
+	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if open < 0 || end < open {
+		return child{}, false
+	}
+	// Fields after comm: state(3) ppid(4) ... starttime(22).
+	f := strings.Fields(s[end+1:])
+	if len(f) < 20 {
+		return child{}, false
+	}
+	parent, err := strconv.Atoi(f[1])
+	if err != nil || parent != ppid {
+		return child{}, false
+	}
+	start, err := strconv.ParseUint(f[19], 10, 64)
+	if err != nil {
+		return child{}, false
+	}
+	return child{pid: pid, start: start, comm: s[open+1 : end], state: f[0]}, true
+}
+
+// openFDs lists this process's open descriptors and their targets. The
+// descriptor ReadDir itself used is closed by the time it is read back, so
+// its readlink fails and it is left out.
+func openFDs() map[int]string {
+	out := map[int]string{}
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return out
+	}
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name()))
+		if err != nil {
+			continue
+		}
+		out[fd] = target
+	}
+	return out
+}
+
+func goroutineDump() string {
+	buf := make([]byte, 64<<10)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return string(buf[:n])
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}

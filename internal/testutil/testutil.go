@@ -1,0 +1,209 @@
+package testutil
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/kindling-vm/kindling/internal/guest"
+)
+
+// Environment variables naming real binaries for real-Firecracker tests.
+const (
+	EnvFirecracker = "KINDLING_FIRECRACKER"
+	EnvJailer      = "KINDLING_JAILER"
+)
+
+// fakePkg is the fake Firecracker's package, relative to the module root.
+const fakePkg = "./internal/cmd/fake-firecracker"
+
+// fake holds the once-per-process build of the fake Firecracker.
+var fake struct {
+	mu   sync.Mutex // guards the fields below
+	dir  string     // temporary build directory, "" before the first build
+	path string     // built executable, "" unless the build succeeded
+	err  error      // build error, reported to every caller
+	done bool       // a build was attempted
+}
+
+// Main is called from a package's TestMain: it runs the tests, then removes
+// the temporary build directory of the fake Firecracker, and exits with
+// m.Run's code.
+//
+//	func TestMain(m *testing.M) { testutil.Main(m) }
+func Main(m *testing.M) {
+	code := m.Run()
+	fake.mu.Lock()
+	dir := fake.dir
+	fake.mu.Unlock()
+	if dir != "" {
+		if err := os.RemoveAll(dir); err != nil {
+			fmt.Fprintf(os.Stderr, "testutil: remove fake firecracker build: %v\n", err)
+		}
+	}
+	os.Exit(code)
+}
+
+// FakeFirecracker returns the path of the fake Firecracker executable, built
+// once per test process from ./internal/cmd/fake-firecracker with `go build`
+// (go is found on PATH, else in runtime.GOROOT()/bin). It fails the test with
+// the build output if the fake cannot be built. Call Main from TestMain so the
+// build directory is removed at the end.
+func FakeFirecracker(t testing.TB) string {
+	t.Helper()
+	fake.mu.Lock()
+	defer fake.mu.Unlock()
+	if !fake.done {
+		fake.done = true
+		fake.path, fake.err = buildFake()
+	}
+	if fake.err != nil {
+		t.Fatalf("build fake firecracker: %v", fake.err)
+	}
+	return fake.path
+}
+
+// buildFake builds the fake Firecracker; fake.mu is held.
+func buildFake() (string, error) {
+	root, err := ModuleRoot()
+	if err != nil {
+		return "", err
+	}
+	goBin, err := goTool()
+	if err != nil {
+		return "", err
+	}
+	dir, err := os.MkdirTemp("", "kindling-fakefc-")
+	if err != nil {
+		return "", err
+	}
+	fake.dir = dir
+	out := filepath.Join(dir, "fake-firecracker")
+	if err := goBuild(goBin, root, fakePkg, out); err != nil {
+		return "", err
+	}
+	return out, nil
+}
+
+// goBuild builds the main package pkg of the module in root into out. The
+// error holds the compiler's output.
+func goBuild(goBin, root, pkg, out string) error {
+	cmd := exec.Command(goBin, "build", "-o", out, pkg)
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s in %s: %w\n%s", pkg, root, err, b)
+	}
+	return nil
+}
+
+// goTool finds the go command: on PATH, else in runtime.GOROOT()/bin.
+func goTool() (string, error) {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p, nil
+	}
+	p := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("find go command: not on PATH, and %w", err)
+	}
+	return p, nil
+}
+
+// ModuleRoot returns the directory holding kindling's go.mod: found from
+// this source file's location, else from `go env GOMOD`.
+func ModuleRoot() (string, error) {
+	if _, file, _, ok := runtime.Caller(0); ok {
+		root := filepath.Join(filepath.Dir(file), "..", "..")
+		if _, err := os.Stat(filepath.Join(root, "go.mod")); err == nil {
+			return filepath.Clean(root), nil
+		}
+	}
+	goBin, err := goTool()
+	if err != nil {
+		return "", err
+	}
+	var stderr bytes.Buffer
+	cmd := exec.Command(goBin, "env", "GOMOD")
+	cmd.Stderr = &stderr
+	b, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w: %s", err, stderr.Bytes())
+	}
+	mod := strings.TrimSpace(string(b))
+	if mod == "" || mod == os.DevNull {
+		return "", errors.New("find module root: not inside a Go module")
+	}
+	return filepath.Dir(mod), nil
+}
+
+// Firecracker returns the path in $KINDLING_FIRECRACKER, or skips the test
+// when it is unset or -short is set. A path that is set but not an
+// executable file fails the test.
+func Firecracker(t testing.TB) string {
+	t.Helper()
+	return realBinary(t, EnvFirecracker, "Firecracker")
+}
+
+// Jailer returns the path in $KINDLING_JAILER, or skips the test when it is
+// unset, -short is set or the test does not run as root.
+func Jailer(t testing.TB) string {
+	t.Helper()
+	p := realBinary(t, EnvJailer, "jailer")
+	if os.Geteuid() != 0 {
+		t.Skipf("skipping: the jailer needs root (running as uid %d)", os.Geteuid())
+	}
+	return p
+}
+
+func realBinary(t testing.TB, env, what string) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("skipping real %s test in -short mode", what)
+	}
+	p := os.Getenv(env)
+	if p == "" {
+		t.Skipf("skipping real %s test: set %s to the path of a %s binary", what, env, what)
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatalf("%s=%q: %v", env, p, err)
+	}
+	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+		t.Fatalf("%s=%q: not an executable file", env, p)
+	}
+	return p
+}
+
+// ShortTempDir makes a fresh directory under os.TempDir() with a short name,
+// so that Unix socket paths inside stay far below 108 bytes, and removes it
+// at test cleanup.
+func ShortTempDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "kd")
+	if err != nil {
+		t.Fatalf("make short temp dir: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("remove short temp dir: %v", err)
+		}
+	})
+	return dir
+}
+
+// GuestKernel writes a test guest with options o into a temporary directory
+// removed at test cleanup, and returns its path.
+func GuestKernel(t testing.TB, o guest.Options) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "guest.elf")
+	if err := guest.WriteFile(p, o); err != nil {
+		t.Fatalf("write test guest: %v", err)
+	}
+	return p
+}

@@ -1,0 +1,200 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Spec is what a sandbox is made of: everything `kindling create` takes as
+// flags or from a config file. The zero value of a field means its default.
+type Spec struct {
+	// ID names the sandbox; empty for a short random one.
+	ID string `toml:"name" json:"id"`
+	// Kernel is the guest kernel; empty boots kindling's built-in demo guest.
+	Kernel string `toml:"kernel" json:"kernel,omitempty"`
+	// Initrd is an optional initial ramdisk.
+	Initrd string `toml:"initrd" json:"initrd,omitempty"`
+	// KernelArgs are merged over kindling's defaults; a key given here wins.
+	KernelArgs string `toml:"kernel_args" json:"kernel_args,omitempty"`
+	// Rootfs is the root drive, if any.
+	Rootfs *Disk `toml:"rootfs" json:"rootfs,omitempty"`
+	// Drives are further drives, attached in order.
+	Drives []Disk `toml:"drives" json:"drives,omitempty"`
+	// VCPUs is the number of vCPUs (default 1).
+	VCPUs int `toml:"cpus" json:"cpus,omitempty"`
+	// MemoryMiB is the guest memory in MiB (default 128).
+	MemoryMiB int `toml:"-" json:"memory_mib,omitempty"`
+	// Memory is MemoryMiB as written in a config file ("512M", "2G", "256").
+	Memory string `toml:"memory" json:"-"`
+	// SMT enables simultaneous multithreading.
+	SMT bool `toml:"smt" json:"smt,omitempty"`
+	// Net lists the network interfaces.
+	Net []Net `toml:"-" json:"net,omitempty"`
+	// NetFlags is Net as written in a config file ("auto", "tap=NAME,mac=MAC").
+	NetFlags []string `toml:"net" json:"-"`
+	// NetNS runs the VMM inside this network namespace (a name or a path).
+	NetNS string `toml:"netns" json:"netns,omitempty"`
+	// VsockCID adds a vsock device with this guest CID (≥ 3); 0 for none.
+	VsockCID uint32 `toml:"vsock" json:"vsock_cid,omitempty"`
+	// Firecracker is the firecracker executable (else KINDLING_FIRECRACKER, else PATH).
+	Firecracker string `toml:"firecracker" json:"firecracker,omitempty"`
+	// Jailer, when set, runs Firecracker through this jailer executable.
+	Jailer string `toml:"jailer" json:"jailer,omitempty"`
+	// WaitConsole makes start return only once the console shows this text.
+	WaitConsole string `toml:"wait_console" json:"wait_console,omitempty"`
+	// Placeholders is the size of the drive hotplug pool.
+	Placeholders int `toml:"hotplug_slots" json:"hotplug_slots,omitempty"`
+}
+
+// Disk is a drive backed by a host file.
+type Disk struct {
+	Path     string `toml:"path" json:"path"`
+	ReadOnly bool   `toml:"read_only" json:"read_only,omitempty"`
+}
+
+// Net is one network interface: an existing tap given by name, or (Auto) a
+// tap kindling creates for the sandbox and deletes when it is removed.
+type Net struct {
+	Auto bool   `json:"auto,omitempty"`
+	Tap  string `json:"tap,omitempty"`
+	MAC  string `json:"mac,omitempty"`
+}
+
+// ParseMemory reads a memory size: a plain number of MiB ("512") or a number
+// with a unit K, M, G or T (optionally followed by "iB" or "B"), in binary units.
+// The result is in MiB and must be a whole, positive number of MiB.
+func ParseMemory(s string) (int, error) {
+	orig := s
+	s = strings.TrimSpace(s)
+	bad := func(why string) (int, error) {
+		return 0, fmt.Errorf("memory %q: %s (give MiB like 512, or a size like 512M or 2G)", orig, why)
+	}
+	if s == "" {
+		return bad("empty")
+	}
+	i := len(s)
+	for i > 0 && (s[i-1] < '0' || s[i-1] > '9') {
+		i--
+	}
+	num, unit := s[:i], strings.ToUpper(strings.TrimSpace(s[i:]))
+	n, err := strconv.ParseUint(num, 10, 64)
+	if err != nil {
+		return bad("not a whole number")
+	}
+	unit = strings.TrimSuffix(strings.TrimSuffix(unit, "B"), "I")
+	var kib uint64
+	switch unit {
+	case "", "M":
+		kib = 1 << 10
+	case "K":
+		if n%1024 != 0 {
+			return bad("not a whole number of MiB")
+		}
+		n, kib = n/1024, 1<<10
+	case "G":
+		kib = 1 << 20
+	case "T":
+		kib = 1 << 30
+	default:
+		return bad("unknown unit " + strconv.Quote(s[i:]))
+	}
+	if n == 0 {
+		return bad("must be more than zero")
+	}
+	mib := n * (kib >> 10)
+	if mib/(kib>>10) != n || mib > math.MaxInt32 {
+		return bad("too large")
+	}
+	return int(mib), nil
+}
+
+// ParseDisk reads PATH[:ro|:rw]. Drives are read-write unless ":ro" is given.
+func ParseDisk(s string) (Disk, error) {
+	d := Disk{Path: s}
+	if p, ok := strings.CutSuffix(s, ":ro"); ok {
+		d = Disk{Path: p, ReadOnly: true}
+	} else if p, ok := strings.CutSuffix(s, ":rw"); ok {
+		d = Disk{Path: p}
+	}
+	if d.Path == "" {
+		return Disk{}, fmt.Errorf("drive %q: no path (give PATH, PATH:ro or PATH:rw)", s)
+	}
+	return d, nil
+}
+
+// ParseNet reads "auto", "auto,mac=MAC" or "tap=NAME[,mac=MAC]".
+func ParseNet(s string) (Net, error) {
+	var n Net
+	bad := func(why string) (Net, error) {
+		return Net{}, fmt.Errorf("net %q: %s (give auto or tap=NAME[,mac=MAC])", s, why)
+	}
+	if s == "" {
+		return bad("empty")
+	}
+	for _, part := range strings.Split(s, ",") {
+		k, v, hasValue := strings.Cut(part, "=")
+		switch {
+		case k == "auto" && !hasValue:
+			n.Auto = true
+		case k == "tap" && hasValue && v != "":
+			n.Tap = v
+		case k == "mac" && hasValue && v != "":
+			n.MAC = v
+		default:
+			return bad("unknown part " + strconv.Quote(part))
+		}
+	}
+	if n.Auto == (n.Tap != "") {
+		return bad("say either auto or tap=NAME")
+	}
+	return n, nil
+}
+
+// LoadSpecFile reads a sandbox spec from a TOML file. Unknown keys are errors,
+// so a misspelt setting is never silently ignored.
+func LoadSpecFile(path string) (Spec, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Spec{}, fmt.Errorf("config file: %w", err)
+	}
+	return parseSpec(path, data)
+}
+
+func parseSpec(name string, data []byte) (Spec, error) {
+	var s Spec
+	md, err := toml.Decode(string(data), &s)
+	if err != nil {
+		return Spec{}, fmt.Errorf("config file %s: %w", name, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return Spec{}, fmt.Errorf("config file %s: unknown setting %s", name, strings.Join(keys, ", "))
+	}
+	if s.Memory != "" {
+		if s.MemoryMiB, err = ParseMemory(s.Memory); err != nil {
+			return Spec{}, fmt.Errorf("config file %s: %w", name, err)
+		}
+	}
+	var errs []error
+	for _, f := range s.NetFlags {
+		n, err := ParseNet(f)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		s.Net = append(s.Net, n)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Spec{}, fmt.Errorf("config file %s: %w", name, err)
+	}
+	return s, nil
+}
