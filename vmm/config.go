@@ -13,20 +13,23 @@ type Config struct {
 	// Jailer, when non-nil, runs Firecracker through the jailer.
 	Jailer *JailerConfig
 
-	// ID names the VMM (Firecracker's --id): 1–64 of [A-Za-z0-9-].
+	// ID names the VMM (Firecracker's --id): 1–64 of [A-Za-z0-9-]
+	// (default: a short random one).
 	ID string
 	// RunDir is the directory for the API socket, Firecracker's log and
 	// metrics files. Required; created if missing. The caller owns it.
 	RunDir string
 	// SocketPath overrides the API socket path (default RunDir/firecracker.sock).
-	// It must be shorter than 108 bytes.
+	// It must be shorter than 108 bytes. Under the jailer the socket is
+	// <chroot>/firecracker.sock instead, and that path must be short enough.
 	SocketPath string
 
 	// Kernel is the guest kernel image (an uncompressed ELF). Required.
 	Kernel string
 	// Initrd is an optional initial ramdisk.
 	Initrd string
-	// KernelArgs are merged over DefaultKernelArgs: a key given here wins.
+	// KernelArgs are merged over DefaultKernelArgs and the Root drive's
+	// root= (see BootArgs and MergeKernelArgs): a key given here wins.
 	KernelArgs string
 
 	// VCPUs is the number of vCPUs, 1–32 (default 1).
@@ -38,7 +41,9 @@ type Config struct {
 	// CPUTemplate names a static CPU template (e.g. "T2"); empty for none.
 	CPUTemplate string
 
-	// Drives are attached in order before boot. At most one is Root.
+	// Drives are attached before boot, the Root one first, then the others
+	// in order. At most one is Root. IDs pool0, pool1 … are reserved for
+	// the placeholder pool.
 	Drives []Drive
 	// Placeholders is the size of the hotplug pool: empty drives attached
 	// before boot that AttachDrive later swaps for real ones.
@@ -57,6 +62,7 @@ type Config struct {
 	// LogLevel is Firecracker's log level: Error, Warning, Info (default), Debug, Trace, Off.
 	LogLevel string
 	// LogPath is Firecracker's log file (default RunDir/firecracker.log).
+	// Under the jailer, the log and metrics files are inside the chroot.
 	LogPath string
 	// MetricsPath, when set, is where Firecracker writes its metrics.
 	MetricsPath string
@@ -174,7 +180,8 @@ type TokenBucket struct {
 
 // JailerConfig runs Firecracker through Firecracker's jailer.
 type JailerConfig struct {
-	// Path is the jailer executable. Required.
+	// Path is the jailer executable. Required. The jailer runs only a
+	// Firecracker whose file name contains "firecracker".
 	Path string
 	// UID and GID are the unprivileged user and group Firecracker runs as.
 	UID, GID int
@@ -182,7 +189,8 @@ type JailerConfig struct {
 	ChrootBase string
 	// NetNS is a network namespace path for Firecracker to join.
 	NetNS string
-	// CgroupVersion is 1 or 2 (default 2).
+	// CgroupVersion is 1 or 2 (default 2, always passed to the jailer,
+	// whose own default is 1).
 	CgroupVersion int
 	// Cgroups are --cgroup key=value settings.
 	Cgroups []string

@@ -1,0 +1,166 @@
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Version is the version of the state file envelope this package writes.
+// Files with a higher version are refused with a *TooNewError.
+const Version = 1
+
+// File names inside a sandbox directory.
+const (
+	stateFile = "state.json"
+	// tempPrefix starts the name of a state file being written. Such a file
+	// is never read; one that outlives its writer is removed by Clean.
+	tempPrefix = "." + stateFile + ".tmp-"
+)
+
+// maxStateSize bounds how much of a state file Load reads; anything larger
+// is reported as corrupt rather than read into memory.
+const maxStateSize = 16 << 20
+
+// envelope is the on-disk form of a state file.
+type envelope struct {
+	Version int `json:"version"`
+	Data    any `json:"data"`
+}
+
+// encodeState marshals v into a versioned envelope.
+func encodeState(v any) ([]byte, error) {
+	b, err := json.MarshalIndent(envelope{Version: Version, Data: v}, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode state: %w", err)
+	}
+	return append(b, '\n'), nil
+}
+
+// decodeState decodes the content b of the state file at path into v. A
+// malformed file gives a *CorruptError, a newer version a *TooNewError; an
+// error of the caller's (v not a non-nil pointer) is returned as is.
+func decodeState(path string, b []byte, v any) error {
+	var env struct {
+		Version *int            `json:"version"`
+		Data    json.RawMessage `json:"data"`
+	}
+	if err := json.Unmarshal(b, &env); err != nil {
+		if len(b) == 0 {
+			err = errors.New("empty file")
+		}
+		return &CorruptError{Path: path, Err: err}
+	}
+	switch {
+	case env.Version == nil:
+		return &CorruptError{Path: path, Err: errors.New(`no "version" field`)}
+	case *env.Version < 1:
+		return &CorruptError{Path: path, Err: fmt.Errorf("invalid version %d", *env.Version)}
+	case *env.Version > Version:
+		return &TooNewError{Path: path, Version: *env.Version}
+	case env.Data == nil:
+		return &CorruptError{Path: path, Err: errors.New(`no "data" field`)}
+	}
+	if err := json.Unmarshal(env.Data, v); err != nil {
+		if _, ok := errors.AsType[*json.InvalidUnmarshalError](err); ok {
+			return fmt.Errorf("decode state: %w", err)
+		}
+		return &CorruptError{Path: path, Err: err}
+	}
+	return nil
+}
+
+// readState reads and decodes the state file in dir into v. A missing file
+// gives an error matching ErrNotFound.
+func readState(dir string, v any) error {
+	path := filepath.Join(dir, stateFile)
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		if _, derr := os.Stat(dir); derr == nil {
+			return fmt.Errorf("%w: no state file yet (its create did not finish)", ErrNotFound)
+		}
+		return ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("read state: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxStateSize+1))
+	if err != nil {
+		return fmt.Errorf("read state %q: %w", path, err)
+	}
+	if len(b) > maxStateSize {
+		return &CorruptError{Path: path, Err: fmt.Errorf("larger than %d bytes", maxStateSize)}
+	}
+	return decodeState(path, b, v)
+}
+
+// writeState encodes v and replaces the state file in dir atomically: a
+// temporary file in dir is written, synced and renamed over state.json, and
+// dir is synced. On any error the old state file is untouched and the
+// temporary file is removed. A missing dir gives an error matching
+// ErrNotFound.
+func writeState(dir string, v any) error {
+	b, err := encodeState(v)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(dir, stateFile, b)
+}
+
+func writeFileAtomic(dir, name string, b []byte) (err error) {
+	f, err := os.CreateTemp(dir, tempPrefix+"*") // mode 0600
+	if errors.Is(err, os.ErrNotExist) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("write state: %w", err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close() // may be closed already; the write error is what matters
+			if rerr := os.Remove(tmp); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+				err = errors.Join(err, fmt.Errorf("remove temporary state file: %w", rerr))
+			}
+		}
+	}()
+	if _, err := f.Write(b); err != nil {
+		return fmt.Errorf("write state: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("write state: sync: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write state: close: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		return fmt.Errorf("write state: %w", err)
+	}
+	if err := syncDir(dir); err != nil {
+		// The new state is in place; only its durability is in doubt.
+		return fmt.Errorf("write state: %w", err)
+	}
+	return nil
+}
+
+// syncDir fsyncs a directory so that entries created, renamed or removed in
+// it survive a crash of the host.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync directory: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync directory %q: %w", dir, err)
+	}
+	return nil
+}
+
+// isTemp reports whether name is a temporary state file.
+func isTemp(name string) bool { return strings.HasPrefix(name, tempPrefix) }

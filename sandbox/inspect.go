@@ -1,0 +1,123 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	kunix "github.com/kindling-vm/kindling/internal/unix"
+	"github.com/kindling-vm/kindling/internal/store"
+)
+
+// Inspect returns the sandbox's Info, its status reconciled with the host.
+func (r *Runtime) Inspect(ctx context.Context, id string) (Info, error) {
+	var rec record
+	if err := r.st.Load(id, &rec); err != nil {
+		return Info{}, r.loadError(id, err)
+	}
+	return r.info(ctx, &rec), nil
+}
+
+// List returns every sandbox, sorted by ID, each reconciled with the host.
+// A sandbox whose create never finished is left out (GC removes it).
+func (r *Runtime) List(ctx context.Context) ([]Info, error) {
+	entries, err := r.st.List()
+	if err != nil {
+		return nil, fmt.Errorf("list sandboxes: %w", err)
+	}
+	infos := make([]Info, 0, len(entries))
+	for _, e := range entries {
+		if e.Incomplete {
+			continue
+		}
+		var rec record
+		if err := r.st.Load(e.ID, &rec); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				continue // removed meanwhile
+			}
+			infos = append(infos, Info{ID: e.ID, Status: Status("broken: " + err.Error()), Dir: e.Dir})
+			continue
+		}
+		infos = append(infos, r.info(ctx, &rec))
+	}
+	return infos, nil
+}
+
+func (r *Runtime) loadError(id string, err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("sandbox %q: %w (see 'kindling ps')", id, ErrNotFound)
+	}
+	return fmt.Errorf("sandbox %q: %w", id, err)
+}
+
+// info turns a record into Info, reconciling its status with the host.
+func (r *Runtime) info(ctx context.Context, rec *record) Info {
+	dir, _ := r.st.Dir(rec.ID)
+	in := Info{
+		ID: rec.ID, Spec: rec.Spec, Kernel: rec.Kernel,
+		CreatedAt: rec.CreatedAt, StartedAt: rec.StartedAt, Exit: rec.Exit,
+		Dir:            dir,
+		APISocket:      filepath.Join(dir, apiSocketName),
+		ConsoleLog:     filepath.Join(dir, consoleName),
+		FirecrackerLog: filepath.Join(dir, fcLogName),
+	}
+	if rec.Spec.VsockCID != 0 {
+		in.VsockSocket = filepath.Join(dir, vsockName)
+	}
+	for _, t := range rec.Taps {
+		in.Taps = append(in.Taps, TapInfo{Name: t.Name, NetNS: t.NetNS, MAC: t.MAC, Created: t.Owned})
+	}
+	in.Status = r.reconcile(ctx, rec)
+	if rec.Machine != nil {
+		in.Slots = rec.Machine.Pool
+		in.FirecrackerVersion = rec.Machine.Firecracker
+		if in.Status == Running || in.Status == Paused || in.Status == Orphaned {
+			in.PID = rec.Machine.PID
+		}
+	}
+	if rec.Monitor != nil && alive(*rec.Monitor) {
+		in.MonitorPID = rec.Monitor.PID
+	}
+	return in
+}
+
+// reconcile returns the sandbox's status as the host shows it: a recorded
+// Running or Paused VMM that is gone is Exited, one whose monitor is gone is
+// Orphaned. Pause and Resume keep the Running/Paused distinction recorded.
+func (r *Runtime) reconcile(_ context.Context, rec *record) Status {
+	switch rec.Status {
+	case Created, Exited:
+		return rec.Status
+	}
+	monitorAlive := rec.Monitor != nil && alive(*rec.Monitor)
+	if rec.Machine == nil {
+		// Starting: the VMM is not recorded yet.
+		if monitorAlive {
+			return Starting
+		}
+		return Exited
+	}
+	vmmRef := procRef{PID: rec.Machine.PID, StartTime: rec.Machine.StartTime}
+	if !alive(vmmRef) {
+		return Exited
+	}
+	if !monitorAlive {
+		return Orphaned
+	}
+	return rec.Status
+}
+
+// alive reports whether p still runs (zombies count as gone) and is the
+// very process recorded, not a recycled PID.
+func alive(p procRef) bool {
+	if p.PID <= 0 {
+		return false
+	}
+	st, err := kunix.ProcessStartTime(p.PID)
+	if err != nil || st != p.StartTime {
+		return false
+	}
+	state, err := kunix.ProcessState(p.PID)
+	return err == nil && state != 'Z' && state != 'X'
+}

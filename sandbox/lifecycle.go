@@ -1,0 +1,391 @@
+package sandbox
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/kindling-vm/kindling/internal/netdev"
+	"github.com/kindling-vm/kindling/internal/store"
+	kunix "github.com/kindling-vm/kindling/internal/unix"
+	"github.com/kindling-vm/kindling/vmm"
+)
+
+// Environment of a monitor process: the state root and the sandbox ID.
+const (
+	envMonitorRoot = "KINDLING_MONITOR_ROOT"
+	envMonitorID   = "KINDLING_MONITOR_ID"
+)
+
+// readyFD is the monitor's descriptor for its start report (ExtraFiles[0]).
+const readyFD = 3
+
+// startReport is what a monitor writes on its ready pipe once the VMM runs
+// or failed to start.
+type startReport struct {
+	Error string `json:"error,omitempty"`
+}
+
+// Start starts a created (or exited) sandbox: it creates the sandbox's own
+// taps, then starts its monitor, which spawns and boots the VMM. Start
+// returns once the VM runs (and, with Spec.WaitConsole, once the console has
+// shown that text) or with the reason it did not start; then nothing is left
+// running. ctx bounds the start only: cancelling it later does not stop the
+// sandbox.
+func (r *Runtime) Start(ctx context.Context, id string) (_ Info, err error) {
+	l, err := r.st.Lock(ctx, id)
+	if err != nil {
+		return Info{}, r.loadError(id, err)
+	}
+	defer l.Unlock()
+	var rec record
+	if err := l.Load(&rec); err != nil {
+		return Info{}, r.loadError(id, err)
+	}
+	if st := r.reconcile(ctx, &rec); st != Created && st != Exited {
+		return Info{}, fmt.Errorf("start sandbox %q: it is %s: %w", id, st, ErrInvalidState)
+	}
+	if err := r.setUpTaps(ctx, &rec); err != nil {
+		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
+	}
+	mon, report, err := r.spawnMonitor(l.Dir(), id)
+	if err != nil {
+		releaseTaps(context.WithoutCancel(ctx), &rec)
+		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
+	}
+	rec.Status, rec.Monitor, rec.Machine, rec.Exit = Starting, &mon.ref, nil, nil
+	if err := l.Save(&rec); err != nil {
+		mon.kill()
+		releaseTaps(context.WithoutCancel(ctx), &rec)
+		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
+	}
+	l.Unlock() // the monitor records the running VMM under the lock
+
+	if err := mon.awaitReport(ctx, report); err != nil {
+		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
+	}
+	return r.Inspect(context.WithoutCancel(ctx), id)
+}
+
+// monitorProc is a monitor process this runtime started.
+type monitorProc struct {
+	cmd  *exec.Cmd
+	ref  procRef
+	done chan struct{} // closed once cmd.Wait returned
+}
+
+// spawnMonitor starts the monitor of sandbox id, detached in its own session,
+// with its output in the sandbox's monitor log and a pipe for its report.
+func (r *Runtime) spawnMonitor(dir, id string) (*monitorProc, *os.File, error) {
+	logf, err := os.OpenFile(filepath.Join(dir, monitorLogName), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open monitor log: %w", err)
+	}
+	defer logf.Close()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, nil, fmt.Errorf("spawn monitor: %w", err)
+	}
+	defer pw.Close()
+	cmd := exec.Command(r.monitorExe)
+	cmd.Args = []string{"kindling-monitor", id}
+	cmd.Env = append(os.Environ(), envMonitorRoot+"="+r.st.Root(), envMonitorID+"="+id)
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = []*os.File{pw}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		pr.Close()
+		return nil, nil, fmt.Errorf("spawn monitor %s: %w", r.monitorExe, err)
+	}
+	m := &monitorProc{cmd: cmd, done: make(chan struct{})}
+	// The monitor outlives this call; reap it whenever it exits so that a
+	// long-lived process embedding the runtime collects no zombies.
+	go func() { cmd.Wait(); close(m.done) }()
+	st, err := kunix.ProcessStartTime(cmd.Process.Pid)
+	if err != nil {
+		m.kill()
+		pr.Close()
+		return nil, nil, fmt.Errorf("spawn monitor: %w", err)
+	}
+	m.ref = procRef{PID: cmd.Process.Pid, StartTime: st}
+	return m, pr, nil
+}
+
+// kill ends the monitor at once and waits until it is reaped.
+func (m *monitorProc) kill() {
+	m.cmd.Process.Kill()
+	<-m.done
+}
+
+// awaitReport reads the monitor's start report. If ctx ends first, the
+// monitor is told to abort (SIGTERM), and its report is still awaited so
+// that nothing is left half-started.
+func (m *monitorProc) awaitReport(ctx context.Context, report *os.File) error {
+	defer report.Close()
+	type result struct {
+		rep startReport
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		b, err := io.ReadAll(bufio.NewReader(report))
+		if err != nil {
+			ch <- result{err: fmt.Errorf("read monitor report: %w", err)}
+			return
+		}
+		var rep startReport
+		if len(b) == 0 {
+			ch <- result{err: errors.New("the monitor exited without a report (see its log, monitor.log, in the sandbox directory)")}
+			return
+		}
+		if err := json.Unmarshal(b, &rep); err != nil {
+			ch <- result{err: fmt.Errorf("monitor report %q: %w", b, err)}
+			return
+		}
+		ch <- result{rep: rep}
+	}()
+	var res result
+	select {
+	case res = <-ch:
+	case <-ctx.Done():
+		m.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case res = <-ch:
+		case <-time.After(10 * time.Second):
+			m.kill()
+			res = <-ch
+		}
+		if res.err == nil && res.rep.Error == "" {
+			return nil // it had started after all
+		}
+		return ctx.Err()
+	}
+	if res.err != nil {
+		return res.err
+	}
+	if res.rep.Error != "" {
+		return errors.New(res.rep.Error)
+	}
+	return nil
+}
+
+// setUpTaps creates the taps the sandbox owns and checks the ones it uses.
+func (r *Runtime) setUpTaps(ctx context.Context, rec *record) error {
+	for i, t := range rec.Taps {
+		if !t.Owned {
+			if err := netdev.CheckTap(t.Name, t.NetNS); err != nil {
+				return err
+			}
+			continue
+		}
+		_, err := netdev.CreateTap(ctx, netdev.TapSpec{Name: t.Name, NetNS: t.NetNS})
+		if errors.Is(err, netdev.ErrExists) {
+			// Left from an earlier run of this sandbox: usable if it is a
+			// free tap, not someone else's device.
+			err = netdev.CheckTap(t.Name, t.NetNS)
+		}
+		if err != nil {
+			// Roll back the ones made so far.
+			partial := *rec
+			partial.Taps = rec.Taps[:i]
+			releaseTaps(context.WithoutCancel(ctx), &partial)
+			return err
+		}
+	}
+	return nil
+}
+
+// releaseTaps deletes the taps the sandbox owns; missing ones are fine.
+func releaseTaps(ctx context.Context, rec *record) error {
+	var errs []error
+	for _, t := range rec.Taps {
+		if !t.Owned {
+			continue
+		}
+		if err := netdev.DeleteTap(ctx, t.Name, t.NetNS); err != nil && !errors.Is(err, netdev.ErrNotFound) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Stop stops the sandbox's VMM within ctx's deadline (Ctrl-Alt-Del, then
+// SIGTERM, then SIGKILL) and returns once its monitor has recorded the exit
+// and released the sandbox's host resources. Stopping a sandbox that is not
+// running is not an error.
+func (r *Runtime) Stop(ctx context.Context, id string) error {
+	return r.end(ctx, id, "stop", (*vmm.Machine).Stop)
+}
+
+// Kill kills the sandbox's VMM with SIGKILL; otherwise like Stop.
+func (r *Runtime) Kill(ctx context.Context, id string) error {
+	return r.end(ctx, id, "kill", (*vmm.Machine).Kill)
+}
+
+func (r *Runtime) end(ctx context.Context, id, op string, how func(*vmm.Machine, context.Context) error) error {
+	l, err := r.st.Lock(ctx, id)
+	if err != nil {
+		return r.loadError(id, err)
+	}
+	defer l.Unlock()
+	var rec record
+	if err := l.Load(&rec); err != nil {
+		return r.loadError(id, err)
+	}
+	switch r.reconcile(ctx, &rec) {
+	case Created, Exited:
+		return r.settle(ctx, l, &rec)
+	case Starting:
+		// Abort the start: the monitor cleans up and reports.
+		if rec.Monitor != nil {
+			kunix.Kill(rec.Monitor.PID, syscall.SIGTERM)
+		}
+	default:
+		m, err := vmm.Attach(ctx, *rec.Machine)
+		if err != nil && !errors.Is(err, vmm.ErrNotFound) {
+			return fmt.Errorf("%s sandbox %q: %w", op, id, err)
+		}
+		if err == nil {
+			if err := how(m, ctx); err != nil {
+				return fmt.Errorf("%s sandbox %q: %w", op, id, err)
+			}
+		}
+	}
+	// Let the monitor record the exit: it needs the lock.
+	l.Unlock()
+	if rec.Monitor != nil {
+		if err := waitGone(ctx, *rec.Monitor); err != nil {
+			return fmt.Errorf("%s sandbox %q: wait for its monitor: %w", op, id, err)
+		}
+	}
+	l, err = r.st.Lock(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil // auto-removed by its monitor
+	}
+	if err != nil {
+		return r.loadError(id, err)
+	}
+	defer l.Unlock()
+	if err := l.Load(&rec); err != nil {
+		return r.loadError(id, err)
+	}
+	return r.settle(ctx, l, &rec)
+}
+
+// settle finishes the books of a sandbox whose VMM and monitor are gone but
+// whose record says otherwise (the monitor died): it records an unknown exit
+// and releases the sandbox's host resources. It is called with the lock held.
+func (r *Runtime) settle(ctx context.Context, l *store.Locked, rec *record) error {
+	if rec.Status == Created || rec.Status == Exited {
+		return nil
+	}
+	rec.Status = Exited
+	if rec.Exit == nil {
+		rec.Exit = &Exit{Code: -1, At: time.Now().UTC(), Error: "the monitor died before the VMM exited; its exit status is unknown"}
+	}
+	err := releaseTaps(context.WithoutCancel(ctx), rec)
+	removeSockets(l.Dir())
+	return errors.Join(err, l.Save(rec))
+}
+
+// removeSockets removes the API and vsock sockets a dead VMM left behind.
+func removeSockets(dir string) {
+	for _, n := range []string{apiSocketName, vsockName} {
+		os.Remove(filepath.Join(dir, n))
+	}
+}
+
+// waitGone waits until p has exited (or ctx ends). p is not our child, so
+// it is watched through a pidfd.
+func waitGone(ctx context.Context, p procRef) error {
+	fd, err := kunix.OpenPidfd(p.PID)
+	if err != nil {
+		return nil // gone already
+	}
+	defer fd.Close()
+	if st, err := kunix.ProcessStartTime(p.PID); err != nil || st != p.StartTime {
+		return nil // the PID is someone else's now
+	}
+	done := make(chan error, 1)
+	go func() { done <- fd.Wait() }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		fd.Close() // wakes the waiter
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Remove deletes a sandbox and everything it owns. A running sandbox is
+// refused unless force is set; then it is killed first.
+func (r *Runtime) Remove(ctx context.Context, id string, force bool) error {
+	if err := store.ValidateID(id); err != nil {
+		return specError(err)
+	}
+	var rec record
+	if err := r.st.Load(id, &rec); err != nil && !errors.Is(err, store.ErrCorrupt) {
+		return r.loadError(id, err)
+	}
+	if st := r.reconcile(ctx, &rec); st != Created && st != Exited {
+		if !force {
+			return fmt.Errorf("remove sandbox %q: it is %s: stop it first, or use --force: %w", id, st, ErrInvalidState)
+		}
+		if err := r.Kill(ctx, id); err != nil {
+			return fmt.Errorf("remove sandbox %q: %w", id, err)
+		}
+	}
+	l, err := r.st.Lock(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return r.loadError(id, err)
+	}
+	defer l.Unlock()
+	if err := l.Load(&rec); err != nil && !errors.Is(err, store.ErrCorrupt) {
+		return r.loadError(id, err)
+	}
+	if st := r.reconcile(ctx, &rec); st != Created && st != Exited {
+		return fmt.Errorf("remove sandbox %q: it is %s again: %w", id, st, ErrInvalidState)
+	}
+	if err := releaseTaps(context.WithoutCancel(ctx), &rec); err != nil {
+		return fmt.Errorf("remove sandbox %q: %w", id, err)
+	}
+	if err := l.Remove(); err != nil {
+		return fmt.Errorf("remove sandbox %q: %w", id, err)
+	}
+	return nil
+}
+
+// Wait waits until the sandbox's VMM has exited and its monitor recorded
+// it, and returns how it exited.
+func (r *Runtime) Wait(ctx context.Context, id string) (*Exit, error) {
+	var rec record
+	if err := r.st.Load(id, &rec); err != nil {
+		return nil, r.loadError(id, err)
+	}
+	if rec.Monitor != nil {
+		if err := waitGone(ctx, *rec.Monitor); err != nil {
+			return nil, err
+		}
+	}
+	in, err := r.Inspect(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil // auto-removed
+	}
+	if err != nil {
+		return nil, err
+	}
+	return in.Exit, nil
+}

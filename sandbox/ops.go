@@ -1,0 +1,149 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/kindling-vm/kindling/internal/store"
+	"github.com/kindling-vm/kindling/vmm"
+)
+
+// withMachine locks sandbox id, checks that its VMM runs (or is paused, or
+// orphaned), attaches to it and calls fn, then saves rec with the machine's
+// new state.
+func (r *Runtime) withMachine(ctx context.Context, id, op string, fn func(m *vmm.Machine, rec *record) error) error {
+	l, err := r.st.Lock(ctx, id)
+	if err != nil {
+		return r.loadError(id, err)
+	}
+	defer l.Unlock()
+	var rec record
+	if err := l.Load(&rec); err != nil {
+		return r.loadError(id, err)
+	}
+	switch st := r.reconcile(ctx, &rec); st {
+	case Running, Paused, Orphaned:
+	default:
+		return fmt.Errorf("%s sandbox %q: it is %s: %w", op, id, st, ErrInvalidState)
+	}
+	m, err := vmm.Attach(ctx, *rec.Machine)
+	if err != nil {
+		return fmt.Errorf("%s sandbox %q: %w", op, id, err)
+	}
+	if err := fn(m, &rec); err != nil {
+		return fmt.Errorf("%s sandbox %q: %w", op, id, err)
+	}
+	state := m.State()
+	rec.Machine = &state
+	if err := l.Save(&rec); err != nil {
+		return fmt.Errorf("%s sandbox %q: %w", op, id, err)
+	}
+	return nil
+}
+
+// Pause pauses the sandbox's vCPUs.
+func (r *Runtime) Pause(ctx context.Context, id string) error {
+	return r.withMachine(ctx, id, "pause", func(m *vmm.Machine, rec *record) error {
+		if err := m.Pause(ctx); err != nil {
+			return err
+		}
+		rec.Status = Paused
+		return nil
+	})
+}
+
+// Resume resumes a paused sandbox.
+func (r *Runtime) Resume(ctx context.Context, id string) error {
+	return r.withMachine(ctx, id, "resume", func(m *vmm.Machine, rec *record) error {
+		if err := m.Resume(ctx); err != nil {
+			return err
+		}
+		rec.Status = Running
+		return nil
+	})
+}
+
+// Threads returns the host thread IDs of the sandbox's vCPUs, in vCPU order.
+func (r *Runtime) Threads(ctx context.Context, id string) ([]int, error) {
+	var tids []int
+	err := r.withMachine(ctx, id, "list threads of", func(m *vmm.Machine, _ *record) error {
+		var err error
+		tids, err = m.VCPUThreads(ctx)
+		return err
+	})
+	return tids, err
+}
+
+// AttachDrive hot-plugs a drive into a free hotplug slot of the running
+// sandbox and returns the slot's ID.
+func (r *Runtime) AttachDrive(ctx context.Context, id string, d Disk) (string, error) {
+	if err := absPath(&d.Path); err != nil {
+		return "", specError(err)
+	}
+	var slot string
+	err := r.withMachine(ctx, id, "attach a drive to", func(m *vmm.Machine, _ *record) error {
+		var err error
+		slot, err = m.AttachDrive(ctx, vmm.Drive{Path: d.Path, ReadOnly: d.ReadOnly})
+		return err
+	})
+	return slot, err
+}
+
+// DetachDrive empties a hotplug slot of the running sandbox.
+func (r *Runtime) DetachDrive(ctx context.Context, id, slot string) error {
+	return r.withMachine(ctx, id, "detach a drive from", func(m *vmm.Machine, _ *record) error {
+		return m.DetachDrive(ctx, slot)
+	})
+}
+
+// GC removes every sandbox whose VMM is gone (exited, or never started by
+// a create that crashed) and releases what they held: taps, sockets and
+// files. Created sandboxes that were never started are kept. It returns the
+// IDs it removed.
+func (r *Runtime) GC(ctx context.Context) ([]string, error) {
+	var removed []string
+	var errs []error
+	cleaned, err := r.st.Clean()
+	removed = append(removed, cleaned...)
+	errs = append(errs, err)
+	entries, err := r.st.List()
+	if err != nil {
+		return removed, errors.Join(append(errs, err)...)
+	}
+	for _, e := range entries {
+		if e.Incomplete {
+			continue
+		}
+		l, err := r.st.TryLock(e.ID)
+		if err != nil {
+			if !errors.Is(err, store.ErrLocked) && !errors.Is(err, store.ErrNotFound) {
+				errs = append(errs, err)
+			}
+			continue // busy: another command works on it
+		}
+		var rec record
+		lerr := l.Load(&rec)
+		if lerr != nil && !errors.Is(lerr, store.ErrCorrupt) {
+			l.Unlock()
+			errs = append(errs, lerr)
+			continue
+		}
+		if lerr == nil {
+			if st := r.reconcile(ctx, &rec); st != Exited {
+				l.Unlock()
+				continue
+			}
+		}
+		if err := releaseTaps(ctx, &rec); err != nil {
+			errs = append(errs, err)
+		}
+		if err := l.Remove(); err != nil {
+			errs = append(errs, err)
+		} else {
+			removed = append(removed, e.ID)
+		}
+		l.Unlock()
+	}
+	return removed, errors.Join(errs...)
+}

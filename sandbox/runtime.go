@@ -1,0 +1,347 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/kindling-vm/kindling/internal/guest"
+	"github.com/kindling-vm/kindling/internal/netdev"
+	"github.com/kindling-vm/kindling/internal/store"
+	"github.com/kindling-vm/kindling/vmm"
+)
+
+// Sentinel errors. Errors from the runtime wrap these (or the driver's), so
+// callers test them with errors.Is.
+var (
+	// ErrNotFound: no sandbox has that ID.
+	ErrNotFound = store.ErrNotFound
+	// ErrExists: a sandbox with that ID exists already.
+	ErrExists = store.ErrExists
+	// ErrInvalidState: the sandbox is not in a state that allows the operation.
+	ErrInvalidState = vmm.ErrInvalidState
+	// ErrInvalidSpec: the spec is wrong; the message says what and how to fix it.
+	ErrInvalidSpec = errors.New("invalid sandbox spec")
+)
+
+// EnvFirecracker names the environment variable that points at the
+// firecracker executable when a spec gives none.
+const EnvFirecracker = "KINDLING_FIRECRACKER"
+
+// Runtime manages the sandboxes under one state root. Its methods are safe
+// for concurrent use, also from several processes.
+type Runtime struct {
+	st         *store.Store
+	log        *slog.Logger
+	tp         trace.TracerProvider
+	monitorExe string
+}
+
+// Option configures a Runtime.
+type Option func(*Runtime)
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(l *slog.Logger) Option { return func(r *Runtime) { r.log = l } }
+
+// WithTracerProvider sets the OpenTelemetry tracer provider (default: no-op).
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(r *Runtime) { r.tp = tp }
+}
+
+// WithMonitorExecutable sets the executable started as each sandbox's
+// monitor (default: this program, which must call MonitorMain).
+func WithMonitorExecutable(path string) Option {
+	return func(r *Runtime) { r.monitorExe = path }
+}
+
+// Open opens the state root (creating it if needed). An empty root means
+// store.DefaultRoot: $KINDLING_ROOT, else /run/kindling.
+func Open(root string, opts ...Option) (*Runtime, error) {
+	if root == "" {
+		root = store.DefaultRoot()
+	}
+	st, err := store.Open(root)
+	if err != nil {
+		return nil, err
+	}
+	r := &Runtime{st: st, log: slog.New(slog.DiscardHandler), tp: noop.NewTracerProvider()}
+	for _, o := range opts {
+		o(r)
+	}
+	if r.monitorExe == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("find the monitor executable: %w", err)
+		}
+		r.monitorExe = exe
+	}
+	return r, nil
+}
+
+// Root returns the state root's absolute path.
+func (r *Runtime) Root() string { return r.st.Root() }
+
+// File names inside a sandbox directory.
+const (
+	apiSocketName  = "fc.sock"
+	vsockName      = "vsock.sock"
+	consoleName    = "console.log"
+	fcLogName      = "firecracker.log"
+	monitorLogName = "monitor.log"
+)
+
+// Info describes a sandbox as the host shows it now.
+type Info struct {
+	ID        string    `json:"id"`
+	Status    Status    `json:"status"`
+	Spec      Spec      `json:"spec"`
+	Kernel    string    `json:"kernel"`
+	CreatedAt time.Time `json:"created_at"`
+	StartedAt time.Time `json:"started_at,omitzero"`
+	// PID is the VMM's process ID while it runs.
+	PID int `json:"pid,omitempty"`
+	// MonitorPID is the monitor's process ID while it runs.
+	MonitorPID int `json:"monitor_pid,omitempty"`
+	// Exit says how the VMM ended, once it has.
+	Exit *Exit `json:"exit,omitempty"`
+	// Dir is the sandbox's directory.
+	Dir            string `json:"dir"`
+	APISocket      string `json:"api_socket"`
+	ConsoleLog     string `json:"console_log"`
+	FirecrackerLog string `json:"firecracker_log"`
+	VsockSocket    string `json:"vsock_socket,omitempty"`
+	// Taps are the sandbox's tap devices.
+	Taps []TapInfo `json:"taps,omitempty"`
+	// Slots are the drive hotplug slots and what they hold.
+	Slots []vmm.Slot `json:"hotplug_slots,omitempty"`
+	// FirecrackerVersion is the running release, once known.
+	FirecrackerVersion string `json:"firecracker_version,omitempty"`
+}
+
+// TapInfo is a tap device of a sandbox.
+type TapInfo struct {
+	Name  string `json:"name"`
+	NetNS string `json:"netns,omitempty"`
+	MAC   string `json:"mac"`
+	// Created is set when kindling created the tap for the sandbox.
+	Created bool `json:"created"`
+}
+
+// CreateOptions are the options of Create that are not part of the spec.
+type CreateOptions struct {
+	// AutoRemove removes the sandbox once its VMM exits.
+	AutoRemove bool
+}
+
+// Create checks spec and records a new sandbox in the Created state. Nothing
+// is spawned. A bad spec gives an error matching ErrInvalidSpec (or the
+// driver's ErrInvalidConfig) and leaves nothing behind.
+func (r *Runtime) Create(ctx context.Context, spec Spec, opts CreateOptions) (Info, error) {
+	rec, err := r.newRecord(spec)
+	if err != nil {
+		return Info{}, err
+	}
+	rec.AutoRemove = opts.AutoRemove
+	if err := r.st.Create(ctx, rec.ID, rec); err != nil {
+		if errors.Is(err, store.ErrExists) {
+			return Info{}, fmt.Errorf("sandbox %q exists already: pick another --name or remove it with 'kindling rm %s'", rec.ID, rec.ID)
+		}
+		return Info{}, fmt.Errorf("create sandbox %q: %w", rec.ID, err)
+	}
+	return r.info(ctx, rec), nil
+}
+
+// newRecord checks and completes spec and returns the sandbox's first record.
+func (r *Runtime) newRecord(spec Spec) (*record, error) {
+	if spec.ID == "" {
+		spec.ID = store.NewID()
+	}
+	if err := store.ValidateID(spec.ID); err != nil {
+		return nil, specError(err)
+	}
+	fc, err := findFirecracker(spec.Firecracker)
+	if err != nil {
+		return nil, err
+	}
+	spec.Firecracker = fc
+	for _, p := range []*string{&spec.Kernel, &spec.Initrd, &spec.Jailer} {
+		if err := absPath(p); err != nil {
+			return nil, specError(err)
+		}
+	}
+	if spec.Rootfs != nil {
+		if err := absPath(&spec.Rootfs.Path); err != nil {
+			return nil, specError(err)
+		}
+	}
+	for i := range spec.Drives {
+		if err := absPath(&spec.Drives[i].Path); err != nil {
+			return nil, specError(err)
+		}
+	}
+	if spec.NetNS != "" {
+		ns, err := netdev.ResolveNetNS(spec.NetNS)
+		if err != nil {
+			return nil, specError(err)
+		}
+		spec.NetNS = ns
+	}
+	rec := &record{ID: spec.ID, Spec: spec, CreatedAt: time.Now().UTC(), Status: Created, Kernel: spec.Kernel}
+	if rec.Kernel == "" {
+		if rec.Kernel, err = r.demoKernel(); err != nil {
+			return nil, err
+		}
+	}
+	if rec.Taps, err = tapsFor(spec); err != nil {
+		return nil, specError(err)
+	}
+	dir, err := r.st.Dir(spec.ID)
+	if err != nil {
+		return nil, specError(err)
+	}
+	cfg := vmmConfig(rec, dir)
+	cfg.ID = "check" // Validate wants one; the real ID is set at start.
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+func specError(err error) error { return fmt.Errorf("%w: %w", ErrInvalidSpec, err) }
+
+func absPath(p *string) error {
+	if *p == "" {
+		return nil
+	}
+	a, err := filepath.Abs(*p)
+	if err != nil {
+		return fmt.Errorf("path %q: %w", *p, err)
+	}
+	*p = a
+	return nil
+}
+
+// findFirecracker resolves the firecracker executable: the one given, else
+// $KINDLING_FIRECRACKER, else "firecracker" on PATH.
+func findFirecracker(given string) (string, error) {
+	if given == "" {
+		given = os.Getenv(EnvFirecracker)
+	}
+	if given == "" {
+		p, err := exec.LookPath("firecracker")
+		if err != nil {
+			return "", fmt.Errorf("%w: no firecracker executable found: give --firecracker PATH or set %s", ErrInvalidSpec, EnvFirecracker)
+		}
+		given = p
+	}
+	if err := absPath(&given); err != nil {
+		return "", specError(err)
+	}
+	return given, nil
+}
+
+// demoMessage is what the built-in demo guest prints before powering off.
+const demoMessage = "Hello from kindling! This tiny guest booted in a Firecracker microVM and will now power off."
+
+// demoKernel writes the built-in demo guest into the state root once and
+// returns its path.
+func (r *Runtime) demoKernel() (string, error) {
+	img, err := guest.Build(guest.Options{Message: demoMessage, Mode: guest.PowerOff})
+	if err != nil {
+		return "", fmt.Errorf("build the demo guest: %w", err)
+	}
+	dir := filepath.Join(r.st.Root(), ".kernels")
+	path := filepath.Join(dir, "demo-guest.elf")
+	if have, err := os.ReadFile(path); err == nil && string(have) == string(img) {
+		return path, nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("write the demo guest: %w", err)
+	}
+	tmp, err := os.CreateTemp(dir, ".demo-*")
+	if err != nil {
+		return "", fmt.Errorf("write the demo guest: %w", err)
+	}
+	_, werr := tmp.Write(img)
+	cerr := tmp.Close()
+	if err := errors.Join(werr, cerr); err != nil {
+		os.Remove(tmp.Name())
+		return "", fmt.Errorf("write the demo guest: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		os.Remove(tmp.Name())
+		return "", fmt.Errorf("write the demo guest: %w", err)
+	}
+	return path, nil
+}
+
+// vmmConfig is the driver configuration of the sandbox rec living in dir.
+func vmmConfig(rec *record, dir string) vmm.Config {
+	s := rec.Spec
+	cfg := vmm.Config{
+		Firecracker:  s.Firecracker,
+		ID:           rec.ID,
+		RunDir:       dir,
+		SocketPath:   filepath.Join(dir, apiSocketName),
+		Kernel:       rec.Kernel,
+		Initrd:       s.Initrd,
+		KernelArgs:   s.KernelArgs,
+		VCPUs:        s.VCPUs,
+		MemoryMiB:    s.MemoryMiB,
+		SMT:          s.SMT,
+		Placeholders: s.Placeholders,
+		LogPath:      filepath.Join(dir, fcLogName),
+		WaitConsole:  s.WaitConsole,
+	}
+	if s.Rootfs != nil {
+		cfg.Drives = append(cfg.Drives, vmm.Drive{ID: "rootfs", Path: s.Rootfs.Path, ReadOnly: s.Rootfs.ReadOnly, Root: true})
+	}
+	for i, d := range s.Drives {
+		cfg.Drives = append(cfg.Drives, vmm.Drive{ID: fmt.Sprintf("drive%d", i), Path: d.Path, ReadOnly: d.ReadOnly})
+	}
+	for i, t := range rec.Taps {
+		cfg.NetworkInterfaces = append(cfg.NetworkInterfaces, vmm.NetworkInterface{ID: fmt.Sprintf("eth%d", i), TapName: t.Name, MAC: t.MAC})
+	}
+	if s.VsockCID != 0 {
+		cfg.Vsock = &vmm.Vsock{CID: s.VsockCID, Path: filepath.Join(dir, vsockName)}
+	}
+	if s.Jailer != "" {
+		cfg.Jailer = &vmm.JailerConfig{Path: s.Jailer, NetNS: s.NetNS}
+	}
+	return cfg
+}
+
+// tapsFor derives the sandbox's tap devices from its spec.
+func tapsFor(s Spec) ([]tapRef, error) {
+	var taps []tapRef
+	seen := map[string]bool{}
+	for i, n := range s.Net {
+		t := tapRef{Name: n.Tap, NetNS: s.NetNS, MAC: n.MAC}
+		if n.Auto {
+			t.Owned = true
+			t.Name = netdev.TapName(fmt.Sprintf("%s/%d", s.ID, i))
+		}
+		if err := netdev.ValidateTapName(t.Name); err != nil {
+			return nil, err
+		}
+		if seen[t.Name] {
+			return nil, fmt.Errorf("tap %q is given twice: give each interface its own tap", t.Name)
+		}
+		seen[t.Name] = true
+		if t.MAC == "" {
+			t.MAC = netdev.MAC(fmt.Sprintf("%s/%d", s.ID, i)).String()
+		} else if _, err := netdev.ParseMAC(t.MAC); err != nil {
+			return nil, err
+		}
+		taps = append(taps, t)
+	}
+	return taps, nil
+}

@@ -1,0 +1,238 @@
+package vmm
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"testing"
+)
+
+func TestNewJailLayout(t *testing.T) {
+	c := Config{Firecracker: "/opt/fc/firecracker-v1.7.0", ID: "vm-1", MetricsPath: "/run/m",
+		Vsock:  &Vsock{CID: 3, Path: "/run/k/v.sock"},
+		Jailer: &JailerConfig{ChrootBase: "/srv/j", Cgroups: []string{"cpu.max=max"}, CgroupVersion: 2}}
+	got := newJailLayout(&c)
+	root := "/srv/j/firecracker-v1.7.0/vm-1/root"
+	want := jailLayout{
+		InstanceDir:       "/srv/j/firecracker-v1.7.0/vm-1",
+		ChrootDir:         root,
+		RootDir:           root,
+		ExecName:          "firecracker-v1.7.0",
+		SocketPathHost:    root + "/firecracker.sock",
+		SocketPathInJail:  "/firecracker.sock",
+		LogPathHost:       root + "/firecracker.log",
+		LogPathInJail:     "/firecracker.log",
+		MetricsPathHost:   root + "/firecracker.metrics",
+		MetricsPathInJail: "/firecracker.metrics",
+		VsockPathHost:     root + "/v.sock",
+		VsockPathInJail:   "/v.sock",
+		PIDFile:           root + "/firecracker-v1.7.0.pid",
+		CgroupDir:         "/sys/fs/cgroup/firecracker-v1.7.0/vm-1",
+	}
+	if got != want {
+		t.Fatalf("newJailLayout() =\n%+v\nwant\n%+v", got, want)
+	}
+
+	// Without metrics, vsock or cgroup settings, and with the default base.
+	c = Config{Firecracker: "/usr/bin/firecracker", ID: "a", Jailer: &JailerConfig{}}
+	got = newJailLayout(&c)
+	if got.ChrootDir != "/srv/jailer/firecracker/a/root" || got.MetricsPathHost != "" || got.VsockPathHost != "" || got.CgroupDir != "" {
+		t.Fatalf("newJailLayout() = %+v", got)
+	}
+}
+
+func TestJailerArgs(t *testing.T) {
+	tests := []struct {
+		name   string
+		config Config
+		want   []string
+	}{
+		{
+			name:   "minimal",
+			config: Config{Firecracker: "/bin/firecracker", ID: "vm-1", Jailer: &JailerConfig{UID: 123, GID: 100}},
+			want: []string{"--id", "vm-1", "--exec-file", "/bin/firecracker", "--uid", "123", "--gid", "100",
+				"--chroot-base-dir", "/srv/jailer", "--cgroup-version", "2",
+				"--", "--api-sock", "/firecracker.sock", "--log-path", "/firecracker.log"},
+		},
+		{
+			name: "everything",
+			config: Config{Firecracker: "/bin/firecracker", ID: "vm-2", LogLevel: "Debug", MetricsPath: "/m",
+				Jailer: &JailerConfig{UID: 1, GID: 2, ChrootBase: "/j", CgroupVersion: 1, NetNS: "/var/run/netns/n",
+					Cgroups: []string{"cpuset.cpus=0", "cpuset.mems=0"}, NewPIDNS: true}},
+			want: []string{"--id", "vm-2", "--exec-file", "/bin/firecracker", "--uid", "1", "--gid", "2",
+				"--chroot-base-dir", "/j", "--cgroup-version", "1", "--netns", "/var/run/netns/n",
+				"--cgroup", "cpuset.cpus=0", "--cgroup", "cpuset.mems=0", "--new-pid-ns",
+				"--", "--api-sock", "/firecracker.sock", "--log-path", "/firecracker.log", "--level", "Debug",
+				"--metrics-path", "/firecracker.metrics"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := jailerArgs(&tt.config, newJailLayout(&tt.config))
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("jailerArgs() =\n%q\nwant\n%q", got, tt.want)
+			}
+		})
+	}
+}
+
+// jailFixture returns a fixture, a valid jailed Config on it and its layout.
+func jailFixture(t *testing.T) (*fixture, Config, jailLayout) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("staging a jail chowns files to another user: needs root")
+	}
+	f := newFixture(t)
+	c := f.config()
+	c.Jailer = f.jailerConfig()
+	c.Jailer.Cgroups = nil
+	c = c.withDefaults()
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return f, c, newJailLayout(&c)
+}
+
+func TestStageJail(t *testing.T) {
+	_, c, l := jailFixture(t)
+	jailed, cleanup, err := stageJail(&c, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cleanup() })
+
+	// The in-jail paths the API will be given.
+	paths := []struct {
+		name         string
+		inJail, host string
+		wantInJail   string
+		sameAsOrigin string // the host file it must be a hard link of; "" for a new file
+	}{
+		{"kernel", jailed.Kernel, c.Kernel, "/kernel", c.Kernel},
+		{"initrd", jailed.Initrd, c.Initrd, "/initrd", c.Initrd},
+		{"root drive", jailed.Drives[0].Path, c.Drives[0].Path, "/drive-rootfs", c.Drives[0].Path},
+		{"data drive", jailed.Drives[1].Path, c.Drives[1].Path, "/drive-data_1", c.Drives[1].Path},
+		{"log", jailed.LogPath, "", "/firecracker.log", ""},
+		{"metrics", jailed.MetricsPath, "", "/firecracker.metrics", ""},
+	}
+	for _, p := range paths {
+		t.Run(p.name, func(t *testing.T) {
+			if p.inJail != p.wantInJail {
+				t.Fatalf("in-jail path %q, want %q", p.inJail, p.wantInJail)
+			}
+			fi, err := os.Stat(filepath.Join(l.ChrootDir, p.inJail))
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := fi.Sys().(*syscall.Stat_t)
+			if int(st.Uid) != c.Jailer.UID || int(st.Gid) != c.Jailer.GID {
+				t.Errorf("owned by %d:%d, want %d:%d", st.Uid, st.Gid, c.Jailer.UID, c.Jailer.GID)
+			}
+			if p.sameAsOrigin != "" {
+				orig, err := os.Stat(p.sameAsOrigin)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !os.SameFile(fi, orig) {
+					t.Errorf("not a hard link of %s", p.sameAsOrigin)
+				}
+			}
+		})
+	}
+	if jailed.SocketPath != l.SocketPathHost {
+		t.Errorf("jailed SocketPath %q, want the host path %q", jailed.SocketPath, l.SocketPathHost)
+	}
+	if jailed.Vsock.Path != "/v.sock" || c.Vsock.Path == jailed.Vsock.Path {
+		t.Errorf("jailed vsock path %q (original %q), want /v.sock and the original unchanged", jailed.Vsock.Path, c.Vsock.Path)
+	}
+	if c.Drives[0].Path == jailed.Drives[0].Path {
+		t.Error("stageJail changed the caller's drives")
+	}
+
+	// A second staging of the same ID is refused.
+	if _, _, err := stageJail(&c, l); !errors.Is(err, os.ErrExist) {
+		t.Errorf("second stageJail: %v, want ErrExist", err)
+	}
+
+	if err := cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(l.InstanceDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("after cleanup, %s: %v, want it gone", l.InstanceDir, err)
+	}
+	if _, err := os.Stat(filepath.Dir(l.InstanceDir)); err != nil {
+		t.Errorf("cleanup removed more than the instance: %v", err)
+	}
+	if _, err := os.Stat(c.Kernel); err != nil {
+		t.Errorf("cleanup removed the original kernel: %v", err)
+	}
+}
+
+func TestStageJailFailureCleansUp(t *testing.T) {
+	_, c, l := jailFixture(t)
+	if err := os.Remove(c.Drives[1].Path); err != nil {
+		t.Fatal(err)
+	}
+	_, cleanup, err := stageJail(&c, l)
+	if err == nil {
+		_ = cleanup()
+		t.Fatal("stageJail with a missing drive succeeded")
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stageJail: %v, want ErrNotExist", err)
+	}
+	if _, err := os.Stat(l.InstanceDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("after a failed stageJail, %s: %v, want it gone", l.InstanceDir, err)
+	}
+}
+
+// TestStageJailAcrossFilesystems puts the chroot base on /dev/shm, which is
+// a tmpfs unlike os.TempDir on most machines.
+func TestStageJailAcrossFilesystems(t *testing.T) {
+	f, c, _ := jailFixture(t)
+	base, err := os.MkdirTemp("/dev/shm", "kvj")
+	if err != nil {
+		t.Skipf("no /dev/shm: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	var a, b syscall.Statfs_t
+	if syscall.Statfs(base, &a) != nil || syscall.Statfs(f.dir, &b) != nil || a.Fsid == b.Fsid {
+		t.Skip("/dev/shm and the temporary directory are one filesystem")
+	}
+	c.Jailer.ChrootBase = base
+	l := newJailLayout(&c)
+
+	t.Run("writable drive refused", func(t *testing.T) {
+		_, cleanup, err := stageJail(&c, l)
+		if err == nil {
+			_ = cleanup()
+			t.Fatal("stageJail copied a writable drive across filesystems")
+		}
+		var ce *ConfigError
+		if !errors.As(err, &ce) || ce.Field != "jailer.chroot_base" {
+			t.Errorf("stageJail: %v, want a *ConfigError for jailer.chroot_base", err)
+		}
+		if _, err := os.Stat(l.InstanceDir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("after a failed stageJail, %s: %v, want it gone", l.InstanceDir, err)
+		}
+	})
+	t.Run("read-only files copied", func(t *testing.T) {
+		c := c
+		c.Drives = []Drive{c.Drives[0]} // read-only
+		jailed, cleanup, err := stageJail(&c, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := cleanup(); err != nil {
+				t.Error(err)
+			}
+		}()
+		got, err := os.ReadFile(filepath.Join(l.ChrootDir, jailed.Kernel))
+		if err != nil || string(got) != "x" {
+			t.Fatalf("copied kernel: %q, %v", got, err)
+		}
+	})
+}

@@ -1,0 +1,373 @@
+package vmm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"go.opentelemetry.io/otel/attribute"
+
+	"github.com/kindling-vm/kindling/fcapi"
+)
+
+// File names CreateSnapshot uses inside SnapshotOptions.Dir.
+const (
+	SnapshotStateFile = "snapshot.state"
+	SnapshotMemFile   = "snapshot.mem"
+)
+
+// SnapshotOptions says where and how to write a snapshot.
+type SnapshotOptions struct {
+	// Dir, when set, receives SnapshotStateFile and SnapshotMemFile (it is
+	// created if missing). Otherwise SnapshotPath and MemPath are required.
+	Dir string
+	// SnapshotPath is the microVM state file; MemPath the guest memory file.
+	SnapshotPath, MemPath string
+	// Diff writes only the memory pages changed since the last snapshot
+	// (the release and machine must track dirty pages).
+	Diff bool
+	// PauseAround lets CreateSnapshot take a running microVM: it pauses it
+	// first and resumes it afterwards (even when the snapshot fails).
+	// Without it the microVM must already be paused, else the error is a
+	// *StateError.
+	PauseAround bool
+}
+
+// Snapshot is a written snapshot and what Restore needs to know about the
+// microVM it was taken from.
+type Snapshot struct {
+	SnapshotPath string `json:"snapshot_path"`
+	MemPath      string `json:"mem_path"`
+	Diff         bool   `json:"diff,omitempty"`
+	// Firecracker is the release that wrote it; snapshots load only into
+	// the same release.
+	Firecracker string `json:"firecracker"`
+	// Config is the configuration of the snapshotted Machine (its devices
+	// must be at the same host paths when restoring).
+	Config Config `json:"config"`
+	// Pool is the placeholder pool at the time of the snapshot.
+	Pool []Slot `json:"pool,omitempty"`
+}
+
+// CreateSnapshot writes a snapshot of the paused microVM (see
+// SnapshotOptions.PauseAround). The VMM keeps running afterwards.
+func (m *Machine) CreateSnapshot(ctx context.Context, o SnapshotOptions) (snap Snapshot, err error) {
+	ctx, span := m.startSpan(ctx, "vmm.CreateSnapshot", attribute.Bool("snapshot.diff", o.Diff))
+	defer func() { endSpan(span, err) }()
+
+	statePath, memPath := o.SnapshotPath, o.MemPath
+	if o.Dir != "" {
+		if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+			return Snapshot{}, fmt.Errorf("create snapshot: %w", err)
+		}
+		statePath, memPath = filepath.Join(o.Dir, SnapshotStateFile), filepath.Join(o.Dir, SnapshotMemFile)
+	}
+	if statePath == "" || memPath == "" {
+		return Snapshot{}, &ConfigError{Field: "snapshot", Problem: "no destination", Fix: "set Dir, or SnapshotPath and MemPath"}
+	}
+	for _, p := range []*string{&statePath, &memPath} {
+		if a, err := filepath.Abs(*p); err == nil {
+			*p = a
+		}
+	}
+
+	want := []phase{phasePaused}
+	if o.PauseAround {
+		want = append(want, phaseRunning)
+	}
+	client, err := m.live("create snapshot", want...)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	m.mu.Lock()
+	wasRunning := m.phaseLocked() == phaseRunning
+	m.mu.Unlock()
+	if wasRunning {
+		if err := m.Pause(ctx); err != nil {
+			return Snapshot{}, fmt.Errorf("create snapshot: %w", err)
+		}
+		defer func() {
+			if rerr := m.Resume(context.WithoutCancel(ctx)); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("resume after snapshot: %w", rerr))
+			}
+		}()
+	}
+
+	typ := fcapi.SnapshotFull
+	if o.Diff {
+		typ = fcapi.SnapshotDiff
+	}
+	// A jailed Firecracker writes inside its jail; the files are moved out
+	// afterwards.
+	apiState, apiMem := statePath, memPath
+	m.mu.Lock()
+	jail := m.jail
+	if jail != nil {
+		jail.seq++
+		apiState = fmt.Sprintf("/snapshot-%d.state", jail.seq)
+		apiMem = fmt.Sprintf("/snapshot-%d.mem", jail.seq)
+	}
+	m.mu.Unlock()
+	if err := client.CreateSnapshot(ctx, fcapi.SnapshotCreate{
+		SnapshotType: typ,
+		SnapshotPath: apiState,
+		MemFilePath:  apiMem,
+	}); err != nil {
+		if jail != nil {
+			_ = os.Remove(filepath.Join(jail.layout.ChrootDir, apiState))
+			_ = os.Remove(filepath.Join(jail.layout.ChrootDir, apiMem))
+		}
+		return Snapshot{}, fmt.Errorf("create snapshot: %w", err)
+	}
+	if jail != nil {
+		for _, mv := range [][2]string{{apiState, statePath}, {apiMem, memPath}} {
+			if err := moveOutOfJail(filepath.Join(jail.layout.ChrootDir, mv[0]), mv[1]); err != nil {
+				return Snapshot{}, fmt.Errorf("create snapshot: %w", err)
+			}
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cfg := m.cfg
+	cfg.Console = nil
+	return Snapshot{
+		SnapshotPath: statePath,
+		MemPath:      memPath,
+		Diff:         o.Diff,
+		Firecracker:  m.version.String(),
+		Config:       cfg,
+		Pool:         copySlots(m.pool),
+	}, nil
+}
+
+// moveOutOfJail moves a file the jailed Firecracker wrote to dst on the
+// host (renaming, or copying across filesystems) and gives it to the
+// calling user.
+func moveOutOfJail(src, dst string) error {
+	if err := os.Rename(src, dst); err != nil {
+		if rerr := removeIfExists(dst); rerr != nil {
+			return rerr
+		}
+		if err := copyFile(src, dst); err != nil {
+			return fmt.Errorf("move %s out of the jail: %w", src, err)
+		}
+		_ = os.Remove(src)
+	}
+	if err := os.Chown(dst, os.Geteuid(), os.Getegid()); err != nil {
+		return fmt.Errorf("move %s out of the jail: %w", src, err)
+	}
+	return nil
+}
+
+// NetworkOverride gives a restored network interface another host tap.
+type NetworkOverride struct {
+	// IfaceID is the interface's ID in the snapshot.
+	IfaceID string
+	// TapName is the tap device to use instead.
+	TapName string
+}
+
+// RestoreConfig describes a VMM to restore from a snapshot.
+type RestoreConfig struct {
+	// Snapshot is the snapshot to load (from CreateSnapshot). Its files must
+	// exist, as must every drive file at the path it had when snapshotted.
+	Snapshot Snapshot
+	// Config sets the new process: Firecracker, ID, RunDir, SocketPath,
+	// LogPath, LogLevel, MetricsPath, ConsolePath, Console, WaitConsole and
+	// Env are taken from here; the devices come from Snapshot.Config.
+	// Firecracker and RunDir are required. Jailer must be set exactly when
+	// the snapshotted VMM was jailed (the paths in a snapshot are the ones
+	// Firecracker saw); a jailed restore also needs the snapshotted
+	// Machine's kernel file to exist, as the jail is staged like a boot's.
+	Config Config
+	// Resume resumes the microVM once loaded; otherwise it stays paused.
+	Resume bool
+	// NetworkOverrides swap network interfaces' taps (Firecracker ≥ 1.12;
+	// older releases give an error matching ErrNotSupported).
+	NetworkOverrides []NetworkOverride
+}
+
+// Restore starts a new Firecracker process and loads rc.Snapshot into it.
+// Firecracker exits when a load fails (a snapshot of another release, a
+// missing drive): the error then carries its fault message and stderr, and
+// nothing is left behind — no process, socket or file Restore created.
+func Restore(ctx context.Context, rc RestoreConfig, opts ...Option) (m *Machine, err error) {
+	cfg, err := restoreConfig(rc)
+	if err != nil {
+		return nil, err
+	}
+	m = newMachine(cfg, buildOptions(opts))
+	ctx, span := m.startSpan(ctx, "vmm.Restore", attribute.String("snapshot.path", rc.Snapshot.SnapshotPath))
+	defer func() { endSpan(span, err) }()
+
+	m.mu.Lock()
+	m.phase = phaseStarting
+	m.pool = copySlots(rc.Snapshot.Pool)
+	m.mu.Unlock()
+
+	final := phasePaused
+	if rc.Resume {
+		final = phaseRunning
+	}
+	statePath, memPath := rc.Snapshot.SnapshotPath, rc.Snapshot.MemPath
+	steps := func() []step {
+		return []step{
+			{name: "check-release", fn: func(ctx context.Context, c *fcapi.Client) error { return checkRestore(ctx, c, rc) }},
+			{name: "stage-jail", fn: func(context.Context, *fcapi.Client) (err error) {
+				statePath, memPath, err = m.stageRestore(rc.Snapshot)
+				return err
+			}},
+			{name: "metrics", fn: m.stepMetrics},
+			{name: "load-snapshot", fatal: true, fn: func(ctx context.Context, c *fcapi.Client) error {
+				load := fcapi.SnapshotLoad{
+					SnapshotPath: statePath,
+					MemBackend:   fcapi.MemoryBackend{BackendType: fcapi.MemoryBackendFile, BackendPath: memPath},
+					ResumeVM:     rc.Resume,
+				}
+				for _, o := range rc.NetworkOverrides {
+					load.NetworkOverrides = append(load.NetworkOverrides, fcapi.NetworkOverride{IfaceID: o.IfaceID, HostDevName: o.TapName})
+				}
+				return c.LoadSnapshot(ctx, load)
+			}},
+		}
+	}
+	if err := m.bringUp(ctx, steps, final); err != nil {
+		return nil, fmt.Errorf("restore %s: %w", rc.Snapshot.SnapshotPath, err)
+	}
+	return m, nil
+}
+
+// restoreConfig builds the restored Machine's Config and checks what can be
+// checked before spawning.
+func restoreConfig(rc RestoreConfig) (Config, error) {
+	snap := rc.Snapshot
+	var errs []error
+	for _, f := range []struct{ field, path string }{
+		{"snapshot.snapshot_path", snap.SnapshotPath},
+		{"snapshot.mem_path", snap.MemPath},
+	} {
+		if f.path == "" {
+			errs = append(errs, &ConfigError{Field: f.field, Problem: "required"})
+		} else if _, err := os.Stat(f.path); err != nil {
+			errs = append(errs, &ConfigError{Field: f.field, Value: strconv.Quote(f.path), Problem: statProblem(err)})
+		}
+	}
+	if (rc.Config.Jailer == nil) != (snap.Config.Jailer == nil) {
+		what := "was not jailed: restore it without the jailer"
+		if snap.Config.Jailer != nil {
+			what = "was jailed: restore it with Config.Jailer set"
+		}
+		errs = append(errs, &ConfigError{Field: "jailer", Problem: "the snapshotted VMM " + what})
+	}
+	cfg := snap.Config
+	p := rc.Config
+	cfg.Firecracker, cfg.ID, cfg.RunDir, cfg.SocketPath = p.Firecracker, p.ID, p.RunDir, p.SocketPath
+	cfg.LogPath, cfg.LogLevel, cfg.MetricsPath = p.LogPath, p.LogLevel, p.MetricsPath
+	cfg.ConsolePath, cfg.Console, cfg.WaitConsole, cfg.Env = p.ConsolePath, p.Console, p.WaitConsole, p.Env
+	cfg.Jailer = p.Jailer
+	cfg.Placeholders = len(snap.Pool)
+	cfg = cfg.withDefaults()
+	// The snapshot's devices need not validate again (the kernel is not
+	// read): check only what the new process needs.
+	if cfg.Firecracker == "" {
+		errs = append(errs, &ConfigError{Field: "firecracker", Problem: "required", Fix: "give the path of the firecracker executable"})
+	} else if _, err := os.Stat(cfg.Firecracker); err != nil {
+		errs = append(errs, &ConfigError{Field: "firecracker", Value: strconv.Quote(cfg.Firecracker), Problem: statProblem(err)})
+	}
+	if cfg.RunDir == "" {
+		errs = append(errs, &ConfigError{Field: "run_dir", Problem: "required", Fix: "give a directory for the API socket and Firecracker's log"})
+	}
+	if len(cfg.SocketPath) > maxSocketPath {
+		errs = append(errs, &ConfigError{Field: "socket_path", Value: strconv.Quote(cfg.SocketPath),
+			Problem: fmt.Sprintf("%d bytes, over the %d a unix socket path can hold", len(cfg.SocketPath), maxSocketPath)})
+	}
+	for _, d := range cfg.Drives {
+		if _, err := os.Stat(d.Path); err != nil {
+			errs = append(errs, &ConfigError{Field: "snapshot.drives", Value: strconv.Quote(d.Path), Problem: statProblem(err),
+				Fix: "a restored VM needs its drives at the paths they had"})
+		}
+	}
+	for _, s := range snap.Pool {
+		if cfg.Jailer != nil {
+			if s.Drive != nil {
+				if _, err := os.Stat(s.Drive.Path); err != nil {
+					errs = append(errs, &ConfigError{Field: "snapshot.pool", Value: strconv.Quote(s.Drive.Path), Problem: statProblem(err),
+						Fix: "a restored VM needs its hot-plugged drives at the paths they had"})
+				}
+			}
+			continue // the placeholders are made anew in the jail
+		}
+		if _, err := os.Stat(s.Placeholder); err != nil {
+			errs = append(errs, &ConfigError{Field: "snapshot.pool", Value: strconv.Quote(s.Placeholder), Problem: statProblem(err),
+				Fix: "keep the snapshotted VM's placeholder files until its snapshots are restored"})
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Config{}, fmt.Errorf("restore: %w", err)
+	}
+	return cfg, nil
+}
+
+// checkRestore refuses, before loading, a snapshot written by another
+// release and overrides the running release cannot apply.
+func checkRestore(ctx context.Context, c *fcapi.Client, rc RestoreConfig) error {
+	ver, err := c.Version(ctx)
+	if err != nil {
+		return err
+	}
+	if rc.Snapshot.Firecracker != "" {
+		sv, err := fcapi.ParseVersion(rc.Snapshot.Firecracker)
+		if err == nil && (sv.Major != ver.Major || sv.Minor != ver.Minor) {
+			return &ConfigError{Field: "snapshot", Value: strconv.Quote(rc.Snapshot.SnapshotPath),
+				Problem: fmt.Sprintf("written by Firecracker %s, cannot be loaded by %s", sv, ver),
+				Fix:     "restore it with the release that wrote it"}
+		}
+	}
+	if len(rc.NetworkOverrides) > 0 {
+		if err := fcapi.CapabilitiesOf(ver).Check(fcapi.FeatureNetworkOverrides); err != nil {
+			return &NotSupportedError{Op: "restore with network overrides", Reason: err.Error()}
+		}
+	}
+	return nil
+}
+
+// stageRestore puts in the jail of a jailed restore what the snapshot
+// refers to besides the drives stageJail staged: the snapshot files, new
+// placeholder files and the hot-plugged drives, at the in-jail paths the
+// snapshotted Firecracker used. It returns the in-jail snapshot paths; for
+// a VMM without a jail it changes nothing.
+func (m *Machine) stageRestore(snap Snapshot) (statePath, memPath string, err error) {
+	m.mu.Lock()
+	jail := m.jail
+	m.mu.Unlock()
+	if jail == nil {
+		return snap.SnapshotPath, snap.MemPath, nil
+	}
+	uid, gid := m.cfg.Jailer.UID, m.cfg.Jailer.GID
+	if statePath, err = jail.layout.stageFile(snap.SnapshotPath, "/snapshot.state", uid, gid, false); err != nil {
+		return "", "", err
+	}
+	if memPath, err = jail.layout.stageFile(snap.MemPath, "/snapshot.mem", uid, gid, false); err != nil {
+		return "", "", err
+	}
+	pool := copySlots(snap.Pool)
+	for i, s := range pool {
+		host, _, err := m.makePlaceholder(s.ID)
+		if err != nil {
+			return "", "", fmt.Errorf("placeholder %q: %w", s.ID, err)
+		}
+		pool[i].Placeholder = host
+		if s.Drive != nil && s.AttachedPath != "" {
+			if _, err := jail.layout.stageFile(s.Drive.Path, s.AttachedPath, uid, gid, !s.Drive.ReadOnly); err != nil {
+				return "", "", err
+			}
+		}
+	}
+	m.mu.Lock()
+	m.pool = pool
+	m.mu.Unlock()
+	return statePath, memPath, nil
+}
