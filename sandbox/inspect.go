@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"path/filepath"
 
-	kunix "github.com/kindling-vm/kindling/internal/unix"
 	"github.com/kindling-vm/kindling/internal/store"
+	kunix "github.com/kindling-vm/kindling/internal/unix"
 )
 
 // Inspect returns the sandbox's Info, its status reconciled with the host.

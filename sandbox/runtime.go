@@ -315,6 +315,8 @@ func vmmConfig(rec *record, dir string) vmm.Config {
 	}
 	if s.Jailer != "" {
 		cfg.Jailer = &vmm.JailerConfig{Path: s.Jailer, NetNS: s.NetNS}
+	} else {
+		cfg.NetNS = s.NetNS
 	}
 	return cfg
 }

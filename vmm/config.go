@@ -77,6 +77,11 @@ type Config struct {
 
 	// Env is added to the environment Firecracker runs with.
 	Env []string
+
+	// NetNS, when set, is the path of a network namespace (such as
+	// /run/netns/NAME) that Firecracker runs in; its taps must be there.
+	// Under the jailer use JailerConfig.NetNS instead.
+	NetNS string
 }
 
 // Drive is a virtio-block device.

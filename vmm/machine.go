@@ -482,9 +482,10 @@ func (m *Machine) prepareDirect(undo *cleanupStack) (spawnSpec, error) {
 	m.api = m.cfg
 	m.mu.Unlock()
 	return spawnSpec{
-		path: cfg.Firecracker,
-		args: firecrackerArgs(cfg.ID, cfg.SocketPath, cfg.LogPath, cfg.LogLevel),
-		dir:  cfg.RunDir,
+		path:  cfg.Firecracker,
+		args:  firecrackerArgs(cfg.ID, cfg.SocketPath, cfg.LogPath, cfg.LogLevel),
+		dir:   cfg.RunDir,
+		netns: cfg.NetNS,
 	}, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kindling-vm/kindling/internal/netdev"
 	kunix "github.com/kindling-vm/kindling/internal/unix"
 )
 
@@ -121,6 +122,8 @@ type spawnSpec struct {
 	stdout io.Writer
 	// watch, when non-nil, is told about every stdout chunk; it forces a pipe.
 	watch *consoleWatch
+	// netns, when set, is the network namespace to start the process in.
+	netns string
 	// closeStdout, when set, releases stdout: spawn calls it once the
 	// process holds its own copy, or once the pipe feeding stdout is drained.
 	closeStdout func()
@@ -174,7 +177,9 @@ func spawn(spec spawnSpec) (*process, error) {
 	closeAfterStart = append(closeAfterStart, stderrW)
 	closeOnFail = append(closeOnFail, stderrR)
 
-	if err := cmd.Start(); err != nil {
+	// A child inherits the network namespace of the thread that forks it,
+	// so a process for another namespace is started from a thread there.
+	if err := netdev.Do(spec.netns, cmd.Start); err != nil {
 		return fail(fmt.Errorf("start %s: %w", spec.path, err))
 	}
 	for _, c := range closeAfterStart {

@@ -122,14 +122,15 @@ func (m *Machine) stepDrives(ctx context.Context, c *fcapi.Client) error {
 // apiDrive is d as Firecracker's API takes it.
 func apiDrive(d Drive) fcapi.Drive {
 	return fcapi.Drive{
-		DriveID:      d.ID,
-		PathOnHost:   d.Path,
-		IsRootDevice: d.Root,
-		IsReadOnly:   d.ReadOnly,
-		PartUUID:     d.PartUUID,
-		CacheType:    fcapi.CacheType(d.CacheType),
-		IOEngine:     fcapi.IOEngine(d.IOEngine),
-		RateLimiter:  apiRateLimiter(d.RateLimiter),
+		DriveID:    d.ID,
+		PathOnHost: d.Path,
+		// The root device goes on the kernel command line (Config.BootArgs),
+		// where a user's root= can override it; Firecracker's own
+		// is_root_device would append a root= after ours and win.
+		IsReadOnly:  d.ReadOnly,
+		CacheType:   fcapi.CacheType(d.CacheType),
+		IOEngine:    fcapi.IOEngine(d.IOEngine),
+		RateLimiter: apiRateLimiter(d.RateLimiter),
 	}
 }
 

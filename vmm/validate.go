@@ -104,6 +104,7 @@ func (c Config) withDefaults() Config {
 		abs(&v.Path)
 		c.Vsock = &v
 	}
+	abs(&c.NetNS)
 	if c.Jailer != nil {
 		j := *c.Jailer
 		abs(&j.Path)
@@ -199,6 +200,13 @@ func (v *validator) config(c *Config) {
 	}
 	if c.Jailer != nil {
 		v.jailer(c)
+		if c.NetNS != "" {
+			v.add("netns", strconv.Quote(c.NetNS), "is for direct runs", "under the jailer set jailer.netns instead")
+		}
+	} else if c.NetNS != "" {
+		if fi, err := os.Stat(c.NetNS); err != nil || fi.IsDir() {
+			v.add("netns", strconv.Quote(c.NetNS), "not a network namespace file", "give a path such as /run/netns/NAME (create one with 'ip netns add NAME')")
+		}
 	}
 }
 

@@ -50,9 +50,6 @@ func CheckLeaks(t testing.TB) {
 		if l.empty() {
 			return
 		}
-		if l.goroutines > 0 {
-			l.dump = goroutineDump()
-		}
 		t.Errorf("%s", l.report())
 		l.killChildren()
 	})
@@ -81,23 +78,37 @@ type child struct {
 type snapshot struct {
 	children   map[int]child
 	fds        map[int]string // descriptor -> readlink target
-	goroutines int
+	goroutines map[int]string // goroutine ID -> its stack
 }
 
 type leaks struct {
 	children   []child
 	fds        []int
 	fdTargets  map[int]string
-	goroutines int // how many more than at the start
-	dump       string
+	goroutines int    // how many started since and still running
+	dump       string // their stacks
 }
 
 func takeSnapshot() snapshot {
 	return snapshot{
 		children:   children(),
 		fds:        openFDs(),
-		goroutines: runtime.NumGoroutine(),
+		goroutines: goroutines(),
 	}
+}
+
+// goroutines returns every live goroutine's stack, by goroutine ID. Sets
+// of IDs, unlike counts, cannot hide a new goroutine behind an old one that
+// ended meanwhile.
+func goroutines() map[int]string {
+	out := map[int]string{}
+	for _, stanza := range strings.Split(goroutineDump(), "\n\n") {
+		var id int
+		if _, err := fmt.Sscanf(stanza, "goroutine %d ", &id); err == nil {
+			out[id] = stanza
+		}
+	}
+	return out
 }
 
 func (s snapshot) diff(now snapshot) leaks {
@@ -115,9 +126,19 @@ func (s snapshot) diff(now snapshot) leaks {
 		}
 	}
 	sort.Ints(l.fds)
-	if d := now.goroutines - s.goroutines; d > 0 {
-		l.goroutines = d
+	var ids []int
+	self := currentGoroutine()
+	for id := range now.goroutines {
+		if _, ok := s.goroutines[id]; !ok && id != self {
+			ids = append(ids, id)
+		}
 	}
+	sort.Ints(ids)
+	var dump []string
+	for _, id := range ids {
+		dump = append(dump, now.goroutines[id])
+	}
+	l.goroutines, l.dump = len(ids), strings.Join(dump, "\n\n")
 	return l
 }
 
@@ -135,7 +156,7 @@ func (l leaks) report() string {
 		fmt.Fprintf(&b, "\n  leaked file descriptor: fd %d -> %s", fd, l.fdTargets[fd])
 	}
 	if l.goroutines > 0 {
-		fmt.Fprintf(&b, "\n  leaked goroutines: %d more than at the start; all goroutines:\n%s", l.goroutines, l.dump)
+		fmt.Fprintf(&b, "\n  leaked goroutines: %d started during the test and still running:\n%s", l.goroutines, l.dump)
 	}
 	return b.String()
 }
@@ -228,6 +249,16 @@ func openFDs() map[int]string {
 		out[fd] = target
 	}
 	return out
+}
+
+// currentGoroutine returns the ID of the calling goroutine: the one that
+// runs the check is not a leak, whichever goroutine runs cleanups.
+func currentGoroutine() int {
+	buf := make([]byte, 64)
+	buf = buf[:runtime.Stack(buf, false)]
+	var id int
+	fmt.Sscanf(string(buf), "goroutine %d ", &id)
+	return id
 }
 
 func goroutineDump() string {

@@ -151,7 +151,7 @@ func TestCheckLeaksGoroutine(t *testing.T) {
 		CheckLeaks(tb)
 		go leakyGoroutineForTest(stop)
 	})
-	if !regexp.MustCompile(`leaked goroutines: 1 more than at the start`).MatchString(r.report()) {
+	if !regexp.MustCompile(`leaked goroutines: 1 started during the test`).MatchString(r.report()) {
 		t.Fatalf("goroutine leak not reported:\n%s", r.report())
 	}
 	if !strings.Contains(r.report(), "leakyGoroutineForTest") {
