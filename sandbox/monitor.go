@@ -135,6 +135,9 @@ func (mon *monitor) start(term <-chan os.Signal) (*vmm.Machine, error) {
 	cfg := vmmConfig(&rec, dir)
 	cfg.Console = console
 	opts := []vmm.Option{vmm.WithLogger(mon.log)}
+	if rec.Spec.HotplugWritable {
+		opts = append(opts, vmm.WithPlaceholderAccess(vmm.PlaceholdersReadWrite))
+	}
 
 	var m *vmm.Machine
 	if rec.RestoreFrom != "" {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -208,7 +209,6 @@ func (r *Runtime) newRecord(spec Spec) (*record, error) {
 		return nil, specError(err)
 	}
 	cfg := vmmConfig(rec, dir)
-	cfg.ID = "check" // Validate wants one; the real ID is set at start.
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -288,7 +288,7 @@ func vmmConfig(rec *record, dir string) vmm.Config {
 	s := rec.Spec
 	cfg := vmm.Config{
 		Firecracker:  s.Firecracker,
-		ID:           rec.ID,
+		ID:           vmmID(rec.ID),
 		RunDir:       dir,
 		SocketPath:   filepath.Join(dir, apiSocketName),
 		Kernel:       rec.Kernel,
@@ -319,6 +319,17 @@ func vmmConfig(rec *record, dir string) vmm.Config {
 		cfg.NetNS = s.NetNS
 	}
 	return cfg
+}
+
+// vmmID is the VMM's ID for a sandbox: Firecracker takes only letters,
+// digits and '-', sandbox IDs may also hold '_' and '.'.
+func vmmID(id string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '_' || r == '.' {
+			return '-'
+		}
+		return r
+	}, id)
 }
 
 // tapsFor derives the sandbox's tap devices from its spec.

@@ -80,6 +80,9 @@ func (r *Runtime) Restore(ctx context.Context, dir string, o RestoreOptions) (In
 	}
 	spec := man.Spec
 	spec.ID = o.ID
+	// The restored guest resumes where it was: it will not print its
+	// start-up text again.
+	spec.WaitConsole = ""
 	if o.Net != nil {
 		if len(o.Net) != len(man.Taps) {
 			return Info{}, fmt.Errorf("%w: the snapshot has %d network interfaces; give as many --net flags, or none", ErrInvalidSpec, len(man.Taps))

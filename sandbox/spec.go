@@ -50,6 +50,9 @@ type Spec struct {
 	WaitConsole string `toml:"wait_console" json:"wait_console,omitempty"`
 	// Placeholders is the size of the drive hotplug pool.
 	Placeholders int `toml:"hotplug_slots" json:"hotplug_slots,omitempty"`
+	// HotplugWritable makes the hotplug slots take read-write drives; by
+	// default they are read-only (Firecracker fixes a slot's access at boot).
+	HotplugWritable bool `toml:"hotplug_writable" json:"hotplug_writable,omitempty"`
 }
 
 // Disk is a drive backed by a host file.
