@@ -69,6 +69,11 @@ func (r *Runtime) info(ctx context.Context, rec *record) Info {
 		in.Taps = append(in.Taps, TapInfo{Name: t.Name, NetNS: t.NetNS, MAC: t.MAC, Created: t.Owned})
 	}
 	in.Status = r.reconcile(ctx, rec)
+	if in.Status == Exited && in.Exit == nil && rec.Status != Exited {
+		// The VMM is gone but nobody could record how (the monitor died, or
+		// the disk was full when it tried).
+		in.Exit = &Exit{Code: -1, Error: "the VMM exited but its exit was not recorded"}
+	}
 	if rec.Machine != nil {
 		in.Slots = rec.Machine.Pool
 		in.FirecrackerVersion = rec.Machine.Firecracker

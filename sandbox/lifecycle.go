@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -24,6 +25,9 @@ const (
 	envMonitorRoot = "KINDLING_MONITOR_ROOT"
 	envMonitorID   = "KINDLING_MONITOR_ID"
 )
+
+// monitorArg0 is the monitor's argv[0], which names it in ps.
+const monitorArg0 = "kindling-monitor"
 
 // readyFD is the monitor's descriptor for its start report (ExtraFiles[0]).
 const readyFD = 3
@@ -96,7 +100,7 @@ func (r *Runtime) spawnMonitor(dir, id string) (*monitorProc, *os.File, error) {
 	}
 	defer pw.Close()
 	cmd := exec.Command(r.monitorExe)
-	cmd.Args = []string{"kindling-monitor", id}
+	cmd.Args = []string{monitorArg0, id}
 	cmd.Env = append(os.Environ(), envMonitorRoot+"="+r.st.Root(), envMonitorID+"="+id)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -250,14 +254,8 @@ func (r *Runtime) end(ctx context.Context, id, op string, how func(*vmm.Machine,
 			kunix.Kill(rec.Monitor.PID, syscall.SIGTERM)
 		}
 	default:
-		m, err := vmm.Attach(ctx, *rec.Machine)
-		if err != nil && !errors.Is(err, vmm.ErrNotFound) {
+		if err := endVMM(ctx, &rec, op == "kill", how); err != nil {
 			return fmt.Errorf("%s sandbox %q: %w", op, id, err)
-		}
-		if err == nil {
-			if err := how(m, ctx); err != nil {
-				return fmt.Errorf("%s sandbox %q: %w", op, id, err)
-			}
 		}
 	}
 	// Let the monitor record the exit: it needs the lock.
@@ -279,6 +277,89 @@ func (r *Runtime) end(ctx context.Context, id, op string, how func(*vmm.Machine,
 		return r.loadError(id, err)
 	}
 	return r.settle(ctx, l, &rec)
+}
+
+// endVMM ends the sandbox's recorded VMM: through the driver when its API
+// answers, else (a SIGSTOPped, wedged or saturated VMM) with signals sent
+// straight to the recorded process, so that a VMM can always be stopped.
+func endVMM(ctx context.Context, rec *record, kill bool, how func(*vmm.Machine, context.Context) error) error {
+	actx, cancel := context.WithTimeout(ctx, attachBudget(ctx))
+	m, err := vmm.Attach(actx, *rec.Machine)
+	cancel()
+	switch {
+	case errors.Is(err, vmm.ErrNotFound):
+		return nil // gone already
+	case err == nil:
+		defer m.Release()
+		return how(m, ctx)
+	}
+	return signalEnd(ctx, procRef{PID: rec.Machine.PID, StartTime: rec.Machine.StartTime}, kill)
+}
+
+// attachBudget is how much of ctx an attach may take before the caller
+// gives up on the API: a quarter of what is left, at most a second.
+func attachBudget(ctx context.Context) time.Duration {
+	d := time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		if left := time.Until(dl) / 4; left < d {
+			d = left
+		}
+	}
+	return d
+}
+
+// signalEnd ends process p without its API: SIGCONT and SIGTERM, then (after
+// half of what is left of ctx, or two seconds) SIGKILL; with kill, SIGKILL
+// at once. It returns once p has exited. p is checked by its start time
+// first, so a recycled PID is never signalled.
+func signalEnd(ctx context.Context, p procRef, kill bool) error {
+	fd, err := kunix.OpenPidfd(p.PID)
+	if err != nil {
+		return nil // gone already
+	}
+	defer fd.Close()
+	if st, err := kunix.ProcessStartTime(p.PID); err != nil || st != p.StartTime {
+		return nil // the PID is someone else's now
+	}
+	exited := make(chan struct{})
+	go func() { fd.Wait(); close(exited) }()
+	wait := func(d time.Duration) bool {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-exited:
+			return true
+		case <-t.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+	if !kill {
+		fd.Signal(syscall.SIGCONT)
+		fd.Signal(syscall.SIGTERM)
+		grace := 2 * time.Second
+		if dl, ok := ctx.Deadline(); ok {
+			grace = time.Until(dl) / 2
+		}
+		if wait(grace) {
+			return nil
+		}
+	}
+	fd.Signal(syscall.SIGKILL)
+	if wait(time.Until(deadlineOr(ctx, 5*time.Second))) {
+		return nil
+	}
+	fd.Close() // ends the waiter
+	<-exited
+	return fmt.Errorf("firecracker pid %d did not exit after SIGKILL: %w", p.PID, context.Cause(ctx))
+}
+
+func deadlineOr(ctx context.Context, d time.Duration) time.Time {
+	if dl, ok := ctx.Deadline(); ok {
+		return dl
+	}
+	return time.Now().Add(d)
 }
 
 // settle finishes the books of a sandbox whose VMM and monitor are gone but
@@ -328,13 +409,17 @@ func waitGone(ctx context.Context, p procRef) error {
 }
 
 // Remove deletes a sandbox and everything it owns. A running sandbox is
-// refused unless force is set; then it is killed first.
+// refused unless force is set; then it is killed first. A sandbox whose
+// state file is corrupt is removed too; processes still using its
+// directory are killed with force, and refused without.
 func (r *Runtime) Remove(ctx context.Context, id string, force bool) error {
 	if err := store.ValidateID(id); err != nil {
 		return specError(err)
 	}
 	var rec record
-	if err := r.st.Load(id, &rec); err != nil && !errors.Is(err, store.ErrCorrupt) {
+	if err := r.st.Load(id, &rec); errors.Is(err, store.ErrCorrupt) {
+		return r.removeCorrupt(ctx, id, force, err)
+	} else if err != nil {
 		return r.loadError(id, err)
 	}
 	if st := r.reconcile(ctx, &rec); st != Created && st != Exited {
@@ -353,7 +438,7 @@ func (r *Runtime) Remove(ctx context.Context, id string, force bool) error {
 		return r.loadError(id, err)
 	}
 	defer l.Unlock()
-	if err := l.Load(&rec); err != nil && !errors.Is(err, store.ErrCorrupt) {
+	if err := l.Load(&rec); err != nil {
 		return r.loadError(id, err)
 	}
 	if st := r.reconcile(ctx, &rec); st != Created && st != Exited {
@@ -388,4 +473,61 @@ func (r *Runtime) Wait(ctx context.Context, id string) (*Exit, error) {
 		return nil, err
 	}
 	return in.Exit, nil
+}
+
+// removeCorrupt removes a sandbox whose state file cannot be read. Its
+// record is lost, so its processes are found by what they use: the
+// monitor's working directory is the sandbox directory and the VMM's API
+// socket is in it.
+func (r *Runtime) removeCorrupt(ctx context.Context, id string, force bool, loadErr error) error {
+	l, err := r.st.Lock(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return r.loadError(id, err)
+	}
+	defer l.Unlock()
+	procs, err := sandboxProcesses(l.Dir())
+	if err != nil {
+		return fmt.Errorf("remove sandbox %q: %w", id, err)
+	}
+	if len(procs) > 0 && !force {
+		return fmt.Errorf("remove sandbox %q: %w, and %d processes still use it (pid %d): use --force to kill them", id, loadErr, len(procs), procs[0].PID)
+	}
+	if err := killAll(ctx, procs); err != nil {
+		return fmt.Errorf("remove sandbox %q: %w", id, err)
+	}
+	if err := l.Remove(); err != nil {
+		return fmt.Errorf("remove sandbox %q: %w", id, err)
+	}
+	return nil
+}
+
+// sandboxProcesses finds the monitor and VMM of the sandbox in dir without
+// its record: processes in dir named as a monitor, and processes whose
+// command line holds dir's API socket.
+func sandboxProcesses(dir string) ([]procRef, error) {
+	found, err := kunix.ProcessesUsingDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("find the processes of %s: %w", dir, err)
+	}
+	var refs []procRef
+	for _, p := range found {
+		monitor := p.Cwd == dir && len(p.Args) > 0 && p.Args[0] == monitorArg0
+		vmmProc := slices.Contains(p.Args, filepath.Join(dir, apiSocketName))
+		if monitor || vmmProc {
+			refs = append(refs, procRef{PID: p.PID, StartTime: p.StartTime})
+		}
+	}
+	return refs, nil
+}
+
+// killAll SIGKILLs each process and waits until all have exited.
+func killAll(ctx context.Context, procs []procRef) error {
+	var errs []error
+	for _, p := range procs {
+		errs = append(errs, signalEnd(ctx, p, true))
+	}
+	return errors.Join(errs...)
 }

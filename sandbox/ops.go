@@ -31,6 +31,7 @@ func (r *Runtime) withMachine(ctx context.Context, id, op string, fn func(m *vmm
 	if err != nil {
 		return fmt.Errorf("%s sandbox %q: %w", op, id, err)
 	}
+	defer m.Release()
 	if err := fn(m, &rec); err != nil {
 		return fmt.Errorf("%s sandbox %q: %w", op, id, err)
 	}
@@ -99,8 +100,9 @@ func (r *Runtime) DetachDrive(ctx context.Context, id, slot string) error {
 
 // GC removes every sandbox whose VMM is gone (exited, or never started by
 // a create that crashed) and releases what they held: taps, sockets and
-// files. Created sandboxes that were never started are kept. It returns the
-// IDs it removed.
+// files. Created sandboxes that were never started are kept. A sandbox
+// whose state file is corrupt cannot be managed any more: its processes
+// are killed and it is removed. It returns the IDs it removed.
 func (r *Runtime) GC(ctx context.Context) ([]string, error) {
 	var removed []string
 	var errs []error
@@ -132,6 +134,17 @@ func (r *Runtime) GC(ctx context.Context) ([]string, error) {
 		if lerr == nil {
 			if st := r.reconcile(ctx, &rec); st != Exited {
 				l.Unlock()
+				continue
+			}
+		} else {
+			// The record is lost: end whatever still runs for it.
+			procs, err := sandboxProcesses(l.Dir())
+			if err == nil {
+				err = killAll(ctx, procs)
+			}
+			if err != nil {
+				l.Unlock()
+				errs = append(errs, err)
 				continue
 			}
 		}

@@ -201,7 +201,7 @@ func (r *Runtime) newRecord(spec Spec) (*record, error) {
 			return nil, err
 		}
 	}
-	if rec.Taps, err = tapsFor(spec); err != nil {
+	if rec.Taps, err = tapsFor(r.st.Root(), spec); err != nil {
 		return nil, specError(err)
 	}
 	dir, err := r.st.Dir(spec.ID)
@@ -332,15 +332,18 @@ func vmmID(id string) string {
 	}, id)
 }
 
-// tapsFor derives the sandbox's tap devices from its spec.
-func tapsFor(s Spec) ([]tapRef, error) {
+// tapsFor derives the sandbox's tap devices from its spec. Names and MACs
+// of its own taps are derived from the state root, the ID and the
+// interface's index, so that sandboxes of one ID under two roots differ.
+func tapsFor(root string, s Spec) ([]tapRef, error) {
 	var taps []tapRef
 	seen := map[string]bool{}
 	for i, n := range s.Net {
 		t := tapRef{Name: n.Tap, NetNS: s.NetNS, MAC: n.MAC}
+		seed := fmt.Sprintf("%s\x00%s/%d", root, s.ID, i)
 		if n.Auto {
 			t.Owned = true
-			t.Name = netdev.TapName(fmt.Sprintf("%s/%d", s.ID, i))
+			t.Name = netdev.TapName(seed)
 		}
 		if err := netdev.ValidateTapName(t.Name); err != nil {
 			return nil, err
@@ -350,7 +353,7 @@ func tapsFor(s Spec) ([]tapRef, error) {
 		}
 		seen[t.Name] = true
 		if t.MAC == "" {
-			t.MAC = netdev.MAC(fmt.Sprintf("%s/%d", s.ID, i)).String()
+			t.MAC = netdev.MAC(seed).String()
 		} else if _, err := netdev.ParseMAC(t.MAC); err != nil {
 			return nil, err
 		}
