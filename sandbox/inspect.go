@@ -57,6 +57,7 @@ func (r *Runtime) info(ctx context.Context, rec *record) Info {
 	in := Info{
 		ID: rec.ID, Spec: rec.Spec, Kernel: rec.Kernel,
 		CreatedAt: rec.CreatedAt, StartedAt: rec.StartedAt, Exit: rec.Exit,
+		RestoredFrom:   rec.RestoreFrom,
 		Dir:            dir,
 		APISocket:      filepath.Join(dir, apiSocketName),
 		ConsoleLog:     filepath.Join(dir, consoleName),

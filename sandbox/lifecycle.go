@@ -54,8 +54,14 @@ func (r *Runtime) Start(ctx context.Context, id string) (_ Info, err error) {
 	if err := l.Load(&rec); err != nil {
 		return Info{}, r.loadError(id, err)
 	}
-	if st := r.reconcile(ctx, &rec); st != Created && st != Exited {
+	st := r.reconcile(ctx, &rec)
+	if st != Created && st != Exited {
 		return Info{}, fmt.Errorf("start sandbox %q: it is %s: %w", id, st, ErrInvalidState)
+	}
+	if st == Exited && rec.RestoreFrom != "" {
+		// Loading the snapshot again would pair its memory with disks that
+		// have moved on since.
+		return Info{}, fmt.Errorf("start sandbox %q: it was restored from %s and has exited; its drives no longer match that snapshot: remove it and restore or clone again: %w", id, rec.RestoreFrom, ErrInvalidState)
 	}
 	if err := r.setUpTaps(ctx, &rec); err != nil {
 		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)

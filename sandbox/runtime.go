@@ -125,6 +125,9 @@ type Info struct {
 	Slots []vmm.Slot `json:"hotplug_slots,omitempty"`
 	// FirecrackerVersion is the running release, once known.
 	FirecrackerVersion string `json:"firecracker_version,omitempty"`
+	// RestoredFrom is the snapshot or template directory the sandbox was
+	// restored from, if it was.
+	RestoredFrom string `json:"restored_from,omitempty"`
 }
 
 // TapInfo is a tap device of a sandbox.

@@ -34,6 +34,13 @@ type SnapshotOptions struct {
 	// Without it the microVM must already be paused, else the error is a
 	// *StateError.
 	PauseAround bool
+	// Relocate records drives (or placeholder pool slots, by slot ID) in the
+	// snapshot at other host paths, so that a restore opens those files
+	// instead of the live ones: each file must already hold the drive's
+	// content (copy it while the microVM is paused). CreateSnapshot switches
+	// each drive to its new path for the snapshot and back afterwards, even
+	// when the snapshot fails. Not supported for jailed VMMs.
+	Relocate []DriveOverride
 }
 
 // Snapshot is a written snapshot and what Restore needs to know about the
@@ -111,6 +118,21 @@ func (m *Machine) CreateSnapshot(ctx context.Context, o SnapshotOptions) (snap S
 		apiMem = fmt.Sprintf("/snapshot-%d.mem", jail.seq)
 	}
 	m.mu.Unlock()
+	if len(o.Relocate) > 0 {
+		if jail != nil {
+			return Snapshot{}, &NotSupportedError{Op: "create snapshot with relocated drives", Reason: "the VMM is jailed"}
+		}
+		back, rerr := m.relocate(ctx, client, o.Relocate)
+		defer func() {
+			// Switch back even if ctx ended: the VMM must keep its own files.
+			if berr := m.patchDrives(context.WithoutCancel(ctx), client, back); berr != nil {
+				err = errors.Join(err, fmt.Errorf("switch drives back after snapshot: %w", berr))
+			}
+		}()
+		if rerr != nil {
+			return Snapshot{}, fmt.Errorf("create snapshot: %w", rerr)
+		}
+	}
 	if err := client.CreateSnapshot(ctx, fcapi.SnapshotCreate{
 		SnapshotType: typ,
 		SnapshotPath: apiState,
@@ -133,14 +155,83 @@ func (m *Machine) CreateSnapshot(ctx context.Context, o SnapshotOptions) (snap S
 	defer m.mu.Unlock()
 	cfg := m.cfg
 	cfg.Console = nil
+	cfg.Drives = append([]Drive(nil), cfg.Drives...)
+	pool := copySlots(m.pool)
+	for _, r := range o.Relocate {
+		for i := range cfg.Drives {
+			if cfg.Drives[i].ID == r.ID {
+				cfg.Drives[i].Path = r.Path
+			}
+		}
+		for i := range pool {
+			if pool[i].ID == r.ID {
+				pool[i].Placeholder = r.Path
+			}
+		}
+	}
 	return Snapshot{
 		SnapshotPath: statePath,
 		MemPath:      memPath,
 		Diff:         o.Diff,
 		Firecracker:  m.version.String(),
 		Config:       cfg,
-		Pool:         copySlots(m.pool),
+		Pool:         pool,
 	}, nil
+}
+
+// relocate switches the drives named in rel to their new paths and returns
+// the overrides that switch back the ones it switched (also on error).
+func (m *Machine) relocate(ctx context.Context, client *fcapi.Client, rel []DriveOverride) ([]DriveOverride, error) {
+	m.mu.Lock()
+	var back []DriveOverride
+	var errs []error
+	for _, r := range rel {
+		cur := ""
+		for _, d := range m.cfg.Drives {
+			if d.ID == r.ID {
+				cur = d.Path
+			}
+		}
+		for _, s := range m.pool {
+			if s.ID != r.ID {
+				continue
+			}
+			if s.Drive != nil {
+				errs = append(errs, &ConfigError{Field: "relocate", Value: strconv.Quote(r.ID), Problem: "the slot holds a hot-plugged drive", Fix: "detach it first"})
+			}
+			cur = m.placeholderInVMLocked(s)
+		}
+		if cur == "" {
+			errs = append(errs, &ConfigError{Field: "relocate", Value: strconv.Quote(r.ID), Problem: "no such drive"})
+		}
+		back = append(back, DriveOverride{ID: r.ID, Path: cur})
+	}
+	m.mu.Unlock()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	for i, r := range rel {
+		if err := patchDrive(ctx, client, r); err != nil {
+			return back[:i], err
+		}
+	}
+	return back, nil
+}
+
+// patchDrives switches each drive of ovs to its path.
+func (m *Machine) patchDrives(ctx context.Context, client *fcapi.Client, ovs []DriveOverride) error {
+	var errs []error
+	for _, o := range ovs {
+		errs = append(errs, patchDrive(ctx, client, o))
+	}
+	return errors.Join(errs...)
+}
+
+func patchDrive(ctx context.Context, client *fcapi.Client, o DriveOverride) error {
+	if err := client.PatchDrive(ctx, fcapi.PartialDrive{DriveID: o.ID, PathOnHost: o.Path}); err != nil {
+		return fmt.Errorf("switch drive %q to %s: %w", o.ID, o.Path, err)
+	}
+	return nil
 }
 
 // moveOutOfJail moves a file the jailed Firecracker wrote to dst on the
@@ -170,6 +261,15 @@ type NetworkOverride struct {
 	TapName string
 }
 
+// DriveOverride gives a drive (or a placeholder pool slot) of a snapshot
+// another backing file.
+type DriveOverride struct {
+	// ID is the drive's ID in the snapshot (or the slot's: "pool0", …).
+	ID string
+	// Path is the host file to use instead.
+	Path string
+}
+
 // RestoreConfig describes a VMM to restore from a snapshot.
 type RestoreConfig struct {
 	// Snapshot is the snapshot to load (from CreateSnapshot). Its files must
@@ -188,6 +288,20 @@ type RestoreConfig struct {
 	// NetworkOverrides swap network interfaces' taps (Firecracker ≥ 1.12;
 	// older releases give an error matching ErrNotSupported).
 	NetworkOverrides []NetworkOverride
+	// DriveOverrides switch drives to other backing files. Firecracker
+	// opens the snapshotted paths when it loads a snapshot (those files must
+	// exist), so the microVM is loaded paused, each drive is switched
+	// (PATCH), and only then resumed: the guest never touches the
+	// snapshotted files. A drive of Config.Drives whose ID is in the
+	// snapshot with another path is switched the same way.
+	DriveOverrides []DriveOverride
+	// VsockOverride, when set, is the host socket of the restored vsock
+	// device instead of the snapshotted one (Firecracker ≥ 1.16; older
+	// releases give an error matching ErrNotSupported). When it is empty
+	// and Config.Vsock names another socket than the snapshot's, that one
+	// is used where the release can override, and the snapshotted path
+	// otherwise.
+	VsockOverride string
 }
 
 // Restore starts a new Firecracker process and loads rc.Snapshot into it.
@@ -212,10 +326,17 @@ func Restore(ctx context.Context, rc RestoreConfig, opts ...Option) (m *Machine,
 	if rc.Resume {
 		final = phaseRunning
 	}
+	drives := driveOverrides(rc)
+	// The drives are switched while the loaded microVM is paused.
+	resumeOnLoad := rc.Resume && len(drives) == 0
+	vsockPath := ""
 	statePath, memPath := rc.Snapshot.SnapshotPath, rc.Snapshot.MemPath
 	steps := func() []step {
 		return []step{
-			{name: "check-release", fn: func(ctx context.Context, c *fcapi.Client) error { return checkRestore(ctx, c, rc) }},
+			{name: "check-release", fn: func(ctx context.Context, c *fcapi.Client) (err error) {
+				vsockPath, err = checkRestore(ctx, c, rc)
+				return err
+			}},
 			{name: "stage-jail", fn: func(context.Context, *fcapi.Client) (err error) {
 				statePath, memPath, err = m.stageRestore(rc.Snapshot)
 				return err
@@ -225,12 +346,34 @@ func Restore(ctx context.Context, rc RestoreConfig, opts ...Option) (m *Machine,
 				load := fcapi.SnapshotLoad{
 					SnapshotPath: statePath,
 					MemBackend:   fcapi.MemoryBackend{BackendType: fcapi.MemoryBackendFile, BackendPath: memPath},
-					ResumeVM:     rc.Resume,
+					ResumeVM:     resumeOnLoad,
 				}
 				for _, o := range rc.NetworkOverrides {
 					load.NetworkOverrides = append(load.NetworkOverrides, fcapi.NetworkOverride{IfaceID: o.IfaceID, HostDevName: o.TapName})
 				}
+				if vsockPath != "" {
+					load.VsockOverride = &fcapi.VsockOverride{UDSPath: vsockPath}
+					m.mu.Lock()
+					if m.cfg.Vsock != nil {
+						v := *m.cfg.Vsock
+						v.Path = vsockPath
+						m.cfg.Vsock = &v
+					}
+					m.mu.Unlock()
+				}
 				return c.LoadSnapshot(ctx, load)
+			}},
+			{name: "drive-overrides", fn: func(ctx context.Context, c *fcapi.Client) error {
+				if err := m.patchDrives(ctx, c, drives); err != nil {
+					return err
+				}
+				m.applyDriveOverrides(drives)
+				if rc.Resume && !resumeOnLoad {
+					if err := c.Resume(ctx); err != nil {
+						return fmt.Errorf("resume: %w", err)
+					}
+				}
+				return nil
 			}},
 		}
 	}
@@ -238,6 +381,47 @@ func Restore(ctx context.Context, rc RestoreConfig, opts ...Option) (m *Machine,
 		return nil, fmt.Errorf("restore %s: %w", rc.Snapshot.SnapshotPath, err)
 	}
 	return m, nil
+}
+
+// driveOverrides returns rc.DriveOverrides plus a switch for every drive of
+// rc.Config.Drives the snapshot has at another path.
+func driveOverrides(rc RestoreConfig) []DriveOverride {
+	out := append([]DriveOverride(nil), rc.DriveOverrides...)
+	explicit := map[string]bool{}
+	for _, o := range rc.DriveOverrides {
+		explicit[o.ID] = true
+	}
+	for _, d := range rc.Config.Drives {
+		if explicit[d.ID] || d.Path == "" {
+			continue
+		}
+		for _, sd := range rc.Snapshot.Config.Drives {
+			if sd.ID == d.ID && sd.Path != d.Path {
+				out = append(out, DriveOverride{ID: d.ID, Path: d.Path})
+			}
+		}
+	}
+	return out
+}
+
+// applyDriveOverrides records switched drives in the Machine's config and
+// pool.
+func (m *Machine) applyDriveOverrides(ovs []DriveOverride) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.cfg.Drives = append([]Drive(nil), m.cfg.Drives...)
+	for _, o := range ovs {
+		for i := range m.cfg.Drives {
+			if m.cfg.Drives[i].ID == o.ID {
+				m.cfg.Drives[i].Path = o.Path
+			}
+		}
+		for i := range m.pool {
+			if m.pool[i].ID == o.ID && m.pool[i].Drive == nil {
+				m.pool[i].Placeholder = o.Path
+			}
+		}
+	}
 }
 
 // restoreConfig builds the restored Machine's Config and checks what can be
@@ -290,6 +474,23 @@ func restoreConfig(rc RestoreConfig) (Config, error) {
 				Fix: "a restored VM needs its drives at the paths they had"})
 		}
 	}
+	known := map[string]bool{}
+	for _, d := range cfg.Drives {
+		known[d.ID] = true
+	}
+	for _, s := range snap.Pool {
+		known[s.ID] = true
+	}
+	for _, o := range driveOverrides(rc) {
+		if !known[o.ID] {
+			errs = append(errs, &ConfigError{Field: "drive_overrides", Value: strconv.Quote(o.ID), Problem: "the snapshot has no such drive"})
+		} else if _, err := os.Stat(o.Path); err != nil {
+			errs = append(errs, &ConfigError{Field: "drive_overrides", Value: strconv.Quote(o.Path), Problem: statProblem(err)})
+		}
+	}
+	if len(rc.DriveOverrides) > 0 && cfg.Jailer != nil {
+		errs = append(errs, &ConfigError{Field: "drive_overrides", Problem: "not supported for a jailed restore"})
+	}
 	for _, s := range snap.Pool {
 		if cfg.Jailer != nil {
 			if s.Drive != nil {
@@ -312,26 +513,42 @@ func restoreConfig(rc RestoreConfig) (Config, error) {
 }
 
 // checkRestore refuses, before loading, a snapshot written by another
-// release and overrides the running release cannot apply.
-func checkRestore(ctx context.Context, c *fcapi.Client, rc RestoreConfig) error {
+// release and overrides the running release cannot apply. It returns the
+// vsock socket path to override the snapshot's with, if any.
+func checkRestore(ctx context.Context, c *fcapi.Client, rc RestoreConfig) (vsockPath string, err error) {
 	ver, err := c.Version(ctx)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if rc.Snapshot.Firecracker != "" {
 		sv, err := fcapi.ParseVersion(rc.Snapshot.Firecracker)
 		if err == nil && (sv.Major != ver.Major || sv.Minor != ver.Minor) {
-			return &ConfigError{Field: "snapshot", Value: strconv.Quote(rc.Snapshot.SnapshotPath),
+			return "", &ConfigError{Field: "snapshot", Value: strconv.Quote(rc.Snapshot.SnapshotPath),
 				Problem: fmt.Sprintf("written by Firecracker %s, cannot be loaded by %s", sv, ver),
 				Fix:     "restore it with the release that wrote it"}
 		}
 	}
+	caps := fcapi.CapabilitiesOf(ver)
 	if len(rc.NetworkOverrides) > 0 {
-		if err := fcapi.CapabilitiesOf(ver).Check(fcapi.FeatureNetworkOverrides); err != nil {
-			return &NotSupportedError{Op: "restore with network overrides", Reason: err.Error()}
+		if err := caps.Check(fcapi.FeatureNetworkOverrides); err != nil {
+			return "", &NotSupportedError{Op: "restore with network overrides", Reason: err.Error()}
 		}
 	}
-	return nil
+	snapVsock := rc.Snapshot.Config.Vsock
+	if rc.VsockOverride != "" {
+		if snapVsock == nil {
+			return "", &ConfigError{Field: "vsock_override", Value: strconv.Quote(rc.VsockOverride), Problem: "the snapshot has no vsock device"}
+		}
+		if err := caps.Check(fcapi.FeatureVsockOverride); err != nil {
+			return "", &NotSupportedError{Op: "restore with a vsock override", Reason: err.Error()}
+		}
+		return rc.VsockOverride, nil
+	}
+	if snapVsock != nil && rc.Config.Vsock != nil && rc.Config.Vsock.Path != "" && rc.Config.Vsock.Path != snapVsock.Path &&
+		caps.Check(fcapi.FeatureVsockOverride) == nil {
+		return rc.Config.Vsock.Path, nil
+	}
+	return "", nil
 }
 
 // stageRestore puts in the jail of a jailed restore what the snapshot

@@ -3,8 +3,10 @@ package vmm
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -223,4 +225,139 @@ func TestDiffSnapshot(t *testing.T) {
 		}
 		assertInstanceState(t, m, fcapi.StatePaused) // no PauseAround: stays paused
 	})
+}
+
+// TestSnapshotRelocateDrives snapshots a VM whose writable drive is
+// recorded at a frozen copy (Relocate), then restores it with the drive
+// switched to a file of the restored VM's own (DriveOverrides): the source
+// keeps its drive, the snapshot names the copy, and the restored VMM holds
+// only its own file open.
+func TestSnapshotRelocateDrives(t *testing.T) {
+	backends(t, "", func(t *testing.T, b backend) {
+		cfg := testConfig(t, b, "reloc", guest.Halt)
+		live := filepath.Join(cfg.RunDir, "data.img")
+		frozen := filepath.Join(cfg.RunDir, "frozen.img")
+		own := filepath.Join(cfg.RunDir, "own.img")
+		for _, p := range []string{live, frozen, own} {
+			if err := os.WriteFile(p, make([]byte, 1<<20), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cfg.Drives = []Drive{{ID: "data", Path: live}}
+		cfg.Placeholders = 1
+		m := startMachine(t, cfg)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := m.Pause(ctx); err != nil {
+			t.Fatal(err)
+		}
+		snap, err := m.CreateSnapshot(ctx, SnapshotOptions{Dir: filepath.Join(cfg.RunDir, "snap"),
+			Relocate: []DriveOverride{{ID: "data", Path: frozen}}})
+		if err != nil {
+			t.Fatalf("CreateSnapshot: %v", err)
+		}
+		if got := snap.Config.Drives[0].Path; got != frozen {
+			t.Errorf("snapshot records drive at %s, want %s", got, frozen)
+		}
+		assertOpenDrive(t, m, "data", live, frozen) // switched back
+		if err := m.Resume(ctx); err != nil {
+			t.Fatal(err)
+		}
+
+		t.Run("unknown drive", func(t *testing.T) {
+			if err := m.Pause(ctx); err != nil {
+				t.Fatal(err)
+			}
+			defer m.Resume(ctx)
+			_, err := m.CreateSnapshot(ctx, SnapshotOptions{Dir: filepath.Join(cfg.RunDir, "snap2"),
+				Relocate: []DriveOverride{{ID: "nope", Path: frozen}}})
+			if !errors.Is(err, ErrInvalidConfig) {
+				t.Fatalf("relocate an unknown drive: %v, want ErrInvalidConfig", err)
+			}
+			assertOpenDrive(t, m, "data", live, frozen)
+		})
+
+		tests := []struct {
+			name string
+			rc   func(rc *RestoreConfig)
+		}{
+			{"explicit override", func(rc *RestoreConfig) { rc.DriveOverrides = []DriveOverride{{ID: "data", Path: own}} }},
+			{"from config drives", func(rc *RestoreConfig) { rc.Config.Drives = []Drive{{ID: "data", Path: own}} }},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				rc := RestoreConfig{Snapshot: snap, Config: Config{Firecracker: b.path, RunDir: testutil.ShortTempDir(t), Env: cfg.Env}, Resume: true}
+				tt.rc(&rc)
+				r, err := Restore(ctx, rc)
+				if err != nil {
+					t.Fatalf("Restore: %v", err)
+				}
+				defer stopAndCheck(t, r)
+				assertInstanceState(t, r, fcapi.StateRunning)
+				if got := r.Config().Drives[0].Path; got != own {
+					t.Errorf("restored config has drive at %s, want %s", got, own)
+				}
+				assertOpenDrive(t, r, "data", own, frozen)
+			})
+		}
+		t.Run("override of a missing drive", func(t *testing.T) {
+			rdir := testutil.ShortTempDir(t)
+			_, err := Restore(ctx, RestoreConfig{Snapshot: snap, Config: Config{Firecracker: b.path, RunDir: rdir, Env: cfg.Env},
+				DriveOverrides: []DriveOverride{{ID: "nope", Path: own}}})
+			if !errors.Is(err, ErrInvalidConfig) {
+				t.Fatalf("Restore: %v, want ErrInvalidConfig", err)
+			}
+			assertDirHoldsOnly(t, rdir)
+		})
+		t.Run("vsock override without vsock", func(t *testing.T) {
+			rdir := testutil.ShortTempDir(t)
+			_, err := Restore(ctx, RestoreConfig{Snapshot: snap, Config: Config{Firecracker: b.path, RunDir: rdir, Env: cfg.Env},
+				VsockOverride: filepath.Join(rdir, "v.sock")})
+			if !errors.Is(err, ErrInvalidConfig) && !errors.Is(err, ErrNotSupported) {
+				t.Fatalf("Restore: %v, want a config or not-supported error", err)
+			}
+			assertDirHoldsOnly(t, rdir)
+		})
+	})
+}
+
+// assertOpenDrive checks that the VMM has drive id at want: through
+// GET /vm/config, and for a real Firecracker also through its open files
+// (it must not hold notWant open).
+func assertOpenDrive(t *testing.T, m *Machine, id, want, notWant string) {
+	t.Helper()
+	ctx := context.Background()
+	vc, err := m.Client().GetVMConfig(ctx)
+	if err != nil {
+		t.Fatalf("GET /vm/config: %v", err)
+	}
+	found := false
+	for _, d := range vc.Drives {
+		if d.DriveID == id {
+			found = true
+			if d.PathOnHost != want {
+				t.Errorf("drive %s at %s, want %s", id, d.PathOnHost, want)
+			}
+		}
+	}
+	if !found {
+		t.Logf("GET /vm/config shows no drive %s: %+v", id, vc.Drives)
+	}
+	pid, _ := m.PID()
+	fds, err := os.ReadDir(filepath.Join("/proc", strconv.Itoa(pid), "fd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := map[string]bool{}
+	for _, fd := range fds {
+		if l, err := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "fd", fd.Name())); err == nil {
+			open[l] = true
+		}
+	}
+	if open[notWant] {
+		t.Errorf("the VMM holds %s open", notWant)
+	}
+	if len(open) > 0 && !open[want] && strings.Contains(fmt.Sprint(open), ".img") {
+		t.Errorf("the VMM holds image files open but not %s: %v", want, open)
+	}
 }

@@ -39,7 +39,9 @@ func (p *Pidfd) Signal(sig Signal) error {
 	}
 	var serr error
 	if err := rc.Control(func(fd uintptr) { serr = PidfdSendSignal(int(fd), sig) }); err != nil {
-		return fmt.Errorf("pidfd send signal %v: %w", sig, err)
+		// Control fails only once the file is closed (its error, "use of
+		// closed file", is not os.ErrClosed): say so in a way callers match.
+		return fmt.Errorf("pidfd send signal %v: %w (%v)", sig, os.ErrClosed, err)
 	}
 	return serr
 }

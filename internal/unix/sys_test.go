@@ -139,3 +139,14 @@ func TestPidfdCloseWakesWait(t *testing.T) {
 		t.Fatal("Close did not wake Wait")
 	}
 }
+
+func TestPidfdSignalAfterClose(t *testing.T) {
+	p, err := OpenPidfd(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	if err := p.Signal(0); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("Signal after Close = %v; want an error matching os.ErrClosed", err)
+	}
+}

@@ -1,0 +1,594 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kindling-vm/kindling/fcapi"
+	"github.com/kindling-vm/kindling/internal/fakefc"
+	"github.com/kindling-vm/kindling/internal/testutil"
+	"github.com/kindling-vm/kindling/vmm"
+)
+
+func backendName(real bool) string { return map[bool]string{false: "fake", true: "real"}[real] }
+
+// templateSource starts a sandbox with a writable data drive, a read-only
+// drive and a hotplug slot, to make templates of. It returns its spec.
+func templateSource(t *testing.T, r *Runtime, fc, id string) Spec {
+	t.Helper()
+	dir := testutil.ShortTempDir(t)
+	data, ro := filepath.Join(dir, "data.img"), filepath.Join(dir, "ro.img")
+	for _, p := range []string{data, ro} {
+		if err := os.WriteFile(p, []byte("drive "+filepath.Base(p)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(p, 4<<20); err != nil { // sparse tail
+			t.Fatal(err)
+		}
+	}
+	spec := Spec{ID: id, Kernel: haltGuest(t, "template guest up"), Firecracker: fc, MemoryMiB: 64, Placeholders: 1,
+		Drives: []Disk{{Path: data}, {Path: ro, ReadOnly: true}}}
+	ctx := context.Background()
+	if _, err := r.Create(ctx, spec, CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	in, err := r.Start(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitConsole(t, in, "template guest up")
+	return spec
+}
+
+// assertTemplatesEmpty fails the test if the template store holds anything.
+func assertTemplatesEmpty(t *testing.T, r *Runtime) {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(r.Root(), templatesDir))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		t.Errorf("template store holds %s after the test", e.Name())
+	}
+}
+
+// removeAll removes sandboxes ids (killing them), all at once.
+func removeAll(t *testing.T, r *Runtime, ids ...string) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		wg.Go(func() {
+			if err := r.Remove(context.Background(), id, true); err != nil {
+				t.Errorf("remove %s: %v", id, err)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func TestTemplateClones(t *testing.T) {
+	for _, real := range []bool{false, true} {
+		t.Run(backendName(real), func(t *testing.T) { testTemplateClones(t, real) })
+	}
+}
+
+func testTemplateClones(t *testing.T, real bool) {
+	r, fc := newRuntime(t, real)
+	t.Cleanup(func() { assertTemplatesEmpty(t, r) })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	spec := templateSource(t, r, fc, "src")
+	defer removeAll(t, r, "src")
+
+	began := time.Now()
+	tpl, err := r.CreateTemplate(ctx, "tpl", "src", TemplateOptions{})
+	if err != nil {
+		t.Fatalf("CreateTemplate: %v", err)
+	}
+	t.Logf("template of a %d MiB guest made in %v", spec.MemoryMiB, time.Since(began))
+	defer func() {
+		if err := r.RemoveTemplate(context.Background(), "tpl", false); err != nil {
+			t.Errorf("RemoveTemplate: %v", err)
+		}
+	}()
+	if in, err := r.Inspect(ctx, "src"); err != nil || in.Status != Running {
+		t.Fatalf("source after template: %v, %v; want running", in.Status, err)
+	}
+	checkManifest(t, tpl, spec)
+
+	const n = 20
+	ids := make([]string, n)
+	took := make([]time.Duration, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		ids[i] = fmt.Sprintf("clone%02d", i)
+		wg.Go(func() {
+			b := time.Now()
+			_, errs[i] = r.RunTemplate(ctx, "tpl", CloneOptions{ID: ids[i]})
+			took[i] = time.Since(b)
+		})
+	}
+	wg.Wait()
+	defer removeAll(t, r, ids...)
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("RunTemplate: %v", err)
+	}
+	slices.Sort(took)
+	t.Logf("%d clones started at once: median %v, max %v", n, took[n/2], took[n-1])
+
+	for _, id := range ids {
+		in, err := r.Inspect(ctx, id)
+		if err != nil || in.Status != Running {
+			t.Fatalf("clone %s: %v, %v; want running", id, in.Status, err)
+		}
+		own := filepath.Join(in.Dir, "drive-drive0.img")
+		if in.Spec.Drives[0].Path != own || in.Spec.Drives[1].Path != spec.Drives[1].Path {
+			t.Errorf("clone %s drives %+v, want its own copy %s and the shared read-only drive", id, in.Spec.Drives, own)
+		}
+		if b, err := os.ReadFile(own); err != nil || !strings.HasPrefix(string(b), "drive data.img") || len(b) != 4<<20 {
+			t.Errorf("clone %s drive copy: %d bytes, %v", id, len(b), err)
+		}
+		assertVMMDrive(t, in, "drive0", own, tpl.Drives)
+	}
+	if real {
+		logSharing(t, r, ids[0], ids[1])
+	}
+
+	t.Run("clones are independent", func(t *testing.T) {
+		if err := r.Pause(ctx, ids[0]); err != nil {
+			t.Fatal(err)
+		}
+		for i, id := range ids[:3] {
+			want := Running
+			if i == 0 {
+				want = Paused
+			}
+			if in, err := r.Inspect(ctx, id); err != nil || in.Status != want {
+				t.Errorf("clone %s: %v, %v; want %s", id, in.Status, err, want)
+			}
+		}
+		if err := r.Resume(ctx, ids[0]); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Stop(ctx, ids[1]); err != nil {
+			t.Fatal(err)
+		}
+		if in, err := r.Inspect(ctx, ids[2]); err != nil || in.Status != Running {
+			t.Errorf("clone %s after another stopped: %v, %v", ids[2], in.Status, err)
+		}
+	})
+	t.Run("list and inspect", func(t *testing.T) {
+		list, err := r.ListTemplates(ctx)
+		if err != nil || len(list) != 1 || list[0].Name != "tpl" || len(list[0].Clones) != n {
+			t.Fatalf("ListTemplates: %+v, %v; want tpl with %d clones", list, err, n)
+		}
+		got, err := r.InspectTemplate(ctx, "tpl")
+		if err != nil || !slices.Equal(got.Clones, ids) {
+			t.Fatalf("InspectTemplate: clones %v, %v", got.Clones, err)
+		}
+		if err := r.VerifyTemplate(ctx, "tpl"); err != nil {
+			t.Errorf("VerifyTemplate: %v", err)
+		}
+	})
+	t.Run("rm of a template in use", func(t *testing.T) {
+		err := r.RemoveTemplate(ctx, "tpl", false)
+		if !errors.Is(err, ErrInvalidState) || !strings.Contains(err.Error(), "clone00") {
+			t.Fatalf("RemoveTemplate: %v, want ErrInvalidState naming the clones", err)
+		}
+		if _, err := r.InspectTemplate(ctx, "tpl"); err != nil {
+			t.Fatalf("template gone after a refused rm: %v", err)
+		}
+	})
+	t.Run("source goes on", func(t *testing.T) {
+		if in, err := r.Inspect(ctx, "src"); err != nil || in.Status != Running || in.Spec.Drives[0].Path != spec.Drives[0].Path {
+			t.Fatalf("source: %+v, %v", in, err)
+		}
+	})
+}
+
+// checkManifest checks what CreateTemplate recorded.
+func checkManifest(t *testing.T, tpl Template, spec Spec) {
+	t.Helper()
+	if tpl.Firecracker == "" || tpl.MemoryMiB != spec.MemoryMiB || tpl.From != "src" {
+		t.Errorf("template %+v", tpl)
+	}
+	files := map[string]TemplateFile{}
+	for _, f := range tpl.Files {
+		files[f.Name] = f
+	}
+	for _, name := range []string{vmm.SnapshotStateFile, vmm.SnapshotMemFile, "drive-drive0.img", "pool0.img", templateKernelName} {
+		if f, ok := files[name]; !ok || len(f.SHA256) != 64 {
+			t.Errorf("manifest has no checksum of %s: %+v", name, tpl.Files)
+		}
+	}
+	if m := files[vmm.SnapshotMemFile]; m.Stamp.Size != int64(spec.MemoryMiB)<<20 {
+		t.Errorf("memory file is %d bytes", m.Stamp.Size)
+	}
+	want := []TemplateDrive{
+		{ID: "drive0", Path: filepath.Join(tpl.Dir, "drive-drive0.img"), Copied: true},
+		{ID: "drive1", Path: spec.Drives[1].Path, ReadOnly: true},
+	}
+	if !slices.Equal(tpl.Drives, want) {
+		t.Errorf("template drives %+v, want %+v", tpl.Drives, want)
+	}
+}
+
+// assertVMMDrive checks, through the clone's API, that its VMM has drive id
+// at want (where the release reports its drives), and for a real
+// Firecracker that it holds no template drive open.
+func assertVMMDrive(t *testing.T, in Info, id, want string, tplDrives []TemplateDrive) {
+	t.Helper()
+	c, err := fcapi.New(in.APISocket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	vc, err := c.GetVMConfig(context.Background())
+	if err != nil {
+		t.Fatalf("GET /vm/config of %s: %v", in.ID, err)
+	}
+	for _, d := range vc.Drives {
+		if d.DriveID == id && d.PathOnHost != want {
+			t.Errorf("clone %s: VMM has drive %s at %s, want %s", in.ID, id, d.PathOnHost, want)
+		}
+	}
+	fdDir := filepath.Join("/proc", strconv.Itoa(in.PID), "fd")
+	fds, _ := os.ReadDir(fdDir)
+	for _, fd := range fds {
+		l, _ := os.Readlink(filepath.Join(fdDir, fd.Name()))
+		for _, d := range tplDrives {
+			if d.Copied && l == d.Path {
+				t.Errorf("clone %s holds the template's drive %s open", in.ID, l)
+			}
+		}
+	}
+}
+
+// logSharing logs how two clones map the template's memory file: private
+// file mappings share the page cache pages until a clone writes to one.
+func logSharing(t *testing.T, r *Runtime, ids ...string) {
+	t.Helper()
+	for _, id := range ids {
+		in, err := r.Inspect(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(in.PID), "smaps"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for block := range strings.SplitSeq(string(b), "\n") {
+			if strings.Contains(block, vmm.SnapshotMemFile) {
+				found = true
+				t.Logf("clone %s maps: %s", id, strings.TrimSpace(block))
+				fields := strings.Fields(block)
+				if len(fields) > 1 && !strings.HasSuffix(fields[1], "p") {
+					t.Errorf("clone %s maps the memory file %s, want a private (copy-on-write) mapping", id, fields[1])
+				}
+			}
+		}
+		if !found {
+			t.Errorf("clone %s does not map %s", id, vmm.SnapshotMemFile)
+		}
+		rollup, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(in.PID), "smaps_rollup"))
+		t.Logf("clone %s smaps_rollup:\n%s", id, rollup)
+	}
+}
+
+func TestTemplateRefusals(t *testing.T) {
+	for _, real := range []bool{false, true} {
+		t.Run(backendName(real), func(t *testing.T) { testTemplateRefusals(t, real) })
+	}
+}
+
+func testTemplateRefusals(t *testing.T, real bool) {
+	r, fc := newRuntime(t, real)
+	t.Cleanup(func() { assertTemplatesEmpty(t, r) })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	templateSource(t, r, fc, "src")
+	defer removeAll(t, r, "src")
+
+	mk := func(t *testing.T, name string) Template {
+		t.Helper()
+		tpl, err := r.CreateTemplate(ctx, name, "src", TemplateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := r.RemoveTemplate(context.Background(), name, false); err != nil {
+				t.Errorf("RemoveTemplate: %v", err)
+			}
+		})
+		return tpl
+	}
+	// refused checks that a clone is refused with want and leaves nothing.
+	refused := func(t *testing.T, name string, o CloneOptions, want error) {
+		t.Helper()
+		o.ID = "clone"
+		_, err := r.RunTemplate(ctx, name, o)
+		if !errors.Is(err, want) {
+			t.Fatalf("RunTemplate: %v, want %v", err, want)
+		}
+		t.Logf("refused: %v", err)
+		if list, _ := r.List(ctx); len(list) != 1 {
+			t.Errorf("sandboxes after a refused clone: %d, want only the source", len(list))
+		}
+		if _, err := os.Stat(filepath.Join(r.Root(), "clone")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the refused clone left its directory: %v", err)
+		}
+	}
+
+	t.Run("bad names", func(t *testing.T) {
+		if _, err := r.CreateTemplate(ctx, "../x", "src", TemplateOptions{}); !errors.Is(err, ErrInvalidSpec) {
+			t.Errorf("CreateTemplate ../x: %v, want ErrInvalidSpec", err)
+		}
+		if _, err := r.CreateTemplate(ctx, "t", "nope", TemplateOptions{}); !errors.Is(err, ErrNotFound) {
+			t.Errorf("CreateTemplate from a missing sandbox: %v, want ErrNotFound", err)
+		}
+		if _, err := r.RunTemplate(ctx, "nope", CloneOptions{}); !errors.Is(err, ErrNotFound) {
+			t.Errorf("RunTemplate nope: %v, want ErrNotFound", err)
+		}
+		if err := r.RemoveTemplate(ctx, "nope", false); !errors.Is(err, ErrNotFound) {
+			t.Errorf("RemoveTemplate nope: %v, want ErrNotFound", err)
+		}
+		assertTemplatesEmpty(t, r)
+	})
+	t.Run("name taken", func(t *testing.T) {
+		mk(t, "taken")
+		if _, err := r.CreateTemplate(ctx, "taken", "src", TemplateOptions{}); !errors.Is(err, ErrExists) {
+			t.Fatalf("second CreateTemplate: %v, want ErrExists", err)
+		}
+		if _, err := r.InspectTemplate(ctx, "taken"); err != nil {
+			t.Fatalf("the first template is gone: %v", err)
+		}
+	})
+	t.Run("other release", func(t *testing.T) {
+		tpl := mk(t, "rel")
+		other := "1.7.0"
+		if strings.HasPrefix(tpl.Firecracker, "1.7.") {
+			other = "1.14.2"
+		}
+		// A clone run by another executable, the fake emulating 1.7.0: it
+		// is asked its release and refused before anything is spawned.
+		exe := filepath.Join(testutil.ShortTempDir(t), "firecracker")
+		if err := copyFileSparse(testutil.FakeFirecracker(t), exe); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(exe, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("FAKEFC", `{"version":"`+other+`"}`)
+		refused(t, "rel", CloneOptions{Firecracker: exe}, ErrInvalidSpec)
+	})
+	t.Run("corrupted memory file", func(t *testing.T) {
+		tpl := mk(t, "bad")
+		mem := filepath.Join(tpl.Dir, vmm.SnapshotMemFile)
+		fi, err := os.Stat(mem)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.OpenFile(mem, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt([]byte("corrupt"), 1<<20); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		refused(t, "bad", CloneOptions{}, ErrTemplateCorrupt)
+		// Hide the change from the cheap check: Verify still finds it.
+		if err := os.Chtimes(mem, fi.ModTime(), fi.ModTime()); err != nil {
+			t.Fatal(err)
+		}
+		refused(t, "bad", CloneOptions{Verify: true}, ErrTemplateCorrupt)
+		if err := r.VerifyTemplate(ctx, "bad"); !errors.Is(err, ErrTemplateCorrupt) {
+			t.Errorf("VerifyTemplate: %v, want ErrTemplateCorrupt", err)
+		}
+	})
+	t.Run("missing file", func(t *testing.T) {
+		tpl := mk(t, "gone")
+		if err := os.Remove(filepath.Join(tpl.Dir, "drive-drive0.img")); err != nil {
+			t.Fatal(err)
+		}
+		refused(t, "gone", CloneOptions{}, ErrTemplateCorrupt)
+	})
+	t.Run("wrong number of interfaces", func(t *testing.T) {
+		mk(t, "nets")
+		refused(t, "nets", CloneOptions{Net: []Net{{Auto: true}}}, ErrInvalidSpec)
+	})
+	t.Run("stopped source", func(t *testing.T) {
+		in, err := r.Create(ctx, Spec{ID: "idle", Kernel: haltGuest(t, "idle"), Firecracker: fc}, CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer removeAll(t, r, in.ID)
+		if _, err := r.CreateTemplate(ctx, "idle", "idle", TemplateOptions{}); !errors.Is(err, ErrInvalidState) {
+			t.Fatalf("template of a created sandbox: %v, want ErrInvalidState", err)
+		}
+		if _, err := os.Stat(filepath.Join(r.Root(), templatesDir, "idle")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("a refused template left its directory: %v", err)
+		}
+	})
+}
+
+// TestTemplateOtherReleaseSameExecutable: the fake, as the very executable
+// the template was made with, emulating another release for the clone.
+func TestTemplateOtherReleaseSameExecutable(t *testing.T) {
+	r, fc := newRuntime(t, false)
+	t.Cleanup(func() { assertTemplatesEmpty(t, r) })
+	ctx := context.Background()
+	templateSource(t, r, fc, "src")
+	defer removeAll(t, r, "src")
+	if _, err := r.CreateTemplate(ctx, "tpl", "src", TemplateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	defer r.RemoveTemplate(ctx, "tpl", false)
+	t.Setenv("FAKEFC", `{"version":"1.7.0"}`)
+	_, err := r.RunTemplate(ctx, "tpl", CloneOptions{ID: "clone"})
+	if err == nil || !strings.Contains(err.Error(), "written by Firecracker "+fakefc.DefaultVersion.String()) {
+		t.Fatalf("RunTemplate: %v, want a release mismatch", err)
+	}
+	if list, _ := r.List(ctx); len(list) != 1 {
+		t.Errorf("sandboxes after a refused clone: %d, want only the source", len(list))
+	}
+}
+
+// TestTemplateStop: with Stop the source is stopped once the template is
+// made, and clones run without it.
+func TestTemplateStop(t *testing.T) {
+	for _, real := range []bool{false, true} {
+		t.Run(backendName(real), func(t *testing.T) {
+			r, fc := newRuntime(t, real)
+			t.Cleanup(func() { assertTemplatesEmpty(t, r) })
+			ctx := context.Background()
+			spec := templateSource(t, r, fc, "src")
+			if _, err := r.CreateTemplate(ctx, "tpl", "src", TemplateOptions{Stop: true}); err != nil {
+				t.Fatal(err)
+			}
+			if in, err := r.Inspect(ctx, "src"); err != nil || in.Status != Exited {
+				t.Fatalf("source: %v, %v; want exited", in.Status, err)
+			}
+			// The template owns everything it needs: the source and its
+			// writable drive can go.
+			removeAll(t, r, "src")
+			if err := os.Remove(spec.Drives[0].Path); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.RunTemplate(ctx, "tpl", CloneOptions{ID: "clone", AutoRemove: true}); err != nil {
+				t.Fatalf("RunTemplate: %v", err)
+			}
+			if err := r.Stop(ctx, "clone"); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.RemoveTemplate(ctx, "tpl", false); err != nil {
+				t.Fatalf("RemoveTemplate after the clone auto-removed: %v", err)
+			}
+		})
+	}
+}
+
+// TestTemplateNetAndVsock: clones of a template with a tap get taps of
+// their own where the release can override them (≥ 1.12); a template with
+// a vsock device needs ≥ 1.16 for clones, and is refused clearly before.
+func TestTemplateNetAndVsock(t *testing.T) {
+	for _, real := range []bool{false, true} {
+		t.Run(backendName(real), func(t *testing.T) {
+			requireNet(t)
+			r, fc := newRuntime(t, real)
+			t.Cleanup(func() { assertTemplatesEmpty(t, r) })
+			ctx := context.Background()
+			for _, s := range []Spec{
+				{ID: "net", Net: []Net{{Auto: true}}},
+				{ID: "vsock", VsockCID: 3},
+			} {
+				s.Kernel, s.Firecracker = haltGuest(t, "x"), fc
+				if _, err := r.Create(ctx, s, CreateOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				defer removeAll(t, r, s.ID)
+				if _, err := r.Start(ctx, s.ID); err != nil {
+					t.Fatal(err)
+				}
+				tpl, err := r.CreateTemplate(ctx, s.ID, s.ID, TemplateOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer r.RemoveTemplate(ctx, s.ID, false)
+				ver := fcapi.MustParseVersion(tpl.Firecracker)
+				need := fcapi.FeatureNetworkOverrides
+				if s.VsockCID != 0 {
+					need = fcapi.FeatureVsockOverride
+				}
+				in, err := r.RunTemplate(ctx, s.ID, CloneOptions{ID: s.ID + "-clone", AutoRemove: true})
+				if ver.Less(need.Since()) {
+					if !errors.Is(err, ErrNotSupported) {
+						t.Fatalf("%s clone on %s: %v, want ErrNotSupported", s.ID, ver, err)
+					}
+					t.Logf("refused: %v", err)
+					continue
+				}
+				if err != nil {
+					t.Fatalf("%s clone: %v", s.ID, err)
+				}
+				if s.VsockCID == 0 && (len(in.Taps) != 1 || in.Taps[0].Name == tpl.Net[0].Tap) {
+					t.Errorf("clone taps %+v, want one of its own (the template's is %s)", in.Taps, tpl.Net[0].Tap)
+				}
+				if s.VsockCID != 0 && !strings.HasPrefix(in.VsockSocket, in.Dir) {
+					t.Errorf("clone vsock socket %s, want one in %s", in.VsockSocket, in.Dir)
+				}
+				if err := r.Stop(ctx, in.ID); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// TestTemplateCloneTiming measures, one at a time, how long RunTemplate
+// takes to return a running clone, and Restore of a plain snapshot of the
+// same sandbox. It logs the medians; it fails on no number.
+func TestTemplateCloneTiming(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a measurement: skipped with -short")
+	}
+	for _, real := range []bool{false, true} {
+		t.Run(backendName(real), func(t *testing.T) {
+			r, fc := newRuntime(t, real)
+			t.Cleanup(func() { assertTemplatesEmpty(t, r) })
+			ctx := context.Background()
+			templateSource(t, r, fc, "src")
+			defer removeAll(t, r, "src")
+			if _, err := r.CreateTemplate(ctx, "tpl", "src", TemplateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				if err := r.RemoveTemplate(ctx, "tpl", false); err != nil {
+					t.Error(err)
+				}
+			}()
+			snapDir := filepath.Join(testutil.ShortTempDir(t), "snap")
+			if err := r.Snapshot(ctx, "src", snapDir); err != nil {
+				t.Fatal(err)
+			}
+			const n = 20
+			var ids []string
+			defer func() { removeAll(t, r, ids...) }()
+			measure := func(start func(id string) (Info, error), prefix string) time.Duration {
+				took := make([]time.Duration, n)
+				for i := range n {
+					id := fmt.Sprintf("%s%02d", prefix, i)
+					b := time.Now()
+					in, err := start(id)
+					took[i] = time.Since(b)
+					if err != nil {
+						t.Fatal(err)
+					}
+					ids = append(ids, id)
+					if in.Status != Running {
+						t.Fatalf("%s: %s", id, in.Status)
+					}
+				}
+				slices.Sort(took)
+				return took[n/2]
+			}
+			clone := measure(func(id string) (Info, error) { return r.RunTemplate(ctx, "tpl", CloneOptions{ID: id}) }, "c")
+			verified := measure(func(id string) (Info, error) {
+				return r.RunTemplate(ctx, "tpl", CloneOptions{ID: id, Verify: true})
+			}, "v")
+			restore := measure(func(id string) (Info, error) { return r.Restore(ctx, snapDir, RestoreOptions{ID: id}) }, "r")
+			t.Logf("median of %d, one at a time: clone %v, clone with Verify %v, plain restore %v", n, clone, verified, restore)
+		})
+	}
+}
