@@ -82,7 +82,12 @@ func (r *Runtime) Start(ctx context.Context, id string) (_ Info, err error) {
 	if err := mon.awaitReport(ctx, report); err != nil {
 		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
 	}
-	return r.Inspect(context.WithoutCancel(ctx), id)
+	in, err := r.Inspect(context.WithoutCancel(ctx), id)
+	if errors.Is(err, ErrNotFound) && rec.AutoRemove {
+		// It started, ran and was removed by its monitor meanwhile.
+		return Info{ID: id, Status: Exited, Spec: rec.Spec, Kernel: rec.Kernel, CreatedAt: rec.CreatedAt}, nil
+	}
+	return in, err
 }
 
 // monitorProc is a monitor process this runtime started.

@@ -1,72 +1,120 @@
 // Command kindling runs sandboxes in Firecracker microVMs.
+//
+// It is the command-line face of package sandbox: it parses flags, calls the
+// runtime and prints what it returns, as tables for people or as JSON
+// (--json) for programs. The same executable is also each sandbox's monitor
+// process, which is why main calls sandbox.MonitorMain first.
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+
+	"github.com/kindling-vm/kindling/sandbox"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	if err != nil {
-		var u usageError
-		if errors.As(err, &u) {
-			fmt.Fprintln(os.Stderr, "kindling:", err)
-			os.Exit(2)
-		}
-		fmt.Fprintln(os.Stderr, "kindling:", err)
-		os.Exit(1)
-	}
+	sandbox.MonitorMain()
+	os.Exit(mainExitCode())
 }
 
-// usageError marks an error in the command line; it exits with status 2.
-type usageError struct{ err error }
+// mainExitCode runs the command line of this process and returns its exit
+// status. Interrupts (Ctrl-C) and SIGTERM cancel the command's context.
+func mainExitCode() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return exitCode(run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr)
+}
 
-func (u usageError) Error() string { return u.err.Error() }
-func (u usageError) Unwrap() error { return u.err }
+// Exit statuses.
+const (
+	exitOK          = 0
+	exitFailure     = 1
+	exitUsage       = 2
+	exitInterrupted = 130 // 128 + SIGINT, as a shell reports it
+)
 
-const usage = `kindling runs sandboxes in Firecracker microVMs.
+// usageError is a mistake in the command line: an unknown command or flag,
+// missing or extra arguments, or a flag value that does not parse. It exits
+// with status 2 and points at the command's help.
+type usageError struct {
+	cmd string // the command path, "kindling ps"
+	err error
+}
 
-Usage:
-  kindling <command> [flags]
+func (u *usageError) Error() string {
+	return fmt.Sprintf("%v: run '%s --help'", u.err, u.cmd)
+}
 
-Commands:
-  version    print kindling's version
+func (u *usageError) Unwrap() error { return u.err }
 
-Run 'kindling <command> --help' for a command's flags.
-`
+func usageErrorf(cmd, format string, args ...any) error {
+	return &usageError{cmd: cmd, err: fmt.Errorf(format, args...)}
+}
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	_ = ctx
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return usageError{errors.New("no command given; run 'kindling --help'")}
+// exitStatusError ends kindling with a given status. Err, when set, is
+// printed like any other error; a nil Err prints nothing (the reason was
+// shown already, or the status speaks for itself).
+type exitStatusError struct {
+	code int
+	err  error
+}
+
+func (e *exitStatusError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
 	}
-	switch args[0] {
-	case "-h", "--help", "help":
-		fmt.Fprint(stdout, usage)
-		return nil
-	case "version":
-		fs := flag.NewFlagSet("version", flag.ContinueOnError)
-		fs.SetOutput(stderr)
-		if err := fs.Parse(args[1:]); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil
-			}
-			return usageError{err}
+	return e.err.Error()
+}
+
+func (e *exitStatusError) Unwrap() error { return e.err }
+
+// exitCode prints err, if any, as one line on stderr and returns the exit
+// status it calls for.
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil {
+		return exitOK
+	}
+	code := exitFailure
+	var u *usageError
+	var e *exitStatusError
+	switch {
+	case errors.As(err, &e):
+		code = e.code
+		if e.err == nil {
+			return code
 		}
-		fmt.Fprintln(stdout, "kindling", version)
-		return nil
+	case errors.As(err, &u):
+		code = exitUsage
 	}
-	return usageError{fmt.Errorf("unknown command %q; run 'kindling --help'", args[0])}
+	fmt.Fprintf(stderr, "kindling: %s\n", oneLine(err.Error()))
+	return code
+}
+
+// oneLine joins the lines of a message (errors.Join separates with
+// newlines) so that every error is a single line.
+func oneLine(s string) string {
+	lines := strings.FieldsFunc(s, func(r rune) bool { return r == '\n' || r == '\r' })
+	for i := range lines {
+		lines[i] = strings.TrimSpace(lines[i])
+	}
+	return strings.Join(lines, "; ")
+}
+
+// errInterrupted is the cause of a command ended by Ctrl-C or SIGTERM.
+var errInterrupted = errors.New("interrupted")
+
+// run runs the kindling command line args (without the program name).
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	root := newRootCommand(stdout, stderr)
+	root.SetArgs(args)
+	return root.ExecuteContext(ctx)
 }
 
 // version is set at build time with -ldflags "-X main.version=...".

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kindling-vm/kindling/sandbox"
+)
+
+const psLong = `List the sandboxes under the state root, with their status as the host
+shows it now (a sandbox whose VMM died is "exited", one whose monitor died
+is "orphaned").
+
+Columns: ID, STATUS, PID (the VMM's, while it runs), CPUS, MEMORY, CREATED.
+-q prints only the IDs; --json prints each sandbox's full description, as
+'kindling inspect' does.`
+
+const psExample = `  kindling ps
+  kindling ps -q | xargs kindling rm --force
+  kindling ls --json`
+
+// Defaults the runtime applies to a spec that leaves them out.
+const (
+	defaultCPUs      = 1
+	defaultMemoryMiB = 128
+)
+
+func newPsCommand(a *app) *cobra.Command {
+	var quiet, asJSON bool
+	cmd := &cobra.Command{
+		Use:     "ps [flags]",
+		Aliases: []string{"ls"},
+		Short:   "List sandboxes",
+		Long:    psLong,
+		Example: psExample,
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if quiet && asJSON {
+				return usageErrorf(cmd.CommandPath(), "-q and --json do not go together: pick one")
+			}
+			rt, err := a.runtime()
+			if err != nil {
+				return err
+			}
+			infos, err := rt.List(cmd.Context())
+			if err != nil {
+				return err
+			}
+			switch {
+			case asJSON:
+				return writeJSON(a.stdout, infos)
+			case quiet:
+				for _, in := range infos {
+					fmt.Fprintln(a.stdout, in.ID)
+				}
+				return nil
+			}
+			return writePsTable(a, infos, time.Now())
+		},
+	}
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only the IDs")
+	addJSONFlag(cmd, &asJSON)
+	return cmd
+}
+
+func writePsTable(a *app, infos []sandbox.Info, now time.Time) error {
+	tw := newTable(a.stdout)
+	fmt.Fprintln(tw, "ID\tSTATUS\tPID\tCPUS\tMEMORY\tCREATED")
+	for _, in := range infos {
+		pid := "-"
+		if in.PID > 0 {
+			pid = strconv.Itoa(in.PID)
+		}
+		cpus, mem := in.Spec.VCPUs, in.Spec.MemoryMiB
+		if cpus == 0 {
+			cpus = defaultCPUs
+		}
+		if mem == 0 {
+			mem = defaultMemoryMiB
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", in.ID, status(in), pid, cpus, mib(mem), ago(now, in.CreatedAt))
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write table: %w", err)
+	}
+	return nil
+}
+
+// status renders a sandbox's status, with the exit code of an exited one.
+func status(in sandbox.Info) string {
+	s := string(in.Status)
+	if in.Status == sandbox.Exited && in.Exit != nil {
+		switch {
+		case in.Exit.Signal != "":
+			s += " (" + in.Exit.Signal + ")"
+		case in.Exit.Error != "":
+			s += " (failed)"
+		default:
+			s += fmt.Sprintf(" (%d)", in.Exit.Code)
+		}
+	}
+	return s
+}

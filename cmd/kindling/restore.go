@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kindling-vm/kindling/sandbox"
+)
+
+const restoreLong = `Create a new sandbox from a snapshot written by 'kindling snapshot' and
+start it where the snapshot was taken.
+
+The drives of the snapshotted sandbox must be at the same host paths, and
+the same Firecracker release must be used. --net gives the new sandbox its
+own network interfaces (auto creates new taps), as many as the snapshot has
+and in the same order; without --net the new sandbox gets taps like the
+snapshotted one's (new ones where kindling created them).
+
+Like 'kindling run', restore follows the console in the foreground until the
+VM exits (Ctrl-C stops it, exit status 130), or returns at once with
+--detach and prints the new ID.`
+
+const restoreExample = `  kindling restore --detach --name web2 /var/lib/snapshots/web
+  kindling restore --rm --net auto /var/lib/snapshots/web`
+
+func newRestoreCommand(a *app) *cobra.Command {
+	var (
+		name    string
+		nets    netListValue
+		detach  bool
+		rm      bool
+		asJSON  bool
+		timeout time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:     "restore [flags] DIR",
+		Short:   "Start a new sandbox from a snapshot",
+		Long:    restoreLong,
+		Example: restoreExample,
+		Args:    exactArgs("DIR"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkTimeout(cmd, timeout); err != nil {
+				return err
+			}
+			if asJSON && !detach {
+				return usageErrorf(cmd.CommandPath(), "--json needs --detach (in the foreground restore prints the console)")
+			}
+			rt, err := a.runtime()
+			if err != nil {
+				return err
+			}
+			opts := sandbox.RestoreOptions{ID: name, Net: nets.ns, AutoRemove: rm && detach}
+			ctx := cmd.Context()
+			sctx := ctx
+			if timeout > 0 {
+				var cancel context.CancelFunc
+				sctx, cancel = context.WithTimeout(ctx, timeout)
+				defer cancel()
+			}
+			info, err := rt.Restore(sctx, args[0], opts)
+			if err != nil {
+				if ctx.Err() != nil {
+					return &exitStatusError{code: exitInterrupted, err: fmt.Errorf("restore %s: %w", args[0], errInterrupted)}
+				}
+				return err
+			}
+			return afterStart(ctx, a, rt, info, detach, asJSON, rm)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&name, "name", "", "ID of the new sandbox `ID` (default: random)")
+	f.Var(&nets, "net", "network interface `auto|tap=NAME[,mac=MAC]` (repeatable)")
+	f.BoolVarP(&detach, "detach", "d", false, "return once the sandbox runs, and print its ID")
+	f.BoolVar(&rm, "rm", false, "remove the sandbox once it has exited")
+	addTimeoutFlag(cmd, &timeout)
+	f.BoolVar(&asJSON, "json", false, "with --detach: print the sandbox as JSON instead of its ID")
+	return cmd
+}

@@ -1,0 +1,173 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kindling-vm/kindling/internal/store"
+	"github.com/kindling-vm/kindling/sandbox"
+)
+
+// app holds the global flags and the output streams every command uses.
+type app struct {
+	root   string // --root; "" for $KINDLING_ROOT, else /run/kindling
+	debug  bool   // --debug
+	stdout io.Writer
+	stderr io.Writer
+}
+
+// runtime opens the state root.
+func (a *app) runtime() (*sandbox.Runtime, error) {
+	var opts []sandbox.Option
+	if a.debug {
+		h := slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelDebug})
+		opts = append(opts, sandbox.WithLogger(slog.New(h)))
+	}
+	rt, err := sandbox.Open(a.root, opts...)
+	if err != nil {
+		root := a.root
+		if root == "" {
+			root = store.DefaultRoot()
+		}
+		return nil, fmt.Errorf("open state root %s: %w: give a writable --root DIR or set %s", root, err, store.EnvRoot)
+	}
+	return rt, nil
+}
+
+// logger is the debug logger of the CLI itself (discarding without --debug).
+func (a *app) logger() *slog.Logger {
+	if !a.debug {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+const rootLong = `kindling runs sandboxes in Firecracker microVMs.
+
+A sandbox is a microVM with an ID, a directory under the state root, a
+monitor process that outlives the command that started it, a bounded serial
+console log and, optionally, drives, taps and a network namespace.
+
+With no --kernel, kindling boots a tiny demo guest built into the binary, so
+'kindling run --rm' works on any machine with /dev/kvm and a Firecracker.
+
+Firecracker is found through --firecracker, else $KINDLING_FIRECRACKER, else
+'firecracker' on PATH.`
+
+const rootExample = `  kindling run --rm                      # boot the demo guest, print its greeting
+  kindling run -d --name web --kernel vmlinux --rootfs rootfs.ext4 --memory 512M
+  kindling ps
+  kindling console -f web
+  kindling stop web && kindling rm web`
+
+// newRootCommand builds the whole command tree.
+func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
+	a := &app{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:           "kindling",
+		Short:         "Run sandboxes in Firecracker microVMs",
+		Long:          rootLong,
+		Example:       rootExample,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.ArbitraryArgs, // unknown commands are reported by RunE
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usageErrorf(cmd.CommandPath(), "no command given")
+			}
+			return unknownCommand(cmd, args[0])
+		},
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return &usageError{cmd: cmd.CommandPath(), err: err}
+	})
+	root.CompletionOptions.HiddenDefaultCmd = true
+	root.SuggestionsMinimumDistance = 2
+	// Commands that only group others (kindling, kindling drive) run just to
+	// report a missing or unknown subcommand: do not show them as runnable.
+	root.SetUsageTemplate(strings.Replace(root.UsageTemplate(),
+		"{{if .Runnable}}", "{{if and .Runnable (not .HasAvailableSubCommands)}}", 1))
+	root.SetHelpCommand(&cobra.Command{
+		Use:   "help [command]",
+		Short: "Help about any command",
+		Long:  "Print the help of a command: its description, flags and examples.",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			target, rest, err := cmd.Root().Find(args)
+			if err != nil {
+				return &usageError{cmd: cmd.Root().CommandPath(), err: err}
+			}
+			if len(rest) > 0 {
+				return unknownCommand(target, rest[0])
+			}
+			return target.Help()
+		},
+	})
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.root, "root", "", "state root `DIR` (default $"+store.EnvRoot+", else "+store.DefaultRootDir+")")
+	pf.BoolVar(&a.debug, "debug", false, "write debug logs to stderr")
+
+	root.AddCommand(
+		newRunCommand(a),
+		newCreateCommand(a),
+		newStartCommand(a),
+		newPsCommand(a),
+		newInspectCommand(a),
+		newStopCommand(a),
+		newKillCommand(a),
+		newRmCommand(a),
+		newPauseCommand(a),
+		newResumeCommand(a),
+		newLogsCommand(a),
+		newConsoleCommand(a),
+		newThreadsCommand(a),
+		newDriveCommand(a),
+		newSnapshotCommand(a),
+		newRestoreCommand(a),
+		newTemplateCommand(a),
+		newGCCommand(a),
+		newVersionCommand(a),
+	)
+	return root
+}
+
+// unknownCommand is the usage error for a subcommand that does not exist,
+// with cobra's spelling suggestions.
+func unknownCommand(cmd *cobra.Command, name string) error {
+	msg := fmt.Sprintf("unknown command %q", name)
+	if s := cmd.SuggestionsFor(name); len(s) > 0 {
+		msg += fmt.Sprintf(" (did you mean %s?)", strings.Join(s, ", "))
+	}
+	return &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf("%s", msg)}
+}
+
+// exactArgs accepts exactly the named positional arguments.
+func exactArgs(names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		switch {
+		case len(args) < len(names):
+			return usageErrorf(cmd.CommandPath(), "missing %s", strings.Join(names[len(args):], " and "))
+		case len(args) > len(names):
+			return usageErrorf(cmd.CommandPath(), "unexpected argument %q", args[len(names)])
+		}
+		return nil
+	}
+}
+
+// noArgs accepts no positional arguments.
+func noArgs(cmd *cobra.Command, args []string) error { return exactArgs()(cmd, args) }
+
+// someArgs accepts one or more of the named argument.
+func someArgs(name string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return usageErrorf(cmd.CommandPath(), "missing %s", name)
+		}
+		return nil
+	}
+}

@@ -1,0 +1,236 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/kindling-vm/kindling/sandbox"
+)
+
+const runLong = `Create a sandbox and start it.
+
+In the foreground (the default), run streams the sandbox's serial console to
+stdout until the VM exits, then exits with Firecracker's exit status (0 when
+the guest powered off cleanly; 128+N when Firecracker was killed by signal N).
+Ctrl-C stops the sandbox and exits with status 130.
+
+With --detach, run returns once the sandbox runs and prints its ID; follow
+its console with 'kindling console -f ID'.
+
+With --rm, the sandbox is removed once it has exited (also after Ctrl-C, and
+when it fails to start).
+
+With no --kernel, run boots the demo guest built into kindling, which prints
+a greeting and powers off. The sandbox flags are those of 'kindling create'.
+
+With --template NAME, run starts a clone of a template instead of booting
+(see 'kindling template'); the template fixes the machine, so only --name,
+--net, --firecracker, --rm, --detach, --json and --timeout go with it.`
+
+const runExample = `  kindling run --rm
+  kindling run -d --name web --kernel vmlinux --rootfs rootfs.ext4 --net auto --memory 512M
+  kindling run --rm --kernel vmlinux --wait-console 'login:' --timeout 30s
+  kindling run --config web.toml --cpus 4
+  kindling run -d --template base --name worker1`
+
+// stopTimeout bounds the stop of a sandbox after Ctrl-C.
+const stopTimeout = 15 * time.Second
+
+func newRunCommand(a *app) *cobra.Command {
+	var (
+		sf      specFlags
+		rm      bool
+		detach  bool
+		asJSON  bool
+		timeout time.Duration
+		// --template and --verify-template (template.go)
+		template       string
+		verifyTemplate bool
+	)
+	cmd := &cobra.Command{
+		Use:     "run [flags]",
+		Short:   "Create and start a sandbox, and follow its console",
+		Long:    runLong,
+		Example: runExample,
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkTimeout(cmd, timeout); err != nil {
+				return err
+			}
+			if asJSON && !detach {
+				return usageErrorf(cmd.CommandPath(), "--json needs --detach (in the foreground run prints the console)")
+			}
+			ctx := cmd.Context()
+			if template != "" {
+				rt, err := a.runtime()
+				if err != nil {
+					return err
+				}
+				o := sandbox.CloneOptions{ID: sf.name, Net: sf.nets.ns, AutoRemove: rm && detach, Verify: verifyTemplate, Firecracker: sf.firecracker}
+				info, err := startFromTemplate(ctx, cmd, rt, template, o, timeout)
+				if err != nil {
+					return err
+				}
+				return afterStart(ctx, a, rt, info, detach, asJSON, rm)
+			}
+			spec, err := sf.spec(cmd)
+			if err != nil {
+				return err
+			}
+			rt, err := a.runtime()
+			if err != nil {
+				return err
+			}
+			// In the foreground, run removes the sandbox itself once it has
+			// read all of the console; detached, the monitor does it.
+			info, err := rt.Create(ctx, spec, sandbox.CreateOptions{AutoRemove: rm && detach})
+			if err != nil {
+				return err
+			}
+			id := info.ID
+			a.logger().Debug("created sandbox", "id", id)
+			info, err = startSandbox(ctx, rt, id, timeout)
+			if err != nil && rm && detach && errors.Is(err, sandbox.ErrNotFound) {
+				// Its monitor removed it already: the VM ran and exited
+				// before Start could describe it.
+				info, err = sandbox.Info{ID: id, Status: sandbox.Exited, Spec: spec}, nil
+			}
+			if err != nil {
+				if rm {
+					err = errors.Join(err, removeQuietly(context.WithoutCancel(ctx), rt, id))
+				}
+				return err
+			}
+			return afterStart(ctx, a, rt, info, detach, asJSON, rm)
+		},
+	}
+	f := cmd.Flags()
+	sf.register(f)
+	addTemplateRunFlags(f, &template, &verifyTemplate)
+	f.BoolVar(&rm, "rm", false, "remove the sandbox once it has exited")
+	f.BoolVarP(&detach, "detach", "d", false, "return once the sandbox runs, and print its ID")
+	addTimeoutFlag(cmd, &timeout)
+	f.BoolVar(&asJSON, "json", false, "with --detach: print the sandbox as JSON instead of its ID")
+	return cmd
+}
+
+// afterStart finishes a run (or restore) once the sandbox runs: detached,
+// it prints the sandbox (its ID, or --json its description); otherwise it
+// follows the console until the VM exits.
+func afterStart(ctx context.Context, a *app, rt *sandbox.Runtime, info sandbox.Info, detach, asJSON, rm bool) error {
+	if !detach {
+		return foreground(ctx, a, rt, info, rm)
+	}
+	if asJSON {
+		return writeJSON(a.stdout, info)
+	}
+	fmt.Fprintln(a.stdout, info.ID)
+	return nil
+}
+
+// checkTimeout refuses a negative --timeout.
+func checkTimeout(cmd *cobra.Command, d time.Duration) error {
+	if d < 0 {
+		return usageErrorf(cmd.CommandPath(), "--timeout %v is negative: give a duration like 10s", d)
+	}
+	return nil
+}
+
+// removeQuietly removes sandbox id, whatever its state; a sandbox gone
+// already is fine.
+func removeQuietly(ctx context.Context, rt *sandbox.Runtime, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, stopTimeout)
+	defer cancel()
+	if err := rt.Remove(ctx, id, true); err != nil && !errors.Is(err, sandbox.ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
+// foreground streams the console of the running sandbox until its VM exits
+// and returns the exit status that calls for. Ctrl-C (ctx cancelled) stops
+// the sandbox and ends with status 130. With rm, the sandbox is removed at
+// the end.
+func foreground(ctx context.Context, a *app, rt *sandbox.Runtime, info sandbox.Info, rm bool) error {
+	id := info.ID
+	bg := context.WithoutCancel(ctx)
+	done := make(chan struct{})
+	followed := make(chan error, 1)
+	go func() { followed <- followLog(bg, info.ConsoleLog, a.stdout, done) }()
+
+	exit, err := rt.Wait(ctx, id)
+	interrupted := err != nil && ctx.Err() != nil
+	var stopErr error
+	if interrupted {
+		a.logger().Debug("interrupted: stopping the sandbox", "id", id)
+		sctx, cancel := context.WithTimeout(bg, stopTimeout)
+		stopErr = rt.Stop(sctx, id)
+		cancel()
+	}
+	close(done)
+	ferr := <-followed
+	var rmErr error
+	if rm {
+		rmErr = removeQuietly(bg, rt, id)
+	}
+	switch {
+	case interrupted:
+		if err := errors.Join(stopErr, rmErr); err != nil {
+			return &exitStatusError{code: exitInterrupted, err: fmt.Errorf("interrupted: %w", err)}
+		}
+		return &exitStatusError{code: exitInterrupted}
+	case err != nil:
+		return errors.Join(err, rmErr)
+	}
+	if err := errors.Join(ferr, rmErr); err != nil {
+		return err
+	}
+	return vmmExit(id, exit, !rm)
+}
+
+// vmmExit turns how a sandbox's VMM exited into kindling's exit status.
+func vmmExit(id string, exit *sandbox.Exit, kept bool) error {
+	hint := ""
+	if kept {
+		hint = fmt.Sprintf(": see 'kindling logs %s'", id)
+	}
+	switch {
+	case exit == nil:
+		return nil // removed by its monitor; nothing more to tell
+	case exit.Error != "":
+		return fmt.Errorf("sandbox %s: %s%s", id, exit.Error, hint)
+	case exit.Signal != "":
+		code := exitFailure
+		if n := signalNumber(exit.Signal); n != 0 {
+			code = 128 + n
+		}
+		return &exitStatusError{code: code, err: fmt.Errorf("sandbox %s: firecracker was killed by %s%s", id, exit.Signal, hint)}
+	case exit.Code != 0:
+		code := exit.Code
+		if code < 0 || code > 255 {
+			code = exitFailure
+		}
+		return &exitStatusError{code: code, err: fmt.Errorf("sandbox %s: firecracker exited with status %d%s", id, exit.Code, hint)}
+	}
+	return nil
+}
+
+// signalNumber reads a signal's name, "SIGKILL" or "killed" (as Go's
+// syscall.Signal prints it); 0 when it is neither.
+func signalNumber(name string) int {
+	if n := unix.SignalNum(name); n != 0 {
+		return int(n)
+	}
+	for n := syscall.Signal(1); n < 65; n++ {
+		if n.String() == name {
+			return int(n)
+		}
+	}
+	return 0
+}

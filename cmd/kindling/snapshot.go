@@ -1,0 +1,31 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+)
+
+const snapshotLong = `Write a snapshot of a running (or paused) sandbox into DIR: its microVM
+state and its guest memory. The sandbox is paused while the snapshot is
+taken and goes on running afterwards. Start a copy from it with
+'kindling restore DIR'; its drives must still be at the same paths then,
+and it needs the same Firecracker release.`
+
+const snapshotExample = `  kindling snapshot web /var/lib/snapshots/web
+  kindling restore --name web2 --detach /var/lib/snapshots/web`
+
+func newSnapshotCommand(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:     "snapshot ID DIR",
+		Short:   "Snapshot a running sandbox into a directory",
+		Long:    snapshotLong,
+		Example: snapshotExample,
+		Args:    exactArgs("ID", "DIR"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rt, err := a.runtime()
+			if err != nil {
+				return err
+			}
+			return rt.Snapshot(cmd.Context(), args[0], args[1])
+		},
+	}
+}

@@ -1,0 +1,264 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/kindling-vm/kindling/sandbox"
+)
+
+// specFlags are the flags that describe a sandbox, shared by run and create.
+type specFlags struct {
+	name        string
+	kernel      string
+	initrd      string
+	kernelArgs  string
+	rootfs      diskValue
+	drives      diskListValue
+	cpus        intValue
+	memory      memoryValue
+	smt         bool
+	nets        netListValue
+	netns       string
+	vsock       intValue
+	hotplug     intValue
+	hotplugRW   bool
+	firecracker string
+	jailer      string
+	config      string
+	waitConsole string
+}
+
+func (f *specFlags) register(fs *pflag.FlagSet) {
+	f.cpus = intValue{min: 1, what: "vCPU count"}
+	f.vsock = intValue{min: 3, max: 1<<32 - 1, what: "vsock CID"}
+	f.hotplug = intValue{min: 0, what: "slot count"}
+	fs.StringVar(&f.name, "name", "", "sandbox `ID` (default: 12 random hex digits)")
+	fs.StringVar(&f.kernel, "kernel", "", "guest kernel `PATH` (default: the built-in demo guest)")
+	fs.StringVar(&f.initrd, "initrd", "", "initial ramdisk `PATH`")
+	fs.StringVar(&f.kernelArgs, "kernel-args", "", "kernel command line `ARGS`, merged over kindling's defaults")
+	fs.Var(&f.rootfs, "rootfs", "root drive `PATH[:ro|:rw]` (read-write unless :ro)")
+	fs.Var(&f.drives, "drive", "extra drive `PATH[:ro|:rw]` (repeatable)")
+	fs.Var(&f.cpus, "cpus", "number of vCPUs `N` (default 1)")
+	fs.Var(&f.memory, "memory", "guest memory `SIZE`: MiB (512) or with a unit (512M, 2G) (default 128)")
+	fs.BoolVar(&f.smt, "smt", false, "enable simultaneous multithreading")
+	fs.Var(&f.nets, "net", "network interface `auto|tap=NAME[,mac=MAC]` (repeatable; auto creates a tap)")
+	fs.StringVar(&f.netns, "netns", "", "run the VMM in network namespace `NAME|PATH`")
+	fs.Var(&f.vsock, "vsock", "add a vsock device with guest `CID` (3 or more)")
+	fs.Var(&f.hotplug, "hotplug-slots", "`N` empty drive slots for 'kindling drive add'")
+	fs.BoolVar(&f.hotplugRW, "hotplug-writable", false, "make the hotplug slots take read-write drives (default: read-only)")
+	fs.StringVar(&f.firecracker, "firecracker", "", "firecracker executable `PATH` (default $"+sandbox.EnvFirecracker+", else PATH)")
+	fs.StringVar(&f.jailer, "jailer", "", "run Firecracker through this jailer `PATH`")
+	fs.StringVar(&f.config, "config", "", "read the sandbox from a TOML `FILE`; flags given override it")
+	fs.StringVar(&f.waitConsole, "wait-console", "", "start returns only once the console shows `TEXT`")
+}
+
+// spec builds the sandbox spec: the --config file, if any, with every flag
+// given on the command line overriding it.
+func (f *specFlags) spec(cmd *cobra.Command) (sandbox.Spec, error) {
+	var s sandbox.Spec
+	if f.config != "" {
+		var err error
+		if s, err = sandbox.LoadSpecFile(f.config); err != nil {
+			return sandbox.Spec{}, fmt.Errorf("%w: fix the file or leave out --config", err)
+		}
+		relativeTo(filepath.Dir(f.config), &s)
+	}
+	changed := cmd.Flags().Changed
+	set := func(flag string, dst *string, v string) {
+		if changed(flag) {
+			*dst = v
+		}
+	}
+	set("name", &s.ID, f.name)
+	set("kernel", &s.Kernel, f.kernel)
+	set("initrd", &s.Initrd, f.initrd)
+	set("kernel-args", &s.KernelArgs, f.kernelArgs)
+	set("netns", &s.NetNS, f.netns)
+	set("firecracker", &s.Firecracker, f.firecracker)
+	set("jailer", &s.Jailer, f.jailer)
+	set("wait-console", &s.WaitConsole, f.waitConsole)
+	if changed("rootfs") {
+		d := f.rootfs.d
+		s.Rootfs = &d
+	}
+	if changed("drive") {
+		s.Drives = f.drives.ds
+	}
+	if changed("cpus") {
+		s.VCPUs = f.cpus.n
+	}
+	if changed("memory") {
+		s.MemoryMiB = f.memory.mib
+	}
+	if changed("smt") {
+		s.SMT = f.smt
+	}
+	if changed("net") {
+		s.Net = f.nets.ns
+	}
+	if changed("vsock") {
+		s.VsockCID = uint32(f.vsock.n)
+	}
+	if changed("hotplug-slots") {
+		s.Placeholders = f.hotplug.n
+	}
+	if changed("hotplug-writable") {
+		s.HotplugWritable = f.hotplugRW
+	}
+	if changed("kernel") && s.Kernel == "" {
+		return sandbox.Spec{}, usageErrorf(cmd.CommandPath(), "--kernel is empty: give a kernel path, or leave out --kernel for the demo guest")
+	}
+	return s, nil
+}
+
+// relativeTo makes the relative host paths of a spec read from a config
+// file relative to the file's directory, dir.
+func relativeTo(dir string, s *sandbox.Spec) {
+	fix := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	for _, p := range []*string{&s.Kernel, &s.Initrd, &s.Firecracker, &s.Jailer} {
+		fix(p)
+	}
+	if s.Rootfs != nil {
+		fix(&s.Rootfs.Path)
+	}
+	for i := range s.Drives {
+		fix(&s.Drives[i].Path)
+	}
+	if strings.ContainsRune(s.NetNS, '/') {
+		fix(&s.NetNS)
+	}
+}
+
+// intValue is an integer flag with bounds (max 0: none).
+type intValue struct {
+	n        int
+	min, max int
+	what     string
+}
+
+func (v *intValue) Set(s string) error {
+	n, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil {
+		return fmt.Errorf("%s %q is not a whole number", v.what, s)
+	}
+	if n < v.min {
+		return fmt.Errorf("%s must be at least %d", v.what, v.min)
+	}
+	if v.max > 0 && n > v.max {
+		return fmt.Errorf("%s must be at most %d", v.what, v.max)
+	}
+	v.n = n
+	return nil
+}
+
+func (v *intValue) String() string {
+	if v.n == 0 {
+		return ""
+	}
+	return strconv.Itoa(v.n)
+}
+
+func (v *intValue) Type() string { return "int" }
+
+// memoryValue is a memory size flag read by sandbox.ParseMemory.
+type memoryValue struct{ mib int }
+
+func (v *memoryValue) Set(s string) (err error) {
+	v.mib, err = sandbox.ParseMemory(s)
+	return err
+}
+
+func (v *memoryValue) String() string {
+	if v.mib == 0 {
+		return ""
+	}
+	return strconv.Itoa(v.mib)
+}
+
+func (v *memoryValue) Type() string { return "size" }
+
+// diskValue is a PATH[:ro|:rw] flag.
+type diskValue struct{ d sandbox.Disk }
+
+func (v *diskValue) Set(s string) (err error) {
+	v.d, err = sandbox.ParseDisk(s)
+	return err
+}
+
+func (v *diskValue) String() string { return diskString(v.d) }
+func (v *diskValue) Type() string   { return "path" }
+
+func diskString(d sandbox.Disk) string {
+	if d.Path == "" {
+		return ""
+	}
+	if d.ReadOnly {
+		return d.Path + ":ro"
+	}
+	return d.Path
+}
+
+// diskListValue is a repeatable PATH[:ro|:rw] flag.
+type diskListValue struct{ ds []sandbox.Disk }
+
+func (v *diskListValue) Set(s string) error {
+	d, err := sandbox.ParseDisk(s)
+	if err != nil {
+		return err
+	}
+	v.ds = append(v.ds, d)
+	return nil
+}
+
+func (v *diskListValue) String() string {
+	parts := make([]string, len(v.ds))
+	for i, d := range v.ds {
+		parts[i] = diskString(d)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (v *diskListValue) Type() string { return "path" }
+
+// netListValue is the repeatable --net flag.
+type netListValue struct{ ns []sandbox.Net }
+
+func (v *netListValue) Set(s string) error {
+	n, err := sandbox.ParseNet(s)
+	if err != nil {
+		return err
+	}
+	v.ns = append(v.ns, n)
+	return nil
+}
+
+func (v *netListValue) String() string {
+	parts := make([]string, len(v.ns))
+	for i, n := range v.ns {
+		parts[i] = netString(n)
+	}
+	return strings.Join(parts, " ")
+}
+
+func (v *netListValue) Type() string { return "net" }
+
+func netString(n sandbox.Net) string {
+	s := "tap=" + n.Tap
+	if n.Auto {
+		s = "auto"
+	}
+	if n.MAC != "" {
+		s += ",mac=" + n.MAC
+	}
+	return s
+}

@@ -1,0 +1,299 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/kindling-vm/kindling/sandbox"
+)
+
+const templateLong = `A template is a snapshot of a sandbox that new sandboxes start from in
+milliseconds, without booting: 'kindling run --template NAME'.
+
+'template create' pauses the sandbox, copies its writable drives into the
+template, snapshots it and resumes it. Each sandbox started from the
+template (a clone) maps the template's guest memory copy-on-write, gets its
+own copy of every writable drive, its own taps and vsock socket, and goes on
+from where the template was taken. Clones need the Firecracker release the
+template was made with (own taps need ≥ 1.12, a vsock device ≥ 1.16).
+
+Templates live in the state root, under .templates.`
+
+const templateExample = `  kindling template create base --from web
+  kindling run -d --template base --name worker1
+  kindling template ls
+  kindling template rm base`
+
+func newTemplateCommand(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "template",
+		Short:   "Make sandboxes into templates that new sandboxes start from",
+		Long:    templateLong,
+		Example: templateExample,
+		Args:    cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usageErrorf(cmd.CommandPath(), "missing subcommand (create, ls, inspect, verify or rm)")
+			}
+			return unknownCommand(cmd, args[0])
+		},
+	}
+	cmd.AddCommand(
+		newTemplateCreateCommand(a),
+		newTemplateLsCommand(a),
+		newTemplateInspectCommand(a),
+		newTemplateVerifyCommand(a),
+		newTemplateRmCommand(a),
+	)
+	return cmd
+}
+
+const templateCreateLong = `Make template NAME from the running (or paused) sandbox given by --from.
+
+The sandbox is paused while its writable drives are copied into the
+template and its snapshot is written (about 1 ms per MiB of guest memory,
+plus the drives), then resumed; with --stop it is killed instead, its state
+living on in the template. Read-only drives are not copied: they must stay
+at their paths. Checksums of every file are written to the template's
+manifest.`
+
+const templateCreateExample = `  kindling template create base --from web
+  kindling template create base --from web --stop`
+
+func newTemplateCreateCommand(a *app) *cobra.Command {
+	var (
+		from   string
+		stop   bool
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:     "create [flags] NAME --from ID",
+		Short:   "Make a template from a running sandbox",
+		Long:    templateCreateLong,
+		Example: templateCreateExample,
+		Args:    exactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if from == "" {
+				return usageErrorf(cmd.CommandPath(), "missing --from ID: name the sandbox to make the template from")
+			}
+			rt, err := a.runtime()
+			if err != nil {
+				return err
+			}
+			tpl, err := rt.CreateTemplate(cmd.Context(), args[0], from, sandbox.TemplateOptions{Stop: stop})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(a.stdout, tpl)
+			}
+			fmt.Fprintln(a.stdout, tpl.Name)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&from, "from", "", "the sandbox `ID` to make the template from")
+	f.BoolVar(&stop, "stop", false, "kill the sandbox once the template is made, instead of resuming it")
+	addJSONFlag(cmd, &asJSON)
+	return cmd
+}
+
+const templateLsLong = `List the templates: NAME, FIRECRACKER (the release clones need), CPUS,
+MEMORY, CLONES (sandboxes started from it and not removed), FROM and
+CREATED. -q prints only the names; --json prints each template's manifest,
+as 'kindling template inspect' does.`
+
+const templateLsExample = `  kindling template ls
+  kindling template ls --json`
+
+func newTemplateLsCommand(a *app) *cobra.Command {
+	var quiet, asJSON bool
+	cmd := &cobra.Command{
+		Use:     "ls [flags]",
+		Aliases: []string{"list"},
+		Short:   "List templates",
+		Long:    templateLsLong,
+		Example: templateLsExample,
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if quiet && asJSON {
+				return usageErrorf(cmd.CommandPath(), "-q and --json do not go together: pick one")
+			}
+			rt, err := a.runtime()
+			if err != nil {
+				return err
+			}
+			list, err := rt.ListTemplates(cmd.Context())
+			if err != nil {
+				return err
+			}
+			switch {
+			case asJSON:
+				if list == nil {
+					list = []sandbox.Template{}
+				}
+				return writeJSON(a.stdout, list)
+			case quiet:
+				for _, t := range list {
+					fmt.Fprintln(a.stdout, t.Name)
+				}
+				return nil
+			}
+			tw := newTable(a.stdout)
+			fmt.Fprintln(tw, "NAME\tFIRECRACKER\tCPUS\tMEMORY\tCLONES\tFROM\tCREATED")
+			now := time.Now()
+			for _, t := range list {
+				cpus, mem := t.VCPUs, t.MemoryMiB
+				if cpus == 0 {
+					cpus = defaultCPUs
+				}
+				if mem == 0 {
+					mem = defaultMemoryMiB
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\n", t.Name, t.Firecracker, cpus, mib(mem), len(t.Clones), t.From, ago(now, t.CreatedAt))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only the names")
+	addJSONFlag(cmd, &asJSON)
+	return cmd
+}
+
+const templateInspectLong = `Print templates' manifests as JSON: the Firecracker release and snapshot
+format they need, machine configuration, drives (copied into the template,
+or shared read-only), network interfaces, vsock, every file with its SHA-256
+checksum, and the clones started from them.`
+
+const templateInspectExample = `  kindling template inspect base
+  kindling template inspect base | jq -r '.[0].clones[]'`
+
+func newTemplateInspectCommand(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:     "inspect NAME...",
+		Short:   "Show templates in detail",
+		Long:    templateInspectLong,
+		Example: templateInspectExample,
+		Args:    someArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rt, err := a.runtime()
+			if err != nil {
+				return err
+			}
+			out := make([]sandbox.Template, 0, len(args))
+			for _, name := range args {
+				t, err := rt.InspectTemplate(cmd.Context(), name)
+				if err != nil {
+					return err
+				}
+				out = append(out, t)
+			}
+			return writeJSON(a.stdout, out)
+		},
+	}
+}
+
+const templateVerifyLong = `Re-hash every file of templates and compare with the checksums of their
+manifests. A clone checks only each file's size and modification time and
+hashes the small microVM state file, so that it starts fast; verify (or
+'kindling run --template NAME --verify-template') catches a file changed in
+place behind its back.`
+
+const templateVerifyExample = `  kindling template verify base`
+
+func newTemplateVerifyCommand(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:     "verify NAME...",
+		Short:   "Check templates' files against their checksums",
+		Long:    templateVerifyLong,
+		Example: templateVerifyExample,
+		Args:    someArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rt, err := a.runtime()
+			if err != nil {
+				return err
+			}
+			return eachID(args, func(name string) error { return rt.VerifyTemplate(cmd.Context(), name) })
+		},
+	}
+}
+
+const templateRmLong = `Remove templates. A template that clones (sandboxes started from it and
+not removed) depend on is refused unless --force is given: running clones
+then go on, but none of them can be started again once stopped.`
+
+const templateRmExample = `  kindling template rm base
+  kindling template rm --force base`
+
+func newTemplateRmCommand(a *app) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:     "rm [flags] NAME...",
+		Aliases: []string{"remove"},
+		Short:   "Remove templates",
+		Long:    templateRmLong,
+		Example: templateRmExample,
+		Args:    someArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rt, err := a.runtime()
+			if err != nil {
+				return err
+			}
+			return eachID(args, func(name string) error { return rt.RemoveTemplate(cmd.Context(), name, force) })
+		},
+	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "remove it even while clones depend on it")
+	return cmd
+}
+
+// templateRunFlags are the flags of 'kindling run' that go with --template;
+// the others describe a machine, which the template fixes.
+var templateRunFlags = map[string]bool{
+	"template": true, "verify-template": true, "name": true, "net": true, "firecracker": true,
+	"rm": true, "detach": true, "json": true, "timeout": true, "root": true, "debug": true,
+}
+
+// addTemplateRunFlags adds --template and --verify-template to 'kindling run'.
+func addTemplateRunFlags(fs *pflag.FlagSet, name *string, verify *bool) {
+	fs.StringVar(name, "template", "", "start from template `NAME` instead of booting (see 'kindling template')")
+	fs.BoolVar(verify, "verify-template", false, "with --template: re-hash the template's files first")
+}
+
+// startFromTemplate starts a clone of template name for 'kindling run
+// --template', within timeout (0: no limit). Flags that describe the
+// machine are refused: the template fixes it.
+func startFromTemplate(ctx context.Context, cmd *cobra.Command, rt *sandbox.Runtime, name string, o sandbox.CloneOptions, timeout time.Duration) (sandbox.Info, error) {
+	var bad []string
+	cmd.Flags().Visit(func(f *pflag.Flag) {
+		if !templateRunFlags[f.Name] {
+			bad = append(bad, "--"+f.Name)
+		}
+	})
+	if len(bad) > 0 {
+		sort.Strings(bad)
+		return sandbox.Info{}, usageErrorf(cmd.CommandPath(), "%s cannot go with --template: the template fixes the machine", strings.Join(bad, ", "))
+	}
+	sctx := ctx
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		sctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	info, err := rt.RunTemplate(sctx, name, o)
+	if err != nil {
+		switch {
+		case ctx.Err() != nil:
+			return info, &exitStatusError{code: exitInterrupted, err: fmt.Errorf("start from template %q: %w", name, errInterrupted)}
+		case sctx.Err() != nil:
+			return info, fmt.Errorf("start from template %q: not running after %v: give a longer --timeout: %w", name, timeout, err)
+		}
+		return info, err
+	}
+	return info, nil
+}
