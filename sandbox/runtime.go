@@ -200,9 +200,11 @@ func (r *Runtime) newRecord(spec Spec) (*record, error) {
 	}
 	rec := &record{ID: spec.ID, Spec: spec, CreatedAt: time.Now().UTC(), Status: Created, Kernel: spec.Kernel}
 	if rec.Kernel == "" {
-		if rec.Kernel, err = r.demoKernel(); err != nil {
+		if rec.Kernel, err = r.demoKernel(spec.Demo); err != nil {
 			return nil, err
 		}
+	} else if spec.Demo != "" {
+		return nil, fmt.Errorf("%w: demo %q is only for the built-in demo guest: leave out --demo, or leave out --kernel", ErrInvalidSpec, spec.Demo)
 	}
 	if rec.Taps, err = tapsFor(r.st.Root(), spec); err != nil {
 		return nil, specError(err)
@@ -251,18 +253,30 @@ func findFirecracker(given string) (string, error) {
 	return given, nil
 }
 
-// demoMessage is what the built-in demo guest prints before powering off.
-const demoMessage = "Hello from kindling! This tiny guest booted in a Firecracker microVM and will now power off."
+// Greetings of the built-in demo guest.
+const (
+	demoPowerOffMessage = "Hello from kindling! This tiny guest booted in a Firecracker microVM and will now power off."
+	demoIdleMessage     = "Hello from kindling! This tiny guest booted in a Firecracker microVM and now idles; stop it with 'kindling stop'."
+)
 
-// demoKernel writes the built-in demo guest into the state root once and
-// returns its path.
-func (r *Runtime) demoKernel() (string, error) {
-	img, err := guest.Build(guest.Options{Message: demoMessage, Mode: guest.PowerOff})
+// demoKernel writes the built-in demo guest (mode: Demo*) into the state
+// root once and returns its path.
+func (r *Runtime) demoKernel(mode string) (string, error) {
+	o := guest.Options{Message: demoPowerOffMessage, Mode: guest.PowerOff}
+	switch mode {
+	case "", DemoPowerOff:
+		mode = DemoPowerOff
+	case DemoIdle:
+		o = guest.Options{Message: demoIdleMessage, Mode: guest.Halt}
+	default:
+		return "", fmt.Errorf("%w: demo %q: use %s or %s", ErrInvalidSpec, mode, DemoPowerOff, DemoIdle)
+	}
+	img, err := guest.Build(o)
 	if err != nil {
 		return "", fmt.Errorf("build the demo guest: %w", err)
 	}
 	dir := filepath.Join(r.st.Root(), ".kernels")
-	path := filepath.Join(dir, "demo-guest.elf")
+	path := filepath.Join(dir, "demo-"+mode+".elf")
 	if have, err := os.ReadFile(path); err == nil && string(have) == string(img) {
 		return path, nil
 	}

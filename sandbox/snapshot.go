@@ -89,9 +89,6 @@ func (r *Runtime) Restore(ctx context.Context, dir string, o RestoreOptions) (In
 		}
 		spec.Net = o.Net
 	}
-	if spec.Kernel == "" {
-		spec.Kernel = man.Kernel // the demo guest's path; not read on restore
-	}
 	rec, err := r.newRecord(spec)
 	if err != nil {
 		return Info{}, err

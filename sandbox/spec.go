@@ -18,6 +18,10 @@ type Spec struct {
 	ID string `toml:"name" json:"id"`
 	// Kernel is the guest kernel; empty boots kindling's built-in demo guest.
 	Kernel string `toml:"kernel" json:"kernel,omitempty"`
+	// Demo is what the built-in demo guest does after its greeting when
+	// Kernel is empty: DemoPowerOff (the default) or DemoIdle, which keeps
+	// it running so that pause, snapshot and the rest can be tried.
+	Demo string `toml:"demo" json:"demo,omitempty"`
 	// Initrd is an optional initial ramdisk.
 	Initrd string `toml:"initrd" json:"initrd,omitempty"`
 	// KernelArgs are merged over kindling's defaults; a key given here wins.
@@ -54,6 +58,12 @@ type Spec struct {
 	// default they are read-only (Firecracker fixes a slot's access at boot).
 	HotplugWritable bool `toml:"hotplug_writable" json:"hotplug_writable,omitempty"`
 }
+
+// Demo guest behaviours (Spec.Demo).
+const (
+	DemoPowerOff = "poweroff"
+	DemoIdle     = "idle"
+)
 
 // Disk is a drive backed by a host file.
 type Disk struct {

@@ -272,7 +272,7 @@ func (r *Runtime) CreateTemplate(ctx context.Context, name, from string, o Templ
 			return err
 		}
 		spec := rec.Spec
-		spec.Kernel = kernel
+		spec.Kernel, spec.Demo = kernel, "" // the template owns its kernel, demo or not
 		moved := map[string]string{}
 		for _, d := range rel {
 			moved[d.ID] = d.Path

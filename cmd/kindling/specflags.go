@@ -32,6 +32,7 @@ type specFlags struct {
 	jailer      string
 	config      string
 	waitConsole string
+	demo        string
 }
 
 func (f *specFlags) register(fs *pflag.FlagSet) {
@@ -40,6 +41,7 @@ func (f *specFlags) register(fs *pflag.FlagSet) {
 	f.hotplug = intValue{min: 0, what: "slot count"}
 	fs.StringVar(&f.name, "name", "", "sandbox `ID` (default: 12 random hex digits)")
 	fs.StringVar(&f.kernel, "kernel", "", "guest kernel `PATH` (default: the built-in demo guest)")
+	fs.StringVar(&f.demo, "demo", "", "what the built-in demo guest does after its greeting: `poweroff` (default) or idle (keeps running)")
 	fs.StringVar(&f.initrd, "initrd", "", "initial ramdisk `PATH`")
 	fs.StringVar(&f.kernelArgs, "kernel-args", "", "kernel command line `ARGS`, merged over kindling's defaults")
 	fs.Var(&f.rootfs, "rootfs", "root drive `PATH[:ro|:rw]` (read-write unless :ro)")
@@ -83,6 +85,7 @@ func (f *specFlags) spec(cmd *cobra.Command) (sandbox.Spec, error) {
 	set("firecracker", &s.Firecracker, f.firecracker)
 	set("jailer", &s.Jailer, f.jailer)
 	set("wait-console", &s.WaitConsole, f.waitConsole)
+	set("demo", &s.Demo, f.demo)
 	if changed("rootfs") {
 		d := f.rootfs.d
 		s.Rootfs = &d
