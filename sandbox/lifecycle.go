@@ -45,6 +45,9 @@ type startReport struct {
 // running. ctx bounds the start only: cancelling it later does not stop the
 // sandbox.
 func (r *Runtime) Start(ctx context.Context, id string) (_ Info, err error) {
+	ctx, end := r.span(ctx, "sandbox.Start", id)
+	defer end(&err)
+
 	l, err := r.st.Lock(ctx, id)
 	if err != nil {
 		return Info{}, r.loadError(id, err)
@@ -238,15 +241,18 @@ func releaseTaps(ctx context.Context, rec *record) error {
 // and released the sandbox's host resources. Stopping a sandbox that is not
 // running is not an error.
 func (r *Runtime) Stop(ctx context.Context, id string) error {
-	return r.end(ctx, id, "stop", (*vmm.Machine).Stop)
+	return r.end(ctx, id, "stop", "sandbox.Stop", (*vmm.Machine).Stop)
 }
 
 // Kill kills the sandbox's VMM with SIGKILL; otherwise like Stop.
 func (r *Runtime) Kill(ctx context.Context, id string) error {
-	return r.end(ctx, id, "kill", (*vmm.Machine).Kill)
+	return r.end(ctx, id, "kill", "sandbox.Kill", (*vmm.Machine).Kill)
 }
 
-func (r *Runtime) end(ctx context.Context, id, op string, how func(*vmm.Machine, context.Context) error) error {
+func (r *Runtime) end(ctx context.Context, id, op, spanName string, how func(*vmm.Machine, context.Context) error) (err error) {
+	ctx, end := r.span(ctx, spanName, id)
+	defer end(&err)
+
 	l, err := r.st.Lock(ctx, id)
 	if err != nil {
 		return r.loadError(id, err)
@@ -423,7 +429,10 @@ func waitGone(ctx context.Context, p procRef) error {
 // refused unless force is set; then it is killed first. A sandbox whose
 // state file is corrupt is removed too; processes still using its
 // directory are killed with force, and refused without.
-func (r *Runtime) Remove(ctx context.Context, id string, force bool) error {
+func (r *Runtime) Remove(ctx context.Context, id string, force bool) (err error) {
+	ctx, end := r.span(ctx, "sandbox.Remove", id)
+	defer end(&err)
+
 	if err := store.ValidateID(id); err != nil {
 		return specError(err)
 	}

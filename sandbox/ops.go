@@ -12,7 +12,10 @@ import (
 // withMachine locks sandbox id, checks that its VMM runs (or is paused, or
 // orphaned), attaches to it and calls fn, then saves rec with the machine's
 // new state.
-func (r *Runtime) withMachine(ctx context.Context, id, op string, fn func(m *vmm.Machine, rec *record) error) error {
+func (r *Runtime) withMachine(ctx context.Context, id, op, spanName string, fn func(m *vmm.Machine, rec *record) error) (err error) {
+	ctx, end := r.span(ctx, spanName, id)
+	defer end(&err)
+
 	l, err := r.st.Lock(ctx, id)
 	if err != nil {
 		return r.loadError(id, err)
@@ -45,7 +48,7 @@ func (r *Runtime) withMachine(ctx context.Context, id, op string, fn func(m *vmm
 
 // Pause pauses the sandbox's vCPUs.
 func (r *Runtime) Pause(ctx context.Context, id string) error {
-	return r.withMachine(ctx, id, "pause", func(m *vmm.Machine, rec *record) error {
+	return r.withMachine(ctx, id, "pause", "sandbox.Pause", func(m *vmm.Machine, rec *record) error {
 		if err := m.Pause(ctx); err != nil {
 			return err
 		}
@@ -56,7 +59,7 @@ func (r *Runtime) Pause(ctx context.Context, id string) error {
 
 // Resume resumes a paused sandbox.
 func (r *Runtime) Resume(ctx context.Context, id string) error {
-	return r.withMachine(ctx, id, "resume", func(m *vmm.Machine, rec *record) error {
+	return r.withMachine(ctx, id, "resume", "sandbox.Resume", func(m *vmm.Machine, rec *record) error {
 		if err := m.Resume(ctx); err != nil {
 			return err
 		}
@@ -68,7 +71,7 @@ func (r *Runtime) Resume(ctx context.Context, id string) error {
 // Threads returns the host thread IDs of the sandbox's vCPUs, in vCPU order.
 func (r *Runtime) Threads(ctx context.Context, id string) ([]int, error) {
 	var tids []int
-	err := r.withMachine(ctx, id, "list threads of", func(m *vmm.Machine, _ *record) error {
+	err := r.withMachine(ctx, id, "list threads of", "sandbox.Threads", func(m *vmm.Machine, _ *record) error {
 		var err error
 		tids, err = m.VCPUThreads(ctx)
 		return err
@@ -83,7 +86,7 @@ func (r *Runtime) AttachDrive(ctx context.Context, id string, d Disk) (string, e
 		return "", specError(err)
 	}
 	var slot string
-	err := r.withMachine(ctx, id, "attach a drive to", func(m *vmm.Machine, _ *record) error {
+	err := r.withMachine(ctx, id, "attach a drive to", "sandbox.AttachDrive", func(m *vmm.Machine, _ *record) error {
 		var err error
 		slot, err = m.AttachDrive(ctx, vmm.Drive{Path: d.Path, ReadOnly: d.ReadOnly})
 		return err
@@ -93,7 +96,7 @@ func (r *Runtime) AttachDrive(ctx context.Context, id string, d Disk) (string, e
 
 // DetachDrive empties a hotplug slot of the running sandbox.
 func (r *Runtime) DetachDrive(ctx context.Context, id, slot string) error {
-	return r.withMachine(ctx, id, "detach a drive from", func(m *vmm.Machine, _ *record) error {
+	return r.withMachine(ctx, id, "detach a drive from", "sandbox.DetachDrive", func(m *vmm.Machine, _ *record) error {
 		return m.DetachDrive(ctx, slot)
 	})
 }
@@ -103,7 +106,10 @@ func (r *Runtime) DetachDrive(ctx context.Context, id, slot string) error {
 // files. Created sandboxes that were never started are kept. A sandbox
 // whose state file is corrupt cannot be managed any more: its processes
 // are killed and it is removed. It returns the IDs it removed.
-func (r *Runtime) GC(ctx context.Context) ([]string, error) {
+func (r *Runtime) GC(ctx context.Context) (_ []string, err error) {
+	ctx, end := r.span(ctx, "sandbox.GC", "")
+	defer end(&err)
+
 	var removed []string
 	var errs []error
 	cleaned, err := r.st.Clean()

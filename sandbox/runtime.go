@@ -148,7 +148,10 @@ type CreateOptions struct {
 // Create checks spec and records a new sandbox in the Created state. Nothing
 // is spawned. A bad spec gives an error matching ErrInvalidSpec (or the
 // driver's ErrInvalidConfig) and leaves nothing behind.
-func (r *Runtime) Create(ctx context.Context, spec Spec, opts CreateOptions) (Info, error) {
+func (r *Runtime) Create(ctx context.Context, spec Spec, opts CreateOptions) (_ Info, err error) {
+	ctx, end := r.span(ctx, "sandbox.Create", spec.ID)
+	defer end(&err)
+
 	rec, err := r.newRecord(spec)
 	if err != nil {
 		return Info{}, err

@@ -39,7 +39,7 @@ func (r *Runtime) Snapshot(ctx context.Context, id, dir string) error {
 	if _, err := os.Stat(filepath.Join(dir, manifestName)); err == nil {
 		return fmt.Errorf("%w: snapshot directory %s already holds a snapshot: choose an empty directory", ErrInvalidSpec, dir)
 	}
-	return r.withMachine(ctx, id, "snapshot", func(m *vmm.Machine, rec *record) error {
+	return r.withMachine(ctx, id, "snapshot", "sandbox.Snapshot", func(m *vmm.Machine, rec *record) error {
 		snap, err := m.CreateSnapshot(ctx, vmm.SnapshotOptions{Dir: dir, PauseAround: true})
 		if err != nil {
 			return err
@@ -70,7 +70,10 @@ type RestoreOptions struct {
 // Restore creates a new sandbox from the snapshot in dir and starts it: a
 // new VMM loads the snapshot and resumes. The drives the snapshot was taken
 // with must still be at their paths.
-func (r *Runtime) Restore(ctx context.Context, dir string, o RestoreOptions) (Info, error) {
+func (r *Runtime) Restore(ctx context.Context, dir string, o RestoreOptions) (_ Info, err error) {
+	ctx, end := r.span(ctx, "sandbox.Restore", o.ID)
+	defer end(&err)
+
 	if err := absPath(&dir); err != nil {
 		return Info{}, specError(err)
 	}
