@@ -55,7 +55,7 @@ func (p *Pidfd) Exited() (bool, error) {
 	var exited bool
 	var perr error
 	if err := rc.Control(func(fd uintptr) { exited, perr = PidfdWait(int(fd), 0) }); err != nil {
-		return false, err
+		return false, fmt.Errorf("pidfd wait: %w (%v)", os.ErrClosed, err)
 	}
 	return exited, perr
 }
