@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -47,11 +46,14 @@ const (
 	minHotplugSlotMiB      = 128
 )
 
+// The ID rules, as matchers. They are plain functions rather than package
+// regexps: compiling regexps at init costs every kindling process (the CLI
+// and each sandbox's monitor) most of a millisecond at start.
 var (
-	vmIDRe     = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
-	deviceIDRe = regexp.MustCompile(`^[A-Za-z0-9_]{1,64}$`)
-	poolIDRe   = regexp.MustCompile(`^pool[0-9]+$`)
-	partUUIDRe = regexp.MustCompile(`^[0-9A-Fa-f-]{1,36}$`)
+	vmIDRe     = charsetMatcher{min: 1, max: 64, ok: func(c byte) bool { return isAlnum(c) || c == '-' }} // ^[A-Za-z0-9-]{1,64}$
+	deviceIDRe = charsetMatcher{min: 1, max: 64, ok: func(c byte) bool { return isAlnum(c) || c == '_' }} // ^[A-Za-z0-9_]{1,64}$
+	partUUIDRe = charsetMatcher{min: 1, max: 36, ok: func(c byte) bool { return isHex(c) || c == '-' }}   // ^[0-9A-Fa-f-]{1,36}$
+	poolIDRe   = prefixMatcher{prefix: "pool", rest: charsetMatcher{min: 1, max: 1 << 30, ok: isDigit}}   // ^pool[0-9]+$
 
 	logLevels    = []string{"Error", "Warning", "Info", "Debug", "Trace", "Off"}
 	cpuTemplates = []string{"C3", "T2", "T2S", "T2CL", "T2A", "V1N1", "None"}
@@ -625,3 +627,40 @@ func oneOf(s string, names []string, fold bool) bool {
 	}
 	return false
 }
+
+// charsetMatcher matches strings of min to max bytes, each accepted by ok.
+type charsetMatcher struct {
+	min, max int
+	ok       func(byte) bool
+}
+
+// MatchString reports whether s matches.
+func (m charsetMatcher) MatchString(s string) bool {
+	if len(s) < m.min || len(s) > m.max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !m.ok(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// prefixMatcher matches prefix followed by a string rest matches.
+type prefixMatcher struct {
+	prefix string
+	rest   charsetMatcher
+}
+
+// MatchString reports whether s matches.
+func (m prefixMatcher) MatchString(s string) bool {
+	r, ok := strings.CutPrefix(s, m.prefix)
+	return ok && m.rest.MatchString(r)
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+func isAlnum(c byte) bool {
+	return isDigit(c) || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
+}
+func isHex(c byte) bool { return isDigit(c) || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F' }
