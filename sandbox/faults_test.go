@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -302,28 +303,23 @@ func TestFaultCallerHelper(t *testing.T) {
 	if env == "" {
 		t.Skip("only runs as TestFaultCallerKilled's helper process")
 	}
-	var job callerJob
-	if err := json.Unmarshal([]byte(env), &job); err != nil {
-		fmt.Println("bad job:", err)
-		os.Exit(2)
+	check := func(what string, err error) {
+		if err != nil {
+			fmt.Println(what+":", err)
+			os.Exit(2)
+		}
 	}
+	var job callerJob
+	check("bad job", json.Unmarshal([]byte(env), &job))
 	ctx := context.Background()
 	r, err := Open(job.Root)
-	if err != nil {
-		fmt.Println("open:", err)
-		os.Exit(2)
-	}
+	check("open", err)
 	fmt.Println("ready")
-	if _, err := r.Create(ctx, Spec{ID: job.ID, Kernel: job.Kernel, Firecracker: job.Firecracker, MemoryMiB: 32}, CreateOptions{}); err != nil {
-		fmt.Println("create:", err)
-		os.Exit(2)
-	}
-	fmt.Println("created")
-	fmt.Println("starting")
-	if _, err := r.Start(ctx, job.ID); err != nil {
-		fmt.Println("start:", err)
-		os.Exit(2)
-	}
+	_, err = r.Create(ctx, Spec{ID: job.ID, Kernel: job.Kernel, Firecracker: job.Firecracker, MemoryMiB: 32}, CreateOptions{})
+	check("create", err)
+	fmt.Println("created\nstarting")
+	_, err = r.Start(ctx, job.ID)
+	check("start", err)
 	fmt.Println("started")
 	select {} // wait to be killed
 }
@@ -460,17 +456,12 @@ func TestFaultStaleSocket(t *testing.T) {
 // removing the file, as a crashed VMM would.
 func leaveDeadSocket(t *testing.T, path string) {
 	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer syscall.Close(fd)
-	if err := syscall.Bind(fd, &syscall.SockaddrUnix{Name: path}); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Listen(fd, 1); err != nil {
-		t.Fatal(err)
-	}
+	l.SetUnlinkOnClose(false)
+	l.Close()
 }
 
 // TestFaultAPIConnectionsHeld holds all 10 of Firecracker's API
@@ -482,7 +473,7 @@ func TestFaultAPIConnectionsHeld(t *testing.T) {
 			r, fc := newFaultRuntime(t, mode.real)
 			ctx := context.Background()
 			in := mustStart(t, r, Spec{ID: "busy", Kernel: haltGuest(t, "busy up"), Firecracker: fc, MemoryMiB: 32})
-			var conns []*os.File
+			var conns []net.Conn
 			defer func() {
 				for _, c := range conns {
 					c.Close()
@@ -557,18 +548,14 @@ func waitAPIAnswers(t *testing.T, sock string) {
 	t.Fatalf("API at %s never answered again after its connections were freed; last: %q", sock, status)
 }
 
-// dialRaw opens a Unix stream connection to path and returns it as a file.
-func dialRaw(t *testing.T, path string) *os.File {
+// dialRaw opens a Unix stream connection to path.
+func dialRaw(t *testing.T, path string) net.Conn {
 	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	c, err := net.Dial("unix", path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := syscall.Connect(fd, &syscall.SockaddrUnix{Name: path}); err != nil {
-		syscall.Close(fd)
-		t.Fatalf("connect %s: %v", path, err)
-	}
-	return os.NewFile(uintptr(fd), path)
+	return c
 }
 
 // TestFaultCorruptState damages the state file of a sandbox: Inspect and

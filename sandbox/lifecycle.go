@@ -236,20 +236,42 @@ func releaseTaps(ctx context.Context, rec *record) error {
 	return errors.Join(errs...)
 }
 
+// StopOption tunes Stop.
+type StopOption func(*stopOptions)
+
+type stopOptions struct {
+	grace    time.Duration
+	graceSet bool
+}
+
+// StopGrace sets how long Stop waits for the guest to shut down after
+// Ctrl-Alt-Del before it sends SIGTERM; zero skips Ctrl-Alt-Del. The default
+// is vmm.DefaultStopGrace, or zero for the built-in demo guest, which
+// ignores Ctrl-Alt-Del.
+func StopGrace(d time.Duration) StopOption {
+	return func(o *stopOptions) { o.grace, o.graceSet = d, true }
+}
+
 // Stop stops the sandbox's VMM within ctx's deadline (Ctrl-Alt-Del, then
 // SIGTERM, then SIGKILL) and returns once its monitor has recorded the exit
 // and released the sandbox's host resources. Stopping a sandbox that is not
 // running is not an error.
-func (r *Runtime) Stop(ctx context.Context, id string) error {
-	return r.end(ctx, id, "stop", "sandbox.Stop", (*vmm.Machine).Stop)
+func (r *Runtime) Stop(ctx context.Context, id string, opts ...StopOption) error {
+	var o stopOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return r.end(ctx, id, "stop", "sandbox.Stop", func(m *vmm.Machine, ctx context.Context) error {
+		return m.Stop(ctx)
+	}, o)
 }
 
 // Kill kills the sandbox's VMM with SIGKILL; otherwise like Stop.
 func (r *Runtime) Kill(ctx context.Context, id string) error {
-	return r.end(ctx, id, "kill", "sandbox.Kill", (*vmm.Machine).Kill)
+	return r.end(ctx, id, "kill", "sandbox.Kill", (*vmm.Machine).Kill, stopOptions{})
 }
 
-func (r *Runtime) end(ctx context.Context, id, op, spanName string, how func(*vmm.Machine, context.Context) error) (err error) {
+func (r *Runtime) end(ctx context.Context, id, op, spanName string, how func(*vmm.Machine, context.Context) error, so stopOptions) (err error) {
 	ctx, end := r.span(ctx, spanName, id)
 	defer end(&err)
 
@@ -271,7 +293,14 @@ func (r *Runtime) end(ctx context.Context, id, op, spanName string, how func(*vm
 			kunix.Kill(rec.Monitor.PID, syscall.SIGTERM)
 		}
 	default:
-		if err := endVMM(ctx, &rec, op == "kill", how); err != nil {
+		grace := vmm.DefaultStopGrace
+		switch {
+		case so.graceSet:
+			grace = so.grace
+		case rec.Spec.Kernel == "":
+			grace = 0 // the demo guest ignores Ctrl-Alt-Del
+		}
+		if err := endVMM(ctx, &rec, op == "kill", how, vmm.WithStopGrace(grace)); err != nil {
 			return fmt.Errorf("%s sandbox %q: %w", op, id, err)
 		}
 	}
@@ -299,9 +328,9 @@ func (r *Runtime) end(ctx context.Context, id, op, spanName string, how func(*vm
 // endVMM ends the sandbox's recorded VMM: through the driver when its API
 // answers, else (a SIGSTOPped, wedged or saturated VMM) with signals sent
 // straight to the recorded process, so that a VMM can always be stopped.
-func endVMM(ctx context.Context, rec *record, kill bool, how func(*vmm.Machine, context.Context) error) error {
+func endVMM(ctx context.Context, rec *record, kill bool, how func(*vmm.Machine, context.Context) error, opts ...vmm.Option) error {
 	actx, cancel := context.WithTimeout(ctx, attachBudget(ctx))
-	m, err := vmm.Attach(actx, *rec.Machine)
+	m, err := vmm.Attach(actx, *rec.Machine, opts...)
 	cancel()
 	switch {
 	case errors.Is(err, vmm.ErrNotFound):

@@ -110,7 +110,7 @@ func testLoad(t *testing.T, real bool) {
 	expect(Paused)
 	phase("resume", r.Resume)
 	expect(Running)
-	phase("stop", r.Stop)
+	phase("stop", func(ctx context.Context, id string) error { return r.Stop(ctx, id) })
 	expect(Exited)
 	phase("remove", func(ctx context.Context, id string) error { return r.Remove(ctx, id, false) })
 	if infos, err := r.List(ctx); err != nil || len(infos) != 0 {

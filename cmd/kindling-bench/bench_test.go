@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kindling-vm/kindling/internal/testutil"
+)
+
+func TestMain(m *testing.M) { testutil.Main(m) }
+
+// TestRun runs the whole bench against the fake Firecracker with few
+// iterations. It checks that every operation is measured on every path and
+// that the outputs are well formed, never the timings.
+func TestRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipping: runs the whole bench (builds kindling, starts many fake VMMs)")
+	}
+	fake := testutil.FakeFirecracker(t)
+	tests := []struct {
+		name  string
+		args  func(dir string) []string
+		check func(t *testing.T, dir string, stdout string)
+	}{
+		{
+			name: "table",
+			args: func(string) []string { return []string{"-n", "2", "--concurrency", "2", "--phases"} },
+			check: func(t *testing.T, _ string, stdout string) {
+				if strings.Contains(stdout, "FAILED") {
+					t.Errorf("a path failed:\n%s", stdout)
+				}
+				for _, d := range metricDefs([]int{2}, true) {
+					if !strings.Contains(stdout, d.title) {
+						t.Errorf("no row for %q in:\n%s", d.title, stdout)
+					}
+				}
+			},
+		},
+		{
+			name: "json and png",
+			args: func(dir string) []string {
+				return []string{"-n", "2", "--concurrency", "2,3", "--json", "--png", filepath.Join(dir, "ratios.png")}
+			},
+			check: func(t *testing.T, dir string, stdout string) {
+				var rep Report
+				if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+					t.Fatalf("decode JSON output: %v\n%s", err, stdout)
+				}
+				got := map[string]Row{}
+				for _, r := range rep.Rows {
+					got[r.Metric+"/"+r.Path] = r
+					if r.Error != "" {
+						t.Errorf("%s on %s failed: %s", r.Metric, r.Path, r.Error)
+					}
+					if r.N != 2 {
+						t.Errorf("%s on %s: n = %d, want 2", r.Metric, r.Path, r.N)
+					}
+				}
+				want := map[string][]string{
+					"spawn":            {pathRaw, pathLib},
+					"snapshot":         {pathRaw, pathLib},
+					"start":            pathOrder,
+					"stop":             pathOrder,
+					"stop_exited":      pathOrder,
+					"pause":            pathOrder,
+					"resume":           pathOrder,
+					"snapshot_running": pathOrder,
+					"restore":          pathOrder,
+					"concurrent_2":     pathOrder,
+					"concurrent_3":     pathOrder,
+					"memory":           pathOrder,
+				}
+				for metric, paths := range want {
+					for _, p := range paths {
+						r, ok := got[metric+"/"+p]
+						if !ok {
+							t.Errorf("no row for %s on %s", metric, p)
+							continue
+						}
+						if p != pathRaw && metric != "memory" && r.Ratio == nil {
+							t.Errorf("%s on %s has no ratio to raw", metric, p)
+						}
+					}
+				}
+				if r := got["start/"+pathLib]; r.Target == "" || r.Met == nil {
+					t.Errorf("start on lib: target %q, met %v: want a checked target", r.Target, r.Met)
+				}
+				f, err := os.Open(filepath.Join(dir, "ratios.png"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+				if _, err := png.Decode(f); err != nil {
+					t.Errorf("chart is not a PNG: %v", err)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			testutil.CheckLeaks(t)
+			t.Setenv(envFirecracker, fake)
+			out := t.TempDir()
+			// The bench makes its temporary directory under $TMPDIR: point
+			// that at an empty directory to see that nothing is left there.
+			tmp := testutil.ShortTempDir(t)
+			t.Setenv("TMPDIR", tmp)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			var stdout, stderr bytes.Buffer
+			if err := run(ctx, tt.args(out), &stdout, &stderr); err != nil {
+				t.Fatalf("run: %v\nstderr:\n%s", err, stderr.String())
+			}
+			tt.check(t, out, stdout.String())
+			if left, _ := os.ReadDir(tmp); len(left) > 0 {
+				t.Errorf("the bench left %d entries in $TMPDIR, first %s", len(left), left[0].Name())
+			}
+		})
+	}
+}
+
+// TestRunRefuses checks the errors given before anything is started.
+func TestRunRefuses(t *testing.T) {
+	fake := testutil.FakeFirecracker(t)
+	tests := []struct {
+		name string
+		env  string
+		args []string
+		want string
+	}{
+		{"no firecracker", "", nil, envFirecracker + " is not set"},
+		{"missing firecracker", "/nonexistent/firecracker", nil, "no such file"},
+		{"zero iterations", fake, []string{"-n", "0"}, "give at least 1"},
+		{"bad concurrency", fake, []string{"--concurrency", "x"}, "--concurrency"},
+		{"unknown scenario", fake, []string{"--ops", "nope"}, "no such scenario"},
+		{"extra argument", fake, []string{"extra"}, "unexpected argument"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv(envFirecracker, tt.env)
+			var stdout, stderr bytes.Buffer
+			err := run(context.Background(), tt.args, &stdout, &stderr)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("run(%q) = %v, want an error containing %q", tt.args, err, tt.want)
+			}
+			if stdout.Len() > 0 {
+				t.Errorf("stdout: %q, want nothing", stdout.String())
+			}
+		})
+	}
+}

@@ -1,0 +1,588 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/kindling-vm/kindling/sandbox"
+	"github.com/kindling-vm/kindling/vmm"
+)
+
+// The paths every operation is measured on, in the order they interleave.
+const (
+	pathRaw     = "raw"
+	pathLib     = "lib"
+	pathRuntime = "runtime"
+	pathCLI     = "cli"
+)
+
+var pathOrder = []string{pathRaw, pathLib, pathRuntime, pathCLI}
+
+// sample is what one iteration of one path measured: seconds for times,
+// bytes for memory, keyed by metric.
+type sample map[string]float64
+
+// iterFunc runs one measured iteration.
+type iterFunc func(ctx context.Context) (sample, error)
+
+// setupFunc prepares a path of a scenario (untimed) and returns its
+// iteration and its teardown.
+type setupFunc func(ctx context.Context, e *env) (iterFunc, func(), error)
+
+// scenario is a group of metrics measured together on several paths.
+type scenario struct {
+	key   string
+	paths map[string]setupFunc
+}
+
+// each wraps an iteration that needs no setup.
+func each(fn func(ctx context.Context, e *env) (sample, error)) setupFunc {
+	return func(_ context.Context, e *env) (iterFunc, func(), error) {
+		return func(ctx context.Context) (sample, error) { return fn(ctx, e) }, func() {}, nil
+	}
+}
+
+func seconds(d time.Duration) float64 { return d.Seconds() }
+
+// scenarios returns every scenario; conc lists the concurrency levels.
+func scenarios(conc []int) []scenario {
+	list := []scenario{
+		{key: "spawn", paths: map[string]setupFunc{
+			pathRaw: each(func(ctx context.Context, e *env) (sample, error) {
+				t0 := time.Now()
+				vm, err := rawStart(ctx, e, "")
+				if err != nil {
+					return nil, err
+				}
+				d := time.Since(t0)
+				e.rawDone(vm)
+				return sample{"spawn": seconds(d)}, nil
+			}),
+			pathLib: each(func(ctx context.Context, e *env) (sample, error) {
+				h := newLogClock()
+				t0 := time.Now()
+				m, err := libStart(ctx, e, e.halt, false, vmm.WithLogger(slog.New(h)))
+				if err != nil {
+					return nil, err
+				}
+				e.libDone(m)
+				at := h.when(apiReadyMsg)
+				if at.IsZero() {
+					return nil, fmt.Errorf("the driver did not log %q at debug level: cannot tell when its API was ready", apiReadyMsg)
+				}
+				return sample{"spawn": seconds(at.Sub(t0))}, nil
+			}),
+		}},
+		{key: "start", paths: map[string]setupFunc{
+			pathRaw: each(func(ctx context.Context, e *env) (sample, error) {
+				var ph rawPhases
+				t0 := time.Now()
+				vm, err := rawStartPhases(ctx, e, e.halt, &ph)
+				if err != nil {
+					return nil, err
+				}
+				t1 := time.Now()
+				defer e.rawDone(vm)
+				files, err := dirBytes(vm.dir)
+				if err != nil {
+					return nil, err
+				}
+				rss, err := vmRSS(vm.cmd.Process.Pid)
+				if err != nil {
+					return nil, err
+				}
+				s := sample{"start": seconds(t1.Sub(t0)), "memory": files, "memory_private": files, "fc_rss": rss}
+				if e.phases {
+					addPhases(s, t0, ph.api, ph.config, ph.instance, t1)
+				}
+				return s, nil
+			}),
+			pathLib: each(func(ctx context.Context, e *env) (sample, error) {
+				var opts []vmm.Option
+				var clock *logClock
+				if e.phases {
+					clock = newLogClock()
+					opts = append(opts, vmm.WithLogger(slog.New(clock)))
+				}
+				t0 := time.Now()
+				m, err := libStart(ctx, e, e.halt, true, opts...)
+				if err != nil {
+					return nil, err
+				}
+				t1 := time.Now()
+				defer e.libDone(m)
+				files, err := dirBytes(m.Config().RunDir)
+				if err != nil {
+					return nil, err
+				}
+				pid, _ := m.PID()
+				rss, err := vmRSS(pid)
+				if err != nil {
+					return nil, err
+				}
+				s := sample{"start": seconds(t1.Sub(t0)), "memory": files, "memory_private": files, "fc_rss": rss}
+				if clock != nil {
+					addPhases(s, t0, clock.when(apiReadyMsg), clock.when(stepDoneMsg+" metrics"),
+						clock.when(stepDoneMsg+" instance-start"), t1)
+				}
+				return s, nil
+			}),
+			pathRuntime: each(func(ctx context.Context, e *env) (sample, error) {
+				return sandboxStart(ctx, e, rtStart)
+			}),
+			pathCLI: each(func(ctx context.Context, e *env) (sample, error) {
+				return sandboxStart(ctx, e, cliStart)
+			}),
+		}},
+		{key: "stop", paths: map[string]setupFunc{
+			pathRaw: each(func(ctx context.Context, e *env) (sample, error) {
+				vm, err := rawStart(ctx, e, e.halt)
+				if err != nil {
+					return nil, err
+				}
+				t0 := time.Now()
+				vm.kill()
+				d := time.Since(t0)
+				e.rawDone(vm)
+				return sample{"stop": seconds(d)}, nil
+			}),
+			pathLib: each(func(ctx context.Context, e *env) (sample, error) {
+				// The test guest cannot react to Ctrl-Alt-Del: skip the grace.
+				m, err := libStart(ctx, e, e.halt, true, vmm.WithStopGrace(0))
+				if err != nil {
+					return nil, err
+				}
+				defer e.libDone(m)
+				t0 := time.Now()
+				if err := m.Stop(ctx); err != nil {
+					return nil, err
+				}
+				return sample{"stop": seconds(time.Since(t0))}, nil
+			}),
+			pathRuntime: each(func(ctx context.Context, e *env) (sample, error) {
+				return sandboxStop(ctx, e, e.halt, false, func(ctx context.Context, id string) error { return e.rt.Stop(ctx, id) })
+			}),
+			pathCLI: each(func(ctx context.Context, e *env) (sample, error) {
+				return sandboxStop(ctx, e, e.halt, false, cliStop(e))
+			}),
+		}},
+		{key: "stop_exited", paths: map[string]setupFunc{
+			pathRaw: each(func(ctx context.Context, e *env) (sample, error) {
+				vm, err := rawStart(ctx, e, e.poweroff)
+				if err != nil {
+					return nil, err
+				}
+				defer e.rawDone(vm)
+				select {
+				case <-vm.eof: // the console closes when the process exits
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+				t0 := time.Now()
+				vm.kill()
+				return sample{"stop_exited": seconds(time.Since(t0))}, nil
+			}),
+			pathLib: each(func(ctx context.Context, e *env) (sample, error) {
+				m, err := libStart(ctx, e, e.poweroff, true)
+				if err != nil {
+					return nil, err
+				}
+				defer e.libDone(m)
+				if _, err := m.Wait(ctx); err != nil {
+					return nil, err
+				}
+				t0 := time.Now()
+				if err := m.Stop(ctx); err != nil {
+					return nil, err
+				}
+				return sample{"stop_exited": seconds(time.Since(t0))}, nil
+			}),
+			pathRuntime: each(func(ctx context.Context, e *env) (sample, error) {
+				return sandboxStop(ctx, e, e.poweroff, true, func(ctx context.Context, id string) error { return e.rt.Stop(ctx, id) })
+			}),
+			pathCLI: each(func(ctx context.Context, e *env) (sample, error) {
+				return sandboxStop(ctx, e, e.poweroff, true, cliStop(e))
+			}),
+		}},
+		{key: "pause", paths: map[string]setupFunc{
+			pathRaw: func(ctx context.Context, e *env) (iterFunc, func(), error) {
+				vm, err := rawStart(ctx, e, e.halt)
+				if err != nil {
+					return nil, nil, err
+				}
+				return func(ctx context.Context) (sample, error) {
+					return pauseResume(ctx,
+						func(ctx context.Context) error {
+							return vm.client.do(ctx, http.MethodPatch, "/vm", `{"state":"Paused"}`)
+						},
+						func(ctx context.Context) error {
+							return vm.client.do(ctx, http.MethodPatch, "/vm", `{"state":"Resumed"}`)
+						})
+				}, func() { e.rawDone(vm) }, nil
+			},
+			pathLib: func(ctx context.Context, e *env) (iterFunc, func(), error) {
+				m, err := libStart(ctx, e, e.halt, true)
+				if err != nil {
+					return nil, nil, err
+				}
+				return func(ctx context.Context) (sample, error) {
+					return pauseResume(ctx, m.Pause, m.Resume)
+				}, func() { e.libDone(m) }, nil
+			},
+			pathRuntime: sandboxPauseResume(func(e *env, op, id string) func(context.Context) error {
+				if op == "pause" {
+					return func(ctx context.Context) error { return e.rt.Pause(ctx, id) }
+				}
+				return func(ctx context.Context) error { return e.rt.Resume(ctx, id) }
+			}),
+			pathCLI: sandboxPauseResume(func(e *env, op, id string) func(context.Context) error {
+				return func(ctx context.Context) error { _, err := cli(ctx, e, op, id); return err }
+			}),
+		}},
+		{key: "snapshot", paths: map[string]setupFunc{
+			pathRaw: func(ctx context.Context, e *env) (iterFunc, func(), error) {
+				vm, err := rawStart(ctx, e, e.halt)
+				if err != nil {
+					return nil, nil, err
+				}
+				c := vm.client
+				return func(ctx context.Context) (sample, error) {
+					dir, err := e.newDir("p")
+					if err != nil {
+						return nil, err
+					}
+					defer os.RemoveAll(dir)
+					body := fmt.Sprintf(`{"snapshot_type":"Full","snapshot_path":%q,"mem_file_path":%q}`,
+						filepath.Join(dir, "snapshot.state"), filepath.Join(dir, "snapshot.mem"))
+					t0 := time.Now()
+					if err := c.do(ctx, http.MethodPatch, "/vm", `{"state":"Paused"}`); err != nil {
+						return nil, err
+					}
+					t1 := time.Now()
+					if err := c.do(ctx, http.MethodPut, "/snapshot/create", body); err != nil {
+						return nil, err
+					}
+					t2 := time.Now()
+					if err := c.do(ctx, http.MethodPatch, "/vm", `{"state":"Resumed"}`); err != nil {
+						return nil, err
+					}
+					t3 := time.Now()
+					return sample{"snapshot": seconds(t2.Sub(t1)), "snapshot_running": seconds(t3.Sub(t0))}, nil
+				}, func() { e.rawDone(vm) }, nil
+			},
+			pathLib: func(ctx context.Context, e *env) (iterFunc, func(), error) {
+				m, err := libStart(ctx, e, e.halt, true)
+				if err != nil {
+					return nil, nil, err
+				}
+				return func(ctx context.Context) (sample, error) {
+					dir, err := e.newDir("p")
+					if err != nil {
+						return nil, err
+					}
+					defer os.RemoveAll(dir)
+					o := vmm.SnapshotOptions{SnapshotPath: filepath.Join(dir, "snapshot.state"), MemPath: filepath.Join(dir, "snapshot.mem")}
+					t0 := time.Now()
+					if err := m.Pause(ctx); err != nil {
+						return nil, err
+					}
+					t1 := time.Now()
+					if _, err := m.CreateSnapshot(ctx, o); err != nil {
+						return nil, err
+					}
+					t2 := time.Now()
+					if err := m.Resume(ctx); err != nil {
+						return nil, err
+					}
+					t3 := time.Now()
+					return sample{"snapshot": seconds(t2.Sub(t1)), "snapshot_running": seconds(t3.Sub(t0))}, nil
+				}, func() { e.libDone(m) }, nil
+			},
+			pathRuntime: sandboxSnapshot(func(ctx context.Context, e *env, id, dir string) error { return e.rt.Snapshot(ctx, id, dir) }),
+			pathCLI: sandboxSnapshot(func(ctx context.Context, e *env, id, dir string) error {
+				_, err := cli(ctx, e, "snapshot", id, dir)
+				return err
+			}),
+		}},
+		{key: "restore", paths: map[string]setupFunc{
+			pathRaw: func(ctx context.Context, e *env) (iterFunc, func(), error) {
+				vm, err := rawStart(ctx, e, e.halt)
+				if err != nil {
+					return nil, nil, err
+				}
+				src, err := e.newDir("src")
+				if err != nil {
+					e.rawDone(vm)
+					return nil, nil, err
+				}
+				state, mem := filepath.Join(src, "snapshot.state"), filepath.Join(src, "snapshot.mem")
+				err = vm.client.do(ctx, http.MethodPatch, "/vm", `{"state":"Paused"}`)
+				if err == nil {
+					err = vm.client.do(ctx, http.MethodPut, "/snapshot/create",
+						fmt.Sprintf(`{"snapshot_type":"Full","snapshot_path":%q,"mem_file_path":%q}`, state, mem))
+				}
+				e.rawDone(vm)
+				if err != nil {
+					os.RemoveAll(src)
+					return nil, nil, err
+				}
+				return func(ctx context.Context) (sample, error) {
+					t0 := time.Now()
+					vm, err := rawRestore(ctx, e, state, mem)
+					if err != nil {
+						return nil, err
+					}
+					d := time.Since(t0)
+					e.rawDone(vm)
+					return sample{"restore": seconds(d)}, nil
+				}, func() { os.RemoveAll(src) }, nil
+			},
+			pathLib: func(ctx context.Context, e *env) (iterFunc, func(), error) {
+				m, err := libStart(ctx, e, e.halt, true)
+				if err != nil {
+					return nil, nil, err
+				}
+				src := filepath.Join(e.tmp, e.newID("src"))
+				snap, err := m.CreateSnapshot(ctx, vmm.SnapshotOptions{Dir: src, PauseAround: true})
+				e.libDone(m)
+				if err != nil {
+					os.RemoveAll(src)
+					return nil, nil, err
+				}
+				return func(ctx context.Context) (sample, error) {
+					dir, err := e.newDir("l")
+					if err != nil {
+						return nil, err
+					}
+					t0 := time.Now()
+					m, err := vmm.Restore(ctx, vmm.RestoreConfig{Snapshot: snap, Config: vmm.Config{Firecracker: e.fc, RunDir: dir}, Resume: true})
+					if err != nil {
+						os.RemoveAll(dir)
+						return nil, err
+					}
+					d := time.Since(t0)
+					e.track.addMachine(m)
+					e.libDone(m)
+					return sample{"restore": seconds(d)}, nil
+				}, func() { os.RemoveAll(src) }, nil
+			},
+			pathRuntime: sandboxRestore(func(ctx context.Context, e *env, src, id string) error {
+				_, err := e.rt.Restore(ctx, src, sandbox.RestoreOptions{ID: id})
+				return err
+			}),
+			pathCLI: sandboxRestore(func(ctx context.Context, e *env, src, id string) error {
+				_, err := cli(ctx, e, "restore", "--detach", "--name", id, src)
+				return err
+			}),
+		}},
+	}
+	for _, k := range conc {
+		list = append(list, concurrentScenario(k))
+	}
+	return list
+}
+
+// sandboxStart measures a start of the runtime or CLI path and what the
+// sandbox then costs in memory.
+func sandboxStart(ctx context.Context, e *env, start func(context.Context, *env, string) (string, error)) (sample, error) {
+	t0 := time.Now()
+	id, err := start(ctx, e, e.halt)
+	if err != nil {
+		return nil, err
+	}
+	d := time.Since(t0)
+	s, err := sandboxMemory(ctx, e, id)
+	if err = errors.Join(err, e.sandboxDone(id)); err != nil {
+		return nil, err
+	}
+	s["start"] = seconds(d)
+	return s, nil
+}
+
+// sandboxStop starts a sandbox with the runtime (untimed), optionally waits
+// for its guest to power off, and measures stop.
+func sandboxStop(ctx context.Context, e *env, kernel string, exited bool, stop func(context.Context, string) error) (sample, error) {
+	id, err := rtStart(ctx, e, kernel)
+	if err != nil {
+		return nil, err
+	}
+	if exited {
+		if _, err := e.rt.Wait(ctx, id); err != nil {
+			return nil, errors.Join(err, e.sandboxDone(id))
+		}
+	}
+	t0 := time.Now()
+	err = stop(ctx, id)
+	d := time.Since(t0)
+	if err = errors.Join(err, e.sandboxDone(id)); err != nil {
+		return nil, err
+	}
+	key := "stop"
+	if exited {
+		key = "stop_exited"
+	}
+	return sample{key: seconds(d)}, nil
+}
+
+func cliStop(e *env) func(context.Context, string) error {
+	return func(ctx context.Context, id string) error { _, err := cli(ctx, e, "stop", id); return err }
+}
+
+// pauseResume times a pause and then a resume.
+func pauseResume(ctx context.Context, pause, resume func(context.Context) error) (sample, error) {
+	t0 := time.Now()
+	if err := pause(ctx); err != nil {
+		return nil, err
+	}
+	t1 := time.Now()
+	if err := resume(ctx); err != nil {
+		return nil, err
+	}
+	return sample{"pause": seconds(t1.Sub(t0)), "resume": seconds(time.Since(t1))}, nil
+}
+
+// sandboxPauseResume pauses and resumes one long-lived sandbox.
+func sandboxPauseResume(op func(e *env, op, id string) func(context.Context) error) setupFunc {
+	return longLived(func(ctx context.Context, e *env, id string) (sample, error) {
+		return pauseResume(ctx, op(e, "pause", id), op(e, "resume", id))
+	})
+}
+
+// sandboxSnapshot snapshots one long-lived running sandbox again and again.
+func sandboxSnapshot(snap func(ctx context.Context, e *env, id, dir string) error) setupFunc {
+	return longLived(func(ctx context.Context, e *env, id string) (sample, error) {
+		dir := filepath.Join(e.tmp, e.newID("p"))
+		defer os.RemoveAll(dir)
+		t0 := time.Now()
+		if err := snap(ctx, e, id, dir); err != nil {
+			return nil, err
+		}
+		return sample{"snapshot_running": seconds(time.Since(t0))}, nil
+	})
+}
+
+// longLived starts a sandbox with the runtime (untimed) and runs fn on it
+// at every iteration.
+func longLived(fn func(ctx context.Context, e *env, id string) (sample, error)) setupFunc {
+	return func(ctx context.Context, e *env) (iterFunc, func(), error) {
+		id, err := rtStart(ctx, e, e.halt)
+		if err != nil {
+			return nil, nil, err
+		}
+		return func(ctx context.Context) (sample, error) { return fn(ctx, e, id) }, func() { e.sandboxDone(id) }, nil
+	}
+}
+
+// sandboxRestore restores new sandboxes from one snapshot of a runtime
+// sandbox.
+func sandboxRestore(restore func(ctx context.Context, e *env, src, id string) error) setupFunc {
+	return func(ctx context.Context, e *env) (iterFunc, func(), error) {
+		id, err := rtStart(ctx, e, e.halt)
+		if err != nil {
+			return nil, nil, err
+		}
+		src := filepath.Join(e.tmp, e.newID("src"))
+		err = e.rt.Snapshot(ctx, id, src)
+		if err = errors.Join(err, e.sandboxDone(id)); err != nil {
+			os.RemoveAll(src)
+			return nil, nil, err
+		}
+		return func(ctx context.Context) (sample, error) {
+			nid := e.newID("s")
+			e.track.addSandbox(nid)
+			t0 := time.Now()
+			err := restore(ctx, e, src, nid)
+			d := time.Since(t0)
+			if err = errors.Join(err, e.sandboxDone(nid)); err != nil {
+				return nil, err
+			}
+			return sample{"restore": seconds(d)}, nil
+		}, func() { os.RemoveAll(src) }, nil
+	}
+}
+
+// concurrentScenario starts k VMs at once on each path and times until all
+// of them show the marker.
+func concurrentScenario(k int) scenario {
+	key := concKey(k)
+	run := func(ctx context.Context, e *env, start func(ctx context.Context) (func(), error)) (sample, error) {
+		var wg sync.WaitGroup
+		dones := make([]func(), k)
+		errs := make([]error, k)
+		t0 := time.Now()
+		for i := range k {
+			wg.Go(func() { dones[i], errs[i] = start(ctx) })
+		}
+		wg.Wait()
+		d := time.Since(t0)
+		for _, done := range dones {
+			if done != nil {
+				wg.Go(done)
+			}
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return nil, err
+		}
+		return sample{key: seconds(d)}, nil
+	}
+	return scenario{key: key, paths: map[string]setupFunc{
+		pathRaw: each(func(ctx context.Context, e *env) (sample, error) {
+			return run(ctx, e, func(ctx context.Context) (func(), error) {
+				vm, err := rawStart(ctx, e, e.halt)
+				if err != nil {
+					return nil, err
+				}
+				return func() { e.rawDone(vm) }, nil
+			})
+		}),
+		pathLib: each(func(ctx context.Context, e *env) (sample, error) {
+			return run(ctx, e, func(ctx context.Context) (func(), error) {
+				m, err := libStart(ctx, e, e.halt, true)
+				if err != nil {
+					return nil, err
+				}
+				return func() { e.libDone(m) }, nil
+			})
+		}),
+		pathRuntime: each(func(ctx context.Context, e *env) (sample, error) {
+			return run(ctx, e, func(ctx context.Context) (func(), error) {
+				id, err := rtStart(ctx, e, e.halt)
+				if err != nil {
+					return nil, err
+				}
+				return func() { e.sandboxDone(id) }, nil
+			})
+		}),
+		pathCLI: each(func(ctx context.Context, e *env) (sample, error) {
+			return run(ctx, e, func(ctx context.Context) (func(), error) {
+				id, err := cliStart(ctx, e, e.halt)
+				if err != nil {
+					return nil, err
+				}
+				return func() { e.sandboxDone(id) }, nil
+			})
+		}),
+	}}
+}
+
+func concKey(k int) string { return fmt.Sprintf("concurrent_%d", k) }
+
+// addPhases splits a start into its phases: spawn → API ready (version
+// answered), the configuration requests, InstanceStart, and the wait for
+// the console marker. A phase whose instants are unknown is left out.
+func addPhases(s sample, t0, api, config, instance, end time.Time) {
+	marks := []time.Time{t0, api, config, instance, end}
+	for i, key := range []string{"start_api", "start_config", "start_instance", "start_console"} {
+		if !marks[i].IsZero() && !marks[i+1].IsZero() {
+			s[key] = seconds(marks[i+1].Sub(marks[i]))
+		}
+	}
+}
