@@ -187,6 +187,11 @@ func TestAPIErrors(t *testing.T) {
 			wantText: "set vm state Resumed: PATCH /vm: 500 Internal Server Error: boom", wantStatus: 500,
 		},
 		{
+			name: "503 too many connections", status: 503, body: `{"fault_message":"Too many open connections"}`,
+			call:     func(ctx context.Context, c *Client) error { _, err := c.GetInstanceInfo(ctx); return err },
+			wantText: "get instance info: GET /: 503 Service Unavailable: Too many open connections", wantIs: ErrBusy, wantStatus: 503,
+		},
+		{
 			name: "empty error body", status: 400, body: "",
 			call:     func(ctx context.Context, c *Client) error { return c.InstanceStart(ctx) },
 			wantText: "action InstanceStart: PUT /actions: 400 Bad Request", wantIs: ErrBadRequest, wantStatus: 400,

@@ -22,6 +22,9 @@ var (
 	ErrBadRequest = errors.New("firecracker rejected the request")
 	// ErrNotFound matches an *APIError with status 404.
 	ErrNotFound = errors.New("firecracker resource not found")
+	// ErrBusy matches an *APIError with status 503: Firecracker already
+	// serves its most connections (10) and refused one more.
+	ErrBusy = errors.New("firecracker api busy: too many open connections")
 	// ErrNotSupported matches a *NotSupportedError: the running release lacks
 	// an endpoint or field the caller asked for.
 	ErrNotSupported = errors.New("not supported by this firecracker release")
@@ -66,6 +69,8 @@ func (e *APIError) Is(target error) bool {
 		return e.StatusCode == http.StatusBadRequest
 	case ErrNotFound:
 		return e.StatusCode == http.StatusNotFound
+	case ErrBusy:
+		return e.StatusCode == http.StatusServiceUnavailable
 	}
 	return false
 }

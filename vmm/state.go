@@ -2,10 +2,18 @@ package vmm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/kindling-vm/kindling/fcapi"
+)
+
+// How often and how long apart Attach asks again when the API answers 503.
+const (
+	attachBusyRetries = 3
+	attachBusyPause   = 2 * time.Millisecond
 )
 
 // StateVersion is the format version of MachineState written by this
@@ -109,6 +117,15 @@ func Attach(ctx context.Context, st MachineState, opts ...Option) (m *Machine, e
 	// Ask the VMM how it is: this checks the socket belongs to a live API
 	// and learns whether the microVM is paused.
 	info, err := client.GetInstanceInfo(ctx)
+	// Firecracker may still count connections that were just closed: a
+	// 503 right after they are released goes away within milliseconds.
+	for try := 0; errors.Is(err, fcapi.ErrBusy) && try < attachBusyRetries; try++ {
+		select {
+		case <-ctx.Done():
+		case <-time.After(attachBusyPause):
+		}
+		info, err = client.GetInstanceInfo(ctx)
+	}
 	if err != nil {
 		client.Close()
 		p.pidfd.Close()

@@ -1,6 +1,7 @@
 package fakefc
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -16,7 +17,8 @@ import (
 )
 
 // maxConnections is how many API connections Firecracker serves at once;
-// further connections are accepted and closed straight away.
+// a request on a further connection is answered 503 and the connection
+// closed, as the real one does.
 const maxConnections = 10
 
 // phase says when an endpoint may be called.
@@ -349,13 +351,27 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		l.mu.Lock()
 		if l.open >= l.max {
 			l.mu.Unlock()
-			_ = c.Close()
+			go refuseBusy(c)
 			continue
 		}
 		l.open++
 		l.mu.Unlock()
 		return &limitConn{Conn: c, l: l}, nil
 	}
+}
+
+// refuseBusy answers the first request on c with 503, as Firecracker does
+// on a connection over its limit, and closes c.
+func refuseBusy(c net.Conn) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	req, err := http.ReadRequest(bufio.NewReader(c))
+	if err != nil {
+		return
+	}
+	req.Body.Close()
+	body := `{"fault_message":"Too many open connections"}`
+	fmt.Fprintf(c, "HTTP/1.1 503 Service Unavailable\r\nServer: Firecracker API\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 }
 
 // limitConn gives its slot back when closed.
