@@ -76,6 +76,7 @@ func TestRun(t *testing.T) {
 					"concurrent_2":     pathOrder,
 					"concurrent_3":     pathOrder,
 					"memory":           pathOrder,
+					"memory_at_2":      {pathRuntime, pathCLI},
 				}
 				for metric, paths := range want {
 					for _, p := range paths {
@@ -84,7 +85,7 @@ func TestRun(t *testing.T) {
 							t.Errorf("no row for %s on %s", metric, p)
 							continue
 						}
-						if p != pathRaw && metric != "memory" && r.Ratio == nil {
+						if p != pathRaw && !strings.HasPrefix(metric, "memory") && r.Ratio == nil {
 							t.Errorf("%s on %s has no ratio to raw", metric, p)
 						}
 					}

@@ -142,10 +142,15 @@ func vmRSS(pid int) (float64, error) { return procStatus(pid, "VmRSS") }
 // procStatus returns a size field (in kB there) of /proc/PID/status, in
 // bytes.
 func procStatus(pid int, field string) (float64, error) {
+	return kbField(fmt.Sprintf("/proc/%d/status", pid), pid, field)
+}
+
+// kbField reads a "Field: N kB" line of a /proc file of pid, in bytes.
+func kbField(path string, pid int, field string) (float64, error) {
 	if pid <= 0 {
 		return 0, fmt.Errorf("no process to measure (pid %d)", pid)
 	}
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	f, err := os.Open(path)
 	if err != nil {
 		return 0, err
 	}
@@ -222,4 +227,36 @@ func sandboxMemory(ctx context.Context, e *env, id string) (sample, error) {
 		return nil, fmt.Errorf("firecracker of %s: %w", id, err)
 	}
 	return sample{"memory": mon + files, "memory_private": anon + files, "fc_rss": fcRSS}, nil
+}
+
+// sharedMemory is what each of the sandboxes ids costs beyond its
+// Firecracker while all of them run: the monitors' proportional set size
+// (Pss, from /proc/PID/smaps_rollup: a page shared by n processes counts
+// 1/n to each, so the kindling executable's pages, mapped by every
+// monitor, are paid once rather than once per sandbox) plus the files in
+// the sandbox directories, averaged over the sandboxes.
+func sharedMemory(ctx context.Context, e *env, ids []string) (float64, error) {
+	var total float64
+	for _, id := range ids {
+		in, err := e.rt.Inspect(ctx, id)
+		if err != nil {
+			return 0, err
+		}
+		pss, err := smapsRollup(in.MonitorPID, "Pss")
+		if err != nil {
+			return 0, fmt.Errorf("monitor of %s: %w", id, err)
+		}
+		files, err := dirBytes(in.Dir)
+		if err != nil {
+			return 0, err
+		}
+		total += pss + files
+	}
+	return total / float64(len(ids)), nil
+}
+
+// smapsRollup returns a size field (kB there) of /proc/PID/smaps_rollup, in
+// bytes.
+func smapsRollup(pid int, field string) (float64, error) {
+	return kbField(fmt.Sprintf("/proc/%d/smaps_rollup", pid), pid, field)
 }

@@ -100,6 +100,12 @@ func metricDefs(conc []int, phases bool) []metricDef {
 		metricDef{key: "memory", title: "host memory per sandbox beyond Firecracker", kind: kindBytes,
 			targets: map[string]target{pathRaw: mem, pathLib: mem, pathRuntime: mem, pathCLI: mem}},
 		metricDef{key: "memory_private", title: "memory per sandbox, monitor's RssAnon instead of VmRSS", kind: kindBytes},
+	)
+	for _, k := range conc {
+		defs = append(defs, metricDef{key: memKey(k), title: fmt.Sprintf("memory per sandbox with %d running (monitor Pss)", k), kind: kindBytes,
+			targets: map[string]target{pathRuntime: mem, pathCLI: mem}})
+	}
+	defs = append(defs,
 		metricDef{key: "fc_rss", title: "Firecracker's own RSS (for scale)", kind: kindBytes},
 	)
 	return defs
@@ -171,6 +177,9 @@ func (r *results) fail(scen, path string, err error) {
 
 // scenarioOf is the scenario that measures a metric.
 func scenarioOf(metric string) string {
+	if k, ok := strings.CutPrefix(metric, "memory_at_"); ok {
+		return "concurrent_" + k
+	}
 	switch metric {
 	case "memory", "memory_private", "fc_rss", "start_api", "start_config", "start_instance", "start_console":
 		return "start"

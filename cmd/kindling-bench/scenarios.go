@@ -512,16 +512,27 @@ func sandboxRestore(restore func(ctx context.Context, e *env, src, id string) er
 // of them show the marker.
 func concurrentScenario(k int) scenario {
 	key := concKey(k)
-	run := func(ctx context.Context, e *env, start func(ctx context.Context) (func(), error)) (sample, error) {
+	// run starts k VMs with start; for sandboxes, start also names the
+	// sandbox so that its memory can be measured while all k run.
+	run := func(ctx context.Context, e *env, start func(ctx context.Context) (func(), string, error)) (sample, error) {
 		var wg sync.WaitGroup
 		dones := make([]func(), k)
+		ids := make([]string, k)
 		errs := make([]error, k)
 		t0 := time.Now()
 		for i := range k {
-			wg.Go(func() { dones[i], errs[i] = start(ctx) })
+			wg.Go(func() { dones[i], ids[i], errs[i] = start(ctx) })
 		}
 		wg.Wait()
 		d := time.Since(t0)
+		smp := sample{key: seconds(d)}
+		if err := errors.Join(errs...); err == nil && ids[0] != "" {
+			mem, err := sharedMemory(ctx, e, ids)
+			if err != nil {
+				errs = append(errs, err)
+			}
+			smp[memKey(k)] = mem
+		}
 		for _, done := range dones {
 			if done != nil {
 				wg.Go(done)
@@ -531,49 +542,52 @@ func concurrentScenario(k int) scenario {
 		if err := errors.Join(errs...); err != nil {
 			return nil, err
 		}
-		return sample{key: seconds(d)}, nil
+		return smp, nil
 	}
 	return scenario{key: key, paths: map[string]setupFunc{
 		pathRaw: each(func(ctx context.Context, e *env) (sample, error) {
-			return run(ctx, e, func(ctx context.Context) (func(), error) {
+			return run(ctx, e, func(ctx context.Context) (func(), string, error) {
 				vm, err := rawStart(ctx, e, e.halt)
 				if err != nil {
-					return nil, err
+					return nil, "", err
 				}
-				return func() { e.rawDone(vm) }, nil
+				return func() { e.rawDone(vm) }, "", nil
 			})
 		}),
 		pathLib: each(func(ctx context.Context, e *env) (sample, error) {
-			return run(ctx, e, func(ctx context.Context) (func(), error) {
+			return run(ctx, e, func(ctx context.Context) (func(), string, error) {
 				m, err := libStart(ctx, e, e.halt, true)
 				if err != nil {
-					return nil, err
+					return nil, "", err
 				}
-				return func() { e.libDone(m) }, nil
+				return func() { e.libDone(m) }, "", nil
 			})
 		}),
 		pathRuntime: each(func(ctx context.Context, e *env) (sample, error) {
-			return run(ctx, e, func(ctx context.Context) (func(), error) {
+			return run(ctx, e, func(ctx context.Context) (func(), string, error) {
 				id, err := rtStart(ctx, e, e.halt)
 				if err != nil {
-					return nil, err
+					return nil, "", err
 				}
-				return func() { e.sandboxDone(id) }, nil
+				return func() { e.sandboxDone(id) }, id, nil
 			})
 		}),
 		pathCLI: each(func(ctx context.Context, e *env) (sample, error) {
-			return run(ctx, e, func(ctx context.Context) (func(), error) {
+			return run(ctx, e, func(ctx context.Context) (func(), string, error) {
 				id, err := cliStart(ctx, e, e.halt)
 				if err != nil {
-					return nil, err
+					return nil, "", err
 				}
-				return func() { e.sandboxDone(id) }, nil
+				return func() { e.sandboxDone(id) }, id, nil
 			})
 		}),
 	}}
 }
 
 func concKey(k int) string { return fmt.Sprintf("concurrent_%d", k) }
+
+// memKey names the per-sandbox memory measured with k sandboxes running.
+func memKey(k int) string { return fmt.Sprintf("memory_at_%d", k) }
 
 // addPhases splits a start into its phases: spawn → API ready (version
 // answered), the configuration requests, InstanceStart, and the wait for
