@@ -73,10 +73,13 @@ func TestRun(t *testing.T) {
 					"resume":           pathOrder,
 					"snapshot_running": pathOrder,
 					"restore":          pathOrder,
+					"clone":            {pathRaw, pathRuntime, pathCLI},
 					"concurrent_2":     pathOrder,
 					"concurrent_3":     pathOrder,
 					"memory":           pathOrder,
 					"memory_at_2":      {pathRuntime, pathCLI},
+					"fleet_booted_2":   {pathRuntime, pathCLI},
+					"fleet_clones_2":   {pathRuntime},
 				}
 				for metric, paths := range want {
 					for _, p := range paths {
@@ -85,7 +88,7 @@ func TestRun(t *testing.T) {
 							t.Errorf("no row for %s on %s", metric, p)
 							continue
 						}
-						if p != pathRaw && !strings.HasPrefix(metric, "memory") && r.Ratio == nil {
+						if p != pathRaw && !strings.HasPrefix(metric, "memory") && !strings.HasPrefix(metric, "fleet") && r.Ratio == nil {
 							t.Errorf("%s on %s has no ratio to raw", metric, p)
 						}
 					}

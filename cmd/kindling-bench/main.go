@@ -78,7 +78,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.png, "png", "", "also write a bar chart of the ratios to `FILE`")
 	fs.StringVar(&c.tmp, "tmp", "", "make the bench's directories (run dirs, state root, snapshots) under `DIR` (default $TMPDIR or /tmp); a tmpfs such as /run matches kindling's default state root")
 	concFlag := fs.String("concurrency", "20,50", "start this many VMs at once (comma-separated `LIST`)")
-	opsFlag := fs.String("ops", "", "measure only these scenarios (comma-separated: spawn,start,stop,stop_exited,pause,snapshot,restore,concurrent_K)")
+	opsFlag := fs.String("ops", "", "measure only these scenarios (comma-separated: spawn,start,stop,stop_exited,pause,snapshot,restore,clone,concurrent_K,clones_K)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: %s=PATH kindling-bench [flags]\n\nMeasures kindling against a raw Firecracker client.\n\n", envFirecracker)
 		fs.PrintDefaults()

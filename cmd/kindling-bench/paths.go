@@ -235,24 +235,31 @@ func sandboxMemory(ctx context.Context, e *env, id string) (sample, error) {
 // 1/n to each, so the kindling executable's pages, mapped by every
 // monitor, are paid once rather than once per sandbox) plus the files in
 // the sandbox directories, averaged over the sandboxes.
-func sharedMemory(ctx context.Context, e *env, ids []string) (float64, error) {
-	var total float64
+// The second result, fleet, also counts each Firecracker's Pss: the whole
+// host memory one sandbox of the fleet costs, guest memory included.
+func sharedMemory(ctx context.Context, e *env, ids []string) (beyond, fleet float64, err error) {
 	for _, id := range ids {
 		in, err := e.rt.Inspect(ctx, id)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		pss, err := smapsRollup(in.MonitorPID, "Pss")
 		if err != nil {
-			return 0, fmt.Errorf("monitor of %s: %w", id, err)
+			return 0, 0, fmt.Errorf("monitor of %s: %w", id, err)
+		}
+		fcPss, err := smapsRollup(in.PID, "Pss")
+		if err != nil {
+			return 0, 0, fmt.Errorf("firecracker of %s: %w", id, err)
 		}
 		files, err := dirBytes(in.Dir)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
-		total += pss + files
+		beyond += pss + files
+		fleet += pss + fcPss + files
 	}
-	return total / float64(len(ids)), nil
+	n := float64(len(ids))
+	return beyond / n, fleet / n, nil
 }
 
 // smapsRollup returns a size field (kB there) of /proc/PID/smaps_rollup, in

@@ -91,6 +91,8 @@ func metricDefs(conc []int, phases bool) []metricDef {
 		{key: "snapshot_running", title: "snapshot a running VM (pause+create+resume)", kind: kindTime},
 		{key: "restore", title: "restore to running", kind: kindTime,
 			targets: map[string]target{pathLib: {ratioAtMost, 1.25}}},
+		{key: "clone", title: "clone from a template → running (raw: snapshot load)", kind: kindTime,
+			targets: map[string]target{pathRuntime: {ratioAtMost, 1.25}}},
 	}...)
 	for _, k := range conc {
 		defs = append(defs, metricDef{key: concKey(k), title: fmt.Sprintf("%d VMs started at once (throughput)", k), kind: kindConc, k: k,
@@ -104,6 +106,11 @@ func metricDefs(conc []int, phases bool) []metricDef {
 	for _, k := range conc {
 		defs = append(defs, metricDef{key: memKey(k), title: fmt.Sprintf("memory per sandbox with %d running (monitor Pss)", k), kind: kindBytes,
 			targets: map[string]target{pathRuntime: mem, pathCLI: mem}})
+	}
+	for _, k := range conc {
+		defs = append(defs,
+			metricDef{key: fleetKey("booted", k), title: fmt.Sprintf("host memory per sandbox, %d booted (Firecracker + monitor Pss)", k), kind: kindBytes},
+			metricDef{key: fleetKey("clones", k), title: fmt.Sprintf("host memory per sandbox, %d clones of one template", k), kind: kindBytes})
 	}
 	defs = append(defs,
 		metricDef{key: "fc_rss", title: "Firecracker's own RSS (for scale)", kind: kindBytes},
@@ -179,6 +186,12 @@ func (r *results) fail(scen, path string, err error) {
 func scenarioOf(metric string) string {
 	if k, ok := strings.CutPrefix(metric, "memory_at_"); ok {
 		return "concurrent_" + k
+	}
+	if k, ok := strings.CutPrefix(metric, "fleet_booted_"); ok {
+		return "concurrent_" + k
+	}
+	if k, ok := strings.CutPrefix(metric, "fleet_clones_"); ok {
+		return "clones_" + k
 	}
 	switch metric {
 	case "memory", "memory_private", "fc_rss", "start_api", "start_config", "start_instance", "start_console":

@@ -312,38 +312,7 @@ func scenarios(conc []int) []scenario {
 			}),
 		}},
 		{key: "restore", paths: map[string]setupFunc{
-			pathRaw: func(ctx context.Context, e *env) (iterFunc, func(), error) {
-				vm, err := rawStart(ctx, e, e.halt)
-				if err != nil {
-					return nil, nil, err
-				}
-				src, err := e.newDir("src")
-				if err != nil {
-					e.rawDone(vm)
-					return nil, nil, err
-				}
-				state, mem := filepath.Join(src, "snapshot.state"), filepath.Join(src, "snapshot.mem")
-				err = vm.client.do(ctx, http.MethodPatch, "/vm", `{"state":"Paused"}`)
-				if err == nil {
-					err = vm.client.do(ctx, http.MethodPut, "/snapshot/create",
-						fmt.Sprintf(`{"snapshot_type":"Full","snapshot_path":%q,"mem_file_path":%q}`, state, mem))
-				}
-				e.rawDone(vm)
-				if err != nil {
-					os.RemoveAll(src)
-					return nil, nil, err
-				}
-				return func(ctx context.Context) (sample, error) {
-					t0 := time.Now()
-					vm, err := rawRestore(ctx, e, state, mem)
-					if err != nil {
-						return nil, err
-					}
-					d := time.Since(t0)
-					e.rawDone(vm)
-					return sample{"restore": seconds(d)}, nil
-				}, func() { os.RemoveAll(src) }, nil
-			},
+			pathRaw: rawRestoreSetup("restore"),
 			pathLib: func(ctx context.Context, e *env) (iterFunc, func(), error) {
 				m, err := libStart(ctx, e, e.halt, true)
 				if err != nil {
@@ -383,10 +352,93 @@ func scenarios(conc []int) []scenario {
 			}),
 		}},
 	}
+	list = append(list, cloneScenario())
 	for _, k := range conc {
-		list = append(list, concurrentScenario(k))
+		list = append(list, concurrentScenario(k), clonesAtOnce(k))
 	}
 	return list
+}
+
+// rawRestoreSetup snapshots a raw VM once, then times raw snapshot loads
+// (spawn, load with resume) as metric.
+func rawRestoreSetup(metric string) setupFunc {
+	return func(ctx context.Context, e *env) (iterFunc, func(), error) {
+		vm, err := rawStart(ctx, e, e.halt)
+		if err != nil {
+			return nil, nil, err
+		}
+		src, err := e.newDir("src")
+		if err != nil {
+			e.rawDone(vm)
+			return nil, nil, err
+		}
+		state, mem := filepath.Join(src, "snapshot.state"), filepath.Join(src, "snapshot.mem")
+		err = vm.client.do(ctx, http.MethodPatch, "/vm", `{"state":"Paused"}`)
+		if err == nil {
+			err = vm.client.do(ctx, http.MethodPut, "/snapshot/create",
+				fmt.Sprintf(`{"snapshot_type":"Full","snapshot_path":%q,"mem_file_path":%q}`, state, mem))
+		}
+		e.rawDone(vm)
+		if err != nil {
+			os.RemoveAll(src)
+			return nil, nil, err
+		}
+		return func(ctx context.Context) (sample, error) {
+			t0 := time.Now()
+			vm, err := rawRestore(ctx, e, state, mem)
+			if err != nil {
+				return nil, err
+			}
+			d := time.Since(t0)
+			e.rawDone(vm)
+			return sample{metric: seconds(d)}, nil
+		}, func() { os.RemoveAll(src) }, nil
+	}
+}
+
+// cloneScenario times a clone from a template against the raw snapshot
+// load of the same run; the template is made once from a running sandbox.
+func cloneScenario() scenario {
+	clone := func(run func(ctx context.Context, e *env, tmpl, id string) error) setupFunc {
+		return func(ctx context.Context, e *env) (iterFunc, func(), error) {
+			id, err := rtStart(ctx, e, e.halt)
+			if err != nil {
+				return nil, nil, err
+			}
+			tmpl := e.newID("t")
+			_, err = e.rt.CreateTemplate(ctx, tmpl, id, sandbox.TemplateOptions{})
+			if err = errors.Join(err, e.sandboxDone(id)); err != nil {
+				return nil, nil, err
+			}
+			drop := func() {
+				ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+				defer cancel()
+				e.rt.RemoveTemplate(ctx, tmpl, true)
+			}
+			return func(ctx context.Context) (sample, error) {
+				nid := e.newID("k")
+				e.track.addSandbox(nid)
+				t0 := time.Now()
+				err := run(ctx, e, tmpl, nid)
+				d := time.Since(t0)
+				if err = errors.Join(err, e.sandboxDone(nid)); err != nil {
+					return nil, err
+				}
+				return sample{"clone": seconds(d)}, nil
+			}, drop, nil
+		}
+	}
+	return scenario{key: "clone", paths: map[string]setupFunc{
+		pathRaw: rawRestoreSetup("clone"),
+		pathRuntime: clone(func(ctx context.Context, e *env, tmpl, id string) error {
+			_, err := e.rt.RunTemplate(ctx, tmpl, sandbox.CloneOptions{ID: id})
+			return err
+		}),
+		pathCLI: clone(func(ctx context.Context, e *env, tmpl, id string) error {
+			_, err := cli(ctx, e, "run", "--detach", "--template", tmpl, "--name", id)
+			return err
+		}),
+	}}
 }
 
 // sandboxStart measures a start of the runtime or CLI path and what the
@@ -527,11 +579,11 @@ func concurrentScenario(k int) scenario {
 		d := time.Since(t0)
 		smp := sample{key: seconds(d)}
 		if err := errors.Join(errs...); err == nil && ids[0] != "" {
-			mem, err := sharedMemory(ctx, e, ids)
+			mem, fleet, err := sharedMemory(ctx, e, ids)
 			if err != nil {
 				errs = append(errs, err)
 			}
-			smp[memKey(k)] = mem
+			smp[memKey(k)], smp[fleetKey("booted", k)] = mem, fleet
 		}
 		for _, done := range dones {
 			if done != nil {
@@ -585,6 +637,60 @@ func concurrentScenario(k int) scenario {
 }
 
 func concKey(k int) string { return fmt.Sprintf("concurrent_%d", k) }
+
+// fleetKey names the whole host memory per sandbox (Firecracker included)
+// with k sandboxes of a kind ("booted", "clones") running.
+func fleetKey(kind string, k int) string { return fmt.Sprintf("fleet_%s_%d", kind, k) }
+
+// clonesAtOnce starts k clones of one template at once through the runtime
+// and measures what each costs the host while all run, for comparison
+// with k booted sandboxes.
+func clonesAtOnce(k int) scenario {
+	return scenario{key: fmt.Sprintf("clones_%d", k), paths: map[string]setupFunc{
+		pathRuntime: func(ctx context.Context, e *env) (iterFunc, func(), error) {
+			id, err := rtStart(ctx, e, e.halt)
+			if err != nil {
+				return nil, nil, err
+			}
+			tmpl := e.newID("t")
+			_, err = e.rt.CreateTemplate(ctx, tmpl, id, sandbox.TemplateOptions{})
+			if err = errors.Join(err, e.sandboxDone(id)); err != nil {
+				return nil, nil, err
+			}
+			drop := func() {
+				ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+				defer cancel()
+				e.rt.RemoveTemplate(ctx, tmpl, true)
+			}
+			return func(ctx context.Context) (sample, error) {
+				ids := make([]string, k)
+				errs := make([]error, k)
+				var wg sync.WaitGroup
+				for i := range k {
+					ids[i] = e.newID("k")
+					e.track.addSandbox(ids[i])
+					wg.Go(func() {
+						_, errs[i] = e.rt.RunTemplate(ctx, tmpl, sandbox.CloneOptions{ID: ids[i]})
+					})
+				}
+				wg.Wait()
+				var fleet float64
+				err := errors.Join(errs...)
+				if err == nil {
+					_, fleet, err = sharedMemory(ctx, e, ids)
+				}
+				for _, id := range ids {
+					wg.Go(func() { e.sandboxDone(id) })
+				}
+				wg.Wait()
+				if err != nil {
+					return nil, err
+				}
+				return sample{fleetKey("clones", k): fleet}, nil
+			}, drop, nil
+		},
+	}}
+}
 
 // memKey names the per-sandbox memory measured with k sandboxes running.
 func memKey(k int) string { return fmt.Sprintf("memory_at_%d", k) }
