@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kindling-vm/kindling/internal/gotool"
 	"github.com/kindling-vm/kindling/internal/guest"
 	"github.com/kindling-vm/kindling/sandbox"
 	"github.com/kindling-vm/kindling/vmm"
@@ -199,9 +200,9 @@ func buildKindling(ctx context.Context, dir string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("build kindling: %w: give --kindling PATH", err)
 	}
-	goBin, err := exec.LookPath("go")
+	goBin, err := gotool.Path()
 	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		return "", fmt.Errorf("build kindling: %w (or give --kindling PATH)", err)
 	}
 	out := filepath.Join(dir, "kindling")
 	cmd := exec.CommandContext(ctx, goBin, "build", "-o", out, "./cmd/kindling")

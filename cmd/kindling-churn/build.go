@@ -8,21 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-)
 
-// goTool finds the go command: on PATH, else in runtime.GOROOT()/bin.
-func goTool() (string, error) {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p, nil
-	}
-	p := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("find the go command: not on PATH, and %w", err)
-	}
-	return p, nil
-}
+	"github.com/kindling-vm/kindling/internal/gotool"
+)
 
 // moduleRoot returns the directory of kindling's go.mod, as `go env GOMOD`
 // sees it from the working directory.
@@ -44,7 +33,7 @@ func moduleRoot(ctx context.Context, goBin string) (string, error) {
 // goBuild builds the main package pkg (relative to kindling's module root)
 // into out.
 func goBuild(ctx context.Context, pkg, out string) error {
-	goBin, err := goTool()
+	goBin, err := gotool.Path()
 	if err != nil {
 		return fmt.Errorf("build %s: %w", pkg, err)
 	}

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/kindling-vm/kindling/internal/gotool"
 	"github.com/kindling-vm/kindling/internal/guest"
 )
 
@@ -53,9 +54,9 @@ func Main(m *testing.M) {
 
 // FakeFirecracker returns the path of the fake Firecracker executable, built
 // once per test process from ./internal/cmd/fake-firecracker with `go build`
-// (go is found on PATH, else in runtime.GOROOT()/bin). It fails the test with
-// the build output if the fake cannot be built. Call Main from TestMain so the
-// build directory is removed at the end.
+// (go is found on PATH). It fails the test with the build output if the
+// fake cannot be built. Call Main from TestMain so the build directory is
+// removed at the end.
 func FakeFirecracker(t testing.TB) string {
 	t.Helper()
 	fake.mu.Lock()
@@ -76,7 +77,7 @@ func buildFake() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	goBin, err := goTool()
+	goBin, err := gotool.Path()
 	if err != nil {
 		return "", err
 	}
@@ -103,18 +104,6 @@ func goBuild(goBin, root, pkg, out string) error {
 	return nil
 }
 
-// goTool finds the go command: on PATH, else in runtime.GOROOT()/bin.
-func goTool() (string, error) {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p, nil
-	}
-	p := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("find go command: not on PATH, and %w", err)
-	}
-	return p, nil
-}
-
 // ModuleRoot returns the directory holding kindling's go.mod: found from
 // this source file's location, else from `go env GOMOD`.
 func ModuleRoot() (string, error) {
@@ -124,7 +113,7 @@ func ModuleRoot() (string, error) {
 			return filepath.Clean(root), nil
 		}
 	}
-	goBin, err := goTool()
+	goBin, err := gotool.Path()
 	if err != nil {
 		return "", err
 	}

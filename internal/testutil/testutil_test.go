@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/kindling-vm/kindling/internal/gotool"
 	"github.com/kindling-vm/kindling/internal/guest"
 )
 
@@ -234,7 +235,7 @@ func TestFakeFirecracker(t *testing.T) {
 // TestGoBuild checks that a compile error reaches the caller with the
 // compiler's output, using a throwaway module.
 func TestGoBuild(t *testing.T) {
-	goBin, err := goTool()
+	goBin, err := gotool.Path()
 	if err != nil {
 		t.Fatal(err)
 	}
