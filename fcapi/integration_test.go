@@ -1,7 +1,6 @@
 package fcapi_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io/fs"
@@ -10,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -43,85 +41,24 @@ func targets() []target {
 
 func fakeBin(t *testing.T) string { return testutil.FakeFirecracker(t) }
 
-// syncBuffer is a bytes.Buffer safe for a writer goroutine and a reader.
-type syncBuffer struct {
-	mu  sync.Mutex // guards buf
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // vmm is one spawned Firecracker (real or fake).
-type vmm struct {
-	dir    string
-	sock   string
-	cmd    *exec.Cmd
-	done   chan struct{} // closed when the process is reaped
-	stdout syncBuffer
-	stderr syncBuffer
-}
+type vmm struct{ *testutil.VMM }
 
 // spawn starts bin with its API socket in a short temporary directory and
 // waits until the API answers. The process is killed and reaped, and its
 // files removed, at cleanup.
 func spawn(t *testing.T, bin, fakefc string) *vmm {
 	t.Helper()
-	dir := testutil.ShortTempDir(t)
-	m := &vmm{dir: dir, sock: filepath.Join(dir, "api.sock"), done: make(chan struct{})}
-	logPath := filepath.Join(dir, "fc.log")
-	if err := os.WriteFile(logPath, nil, 0o600); err != nil {
+	v := testutil.StartVMM(t, testutil.VMMConfig{Path: bin, Env: []string{"FAKEFC=" + fakefc}, LogFile: true})
+	c, err := fcapi.New(v.Sock)
+	if err != nil {
 		t.Fatal(err)
 	}
-	m.cmd = exec.Command(bin, "--api-sock", m.sock, "--log-path", logPath)
-	m.cmd.Env = append(os.Environ(), "FAKEFC="+fakefc)
-	m.cmd.Stdout, m.cmd.Stderr = &m.stdout, &m.stderr
-	if err := m.cmd.Start(); err != nil {
-		t.Fatal(err)
+	defer c.Close()
+	if _, err := c.GetInstanceInfo(t.Context()); err != nil {
+		t.Fatalf("%s: API not ready: %v\nstderr: %s", bin, err, v.Stderr)
 	}
-	go func() {
-		m.cmd.Wait()
-		close(m.done)
-	}()
-	t.Cleanup(m.kill)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, err := os.Stat(m.sock); err == nil {
-			c, err := fcapi.New(m.sock)
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, err = c.GetInstanceInfo(t.Context())
-			c.Close()
-			if err == nil {
-				return m
-			}
-		}
-		select {
-		case <-m.done:
-			t.Fatalf("%s exited before serving its API: %s", bin, m.stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: API not ready after 5s: %s", bin, m.stderr.String())
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
-// kill stops and reaps the process.
-func (m *vmm) kill() {
-	m.cmd.Process.Kill()
-	<-m.done
+	return &vmm{v}
 }
 
 // client returns a client for m that counts the requests it sends.
@@ -133,7 +70,7 @@ func (m *vmm) client(t *testing.T, sent *atomic.Int64) *fcapi.Client {
 			return countingTransport{next: next, n: sent}
 		}))
 	}
-	c, err := fcapi.New(m.sock, opts...)
+	c, err := fcapi.New(m.Sock, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,9 +92,9 @@ func (ct countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 func (m *vmm) waitOutput(t *testing.T, want string) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(m.stdout.String(), want) {
+	for !strings.Contains(m.Stdout.String(), want) {
 		if time.Now().After(deadline) {
-			t.Fatalf("console never showed %q; stdout %q, stderr %q", want, m.stdout.String(), m.stderr.String())
+			t.Fatalf("console never showed %q; stdout %q, stderr %q", want, m.Stdout.String(), m.Stderr.String())
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -169,7 +106,7 @@ func boot(t *testing.T, m *vmm, c *fcapi.Client, msg string) {
 	t.Helper()
 	ctx := t.Context()
 	kernel := testutil.GuestKernel(t, guest.Options{Message: msg, Mode: guest.Halt})
-	placeholder := filepath.Join(m.dir, "placeholder.img")
+	placeholder := filepath.Join(m.Dir, "placeholder.img")
 	if err := os.WriteFile(placeholder, make([]byte, 4096), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +163,7 @@ func TestIntegrationLifecycle(t *testing.T) {
 			if info, err := c.GetInstanceInfo(ctx); err != nil || info.State != fcapi.StatePaused {
 				t.Fatalf("after pause: %+v, %v", info, err)
 			}
-			snap, mem := filepath.Join(m.dir, "vm.snap"), filepath.Join(m.dir, "vm.mem")
+			snap, mem := filepath.Join(m.Dir, "vm.snap"), filepath.Join(m.Dir, "vm.mem")
 			if err := c.CreateSnapshot(ctx, fcapi.SnapshotCreate{SnapshotType: fcapi.SnapshotFull, SnapshotPath: snap, MemFilePath: mem}); err != nil {
 				t.Fatal(err)
 			}
@@ -242,7 +179,7 @@ func TestIntegrationLifecycle(t *testing.T) {
 				t.Fatalf("after resume: %+v, %v", info, err)
 			}
 
-			data := filepath.Join(m.dir, "data.img")
+			data := filepath.Join(m.Dir, "data.img")
 			if err := os.WriteFile(data, make([]byte, 8192), 0o600); err != nil {
 				t.Fatal(err)
 			}
@@ -318,11 +255,11 @@ func TestIntegrationSnapshotRestore(t *testing.T) {
 			if err := c.Pause(ctx); err != nil {
 				t.Fatal(err)
 			}
-			snap, mem := filepath.Join(src.dir, "vm.snap"), filepath.Join(src.dir, "vm.mem")
+			snap, mem := filepath.Join(src.Dir, "vm.snap"), filepath.Join(src.Dir, "vm.mem")
 			if err := c.CreateSnapshot(ctx, fcapi.SnapshotCreate{SnapshotPath: snap, MemFilePath: mem}); err != nil {
 				t.Fatal(err)
 			}
-			src.kill()
+			src.Kill()
 
 			dst := spawn(t, bin, tg.fakefc)
 			d := dst.client(t, nil)
@@ -336,7 +273,7 @@ func TestIntegrationSnapshotRestore(t *testing.T) {
 				ResumeVM:        true,
 			})
 			if err != nil {
-				t.Fatalf("%v\nstderr: %s", err, dst.stderr.String())
+				t.Fatalf("%v\nstderr: %s", err, dst.Stderr.String())
 			}
 			info, err := d.GetInstanceInfo(ctx)
 			if err != nil || info.State != fcapi.StateRunning {
@@ -393,14 +330,14 @@ func TestIntegrationErrors(t *testing.T) {
 				if _, err := c.Version(ctx); err != nil {
 					t.Fatal(err)
 				}
-				m.kill()
+				m.Kill()
 				err := c.Pause(ctx)
 				only(t, err, fcapi.ErrUnavailable)
 			})
 			t.Run("400", func(t *testing.T) {
 				m := spawn(t, bin, tg.fakefc)
 				c := m.client(t, nil)
-				err := c.PutDrive(ctx, fcapi.Drive{DriveID: "rootfs", PathOnHost: filepath.Join(m.dir, "missing.img"), IsRootDevice: true})
+				err := c.PutDrive(ctx, fcapi.Drive{DriveID: "rootfs", PathOnHost: filepath.Join(m.Dir, "missing.img"), IsRootDevice: true})
 				only(t, err, fcapi.ErrBadRequest)
 				var apiErr *fcapi.APIError
 				if !errors.As(err, &apiErr) || apiErr.Path != "/drives/rootfs" || apiErr.FaultMessage == "" {

@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/kindling-vm/kindling/sandbox"
 )
 
 const killLong = `Kill sandboxes' VMMs at once with SIGKILL, without asking the guest to shut
@@ -20,15 +23,23 @@ func newKillCommand(a *app) *cobra.Command {
 		Example: killExample,
 		Args:    someArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rt, err := a.runtime()
-			if err != nil {
-				return err
-			}
-			return eachID(args, func(id string) error {
-				ctx, cancel := context.WithTimeout(cmd.Context(), defaultStopTimeout)
-				defer cancel()
+			return a.eachSandbox(cmd.Context(), args, defaultStopTimeout, func(ctx context.Context, rt *sandbox.Runtime, id string) error {
 				return rt.Kill(ctx, id)
 			})
 		},
 	}
+}
+
+// eachSandbox opens the runtime and runs fn for every ID in args as eachID
+// does, each within its own timeout.
+func (a *app) eachSandbox(parent context.Context, args []string, timeout time.Duration, fn func(ctx context.Context, rt *sandbox.Runtime, id string) error) error {
+	rt, err := a.runtime()
+	if err != nil {
+		return err
+	}
+	return eachID(args, func(id string) error {
+		ctx, cancel := context.WithTimeout(parent, timeout)
+		defer cancel()
+		return fn(ctx, rt, id)
+	})
 }

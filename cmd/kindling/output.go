@@ -25,6 +25,53 @@ func newTable(w io.Writer) *tabwriter.Writer {
 	return tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
 }
 
+// writeTable prints a human table: the tab-separated header, then the
+// lines that rows writes.
+func writeTable(w io.Writer, header string, rows func(tw io.Writer)) error {
+	tw := newTable(w)
+	fmt.Fprintln(tw, header)
+	rows(tw)
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write table: %w", err)
+	}
+	return nil
+}
+
+// listFlags are the -q and --json flags of a listing command.
+type listFlags struct {
+	quiet  bool // print only the keys
+	asJSON bool
+}
+
+// register adds -q, whose usage is quietUsage, and --json to cmd.
+func (f *listFlags) register(cmd *cobra.Command, quietUsage string) {
+	cmd.Flags().BoolVarP(&f.quiet, "quiet", "q", false, quietUsage)
+	addJSONFlag(cmd, &f.asJSON)
+}
+
+// check refuses -q with --json.
+func (f listFlags) check(cmd *cobra.Command) error {
+	if f.quiet && f.asJSON {
+		return usageErrorf(cmd.CommandPath(), "-q and --json do not go together: pick one")
+	}
+	return nil
+}
+
+// writeList prints list as f asks: as JSON with --json, one key a line
+// with -q, else with table.
+func writeList[T any](w io.Writer, f listFlags, list []T, key func(T) string, table func() error) error {
+	switch {
+	case f.asJSON:
+		return writeJSON(w, list)
+	case f.quiet:
+		for _, x := range list {
+			fmt.Fprintln(w, key(x))
+		}
+		return nil
+	}
+	return table()
+}
+
 // addJSONFlag adds --json to cmd.
 func addJSONFlag(cmd *cobra.Command, p *bool) {
 	cmd.Flags().BoolVar(p, "json", false, "print JSON instead of text")
@@ -49,6 +96,18 @@ func ago(now, t time.Time) string {
 	default:
 		return fmt.Sprintf("%dd ago", int(d/(24*time.Hour)))
 	}
+}
+
+// machineSize renders the vCPU count and memory size of a machine, with
+// the runtime's defaults for those left out (0).
+func machineSize(cpus, memMiB int) (int, string) {
+	if cpus == 0 {
+		cpus = defaultCPUs
+	}
+	if memMiB == 0 {
+		memMiB = defaultMemoryMiB
+	}
+	return cpus, mib(memMiB)
 }
 
 // mib renders a memory size in MiB.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"strconv"
 	"time"
 
@@ -29,7 +30,7 @@ const (
 )
 
 func newPsCommand(a *app) *cobra.Command {
-	var quiet, asJSON bool
+	var lf listFlags
 	cmd := &cobra.Command{
 		Use:     "ps [flags]",
 		Aliases: []string{"ls"},
@@ -38,8 +39,8 @@ func newPsCommand(a *app) *cobra.Command {
 		Example: psExample,
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if quiet && asJSON {
-				return usageErrorf(cmd.CommandPath(), "-q and --json do not go together: pick one")
+			if err := lf.check(cmd); err != nil {
+				return err
 			}
 			rt, err := a.runtime()
 			if err != nil {
@@ -49,44 +50,25 @@ func newPsCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			switch {
-			case asJSON:
-				return writeJSON(a.stdout, infos)
-			case quiet:
-				for _, in := range infos {
-					fmt.Fprintln(a.stdout, in.ID)
-				}
-				return nil
-			}
-			return writePsTable(a, infos, time.Now())
+			id := func(in sandbox.Info) string { return in.ID }
+			return writeList(a.stdout, lf, infos, id, func() error { return writePsTable(a, infos, time.Now()) })
 		},
 	}
-	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only the IDs")
-	addJSONFlag(cmd, &asJSON)
+	lf.register(cmd, "print only the IDs")
 	return cmd
 }
 
 func writePsTable(a *app, infos []sandbox.Info, now time.Time) error {
-	tw := newTable(a.stdout)
-	fmt.Fprintln(tw, "ID\tSTATUS\tPID\tCPUS\tMEMORY\tCREATED")
-	for _, in := range infos {
-		pid := "-"
-		if in.PID > 0 {
-			pid = strconv.Itoa(in.PID)
+	return writeTable(a.stdout, "ID\tSTATUS\tPID\tCPUS\tMEMORY\tCREATED", func(tw io.Writer) {
+		for _, in := range infos {
+			pid := "-"
+			if in.PID > 0 {
+				pid = strconv.Itoa(in.PID)
+			}
+			cpus, mem := machineSize(in.Spec.VCPUs, in.Spec.MemoryMiB)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", in.ID, status(in), pid, cpus, mem, ago(now, in.CreatedAt))
 		}
-		cpus, mem := in.Spec.VCPUs, in.Spec.MemoryMiB
-		if cpus == 0 {
-			cpus = defaultCPUs
-		}
-		if mem == 0 {
-			mem = defaultMemoryMiB
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", in.ID, status(in), pid, cpus, mib(mem), ago(now, in.CreatedAt))
-	}
-	if err := tw.Flush(); err != nil {
-		return fmt.Errorf("write table: %w", err)
-	}
-	return nil
+	})
 }
 
 // status renders a sandbox's status, with the exit code of an exited one.

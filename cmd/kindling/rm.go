@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/spf13/cobra"
+
+	"github.com/kindling-vm/kindling/sandbox"
 )
 
 const rmLong = `Remove sandboxes and everything they own: their directory (state, logs,
@@ -23,13 +25,7 @@ func newRmCommand(a *app) *cobra.Command {
 		Example: rmExample,
 		Args:    someArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rt, err := a.runtime()
-			if err != nil {
-				return err
-			}
-			return eachID(args, func(id string) error {
-				ctx, cancel := context.WithTimeout(cmd.Context(), defaultStopTimeout)
-				defer cancel()
+			return a.eachSandbox(cmd.Context(), args, defaultStopTimeout, func(ctx context.Context, rt *sandbox.Runtime, id string) error {
 				return rt.Remove(ctx, id, force)
 			})
 		},

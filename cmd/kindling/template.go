@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 	"time"
@@ -113,7 +114,7 @@ const templateLsExample = `  kindling template ls
   kindling template ls --json`
 
 func newTemplateLsCommand(a *app) *cobra.Command {
-	var quiet, asJSON bool
+	var lf listFlags
 	cmd := &cobra.Command{
 		Use:     "ls [flags]",
 		Aliases: []string{"list"},
@@ -122,8 +123,8 @@ func newTemplateLsCommand(a *app) *cobra.Command {
 		Example: templateLsExample,
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if quiet && asJSON {
-				return usageErrorf(cmd.CommandPath(), "-q and --json do not go together: pick one")
+			if err := lf.check(cmd); err != nil {
+				return err
 			}
 			rt, err := a.runtime()
 			if err != nil {
@@ -133,37 +134,24 @@ func newTemplateLsCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			switch {
-			case asJSON:
-				if list == nil {
-					list = []sandbox.Template{}
-				}
-				return writeJSON(a.stdout, list)
-			case quiet:
-				for _, t := range list {
-					fmt.Fprintln(a.stdout, t.Name)
-				}
-				return nil
+			if list == nil {
+				list = []sandbox.Template{} // --json prints [], not null
 			}
-			tw := newTable(a.stdout)
-			fmt.Fprintln(tw, "NAME\tFIRECRACKER\tCPUS\tMEMORY\tCLONES\tFROM\tCREATED")
-			now := time.Now()
-			for _, t := range list {
-				cpus, mem := t.VCPUs, t.MemoryMiB
-				if cpus == 0 {
-					cpus = defaultCPUs
-				}
-				if mem == 0 {
-					mem = defaultMemoryMiB
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\n", t.Name, t.Firecracker, cpus, mib(mem), len(t.Clones), t.From, ago(now, t.CreatedAt))
-			}
-			return tw.Flush()
+			name := func(t sandbox.Template) string { return t.Name }
+			return writeList(a.stdout, lf, list, name, func() error { return writeTemplateTable(a.stdout, list, time.Now()) })
 		},
 	}
-	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only the names")
-	addJSONFlag(cmd, &asJSON)
+	lf.register(cmd, "print only the names")
 	return cmd
+}
+
+func writeTemplateTable(w io.Writer, list []sandbox.Template, now time.Time) error {
+	return writeTable(w, "NAME\tFIRECRACKER\tCPUS\tMEMORY\tCLONES\tFROM\tCREATED", func(tw io.Writer) {
+		for _, t := range list {
+			cpus, mem := machineSize(t.VCPUs, t.MemoryMiB)
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\n", t.Name, t.Firecracker, cpus, mem, len(t.Clones), t.From, ago(now, t.CreatedAt))
+		}
+	})
 }
 
 const templateInspectLong = `Print templates' manifests as JSON: the Firecracker release and snapshot

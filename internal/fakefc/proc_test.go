@@ -1,7 +1,6 @@
 package fakefc_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,35 +22,30 @@ import (
 
 func TestMain(m *testing.M) { testutil.Main(m) }
 
-// syncBuffer is a bytes.Buffer safe for the exec copier and the test.
-type syncBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // proc is one fake (or real) Firecracker process under test.
 type proc struct {
-	t      testing.TB
+	t   testing.TB
+	vmm *testutil.VMM
+	// cmd, dir, sock, stdout and stderr are vmm's, named short for the
+	// tests.
 	cmd    *exec.Cmd
 	dir    string
 	sock   string
-	stdout *syncBuffer
-	stderr *syncBuffer
-	done   chan struct{} // closed once Wait returned
-	state  *os.ProcessState
+	stdout *testutil.SyncBuffer
+	stderr *testutil.SyncBuffer
+	state  procState // how the process ended, for messages
 	client *http.Client
+}
+
+// procState prints how a process ended, as %v prints *os.ProcessState:
+// "<nil>" while it runs.
+type procState struct{ vmm *testutil.VMM }
+
+func (s procState) String() string {
+	if !s.vmm.Exited() {
+		return "<nil>"
+	}
+	return s.vmm.State().String()
 }
 
 // spawnOpts say how to spawn a process.
@@ -71,89 +64,40 @@ func spawn(t testing.TB, o spawnOpts) *proc {
 	if o.bin == "" {
 		o.bin = testutil.FakeFirecracker(t)
 	}
-	if o.dir == "" {
-		o.dir = testutil.ShortTempDir(t)
-	}
-	p := &proc{t: t, dir: o.dir, sock: filepath.Join(o.dir, "api.sock"), stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
-	args := append([]string{"--api-sock", p.sock, "--id", "test-vm"}, o.args...)
-	p.cmd = exec.Command(o.bin, args...)
-	p.cmd.Env = append(os.Environ(), fakefc.EnvSettings+"="+o.settings)
-	p.cmd.Dir = o.dir // relative paths in requests (vsock sockets) land here
-	p.cmd.Stdout = p.stdout
-	p.cmd.Stderr = p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", o.bin, err)
-	}
-	go func() {
-		_ = p.cmd.Wait()
-		p.state = p.cmd.ProcessState
-		close(p.done)
-	}()
+	v := testutil.StartVMM(t, testutil.VMMConfig{
+		Path:   o.bin,
+		Args:   append([]string{"--id", "test-vm"}, o.args...),
+		Env:    []string{fakefc.EnvSettings + "=" + o.settings},
+		Dir:    o.dir,
+		NoWait: o.noWait,
+	})
+	p := &proc{t: t, vmm: v, cmd: v.Cmd, dir: v.Dir, sock: v.Sock, stdout: v.Stdout, stderr: v.Stderr, state: procState{v}}
 	p.client = &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", p.sock)
 		},
 	}, Timeout: 10 * time.Second}
-	t.Cleanup(func() {
-		p.client.CloseIdleConnections()
-		p.kill()
-		os.Remove(p.sock)
-	})
-	if !o.noWait {
-		p.waitSocket()
-	}
+	t.Cleanup(p.client.CloseIdleConnections)
 	return p
 }
 
 // kill sends SIGKILL (if the process still runs) and reaps it.
-func (p *proc) kill() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
-}
+func (p *proc) kill() { p.vmm.Kill() }
 
 // exited reports whether the process has ended.
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// waitSocket waits until the API socket accepts connections.
-func (p *proc) waitSocket() {
-	p.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if c, err := net.Dial("unix", p.sock); err == nil {
-			c.Close()
-			return
-		}
-		if p.exited() {
-			p.t.Fatalf("process exited before serving its API: %v\nstderr: %s\nstdout: %s", p.state, p.stderr, p.stdout)
-		}
-		time.Sleep(time.Millisecond)
-	}
-	p.t.Fatalf("API socket %s not ready after 10s", p.sock)
-}
+func (p *proc) exited() bool { return p.vmm.Exited() }
 
 // waitExit waits for the process to end and returns its exit code (-1 when
 // killed by a signal) and the signal, if any.
 func (p *proc) waitExit(timeout time.Duration) (int, syscall.Signal) {
 	p.t.Helper()
 	select {
-	case <-p.done:
+	case <-p.vmm.Done():
 	case <-time.After(timeout):
 		p.t.Fatalf("process still running after %v", timeout)
 	}
-	ws, _ := p.state.Sys().(syscall.WaitStatus)
+	ws, _ := p.vmm.State().Sys().(syscall.WaitStatus)
 	if ws.Signaled() {
 		return -1, ws.Signal()
 	}
@@ -164,7 +108,7 @@ func (p *proc) waitExit(timeout time.Duration) (int, syscall.Signal) {
 func (p *proc) stillRunning(d time.Duration) {
 	p.t.Helper()
 	select {
-	case <-p.done:
+	case <-p.vmm.Done():
 		p.t.Fatalf("process exited (%v), want it running\nstderr: %s", p.state, p.stderr)
 	case <-time.After(d):
 	}
@@ -250,7 +194,7 @@ func (p *proc) waitStderr(s string) {
 }
 
 // waitFor waits until b contains s: the copy from the child's pipe may lag.
-func waitFor(t testing.TB, what string, b *syncBuffer, s string) {
+func waitFor(t testing.TB, what string, b *testutil.SyncBuffer, s string) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for !strings.Contains(b.String(), s) {

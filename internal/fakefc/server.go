@@ -35,6 +35,7 @@ const (
 	msgAfterStart  = "The requested operation is not supported after starting the microVM."
 	msgBeforeStart = "The requested operation is not supported before starting the microVM."
 	msgDeserialize = "An error occurred when deserializing the json body of a request: "
+	msgIDMismatch  = "The id from the path does not match the id from the body!"
 )
 
 // apiError is an error answer: a status and Firecracker's fault_message.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"strings"
 	"sync"
@@ -159,58 +160,46 @@ func checkMachine(o object) error {
 }
 
 func (fc *server) putMachineConfig(r *request) (reply, error) {
-	m := fc.vm
-	o, err := decodeBody(r.body, machineConfigSchema, m.version, false)
-	if err != nil {
-		return reply{}, err
-	}
-	if err := checkMachine(o); err != nil {
-		return reply{}, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.machine = o
-	m.configured = true
-	return reply{}, nil
+	return fc.setMachineConfig(r, false)
 }
 
 func (fc *server) patchMachineConfig(r *request) (reply, error) {
-	m := fc.vm
-	o, err := decodeBody(r.body, machineConfigSchema, m.version, true)
+	return fc.setMachineConfig(r, true)
+}
+
+// setMachineConfig answers PUT /machine-config, which replaces the machine
+// configuration, and PATCH (partial), which changes the fields it gives.
+func (fc *server) setMachineConfig(r *request, partial bool) (reply, error) {
+	o, err := decodeBody(r.body, machineConfigSchema, fc.vm.version, partial)
 	if err != nil {
 		return reply{}, err
 	}
-	if err := checkMachine(o); err != nil {
-		return reply{}, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for k, x := range o {
-		m.machine[k] = x
-	}
-	m.configured = true
-	return reply{}, nil
+	return fc.vm.change(o, configured(func(m *vm, o object) error {
+		if err := checkMachine(o); err != nil {
+			return err
+		}
+		if partial {
+			maps.Copy(m.machine, o)
+		} else {
+			m.machine = o
+		}
+		return nil
+	}))
 }
 
 func (fc *server) putBootSource(r *request) (reply, error) {
-	m := fc.vm
-	o, err := decodeBody(r.body, bootSourceSchema, m.version, false)
-	if err != nil {
-		return reply{}, err
-	}
-	if err := canOpen(str(o, "kernel_image_path")); err != nil {
-		return reply{}, badRequest("Boot source error: The kernel file cannot be opened: %v", pathErr(err))
-	}
-	if p := str(o, "initrd_path"); p != "" {
-		if err := canOpen(p); err != nil {
-			return reply{}, badRequest("Boot source error: The initrd file cannot be opened due to invalid permissions or missing file: %v", pathErr(err))
+	return fc.configure(r, bootSourceSchema, func(m *vm, o object) error {
+		if err := canOpen(str(o, "kernel_image_path")); err != nil {
+			return badRequest("Boot source error: The kernel file cannot be opened: %v", pathErr(err))
 		}
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.boot = o
-	m.configured = true
-	return reply{}, nil
+		if p := str(o, "initrd_path"); p != "" {
+			if err := canOpen(p); err != nil {
+				return badRequest("Boot source error: The initrd file cannot be opened due to invalid permissions or missing file: %v", pathErr(err))
+			}
+		}
+		m.boot = o
+		return nil
+	})
 }
 
 // canOpen reports whether path can be opened for reading.
