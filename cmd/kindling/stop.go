@@ -41,13 +41,7 @@ func newStopCommand(a *app) *cobra.Command {
 			if cmd.Flags().Changed("grace") {
 				opts = append(opts, sandbox.StopGrace(grace))
 			}
-			rt, err := a.runtime()
-			if err != nil {
-				return err
-			}
-			return eachID(args, func(id string) error {
-				ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-				defer cancel()
+			return a.eachSandbox(cmd.Context(), args, timeout, func(ctx context.Context, rt *sandbox.Runtime, id string) error {
 				return rt.Stop(ctx, id, opts...)
 			})
 		},

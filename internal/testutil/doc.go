@@ -1,8 +1,10 @@
 // Package testutil holds helpers for kindling's tests: building and locating
 // the fake Firecracker, finding a real Firecracker or jailer (through
 // KINDLING_FIRECRACKER and KINDLING_JAILER, skipping without them or under
-// -short), short temporary directories for Unix sockets, test guest kernels,
-// and leak checks for child processes, file descriptors and goroutines.
+// -short), spawning a Firecracker-like process with its socket, log and
+// output captured (StartVMM), short temporary directories for Unix sockets,
+// test guest kernels, and leak checks for child processes, file descriptors
+// and goroutines.
 //
 // Every package's tests import it; a package using FakeFirecracker should
 // call Main from its TestMain so the fake's build directory is removed.
