@@ -396,24 +396,33 @@ func rawRestoreSetup(metric string) setupFunc {
 	}
 }
 
+// benchTemplate makes a template from a running test-guest sandbox (then
+// removed) and returns its name and a func that removes it.
+func benchTemplate(ctx context.Context, e *env) (string, func(), error) {
+	id, err := rtStart(ctx, e, e.halt)
+	if err != nil {
+		return "", nil, err
+	}
+	tmpl := e.newID("t")
+	_, err = e.rt.CreateTemplate(ctx, tmpl, id, sandbox.TemplateOptions{})
+	if err = errors.Join(err, e.sandboxDone(id)); err != nil {
+		return "", nil, err
+	}
+	return tmpl, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+		defer cancel()
+		e.rt.RemoveTemplate(ctx, tmpl, true)
+	}, nil
+}
+
 // cloneScenario times a clone from a template against the raw snapshot
 // load of the same run; the template is made once from a running sandbox.
 func cloneScenario() scenario {
 	clone := func(run func(ctx context.Context, e *env, tmpl, id string) error) setupFunc {
 		return func(ctx context.Context, e *env) (iterFunc, func(), error) {
-			id, err := rtStart(ctx, e, e.halt)
+			tmpl, drop, err := benchTemplate(ctx, e)
 			if err != nil {
 				return nil, nil, err
-			}
-			tmpl := e.newID("t")
-			_, err = e.rt.CreateTemplate(ctx, tmpl, id, sandbox.TemplateOptions{})
-			if err = errors.Join(err, e.sandboxDone(id)); err != nil {
-				return nil, nil, err
-			}
-			drop := func() {
-				ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-				defer cancel()
-				e.rt.RemoveTemplate(ctx, tmpl, true)
 			}
 			return func(ctx context.Context) (sample, error) {
 				nid := e.newID("k")
@@ -648,19 +657,9 @@ func fleetKey(kind string, k int) string { return fmt.Sprintf("fleet_%s_%d", kin
 func clonesAtOnce(k int) scenario {
 	return scenario{key: fmt.Sprintf("clones_%d", k), paths: map[string]setupFunc{
 		pathRuntime: func(ctx context.Context, e *env) (iterFunc, func(), error) {
-			id, err := rtStart(ctx, e, e.halt)
+			tmpl, drop, err := benchTemplate(ctx, e)
 			if err != nil {
 				return nil, nil, err
-			}
-			tmpl := e.newID("t")
-			_, err = e.rt.CreateTemplate(ctx, tmpl, id, sandbox.TemplateOptions{})
-			if err = errors.Join(err, e.sandboxDone(id)); err != nil {
-				return nil, nil, err
-			}
-			drop := func() {
-				ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-				defer cancel()
-				e.rt.RemoveTemplate(ctx, tmpl, true)
 			}
 			return func(ctx context.Context) (sample, error) {
 				ids := make([]string, k)
