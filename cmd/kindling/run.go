@@ -27,7 +27,8 @@ With --rm, the sandbox is removed once it has exited (also after Ctrl-C, and
 when it fails to start).
 
 With no --kernel, run boots the demo guest built into kindling, which prints
-a greeting and powers off. The sandbox flags are those of 'kindling create'.
+a greeting and powers off (with --demo idle it keeps running instead). The
+sandbox flags are those of 'kindling create'.
 
 With --template NAME, run starts a clone of a template instead of booting
 (see 'kindling template'); the template fixes the machine, so only --name,

@@ -41,7 +41,7 @@ func (f *specFlags) register(fs *pflag.FlagSet) {
 	f.hotplug = intValue{min: 0, what: "slot count"}
 	fs.StringVar(&f.name, "name", "", "sandbox `ID` (default: 12 random hex digits)")
 	fs.StringVar(&f.kernel, "kernel", "", "guest kernel `PATH` (default: the built-in demo guest)")
-	fs.StringVar(&f.demo, "demo", "", "what the built-in demo guest does after its greeting: `poweroff` (default) or idle (keeps running)")
+	fs.StringVar(&f.demo, "demo", "", "what the built-in demo guest does after its greeting: `MODE` is poweroff (default) or idle (keeps running)")
 	fs.StringVar(&f.initrd, "initrd", "", "initial ramdisk `PATH`")
 	fs.StringVar(&f.kernelArgs, "kernel-args", "", "kernel command line `ARGS`, merged over kindling's defaults")
 	fs.Var(&f.rootfs, "rootfs", "root drive `PATH[:ro|:rw]` (read-write unless :ro)")
