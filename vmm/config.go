@@ -40,6 +40,10 @@ type Config struct {
 	SMT bool
 	// CPUTemplate names a static CPU template (e.g. "T2"); empty for none.
 	CPUTemplate string
+	// TrackDirtyPages makes Firecracker track the guest pages written since
+	// the last snapshot, which diff snapshots need (releases before 1.13
+	// refuse a diff snapshot without it). It costs some guest performance.
+	TrackDirtyPages bool
 
 	// Drives are attached before boot, the Root one first, then the others
 	// in order. At most one is Root. IDs pool0, pool1 … are reserved for

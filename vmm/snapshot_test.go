@@ -194,37 +194,49 @@ func TestRestoreOverrideOldRelease(t *testing.T) {
 }
 
 // TestDiffSnapshot takes a full then a diff snapshot. Releases before 1.13
-// allow diff snapshots only with dirty page tracking, which Config does not
-// enable: they must refuse clearly.
+// allow diff snapshots only with dirty page tracking: without it they must
+// refuse clearly, with it (Config.TrackDirtyPages) every release takes one.
 func TestDiffSnapshot(t *testing.T) {
-	backends(t, "", func(t *testing.T, b backend) {
-		cfg := testConfig(t, b, "diff", guest.Halt)
-		m := startMachine(t, cfg)
-		ctx := context.Background()
-		if err := m.Pause(ctx); err != nil {
-			t.Fatal(err)
+	each := func(t *testing.T, b backend) {
+		for _, track := range []bool{false, true} {
+			t.Run(fmt.Sprintf("track=%v", track), func(t *testing.T) { testDiffSnapshot(t, b, track) })
 		}
-		if _, err := m.CreateSnapshot(ctx, SnapshotOptions{Dir: filepath.Join(cfg.RunDir, "full")}); err != nil {
-			t.Fatal(err)
-		}
-		snap, err := m.CreateSnapshot(ctx, SnapshotOptions{
-			SnapshotPath: filepath.Join(cfg.RunDir, "diff.state"),
-			MemPath:      filepath.Join(cfg.RunDir, "diff.mem"),
-			Diff:         true,
-		})
-		ver, _ := m.Version(ctx)
-		if err != nil {
-			if ver.AtLeast(fcapi.MustParseVersion("1.13.0")) || !errors.Is(err, fcapi.ErrBadRequest) {
-				t.Fatalf("diff snapshot on %s: %v", ver, err)
-			}
-			t.Logf("diff snapshot on %s: %v", ver, err)
-			return
-		}
-		if !snap.Diff || snap.MemPath != filepath.Join(cfg.RunDir, "diff.mem") {
-			t.Errorf("snapshot %+v", snap)
-		}
-		assertInstanceState(t, m, fcapi.StatePaused) // no PauseAround: stays paused
+	}
+	backends(t, "", each)
+	t.Run("fake-1.7.0", func(t *testing.T) {
+		testutil.CheckLeaks(t)
+		each(t, backend{name: "fake", path: testutil.FakeFirecracker(t), fakeSettings: `{"version":"1.7.0"}`})
 	})
+}
+
+func testDiffSnapshot(t *testing.T, b backend, track bool) {
+	cfg := testConfig(t, b, "diff", guest.Halt)
+	cfg.TrackDirtyPages = track
+	m := startMachine(t, cfg)
+	ctx := context.Background()
+	if err := m.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.CreateSnapshot(ctx, SnapshotOptions{Dir: filepath.Join(cfg.RunDir, "full")}); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := m.CreateSnapshot(ctx, SnapshotOptions{
+		SnapshotPath: filepath.Join(cfg.RunDir, "diff.state"),
+		MemPath:      filepath.Join(cfg.RunDir, "diff.mem"),
+		Diff:         true,
+	})
+	ver, _ := m.Version(ctx)
+	if err != nil {
+		if track || ver.AtLeast(fcapi.MustParseVersion("1.13.0")) || !errors.Is(err, fcapi.ErrBadRequest) {
+			t.Fatalf("diff snapshot on %s (dirty page tracking %v): %v", ver, track, err)
+		}
+		t.Logf("diff snapshot on %s: %v", ver, err)
+		return
+	}
+	if !snap.Diff || snap.MemPath != filepath.Join(cfg.RunDir, "diff.mem") {
+		t.Errorf("snapshot %+v", snap)
+	}
+	assertInstanceState(t, m, fcapi.StatePaused) // no PauseAround: stays paused
 }
 
 // TestSnapshotRelocateDrives snapshots a VM whose writable drive is

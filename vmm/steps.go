@@ -80,10 +80,11 @@ func (m *Machine) bootSteps() []step {
 func (m *Machine) stepMachineConfig(ctx context.Context, c *fcapi.Client) error {
 	cfg := m.apiConfig()
 	return c.PutMachineConfig(ctx, fcapi.MachineConfig{
-		VCPUCount:   cfg.VCPUs,
-		MemSizeMiB:  cfg.MemoryMiB,
-		SMT:         cfg.SMT,
-		CPUTemplate: fcapi.CPUTemplate(cfg.CPUTemplate),
+		VCPUCount:       cfg.VCPUs,
+		MemSizeMiB:      cfg.MemoryMiB,
+		SMT:             cfg.SMT,
+		CPUTemplate:     fcapi.CPUTemplate(cfg.CPUTemplate),
+		TrackDirtyPages: cfg.TrackDirtyPages,
 	})
 }
 

@@ -60,7 +60,7 @@ func (fc *server) createSnapshot(r *request) (reply, error) {
 	// From v1.13 a diff snapshot without dirty page tracking is allowed
 	// (Firecracker then over-approximates the dirty pages).
 	if typ == "Diff" && !flag(m.machine, "track_dirty_pages") && !m.version.AtLeast(v1_13) {
-		return reply{}, badRequest("Create snapshot error: Diff snapshots are not allowed on uVMs with dirty page tracking disabled.")
+		return reply{}, badRequest("The requested operation is not supported: Diff snapshots are not allowed on uVMs with dirty page tracking disabled.")
 	}
 	st := snapshotState{
 		Magic: snapshotMagic, Version: m.version.String(), Type: typ,
