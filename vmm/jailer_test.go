@@ -10,7 +10,7 @@ import (
 )
 
 func TestNewJailLayout(t *testing.T) {
-	c := Config{Firecracker: "/opt/fc/firecracker-v1.7.0", ID: "vm-1", MetricsPath: "/run/m",
+	c := Config{Firecracker: "/usr/local/bin/firecracker-v1.7.0", ID: "vm-1", MetricsPath: "/run/m",
 		Vsock:  &Vsock{CID: 3, Path: "/run/k/v.sock"},
 		Jailer: &JailerConfig{ChrootBase: "/srv/j", Cgroups: []string{"cpu.max=max"}, CgroupVersion: 2}}
 	got := newJailLayout(&c)
