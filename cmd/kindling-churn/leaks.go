@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	kunix "github.com/kindling-vm/kindling/internal/unix"
+
 	"github.com/kindling-vm/kindling/internal/netdev"
 )
 
@@ -228,28 +230,13 @@ type procStat struct {
 	start uint64
 }
 
-// readStat parses /proc/PID/stat. The comm field is in parentheses and may
-// hold spaces or parentheses itself, so fields are split after the last ')'.
+// readStat reads /proc/PID/stat.
 func readStat(pid int) (procStat, bool) {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	st, err := kunix.ReadStat(pid)
 	if err != nil {
 		return procStat{}, false
 	}
-	s := string(b)
-	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-	if open < 0 || end < open {
-		return procStat{}, false
-	}
-	f := strings.Fields(s[end+1:])
-	if len(f) < 20 || len(f[0]) != 1 {
-		return procStat{}, false
-	}
-	ppid, err1 := strconv.Atoi(f[1])
-	start, err2 := strconv.ParseUint(f[19], 10, 64)
-	if err1 != nil || err2 != nil {
-		return procStat{}, false
-	}
-	return procStat{comm: s[open+1 : end], state: f[0][0], ppid: ppid, start: start}, true
+	return procStat{comm: st.Comm, state: st.State, ppid: st.PPid, start: st.StartTime}, true
 }
 
 // zombies lists the host's zombie processes.

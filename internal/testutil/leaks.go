@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	kunix "github.com/kindling-vm/kindling/internal/unix"
 )
 
 // settleTimeout is how long CheckLeaks waits at cleanup for children to be
@@ -199,33 +201,13 @@ func readChild(pid int) (child, bool) {
 	return readChildOf(pid, os.Getpid())
 }
 
-// readChildOf parses /proc/PID/stat and returns the process if its parent is
-// ppid. The comm field is in parentheses and may itself hold spaces or
-// parentheses, so the fields are split after its last ')'.
+// readChildOf returns process pid if its parent is ppid.
 func readChildOf(pid, ppid int) (child, bool) {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
+	st, err := kunix.ReadStat(pid)
+	if err != nil || st.PPid != ppid {
 		return child{}, false
 	}
-	s := string(b)
-	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-	if open < 0 || end < open {
-		return child{}, false
-	}
-	// Fields after comm: state(3) ppid(4) ... starttime(22).
-	f := strings.Fields(s[end+1:])
-	if len(f) < 20 {
-		return child{}, false
-	}
-	parent, err := strconv.Atoi(f[1])
-	if err != nil || parent != ppid {
-		return child{}, false
-	}
-	start, err := strconv.ParseUint(f[19], 10, 64)
-	if err != nil {
-		return child{}, false
-	}
-	return child{pid: pid, start: start, comm: s[open+1 : end], state: f[0]}, true
+	return child{pid: pid, start: st.StartTime, comm: st.Comm, state: string(st.State)}, true
 }
 
 // openFDs lists this process's open descriptors and their targets. The

@@ -1,7 +1,6 @@
 package unix
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"strconv"
@@ -20,12 +19,11 @@ func ProcessState(pid int) (byte, error) {
 	return parseState(b)
 }
 
-// parseState reads the state field, which follows the last ')' (comm may
-// itself hold parentheses and spaces).
+// parseState reads the state field, the first after the command name.
 func parseState(stat []byte) (byte, error) {
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 || i+2 >= len(stat) || stat[i+1] != ' ' {
+	_, fields, err := statFields(stat)
+	if err != nil || len(fields) == 0 || len(fields[0]) != 1 {
 		return 0, fmt.Errorf("parse /proc stat: no state field")
 	}
-	return stat[i+2], nil
+	return fields[0][0], nil
 }

@@ -1,6 +1,7 @@
 package unix
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"testing"
@@ -54,4 +55,21 @@ func TestProcessStateZombie(t *testing.T) {
 		}
 	}
 	t.Fatal("an exited, unreaped child never showed state Z")
+}
+
+func TestReadStat(t *testing.T) {
+	st, err := ReadStat(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	start, err := ProcessStartTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.PPid != os.Getppid() || st.StartTime != start || st.Comm == "" {
+		t.Fatalf("ReadStat(self) = %+v; want ppid %d, start time %d and a name", st, os.Getppid(), start)
+	}
+	if _, err := ReadStat(1 << 30); !errors.Is(err, ErrNoProcess) {
+		t.Fatalf("ReadStat of a missing pid: %v, want ErrNoProcess", err)
+	}
 }
