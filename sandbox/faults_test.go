@@ -59,27 +59,10 @@ type strayProc struct {
 // processesUnder lists the live processes (not this one, not zombies) that
 // name root in their command line, environment or working directory.
 func processesUnder(root string) []strayProc {
-	var out []strayProc
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		dir := filepath.Join("/proc", e.Name())
-		stat, err := os.ReadFile(filepath.Join(dir, "stat"))
-		if err != nil {
-			continue
-		}
-		if i := bytes.LastIndexByte(stat, ')'); i > 0 && len(stat) > i+2 && (stat[i+2] == 'Z' || stat[i+2] == 'X') {
-			continue
-		}
-		cmdline, _ := os.ReadFile(filepath.Join(dir, "cmdline"))
-		environ, _ := os.ReadFile(filepath.Join(dir, "environ"))
-		cwd, _ := os.Readlink(filepath.Join(dir, "cwd"))
-		if bytes.Contains(cmdline, []byte(root)) || bytes.Contains(environ, []byte(root)) || cwd == root || strings.HasPrefix(cwd, root+"/") {
-			out = append(out, strayProc{pid, fmt.Sprintf("pid %d %q (cwd %s)", pid, bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}), cwd)})
-		}
+	found, _ := kunix.ProcessesUsingDir(root)
+	out := make([]strayProc, 0, len(found))
+	for _, p := range found {
+		out = append(out, strayProc{p.PID, fmt.Sprintf("pid %d %q (cwd %s)", p.PID, strings.Join(p.Args, " "), p.Cwd)})
 	}
 	return out
 }

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	kunix "github.com/kindling-vm/kindling/internal/unix"
+
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/kindling-vm/kindling/internal/guest"
@@ -312,8 +314,8 @@ func leftovers(root string) []string {
 		}
 	}
 	for _, p := range processesUnder(root) {
-		left = append(left, fmt.Sprintf("process %d (%s)", p.pid, p.comm))
-		syscall.Kill(p.pid, syscall.SIGKILL)
+		left = append(left, fmt.Sprintf("process %d (%s)", p.PID, strings.Join(p.Args, " ")))
+		syscall.Kill(p.PID, syscall.SIGKILL)
 	}
 	ents, _ := os.ReadDir(root)
 	for _, e := range ents {
@@ -344,28 +346,9 @@ func removeHostNet(tag string) {
 	}
 }
 
-type proc struct {
-	pid  int
-	comm string
-}
-
-// processesUnder lists the processes whose working directory is under
-// root or whose command line names a path under it.
-func processesUnder(root string) []proc {
-	var ps []proc
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		dir := filepath.Join("/proc", e.Name())
-		cwd, _ := os.Readlink(filepath.Join(dir, "cwd"))
-		cmdline, _ := os.ReadFile(filepath.Join(dir, "cmdline"))
-		if cwd == root || strings.HasPrefix(cwd, root+"/") || strings.Contains(string(cmdline), root+"/") {
-			comm, _ := os.ReadFile(filepath.Join(dir, "comm"))
-			ps = append(ps, proc{pid: pid, comm: strings.TrimSpace(string(comm))})
-		}
-	}
+// processesUnder lists the processes whose working directory, command
+// line or environment names root or a path under it.
+func processesUnder(root string) []kunix.Proc {
+	ps, _ := kunix.ProcessesUsingDir(root)
 	return ps
 }

@@ -16,9 +16,11 @@ type Proc struct {
 	Args      []string
 }
 
-// ProcessesUsingDir returns the processes whose working directory is dir or
-// whose command line names a path inside dir. It finds what a directory's
-// owner started when the record of those processes is lost.
+// ProcessesUsingDir returns the live processes (not this one) whose working
+// directory is dir or inside it, or whose command line or environment names
+// a path inside dir. It finds what a directory's owner started when the
+// record of those processes is lost. Zombies are left out: their working
+// directory and command line are gone.
 func ProcessesUsingDir(dir string) ([]Proc, error) {
 	dir = filepath.Clean(dir)
 	ents, err := os.ReadDir("/proc")
@@ -49,12 +51,22 @@ func usesDir(pid int, dir string) (Proc, bool) {
 	if err != nil {
 		return Proc{}, false
 	}
-	found := p.Cwd == dir
+	inside := func(path string) bool { return path == dir || strings.HasPrefix(path, dir+"/") }
+	found := inside(p.Cwd)
 	for _, arg := range bytes.Split(bytes.TrimSuffix(cmdline, []byte{0}), []byte{0}) {
 		a := string(arg)
 		p.Args = append(p.Args, a)
 		if strings.HasPrefix(a, dir+"/") {
 			found = true
+		}
+	}
+	if !found {
+		environ, _ := os.ReadFile(base + "/environ")
+		for _, kv := range bytes.Split(environ, []byte{0}) {
+			if _, v, ok := strings.Cut(string(kv), "="); ok && inside(v) {
+				found = true
+				break
+			}
 		}
 	}
 	if !found {

@@ -1,6 +1,7 @@
 package unix
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -36,5 +37,34 @@ func TestProcessesUsingDir(t *testing.T) {
 	}
 	if slices.Contains(pids, elsewhere.Process.Pid) {
 		t.Errorf("ProcessesUsingDir(%s) = %v holds %d, which uses another directory", dir, pids, elsewhere.Process.Pid)
+	}
+}
+
+func TestProcessesUsingDirByEnvAndSubdir(t *testing.T) {
+	dir := t.TempDir()
+	sub := filepath.Join(dir, "sandbox")
+	if err := os.Mkdir(sub, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	inSub := exec.Command("sleep", "30")
+	inSub.Dir = sub
+	byEnv := exec.Command("sleep", "30")
+	byEnv.Env = append(os.Environ(), "SOME_ROOT="+dir)
+	for _, c := range []*exec.Cmd{inSub, byEnv} {
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Process.Kill(); c.Wait() })
+	}
+	procs, err := ProcessesUsingDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, p := range procs {
+		pids = append(pids, p.PID)
+	}
+	if !slices.Contains(pids, inSub.Process.Pid) || !slices.Contains(pids, byEnv.Process.Pid) {
+		t.Errorf("ProcessesUsingDir(%s) = %v; want %d (cwd below it) and %d (environment)", dir, pids, inSub.Process.Pid, byEnv.Process.Pid)
 	}
 }
