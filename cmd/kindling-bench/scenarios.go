@@ -155,16 +155,7 @@ func scenarios(conc []int) []scenario {
 			}),
 			pathLib: each(func(ctx context.Context, e *env) (sample, error) {
 				// The test guest cannot react to Ctrl-Alt-Del: skip the grace.
-				m, err := libStart(ctx, e, e.halt, true, vmm.WithStopGrace(0))
-				if err != nil {
-					return nil, err
-				}
-				defer e.libDone(m)
-				t0 := time.Now()
-				if err := m.Stop(ctx); err != nil {
-					return nil, err
-				}
-				return sample{"stop": seconds(time.Since(t0))}, nil
+				return libStop(ctx, e, "stop", e.halt, false, vmm.WithStopGrace(0))
 			}),
 			pathRuntime: each(func(ctx context.Context, e *env) (sample, error) {
 				return sandboxStop(ctx, e, e.halt, false, func(ctx context.Context, id string) error { return e.rt.Stop(ctx, id) })
@@ -190,19 +181,7 @@ func scenarios(conc []int) []scenario {
 				return sample{"stop_exited": seconds(time.Since(t0))}, nil
 			}),
 			pathLib: each(func(ctx context.Context, e *env) (sample, error) {
-				m, err := libStart(ctx, e, e.poweroff, true)
-				if err != nil {
-					return nil, err
-				}
-				defer e.libDone(m)
-				if _, err := m.Wait(ctx); err != nil {
-					return nil, err
-				}
-				t0 := time.Now()
-				if err := m.Stop(ctx); err != nil {
-					return nil, err
-				}
-				return sample{"stop_exited": seconds(time.Since(t0))}, nil
+				return libStop(ctx, e, "stop_exited", e.poweroff, true)
 			}),
 			pathRuntime: each(func(ctx context.Context, e *env) (sample, error) {
 				return sandboxStop(ctx, e, e.poweroff, true, func(ctx context.Context, id string) error { return e.rt.Stop(ctx, id) })
@@ -394,6 +373,26 @@ func rawRestoreSetup(metric string) setupFunc {
 			return sample{metric: seconds(d)}, nil
 		}, func() { os.RemoveAll(src) }, nil
 	}
+}
+
+// libStop starts a VM through the library and times its Stop as metric;
+// with exited, only once the guest has powered off and Firecracker exited.
+func libStop(ctx context.Context, e *env, metric, kernel string, exited bool, opts ...vmm.Option) (sample, error) {
+	m, err := libStart(ctx, e, kernel, true, opts...)
+	if err != nil {
+		return nil, err
+	}
+	defer e.libDone(m)
+	if exited {
+		if _, err := m.Wait(ctx); err != nil {
+			return nil, err
+		}
+	}
+	t0 := time.Now()
+	if err := m.Stop(ctx); err != nil {
+		return nil, err
+	}
+	return sample{metric: seconds(time.Since(t0))}, nil
 }
 
 // benchTemplate makes a template from a running test-guest sandbox (then
