@@ -83,6 +83,12 @@ func (r *Runtime) Start(ctx context.Context, id string) (_ Info, err error) {
 	l.Unlock() // the monitor records the running VMM under the lock
 
 	if err := mon.awaitReport(ctx, report); err != nil {
+		// The monitor has recorded the failure and is exiting: a failed
+		// Start leaves no process behind.
+		select {
+		case <-mon.done:
+		case <-time.After(monitorExitWait):
+		}
 		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
 	}
 	in, err := r.Inspect(context.WithoutCancel(ctx), id)
@@ -290,7 +296,7 @@ func (r *Runtime) end(ctx context.Context, id, op, spanName string, how func(*vm
 	case Starting:
 		// Abort the start: the monitor cleans up and reports.
 		if rec.Monitor != nil {
-			kunix.Kill(rec.Monitor.PID, syscall.SIGTERM)
+			signalRef(*rec.Monitor, syscall.SIGTERM)
 		}
 	default:
 		grace := vmm.DefaultStopGrace
@@ -431,6 +437,19 @@ func removeSockets(dir string) {
 	}
 }
 
+// signalRef sends sig to p through a pidfd, once p's start time shows it is
+// the process recorded and not a recycled PID.
+func signalRef(p procRef, sig syscall.Signal) {
+	fd, err := kunix.OpenPidfd(p.PID)
+	if err != nil {
+		return
+	}
+	defer fd.Close()
+	if st, err := kunix.ProcessStartTime(p.PID); err == nil && st == p.StartTime {
+		fd.Signal(sig)
+	}
+}
+
 // waitGone waits until p has exited (or ctx ends). p is not our child, so
 // it is watched through a pidfd.
 func waitGone(ctx context.Context, p procRef) error {
@@ -471,6 +490,7 @@ func (r *Runtime) Remove(ctx context.Context, id string, force bool) (err error)
 	} else if err != nil {
 		return r.loadError(id, err)
 	}
+	awaitMonitorExit(ctx, &rec)
 	if st := r.reconcile(ctx, &rec); st != Created && st != Exited {
 		if !force {
 			return fmt.Errorf("remove sandbox %q: it is %s: stop it first, or use --force: %w", id, st, ErrInvalidState)

@@ -200,7 +200,8 @@ func (mon *monitor) finish(status *vmm.ExitStatus, startErr error) {
 	default:
 		exit.Error = "exit status unknown"
 	}
-	rec.Status, rec.Exit, rec.Monitor = Exited, exit, nil
+	// rec.Monitor stays: Wait and gc wait on it until this process is gone.
+	rec.Status, rec.Exit = Exited, exit
 	if err := releaseTaps(ctx, &rec); err != nil {
 		mon.log.Error("release taps", "err", err)
 	}

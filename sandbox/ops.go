@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/kindling-vm/kindling/internal/store"
 	"github.com/kindling-vm/kindling/vmm"
@@ -101,6 +102,22 @@ func (r *Runtime) DetachDrive(ctx context.Context, id, slot string) error {
 	})
 }
 
+// monitorExitWait bounds how long a removal waits for a monitor that has
+// recorded its VMM's exit to exit itself.
+const monitorExitWait = 5 * time.Second
+
+// awaitMonitorExit waits (briefly) for the monitor of an exited sandbox:
+// once it has recorded the exit it only has to return, and removing the
+// sandbox before then would leave its process behind.
+func awaitMonitorExit(ctx context.Context, rec *record) {
+	if rec.Status != Exited || rec.Monitor == nil {
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, monitorExitWait)
+	defer cancel()
+	waitGone(wctx, *rec.Monitor)
+}
+
 // GC removes every sandbox whose VMM is gone (exited, or never started by
 // a create that crashed) and releases what they held: taps, sockets and
 // files. Created sandboxes that were never started are kept. A sandbox
@@ -122,6 +139,12 @@ func (r *Runtime) GC(ctx context.Context) (_ []string, err error) {
 	for _, e := range entries {
 		if e.Incomplete {
 			continue
+		}
+		// A monitor that has recorded its VMM's exit is about to exit
+		// itself: let it, so that removing the sandbox leaves no process.
+		var seen record
+		if r.st.Load(e.ID, &seen) == nil {
+			awaitMonitorExit(ctx, &seen)
 		}
 		l, err := r.st.TryLock(e.ID)
 		if err != nil {
