@@ -1,0 +1,41 @@
+// Package errdefs holds the one set of sentinel errors every kindling
+// package wraps: a caller matches a failure's kind with errors.Is against
+// these values (or the same values re-exported by a public package, such as
+// sandbox.ErrNotFound), whichever layer produced it.
+//
+// The messages state facts ("not found"); the hint a person needs ("see
+// 'kindling ps'") is added by the CLI, never by a library. Public packages
+// re-export the sentinels they return as the same values, the way
+// cilium/ebpf re-exports ErrNotSupported from its internal package, so
+// errors.Is works across package boundaries.
+//
+// It is imported by every layer (fcapi, vmm, sandbox, template, image,
+// agent, network, the CLI and the server) and imports nothing of kindling.
+package errdefs
+
+import "errors"
+
+// The kinds of failure. Each is wrapped with %w by the code that detects it,
+// so its text follows what was being done: `sandbox "web": already exists`.
+var (
+	// ErrNotFound: the named thing (sandbox, template, image, file,
+	// process) does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrExists: something with that name already exists.
+	ErrExists = errors.New("already exists")
+	// ErrNotSupported: the running release, platform or configuration
+	// cannot do this; typed errors carrying the reason match it.
+	ErrNotSupported = errors.New("not supported")
+	// ErrInvalid: the caller's input is wrong (a spec, a flag value, a
+	// request body); nothing was changed.
+	ErrInvalid = errors.New("invalid argument")
+	// ErrConflict: the thing is busy or in a state that does not allow the
+	// operation (locked by another command, paused, running, in use).
+	ErrConflict = errors.New("conflict")
+	// ErrUnavailable: a process or service that must answer does not (a
+	// VMM's API, the guest agent, a server).
+	ErrUnavailable = errors.New("unavailable")
+	// ErrCorrupt: stored data cannot be read back (a state file, a
+	// manifest, a checksum that does not match).
+	ErrCorrupt = errors.New("corrupt")
+)
