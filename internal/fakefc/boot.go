@@ -113,6 +113,7 @@ func (fc *server) bootSimulated() (bool, error) {
 	if !ok {
 		return false, nil
 	}
+	plan.sigstop = fc.settings.SimSIGSTOP
 	g, err := bootSim(plan, m.id, m.console, m.log, fc.simPowerOff)
 	if errors.Is(err, errNoInit) {
 		m.log.warn("fc_api", "Not a simulated guest: %v", err)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -39,6 +40,16 @@ type simPlan struct {
 	args     []string
 	cmdline  string // the command line the guest sees
 	hostname string
+	drives   []simDrive // the other drives
+	sigstop  bool       // pause with SIGSTOP even where a cgroup freezer works
+}
+
+// simDrive is a drive other than the root, shown in the guest as its
+// backing file bound at the device path a guest kernel would give it.
+type simDrive struct {
+	Path     string `json:"path"` // absolute path on the host
+	Dev      string `json:"dev"`  // e.g. /dev/vdb
+	ReadOnly bool   `json:"read_only"`
 }
 
 // simPlan reports whether the VM boots as a simulated guest (a vsock
@@ -58,8 +69,21 @@ func (m *vm) simPlan() (simPlan, bool) {
 	if root == nil || p == "" || !isExt4(p) {
 		return simPlan{}, false
 	}
+	var drives []simDrive
+	// The root drive is vda; the others follow in the order they were
+	// added, as Firecracker attaches them.
+	for _, d := range m.drives {
+		hp := str(d, "path_on_host")
+		if flag(d, "is_root_device") || hp == "" || len(drives) >= 25 {
+			continue
+		}
+		if abs, err := filepath.Abs(hp); err == nil {
+			hp = abs
+		}
+		drives = append(drives, simDrive{Path: hp, Dev: "/dev/vd" + string(rune('b'+len(drives))), ReadOnly: flag(d, "is_read_only")})
+	}
 	args := str(m.boot, "boot_args")
-	plan := simPlan{image: p, readOnly: flag(root, "is_read_only"), init: defaultInit, hostname: m.id}
+	plan := simPlan{image: p, readOnly: flag(root, "is_read_only"), init: defaultInit, hostname: m.id, drives: drives}
 	plan.cmdline = strings.TrimSpace(args + " " + simVsockParam)
 	kernel, initArgs, _ := strings.Cut(" "+args+" ", " -- ")
 	for _, f := range strings.Fields(kernel) {
@@ -142,7 +166,9 @@ func bootSim(plan simPlan, id string, console io.Writer, log *logger, onPowerOff
 	}
 	g.loop = loop
 	name := fmt.Sprintf("%s-%d", cgroupSafe(id), os.Getpid())
-	if cg, err := newSimCgroup(name); err != nil {
+	if plan.sigstop {
+		log.info("fc_api", "Simulated guest: pause will stop its processes with SIGSTOP, as FAKEFC asks.")
+	} else if cg, err := newSimCgroup(name); err != nil {
 		log.warn("fc_api", "Simulated guest: no cgroup freezer (%v); pause will stop its processes with SIGSTOP.", err)
 	} else {
 		g.cg = cg
@@ -194,7 +220,7 @@ func (g *simGuest) startInit(plan simPlan, console io.Writer) error {
 	cfg := stageConfig{
 		Loop: g.loop.path, ReadOnly: plan.readOnly, Hostname: plan.hostname, Cmdline: plan.cmdline,
 		Init: plan.init, Args: plan.args, Env: []string{"HOME=/", "TERM=linux"},
-		Scratch: os.TempDir(), VsockDir: simVsockDir,
+		Scratch: os.TempDir(), VsockDir: simVsockDir, Drives: plan.drives,
 	}
 	cfgR, cfgW, err := os.Pipe()
 	if err != nil {
@@ -317,8 +343,9 @@ func (g *simGuest) pause() error {
 			_ = g.cg.setFrozen(false, simTimeout)
 			return fmt.Errorf("freeze the simulated guest: %w", err)
 		}
-	} else {
-		signalNamespace(g.pid, syscall.SIGSTOP)
+	} else if err := signalNamespace(g.pid, syscall.SIGSTOP, simTimeout); err != nil {
+		_ = signalNamespace(g.pid, syscall.SIGCONT, simTimeout)
+		return fmt.Errorf("stop the simulated guest: %w", err)
 	}
 	g.paused = true
 	g.running = make(chan struct{})
@@ -337,7 +364,7 @@ func (g *simGuest) resume() error {
 			return fmt.Errorf("thaw the simulated guest: %w", err)
 		}
 	} else {
-		signalNamespace(g.pid, syscall.SIGCONT)
+		_ = signalNamespace(g.pid, syscall.SIGCONT, simTimeout)
 	}
 	g.paused = false
 	close(g.running)

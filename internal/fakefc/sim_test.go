@@ -3,10 +3,12 @@ package fakefc_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -285,7 +287,14 @@ func debugfsCat(t *testing.T, img, path string) string {
 func TestSimGuestBoot(t *testing.T) {
 	needRoot(t)
 	testutil.CheckLeaks(t)
-	v := bootSimVM(t, simOpts{bootArgs: simBootArgs + " ip=10.0.0.2::10.0.0.1:255.255.255.0:simhost::off"})
+	v := configureSim(t, simOpts{bootArgs: simBootArgs + " ip=10.0.0.2::10.0.0.1:255.255.255.0:simhost::off"})
+	// Two more drives, seen in the guest as files at /dev/vdb and /dev/vdc.
+	data := writeFile(t, t.TempDir(), "data.img", "data drive")
+	ro := writeFile(t, t.TempDir(), "ro.img", "read-only drive")
+	v.must(204, "PUT", "/drives/data", fmt.Sprintf(`{"drive_id":"data","path_on_host":%q,"is_root_device":false,"is_read_only":false}`, data))
+	v.must(204, "PUT", "/drives/ro", fmt.Sprintf(`{"drive_id":"ro","path_on_host":%q,"is_root_device":false,"is_read_only":true}`, ro))
+	v.must(204, "PUT", "/actions", `{"action_type":"InstanceStart"}`)
+	v.waitOutput("siminit: up")
 	fakePID, pid := v.cmd.Process.Pid, v.initPID(t)
 	if !strings.Contains(v.stdout.String(), "siminit: up boot=1 pid=1 host=simhost\n") {
 		t.Errorf("console: %q, want the init's line with pid 1 and host simhost", v.stdout)
@@ -346,6 +355,19 @@ func TestSimGuestBoot(t *testing.T) {
 		}
 	}
 
+	for _, c := range []struct{ cmd, want string }{
+		{"cat /dev/vdb", "data drive"},
+		{"cat /dev/vdc", "read-only drive"},
+		{"write /dev/vdb written by the guest", "ok\n"},
+		{"write /dev/vdc written by the guest", "error open /dev/vdc: read-only file system\n"},
+	} {
+		if a := v.ask(t, c.cmd); a != c.want {
+			t.Errorf("%s: %q, want %q", c.cmd, a, c.want)
+		}
+	}
+	if b, _ := os.ReadFile(data); string(b) != "written by the guest" {
+		t.Errorf("data drive after the guest wrote it: %q", b)
+	}
 	if a := v.ask(t, "write /etc/written hello from the guest"); a != "ok\n" {
 		t.Fatalf("write: %q", a)
 	}
@@ -363,9 +385,21 @@ func TestSimGuestBoot(t *testing.T) {
 
 func TestSimGuestPause(t *testing.T) {
 	needRoot(t)
+	for name, settings := range map[string]string{
+		"cgroup freezer": "",
+		"SIGSTOP":        settingsFor("1.14.2", `"sim_sigstop":true`),
+	} {
+		t.Run(name, func(t *testing.T) { testSimGuestPause(t, settings) })
+	}
+}
+
+func testSimGuestPause(t *testing.T, settings string) {
 	testutil.CheckLeaks(t)
-	v := bootSimVM(t, simOpts{})
+	v := bootSimVM(t, simOpts{settings: settings})
 	fakePID, pid := v.cmd.Process.Pid, v.initPID(t)
+	if settings == "" && len(simCgroups(fakePID)) == 0 {
+		t.Skipf("skipping: the fake found no usable cgroup v2 freezer on this host:\n%s", v.stdout)
+	}
 
 	// A connection made before the pause: the guest's echo answers at once.
 	c, r, _, err := connect(v.uds, simPort)
@@ -558,4 +592,97 @@ func TestSimGuestNotBooted(t *testing.T) {
 			t.Errorf("the image's /sbin/init ran though init= names another: %s", v.stdout)
 		}
 	})
+}
+
+func TestSimGuestRefusedWithoutRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		// Not root: the fake runs as this user, and must refuse.
+		v := configureSim(t, simOpts{})
+		checkRefused(t, v.do)
+		return
+	}
+	// As root, run the fake as nobody, with what it needs readable.
+	dir := testutil.ShortTempDir(t)
+	img := filepath.Join(dir, "rootfs.ext4")
+	b, err := os.ReadFile(simRootfs(t, true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kernel := filepath.Join(dir, "vmlinux")
+	for f, content := range map[string][]byte{img: b, kernel: []byte("kernel")} {
+		if err := os.WriteFile(f, content, 0o666); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fake := testutil.FakeFirecracker(t)
+	for d, mode := range map[string]os.FileMode{dir: 0o777, filepath.Dir(fake): 0o755} {
+		if err := os.Chmod(d, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sock := filepath.Join(dir, "api.sock")
+	cmd := exec.Command(fake, "--api-sock", sock, "--id", "test-vm")
+	cmd.Dir = dir
+	out := &testutil.SyncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+	}}
+	t.Cleanup(client.CloseIdleConnections)
+	do := func(method, path, body string) (int, string) {
+		t.Helper()
+		var resp *http.Response
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			req, _ := http.NewRequest(method, "http://localhost"+path, strings.NewReader(body))
+			resp, err = client.Do(req)
+			if err == nil || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatalf("%s %s: %v\n%s", method, path, err, out)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, r := range [][2]string{
+		{"/boot-source", fmt.Sprintf(`{"kernel_image_path":%q,"boot_args":%q}`, kernel, simBootArgs)},
+		{"/drives/rootfs", fmt.Sprintf(`{"drive_id":"rootfs","path_on_host":%q,"is_root_device":true,"is_read_only":false}`, img)},
+		{"/vsock", fmt.Sprintf(`{"guest_cid":3,"uds_path":%q}`, filepath.Join(dir, "v.sock"))},
+	} {
+		if status, body := do("PUT", r[0], r[1]); status != 204 {
+			t.Fatalf("PUT %s as nobody: %d %s", r[0], status, body)
+		}
+	}
+	checkRefused(t, do)
+	if l := loopsOf(img); len(l) != 0 {
+		t.Errorf("loop devices after a refused boot: %v", l)
+	}
+}
+
+// checkRefused checks, through do, that InstanceStart of a simulated
+// guest is refused for want of root, and that the process keeps serving.
+func checkRefused(t *testing.T, do func(method, path, body string) (int, string)) {
+	t.Helper()
+	status, body := do("PUT", "/actions", `{"action_type":"InstanceStart"}`)
+	msg := fault(t, body)
+	if status != 400 || !strings.HasPrefix(msg, "Start microvm error: simulated guest: ") || !strings.Contains(msg, "needs root (running as uid ") {
+		t.Errorf("InstanceStart without root: %d %q, want 400 saying it needs root", status, msg)
+	}
+	if status, body := do("GET", "/", ""); status != 200 || !strings.Contains(body, `"Not started"`) {
+		t.Errorf("GET / after the refusal: %d %s", status, body)
+	}
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	kunix "github.com/kindling-vm/kindling/internal/unix"
 )
 
 // simCgroupParent is the directory, under the cgroup v2 mount, that holds
@@ -188,8 +190,10 @@ func nsProcesses(initPID int) []int {
 
 // signalNamespace sends sig to every process of the PID namespace of
 // initPID, repeating until a pass finds no process it had not signalled
-// (a process may fork while the first pass runs).
-func signalNamespace(initPID int, sig syscall.Signal) {
+// (a process may fork while the first pass runs). For SIGSTOP it then
+// waits, up to timeout, until each process has stopped, so that a pause
+// is done when the API answers.
+func signalNamespace(initPID int, sig syscall.Signal, timeout time.Duration) error {
 	done := map[int]bool{}
 	for range 50 {
 		fresh := false
@@ -201,7 +205,24 @@ func signalNamespace(initPID int, sig syscall.Signal) {
 			}
 		}
 		if !fresh {
-			return
+			break
 		}
 	}
+	if sig != syscall.SIGSTOP {
+		return nil
+	}
+	deadline := time.Now().Add(timeout)
+	for pid := range done {
+		for {
+			st, err := kunix.ProcessState(pid)
+			if err != nil || st == 'T' || st == 't' || st == 'Z' || st == 'X' {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("process %d of the guest not stopped after %v (state %c)", pid, timeout, st)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	return nil
 }

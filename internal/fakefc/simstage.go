@@ -32,15 +32,16 @@ const (
 // stageConfig is what the stage process needs to turn itself into the
 // guest's init.
 type stageConfig struct {
-	Loop     string   `json:"loop"`      // the root drive's loop device
-	ReadOnly bool     `json:"read_only"` // mount the root read-only
-	Hostname string   `json:"hostname"`
-	Cmdline  string   `json:"cmdline"`   // shown as /proc/cmdline
-	Init     string   `json:"init"`      // absolute path inside the root
-	Args     []string `json:"args"`      // argv[1:] of init
-	Env      []string `json:"env"`       // init's environment
-	Scratch  string   `json:"scratch"`   // an existing host directory to mount the stage's tmpfs on
-	VsockDir string   `json:"vsock_dir"` // created in the guest's /run
+	Loop     string     `json:"loop"`      // the root drive's loop device
+	ReadOnly bool       `json:"read_only"` // mount the root read-only
+	Hostname string     `json:"hostname"`
+	Cmdline  string     `json:"cmdline"`   // shown as /proc/cmdline
+	Init     string     `json:"init"`      // absolute path inside the root
+	Args     []string   `json:"args"`      // argv[1:] of init
+	Env      []string   `json:"env"`       // init's environment
+	Scratch  string     `json:"scratch"`   // an existing host directory to mount the stage's tmpfs on
+	VsockDir string     `json:"vsock_dir"` // created in the guest's /run
+	Drives   []simDrive `json:"drives"`    // bound in the guest's /dev
 }
 
 // runStage is the stage process: it runs in new mount, PID, UTS and IPC
@@ -68,6 +69,15 @@ func stage(cfg stageConfig) error {
 	// Nothing mounted here may reach the host's namespace.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make mounts private: %w", err)
+	}
+	// The drives are opened before the scratch tmpfs may cover their
+	// directory, and bound from the open descriptors.
+	for i, d := range cfg.Drives {
+		fd, err := unix.Open(d.Path, unix.O_PATH|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("open drive %s: %w", d.Path, err)
+		}
+		cfg.Drives[i].Path = fmt.Sprintf("/proc/self/fd/%d", fd)
 	}
 	// A private tmpfs, seen only in this namespace, holds the mount point
 	// of the new root and the command-line file.
@@ -158,6 +168,11 @@ func setupRoot(root string, cfg stageConfig) error {
 			}
 		}
 	}
+	for _, d := range cfg.Drives {
+		if err := bindDrive(root, d); err != nil {
+			return err
+		}
+	}
 	if cfg.VsockDir != "" {
 		if err := os.MkdirAll(filepath.Join(root, cfg.VsockDir), 0o755); err != nil {
 			return fmt.Errorf("make %s: %w", cfg.VsockDir, err)
@@ -170,6 +185,24 @@ func setupRoot(root string, cfg stageConfig) error {
 	}
 	if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
 		return fmt.Errorf("make /proc/cmdline read-only: %w", err)
+	}
+	return nil
+}
+
+// bindDrive binds the drive's backing file at its device path in the
+// guest's /dev (a regular file there, not a block device).
+func bindDrive(root string, d simDrive) error {
+	target := filepath.Join(root, d.Dev)
+	if err := os.WriteFile(target, nil, 0o600); err != nil {
+		return fmt.Errorf("make %s: %w", d.Dev, err)
+	}
+	if err := unix.Mount(d.Path, target, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind drive at %s: %w", d.Dev, err)
+	}
+	if d.ReadOnly {
+		if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+			return fmt.Errorf("make %s read-only: %w", d.Dev, err)
+		}
 	}
 	return nil
 }

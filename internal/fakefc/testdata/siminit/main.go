@@ -10,7 +10,8 @@
 //	ping             answers "pong"
 //	echo             copies everything after the line back until EOF
 //	info             answers a JSON object (pid, hostname, cmdline, mounts, dev, boots)
-//	write PATH TEXT  writes TEXT to PATH, syncs, answers "ok"
+//	write PATH TEXT  writes TEXT to PATH, syncs, answers "ok" (or "error ...")
+//	cat PATH         answers PATH's contents (or "error ...")
 //	poweroff         answers "bye" and calls reboot(RB_POWER_OFF)
 package main
 
@@ -124,6 +125,13 @@ func serve(c net.Conn, cmdline string, boots int) {
 		}
 		syscall.Sync()
 		fmt.Fprintln(c, "ok")
+	case "cat":
+		b, err := os.ReadFile(arg)
+		if err != nil {
+			fmt.Fprintf(c, "error %v\n", err)
+			return
+		}
+		_, _ = c.Write(b)
 	case "poweroff":
 		fmt.Fprintln(c, "bye")
 		c.Close()
