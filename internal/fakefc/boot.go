@@ -114,6 +114,7 @@ func (fc *server) bootSimulated() (bool, error) {
 		return false, nil
 	}
 	plan.sigstop = fc.settings.SimSIGSTOP
+	plan.uds = str(m.vsock, "uds_path")
 	g, err := bootSim(plan, m.id, m.console, m.log, fc.simPowerOff)
 	if errors.Is(err, errNoInit) {
 		m.log.warn("fc_api", "Not a simulated guest: %v", err)

@@ -88,6 +88,12 @@
 //     answers "OK <n>\n" (n counts up from 2^30, as Firecracker's local
 //     ports) and copies both ways; when nothing listens there, or the line
 //     is malformed, it closes the connection, as Firecracker does.
+//   - Guest-initiated connections (a real guest's connect to CID 2): a guest
+//     program connects to the Unix socket DIR/host (bound by the fake before
+//     init starts) and sends "CONNECT <port>\n"; the fake connects to
+//     <uds_path>_<port> on the host, as Firecracker does, answers
+//     "OK <n>\n" and copies both ways, or closes the connection when
+//     nothing listens there.
 //   - PATCH /vm Paused freezes the guest with a cgroup v2 freezer
 //     (<cgroup2 mount>/kindling-sim/<id>-<fake pid>), or, without one (or
 //     with "sim_sigstop":true in FAKEFC), stops every process of its PID

@@ -1,6 +1,7 @@
 package fakefc
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,6 +43,7 @@ type simPlan struct {
 	hostname string
 	drives   []simDrive // the other drives
 	sigstop  bool       // pause with SIGSTOP even where a cgroup freezer works
+	uds      string     // the vsock's host socket: guest connections go to <uds>_<port>
 }
 
 // simDrive is a drive other than the root, shown in the guest as its
@@ -114,6 +116,7 @@ type simGuest struct {
 	cg      *simCgroup // nil: pause stops the processes with SIGSTOP
 	janitor *exec.Cmd  // removes cg if the fake dies; nil without cg
 	janW    *os.File   // the fake's end of the janitor's pipe
+	hostLn  net.Listener
 	done    chan struct{}
 
 	mu       sync.Mutex    // guards the fields below
@@ -122,10 +125,12 @@ type simGuest struct {
 	stopping bool          // the fake is ending the guest itself: no power-off exit
 }
 
-// stageError is what the stage process reports when it cannot exec init.
+// stageError is a line the stage process reports: its root is ready
+// (Ready), or it cannot exec init.
 type stageError struct {
-	Msg    string `json:"msg"`
-	NoInit bool   `json:"no_init"`
+	Ready  bool   `json:"ready,omitempty"`
+	Msg    string `json:"msg,omitempty"`
+	NoInit bool   `json:"no_init,omitempty"`
 }
 
 // simThread runs the functions sent to it on one OS thread that never
@@ -182,6 +187,61 @@ func bootSim(plan simPlan, id string, console io.Writer, log *logger, onPowerOff
 	}
 	go g.watch(onPowerOff)
 	return g, nil
+}
+
+// simHostSocket is the socket, in the guest's vsock directory, that guest
+// programs connect to for a connection to the host (the AF_VSOCK connect
+// to CID 2 of a real guest).
+const simHostSocket = "host"
+
+// listenHost binds the guest's host socket. A guest program connects to it
+// and sends "CONNECT <port>\n"; the fake connects to <uds>_<port> on the
+// host, as Firecracker does for a guest-initiated connection, answers
+// "OK <n>\n" and copies both ways, or closes the connection when nothing
+// listens there.
+func (g *simGuest) listenHost(uds string) error {
+	ln, err := net.Listen("unix", fmt.Sprintf("/proc/%d/root%s/%s", g.pid, simVsockDir, simHostSocket))
+	if err != nil {
+		return err
+	}
+	g.hostLn = ln
+	go func() {
+		var local uint32 = firstLocalPort
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			local++
+			go bridgeToHost(c, uds, local)
+		}
+	}()
+	return nil
+}
+
+// bridgeToHost handles one guest-initiated connection c.
+func bridgeToHost(c net.Conn, uds string, local uint32) {
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(time.Second))
+	r := bufio.NewReader(c)
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	port, ok := parseConnect(line)
+	if !ok {
+		return
+	}
+	hc, err := net.DialTimeout("unix", fmt.Sprintf("%s_%d", uds, port), simTimeout)
+	if err != nil {
+		return
+	}
+	defer hc.Close()
+	if _, err := fmt.Fprintf(c, "OK %d\n", local); err != nil {
+		return
+	}
+	splice(c, r, hc)
 }
 
 // cgroupSafe keeps the characters of id that are safe in a directory name.
@@ -261,14 +321,41 @@ func (g *simGuest) startInit(plan simPlan, console io.Writer) error {
 		_ = cmd.Wait()
 		return fmt.Errorf("configure the guest's stage process: %w", err)
 	}
-	cfgW.Close()
-	report := make(chan string, 1)
-	go func() { report <- readAllString(errR) }()
-	var msg string
-	select {
-	case msg = <-report:
-	case <-time.After(simTimeout):
-		msg = fmt.Sprintf(`{"msg":"the stage process did not exec init within %v"}`, simTimeout)
+	// The stage reports one JSON line when its root is ready (then waits
+	// for the configuration pipe to close before it execs init), or an
+	// error; EOF after "ready" means init runs.
+	lines := make(chan string, 2)
+	go func() {
+		r := bufio.NewReader(errR)
+		for {
+			line, err := r.ReadString('\n')
+			lines <- line
+			if err != nil {
+				return
+			}
+		}
+	}()
+	timeout := time.After(simTimeout)
+	next := func() string {
+		select {
+		case l := <-lines:
+			return l
+		case <-timeout:
+			return fmt.Sprintf(`{"msg":"the stage process did not exec init within %v"}`, simTimeout)
+		}
+	}
+	var rep stageError
+	msg := next()
+	if json.Unmarshal([]byte(msg), &rep) == nil && rep.Ready {
+		// The guest's root is in place: the host socket can be bound in
+		// it before init runs.
+		if plan.uds != "" {
+			if err := g.listenHost(plan.uds); err != nil {
+				g.log.warn("fc_api", "Simulated guest: no guest-initiated vsock connections: %v", err)
+			}
+		}
+		cfgW.Close()
+		msg = next()
 	}
 	if msg == "" {
 		// EOF: init was exec'd, and its mount of the root holds the loop
@@ -279,8 +366,8 @@ func (g *simGuest) startInit(plan simPlan, console io.Writer) error {
 	_ = cmd.Process.Kill()
 	_ = cmd.Wait()
 	var se stageError
-	if json.Unmarshal([]byte(msg), &se) != nil {
-		se.Msg = msg
+	if json.Unmarshal([]byte(msg), &se) != nil || se.Msg == "" {
+		se.Msg = strings.TrimSpace(msg)
 	}
 	if se.NoInit {
 		return fmt.Errorf("%w: %s", errNoInit, se.Msg)
@@ -314,6 +401,9 @@ func exitText(err error) string {
 // cleanup releases the loop device (waiting for the kernel to detach it),
 // removes the cgroup and lets the janitor go. init must have ended.
 func (g *simGuest) cleanup() {
+	if g.hostLn != nil {
+		_ = g.hostLn.Close()
+	}
 	if g.loop != nil {
 		g.loop.release()
 		if err := g.loop.waitDetached(simTimeout); err != nil {

@@ -365,6 +365,27 @@ func TestSimGuestBoot(t *testing.T) {
 			t.Errorf("%s: %q, want %q", c.cmd, a, c.want)
 		}
 	}
+	// A guest-initiated connection reaches <uds>_<port> on the host.
+	hostLn, err := net.Listen("unix", v.uds+"_5000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hostLn.Close()
+	go func() {
+		c, err := hostLn.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		b, _ := io.ReadAll(c)
+		fmt.Fprintf(c, "host got %q", b)
+	}()
+	if a := v.ask(t, "dial 5000 hello host"); a != `host got "hello host"` {
+		t.Errorf("guest-initiated connection: %q", a)
+	}
+	if a := v.ask(t, "dial 5001 nobody"); !strings.HasPrefix(a, "error handshake: EOF") {
+		t.Errorf("guest-initiated connection to a port nobody listens on: %q, want the connection closed", a)
+	}
 	if b, _ := os.ReadFile(data); string(b) != "written by the guest" {
 		t.Errorf("data drive after the guest wrote it: %q", b)
 	}

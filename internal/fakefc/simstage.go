@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,10 +52,19 @@ func runStage() int {
 	errw := os.NewFile(stageErrFD, "stage-errors")
 	unix.CloseOnExec(stageErrFD)
 	unix.CloseOnExec(stageConfigFD)
+	cfgFile := os.NewFile(stageConfigFD, "stage-config")
 	var cfg stageConfig
-	err := json.NewDecoder(os.NewFile(stageConfigFD, "stage-config")).Decode(&cfg)
+	err := json.NewDecoder(cfgFile).Decode(&cfg)
 	if err == nil {
-		err = stage(cfg)
+		err = stage(cfg, func() error {
+			// Tell the fake the root is ready, and wait until it closes
+			// the configuration pipe.
+			if err := json.NewEncoder(errw).Encode(stageError{Ready: true}); err != nil {
+				return err
+			}
+			_, err := io.Copy(io.Discard, cfgFile)
+			return err
+		})
 	}
 	// stage returns only on failure: on success init has replaced us.
 	_ = json.NewEncoder(errw).Encode(stageError{Msg: err.Error(), NoInit: errors.Is(err, errNoInit)})
@@ -64,8 +74,9 @@ func runStage() int {
 // errNoInit is the stage's failure when the image holds no init program.
 var errNoInit = errors.New("no init program")
 
-// stage builds the guest's root filesystem tree and execs init.
-func stage(cfg stageConfig) error {
+// stage builds the guest's root filesystem tree, calls ready, and execs
+// init.
+func stage(cfg stageConfig, ready func() error) error {
 	// Nothing mounted here may reach the host's namespace.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make mounts private: %w", err)
@@ -121,6 +132,9 @@ func stage(cfg stageConfig) error {
 	}
 	if _, err := os.Stat(cfg.Init); err != nil {
 		return fmt.Errorf("%w %s in the root filesystem: %w", errNoInit, cfg.Init, err)
+	}
+	if err := ready(); err != nil {
+		return fmt.Errorf("wait for the fake: %w", err)
 	}
 	argv := append([]string{cfg.Init}, cfg.Args...)
 	if err := unix.Exec(cfg.Init, argv, cfg.Env); err != nil {

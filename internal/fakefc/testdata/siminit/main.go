@@ -12,6 +12,8 @@
 //	info             answers a JSON object (pid, hostname, cmdline, mounts, dev, boots)
 //	write PATH TEXT  writes TEXT to PATH, syncs, answers "ok" (or "error ...")
 //	cat PATH         answers PATH's contents (or "error ...")
+//	dial PORT TEXT   connects to host port PORT through the fake's host
+//	                 socket, sends TEXT, answers what the host answered
 //	poweroff         answers "bye" and calls reboot(RB_POWER_OFF)
 package main
 
@@ -86,12 +88,12 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		go serve(c, string(cmdline), boots)
+		go serve(c, dir, string(cmdline), boots)
 	}
 }
 
 // serve answers the command on c's first line.
-func serve(c net.Conn, cmdline string, boots int) {
+func serve(c net.Conn, dir, cmdline string, boots int) {
 	defer c.Close()
 	r := bufio.NewReader(c)
 	line, err := r.ReadString('\n')
@@ -132,6 +134,14 @@ func serve(c net.Conn, cmdline string, boots int) {
 			return
 		}
 		_, _ = c.Write(b)
+	case "dial":
+		port, text, _ := strings.Cut(arg, " ")
+		b, err := dial(filepath.Join(dir, "host"), port, text)
+		if err != nil {
+			fmt.Fprintf(c, "error %v\n", err)
+			return
+		}
+		_, _ = c.Write(b)
 	case "poweroff":
 		fmt.Fprintln(c, "bye")
 		c.Close()
@@ -142,4 +152,28 @@ func serve(c net.Conn, cmdline string, boots int) {
 	default:
 		fmt.Fprintf(c, "unknown command %q\n", cmd)
 	}
+}
+
+// dial makes a guest-initiated connection to the host's port through the
+// fake's socket at path, sends text and returns the host's answer.
+func dial(path, port, text string) ([]byte, error) {
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "CONNECT %s\n", port)
+	r := bufio.NewReader(c)
+	ok, err := r.ReadString('\n')
+	if err != nil {
+		return nil, fmt.Errorf("handshake: %w", err)
+	}
+	if !strings.HasPrefix(ok, "OK ") {
+		return nil, fmt.Errorf("handshake answer %q", ok)
+	}
+	if _, err := io.WriteString(c, text); err != nil {
+		return nil, err
+	}
+	_ = c.(*net.UnixConn).CloseWrite()
+	return io.ReadAll(r)
 }
