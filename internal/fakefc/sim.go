@@ -324,7 +324,7 @@ func (g *simGuest) startInit(plan simPlan, console io.Writer) error {
 	// The stage reports one JSON line when its root is ready (then waits
 	// for the configuration pipe to close before it execs init), or an
 	// error; EOF after "ready" means init runs.
-	lines := make(chan string, 2)
+	lines := make(chan string, 4) // at most ready, an error and EOF
 	go func() {
 		r := bufio.NewReader(errR)
 		for {

@@ -277,7 +277,11 @@ func checkGone(t *testing.T, fakePID, initPID int, img string) {
 // debugfs (without mounting it).
 func debugfsCat(t *testing.T, img, path string) string {
 	t.Helper()
-	out, err := exec.Command("debugfs", "-R", "cat "+path, img).Output()
+	debugfs, err := exec.LookPath("debugfs")
+	if err != nil {
+		debugfs = "/usr/sbin/debugfs" // not on every user's PATH
+	}
+	out, err := exec.Command(debugfs, "-R", "cat "+path, img).Output()
 	if err != nil {
 		t.Fatalf("debugfs cat %s: %v", path, err)
 	}
