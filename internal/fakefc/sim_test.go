@@ -30,11 +30,29 @@ const simPort = 1024
 // simBootArgs is the command line the tests give the simulated guest.
 const simBootArgs = "console=ttyS0 reboot=k panic=1 init=/sbin/init"
 
-// needRoot skips a test of the simulated guest when not running as root.
+// needRoot skips a test of the simulated guest when not running as root,
+// or as a root without what the guest needs (loop devices, CAP_SYS_ADMIN
+// for mounts and namespaces), as in an unprivileged container.
 func needRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skipf("skipping: the simulated guest needs root to mount its image (running as uid %d)", os.Geteuid())
+	}
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		t.Skipf("skipping: the simulated guest needs loop devices: %v", err)
+	}
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const capSysAdmin = 21
+	for line := range strings.SplitSeq(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			caps, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err == nil && caps&(1<<capSysAdmin) == 0 {
+				t.Skipf("skipping: the simulated guest needs CAP_SYS_ADMIN (effective capabilities %s)", strings.TrimSpace(v))
+			}
+		}
 	}
 }
 
