@@ -337,11 +337,11 @@ func (fc *server) patchVM(r *request) (reply, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.sim != nil {
-		pause := m.sim.pause
-		if str(o, "state") != "Paused" {
-			pause = m.sim.resume
+		change := m.sim.resume
+		if str(o, "state") == "Paused" {
+			change = m.sim.pause
 		}
-		if err := pause(); err != nil {
+		if err := change(); err != nil {
 			return reply{}, badRequest("%v", err)
 		}
 	}
