@@ -65,8 +65,9 @@
 //
 //   - The image is bound to a loop device (LOOP_CONFIGURE, autoclear) and
 //     mounted read-write (read-only for a read-only drive) in a new mount
-//     namespace; its init runs as PID 1 of new PID, UTS and IPC namespaces,
-//     pivoted into the image. A re-execution of the fake (hidden first
+//     namespace; its init runs as PID 1 of new PID, UTS, IPC and network
+//     namespaces, pivoted into the image. The network namespace has only lo,
+//     up: network interfaces of the VM are not emulated. A re-execution of the fake (hidden first
 //     argument) does the mounts inside the namespaces and then execs init.
 //   - The guest finds /proc, /sys (the host's, read-only), /dev (a tmpfs
 //     with null, zero, full, random, urandom, tty, ptmx -> pts/ptmx, fd,
@@ -79,8 +80,9 @@
 //     at /dev/vdb, /dev/vdc, ... in the order they were added (the root is
 //     vda), read-only when the drive is; a PATCH of a drive after boot does
 //     not reach the guest.
-//   - init's stdin is /dev/null; its stdout and stderr are the serial
-//     console (the fake's stdout, or the PUT /serial file).
+//   - init's stdin is /dev/null; its stdout and stderr are a pipe the fake
+//     copies to the serial console (its stdout, or the PUT /serial file),
+//     so that opening /dev/console appends to the console too.
 //   - The agent contract: seeing kindling.vsock=unix:DIR, a guest program
 //     listens on the Unix socket DIR/<port> instead of AF_VSOCK port <port>.
 //     A host connection to uds_path that sends "CONNECT <port>\n" is
@@ -116,7 +118,7 @@
 // microvm error: simulated guest: ... needs root (running as uid N)". An
 // image without the init boots the emulated guest, with a warning in the
 // log. The guest is not isolated from the host beyond those namespaces (it
-// shares the host's network, users and devices): it is test support, for
+// shares the host's users, sysfs and kernel): it is test support, for
 // trusted images only.
 //
 // # Imports

@@ -295,10 +295,14 @@ func (g *simGuest) startInit(plan simPlan, console io.Writer) error {
 	defer errR.Close()
 	cmd := exec.Command("/proc/self/exe", stageArg)
 	cmd.Env = []string{}
-	cmd.Stdout, cmd.Stderr = console, console
+	// Always through a pipe (exec.Cmd copies it to console): a guest
+	// program that opens /dev/console (a link to init's stdout) then gets
+	// the pipe, never a file it would write from offset 0.
+	cw := consoleWriter{console}
+	cmd.Stdout, cmd.Stderr = cw, cw
 	cmd.ExtraFiles = []*os.File{cfgR, errW}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC,
+		Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWNET,
 		Pdeathsig:  syscall.SIGKILL,
 		Setsid:     true,
 	}
@@ -374,6 +378,12 @@ func (g *simGuest) startInit(plan simPlan, console io.Writer) error {
 	}
 	return errors.New(se.Msg)
 }
+
+// consoleWriter hides the console's type from exec.Cmd, so that it always
+// gives the guest a pipe.
+type consoleWriter struct{ w io.Writer }
+
+func (c consoleWriter) Write(p []byte) (int, error) { return c.w.Write(p) }
 
 // watch waits for init to end, cleans up, and powers the VM off unless the
 // fake itself ended the guest.

@@ -197,6 +197,7 @@ type guestInfo struct {
 	Mounts   string   `json:"mounts"`
 	Dev      []string `json:"dev"`
 	Boots    int      `json:"boots"`
+	Ifaces   []string `json:"ifaces"`
 }
 
 func (v *simVM) info(t *testing.T) guestInfo {
@@ -370,6 +371,9 @@ func TestSimGuestBoot(t *testing.T) {
 		if !strings.Contains(in.Mounts, m) {
 			t.Errorf("guest mounts have no %q:\n%s", m, in.Mounts)
 		}
+	}
+	if want := []string{"lo up|loopback|running"}; strings.Join(in.Ifaces, ",") != strings.Join(want, ",") {
+		t.Errorf("guest network interfaces %q, want %q (its own network namespace)", in.Ifaces, want)
 	}
 	for _, d := range []string{"console", "full", "null", "ptmx", "pts", "random", "tty", "urandom", "zero"} {
 		if !strings.Contains(" "+strings.Join(in.Dev, " ")+" ", " "+d+" ") {
@@ -727,5 +731,45 @@ func checkRefused(t *testing.T, do func(method, path, body string) (int, string)
 	}
 	if status, body := do("GET", "/", ""); status != 200 || !strings.Contains(body, `"Not started"`) {
 		t.Errorf("GET / after the refusal: %d %s", status, body)
+	}
+}
+
+func TestSimGuestConsole(t *testing.T) {
+	needRoot(t)
+	for _, toFile := range []bool{false, true} {
+		t.Run(fmt.Sprintf("serial file %t", toFile), func(t *testing.T) {
+			v := configureSim(t, simOpts{})
+			console := func() string { return v.stdout.String() }
+			if toFile {
+				path := filepath.Join(t.TempDir(), "serial.out")
+				v.must(204, "PUT", "/serial", fmt.Sprintf(`{"serial_out_path":%q}`, path))
+				console = func() string {
+					b, _ := os.ReadFile(path)
+					return string(b)
+				}
+			}
+			v.must(204, "PUT", "/actions", `{"action_type":"InstanceStart"}`)
+			deadline := time.Now().Add(10 * time.Second)
+			for !strings.Contains(console(), "siminit: up") {
+				if time.Now().After(deadline) {
+					t.Fatalf("no init line on the console: %q\nstdout: %s", console(), v.stdout)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			if a := v.ask(t, "console through /dev/console"); a != "ok\n" {
+				t.Fatalf("console: %q", a)
+			}
+			v.ask(t, "poweroff")
+			if code, _ := v.waitExit(10 * time.Second); code != 0 {
+				t.Errorf("exit %d after power-off", code)
+			}
+			// Both lines, in order: /dev/console does not write over the
+			// console from its start.
+			got := console()
+			up, through := strings.Index(got, "siminit: up"), strings.Index(got, "through /dev/console\n")
+			if up < 0 || through < up {
+				t.Errorf("console %q: want the init line, then the /dev/console line", got)
+			}
+		})
 	}
 }

@@ -113,6 +113,9 @@ func stage(cfg stageConfig, ready func() error) error {
 	if err := setupRoot(root, cfg); err != nil {
 		return err
 	}
+	if err := loopbackUp(); err != nil {
+		return fmt.Errorf("bring up lo: %w", err)
+	}
 	if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
 		return fmt.Errorf("set hostname: %w", err)
 	}
@@ -141,6 +144,25 @@ func stage(cfg stageConfig, ready func() error) error {
 		return fmt.Errorf("exec init %s: %w", cfg.Init, err)
 	}
 	return nil
+}
+
+// loopbackUp brings up lo in the guest's new network namespace, as a
+// kernel's network init does.
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return err
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
 }
 
 // mountSpec is one mount made under the new root.

@@ -9,9 +9,11 @@
 //
 //	ping             answers "pong"
 //	echo             copies everything after the line back until EOF
-//	info             answers a JSON object (pid, hostname, cmdline, mounts, dev, boots)
+//	info             answers a JSON object (pid, hostname, cmdline, mounts, dev,
+//	                 boots, network interfaces)
 //	write PATH TEXT  writes TEXT to PATH, syncs, answers "ok" (or "error ...")
 //	cat PATH         answers PATH's contents (or "error ...")
+//	console TEXT     writes TEXT and a newline to /dev/console, answers "ok"
 //	dial PORT TEXT   connects to host port PORT through the fake's host
 //	                 socket, sends TEXT, answers what the host answered
 //	poweroff         answers "bye" and calls reboot(RB_POWER_OFF)
@@ -115,9 +117,15 @@ func serve(c net.Conn, dir, cmdline string, boots int) {
 				dev = append(dev, e.Name())
 			}
 		}
+		var ifaces []string
+		if l, err := net.Interfaces(); err == nil {
+			for _, i := range l {
+				ifaces = append(ifaces, i.Name+" "+i.Flags.String())
+			}
+		}
 		_ = json.NewEncoder(c).Encode(map[string]any{
 			"pid": os.Getpid(), "hostname": host, "cmdline": cmdline,
-			"mounts": string(mounts), "dev": dev, "boots": boots,
+			"mounts": string(mounts), "dev": dev, "boots": boots, "ifaces": ifaces,
 		})
 	case "write":
 		path, text, _ := strings.Cut(arg, " ")
@@ -134,6 +142,17 @@ func serve(c net.Conn, dir, cmdline string, boots int) {
 			return
 		}
 		_, _ = c.Write(b)
+	case "console":
+		f, err := os.OpenFile("/dev/console", os.O_WRONLY, 0)
+		if err == nil {
+			_, err = fmt.Fprintln(f, arg)
+			f.Close()
+		}
+		if err != nil {
+			fmt.Fprintf(c, "error %v\n", err)
+			return
+		}
+		fmt.Fprintln(c, "ok")
 	case "dial":
 		port, text, _ := strings.Cut(arg, " ")
 		b, err := dial(filepath.Join(dir, "host"), port, text)
