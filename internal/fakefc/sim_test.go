@@ -773,3 +773,63 @@ func TestSimGuestConsole(t *testing.T) {
 		})
 	}
 }
+
+func TestSimGuestsSideBySide(t *testing.T) {
+	needRoot(t)
+	img := simRootfs(t, true)
+	b, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 3
+	type booted struct {
+		v             *simVM
+		fakePID, init int
+	}
+	guests := make([]booted, n)
+	for i := range guests {
+		// Each guest boots its own copy of the image, all at once.
+		p := filepath.Join(t.TempDir(), "rootfs.ext4")
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		v := configureSim(t, simOpts{img: p, bootArgs: fmt.Sprintf("%s ip=::::guest%d", simBootArgs, i)})
+		guests[i].v = v
+	}
+	errs := make(chan error, n)
+	for _, g := range guests {
+		go func() {
+			status, body := g.v.do("PUT", "/actions", `{"action_type":"InstanceStart"}`)
+			if status != 204 {
+				errs <- fmt.Errorf("InstanceStart: %d %s", status, body)
+				return
+			}
+			errs <- nil
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range guests {
+		g := &guests[i]
+		g.v.waitOutput("siminit: up")
+		g.fakePID, g.init = g.v.cmd.Process.Pid, g.v.initPID(t)
+		if in := g.v.info(t); in.Hostname != fmt.Sprintf("guest%d", i) || in.PID != 1 {
+			t.Errorf("guest %d: hostname %q pid %d", i, in.Hostname, in.PID)
+		}
+		if l := loopsOf(g.v.img); len(l) != 1 {
+			t.Errorf("guest %d: loop devices %v, want one of its own", i, l)
+		}
+	}
+	for _, g := range guests {
+		g.v.ask(t, "poweroff")
+	}
+	for i, g := range guests {
+		if code, _ := g.v.waitExit(10 * time.Second); code != 0 {
+			t.Errorf("guest %d: fake exit %d after power-off", i, code)
+		}
+		checkGone(t, g.fakePID, g.init, g.v.img)
+	}
+}

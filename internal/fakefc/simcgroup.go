@@ -55,12 +55,20 @@ func newSimCgroup(name string) (*simCgroup, error) {
 		return nil, errors.New("no cgroup v2 hierarchy mounted")
 	}
 	parent := filepath.Join(mnt, simCgroupParent)
-	if err := os.Mkdir(parent, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-		return nil, err
-	}
 	dir := filepath.Join(parent, name)
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		return nil, err
+	// Another fake may remove the shared parent between the two mkdirs
+	// (its last guest ended): then make it again.
+	for try := 0; ; try++ {
+		if err := os.Mkdir(parent, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return nil, err
+		}
+		err := os.Mkdir(dir, 0o755)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, os.ErrNotExist) || try == 3 {
+			return nil, err
+		}
 	}
 	cg := &simCgroup{dir: dir}
 	if _, err := os.Stat(filepath.Join(dir, "cgroup.freeze")); err != nil {
