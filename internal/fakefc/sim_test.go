@@ -424,6 +424,10 @@ func TestSimGuestBoot(t *testing.T) {
 	if code, sig := v.waitExit(10 * time.Second); code != 0 {
 		t.Errorf("fake ended with code %d signal %v after a guest power-off, want exit 0\nstdout: %s", code, sig, v.stdout)
 	}
+	// reboot(2) in a PID namespace ends its init with SIGINT.
+	if !strings.Contains(v.stdout.String(), "init ended (signal: interrupt)") {
+		t.Errorf("the fake's log does not show init ended by the power-off:\n%s", v.stdout)
+	}
 	checkGone(t, fakePID, pid, v.img)
 	if got := debugfsCat(t, v.img, "/etc/written"); got != "hello from the guest" {
 		t.Errorf("file written by the guest, read from the image: %q", got)
