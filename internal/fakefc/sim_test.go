@@ -322,8 +322,23 @@ func TestSimGuestBoot(t *testing.T) {
 	if !strings.Contains(v.stdout.String(), "siminit: up boot=1 pid=1 host=simhost\n") {
 		t.Errorf("console: %q, want the init's line with pid 1 and host simhost", v.stdout)
 	}
-	if len(loopsOf(v.img)) != 1 {
-		t.Errorf("loop devices of the image while the guest runs: %v, want one", loopsOf(v.img))
+	loops := loopsOf(v.img)
+	if len(loops) != 1 {
+		t.Fatalf("loop devices of the image while the guest runs: %v, want one", loops)
+	}
+	// The guest's mounts live in its own namespace: none shows on the host.
+	dev := "/dev/" + filepath.Base(filepath.Dir(filepath.Dir(loops[0])))
+	if mi, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid)); err != nil || !strings.Contains(string(mi), " - ext4 "+dev+" rw") {
+		t.Errorf("the guest's own mount table has no %s mounted read-write (%v):\n%s", dev, err, mi)
+	}
+	for _, pid := range []string{"self", "1"} {
+		mi, err := os.ReadFile("/proc/" + pid + "/mountinfo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(mi), dev+" ") || strings.Contains(string(mi), " kindling-sim ") {
+			t.Errorf("a mount of the guest (%s or its scratch tmpfs) shows in /proc/%s/mountinfo:\n%s", dev, pid, mi)
+		}
 	}
 
 	c, r, ok, err := connect(v.uds, simPort)
