@@ -178,7 +178,8 @@ func bootSim(plan simPlan, id string, console io.Writer, log *logger, onPowerOff
 	} else {
 		g.cg = cg
 		if err := g.startJanitor(); err != nil {
-			log.warn("fc_api", "Simulated guest: start the cgroup janitor: %v", err)
+			// Without a janitor a killed fake would leave the cgroup.
+			g.dropCgroup(fmt.Errorf("start the cgroup janitor: %w", err))
 		}
 	}
 	if err := g.startInit(plan, console); err != nil {
@@ -274,6 +275,21 @@ func (g *simGuest) startJanitor() error {
 	return nil
 }
 
+// dropCgroup gives up the cgroup freezer, for the reason err: pause then
+// stops the guest's processes with SIGSTOP.
+func (g *simGuest) dropCgroup(err error) {
+	g.log.warn("fc_api", "Simulated guest: cannot start in cgroup %s (%v); pause will stop its processes with SIGSTOP.", g.cg.dir, err)
+	if err := g.cg.destroy(simTimeout); err != nil {
+		g.log.warn("fc_api", "Simulated guest: %v", err)
+	}
+	g.cg = nil
+	if g.janitor != nil {
+		g.janW.Close()
+		_ = g.janitor.Wait()
+		g.janitor = nil
+	}
+}
+
 // startInit spawns the stage process in new namespaces, sends it its
 // configuration and waits until it has exec'd init or failed.
 func (g *simGuest) startInit(plan simPlan, console io.Writer) error {
@@ -293,28 +309,41 @@ func (g *simGuest) startInit(plan simPlan, console io.Writer) error {
 		return err
 	}
 	defer errR.Close()
-	cmd := exec.Command("/proc/self/exe", stageArg)
-	cmd.Env = []string{}
 	// Always through a pipe (exec.Cmd copies it to console): a guest
 	// program that opens /dev/console (a link to init's stdout) then gets
 	// the pipe, never a file it would write from offset 0.
 	cw := consoleWriter{console}
-	cmd.Stdout, cmd.Stderr = cw, cw
-	cmd.ExtraFiles = []*os.File{cfgR, errW}
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWNET,
-		Pdeathsig:  syscall.SIGKILL,
-		Setsid:     true,
-	}
-	var cgDir *os.File
-	if g.cg != nil {
-		if cgDir, err = os.Open(g.cg.dir); err == nil {
-			defer cgDir.Close()
-			cmd.SysProcAttr.UseCgroupFD = true
-			cmd.SysProcAttr.CgroupFD = int(cgDir.Fd())
+	start := func(inCgroup bool) (*exec.Cmd, error) {
+		cmd := exec.Command("/proc/self/exe", stageArg)
+		cmd.Env = []string{}
+		cmd.Stdout, cmd.Stderr = cw, cw
+		cmd.ExtraFiles = []*os.File{cfgR, errW}
+		cmd.SysProcAttr = &syscall.SysProcAttr{
+			Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWNET,
+			Pdeathsig:  syscall.SIGKILL,
+			Setsid:     true,
 		}
+		if inCgroup {
+			// The stage starts inside the cgroup (clone3's
+			// CLONE_INTO_CGROUP), so all of the guest is in it from the
+			// first instruction.
+			dir, err := os.Open(g.cg.dir)
+			if err != nil {
+				return nil, err
+			}
+			defer dir.Close()
+			cmd.SysProcAttr.UseCgroupFD = true
+			cmd.SysProcAttr.CgroupFD = int(dir.Fd())
+		}
+		var err error
+		onSimThread(func() { err = cmd.Start() })
+		return cmd, err
 	}
-	onSimThread(func() { err = cmd.Start() })
+	cmd, err := start(g.cg != nil)
+	if err != nil && g.cg != nil {
+		g.dropCgroup(err)
+		cmd, err = start(false)
+	}
 	errW.Close()
 	if err != nil {
 		return fmt.Errorf("start the guest's stage process: %w", err)
