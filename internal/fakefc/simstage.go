@@ -45,9 +45,10 @@ type stageConfig struct {
 	Drives   []simDrive `json:"drives"`    // bound in the guest's /dev
 }
 
-// runStage is the stage process: it runs in new mount, PID, UTS and IPC
-// namespaces as PID 1, builds the guest's root and execs init. An error is
-// written to the error descriptor and ends the process with status 1.
+// runStage is the stage process: it runs in new mount, PID, UTS, IPC and
+// network namespaces as PID 1, builds the guest's root and execs init. An
+// error is written to the error descriptor and ends the process with
+// status 1.
 func runStage() int {
 	errw := os.NewFile(stageErrFD, "stage-errors")
 	unix.CloseOnExec(stageErrFD)
@@ -67,6 +68,9 @@ func runStage() int {
 		})
 	}
 	// stage returns only on failure: on success init has replaced us.
+	if err == nil {
+		err = errors.New("the stage returned without exec'ing init")
+	}
 	_ = json.NewEncoder(errw).Encode(stageError{Msg: err.Error(), NoInit: errors.Is(err, errNoInit)})
 	return ExitError
 }
