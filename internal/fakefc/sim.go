@@ -101,7 +101,9 @@ func (m *vm) simPlan() (simPlan, bool) {
 			}
 		}
 	}
-	plan.args = strings.Fields(initArgs)
+	if a := strings.Fields(initArgs); len(a) > 0 {
+		plan.args = a
+	}
 	return plan, true
 }
 
