@@ -528,7 +528,12 @@ func (g *simGuest) dialPort(port uint32) (net.Conn, error) {
 	select {
 	case <-running:
 	case <-g.done:
+	}
+	select {
+	case <-g.done:
+		// init's PID may name another process by now.
 		return nil, errors.New("the simulated guest has ended")
+	default:
 	}
 	path := fmt.Sprintf("/proc/%d/root%s/%d", g.pid, simVsockDir, port)
 	return net.DialTimeout("unix", path, simTimeout)
