@@ -219,7 +219,7 @@ func Uninstall(dir, version string) (current string, err error) {
 	name := v.String()
 	if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return "", fmt.Errorf("firecracker %s is not installed in %s: %w", name, dir, errdefs.ErrNotFound)
+			return "", fmt.Errorf("firecracker %s in %s: %w", name, dir, errdefs.ErrNotFound)
 		}
 		return "", fmt.Errorf("uninstall firecracker %s: %w", name, err)
 	}

@@ -408,9 +408,10 @@ func (s sourceReader) Read(b []byte) (int, error) {
 // as a *readError; a failed write, a full disk for one, as the file
 // system's error.
 func writeFileSync(name string, r io.Reader, mode os.FileMode, h hash.Hash) (err error) {
+	// The file system's errors are *fs.PathError, which name the file.
 	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
 	if err != nil {
-		return fmt.Errorf("create %s: %w", name, err)
+		return err
 	}
 	defer func() {
 		if err != nil {
@@ -423,25 +424,18 @@ func writeFileSync(name string, r io.Reader, mode os.FileMode, h hash.Hash) (err
 	}
 	bw := bufio.NewWriterSize(w, 256<<10)
 	if _, err := io.Copy(bw, sourceReader{r}); err != nil {
-		var re *readError
-		if errors.As(err, &re) {
-			return err
-		}
-		return fmt.Errorf("write %s: %w", name, err)
+		return err // a *readError, or the file's
 	}
 	if err := bw.Flush(); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
+		return err
 	}
 	if err := f.Chmod(mode); err != nil { // whatever the umask
-		return fmt.Errorf("write %s: %w", name, err)
+		return err
 	}
 	if err := f.Sync(); err != nil {
-		return fmt.Errorf("write %s: sync: %w", name, err)
+		return err
 	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	return nil
+	return f.Close()
 }
 
 // ctxReader fails reads once ctx is done, so that a long extraction stops

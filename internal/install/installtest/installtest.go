@@ -12,9 +12,18 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sort"
@@ -138,6 +147,47 @@ func ChecksumFile(name string, archive []byte) []byte {
 	return []byte(SHA256(archive) + "  " + name + "\n")
 }
 
+// NewTLSServer starts a release server on loopback that speaks HTTPS with
+// a new self-signed certificate valid for host (a name or an IP address),
+// closed at test cleanup. CertPEM returns the certificate, for clients to
+// trust.
+func NewTLSServer(t testing.TB, host string) *Server {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: host},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		tmpl.IPAddresses = []net.IP{ip}
+	} else {
+		tmpl.DNSNames = []string{host}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{files: map[string][]byte{}, handlers: map[string]http.HandlerFunc{}}
+	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
+	s.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	s.StartTLS()
+	s.certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	t.Cleanup(s.Close)
+	return s
+}
+
+// CertPEM returns the certificate of a server from NewTLSServer.
+func (s *Server) CertPEM() []byte { return s.certPEM }
+
 // Server serves release assets at /<version>/<file>, as GitHub's
 // releases/download does, and records the requests.
 type Server struct {
@@ -146,6 +196,7 @@ type Server struct {
 	files    map[string][]byte // by URL path
 	handlers map[string]http.HandlerFunc
 	requests []string
+	certPEM  []byte // NewTLSServer's certificate
 }
 
 // NewServer starts a release server on loopback, closed at test cleanup.
