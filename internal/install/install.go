@@ -106,8 +106,17 @@ func (e *ChecksumError) Error() string {
 // Is makes the error match errdefs.ErrCorrupt.
 func (e *ChecksumError) Is(target error) bool { return target == errdefs.ErrCorrupt }
 
+// corruptError is a release file that cannot be what it claims to be. It
+// matches errdefs.ErrCorrupt without saying so in its message, which
+// says what is wrong.
+type corruptError struct{ err error }
+
+func (e *corruptError) Error() string        { return e.err.Error() }
+func (e *corruptError) Unwrap() error        { return e.err }
+func (e *corruptError) Is(target error) bool { return target == errdefs.ErrCorrupt }
+
 func corrupt(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", errdefs.ErrCorrupt, fmt.Sprintf(format, args...))
+	return &corruptError{fmt.Errorf(format, args...)}
 }
 
 // Install downloads a Firecracker release, verifies it and installs its
@@ -565,9 +574,9 @@ func archiveError(ctx context.Context, name string, err error) error {
 		return fmt.Errorf("extract %s: %w", name, context.Cause(ctx))
 	}
 	if errors.Is(err, io.ErrUnexpectedEOF) {
-		return fmt.Errorf("%w: %s is truncated: %w", errdefs.ErrCorrupt, name, err)
+		return corrupt("%s is truncated: %w", name, err)
 	}
-	return fmt.Errorf("%w: %s: %w", errdefs.ErrCorrupt, name, err)
+	return corrupt("%s: %w", name, err)
 }
 
 // parseSums reads checksum lines as sha256sum writes them,

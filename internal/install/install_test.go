@@ -815,3 +815,54 @@ func TestManifestGolden(t *testing.T) {
 }
 
 var _ io.Writer = (*progressWriter)(nil)
+
+// TestInstallReal installs a release built around the real Firecracker in
+// $KINDLING_FIRECRACKER (skipped without it) and runs the installed copy.
+func TestInstallReal(t *testing.T) {
+	real := testutil.Firecracker(t)
+	out, err := exec.Command(real, "--version").Output()
+	if err != nil {
+		t.Fatalf("%s --version: %v", real, err)
+	}
+	fields := strings.Fields(string(out))
+	if len(fields) < 2 {
+		t.Fatalf("%s --version printed %q", real, out)
+	}
+	v, err := ParseVersion(fields[1])
+	if err != nil {
+		t.Fatalf("%s --version printed %q: %v", real, out, err)
+	}
+	fc, err := os.ReadFile(real)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := installtest.NewServer(t)
+	s.Publish(t, installtest.NewRelease(v.String(), fc))
+	dir := t.TempDir()
+	isolate(t, dir)
+	r, err := Install(context.Background(), Options{Version: v.String(), BaseURL: s.URL, Arch: "x86_64"})
+	if err != nil {
+		t.Fatalf("Install: %v", err)
+	}
+	p, err := Find(Firecracker, "")
+	if err != nil || p != r.Firecracker {
+		t.Fatalf("Find = %q, %v; want %q", p, err, r.Firecracker)
+	}
+	// The first line is the version; a log line with the time follows.
+	got, err := exec.Command(p, "--version").Output()
+	first := func(b []byte) string { l, _, _ := strings.Cut(string(b), "\n"); return l }
+	if err != nil || first(got) != first(out) {
+		t.Errorf("installed --version: %q, %v; want %q first", got, err, first(out))
+	}
+}
+
+func ExampleParseVersion() {
+	for _, s := range []string{"1.14.2", "v1.7.0", "v0.25.2"} {
+		v, _ := ParseVersion(s)
+		fmt.Println(v, v.Less(Version{Major: 1}))
+	}
+	// Output:
+	// v1.14.2 false
+	// v1.7.0 false
+	// v0.25.2 true
+}
