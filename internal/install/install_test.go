@@ -866,3 +866,40 @@ func ExampleParseVersion() {
 	// v1.7.0 false
 	// v0.25.2 true
 }
+
+// TestExtractCancelled: a cancel during the extraction stops it, as such.
+func TestExtractCancelled(t *testing.T) {
+	rel := installtest.NewRelease("v1.14.2", bytes.Repeat([]byte("fc"), 1<<20))
+	dir := t.TempDir()
+	ar := filepath.Join(dir, rel.ArchiveName())
+	if err := os.WriteFile(ar, installtest.TGZ(t, rel.Members()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	v, _ := ParseVersion(rel.Version)
+	_, err := extract(ctx, ar, release{version: v, arch: "x86_64"}, dir)
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("extract with a cancelled context: %v, want context.Canceled", err)
+	}
+}
+
+// TestInstallRemovesStale: what an install killed outright left (its
+// staging directory) is removed by the next one.
+func TestInstallRemovesStale(t *testing.T) {
+	s := installtest.NewServer(t)
+	s.Publish(t, installtest.NewRelease("v1.7.0", []byte("fc")))
+	dir := t.TempDir()
+	isolate(t, dir)
+	stale := filepath.Join(dir, ".tmp-v1.14.2-12345", "v1.14.2")
+	if err := os.MkdirAll(stale, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(stale, "firecracker"), []byte("half"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Install(context.Background(), Options{Version: "v1.7.0", BaseURL: s.URL, Arch: "x86_64"}); err != nil {
+		t.Fatal(err)
+	}
+	checkOnly(t, dir, "v1.7.0")
+}
