@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/kindling-vm/kindling/internal/guest"
+	"github.com/kindling-vm/kindling/internal/install"
 	"github.com/kindling-vm/kindling/internal/netdev"
 	"github.com/kindling-vm/kindling/internal/store"
 	"github.com/kindling-vm/kindling/vmm"
@@ -238,15 +238,15 @@ func absPath(p *string) error {
 }
 
 // findFirecracker resolves the firecracker executable: the one given, else
-// $KINDLING_FIRECRACKER, else "firecracker" on PATH.
+// $KINDLING_FIRECRACKER, else "firecracker" on PATH, else the installed one.
 func findFirecracker(given string) (string, error) {
 	if given == "" {
 		given = os.Getenv(EnvFirecracker)
 	}
 	if given == "" {
-		p, err := exec.LookPath("firecracker")
+		p, err := install.Find(install.Firecracker, "")
 		if err != nil {
-			return "", fmt.Errorf("%w: no firecracker executable found: give --firecracker PATH or set %s", ErrInvalidSpec, EnvFirecracker)
+			return "", fmt.Errorf("%w: %w", ErrInvalidSpec, err)
 		}
 		given = p
 	}

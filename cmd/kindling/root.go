@@ -56,7 +56,7 @@ With no --kernel, kindling boots a tiny demo guest built into the binary, so
 'kindling run --rm' works on any machine with /dev/kvm and a Firecracker.
 
 Firecracker is found through --firecracker, else $KINDLING_FIRECRACKER, else
-'firecracker' on PATH.`
+'firecracker' on PATH, else the release 'kindling install firecracker' installed.`
 
 const rootExample = `  kindling run --rm                      # boot the demo guest, print its greeting
   kindling run -d --name web --kernel vmlinux --rootfs rootfs.ext4 --memory 512M
@@ -132,6 +132,8 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newTemplateCommand(a),
 		newGCCommand(a),
 		newVersionCommand(a),
+		newInstallCommand(a),
+		newUninstallCommand(a),
 	)
 	return root
 }

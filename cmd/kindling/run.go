@@ -53,6 +53,7 @@ func newRunCommand(a *app) *cobra.Command {
 		// --template and --verify-template (template.go)
 		template       string
 		verifyTemplate bool
+		autoInstall    bool // --install (install.go)
 	)
 	cmd := &cobra.Command{
 		Use:     "run [flags]",
@@ -82,6 +83,9 @@ func newRunCommand(a *app) *cobra.Command {
 			}
 			spec, err := sf.spec(cmd)
 			if err != nil {
+				return err
+			}
+			if err := ensureFirecracker(ctx, a, spec.Firecracker, autoInstall); err != nil {
 				return err
 			}
 			rt, err := a.runtime()
@@ -116,6 +120,7 @@ func newRunCommand(a *app) *cobra.Command {
 	addTemplateRunFlags(f, &template, &verifyTemplate)
 	f.BoolVar(&rm, "rm", false, "remove the sandbox once it has exited")
 	f.BoolVarP(&detach, "detach", "d", false, "return once the sandbox runs, and print its ID")
+	f.BoolVar(&autoInstall, "install", false, "when no Firecracker is found, install the default release first (as $"+envAutoInstall+"=1 does)")
 	addTimeoutFlag(cmd, &timeout)
 	f.BoolVar(&asJSON, "json", false, "with --detach: print the sandbox as JSON instead of its ID")
 	return cmd
