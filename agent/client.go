@@ -246,12 +246,15 @@ func (t tokenInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc
 	return next
 }
 
-// withTimeout gives ctx the request timeout if it has no deadline.
+// withTimeout gives ctx the request timeout if it has no deadline. When
+// that timeout ends the call, the context's cause is an UnavailableError
+// naming the socket.
 func (c *Client) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok {
 		return context.WithCancel(ctx)
 	}
-	return context.WithTimeout(ctx, c.cfg.RequestTimeout)
+	return context.WithTimeoutCause(ctx, c.cfg.RequestTimeout,
+		&UnavailableError{Socket: c.socket, Err: fmt.Errorf("no answer within %v", c.cfg.RequestTimeout)})
 }
 
 // do sends a plain HTTP request with the access token and returns the

@@ -71,8 +71,8 @@ func (c *Client) Init(ctx context.Context, ic InitConfig) error {
 	defer cancel()
 	req, _ := http.NewRequest(http.MethodPost, baseURL+"/init", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
-	clear(body)
 	res, err := c.do(ctx, "init", req)
+	clear(body)
 	if err != nil {
 		return err
 	}
