@@ -95,6 +95,11 @@ type Agent struct {
 type Options struct {
 	// ImageConfig is written to a file passed as --image-config.
 	ImageConfig string
+	// PID1 runs the agent as the init of new PID, mount, UTS, IPC and
+	// network namespaces (root only), so that it does its PID-1 duties
+	// without touching the host. Its socket is then under /var/tmp, which
+	// the agent never mounts over.
+	PID1 bool
 }
 
 // Start runs an agent in host mode in a fresh directory and waits until
@@ -103,6 +108,13 @@ func Start(t testing.TB, o Options) *Agent {
 	t.Helper()
 	bin := Binary(t)
 	dir := testutil.ShortTempDir(t)
+	if o.PID1 {
+		var err error
+		if dir, err = os.MkdirTemp("/var/tmp", "kd"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	}
 	a := &Agent{Socket: filepath.Join(dir, "agent.sock"), log: &testutil.SyncBuffer{}, done: make(chan struct{})}
 	args := []string{"--listen", "unix:" + a.Socket, "--log-level", "debug"}
 	img := filepath.Join(dir, "image.json")
@@ -114,6 +126,13 @@ func Start(t testing.TB, o Options) *Agent {
 	args = append(args, "--image-config", img)
 	a.Cmd = exec.Command(bin, args...)
 	a.Cmd.Stdout, a.Cmd.Stderr = a.log, a.log
+	if o.PID1 {
+		a.Cmd.SysProcAttr = &syscall.SysProcAttr{
+			Cloneflags:   syscall.CLONE_NEWPID | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWNET,
+			Unshareflags: syscall.CLONE_NEWNS, // and / made private: no mount leaks out
+			Pdeathsig:    syscall.SIGKILL,
+		}
+	}
 	if err := a.Cmd.Start(); err != nil {
 		t.Fatalf("start agent: %v", err)
 	}
@@ -140,6 +159,9 @@ func Start(t testing.TB, o Options) *Agent {
 
 // Log returns what the agent has logged so far.
 func (a *Agent) Log() string { return a.log.String() }
+
+// Done is closed when the agent process has exited.
+func (a *Agent) Done() <-chan struct{} { return a.done }
 
 // Kill kills the agent with SIGKILL (its processes are left to die of a
 // broken pipe) and waits for it.
