@@ -300,3 +300,18 @@ func TestExecContextCancel(t *testing.T) {
 		t.Fatalf("wait after cancel = %d, %v; want 137 and context.Canceled", code, err)
 	}
 }
+
+// A background child that keeps the output open does not keep Wait from
+// returning once the process itself has ended.
+func TestExecBackgroundChild(t *testing.T) {
+	testutil.CheckLeaks(t)
+	_, c := setup(t)
+	start := time.Now()
+	out, _, code := run(t, c, agent.ExecConfig{Args: []string{"sh", "-c", "sleep 1 & echo started"}})
+	if out != "started\n" || code != 0 {
+		t.Errorf("exec = %q, %d", out, code)
+	}
+	if d := time.Since(start); d > 900*time.Millisecond {
+		t.Errorf("wait took %v: it waited for the background child", d)
+	}
+}

@@ -48,3 +48,14 @@ func TestListenSimVsock(t *testing.T) {
 		t.Errorf("listening on %q, want %q", got, want)
 	}
 }
+
+func FuzzParseCmdline(f *testing.F) {
+	f.Add("kindling.hostname=a kindling.vsock=unix:/run/v")
+	f.Add("kindling.vsock=unix:")
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := parseCmdline(s)
+		if err == nil && c.vsockDir != "" && c.vsockDir[0] != '/' {
+			t.Fatalf("parseCmdline(%q) accepted a relative vsock dir %q", s, c.vsockDir)
+		}
+	})
+}
