@@ -210,6 +210,13 @@ func TestExecEnvDirUser(t *testing.T) {
 	if out != "0\n" {
 		t.Errorf("exec as the default user on a host without %q: uid %q, want 0 (root fallback)", "user", out)
 	}
+	// The image's user is the default.
+	a2 := agenttest.Start(t, agenttest.Options{ImageConfig: `{"user":"nobody"}`})
+	c2 := client(t, agent.Config{SocketPath: a2.Socket})
+	out, _, _ = run(t, c2, agent.ExecConfig{Args: []string{"id", "-un"}})
+	if out != "nobody\n" {
+		t.Errorf("exec with the image's user nobody: %q", out)
+	}
 }
 
 func TestExecSignal(t *testing.T) {
