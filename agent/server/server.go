@@ -133,16 +133,17 @@ func (s *Server) Close() {
 }
 
 // authorize refuses, once a token is set, every request without it. /health
-// stays open (it says nothing but "up"), and /init checks the token itself
+// stays open (it says nothing but "up"); /init checks the token itself
 // because a host re-initialising a clone may prove itself with the token in
-// the body instead.
+// the body instead; /files also accepts a URL signed with the token (E2B's
+// download and upload URLs).
 func (s *Server) authorize(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/health" || (r.Method == http.MethodPost && r.URL.Path == "/init") {
 			next.ServeHTTP(w, r)
 			return
 		}
-		if !s.tokenOK(r.Header.Get(AccessTokenHeader)) {
+		if !s.tokenOK(r.Header.Get(AccessTokenHeader)) && !s.signedFileURL(r) {
 			s.log.Warn("request refused: missing or wrong access token", "method", r.Method, "path", r.URL.Path)
 			jsonError(w, http.StatusUnauthorized, errors.New("unauthorized: missing or wrong access token ("+AccessTokenHeader+")"))
 			return

@@ -2,12 +2,16 @@ package server
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -187,5 +191,53 @@ func TestLoadImageConfig(t *testing.T) {
 	}
 	if _, err := LoadImageConfig(p); err == nil || !strings.Contains(err.Error(), "NOEQUALS") {
 		t.Errorf("bad env entry: err = %v", err)
+	}
+}
+
+// sign makes a /files signature as E2B's SDK does.
+func sign(path, op, user, token, exp string) string {
+	raw := path + ":" + op + ":" + user + ":" + token
+	if exp != "" {
+		raw += ":" + exp
+	}
+	sum := sha256.Sum256([]byte(raw))
+	return "v1_" + strings.TrimRight(base64.StdEncoding.EncodeToString(sum[:]), "=")
+}
+
+func TestSignedFileURL(t *testing.T) {
+	s := New(Config{})
+	defer s.Close()
+	if w := postInit(t, s, "", map[string]any{"accessToken": "tok"}); w.Code != http.StatusNoContent {
+		t.Fatalf("init: %d", w.Code)
+	}
+	dir := t.TempDir()
+	p := dir + "/f.txt"
+	if err := os.WriteFile(p, []byte("signed"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	future := strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10)
+	past := strconv.FormatInt(time.Now().Add(-time.Hour).Unix(), 10)
+	for _, tc := range []struct {
+		name, method, query string
+		want                int
+	}{
+		{"read", "GET", "path=" + p + "&signature=" + url.QueryEscape(sign(p, "read", "", "tok", "")), 200},
+		{"read with user and expiry", "GET", "path=" + p + "&username=root&signature_expiration=" + future + "&signature=" + url.QueryEscape(sign(p, "read", "root", "tok", future)), 200},
+		{"expired", "GET", "path=" + p + "&signature_expiration=" + past + "&signature=" + url.QueryEscape(sign(p, "read", "", "tok", past)), 401},
+		{"write signature used to read", "GET", "path=" + p + "&signature=" + url.QueryEscape(sign(p, "write", "", "tok", "")), 401},
+		{"other path", "GET", "path=/etc/passwd&signature=" + url.QueryEscape(sign(p, "read", "", "tok", "")), 401},
+		{"wrong token", "GET", "path=" + p + "&signature=" + url.QueryEscape(sign(p, "read", "", "other", "")), 401},
+		{"unsigned", "GET", "path=" + p, 401},
+		{"upload", "POST", "path=" + dir + "/up.txt&signature=" + url.QueryEscape(sign(dir+"/up.txt", "write", "", "tok", "")), 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := httptest.NewRequest(tc.method, "/files?"+tc.query, strings.NewReader("up"))
+			req.Header.Set("Content-Type", "application/octet-stream")
+			w := httptest.NewRecorder()
+			s.ServeHTTP(w, req)
+			if w.Code != tc.want {
+				t.Errorf("%s %s: %d %s, want %d", tc.method, tc.query, w.Code, w.Body, tc.want)
+			}
+		})
 	}
 }
