@@ -322,3 +322,53 @@ func TestExecBackgroundChild(t *testing.T) {
 		t.Errorf("wait took %v: it waited for the background child", d)
 	}
 }
+
+// A process started by one client can be listed and attached to by
+// another; detaching leaves it running.
+func TestAttach(t *testing.T) {
+	testutil.CheckLeaks(t)
+	a, c := setup(t)
+	ctx := context.Background()
+	p, err := c.Exec(ctx, agent.ExecConfig{Args: []string{"sh", "-c", "read x; echo got $x; exit 4"}, Stdin: true, Tag: "job", Stdout: io.Discard, Stderr: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	other := client(t, agent.Config{SocketPath: a.Socket})
+	ps, err := other.Processes(ctx)
+	if err != nil || len(ps) != 1 || ps[0].PID != p.PID || ps[0].Tag != "job" || ps[0].Args[0] != "sh" {
+		t.Fatalf("processes = %+v, %v", ps, err)
+	}
+	// Attach, detach: the process goes on.
+	actx, acancel := context.WithCancel(ctx)
+	first, err := other.Attach(actx, p.PID, agent.AttachConfig{Stdout: io.Discard, Stderr: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acancel()
+	if _, err := first.Wait(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("wait of a detached handle: err = %v, want context.Canceled", err)
+	}
+	_ = first.Close()
+	var out testutil.SyncBuffer
+	att, err := other.Attach(ctx, p.PID, agent.AttachConfig{Stdin: true, Stdout: &out, Stderr: io.Discard})
+	if err != nil {
+		t.Fatalf("attach after detach: %v", err)
+	}
+	defer att.Close()
+	if _, err := io.WriteString(att.Stdin, "hi\n"); err != nil {
+		t.Fatal(err)
+	}
+	if code, err := att.Wait(ctx); err != nil || code != 4 {
+		t.Fatalf("attached wait = %d, %v", code, err)
+	}
+	if out.String() != "got hi\n" {
+		t.Errorf("attached output %q", out.String())
+	}
+	if code, err := p.Wait(ctx); err != nil || code != 4 {
+		t.Errorf("starter's wait = %d, %v", code, err)
+	}
+	if _, err := other.Attach(ctx, 999999, agent.AttachConfig{}); !errors.Is(err, agent.ErrNotFound) {
+		t.Errorf("attach to a missing pid: err = %v, want ErrNotFound", err)
+	}
+}

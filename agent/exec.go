@@ -56,10 +56,13 @@ type Process struct {
 
 	c       *Client
 	tty     bool
-	stream  *connect.ServerStreamForClient[pb.StartResponse]
+	stream  eventStream
 	cancel  context.CancelFunc // ends the stream
 	stop    func() bool        // detaches the kill-on-cancel hook
 	execCtx context.Context
+	owned   bool // started by Exec: Close and cancellation kill it
+	// attachCtx is Attach's context: when it ends, the handle detaches.
+	attachCtx context.Context
 
 	done     chan struct{} // closed when the end event or an error arrived
 	end      *pb.ProcessEvent_EndEvent
@@ -105,6 +108,45 @@ func (c *Client) Exec(ctx context.Context, ec ExecConfig) (*Process, error) {
 		cancel()
 		return nil, c.wrap(ctx, "exec", err)
 	}
+	return c.follow(ctx, startStream{stream}, cancel, followConfig{
+		op: "exec", killOnCancel: true, tty: ec.TTY, stdin: ec.Stdin || ec.TTY,
+		stdout: ec.Stdout, stderr: ec.Stderr,
+		startErr: func(err error) error { return c.execError(ctx, ec.Args[0], err) },
+	})
+}
+
+// eventStream is a stream of process events (Start's or Connect's).
+type eventStream interface {
+	Receive() bool
+	Err() error
+	Close() error
+	event() *pb.ProcessEvent
+}
+
+type startStream struct {
+	*connect.ServerStreamForClient[pb.StartResponse]
+}
+
+func (s startStream) event() *pb.ProcessEvent { return s.Msg().GetEvent() }
+
+type connectStream struct {
+	*connect.ServerStreamForClient[pb.ConnectResponse]
+}
+
+func (s connectStream) event() *pb.ProcessEvent { return s.Msg().GetEvent() }
+
+// followConfig says how to follow a process's event stream.
+type followConfig struct {
+	op             string
+	killOnCancel   bool // ctx ending kills the process (Exec), else detaches (Attach)
+	tty, stdin     bool
+	stdout, stderr io.Writer
+	startErr       func(error) error // maps an error before the start event
+}
+
+// follow waits for the start event, then returns the process with its
+// events pumped in the background. cancel ends the stream.
+func (c *Client) follow(ctx context.Context, stream eventStream, cancel context.CancelFunc, fc followConfig) (*Process, error) {
 	first := make(chan bool, 1)
 	go func() { first <- stream.Receive() }()
 	var ok bool
@@ -114,7 +156,7 @@ func (c *Client) Exec(ctx context.Context, ec ExecConfig) (*Process, error) {
 		cancel()
 		<-first
 		_ = stream.Close()
-		return nil, fmt.Errorf("agent exec: %w", context.Cause(ctx))
+		return nil, fmt.Errorf("agent %s: %w", fc.op, context.Cause(ctx))
 	}
 	if !ok {
 		err := stream.Err()
@@ -123,16 +165,16 @@ func (c *Client) Exec(ctx context.Context, ec ExecConfig) (*Process, error) {
 		if err == nil {
 			err = &UnavailableError{Socket: c.socket, Err: errors.New("stream ended before the start event")}
 		}
-		return nil, c.execError(ctx, ec.Args[0], err)
+		return nil, fc.startErr(err)
 	}
-	start := stream.Msg().GetEvent().GetStart()
+	start := stream.event().GetStart()
 	if start == nil {
 		_ = stream.Close()
 		cancel()
-		return nil, fmt.Errorf("agent exec: first event is not the start event: %w", &UnavailableError{Socket: c.socket, Err: errors.New("protocol error")})
+		return nil, fmt.Errorf("agent %s: first event is not the start event: %w", fc.op, &UnavailableError{Socket: c.socket, Err: errors.New("protocol error")})
 	}
-	p := &Process{PID: start.GetPid(), c: c, tty: ec.TTY, stream: stream, cancel: cancel, done: make(chan struct{}), execCtx: ctx}
-	stdout, stderr := ec.Stdout, ec.Stderr
+	p := &Process{PID: start.GetPid(), c: c, tty: fc.tty, stream: stream, cancel: cancel, done: make(chan struct{}), execCtx: ctx}
+	stdout, stderr := fc.stdout, fc.stderr
 	var outPipe, errPipe *io.PipeWriter
 	if stdout == nil {
 		r, w := io.Pipe()
@@ -142,12 +184,71 @@ func (c *Client) Exec(ctx context.Context, ec ExecConfig) (*Process, error) {
 		r, w := io.Pipe()
 		p.Stderr, errPipe, stderr = r, w, w
 	}
-	if ec.Stdin || ec.TTY {
+	if fc.stdin {
 		p.Stdin = &stdinWriter{p: p}
 	}
-	p.stop = context.AfterFunc(ctx, func() { p.kill() })
+	if fc.killOnCancel {
+		p.owned = true
+		p.stop = context.AfterFunc(ctx, func() { p.kill() })
+	} else {
+		p.execCtx, p.attachCtx = context.Background(), ctx
+		p.stop = context.AfterFunc(ctx, cancel)
+	}
 	go p.pump(stdout, stderr, outPipe, errPipe)
 	return p, nil
+}
+
+// AttachConfig says how to attach to a running process.
+type AttachConfig struct {
+	// TTY routes Stdin to the process's terminal (it was started with one).
+	TTY bool
+	// Stdin gives the handle an input writer.
+	Stdin bool
+	// Stdout and Stderr as in ExecConfig.
+	Stdout, Stderr io.Writer
+}
+
+// Attach follows a process already running in the guest (started by this
+// or another client, found by PID): its output from now on and its end.
+// Cancelling ctx detaches; it does not kill the process.
+func (c *Client) Attach(ctx context.Context, pid uint32, ac AttachConfig) (*Process, error) {
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stream, err := c.proc.Connect(sctx, connect.NewRequest(&pb.ConnectRequest{Process: pidSelector(pid)}))
+	if err != nil {
+		cancel()
+		return nil, c.wrap(ctx, fmt.Sprintf("attach %d", pid), err)
+	}
+	op := fmt.Sprintf("attach %d", pid)
+	return c.follow(ctx, connectStream{stream}, cancel, followConfig{
+		op: op, tty: ac.TTY, stdin: ac.Stdin || ac.TTY, stdout: ac.Stdout, stderr: ac.Stderr,
+		startErr: func(err error) error { return c.wrap(ctx, op, err) },
+	})
+}
+
+// ProcessInfo describes a process the agent started that is still running.
+type ProcessInfo struct {
+	PID  uint32
+	Tag  string
+	Args []string
+	Env  map[string]string // the request's additions
+	Dir  string            // as requested ("" for the default)
+}
+
+// Processes lists the running processes the agent started.
+func (c *Client) Processes(ctx context.Context) ([]ProcessInfo, error) {
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	res, err := c.proc.List(ctx, connect.NewRequest(&pb.ListRequest{}))
+	if err != nil {
+		return nil, c.wrap(ctx, "list processes", err)
+	}
+	var out []ProcessInfo
+	for _, p := range res.Msg.GetProcesses() {
+		cfg := p.GetConfig()
+		out = append(out, ProcessInfo{PID: p.GetPid(), Tag: p.GetTag(), Args: append([]string{cfg.GetCmd()}, cfg.GetArgs()...),
+			Env: cfg.GetEnvs(), Dir: cfg.GetCwd()})
+	}
+	return out, nil
 }
 
 // setUser names the user the way envd expects it: Basic auth, no password.
@@ -176,7 +277,7 @@ func (c *Client) execError(ctx context.Context, cmd string, err error) error {
 func (p *Process) pump(stdout, stderr io.Writer, outPipe, errPipe *io.PipeWriter) {
 	var err error
 	for p.stream.Receive() {
-		ev := p.stream.Msg().GetEvent()
+		ev := p.stream.event()
 		switch e := ev.GetEvent().(type) {
 		case *pb.ProcessEvent_Data:
 			var werr error
@@ -197,6 +298,9 @@ func (p *Process) pump(stdout, stderr io.Writer, outPipe, errPipe *io.PipeWriter
 		if p.end != nil || err != nil {
 			break
 		}
+	}
+	if err == nil && p.end == nil && p.attachCtx != nil && p.attachCtx.Err() != nil {
+		err = fmt.Errorf("agent attach %d: detached: %w", p.PID, context.Cause(p.attachCtx))
 	}
 	if err == nil && p.end == nil {
 		err = p.stream.Err()
@@ -298,11 +402,17 @@ func (p *Process) Resize(ctx context.Context, rows, cols uint16) error {
 	return p.c.wrap(ctx, fmt.Sprintf("resize process %d", p.PID), err)
 }
 
-// Close kills the process if it is still running and releases the handle.
+// Close releases the handle. A process started by Exec that is still
+// running is killed; an attached one is left running (detached).
 func (p *Process) Close() error {
 	select {
 	case <-p.done:
 	default:
+		if !p.owned {
+			p.cancel()
+			<-p.done
+			break
+		}
 		p.kill()
 		select {
 		case <-p.done:

@@ -179,6 +179,12 @@ func (a *Agent) Stop(t testing.TB) {
 	default:
 	}
 	_ = a.Cmd.Process.Signal(syscall.SIGTERM)
+	t0 := time.Now()
+	defer func() {
+		if os.Getenv("AGENTTEST_DEBUG") != "" {
+			t.Logf("agent stop took %v; log:\n%s", time.Since(t0), a.Log())
+		}
+	}()
 	select {
 	case <-a.done:
 	case <-time.After(5 * time.Second):
