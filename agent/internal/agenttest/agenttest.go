@@ -3,6 +3,8 @@
 // (--listen unix:PATH), and a stand-in for Firecracker's hybrid vsock that
 // speaks its CONNECT/OK handshake in front of it.
 //
+// Set AGENTTEST_DEBUG=1 to have each agent's log printed when it stops.
+//
 // It is imported by the tests of package agent only.
 package agenttest
 
