@@ -112,7 +112,7 @@ func (s *Server) applyInit(headerToken string, req *InitRequest) (int, error) {
 	}
 	if len(req.Entropy) > 0 {
 		if err := s.sys.AddEntropy(req.Entropy); err != nil {
-			if !errors.Is(err, errHostMode) {
+			if !errors.Is(err, ErrUnchanged) {
 				return http.StatusInternalServerError, fmt.Errorf("init: %w", err)
 			}
 			s.systemError("add entropy", err)
@@ -122,7 +122,7 @@ func (s *Server) applyInit(headerToken string, req *InitRequest) (int, error) {
 	}
 	if req.Hostname != "" {
 		if err := s.sys.SetHostname(req.Hostname); err != nil {
-			if !errors.Is(err, errHostMode) {
+			if !errors.Is(err, ErrUnchanged) {
 				return http.StatusInternalServerError, fmt.Errorf("init: %w", err)
 			}
 			s.systemError("set hostname", err)
@@ -149,7 +149,7 @@ func (s *Server) applyInit(headerToken string, req *InitRequest) (int, error) {
 
 // systemError logs a machine change that did not happen.
 func (s *Server) systemError(what string, err error) {
-	if errors.Is(err, errHostMode) {
+	if errors.Is(err, ErrUnchanged) {
 		s.log.Info(what+": skipped", "reason", err)
 		return
 	}

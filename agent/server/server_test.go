@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -239,5 +240,19 @@ func TestSignedFileURL(t *testing.T) {
 				t.Errorf("%s %s: %d %s, want %d", tc.method, tc.query, w.Code, w.Body, tc.want)
 			}
 		})
+	}
+}
+
+// A simulated guest never sets the clock (it is the host's); /init still
+// succeeds.
+func TestSimulatedSystemLeavesClock(t *testing.T) {
+	err := SimulatedSystem{}.SetClock(time.Now().Add(-time.Hour))
+	if !errors.Is(err, ErrUnchanged) {
+		t.Fatalf("SetClock = %v, want ErrUnchanged", err)
+	}
+	s := New(Config{System: HostSystem{}})
+	defer s.Close()
+	if w := postInit(t, s, "", map[string]any{"timestamp": time.Now().Add(-time.Hour), "hostname": "h", "entropy": []byte("x")}); w.Code != http.StatusNoContent {
+		t.Errorf("init on a host: %d %s", w.Code, w.Body)
 	}
 }

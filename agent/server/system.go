@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -84,9 +85,26 @@ type HostSystem struct{}
 
 var _ System = HostSystem{}
 
-// errHostMode is returned by HostSystem; /init logs it and goes on.
-var errHostMode = fmt.Errorf("agent runs on a host: machine left unchanged")
+// ErrUnchanged is returned by a System that deliberately leaves something
+// alone; /init logs it and goes on.
+var ErrUnchanged = errors.New("left unchanged")
+
+// errHostMode is what HostSystem returns.
+var errHostMode = fmt.Errorf("agent runs on a host: machine %w", ErrUnchanged)
 
 func (HostSystem) SetClock(time.Time) error { return errHostMode }
 func (HostSystem) AddEntropy([]byte) error  { return errHostMode }
 func (HostSystem) SetHostname(string) error { return errHostMode }
+
+// SimulatedSystem is the System of an agent in a simulated guest (see
+// cmd/kindling-agent): it sets the hostname (its own UTS namespace) and
+// feeds the entropy pool, but leaves the clock alone, which is the host's
+// own (Linux has no namespace for CLOCK_REALTIME).
+type SimulatedSystem struct{ GuestSystem }
+
+var _ System = SimulatedSystem{}
+
+// SetClock refuses: the clock is the host's.
+func (SimulatedSystem) SetClock(time.Time) error {
+	return fmt.Errorf("simulated guest: the clock is the host's, %w", ErrUnchanged)
+}

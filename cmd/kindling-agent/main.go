@@ -22,7 +22,8 @@
 //     instead of vsock port 49983, creating DIR (after mounting /run, so DIR
 //     may be under it). Everything else is unchanged. This is the contract
 //     with kindling's fake Firecracker, which bridges the sandbox's
-//     hybrid-vsock socket to that Unix socket.
+//     hybrid-vsock socket to that Unix socket. A simulated guest shares the
+//     host's clock, so /init does not set it there.
 //
 // Processes started without an environment, working directory or user get
 // the image's (/.kindling/image.json, written by the image builder) and
@@ -151,8 +152,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		Shutdown: func() { cancel(errShutdown) },
 		System:   server.GuestSystem{},
 	}
-	if hostMode {
+	switch {
+	case hostMode:
 		cfg.System = server.HostSystem{}
+	case cl.vsockDir != "":
+		cfg.System = server.SimulatedSystem{}
 	}
 	if pid1 {
 		cfg.Reaper = server.NewSystemReaper()
