@@ -46,7 +46,7 @@ func (r *Runtime) List(ctx context.Context) ([]Info, error) {
 
 func (r *Runtime) loadError(id string, err error) error {
 	if errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("sandbox %q: %w (see 'kindling ps')", id, ErrNotFound)
+		return fmt.Errorf("sandbox %q: %w", id, ErrNotFound)
 	}
 	return fmt.Errorf("sandbox %q: %w", id, err)
 }

@@ -64,7 +64,7 @@ func (r *Runtime) Start(ctx context.Context, id string) (_ Info, err error) {
 	if st == Exited && rec.RestoreFrom != "" {
 		// Loading the snapshot again would pair its memory with disks that
 		// have moved on since.
-		return Info{}, fmt.Errorf("start sandbox %q: it was restored from %s and has exited; its drives no longer match that snapshot: remove it and restore or clone again: %w", id, rec.RestoreFrom, ErrInvalidState)
+		return Info{}, fmt.Errorf("start sandbox %q: it was restored from %s and has exited; its drives no longer match that snapshot: it cannot start again: %w", id, rec.RestoreFrom, ErrInvalidState)
 	}
 	if err := r.setUpTaps(ctx, &rec); err != nil {
 		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
@@ -493,7 +493,7 @@ func (r *Runtime) Remove(ctx context.Context, id string, force bool) (err error)
 	awaitMonitorExit(ctx, &rec)
 	if st := r.reconcile(ctx, &rec); st != Created && st != Exited {
 		if !force {
-			return fmt.Errorf("remove sandbox %q: it is %s: stop it first, or use --force: %w", id, st, ErrInvalidState)
+			return fmt.Errorf("remove sandbox %q: it is %s: %w", id, st, ErrInvalidState)
 		}
 		if err := r.Kill(ctx, id); err != nil {
 			return fmt.Errorf("remove sandbox %q: %w", id, err)
@@ -562,7 +562,7 @@ func (r *Runtime) removeCorrupt(ctx context.Context, id string, force bool, load
 		return fmt.Errorf("remove sandbox %q: %w", id, err)
 	}
 	if len(procs) > 0 && !force {
-		return fmt.Errorf("remove sandbox %q: %w, and %d processes still use it (pid %d): use --force to kill them", id, loadErr, len(procs), procs[0].PID)
+		return fmt.Errorf("remove sandbox %q: %w, and %d processes still use it (pid %d): %w", id, loadErr, len(procs), procs[0].PID, ErrInvalidState)
 	}
 	if err := killAll(ctx, procs); err != nil {
 		return fmt.Errorf("remove sandbox %q: %w", id, err)

@@ -9,11 +9,15 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/kindling-vm/kindling/internal/errdefs"
 	"github.com/kindling-vm/kindling/vmm"
 )
 
 // manifestName is the file in a snapshot directory that describes it.
 const manifestName = "kindling-snapshot.json"
+
+// errHoldsSnapshot: a snapshot is to be written where one is already.
+var errHoldsSnapshot = errdefs.New(errdefs.ErrExists, "already holds a snapshot")
 
 // manifestVersion is the format version of the manifest.
 const manifestVersion = 1
@@ -37,7 +41,7 @@ func (r *Runtime) Snapshot(ctx context.Context, id, dir string) error {
 		return specError(err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, manifestName)); err == nil {
-		return fmt.Errorf("%w: snapshot directory %s already holds a snapshot: choose an empty directory", ErrInvalidSpec, dir)
+		return fmt.Errorf("%w: snapshot directory %s %w", ErrInvalidSpec, dir, errHoldsSnapshot)
 	}
 	return r.withMachine(ctx, id, "snapshot", "sandbox.Snapshot", func(m *vmm.Machine, rec *record) error {
 		snap, err := m.CreateSnapshot(ctx, vmm.SnapshotOptions{Dir: dir, PauseAround: true})
@@ -88,7 +92,7 @@ func (r *Runtime) Restore(ctx context.Context, dir string, o RestoreOptions) (_ 
 	spec.WaitConsole = ""
 	if o.Net != nil {
 		if len(o.Net) != len(man.Taps) {
-			return Info{}, fmt.Errorf("%w: the snapshot has %d network interfaces; give as many --net flags, or none", ErrInvalidSpec, len(man.Taps))
+			return Info{}, fmt.Errorf("%w: the snapshot has %d network interfaces: give as many, or none", ErrInvalidSpec, len(man.Taps))
 		}
 		spec.Net = o.Net
 	}
@@ -99,7 +103,7 @@ func (r *Runtime) Restore(ctx context.Context, dir string, o RestoreOptions) (_ 
 	rec.RestoreFrom, rec.AutoRemove = dir, o.AutoRemove
 	if err := r.st.Create(ctx, rec.ID, rec); err != nil {
 		if errors.Is(err, ErrExists) {
-			return Info{}, fmt.Errorf("sandbox %q exists already: pick another --name", rec.ID)
+			return Info{}, fmt.Errorf("sandbox %q: %w", rec.ID, ErrExists)
 		}
 		return Info{}, fmt.Errorf("restore into sandbox %q: %w", rec.ID, err)
 	}
@@ -118,10 +122,10 @@ func readManifest(dir string) (*manifest, error) {
 	}
 	var man manifest
 	if err := json.Unmarshal(b, &man); err != nil {
-		return nil, fmt.Errorf("snapshot manifest %s: %w", filepath.Join(dir, manifestName), err)
+		return nil, fmt.Errorf("snapshot manifest %s: %w: %w", filepath.Join(dir, manifestName), ErrCorrupt, err)
 	}
 	if man.Version != manifestVersion {
-		return nil, fmt.Errorf("snapshot manifest %s: format version %d, this kindling reads %d", filepath.Join(dir, manifestName), man.Version, manifestVersion)
+		return nil, fmt.Errorf("snapshot manifest %s: format version %d, this kindling reads %d: %w", filepath.Join(dir, manifestName), man.Version, manifestVersion, ErrNotSupported)
 	}
 	return &man, nil
 }

@@ -18,17 +18,14 @@ import (
 	"time"
 
 	"github.com/kindling-vm/kindling/fcapi"
+	"github.com/kindling-vm/kindling/internal/errdefs"
 	"github.com/kindling-vm/kindling/internal/store"
 	"github.com/kindling-vm/kindling/vmm"
 )
 
-// ErrNotSupported: the operation needs something the Firecracker release
-// (or this runtime) does not have; the message says what.
-var ErrNotSupported = vmm.ErrNotSupported
-
 // ErrTemplateCorrupt: a template's files are missing or do not match the
-// checksums of its manifest.
-var ErrTemplateCorrupt = errors.New("template corrupt")
+// checksums of its manifest. It matches ErrCorrupt.
+var ErrTemplateCorrupt = errdefs.New(errdefs.ErrCorrupt, "template corrupt")
 
 // Template store layout: <root>/.templates/<name>/ holds the snapshot files,
 // the template's own copies of the source's writable drives, placeholder
@@ -159,7 +156,7 @@ func (r *Runtime) lockTemplates(name string, how int) (func(), error) {
 	for {
 		f, err := os.Open(dir)
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("template %q not found: see 'kindling template ls': %w", name, ErrNotFound)
+			return nil, fmt.Errorf("template %q: %w", name, ErrNotFound)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("template store: %w", err)
@@ -206,7 +203,7 @@ func (r *Runtime) CreateTemplate(ctx context.Context, name, from string, o Templ
 	}
 	if err != nil {
 		if errors.Is(err, os.ErrExist) {
-			return Template{}, fmt.Errorf("create template %q: it exists already: pick another name or remove it with 'kindling template rm %s': %w", name, name, ErrExists)
+			return Template{}, fmt.Errorf("create template %q: %w", name, ErrExists)
 		}
 		return Template{}, fmt.Errorf("create template %q: %w", name, err)
 	}
@@ -255,7 +252,7 @@ func (r *Runtime) CreateTemplate(ctx context.Context, name, from string, o Templ
 		}
 		for _, s := range m.Pool() {
 			if s.Drive != nil {
-				return fmt.Errorf("hotplug slot %s holds %s: detach it first ('kindling drive rm'): %w", s.ID, s.Drive.Path, ErrInvalidState)
+				return fmt.Errorf("hotplug slot %s holds %s: detach it first: %w", s.ID, s.Drive.Path, ErrInvalidState)
 			}
 			dst := filepath.Join(tdir, s.ID+".img")
 			if err := copyFileSparse(s.Placeholder, dst); err != nil {
@@ -421,7 +418,7 @@ func (r *Runtime) readTemplate(name string) (*Template, *manifest, error) {
 	}
 	b, err := os.ReadFile(filepath.Join(tdir, templateManifestName))
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil, fmt.Errorf("template %q not found: see 'kindling template ls': %w", name, ErrNotFound)
+		return nil, nil, fmt.Errorf("template %q: %w", name, ErrNotFound)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("template %q: %w", name, err)
@@ -458,7 +455,7 @@ func (t *Template) checkFiles(full bool) error {
 		}
 		if !full && f.Name != vmm.SnapshotStateFile {
 			if stampOf(fi) != f.Stamp {
-				fail(fmt.Errorf("file %s was modified after the template was made (its size or modification time changed): check it with 'kindling template verify %s'", f.Name, t.Name))
+				fail(fmt.Errorf("file %s was modified after the template was made (its size or modification time changed): verify the template to check it", f.Name))
 			}
 			continue
 		}
@@ -570,13 +567,13 @@ func (r *Runtime) RunTemplate(ctx context.Context, name string, o CloneOptions) 
 	}
 	if o.Net != nil {
 		if len(o.Net) != len(tpl.Net) {
-			return Info{}, fmt.Errorf("%w: template %q has %d network interfaces; give as many --net flags, or none", ErrInvalidSpec, name, len(tpl.Net))
+			return Info{}, fmt.Errorf("%w: template %q has %d network interfaces: give as many, or none", ErrInvalidSpec, name, len(tpl.Net))
 		}
 		spec.Net = o.Net
 	}
 	for i, n := range spec.Net {
 		if !n.Auto && i < len(tpl.Net) && n.Tap == tpl.Net[i].Tap {
-			return Info{}, fmt.Errorf("%w: template %q uses tap %q, which a clone cannot share: give the clone its own --net (auto, or tap=NAME)", ErrInvalidSpec, name, n.Tap)
+			return Info{}, fmt.Errorf("%w: template %q uses tap %q, which a clone cannot share: give the clone its own interfaces (auto, or another tap)", ErrInvalidSpec, name, n.Tap)
 		}
 	}
 	caps := fcapi.CapabilitiesOf(ver)
@@ -598,7 +595,7 @@ func (r *Runtime) RunTemplate(ctx context.Context, name string, o CloneOptions) 
 	l, err := r.st.CreateLocked(ctx, rec.ID, rec)
 	if err != nil {
 		if errors.Is(err, ErrExists) {
-			return Info{}, fmt.Errorf("sandbox %q exists already: pick another --name: %w", rec.ID, err)
+			return Info{}, fmt.Errorf("sandbox %q: %w", rec.ID, ErrExists)
 		}
 		return Info{}, fmt.Errorf("clone template %q: %w", name, err)
 	}
@@ -738,7 +735,7 @@ func (r *Runtime) RemoveTemplate(ctx context.Context, name string, force bool) e
 	defer unlock()
 	if _, err := os.Stat(filepath.Join(tdir, templateManifestName)); err != nil {
 		if _, derr := os.Stat(tdir); derr != nil || !force {
-			return fmt.Errorf("template %q not found: see 'kindling template ls': %w", name, ErrNotFound)
+			return fmt.Errorf("template %q: %w", name, ErrNotFound)
 		}
 	}
 	clones, err := r.templateClones(ctx)
@@ -746,7 +743,7 @@ func (r *Runtime) RemoveTemplate(ctx context.Context, name string, force bool) e
 		return err
 	}
 	if ids := clones[tdir]; len(ids) > 0 && !force {
-		return fmt.Errorf("remove template %q: sandboxes %s were started from it: remove them first, or use --force: %w", name, strings.Join(ids, ", "), ErrInvalidState)
+		return fmt.Errorf("remove template %q: sandboxes %s were started from it: %w", name, strings.Join(ids, ", "), ErrInvalidState)
 	}
 	// Rename first so that a half-removed template is never listed.
 	gone := filepath.Join(filepath.Dir(tdir), fmt.Sprintf(".rm-%s-%d", name, time.Now().UnixNano()))
