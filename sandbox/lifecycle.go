@@ -306,7 +306,8 @@ func (r *Runtime) end(ctx context.Context, id, op, spanName string, how func(*vm
 		case rec.Spec.Kernel == "":
 			grace = 0 // the demo guest ignores Ctrl-Alt-Del
 		}
-		if err := endVMM(ctx, &rec, op == "kill", how, vmm.WithStopGrace(grace)); err != nil {
+		opts := append(r.vmmOptions(), vmm.WithStopGrace(grace))
+		if err := endVMM(ctx, &rec, op == "kill", how, opts...); err != nil {
 			return fmt.Errorf("%s sandbox %q: %w", op, id, err)
 		}
 	}

@@ -72,12 +72,31 @@ type Runtime struct {
 // Option configures a Runtime.
 type Option func(*Runtime)
 
-// WithLogger sets the logger (default: discard).
-func WithLogger(l *slog.Logger) Option { return func(r *Runtime) { r.log = l } }
+// WithLogger sets the logger the runtime, and the VMM driver under it, log
+// their work to at debug level (default: discard). Errors are returned,
+// not logged.
+func WithLogger(l *slog.Logger) Option {
+	return func(r *Runtime) {
+		if l != nil {
+			r.log = l
+		}
+	}
+}
 
-// WithTracerProvider sets the OpenTelemetry tracer provider (default: no-op).
+// WithTracerProvider sets the OpenTelemetry tracer provider of the runtime's
+// spans and of the VMM driver's under them (default: no-op).
 func WithTracerProvider(tp trace.TracerProvider) Option {
-	return func(r *Runtime) { r.tp = tp }
+	return func(r *Runtime) {
+		if tp != nil {
+			r.tp = tp
+		}
+	}
+}
+
+// vmmOptions are the driver options of a VMM this runtime attaches to: its
+// logger and tracer provider.
+func (r *Runtime) vmmOptions() []vmm.Option {
+	return []vmm.Option{vmm.WithLogger(r.log), vmm.WithTracerProvider(r.tp)}
 }
 
 // WithMonitorExecutable sets the executable started as each sandbox's
@@ -186,6 +205,7 @@ func (r *Runtime) Create(ctx context.Context, spec Spec, opts CreateOptions) (_ 
 		}
 		return Info{}, fmt.Errorf("create sandbox %q: %w", rec.ID, err)
 	}
+	r.log.Debug("recorded sandbox", "sandbox", rec.ID, "status", rec.Status)
 	return r.info(ctx, rec), nil
 }
 

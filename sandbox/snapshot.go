@@ -43,7 +43,7 @@ func (r *Runtime) Snapshot(ctx context.Context, id, dir string) error {
 	if _, err := os.Stat(filepath.Join(dir, manifestName)); err == nil {
 		return fmt.Errorf("%w: snapshot directory %s %w", ErrInvalidSpec, dir, errHoldsSnapshot)
 	}
-	return r.withMachine(ctx, id, "snapshot", "sandbox.Snapshot", func(m *vmm.Machine, rec *record) error {
+	return r.withMachine(ctx, id, "snapshot", "sandbox.Snapshot", func(ctx context.Context, m *vmm.Machine, rec *record) error {
 		snap, err := m.CreateSnapshot(ctx, vmm.SnapshotOptions{Dir: dir, PauseAround: true})
 		if err != nil {
 			return err

@@ -216,7 +216,7 @@ func (r *Runtime) CreateTemplate(ctx context.Context, name, from string, o Templ
 
 	var man manifest
 	var tpl Template
-	err = r.withMachine(ctx, from, "make a template of", "sandbox.TemplateSnapshot", func(m *vmm.Machine, rec *record) (err error) {
+	err = r.withMachine(ctx, from, "make a template of", "sandbox.TemplateSnapshot", func(ctx context.Context, m *vmm.Machine, rec *record) (err error) {
 		if rec.Spec.Jailer != "" {
 			return &vmm.NotSupportedError{Op: "template of a jailed sandbox"}
 		}
