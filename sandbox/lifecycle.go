@@ -131,16 +131,32 @@ func (r *Runtime) spawnMonitor(dir, id string) (*monitorProc, *os.File, error) {
 		return nil, nil, fmt.Errorf("spawn monitor %s: %w", r.monitorExe, err)
 	}
 	m := &monitorProc{cmd: cmd, done: make(chan struct{})}
+	pid := cmd.Process.Pid
 	// The monitor outlives this call; reap it whenever it exits so that a
 	// long-lived process embedding the runtime collects no zombies.
-	go func() { cmd.Wait(); close(m.done) }()
+	go func() {
+		cmd.Wait()
+		close(m.done)
+		r.childMu.Lock()
+		if r.children[pid] == m {
+			delete(r.children, pid)
+		}
+		r.childMu.Unlock()
+	}()
 	st, err := kunix.ProcessStartTime(cmd.Process.Pid)
 	if err != nil {
 		m.kill()
 		pr.Close()
 		return nil, nil, fmt.Errorf("spawn monitor: %w", err)
 	}
-	m.ref = procRef{PID: cmd.Process.Pid, StartTime: st}
+	m.ref = procRef{PID: pid, StartTime: st}
+	r.childMu.Lock()
+	select {
+	case <-m.done: // reaped already
+	default:
+		r.children[pid] = m
+	}
+	r.childMu.Unlock()
 	return m, pr, nil
 }
 
@@ -314,7 +330,7 @@ func (r *Runtime) end(ctx context.Context, id, op, spanName string, how func(*vm
 	// Let the monitor record the exit: it needs the lock.
 	l.Unlock()
 	if rec.Monitor != nil {
-		if err := waitGone(ctx, *rec.Monitor); err != nil {
+		if err := r.waitMonitor(ctx, *rec.Monitor); err != nil {
 			return fmt.Errorf("%s sandbox %q: wait for its monitor: %w", op, id, err)
 		}
 	}
@@ -451,6 +467,27 @@ func signalRef(p procRef, sig syscall.Signal) {
 	}
 }
 
+// waitMonitor waits until the monitor p has exited (or ctx ends) and, when
+// this runtime started it, has been reaped, so that no zombie of it is
+// left once a Stop or Wait returns.
+func (r *Runtime) waitMonitor(ctx context.Context, p procRef) error {
+	if err := waitGone(ctx, p); err != nil {
+		return err
+	}
+	r.childMu.Lock()
+	m := r.children[p.PID]
+	r.childMu.Unlock()
+	if m == nil || m.ref != p {
+		return nil
+	}
+	select {
+	case <-m.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // waitGone waits until p has exited (or ctx ends). p is not our child, so
 // it is watched through a pidfd.
 func waitGone(ctx context.Context, p procRef) error {
@@ -531,7 +568,7 @@ func (r *Runtime) Wait(ctx context.Context, id string) (*Exit, error) {
 		return nil, r.loadError(id, err)
 	}
 	if rec.Monitor != nil {
-		if err := waitGone(ctx, *rec.Monitor); err != nil {
+		if err := r.waitMonitor(ctx, *rec.Monitor); err != nil {
 			return nil, err
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -67,6 +68,11 @@ type Runtime struct {
 	log        *slog.Logger
 	tp         trace.TracerProvider
 	monitorExe string
+
+	childMu sync.Mutex // guards children
+	// children are the monitors this runtime started and has not reaped
+	// yet, by PID.
+	children map[int]*monitorProc
 }
 
 // Option configures a Runtime.
@@ -115,7 +121,7 @@ func Open(root string, opts ...Option) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Runtime{st: st, log: slog.New(slog.DiscardHandler), tp: noop.NewTracerProvider()}
+	r := &Runtime{st: st, log: slog.New(slog.DiscardHandler), tp: noop.NewTracerProvider(), children: map[int]*monitorProc{}}
 	for _, o := range opts {
 		o(r)
 	}
