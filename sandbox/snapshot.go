@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kindling-vm/kindling/internal/errdefs"
+	"github.com/kindling-vm/kindling/internal/store"
 	"github.com/kindling-vm/kindling/vmm"
 )
 
@@ -19,8 +20,13 @@ const manifestName = "kindling-snapshot.json"
 // errHoldsSnapshot: a snapshot is to be written where one is already.
 var errHoldsSnapshot = errdefs.New(errdefs.ErrExists, "already holds a snapshot")
 
-// manifestVersion is the format version of the manifest.
-const manifestVersion = 1
+// manifestVersion is the format version of the manifest this package
+// writes. Version 2: the VMM configuration in it has explicit snake_case
+// keys; version 1 (the Go field names, see vmm.Config) is still read.
+const (
+	manifestVersion       = 2
+	oldestManifestVersion = 1
+)
 
 // manifest describes a sandbox snapshot directory.
 type manifest struct {
@@ -52,11 +58,7 @@ func (r *Runtime) Snapshot(ctx context.Context, id, dir string) error {
 			Version: manifestVersion, CreatedAt: time.Now().UTC(), From: rec.ID,
 			Spec: rec.Spec, Kernel: rec.Kernel, Taps: rec.Taps, Snapshot: snap,
 		}
-		b, err := json.MarshalIndent(man, "", "  ")
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(dir, manifestName), b, 0o600)
+		return writeManifest(dir, &man)
 	})
 }
 
@@ -124,10 +126,28 @@ func readManifest(dir string) (*manifest, error) {
 	if err := json.Unmarshal(b, &man); err != nil {
 		return nil, fmt.Errorf("snapshot manifest %s: %w: %w", filepath.Join(dir, manifestName), ErrCorrupt, err)
 	}
-	if man.Version != manifestVersion {
-		return nil, fmt.Errorf("snapshot manifest %s: format version %d, this kindling reads %d: %w", filepath.Join(dir, manifestName), man.Version, manifestVersion, ErrNotSupported)
+	if man.Version < oldestManifestVersion || man.Version > manifestVersion {
+		return nil, fmt.Errorf("snapshot manifest %s: format version %d, this kindling reads %d to %d: %w", filepath.Join(dir, manifestName), man.Version, oldestManifestVersion, manifestVersion, ErrNotSupported)
 	}
 	return &man, nil
+}
+
+// encodeManifest is the content of a manifest file.
+func encodeManifest(man *manifest) ([]byte, error) {
+	b, err := json.MarshalIndent(man, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode snapshot manifest: %w", err)
+	}
+	return append(b, '\n'), nil
+}
+
+// writeManifest writes man into the snapshot directory dir, atomically.
+func writeManifest(dir string, man *manifest) error {
+	b, err := encodeManifest(man)
+	if err != nil {
+		return err
+	}
+	return store.WriteFileAtomic(dir, manifestName, b)
 }
 
 // restoreMachine loads the snapshot rec was created from into a new VMM
