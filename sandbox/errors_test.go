@@ -48,7 +48,6 @@ func TestSentinelsAreTheSameValues(t *testing.T) {
 		{"ErrInvalidSpec", ErrInvalidSpec, ErrInvalid},
 		{"ErrNoFirecracker", ErrNoFirecracker, ErrInvalid},
 		{"ErrInvalidState", ErrInvalidState, ErrConflict},
-		{"ErrTemplateCorrupt", ErrTemplateCorrupt, ErrCorrupt},
 		{"vmm.ErrInvalidConfig", vmm.ErrInvalidConfig, ErrInvalid},
 		{"vmm.ErrExited", vmm.ErrExited, ErrConflict},
 		{"store.ErrLocked", store.ErrLocked, ErrConflict},
@@ -119,7 +118,10 @@ func TestErrNotFoundEveryEntryPoint(t *testing.T) {
 		}},
 		{"DetachDrive/sandbox", func(ctx context.Context) error { return r.DetachDrive(ctx, id, "pool0") }},
 		{"DetachDrive/slot", func(ctx context.Context) error { return r.DetachDrive(ctx, in.ID, "nosuch-slot") }},
-		{"Snapshot", func(ctx context.Context) error { return r.Snapshot(ctx, id, t.TempDir()) }},
+		{"Snapshot", func(ctx context.Context) error {
+			_, err := r.Snapshot(ctx, id, t.TempDir(), SnapshotOptions{})
+			return err
+		}},
 	})
 }
 
@@ -128,7 +130,7 @@ func TestErrExistsEveryEntryPoint(t *testing.T) {
 	in := mustStart(t, r, Spec{ID: "taken", Kernel: haltGuest(t, "taken"), Firecracker: fc, MemoryMiB: 32})
 	defer r.Remove(context.Background(), in.ID, true)
 	snap := t.TempDir()
-	if err := r.Snapshot(context.Background(), in.ID, snap); err != nil {
+	if _, err := r.Snapshot(context.Background(), in.ID, snap, SnapshotOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	checkAll(t, ErrExists, []errCase{
@@ -137,7 +139,7 @@ func TestErrExistsEveryEntryPoint(t *testing.T) {
 			return err
 		}},
 		{"Restore", func(ctx context.Context) error { _, err := r.Restore(ctx, snap, RestoreOptions{ID: in.ID}); return err }},
-		{"Snapshot", func(ctx context.Context) error { return r.Snapshot(ctx, in.ID, snap) }},
+		{"Snapshot", func(ctx context.Context) error { _, err := r.Snapshot(ctx, in.ID, snap, SnapshotOptions{}); return err }},
 	})
 }
 
@@ -181,7 +183,10 @@ func TestErrConflictEveryEntryPoint(t *testing.T) {
 		{"Remove", func(ctx context.Context) error { return r.Remove(ctx, up.ID, false) }},
 		{"Pause", func(ctx context.Context) error { return r.Pause(ctx, created.ID) }},
 		{"Resume", func(ctx context.Context) error { return r.Resume(ctx, created.ID) }},
-		{"Snapshot", func(ctx context.Context) error { return r.Snapshot(ctx, created.ID, t.TempDir()) }},
+		{"Snapshot", func(ctx context.Context) error {
+			_, err := r.Snapshot(ctx, created.ID, t.TempDir(), SnapshotOptions{})
+			return err
+		}},
 		{"AttachDrive", func(ctx context.Context) error {
 			_, err := r.AttachDrive(ctx, created.ID, Disk{Path: "/dev/null"})
 			return err

@@ -36,10 +36,16 @@ func formatsConfig() vmm.Config {
 
 var formatsTime = time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
 
-// formatsSpec is a Spec with every stored field set.
-func formatsSpec() Spec {
+// formatsSpec is a Spec with every stored field set in format version v
+// (labels came with version 2).
+func formatsSpec(v int) Spec {
+	var labels map[string]string
+	if v >= 2 {
+		labels = map[string]string{"app": "web", "team/owner": "infra"}
+	}
 	return Spec{
-		ID: "web", Kernel: "/k/vmlinux", Initrd: "/k/initrd", KernelArgs: "console=ttyS0",
+		Labels: labels,
+		ID:     "web", Kernel: "/k/vmlinux", Initrd: "/k/initrd", KernelArgs: "console=ttyS0",
 		Rootfs: &Disk{Path: "/d/root.img", ReadOnly: true}, Drives: []Disk{{Path: "/d/data.img"}},
 		VCPUs: 2, MemoryMiB: 256, SMT: true, Net: []Net{{Auto: true}, {Tap: "kd1", MAC: "02:00:00:00:00:02"}},
 		NetNS: "/run/netns/n0", VsockCID: 3, Firecracker: "/usr/bin/firecracker", Jailer: "/usr/bin/jailer",
@@ -58,7 +64,7 @@ func formatsSlots() []vmm.Slot {
 // formatsRecord is a sandbox record with every stored field set.
 func formatsRecord(stateVersion int) record {
 	return record{
-		ID: "web", Spec: formatsSpec(), CreatedAt: formatsTime, AutoRemove: true, Status: Running,
+		ID: "web", Spec: formatsSpec(stateVersion), CreatedAt: formatsTime, AutoRemove: true, Status: Running,
 		Kernel: "/k/vmlinux", Monitor: &procRef{PID: 100, StartTime: 12345},
 		Machine: &vmm.MachineState{Version: stateVersion, ID: "web", PID: 101, StartTime: 12346,
 			SocketPath: "/run/kindling/web/fc.sock", LogPath: "/run/kindling/web/firecracker.log",
@@ -73,7 +79,7 @@ func formatsRecord(stateVersion int) record {
 // formatsManifest is a snapshot manifest with every stored field set.
 func formatsManifest(version int) manifest {
 	return manifest{
-		Version: version, CreatedAt: formatsTime, From: "web", Spec: formatsSpec(), Kernel: "/k/vmlinux",
+		Version: version, CreatedAt: formatsTime, From: "web", Spec: formatsSpec(version), Kernel: "/k/vmlinux",
 		Taps: []tapRef{{Name: "kd0", MAC: "02:00:00:00:00:01", Owned: true}},
 		Snapshot: vmm.Snapshot{SnapshotPath: "/snap/web/vmstate", MemPath: "/snap/web/mem", Diff: true,
 			Firecracker: "1.14.2", Config: formatsConfig(), Pool: formatsSlots()},

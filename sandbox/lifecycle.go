@@ -259,11 +259,15 @@ func releaseTaps(ctx context.Context, rec *record) error {
 }
 
 // StopOption tunes Stop.
-type StopOption func(*stopOptions)
+type StopOption func(*StopOptions)
 
-type stopOptions struct {
-	grace    time.Duration
-	graceSet bool
+// StopOptions is what StopOption values set: plain data, so that an
+// implementation of Controller in another process can apply the options
+// it is given and send the result.
+type StopOptions struct {
+	// Grace, when set, is how long Stop waits for the guest to shut down
+	// after Ctrl-Alt-Del before it sends SIGTERM; see StopGrace.
+	Grace *time.Duration `json:"grace,omitempty"`
 }
 
 // StopGrace sets how long Stop waits for the guest to shut down after
@@ -271,7 +275,7 @@ type stopOptions struct {
 // is vmm.DefaultStopGrace, or zero for the built-in demo guest, which
 // ignores Ctrl-Alt-Del.
 func StopGrace(d time.Duration) StopOption {
-	return func(o *stopOptions) { o.grace, o.graceSet = d, true }
+	return func(o *StopOptions) { o.Grace = &d }
 }
 
 // Stop stops the sandbox's VMM within ctx's deadline (Ctrl-Alt-Del, then
@@ -279,7 +283,7 @@ func StopGrace(d time.Duration) StopOption {
 // and released the sandbox's host resources. Stopping a sandbox that is not
 // running is not an error.
 func (r *Runtime) Stop(ctx context.Context, id string, opts ...StopOption) error {
-	var o stopOptions
+	var o StopOptions
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -290,10 +294,10 @@ func (r *Runtime) Stop(ctx context.Context, id string, opts ...StopOption) error
 
 // Kill kills the sandbox's VMM with SIGKILL; otherwise like Stop.
 func (r *Runtime) Kill(ctx context.Context, id string) error {
-	return r.end(ctx, id, "kill", "sandbox.Kill", (*vmm.Machine).Kill, stopOptions{})
+	return r.end(ctx, id, "kill", "sandbox.Kill", (*vmm.Machine).Kill, StopOptions{})
 }
 
-func (r *Runtime) end(ctx context.Context, id, op, spanName string, how func(*vmm.Machine, context.Context) error, so stopOptions) (err error) {
+func (r *Runtime) end(ctx context.Context, id, op, spanName string, how func(*vmm.Machine, context.Context) error, so StopOptions) (err error) {
 	ctx, end := r.span(ctx, spanName, id)
 	defer end(&err)
 
@@ -317,8 +321,8 @@ func (r *Runtime) end(ctx context.Context, id, op, spanName string, how func(*vm
 	default:
 		grace := vmm.DefaultStopGrace
 		switch {
-		case so.graceSet:
-			grace = so.grace
+		case so.Grace != nil:
+			grace = *so.Grace
 		case rec.Spec.Kernel == "":
 			grace = 0 // the demo guest ignores Ctrl-Alt-Del
 		}

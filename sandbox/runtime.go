@@ -223,6 +223,11 @@ func (r *Runtime) newRecord(spec Spec) (*record, error) {
 	if err := store.ValidateID(spec.ID); err != nil {
 		return nil, specError(err)
 	}
+	for k, v := range spec.Labels {
+		if err := ValidateLabel(k, v); err != nil {
+			return nil, err
+		}
+	}
 	fc, err := findFirecracker(spec.Firecracker)
 	if err != nil {
 		return nil, err
