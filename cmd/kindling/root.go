@@ -10,6 +10,7 @@ import (
 
 	"github.com/kindling-vm/kindling/internal/store"
 	"github.com/kindling-vm/kindling/sandbox"
+	"github.com/kindling-vm/kindling/template"
 )
 
 // app holds the global flags and the output streams every command uses.
@@ -36,6 +37,23 @@ func (a *app) runtime() (*sandbox.Runtime, error) {
 		return nil, fmt.Errorf("open state root %s: %w: give a writable --root DIR or set %s", root, err, store.EnvRoot)
 	}
 	return rt, nil
+}
+
+// templates opens the state root's template store.
+func (a *app) templates() (*template.Store, error) {
+	rt, err := a.runtime()
+	if err != nil {
+		return nil, err
+	}
+	return template.Open(rt, a.templateOptions()...)
+}
+
+// templateOptions are the template store's options: its debug logger.
+func (a *app) templateOptions() []template.Option {
+	if !a.debug {
+		return nil
+	}
+	return []template.Option{template.WithLogger(a.logger())}
 }
 
 // logger is the debug logger of the CLI itself (discarding without --debug).
