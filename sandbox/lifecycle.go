@@ -66,10 +66,13 @@ func (r *Runtime) Start(ctx context.Context, id string) (_ Info, err error) {
 		// have moved on since.
 		return Info{}, fmt.Errorf("start sandbox %q: it was restored from %s and has exited; its drives no longer match that snapshot: it cannot start again: %w", id, rec.RestoreFrom, ErrInvalidState)
 	}
+	if err := r.checkExecutables(&rec); err != nil {
+		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
+	}
 	if err := r.setUpTaps(ctx, &rec); err != nil {
 		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
 	}
-	mon, report, err := r.spawnMonitor(l.Dir(), id)
+	mon, report, err := r.spawnMonitor(l.Dir(), &rec)
 	if err != nil {
 		releaseTaps(context.WithoutCancel(ctx), &rec)
 		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
@@ -108,7 +111,8 @@ type monitorProc struct {
 
 // spawnMonitor starts the monitor of sandbox id, detached in its own session,
 // with its output in the sandbox's monitor log and a pipe for its report.
-func (r *Runtime) spawnMonitor(dir, id string) (*monitorProc, *os.File, error) {
+func (r *Runtime) spawnMonitor(dir string, rec *record) (*monitorProc, *os.File, error) {
+	id := rec.ID
 	logf, err := os.OpenFile(filepath.Join(dir, monitorLogName), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open monitor log: %w", err)
@@ -121,7 +125,8 @@ func (r *Runtime) spawnMonitor(dir, id string) (*monitorProc, *os.File, error) {
 	defer pw.Close()
 	cmd := exec.Command(r.monitorExe)
 	cmd.Args = []string{monitorArg0, id}
-	cmd.Env = append(os.Environ(), envMonitorRoot+"="+r.st.Root(), envMonitorID+"="+id)
+	cmd.Env = append(os.Environ(), envMonitorRoot+"="+r.st.Root(), envMonitorID+"="+id,
+		envMonitorFirecracker+"="+rec.Spec.Firecracker, envMonitorJailer+"="+rec.Spec.Jailer)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = []*os.File{pw}

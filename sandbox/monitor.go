@@ -31,6 +31,8 @@ func MonitorMain() {
 	}
 	os.Unsetenv(envMonitorRoot)
 	os.Unsetenv(envMonitorID)
+	// The executables stay in the environment until start compares them
+	// with the record (monitorExecutables), then go too.
 	// The report pipe must not leak into the VMM: the starter reads until
 	// every copy of its write end is closed.
 	syscall.CloseOnExec(readyFD)
@@ -121,6 +123,12 @@ func (mon *monitor) start(term <-chan os.Signal) (*vmm.Machine, error) {
 
 	var rec record
 	if err := mon.st.Load(mon.id, &rec); err != nil {
+		return nil, err
+	}
+	err := monitorExecutables(&rec)
+	os.Unsetenv(envMonitorFirecracker)
+	os.Unsetenv(envMonitorJailer)
+	if err != nil {
 		return nil, err
 	}
 	dir, err := mon.st.Dir(mon.id)

@@ -21,6 +21,7 @@ func TestMain(m *testing.M) {
 type rig struct {
 	rt  *sandbox.Runtime
 	tpl *Store
+	fc  string // the firecracker executable the test configured
 }
 
 // newRuntime opens a runtime and its template store on a fresh short root,
@@ -44,7 +45,7 @@ func newRuntime(t *testing.T, real bool) (*rig, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{rt: rt, tpl: s}
+	r := &rig{rt: rt, tpl: s, fc: fc}
 	t.Cleanup(func() {
 		ctx := context.Background()
 		infos, err := rt.List(ctx, sandbox.ListOptions{})

@@ -91,8 +91,9 @@ type CloneOptions struct {
 	// that each file has the size and modification time recorded when the
 	// template was made, and hashes only the small microVM state file.
 	Verify bool
-	// Firecracker is the executable the clone runs; empty for the one the
-	// template was made with. It must be the same release.
+	// Firecracker is the executable the clone runs; empty for the one
+	// configured by default (sandbox.FindFirecracker). It must be of the
+	// release the template was made with; the template never chooses it.
 	Firecracker string
 	// Labels are the clone's labels (see sandbox.Spec.Labels).
 	Labels map[string]string
@@ -399,7 +400,7 @@ func (s *Store) read(name string) (*Template, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, err := os.ReadFile(filepath.Join(tdir, templateManifestName))
+	b, err := store.ReadFile(filepath.Join(tdir, templateManifestName), store.MaxManifestSize)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("template %q: %w", name, ErrNotFound)
 	}
@@ -537,12 +538,12 @@ func (s *Store) Run(ctx context.Context, name string, o CloneOptions) (_ sandbox
 	if err := tpl.checkFiles(o.Verify); err != nil {
 		return sandbox.Info{}, fmt.Errorf("template %q: %w", name, err)
 	}
-	fc := o.Firecracker
-	if fc == "" {
-		fc = tpl.FirecrackerPath
-	}
-	if fc, err = filepath.Abs(fc); err != nil {
-		return sandbox.Info{}, fmt.Errorf("%w: firecracker: %w", sandbox.ErrInvalidSpec, err)
+	// The executable is the caller's (given, else the one configured by
+	// default), never the manifest's: a template only names the release
+	// it needs, and the path it was made with is only compared.
+	fc, err := sandbox.FindFirecracker(o.Firecracker)
+	if err != nil {
+		return sandbox.Info{}, err
 	}
 	ver, err := tpl.checkRelease(ctx, fc)
 	if err != nil {
@@ -577,7 +578,7 @@ func (s *Store) Run(ctx context.Context, name string, o CloneOptions) (_ sandbox
 		}
 	}
 	in, err := s.rt.CreateFromSnapshot(ctx, tpl.Dir, sandbox.RestoreOptions{
-		ID: o.ID, Net: o.Net, AutoRemove: o.AutoRemove, Firecracker: fc, CopyOwnedDrives: true, Labels: o.Labels,
+		ID: o.ID, Net: o.Net, AutoRemove: o.AutoRemove, Firecracker: fc, FirecrackerRelease: ver.String(), CopyOwnedDrives: true, Labels: o.Labels,
 	})
 	if err != nil {
 		if errors.Is(err, ErrExists) {

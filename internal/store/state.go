@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -92,12 +91,12 @@ func readState(dir string, v any) error {
 		return fmt.Errorf("read state: %w", err)
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxStateSize+1))
-	if err != nil {
-		return fmt.Errorf("read state %q: %w", path, err)
+	b, err := ReadLimited(f, path, maxStateSize)
+	if tl, ok := errors.AsType[*TooLargeError](err); ok {
+		return &CorruptError{Path: path, Err: tl}
 	}
-	if len(b) > maxStateSize {
-		return &CorruptError{Path: path, Err: fmt.Errorf("larger than %d bytes", maxStateSize)}
+	if err != nil {
+		return fmt.Errorf("read state: %w", err)
 	}
 	return decodeState(path, b, v)
 }
