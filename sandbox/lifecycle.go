@@ -113,7 +113,7 @@ type monitorProc struct {
 // with its output in the sandbox's monitor log and a pipe for its report.
 func (r *Runtime) spawnMonitor(dir string, rec *record) (*monitorProc, *os.File, error) {
 	id := rec.ID
-	logf, err := os.OpenFile(filepath.Join(dir, monitorLogName), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	logf, err := store.OpenInDir("sandbox directory", dir, monitorLogName, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open monitor log: %w", err)
 	}

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -135,7 +134,7 @@ func (mon *monitor) start(term <-chan os.Signal) (*vmm.Machine, error) {
 	if err != nil {
 		return nil, err
 	}
-	console, err := openConsoleLog(filepath.Join(dir, consoleName), 0)
+	console, err := openConsoleLog(dir, consoleName, 0, mon.log)
 	if err != nil {
 		return nil, err
 	}

@@ -324,3 +324,69 @@ func TestSmallerSameFileRootfsAndDrive(t *testing.T) {
 		})
 	}
 }
+
+// D3: a snapshot is written only into a new directory, or an empty one
+// private to the caller: never through a planted symlink, never into a
+// directory others can write.
+func TestD3SnapshotTargetMustBeNewOrPrivate(t *testing.T) {
+	r, fc := newRuntime(t, false)
+	ctx := context.Background()
+	in := mustStart(t, r, Spec{ID: "src", Firecracker: fc, Demo: DemoIdle, MemoryMiB: 32})
+	defer r.Remove(ctx, in.ID, true)
+	base := t.TempDir()
+	victim := filepath.Join(t.TempDir(), "victim")
+
+	shared := filepath.Join(base, "shared")
+	if err := os.Mkdir(shared, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(shared, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	planted := filepath.Join(base, "planted")
+	if err := os.Mkdir(planted, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, filepath.Join(planted, "snapshot.mem")); err != nil {
+		t.Fatal(err)
+	}
+	linked := filepath.Join(base, "linked")
+	if err := os.Symlink(t.TempDir(), linked); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, dir, want string }{
+		{"world-writable", shared, "chmod go-w"},
+		{"holds a dangling symlink", planted, "is not empty"},
+		{"is a symlink", linked, "symbolic link"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := r.Snapshot(ctx, in.ID, tc.dir, SnapshotOptions{})
+			if !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("snapshot into %s: %v, want a refusal saying %q", tc.dir, err, tc.want)
+			}
+			if _, err := os.Lstat(victim); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the symlink's target was written: %v", err)
+			}
+		})
+	}
+	t.Run("owned by nobody", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Skip("needs root: it makes a directory owned by uid 65534")
+		}
+		theirs := filepath.Join(base, "theirs")
+		if err := os.Mkdir(theirs, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(theirs, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Snapshot(ctx, in.ID, theirs, SnapshotOptions{}); !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), "owned by uid 65534") {
+			t.Fatalf("snapshot into another user's directory: %v", err)
+		}
+	})
+	t.Run("new directory", func(t *testing.T) {
+		if _, err := r.Snapshot(ctx, in.ID, filepath.Join(base, "new", "snap"), SnapshotOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

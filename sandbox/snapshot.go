@@ -96,11 +96,12 @@ func (r *Runtime) Snapshot(ctx context.Context, id, dir string, o SnapshotOption
 	if err := absPath(&dir); err != nil {
 		return SnapshotInfo{}, specError(err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, manifestName)); err == nil {
-		return SnapshotInfo{}, fmt.Errorf("%w: snapshot directory %s %w", ErrInvalidSpec, dir, errHoldsSnapshot)
+	created, err := prepareSnapshotDir(dir)
+	if err != nil {
+		return SnapshotInfo{}, err
 	}
 	var man manifest
-	err := r.withMachine(ctx, id, "snapshot", "sandbox.Snapshot", func(ctx context.Context, m *vmm.Machine, rec *record) error {
+	err = r.withMachine(ctx, id, "snapshot", "sandbox.Snapshot", func(ctx context.Context, m *vmm.Machine, rec *record) error {
 		var err error
 		if !o.Own && !o.LeavePaused {
 			snap, err := m.CreateSnapshot(ctx, vmm.SnapshotOptions{Dir: dir, PauseAround: true})
@@ -117,9 +118,44 @@ func (r *Runtime) Snapshot(ctx context.Context, id, dir string, o SnapshotOption
 		return writeManifest(dir, &man)
 	})
 	if err != nil {
+		if created {
+			os.Remove(dir) // only if the failure left it empty
+		}
 		return SnapshotInfo{}, err
 	}
 	return man.info(dir), nil
+}
+
+// prepareSnapshotDir makes the snapshot directory dir, or checks the one
+// there: it must be private to the caller (store.CheckPrivateDir: not a
+// symlink, owned by the caller, writable by nobody else) and empty, so that
+// nothing in it — a planted symlink above all — is written through. It
+// reports whether it made dir.
+func prepareSnapshotDir(dir string) (created bool, err error) {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+		return false, fmt.Errorf("%w: snapshot directory: %w", ErrInvalidSpec, err)
+	}
+	err = os.Mkdir(dir, 0o700)
+	if err == nil {
+		return true, nil
+	}
+	if !errors.Is(err, os.ErrExist) {
+		return false, fmt.Errorf("%w: snapshot directory: %w", ErrInvalidSpec, err)
+	}
+	if err := store.CheckPrivateDir("snapshot directory", dir); err != nil {
+		return false, fmt.Errorf("%w: %w", ErrInvalidSpec, err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, manifestName)); err == nil {
+		return false, fmt.Errorf("%w: snapshot directory %s %w", ErrInvalidSpec, dir, errHoldsSnapshot)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return false, fmt.Errorf("%w: snapshot directory: %w", ErrInvalidSpec, err)
+	}
+	if len(ents) > 0 {
+		return false, fmt.Errorf("%w: snapshot directory %s is not empty (it holds %s): give a new or empty directory", ErrInvalidSpec, dir, ents[0].Name())
+	}
+	return false, nil
 }
 
 // snapshotPaused pauses the sandbox (if it runs), copies what the snapshot

@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -244,6 +245,9 @@ func (s *Store) dir(name string) (string, error) {
 // goes away. Without a template store (no template was made, or the last
 // was removed) the error matches ErrNotFound, for template name.
 func (s *Store) lock(ctx context.Context, name string, mode store.LockMode) (*store.FileLock, error) {
+	if err := store.CheckPrivateDir("template store", filepath.Join(s.rt.Root(), templatesDir)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("template %q: %w", name, err)
+	}
 	l, err := store.LockFile(ctx, filepath.Join(s.rt.Root(), templatesDir, templatesLock), mode)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("template %q: %w", name, ErrNotFound)
@@ -269,11 +273,14 @@ func (s *Store) Create(ctx context.Context, name, from string, o Options) (_ Tem
 	}
 	// A Remove may remove the emptied store in between: retry.
 	for range 3 {
-		if err = os.MkdirAll(filepath.Dir(tdir), 0o700); err == nil {
+		if err = store.MkdirPrivate("template store", filepath.Dir(tdir)); err == nil {
 			if err = os.Mkdir(tdir, 0o700); !errors.Is(err, os.ErrNotExist) {
 				break
 			}
 		}
+	}
+	if errors.Is(err, store.ErrNotPrivate) {
+		return Template{}, fmt.Errorf("create template %q: %w", name, err)
 	}
 	if err != nil {
 		if errors.Is(err, os.ErrExist) {
@@ -400,12 +407,22 @@ func (s *Store) read(name string) (*Template, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, err := store.ReadFile(filepath.Join(tdir, templateManifestName), store.MaxManifestSize)
+	// The store and the template's directory must be the caller's alone,
+	// and the manifest is not read through a symlink.
+	if err := store.CheckPrivateDir("template store", filepath.Dir(tdir)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("template %q: %w", name, err)
+	}
+	f, err := store.OpenInDir("template directory", tdir, templateManifestName, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("template %q: %w", name, ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("template %q: %w", name, err)
+	}
+	b, err := store.ReadLimited(f, f.Name(), store.MaxManifestSize)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("template %q: manifest: %w: %w", name, err, ErrCorrupt)
 	}
 	var tpl Template
 	if err := json.Unmarshal(b, &tpl); err != nil {

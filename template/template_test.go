@@ -15,6 +15,7 @@ import (
 
 	"github.com/kindling-vm/kindling/fcapi"
 	"github.com/kindling-vm/kindling/internal/fakefc"
+	"github.com/kindling-vm/kindling/internal/store"
 	"github.com/kindling-vm/kindling/internal/testutil"
 	"github.com/kindling-vm/kindling/sandbox"
 	"github.com/kindling-vm/kindling/vmm"
@@ -643,5 +644,30 @@ func TestD1TemplateCannotChooseExecutable(t *testing.T) {
 	}
 	if in.Spec.Firecracker != fc {
 		t.Errorf("clone runs %s, want the configured %s", in.Spec.Firecracker, fc)
+	}
+}
+
+// D2: a template store another user owns is neither written nor read.
+func TestD2TemplateStoreOfAnotherUserRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: it makes a directory owned by uid 65534")
+	}
+	r, fc := newRuntime(t, false)
+	ctx := context.Background()
+	templateSource(t, r, fc, "src")
+	defer removeAll(t, r, "src")
+	tdir := filepath.Join(r.Root(), templatesDir)
+	if err := os.Mkdir(tdir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(tdir)
+	if err := os.Chown(tdir, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.tpl.Create(ctx, "tpl", "src", Options{}); !errors.Is(err, store.ErrNotPrivate) || !strings.Contains(err.Error(), "chown") {
+		t.Fatalf("create in another user's template store: %v, want a refusal naming the fix", err)
+	}
+	if _, err := r.tpl.Run(ctx, "tpl", CloneOptions{Firecracker: fc, ID: "clone"}); !errors.Is(err, store.ErrNotPrivate) {
+		t.Fatalf("clone from another user's template store: %v", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // Version is the version of the state file format this package writes.
@@ -80,9 +81,10 @@ func decodeState(path string, b []byte, v any) error {
 // gives an error matching ErrNotFound.
 func readState(dir string, v any) error {
 	path := filepath.Join(dir, stateFile)
-	f, err := os.Open(path)
+	// O_NONBLOCK: a FIFO planted as the state file must not hang the read.
+	f, err := OpenInDir("sandbox directory", dir, stateFile, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, os.ErrNotExist) {
-		if _, derr := os.Stat(dir); derr == nil {
+		if _, derr := os.Lstat(dir); derr == nil {
 			return fmt.Errorf("%w: no state file yet (its create did not finish)", ErrNotFound)
 		}
 		return ErrNotFound
@@ -91,6 +93,9 @@ func readState(dir string, v any) error {
 		return fmt.Errorf("read state: %w", err)
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return &CorruptError{Path: path, Err: errors.New("not a regular file")}
+	}
 	b, err := ReadLimited(f, path, maxStateSize)
 	if tl, ok := errors.AsType[*TooLargeError](err); ok {
 		return &CorruptError{Path: path, Err: tl}
