@@ -16,6 +16,7 @@ func (r *Runtime) Inspect(ctx context.Context, id string) (Info, error) {
 	if err := r.st.Load(id, &rec); err != nil {
 		return Info{}, r.loadError(id, err)
 	}
+	rec.dirID = id
 	return r.info(ctx, &rec), nil
 }
 
@@ -64,6 +65,7 @@ func (r *Runtime) List(ctx context.Context, o ListOptions) ([]Info, error) {
 		if !o.matches(rec.Spec) {
 			continue
 		}
+		rec.dirID = e.ID
 		infos = append(infos, r.info(ctx, &rec))
 	}
 	return infos, nil
@@ -78,9 +80,15 @@ func (r *Runtime) loadError(id string, err error) error {
 
 // info turns a record into Info, reconciling its status with the host.
 func (r *Runtime) info(ctx context.Context, rec *record) Info {
-	dir, _ := r.st.Dir(rec.ID)
+	// The ID is the directory's name: that is what every command finds
+	// the sandbox by. A record saying otherwise is flagged, not believed.
+	id, recordID := rec.ID, ""
+	if rec.dirID != "" && rec.dirID != rec.ID {
+		id, recordID = rec.dirID, rec.ID
+	}
+	dir, _ := r.st.Dir(id)
 	in := Info{
-		ID: rec.ID, Spec: rec.Spec, Kernel: rec.Kernel,
+		ID: id, RecordID: recordID, Spec: rec.Spec, Kernel: rec.Kernel,
 		CreatedAt: rec.CreatedAt, StartedAt: rec.StartedAt, Exit: rec.Exit,
 		RestoredFrom:   rec.RestoreFrom,
 		Dir:            dir,

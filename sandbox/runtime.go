@@ -156,7 +156,12 @@ const (
 
 // Info describes a sandbox as the host shows it now.
 type Info struct {
-	ID        string    `json:"id"`
+	// ID is the sandbox's ID: the name of its directory.
+	ID string `json:"id"`
+	// RecordID is set when the sandbox's state file names another ID than
+	// its directory (the file was copied or edited): it is what the file
+	// says, shown so that the mismatch is seen; ID is what counts.
+	RecordID  string    `json:"record_id,omitempty"`
 	Status    Status    `json:"status"`
 	Spec      Spec      `json:"spec"`
 	Kernel    string    `json:"kernel"`

@@ -390,3 +390,45 @@ func TestD3SnapshotTargetMustBeNewOrPrivate(t *testing.T) {
 		}
 	})
 }
+
+// D14: ps and inspect show the directory's name as the ID, and flag a
+// state file that says another.
+func TestD14IDIsTheDirectoryName(t *testing.T) {
+	r, fc := newRuntime(t, false)
+	ctx := context.Background()
+	in, err := r.Create(ctx, Spec{ID: "web", Firecracker: fc}, CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Remove(ctx, "web", true)
+	b, err := os.ReadFile(filepath.Join(in.Dir, "state.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyDir := filepath.Join(r.Root(), "copy")
+	if err := os.Mkdir(copyDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(copyDir, "state.json"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	defer r.Remove(ctx, "copy", true)
+	got, err := r.Inspect(ctx, "copy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != "copy" || got.RecordID != "web" || got.Dir != copyDir {
+		t.Errorf("inspect copy: ID %q, RecordID %q, Dir %s; want copy, web, %s", got.ID, got.RecordID, got.Dir, copyDir)
+	}
+	list, err := r.List(ctx, ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, in := range list {
+		ids = append(ids, in.ID+"/"+in.RecordID)
+	}
+	if strings.Join(ids, " ") != "copy/web web/" {
+		t.Errorf("list: %v, want copy (flagged) and web", ids)
+	}
+}
