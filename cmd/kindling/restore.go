@@ -52,6 +52,9 @@ func newRestoreCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := a.preflightSnapshot(cmd.Context(), args[0]); err != nil {
+				return err
+			}
 			opts := sandbox.RestoreOptions{ID: name, Net: nets.ns, AutoRemove: rm && detach}
 			ctx := cmd.Context()
 			sctx := ctx

@@ -132,6 +132,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newTemplateCommand(a),
 		newGCCommand(a),
 		newVersionCommand(a),
+		newCheckCommand(a),
 	)
 	return root
 }

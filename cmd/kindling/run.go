@@ -73,6 +73,9 @@ func newRunCommand(a *app) *cobra.Command {
 				if err != nil {
 					return err
 				}
+				if err := a.preflightTemplate(ctx, rt, template, sf.firecracker); err != nil {
+					return err
+				}
 				o := sandbox.CloneOptions{ID: sf.name, Net: sf.nets.ns, AutoRemove: rm && detach, Verify: verifyTemplate, Firecracker: sf.firecracker}
 				info, err := startFromTemplate(ctx, cmd, rt, template, o, timeout)
 				if err != nil {
@@ -82,6 +85,9 @@ func newRunCommand(a *app) *cobra.Command {
 			}
 			spec, err := sf.spec(cmd)
 			if err != nil {
+				return err
+			}
+			if err := a.preflight(ctx, spec.Firecracker); err != nil {
 				return err
 			}
 			rt, err := a.runtime()
