@@ -135,6 +135,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newVersionCommand(a),
 		newCheckCommand(a),
 	)
+	addCompletions(a, root)
 	return root
 }
 
