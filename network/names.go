@@ -16,7 +16,7 @@ const (
 	// slotVethPrefix starts the host end of a slot's veth: "kdh<index>".
 	slotVethPrefix = "kdh"
 	// tablePrefix starts every nf_tables table kindling makes.
-	tablePrefix = "kindling_"
+	tablePrefix       = "kindling_"
 	portsTablePrefix  = tablePrefix + "p_"
 	egressTablePrefix = tablePrefix + "eg_"
 )
