@@ -324,6 +324,9 @@ func fetch(ns, addr string, timeout time.Duration) (string, error) {
 	var c net.Conn
 	err := inNS(ns, func() error {
 		var err error
+		if timeout == 0 {
+			timeout = 3 * time.Second
+		}
 		c, err = net.DialTimeout("tcp", addr, timeout)
 		return err
 	})

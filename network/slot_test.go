@@ -1,0 +1,127 @@
+package network
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/kindling-vm/kindling/internal/netdev"
+)
+
+// testWorld is a host namespace with a server namespace routed behind it:
+// the server has 10.214.0.2 on a veth whose host end is 10.214.0.1.
+type testWorld struct {
+	host   Host
+	srvNS  string
+	server string // "10.214.0.2:8080"
+}
+
+func newWorld(t testing.TB) *testWorld {
+	t.Helper()
+	w := &testWorld{host: newHost(t), srvNS: newNS(t, "srv"), server: "10.214.0.2:8080"}
+	linkNS(t, w.host.NetNS, w.srvNS, "10.214.0.1/30", "10.214.0.2/30")
+	addDefaultRoute(t, w.srvNS, "10.214.0.1")
+	serve(t, w.srvNS, w.server, "hello from the server")
+	return w
+}
+
+func (w *testWorld) slots() Slots {
+	return Slots{Host: w.host, NamePrefix: testSlotPrefix}
+}
+
+// createSlot makes a slot and destroys it at cleanup.
+func createSlot(t testing.TB, s Slots) *SlotRecord {
+	t.Helper()
+	rec, err := s.Create(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Destroy(context.Background(), rec); err != nil {
+			t.Error(err)
+		}
+	})
+	return rec
+}
+
+func TestSlotsCloneSafe(t *testing.T) {
+	needRoot(t)
+	w := newWorld(t)
+	s := w.slots()
+	a, b := createSlot(t, s), createSlot(t, s)
+	if a.Addr == b.Addr || a.NetNS == b.NetNS || a.HostVeth == b.HostVeth {
+		t.Fatalf("two slots share host-side settings: %+v and %+v", a, b)
+	}
+	if fmt.Sprint(a.Guest) != fmt.Sprint(b.Guest) || a.Tap != b.Tap {
+		t.Fatalf("the guest sides differ: %+v and %+v", a.Guest, b.Guest)
+	}
+	if got, want := a.Addr.String(), "198.19.0.2"; got != want {
+		t.Errorf("first slot's address %s, want %s", got, want)
+	}
+	// Two "clones" with the identical address and MAC, both at once.
+	ga := startGuest(t, a.NetNS, a.Tap, a.Guest)
+	gb := startGuest(t, b.NetNS, b.Tap, b.Guest)
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	for _, g := range []*guest{ga, gb} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 5 {
+				got, err := fetch(g.ns, w.server, 0)
+				if err == nil && got != "hello from the server" {
+					err = fmt.Errorf("got %q", got)
+				}
+				if err != nil {
+					errs <- fmt.Errorf("guest in %s: %w", g.ns, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	// The host reaches each guest at its slot's address.
+	serve(t, ga.ns, "0.0.0.0:80", "guest a")
+	serve(t, gb.ns, "0.0.0.0:80", "guest b")
+	mustFetch(t, w.host.NetNS, a.Addr.String()+":80", "guest a")
+	mustFetch(t, w.host.NetNS, b.Addr.String()+":80", "guest b")
+}
+
+func TestSlotDestroyIsIdempotent(t *testing.T) {
+	needRoot(t)
+	w := newWorld(t)
+	s := w.slots()
+	rec, err := s.Create(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := s.Destroy(context.Background(), rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := netdev.ResolveNetNS(rec.NetNS); !errors.Is(err, netdev.ErrNotFound) {
+		t.Errorf("slot namespace after Destroy: %v", err)
+	}
+	if _, err := nlIn(t, w.host.NetNS).LinkByName(rec.HostVeth); err == nil {
+		t.Errorf("veth %s left in the host namespace", rec.HostVeth)
+	}
+}
+
+func TestSlotsBadInput(t *testing.T) {
+	for _, s := range []Slots{
+		{Range: mustPrefix("198.19.0.0/30")},
+		{Range: mustPrefix("fd00::/64")},
+		{NamePrefix: "a/b"},
+	} {
+		if _, err := s.Create(context.Background()); !errors.Is(err, ErrInvalid) {
+			t.Errorf("Create with %+v = %v, want ErrInvalid", s, err)
+		}
+	}
+}
