@@ -101,7 +101,7 @@ func TestEgressPolicyLive(t *testing.T) {
 	a := createSlot(t, w.slots())
 	g := startGuest(t, a.NetNS, a.Tap, a.Guest)
 	src := EgressSource{Iface: a.HostVeth}
-	const id = "kdtest-eg"
+	const id = "kdnet-eg"
 
 	mustFetch(t, g.ns, w.server, "hello from the server") // no policy yet
 	apply := func(def string, rules ...string) *EgressRecord {

@@ -22,7 +22,7 @@ import (
 )
 
 // testPrefix starts every namespace, network and sandbox ID the tests make.
-const testPrefix = "kdtest"
+const testPrefix = "kdnet"
 
 func TestMain(m *testing.M) {
 	code := m.Run()
@@ -49,7 +49,7 @@ func testLeftovers() []string {
 	}
 	links, _ := netlink.LinkList()
 	for _, l := range links {
-		if strings.HasPrefix(l.Attrs().Name, testPrefix) || strings.HasPrefix(l.Attrs().Name, "kdt") {
+		if strings.HasPrefix(l.Attrs().Name, testPrefix) {
 			left = append(left, "link "+l.Attrs().Name)
 		}
 	}
@@ -61,7 +61,7 @@ func testLeftovers() []string {
 }
 
 // testSlotPrefix names the tests' slot namespaces, apart from real ones.
-const testSlotPrefix = "kdtestslot-"
+const testSlotPrefix = "kdnetslot-"
 
 // needRoot skips the test unless it runs as root with /dev/net/tun.
 func needRoot(t testing.TB) {
@@ -130,8 +130,7 @@ func nlIn(t testing.TB, ns string) *netlink.Handle {
 }
 
 // linkNS joins namespaces a and b with a veth pair, addresses aAddr and
-// bAddr (prefixes) on the ends, both named "kdt0" inside. It returns the
-// two ends' addresses.
+// bAddr (prefixes) on the ends; b's end is named "kdt0".
 func linkNS(t testing.TB, a, b string, aAddr, bAddr string) {
 	t.Helper()
 	ha, hb := nlIn(t, a), nlIn(t, b)
@@ -154,8 +153,10 @@ func linkNS(t testing.TB, a, b string, aAddr, bAddr string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := s.h.LinkSetName(l, "kdt0"); err != nil {
-			t.Fatal(err)
+		if s.name == "kdtpeer" {
+			if err := s.h.LinkSetName(l, "kdt0"); err != nil {
+				t.Fatal(err)
+			}
 		}
 		addr, _ := netlink.ParseAddr(s.addr)
 		if err := s.h.AddrAdd(l, addr); err != nil {

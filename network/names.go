@@ -41,8 +41,7 @@ func ValidateID(id string) error {
 // CNINetNSName is the name of the namespace CNI.Attach makes for a sandbox.
 func CNINetNSName(sandboxID string) string { return cniNetNSPrefix + sandboxID }
 
-func slotNetNSName(index int) string { return fmt.Sprintf("%s%d", slotNetNSPrefix, index) }
-func slotVethName(index int) string  { return fmt.Sprintf("%s%d", slotVethPrefix, index) }
+func slotVethName(index int) string { return fmt.Sprintf("%s%d", slotVethPrefix, index) }
 
 // idKey is a short stable key of a sandbox ID for nf_tables names: the
 // first 12 hex digits of its SHA-256.

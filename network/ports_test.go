@@ -73,7 +73,7 @@ func TestPublishedPortAnswers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, err := w.host.Publish(ctx, "kdtest-a", a.Addr, ports)
+	pub, err := w.host.Publish(ctx, "kdnet-a", a.Addr, ports)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,8 +85,8 @@ func TestPublishedPortAnswers(t *testing.T) {
 	mustFetch(t, w.srvNS, "10.214.0.1:8080", "hello from the guest")
 
 	// Another sandbox cannot take the same host port.
-	_, err = w.host.Publish(ctx, "kdtest-b", a.Addr, ports)
-	if want := `host port 8080/tcp is already published by sandbox "kdtest-a": conflict`; err == nil || err.Error() != want {
+	_, err = w.host.Publish(ctx, "kdnet-b", a.Addr, ports)
+	if want := `host port 8080/tcp is already published by sandbox "kdnet-a": conflict`; err == nil || err.Error() != want {
 		t.Errorf("second Publish = %v\nwant %s", err, want)
 	}
 	if !errors.Is(err, ErrConflict) {
@@ -103,7 +103,7 @@ func TestPublishedPortAnswers(t *testing.T) {
 	}
 	defer ln.Close()
 	busy, _ := ParsePorts([]string{"9090:80"})
-	_, err = w.host.Publish(ctx, "kdtest-b", a.Addr, busy)
+	_, err = w.host.Publish(ctx, "kdnet-b", a.Addr, busy)
 	if want := "host port 9090/tcp is in use on the host: conflict"; err == nil || err.Error() != want {
 		t.Errorf("Publish of a bound port = %v\nwant %s", err, want)
 	}
@@ -112,7 +112,7 @@ func TestPublishedPortAnswers(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(inv.Tables) != 1 {
-		t.Errorf("tables after refused publishes: %v, want only kdtest-a's", inv.Tables)
+		t.Errorf("tables after refused publishes: %v, want only kdnet-a's", inv.Tables)
 	}
 
 	if err := w.host.Unpublish(ctx, pub); err != nil {
@@ -125,7 +125,7 @@ func TestPublishedPortAnswers(t *testing.T) {
 		t.Error("the port still answers after Unpublish")
 	}
 	// Now sandbox b can have it.
-	pb, err := w.host.Publish(ctx, "kdtest-b", a.Addr, ports)
+	pb, err := w.host.Publish(ctx, "kdnet-b", a.Addr, ports)
 	if err != nil {
 		t.Fatalf("Publish after the other's Unpublish: %v", err)
 	}

@@ -1,0 +1,200 @@
+package network
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/dns/dnsmessage"
+)
+
+// upstreamTimeout bounds one forwarded query.
+const upstreamTimeout = 3 * time.Second
+
+// maxInflight bounds the queries a forwarder handles at once.
+const maxInflight = 64
+
+// DNSForwarder is the sandbox's resolver: it forwards the guest's DNS
+// queries (UDP) to an upstream resolver and, before passing an answer on,
+// adds the A and AAAA addresses it gives for domains the egress policy
+// allows to the sandbox's nftables sets (Host.AllowResolved). The process
+// that owns the sandbox (its monitor) runs one per sandbox; for a slot it
+// listens on the slot's gateway address inside the slot (the DNS server
+// in the slot's GuestConfig).
+type DNSForwarder struct {
+	host     Host
+	upstream netip.AddrPort
+
+	mu  sync.Mutex // guards rec
+	rec *EgressRecord
+}
+
+// NewDNSForwarder returns a forwarder that asks upstream (dialled from the
+// host namespace) and learns addresses into rec's sets; rec may be nil
+// (no egress policy: it only forwards).
+func NewDNSForwarder(host Host, upstream netip.AddrPort, rec *EgressRecord) (*DNSForwarder, error) {
+	if !upstream.IsValid() || upstream.Port() == 0 {
+		return nil, invalid("DNS upstream", upstream.String(), "want ADDRESS:PORT, as 192.0.2.53:53")
+	}
+	return &DNSForwarder{host: host, upstream: upstream, rec: rec}, nil
+}
+
+// SetPolicy switches to a new egress record (after Host.ApplyEgress).
+func (f *DNSForwarder) SetPolicy(rec *EgressRecord) {
+	f.mu.Lock()
+	f.rec = rec
+	f.mu.Unlock()
+}
+
+func (f *DNSForwarder) policy() *EgressRecord {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.rec
+}
+
+// ListenDNS opens the UDP socket a forwarder serves on, at addr inside the
+// namespace netns (a slot's NetNS; "" for the caller's).
+func ListenDNS(netns string, addr netip.AddrPort) (net.PacketConn, error) {
+	var pc net.PacketConn
+	err := inNS(netns, func() error {
+		var err error
+		pc, err = net.ListenPacket("udp", addr.String())
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("DNS forwarder on %s: %w", addr, err)
+	}
+	return pc, nil
+}
+
+// Serve answers queries on pc until ctx ends or pc is closed, then waits
+// for the queries in flight. It closes pc when ctx ends.
+func (f *DNSForwarder) Serve(ctx context.Context, pc net.PacketConn) error {
+	stop := context.AfterFunc(ctx, func() { pc.Close() })
+	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	sem := make(chan struct{}, maxInflight)
+	for {
+		buf := make([]byte, 4096)
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("DNS forwarder: %w", err)
+		}
+		select {
+		case sem <- struct{}{}:
+		default:
+			continue // overloaded: drop, the client retries
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if answer, err := f.forward(ctx, buf[:n]); err == nil {
+				_, _ = pc.WriteTo(answer, from)
+			}
+		}()
+	}
+}
+
+// forward sends one query upstream, learns from the answer and returns it.
+func (f *DNSForwarder) forward(ctx context.Context, query []byte) ([]byte, error) {
+	var qh dnsmessage.Parser
+	hdr, err := qh.Start(query)
+	if err != nil || hdr.Response {
+		return nil, fmt.Errorf("not a DNS query")
+	}
+	var conn net.Conn
+	err = inNS(f.host.NetNS, func() error {
+		var err error
+		conn, err = net.Dial("udp", f.upstream.String())
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	deadline := time.Now().Add(upstreamTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	_ = conn.SetDeadline(deadline)
+	if _, err := conn.Write(query); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 65535)
+	for {
+		n, err := conn.Read(buf)
+		if err != nil {
+			return nil, err
+		}
+		answer := buf[:n]
+		var ap dnsmessage.Parser
+		ah, err := ap.Start(answer)
+		if err != nil || !ah.Response || ah.ID != hdr.ID {
+			continue // not the answer to this query
+		}
+		if rec := f.policy(); rec != nil {
+			if err := f.learn(ctx, rec, &ap); err != nil {
+				// The guest gets no answer rather than one it cannot use.
+				return nil, err
+			}
+		}
+		return answer, nil
+	}
+}
+
+// learn adds the addresses an answer gives for allowed names (and for the
+// targets of CNAMEs from allowed names) to the sandbox's sets.
+func (f *DNSForwarder) learn(ctx context.Context, rec *EgressRecord, p *dnsmessage.Parser) error {
+	qs, err := p.AllQuestions()
+	if err != nil || len(qs) == 0 {
+		return nil
+	}
+	qname := strings.ToLower(qs[0].Name.String())
+	if !rec.Policy.AllowsDomain(qname) {
+		return nil
+	}
+	allowedNames := map[string]bool{qname: true}
+	answers, err := p.AllAnswers()
+	if err != nil {
+		return nil
+	}
+	// CNAMEs come before what they point at; two passes follow chains in
+	// any order.
+	for range 2 {
+		for _, a := range answers {
+			if c, ok := a.Body.(*dnsmessage.CNAMEResource); ok && allowedNames[strings.ToLower(a.Header.Name.String())] {
+				allowedNames[strings.ToLower(c.CNAME.String())] = true
+			}
+		}
+	}
+	var addrs []netip.Addr
+	ttl := maxDNSTimeout
+	for _, a := range answers {
+		if !allowedNames[strings.ToLower(a.Header.Name.String())] {
+			continue
+		}
+		switch b := a.Body.(type) {
+		case *dnsmessage.AResource:
+			addrs = append(addrs, netip.AddrFrom4(b.A))
+		case *dnsmessage.AAAAResource:
+			addrs = append(addrs, netip.AddrFrom16(b.AAAA))
+		default:
+			continue
+		}
+		ttl = min(ttl, time.Duration(a.Header.TTL)*time.Second)
+	}
+	if len(addrs) == 0 {
+		return nil
+	}
+	return f.host.AllowResolved(ctx, rec, strings.TrimSuffix(qname, "."), addrs, ttl)
+}

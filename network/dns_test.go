@@ -1,0 +1,167 @@
+package network
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/net/dns/dnsmessage"
+)
+
+// serveDNS runs a tiny authoritative DNS server on addr inside ns: A
+// records from names (lower-case, final dot), NXDOMAIN for other names,
+// an empty answer for other types. It counts the queries it answers.
+type testDNS struct {
+	mu      sync.Mutex
+	queries int
+}
+
+func serveDNS(t testing.TB, ns, addr string, names map[string]string) *testDNS {
+	t.Helper()
+	d := &testDNS{}
+	var pc net.PacketConn
+	if err := inNS(ns, func() error {
+		var err error
+		pc, err = net.ListenPacket("udp", addr)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 512)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			var p dnsmessage.Parser
+			h, err := p.Start(buf[:n])
+			if err != nil {
+				continue
+			}
+			q, err := p.Question()
+			if err != nil {
+				continue
+			}
+			d.mu.Lock()
+			d.queries++
+			d.mu.Unlock()
+			ip, known := names[q.Name.String()]
+			rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true}
+			if !known {
+				rh.RCode = dnsmessage.RCodeNameError
+			}
+			b := dnsmessage.NewBuilder(nil, rh)
+			b.StartQuestions()
+			b.Question(q)
+			b.StartAnswers()
+			if known && q.Type == dnsmessage.TypeA {
+				b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 300},
+					dnsmessage.AResource{A: netip.MustParseAddr(ip).As4()})
+			}
+			out, err := b.Finish()
+			if err == nil {
+				pc.WriteTo(out, from)
+			}
+		}
+	}()
+	t.Cleanup(func() { pc.Close(); <-done })
+	return d
+}
+
+// lookup resolves name from inside ns through the resolver at server.
+func lookup(ns, server, name string) ([]string, error) {
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var c net.Conn
+		err := inNS(ns, func() error {
+			var err error
+			c, err = (&net.Dialer{}).DialContext(ctx, "udp", server)
+			return err
+		})
+		return c, err
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	return r.LookupHost(ctx, name)
+}
+
+func TestEgressByDomain(t *testing.T) {
+	needRoot(t)
+	ctx := context.Background()
+	w := newWorld(t)
+	dnsNS := newNS(t, "dns")
+	linkNS(t, w.host.NetNS, dnsNS, "10.215.0.1/30", "10.215.0.2/30")
+	upstream := serveDNS(t, dnsNS, "10.215.0.2:53", map[string]string{
+		"allowed.test.":     "10.214.0.2",
+		"www.allowed.test.": "10.214.0.2",
+		"other.test.":       "10.214.0.2",
+	})
+
+	a := createSlot(t, w.slots())
+	g := startGuest(t, a.NetNS, a.Tap, a.Guest)
+	p, err := ParseEgress("deny", []string{"allowed.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := w.host.ApplyEgress(ctx, "kdnet-dns", EgressSource{Iface: a.HostVeth}, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.host.RemoveEgress(ctx, rec) })
+	fwd, err := NewDNSForwarder(w.host, netip.MustParseAddrPort("10.215.0.2:53"), rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := ListenDNS(a.NetNS, netip.AddrPortFrom(a.Guest.DNS[0], 53))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, stop := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() { served <- fwd.Serve(sctx, pc) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	resolver := a.Guest.DNS[0].String() + ":53"
+
+	mustNotFetch(t, g.ns, w.server) // nothing resolved yet
+	// A name outside the policy resolves (DNS itself is not filtered) but
+	// opens nothing, although it has the same address.
+	if addrs, err := lookup(g.ns, resolver, "other.test"); err != nil || len(addrs) != 1 || addrs[0] != "10.214.0.2" {
+		t.Fatalf("lookup other.test = %v, %v", addrs, err)
+	}
+	mustNotFetch(t, g.ns, w.server)
+	// The allowed name's answer opens its address.
+	if addrs, err := lookup(g.ns, resolver, "www.allowed.test"); err != nil || len(addrs) != 1 || addrs[0] != "10.214.0.2" {
+		t.Fatalf("lookup www.allowed.test = %v, %v", addrs, err)
+	}
+	mustFetch(t, g.ns, w.server, "hello from the server")
+	upstream.mu.Lock()
+	if upstream.queries < 2 {
+		t.Errorf("the upstream answered %d queries, want the forwarded ones", upstream.queries)
+	}
+	upstream.mu.Unlock()
+
+	// A policy change that keeps the domain keeps what was learned…
+	p2, _ := ParseEgress("deny", []string{"allowed.test", "10.99.0.0/16"})
+	if rec, err = w.host.ApplyEgress(ctx, "kdnet-dns", EgressSource{Iface: a.HostVeth}, p2); err != nil {
+		t.Fatal(err)
+	}
+	fwd.SetPolicy(rec)
+	mustFetch(t, g.ns, w.server, "hello from the server")
+	// …one that drops it closes the address at once.
+	p3, _ := ParseEgress("deny", []string{"10.99.0.0/16"})
+	if rec, err = w.host.ApplyEgress(ctx, "kdnet-dns", EgressSource{Iface: a.HostVeth}, p3); err != nil {
+		t.Fatal(err)
+	}
+	fwd.SetPolicy(rec)
+	mustNotFetch(t, g.ns, w.server)
+}
