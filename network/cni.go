@@ -157,6 +157,10 @@ func (c CNI) Attach(ctx context.Context, sandboxID string, networks []string) (_
 		}
 	}
 	nsPath, err := netdev.CreateNetNS(CNINetNSName(sandboxID))
+	if errors.Is(err, netdev.ErrExists) {
+		return nil, fmt.Errorf("attach sandbox %q to CNI: namespace %s exists (attached already, or Detach was not run): %w",
+			sandboxID, CNINetNSName(sandboxID), ErrExists)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("attach sandbox %q to CNI: %w", sandboxID, err)
 	}

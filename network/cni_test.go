@@ -2,6 +2,7 @@ package network
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
@@ -38,7 +39,11 @@ func testNetwork(t testing.TB, dir string, extra ...string) (name, subnet string
 	t.Helper()
 	hex := randHex(t, 3)
 	name = testPrefix + "-net-" + hex
-	subnet = fmt.Sprintf("10.213.%d", int(hex[0])%200+10)
+	var b [1]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	subnet = fmt.Sprintf("10.213.%d", int(b[0])%200+10)
 	plugins := []string{fmt.Sprintf(`{"type": "bridge", "bridge": "kdtbr%s", "isGateway": true,
 		"ipam": {"type": "host-local", "ranges": [[{"subnet": "%s.0/24"}]]},
 		"dns": {"nameservers": ["%s.1"]}}`, hex, subnet, subnet)}
@@ -235,5 +240,86 @@ func TestCNIBadInput(t *testing.T) {
 				t.Errorf("a namespace was made for %s", tt.id)
 			}
 		})
+	}
+}
+
+// A CNI sandbox's traffic that the host routes (to a server behind the
+// host, not on the bridge) follows its egress policy, matched by the
+// address CNI gave it.
+func TestCNIEgress(t *testing.T) {
+	needRoot(t)
+	needPlugins(t)
+	ctx := context.Background()
+	w := newWorld(t)
+	c := CNI{ConfDir: t.TempDir(), CacheDir: t.TempDir(), Host: w.host}
+	network, _ := testNetwork(t, c.ConfDir)
+	id := testPrefix + "-" + randHex(t, 4)
+	rec, err := c.Attach(ctx, id, []string{network})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Detach(ctx, rec); err != nil {
+			t.Error(err)
+		}
+	})
+	g := rec.Interfaces[0].Guest
+	vm := startGuest(t, rec.NetNS, rec.Interfaces[0].Tap, g)
+	mustFetch(t, vm.ns, w.server, "hello from the server")
+
+	src := EgressSource{Addr: g.Address.Addr()}
+	p, _ := ParseEgress("deny", nil)
+	eg, err := w.host.ApplyEgress(ctx, id, src, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.host.RemoveEgress(ctx, eg) })
+	mustNotFetch(t, vm.ns, w.server)
+	p, _ = ParseEgress("deny", []string{"10.214.0.0/24"})
+	if _, err := w.host.ApplyEgress(ctx, id, src, p); err != nil {
+		t.Fatal(err)
+	}
+	mustFetch(t, vm.ns, w.server, "hello from the server")
+}
+
+// Two networks give two interfaces and two taps in one namespace.
+func TestCNITwoNetworks(t *testing.T) {
+	needRoot(t)
+	needPlugins(t)
+	ctx := context.Background()
+	host := newHost(t)
+	c := CNI{ConfDir: t.TempDir(), CacheDir: t.TempDir(), Host: host}
+	n1, s1 := testNetwork(t, c.ConfDir)
+	n2, s2 := testNetwork(t, c.ConfDir)
+	if s1 == s2 {
+		t.Skipf("the two test networks drew the same subnet %s", s1)
+	}
+	id := testPrefix + "-" + randHex(t, 4)
+	rec, err := c.Attach(ctx, id, []string{n1, n2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := c.Detach(ctx, rec); err != nil {
+			t.Error(err)
+		}
+		if got := append(leases(t, n1), leases(t, n2)...); len(got) != 0 {
+			t.Errorf("leases after Detach: %v", got)
+		}
+	}()
+	if len(rec.Interfaces) != 2 {
+		t.Fatalf("%d interfaces, want 2", len(rec.Interfaces))
+	}
+	for i, want := range []struct{ ifname, tap, subnet string }{{"eth0", "kdtap0", s1}, {"eth1", "kdtap1", s2}} {
+		in := rec.Interfaces[i]
+		if in.IfName != want.ifname || in.Tap != want.tap || !strings.HasPrefix(in.Guest.Address.String(), want.subnet+".") {
+			t.Errorf("interface %d = %s/%s %s, want %s/%s in %s.0/24", i, in.IfName, in.Tap, in.Guest.Address, want.ifname, want.tap, want.subnet)
+		}
+		if ok, err := netdev.TapExists(in.Tap, rec.NetNS); !ok || err != nil {
+			t.Errorf("tap %s: %v, %v", in.Tap, ok, err)
+		}
+	}
+	if _, err := c.Attach(ctx, id, []string{n1}); !errors.Is(err, ErrExists) {
+		t.Errorf("second Attach of the same sandbox = %v, want ErrExists", err)
 	}
 }
