@@ -70,6 +70,9 @@ type Inventory struct {
 	Links  []string `json:"links,omitempty"`  // slot veths and sandbox taps in the host namespace
 	Tables []string `json:"tables,omitempty"` // nf_tables tables, as "FAMILY NAME"
 	Leases []Lease  `json:"leases,omitempty"` // host-local IPAM leases
+	// Shared lists host-wide state that is not any sandbox's (the slots'
+	// NAT table); Empty does not count it.
+	Shared []string `json:"shared,omitempty"`
 }
 
 // Empty reports whether nothing is held.
@@ -140,7 +143,9 @@ func Leaks(ctx context.Context, opts LeakOptions) (Inventory, error) {
 		return inv, fmt.Errorf("leaks: list nftables tables: %w", err)
 	}
 	for _, t := range tables {
-		if strings.HasPrefix(t.Name, tablePrefix) {
+		if t.Name == hostNATTable {
+			inv.Shared = append(inv.Shared, familyName(t.Family)+" "+t.Name)
+		} else if strings.HasPrefix(t.Name, tablePrefix) {
 			inv.Tables = append(inv.Tables, familyName(t.Family)+" "+t.Name)
 		}
 	}

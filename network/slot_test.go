@@ -125,3 +125,43 @@ func TestSlotsBadInput(t *testing.T) {
 		}
 	}
 }
+
+// Without host NAT a slot reaches only what routes the slot range back to
+// the host; with it, anything the host reaches.
+func TestSlotHostNAT(t *testing.T) {
+	needRoot(t)
+	ctx := context.Background()
+	host := newHost(t)
+	far := newNS(t, "far") // knows no route to the slot range
+	linkNS(t, host.NetNS, far, "10.216.0.1/30", "10.216.0.2/30")
+	serve(t, far, "10.216.0.2:8080", "far away")
+	s := Slots{Host: host, NamePrefix: testSlotPrefix}
+	a := createSlot(t, s)
+	g := startGuest(t, a.NetNS, a.Tap, a.Guest)
+	mustNotFetch(t, g.ns, "10.216.0.2:8080")
+	if err := s.EnableHostNAT(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.DisableHostNAT(ctx) })
+	if err := s.EnableHostNAT(ctx); err != nil {
+		t.Fatalf("second EnableHostNAT: %v", err)
+	}
+	mustFetch(t, g.ns, "10.216.0.2:8080", "far away")
+	// The host still sees the slot's own address for what it publishes.
+	serve(t, g.ns, "0.0.0.0:80", "guest")
+	mustFetch(t, host.NetNS, a.Addr.String()+":80", "guest")
+	inv, err := Leaks(ctx, LeakOptions{Host: host, SlotPrefix: testSlotPrefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(inv.Shared) != 1 || len(inv.Tables) != 0 {
+		t.Errorf("audit: shared %v, tables %v; want the NAT table as shared only", inv.Shared, inv.Tables)
+	}
+	if err := s.DisableHostNAT(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DisableHostNAT(ctx); err != nil {
+		t.Errorf("second DisableHostNAT: %v", err)
+	}
+	mustNotFetch(t, g.ns, "10.216.0.2:8080")
+}
