@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"strings"
@@ -20,7 +21,7 @@ const upstreamTimeout = 3 * time.Second
 const maxInflight = 64
 
 // DNSForwarder is the sandbox's resolver: it forwards the guest's DNS
-// queries (UDP) to an upstream resolver and, before passing an answer on,
+// queries (UDP and TCP) to an upstream resolver and, before passing an answer on,
 // adds the A and AAAA addresses it gives for domains the egress policy
 // allows to the sandbox's nftables sets (Host.AllowResolved). The process
 // that owns the sandbox (its monitor) runs one per sandbox; for a slot it
@@ -57,32 +58,55 @@ func (f *DNSForwarder) policy() *EgressRecord {
 	return f.rec
 }
 
-// ListenDNS opens the UDP socket a forwarder serves on, at addr inside the
+// DNSListener holds the sockets a forwarder serves on: UDP, and TCP for
+// answers too large for UDP.
+type DNSListener struct {
+	UDP net.PacketConn
+	TCP net.Listener
+}
+
+// Close closes both sockets.
+func (l *DNSListener) Close() error {
+	return errors.Join(l.UDP.Close(), l.TCP.Close())
+}
+
+// ListenDNS opens the sockets a forwarder serves on, at addr inside the
 // namespace netns (a slot's NetNS; "" for the caller's).
-func ListenDNS(netns string, addr netip.AddrPort) (net.PacketConn, error) {
-	var pc net.PacketConn
+func ListenDNS(netns string, addr netip.AddrPort) (*DNSListener, error) {
+	l := &DNSListener{}
 	err := inNS(netns, func() error {
 		var err error
-		pc, err = net.ListenPacket("udp", addr.String())
-		return err
+		if l.UDP, err = net.ListenPacket("udp", addr.String()); err != nil {
+			return err
+		}
+		if l.TCP, err = net.Listen("tcp", addr.String()); err != nil {
+			l.UDP.Close()
+			return err
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("DNS forwarder on %s: %w", addr, err)
 	}
-	return pc, nil
+	return l, nil
 }
 
-// Serve answers queries on pc until ctx ends or pc is closed, then waits
-// for the queries in flight. It closes pc when ctx ends.
-func (f *DNSForwarder) Serve(ctx context.Context, pc net.PacketConn) error {
-	stop := context.AfterFunc(ctx, func() { pc.Close() })
+// Serve answers queries on l until ctx ends or l is closed, then waits
+// for the queries in flight. It closes l when ctx ends.
+func (f *DNSForwarder) Serve(ctx context.Context, l *DNSListener) error {
+	stop := context.AfterFunc(ctx, func() { l.Close() })
 	defer stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	sem := make(chan struct{}, maxInflight)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		f.serveTCP(ctx, l.TCP, sem, &wg)
+	}()
 	for {
 		buf := make([]byte, 4096)
-		n, from, err := pc.ReadFrom(buf)
+		n, from, err := l.UDP.ReadFrom(buf)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
@@ -98,15 +122,70 @@ func (f *DNSForwarder) Serve(ctx context.Context, pc net.PacketConn) error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if answer, err := f.forward(ctx, buf[:n]); err == nil {
-				_, _ = pc.WriteTo(answer, from)
+			if answer, err := f.forward(ctx, "udp", buf[:n]); err == nil {
+				_, _ = l.UDP.WriteTo(answer, from)
 			}
 		}()
 	}
 }
 
+// serveTCP answers DNS over TCP: each message is prefixed by its length
+// in two bytes. A connection may carry several queries.
+func (f *DNSForwarder) serveTCP(ctx context.Context, ln net.Listener, sem chan struct{}, wg *sync.WaitGroup) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		select {
+		case sem <- struct{}{}:
+		default:
+			c.Close()
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			defer c.Close()
+			for {
+				_ = c.SetDeadline(time.Now().Add(2 * upstreamTimeout))
+				q, err := readTCPMessage(c)
+				if err != nil {
+					return
+				}
+				answer, err := f.forward(ctx, "tcp", q)
+				if err != nil {
+					return
+				}
+				if err := writeTCPMessage(c, answer); err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+func readTCPMessage(r io.Reader) ([]byte, error) {
+	var n [2]byte
+	if _, err := io.ReadFull(r, n[:]); err != nil {
+		return nil, err
+	}
+	msg := make([]byte, int(n[0])<<8|int(n[1]))
+	_, err := io.ReadFull(r, msg)
+	return msg, err
+}
+
+func writeTCPMessage(w io.Writer, msg []byte) error {
+	if len(msg) > 0xffff {
+		return errors.New("DNS message too long")
+	}
+	_, err := w.Write(append([]byte{byte(len(msg) >> 8), byte(len(msg))}, msg...))
+	return err
+}
+
 // forward sends one query upstream, learns from the answer and returns it.
-func (f *DNSForwarder) forward(ctx context.Context, query []byte) ([]byte, error) {
+func (f *DNSForwarder) forward(ctx context.Context, network string, query []byte) ([]byte, error) {
 	var qh dnsmessage.Parser
 	hdr, err := qh.Start(query)
 	if err != nil || hdr.Response {
@@ -115,7 +194,7 @@ func (f *DNSForwarder) forward(ctx context.Context, query []byte) ([]byte, error
 	var conn net.Conn
 	err = inNS(f.host.NetNS, func() error {
 		var err error
-		conn, err = net.Dial("udp", f.upstream.String())
+		conn, err = net.Dial(network, f.upstream.String())
 		return err
 	})
 	if err != nil {
@@ -127,16 +206,27 @@ func (f *DNSForwarder) forward(ctx context.Context, query []byte) ([]byte, error
 		deadline = d
 	}
 	_ = conn.SetDeadline(deadline)
-	if _, err := conn.Write(query); err != nil {
+	if network == "tcp" {
+		err = writeTCPMessage(conn, query)
+	} else {
+		_, err = conn.Write(query)
+	}
+	if err != nil {
 		return nil, err
 	}
 	buf := make([]byte, 65535)
 	for {
-		n, err := conn.Read(buf)
+		var answer []byte
+		if network == "tcp" {
+			answer, err = readTCPMessage(conn)
+		} else {
+			var n int
+			n, err = conn.Read(buf)
+			answer = buf[:n]
+		}
 		if err != nil {
 			return nil, err
 		}
-		answer := buf[:n]
 		var ap dnsmessage.Parser
 		ah, err := ap.Start(answer)
 		if err != nil || !ah.Response || ah.ID != hdr.ID {

@@ -11,76 +11,104 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 )
 
-// serveDNS runs a tiny authoritative DNS server on addr inside ns: A
-// records from names (lower-case, final dot), NXDOMAIN for other names,
-// an empty answer for other types. It counts the queries it answers.
+// testDNS is a tiny authoritative DNS server in a test namespace, on UDP
+// and TCP: A records from names (lower-case, final dot), NXDOMAIN for
+// other names, an empty answer for other types. It counts the queries.
 type testDNS struct {
-	mu      sync.Mutex
+	names map[string]string
+
+	mu      sync.Mutex // guards queries
 	queries int
 }
 
 func serveDNS(t testing.TB, ns, addr string, names map[string]string) *testDNS {
 	t.Helper()
-	d := &testDNS{}
+	d := &testDNS{names: names}
 	var pc net.PacketConn
+	var ln net.Listener
 	if err := inNS(ns, func() error {
 		var err error
-		pc, err = net.ListenPacket("udp", addr)
+		if pc, err = net.ListenPacket("udp", addr); err != nil {
+			return err
+		}
+		ln, err = net.Listen("tcp", addr)
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
 	go func() {
-		defer close(done)
+		defer wg.Done()
 		buf := make([]byte, 512)
 		for {
 			n, from, err := pc.ReadFrom(buf)
 			if err != nil {
 				return
 			}
-			var p dnsmessage.Parser
-			h, err := p.Start(buf[:n])
-			if err != nil {
-				continue
-			}
-			q, err := p.Question()
-			if err != nil {
-				continue
-			}
-			d.mu.Lock()
-			d.queries++
-			d.mu.Unlock()
-			ip, known := names[q.Name.String()]
-			rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true}
-			if !known {
-				rh.RCode = dnsmessage.RCodeNameError
-			}
-			b := dnsmessage.NewBuilder(nil, rh)
-			b.StartQuestions()
-			b.Question(q)
-			b.StartAnswers()
-			if known && q.Type == dnsmessage.TypeA {
-				b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 300},
-					dnsmessage.AResource{A: netip.MustParseAddr(ip).As4()})
-			}
-			out, err := b.Finish()
-			if err == nil {
+			if out, ok := d.answer(buf[:n]); ok {
 				pc.WriteTo(out, from)
 			}
 		}
 	}()
-	t.Cleanup(func() { pc.Close(); <-done })
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			q, err := readTCPMessage(c)
+			if err == nil {
+				if out, ok := d.answer(q); ok {
+					writeTCPMessage(c, out)
+				}
+			}
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { pc.Close(); ln.Close(); wg.Wait() })
 	return d
 }
 
-// lookup resolves name from inside ns through the resolver at server.
-func lookup(ns, server, name string) ([]string, error) {
-	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+func (d *testDNS) answer(query []byte) ([]byte, bool) {
+	var p dnsmessage.Parser
+	h, err := p.Start(query)
+	if err != nil {
+		return nil, false
+	}
+	q, err := p.Question()
+	if err != nil {
+		return nil, false
+	}
+	d.mu.Lock()
+	d.queries++
+	d.mu.Unlock()
+	ip, known := d.names[q.Name.String()]
+	rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true}
+	if !known {
+		rh.RCode = dnsmessage.RCodeNameError
+	}
+	b := dnsmessage.NewBuilder(nil, rh)
+	b.StartQuestions()
+	b.Question(q)
+	b.StartAnswers()
+	if known && q.Type == dnsmessage.TypeA {
+		b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 300},
+			dnsmessage.AResource{A: netip.MustParseAddr(ip).As4()})
+	}
+	out, err := b.Finish()
+	return out, err == nil
+}
+
+// lookup resolves name from inside ns through the resolver at server,
+// over network ("udp" or "tcp").
+func lookup(ns, network, server, name string) ([]string, error) {
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var c net.Conn
 		err := inNS(ns, func() error {
 			var err error
-			c, err = (&net.Dialer{}).DialContext(ctx, "udp", server)
+			c, err = (&net.Dialer{}).DialContext(ctx, network, server)
 			return err
 		})
 		return c, err
@@ -117,13 +145,13 @@ func TestEgressByDomain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pc, err := ListenDNS(a.NetNS, netip.AddrPortFrom(a.Guest.DNS[0], 53))
+	l, err := ListenDNS(a.NetNS, netip.AddrPortFrom(a.Guest.DNS[0], 53))
 	if err != nil {
 		t.Fatal(err)
 	}
 	sctx, stop := context.WithCancel(ctx)
 	served := make(chan error, 1)
-	go func() { served <- fwd.Serve(sctx, pc) }()
+	go func() { served <- fwd.Serve(sctx, l) }()
 	t.Cleanup(func() {
 		stop()
 		if err := <-served; err != nil {
@@ -135,12 +163,17 @@ func TestEgressByDomain(t *testing.T) {
 	mustNotFetch(t, g.ns, w.server) // nothing resolved yet
 	// A name outside the policy resolves (DNS itself is not filtered) but
 	// opens nothing, although it has the same address.
-	if addrs, err := lookup(g.ns, resolver, "other.test"); err != nil || len(addrs) != 1 || addrs[0] != "10.214.0.2" {
+	if addrs, err := lookup(g.ns, "udp", resolver, "other.test"); err != nil || len(addrs) != 1 || addrs[0] != "10.214.0.2" {
 		t.Fatalf("lookup other.test = %v, %v", addrs, err)
 	}
 	mustNotFetch(t, g.ns, w.server)
+	// Over TCP too, still nothing.
+	if addrs, err := lookup(g.ns, "tcp", resolver, "other.test"); err != nil || len(addrs) != 1 {
+		t.Fatalf("lookup other.test over TCP = %v, %v", addrs, err)
+	}
+	mustNotFetch(t, g.ns, w.server)
 	// The allowed name's answer opens its address.
-	if addrs, err := lookup(g.ns, resolver, "www.allowed.test"); err != nil || len(addrs) != 1 || addrs[0] != "10.214.0.2" {
+	if addrs, err := lookup(g.ns, "udp", resolver, "www.allowed.test"); err != nil || len(addrs) != 1 || addrs[0] != "10.214.0.2" {
 		t.Fatalf("lookup www.allowed.test = %v, %v", addrs, err)
 	}
 	mustFetch(t, g.ns, w.server, "hello from the server")
@@ -164,4 +197,15 @@ func TestEgressByDomain(t *testing.T) {
 	}
 	fwd.SetPolicy(rec)
 	mustNotFetch(t, g.ns, w.server)
+	// With the domain back the set starts empty; an answer over TCP
+	// fills it.
+	if rec, err = w.host.ApplyEgress(ctx, "kdnet-dns", EgressSource{Iface: a.HostVeth}, p2); err != nil {
+		t.Fatal(err)
+	}
+	fwd.SetPolicy(rec)
+	mustNotFetch(t, g.ns, w.server)
+	if addrs, err := lookup(g.ns, "tcp", resolver, "allowed.test"); err != nil || len(addrs) != 1 || addrs[0] != "10.214.0.2" {
+		t.Fatalf("lookup allowed.test over TCP = %v, %v", addrs, err)
+	}
+	mustFetch(t, g.ns, w.server, "hello from the server")
 }
