@@ -323,3 +323,26 @@ func TestCNITwoNetworks(t *testing.T) {
 		t.Errorf("second Attach of the same sandbox = %v, want ErrExists", err)
 	}
 }
+
+// BenchmarkCNIAttach is a sandbox's set-up on a bridge network: namespace,
+// ADD and CHECK of bridge + host-local, tap and tc redirects.
+func BenchmarkCNIAttach(b *testing.B) {
+	needRoot(b)
+	needPlugins(b)
+	ctx := context.Background()
+	c := CNI{ConfDir: b.TempDir(), CacheDir: b.TempDir(), Host: newHost(b)}
+	network, _ := testNetwork(b, c.ConfDir)
+	i := 0
+	for b.Loop() {
+		i++
+		rec, err := c.Attach(ctx, fmt.Sprintf("%s-bench-%d", testPrefix, i), []string{network})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if err := c.Detach(ctx, rec); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+}
