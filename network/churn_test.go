@@ -28,7 +28,7 @@ func TestChurnLeavesNothing(t *testing.T) {
 		OwnsID: func(id string) bool { return strings.HasPrefix(id, testPrefix) }}
 
 	for i := range 50 {
-		id := fmt.Sprintf("%s-churn-%d", testPrefix, i)
+		id := fmt.Sprintf("%s-cyc-%d", testPrefix, i)
 		att, err := c.Attach(ctx, id, []string{network})
 		if err != nil {
 			t.Fatalf("cycle %d: %v", i, err)
