@@ -36,6 +36,8 @@ type CNI struct {
 	BinDirs  []string // plugin directories
 	CacheDir string   // libcni's result cache
 	Host     Host     // where plugins run (they see it as the host)
+	// TapOwner, if set, may attach to the taps without privilege.
+	TapOwner *TapOwner
 }
 
 // CNIAttachment records a sandbox's CNI attachments; the runtime persists
@@ -192,7 +194,7 @@ func (c CNI) Attach(ctx context.Context, sandboxID string, networks []string) (_
 		if err != nil {
 			return nil, fmt.Errorf("CNI network %q: %w", list.Name, err)
 		}
-		if err := joinTap(ctx, nsPath, iface.IfName, iface.Tap, &guest); err != nil {
+		if err := joinTap(ctx, nsPath, iface.IfName, iface.Tap, c.TapOwner, &guest); err != nil {
 			return nil, fmt.Errorf("CNI network %q: %w", list.Name, err)
 		}
 		rec.Interfaces[i].Guest = guest

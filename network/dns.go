@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -287,4 +288,26 @@ func (f *DNSForwarder) learn(ctx context.Context, rec *EgressRecord, p *dnsmessa
 		return nil
 	}
 	return f.host.AllowResolved(ctx, rec, strings.TrimSuffix(qname, "."), addrs, ttl)
+}
+
+// ResolvConfUpstream returns the first "nameserver" of a resolv.conf file
+// (such as /etc/resolv.conf) at port 53, as the upstream of a
+// DNSForwarder. The forwarder dials it from the host namespace, so a
+// loopback resolver (systemd-resolved's 127.0.0.53) works.
+func ResolvConfUpstream(path string) (netip.AddrPort, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("DNS upstream: %w", err)
+	}
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "nameserver" {
+			a, err := netip.ParseAddr(f[1])
+			if err != nil {
+				continue // not an address: try the next line
+			}
+			return netip.AddrPortFrom(a, 53), nil
+		}
+	}
+	return netip.AddrPort{}, fmt.Errorf("DNS upstream: no nameserver line in %s: %w", path, ErrNotFound)
 }

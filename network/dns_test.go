@@ -2,8 +2,11 @@ package network
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -208,4 +211,28 @@ func TestEgressByDomain(t *testing.T) {
 		t.Fatalf("lookup allowed.test over TCP = %v, %v", addrs, err)
 	}
 	mustFetch(t, g.ns, w.server, "hello from the server")
+}
+
+func TestResolvConfUpstream(t *testing.T) {
+	dir := t.TempDir()
+	write := func(s string) string {
+		p := filepath.Join(dir, "resolv.conf")
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	got, err := ResolvConfUpstream(write("# generated\nsearch example.com\nnameserver not-an-address\nnameserver 127.0.0.53\nnameserver 192.0.2.1\n"))
+	if err != nil || got.String() != "127.0.0.53:53" {
+		t.Errorf("ResolvConfUpstream = %v, %v; want 127.0.0.53:53", got, err)
+	}
+	if _, err := ResolvConfUpstream(write("search x\n")); !errors.Is(err, ErrNotFound) {
+		t.Errorf("no nameserver: %v, want ErrNotFound", err)
+	}
+	if _, err := ResolvConfUpstream(filepath.Join(dir, "missing")); err == nil {
+		t.Error("missing file: no error")
+	}
+	if _, err := NewDNSForwarder(Host{}, netip.AddrPort{}, nil); !errors.Is(err, ErrInvalid) {
+		t.Errorf("NewDNSForwarder without upstream = %v, want ErrInvalid", err)
+	}
 }

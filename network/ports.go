@@ -94,9 +94,12 @@ const portsLock = "ports.lock"
 
 // Publish makes the host forward each host port to target (a slot's Addr,
 // or a CNI guest address) at the guest port: a table with DNAT in the
-// prerouting and output hooks for traffic to the host's own addresses,
-// including 127.0.0.0/8 (the interface towards target gets route_localnet,
-// and connections from loopback are masqueraded).
+// prerouting and output hooks for traffic to the host's own addresses. For
+// a slot that includes 127.0.0.0/8: its host veth gets route_localnet and
+// connections from loopback are masqueraded. Other interfaces (a CNI
+// bridge) do not get route_localnet, which would let their other peers
+// reach the host's loopback services; publish to them is reached at the
+// host's other addresses.
 //
 // Before creating anything it refuses, with an error matching ErrConflict,
 // a host port another sandbox has published and one a process on the host
@@ -280,8 +283,9 @@ func (h Host) portFree(m PortMapping) error {
 	})
 }
 
-// allowLocalnet sets route_localnet on the interface towards target, so
-// connections to 127.0.0.1:HOSTPORT can be sent there after DNAT.
+// allowLocalnet sets route_localnet on the interface towards target when
+// it is a slot's veth (whose only peer is kindling's own slot namespace),
+// so connections to 127.0.0.1:HOSTPORT can be sent there after DNAT.
 func (h Host) allowLocalnet(target netip.Addr) error {
 	nl, err := netlinkIn(h.NetNS)
 	if err != nil {
@@ -295,6 +299,9 @@ func (h Host) allowLocalnet(target netip.Addr) error {
 	link, err := nl.LinkByIndex(routes[0].LinkIndex)
 	if err != nil {
 		return fmt.Errorf("publish ports: interface towards %s: %w", target, err)
+	}
+	if !isSlotVeth(link.Attrs().Name) {
+		return nil
 	}
 	return setSysctl(h.NetNS, "net/ipv4/conf/"+link.Attrs().Name+"/route_localnet", "1")
 }

@@ -19,7 +19,7 @@ import (
 // address go out (the rest reaches the namespace's own stack, which has no
 // address on the tap and forwards nothing, so it is dropped). It fills in
 // the guest's MAC (the CNI interface's: its peer learned that one) and MTU.
-func joinTap(ctx context.Context, nsPath, ifName, tap string, guest *GuestConfig) error {
+func joinTap(ctx context.Context, nsPath, ifName, tap string, owner *TapOwner, guest *GuestConfig) error {
 	h, err := netlinkIn(nsPath)
 	if err != nil {
 		return fmt.Errorf("netlink in %s: %w", nsPath, err)
@@ -31,7 +31,7 @@ func joinTap(ctx context.Context, nsPath, ifName, tap string, guest *GuestConfig
 	}
 	guest.MAC = eth.Attrs().HardwareAddr.String()
 	guest.MTU = eth.Attrs().MTU
-	t, err := netdev.CreateTap(ctx, netdev.TapSpec{Name: tap, NetNS: nsPath, MTU: eth.Attrs().MTU})
+	t, err := netdev.CreateTap(ctx, netdev.TapSpec{Name: tap, NetNS: nsPath, MTU: eth.Attrs().MTU, Owner: owner.netdev()})
 	if err != nil {
 		return err
 	}

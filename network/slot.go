@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"path/filepath"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -50,6 +51,22 @@ type Slots struct {
 	Range netip.Prefix
 	// NamePrefix starts each slot's namespace name ("kdslot-" when empty).
 	NamePrefix string
+	// TapOwner, if set, may attach to the slots' taps without privilege
+	// (a Firecracker run by the jailer as an unprivileged user).
+	TapOwner *TapOwner
+}
+
+// TapOwner names the user and group allowed to attach to a tap; a
+// negative ID leaves that one unset.
+type TapOwner struct {
+	UID, GID int
+}
+
+func (o *TapOwner) netdev() *netdev.Owner {
+	if o == nil {
+		return nil
+	}
+	return &netdev.Owner{UID: o.UID, GID: o.GID}
 }
 
 // SlotRecord is a slot in use; the runtime persists it and hands it back
@@ -199,7 +216,7 @@ func (s Slots) wire(ctx context.Context, rec *SlotRecord, gw netip.Addr) error {
 	if err := sh.RouteAdd(&netlink.Route{Gw: net.IP(gw.AsSlice())}); err != nil {
 		return fmt.Errorf("default route via %s: %w", gw, err)
 	}
-	if _, err := netdev.CreateTap(ctx, netdev.TapSpec{Name: SlotTap, NetNS: rec.NetNS}); err != nil {
+	if _, err := netdev.CreateTap(ctx, netdev.TapSpec{Name: SlotTap, NetNS: rec.NetNS, Owner: s.TapOwner.netdev()}); err != nil {
 		return err
 	}
 	if err := addrUp(sh, SlotTap, SlotGateway); err != nil {
@@ -291,7 +308,11 @@ func (s Slots) Destroy(ctx context.Context, rec *SlotRecord) error {
 		}
 		h.Close()
 	}
-	if err := netdev.DeleteNetNS(s.prefix() + fmt.Sprint(rec.Index)); err != nil {
+	name := s.prefix() + fmt.Sprint(rec.Index)
+	if rec.NetNS != "" {
+		name = filepath.Base(rec.NetNS) // as made, whatever this Slots' prefix
+	}
+	if err := netdev.DeleteNetNS(name); err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) > 0 {

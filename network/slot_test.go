@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/kindling-vm/kindling/internal/netdev"
 )
 
@@ -164,4 +166,23 @@ func TestSlotHostNAT(t *testing.T) {
 		t.Errorf("second DisableHostNAT: %v", err)
 	}
 	mustNotFetch(t, g.ns, "10.216.0.2:8080")
+}
+
+// A jailed Firecracker runs unprivileged: the slot's tap belongs to its
+// user and group.
+func TestSlotTapOwner(t *testing.T) {
+	needRoot(t)
+	s := Slots{Host: newHost(t), NamePrefix: testSlotPrefix, TapOwner: &TapOwner{UID: 12345, GID: 23456}}
+	rec := createSlot(t, s)
+	l, err := nlIn(t, rec.NetNS).LinkByName(rec.Tap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tun, ok := l.(*netlink.Tuntap)
+	if !ok {
+		t.Fatalf("%s is a %T", rec.Tap, l)
+	}
+	if tun.Owner != 12345 || tun.Group != 23456 {
+		t.Errorf("tap owner %d group %d, want 12345 23456", tun.Owner, tun.Group)
+	}
 }
