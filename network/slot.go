@@ -50,6 +50,8 @@ type Slots struct {
 	// Range is the host-side address range, a /30 per slot; at most /29.
 	Range netip.Prefix
 	// NamePrefix starts each slot's namespace name ("kdslot-" when empty).
+	// Slots that share a host namespace must share the prefix: the host
+	// veth is "kdh<index>" whatever the prefix.
 	NamePrefix string
 	// TapOwner, if set, may attach to the slots' taps without privilege
 	// (a Firecracker run by the jailer as an unprivileged user).
@@ -163,7 +165,7 @@ func (s Slots) CreateAt(ctx context.Context, index int) (_ *SlotRecord, err erro
 	}
 	gw, addr := s.slotAddrs(index)
 	rec := &SlotRecord{
-		Index: index, NetNS: nsPath, Tap: SlotTap, HostVeth: slotVethName(index), Addr: addr,
+		Index: index, NetNS: nsPath, Tap: SlotTap, Addr: addr,
 		Guest: GuestConfig{Address: SlotGuestAddr, Gateway: SlotGateway.Addr(),
 			DNS: []netip.Addr{SlotGateway.Addr()}, MAC: SlotGuestMAC},
 	}
@@ -196,14 +198,18 @@ func (s Slots) wire(ctx context.Context, rec *SlotRecord, gw netip.Addr) error {
 	}
 	defer unix.Close(nsFD)
 
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: rec.HostVeth}, PeerName: slotVethInside,
+	// rec.HostVeth is set only once the veth is ours, so that a rollback
+	// never deletes a veth of that name that someone else made.
+	name := slotVethName(rec.Index)
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: slotVethInside,
 		PeerNamespace: netlink.NsFd(nsFD)}
 	if err := hh.LinkAdd(veth); err != nil {
 		if errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("veth %s: %w", rec.HostVeth, ErrExists)
+			return fmt.Errorf("veth %s: %w", name, ErrExists)
 		}
-		return fmt.Errorf("add veth %s: %w", rec.HostVeth, err)
+		return fmt.Errorf("add veth %s: %w", name, err)
 	}
+	rec.HostVeth = name
 	if err := addrUp(hh, rec.HostVeth, netip.PrefixFrom(gw, 30)); err != nil {
 		return err
 	}
@@ -301,7 +307,7 @@ func (s Slots) Destroy(ctx context.Context, rec *SlotRecord) error {
 	if h, err := netlinkIn(s.Host.NetNS); err != nil {
 		errs = append(errs, err)
 	} else {
-		if l, err := h.LinkByName(rec.HostVeth); err == nil {
+		if l, err := h.LinkByName(rec.HostVeth); rec.HostVeth != "" && err == nil {
 			if err := h.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
 				errs = append(errs, fmt.Errorf("delete veth %s: %w", rec.HostVeth, err))
 			}

@@ -186,3 +186,25 @@ func TestSlotTapOwner(t *testing.T) {
 		t.Errorf("tap owner %d group %d, want 12345 23456", tun.Owner, tun.Group)
 	}
 }
+
+// A stale veth in the way of a slot's index is not the slot's to delete:
+// Create moves on to the next index and leaves it alone.
+func TestSlotSkipsForeignVeth(t *testing.T) {
+	needRoot(t)
+	host := newHost(t)
+	h := nlIn(t, host.NetNS)
+	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "kdh0"}, PeerName: "kdnetpeer"}); err != nil {
+		t.Fatal(err)
+	}
+	s := Slots{Host: host, NamePrefix: testSlotPrefix}
+	rec := createSlot(t, s)
+	if rec.Index != 1 || rec.HostVeth != "kdh1" {
+		t.Errorf("slot %d on %s, want 1 on kdh1", rec.Index, rec.HostVeth)
+	}
+	if _, err := h.LinkByName("kdh0"); err != nil {
+		t.Errorf("the foreign kdh0 is gone: %v", err)
+	}
+	if _, err := netdev.ResolveNetNS(testSlotPrefix + "0"); !errors.Is(err, netdev.ErrNotFound) {
+		t.Errorf("the namespace of the failed slot 0: %v, want it removed", err)
+	}
+}
