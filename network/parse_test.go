@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kindling-vm/kindling/internal/netdev"
 	"github.com/kindling-vm/kindling/vmm"
 )
 
@@ -133,6 +134,31 @@ func TestValidateID(t *testing.T) {
 	for _, bad := range []string{"", "-a", ".a", "a/b", "a b", strings.Repeat("x", 65), "ü"} {
 		if err := ValidateID(bad); !errors.Is(err, ErrInvalid) {
 			t.Errorf("ValidateID(%q) = %v, want ErrInvalid", bad, err)
+		}
+	}
+}
+
+// The slot's fixed guest side is what the VMM driver and the kernel take.
+func TestSlotConstants(t *testing.T) {
+	if _, err := netdev.ParseMAC(SlotGuestMAC); err != nil {
+		t.Error(err)
+	}
+	if err := netdev.ValidateTapName(SlotTap); err != nil {
+		t.Error(err)
+	}
+	if !SlotGateway.Contains(SlotGuestAddr.Addr()) || SlotGateway.Bits() != SlotGuestAddr.Bits() || SlotGateway.Addr() == SlotGuestAddr.Addr() {
+		t.Errorf("gateway %s and guest %s are not two hosts of one subnet", SlotGateway, SlotGuestAddr)
+	}
+	if DefaultSlotRange.Contains(SlotGuestAddr.Addr()) {
+		t.Errorf("the slot range %s holds the guest address %s", DefaultSlotRange, SlotGuestAddr)
+	}
+	if n := (Slots{}).Capacity(); n != 16384 {
+		t.Errorf("default capacity %d, want 16384", n)
+	}
+	for i, want := range map[int][2]string{0: {"198.19.0.1", "198.19.0.2"}, 3: {"198.19.0.13", "198.19.0.14"}, 16383: {"198.19.255.253", "198.19.255.254"}} {
+		gw, addr := (Slots{}).slotAddrs(i)
+		if gw.String() != want[0] || addr.String() != want[1] {
+			t.Errorf("slot %d: %s and %s, want %s and %s", i, gw, addr, want[0], want[1])
 		}
 	}
 }
