@@ -18,12 +18,10 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 // in the commit how old records are read).
 func TestRecordsGolden(t *testing.T) {
 	gw := netip.MustParseAddr("10.213.5.1")
-	records := struct {
-		CNI    *CNIAttachment `json:"cni"`
-		Slot   *SlotRecord    `json:"slot"`
-		Ports  *Published     `json:"ports"`
-		Egress *EgressRecord  `json:"egress"`
-	}{
+	// A real record has a CNI attachment or a slot, not both; both are
+	// here to pin both shapes.
+	records := Record{
+		Version: RecordVersion, SandboxID: "sb-1",
 		CNI: &CNIAttachment{SandboxID: "sb-1", NetNS: "/run/netns/kindling-sb-1", Interfaces: []CNIInterface{{
 			Network: "kindling", IfName: "eth0", Tap: "kdtap0",
 			ConfList: json.RawMessage(`{"cniVersion":"1.0.0","name":"kindling","plugins":[{"type":"bridge"}]}`),
