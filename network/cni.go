@@ -187,8 +187,8 @@ func (c CNI) Attach(ctx context.Context, sandboxID string, networks []string) (_
 		if err != nil {
 			return nil, fmt.Errorf("CNI network %q: ADD: %w", list.Name, err)
 		}
-		if err := cfg.CheckNetworkList(ctx, list, rt); err != nil {
-			return nil, fmt.Errorf("CNI network %q: CHECK: %w", list.Name, err)
+		if err := check(ctx, cfg, list, rt); err != nil {
+			return nil, err
 		}
 		guest, err := guestFromResult(res, iface.IfName)
 		if err != nil {
@@ -200,6 +200,17 @@ func (c CNI) Attach(ctx context.Context, sandboxID string, networks []string) (_
 		rec.Interfaces[i].Guest = guest
 	}
 	return rec, nil
+}
+
+// check runs CHECK where the conflist's version has it (0.4.0 on).
+func check(ctx context.Context, cfg *libcni.CNIConfig, list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) error {
+	if ok, err := version.GreaterThanOrEqualTo(list.CNIVersion, "0.4.0"); err != nil || !ok {
+		return nil
+	}
+	if err := cfg.CheckNetworkList(ctx, list, rt); err != nil {
+		return fmt.Errorf("CNI network %q: CHECK: %w", list.Name, err)
+	}
+	return nil
 }
 
 func (c CNI) runtimeConf(rec *CNIAttachment, iface CNIInterface) *libcni.RuntimeConf {
@@ -215,8 +226,8 @@ func (c CNI) Check(ctx context.Context, rec *CNIAttachment) error {
 		if err != nil {
 			return fmt.Errorf("CNI network %q: recorded conflist: %w", iface.Network, err)
 		}
-		if err := cfg.CheckNetworkList(ctx, list, c.runtimeConf(rec, iface)); err != nil {
-			return fmt.Errorf("CNI network %q: CHECK: %w", iface.Network, err)
+		if err := check(ctx, cfg, list, c.runtimeConf(rec, iface)); err != nil {
+			return err
 		}
 		if ok, err := netdev.TapExists(iface.Tap, rec.NetNS); err != nil || !ok {
 			return fmt.Errorf("CNI network %q: tap %s in %s: %w", iface.Network, iface.Tap, rec.NetNS, errors.Join(err, ErrNotFound))

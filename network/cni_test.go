@@ -36,6 +36,10 @@ func needPlugins(t testing.TB) {
 // 10.213.N.0/24 (inside the test host namespace) with extra plugins
 // appended, and removes its lease directory at cleanup.
 func testNetwork(t testing.TB, dir string, extra ...string) (name, subnet string) {
+	return testNetworkVersion(t, dir, "1.0.0", extra...)
+}
+
+func testNetworkVersion(t testing.TB, dir, cniVersion string, extra ...string) (name, subnet string) {
 	t.Helper()
 	hex := randHex(t, 3)
 	name = testPrefix + "-net-" + hex
@@ -48,7 +52,7 @@ func testNetwork(t testing.TB, dir string, extra ...string) (name, subnet string
 		"ipam": {"type": "host-local", "ranges": [[{"subnet": "%s.0/24"}]]},
 		"dns": {"nameservers": ["%s.1"]}}`, hex, subnet, subnet)}
 	plugins = append(plugins, extra...)
-	conf := fmt.Sprintf(`{"cniVersion": "1.0.0", "name": %q, "plugins": [%s]}`, name, strings.Join(plugins, ","))
+	conf := fmt.Sprintf(`{"cniVersion": %q, "name": %q, "plugins": [%s]}`, cniVersion, name, strings.Join(plugins, ","))
 	if err := os.WriteFile(filepath.Join(dir, name+".conflist"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -344,5 +348,30 @@ func BenchmarkCNIAttach(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
+	}
+}
+
+// Conflists older than 0.4.0 have no CHECK; they attach all the same.
+func TestCNIOldConflist(t *testing.T) {
+	needRoot(t)
+	needPlugins(t)
+	ctx := context.Background()
+	c := CNI{ConfDir: t.TempDir(), CacheDir: t.TempDir(), Host: newHost(t)}
+	network, subnet := testNetworkVersion(t, c.ConfDir, "0.3.1")
+	rec, err := c.Attach(ctx, testPrefix+"-"+randHex(t, 4), []string{network})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := rec.Interfaces[0].Guest; !strings.HasPrefix(g.Address.String(), subnet+".") || g.MAC == "" {
+		t.Errorf("guest %+v, want an address in %s.0/24 and a MAC", g, subnet)
+	}
+	if err := c.Check(ctx, rec); err != nil {
+		t.Errorf("Check: %v", err)
+	}
+	if err := c.Detach(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	if got := leases(t, network); len(got) != 0 {
+		t.Errorf("leases after Detach: %v", got)
 	}
 }
