@@ -5,7 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"path/filepath"
+	"strconv"
+	"strings"
 
+	"github.com/containernetworking/cni/libcni"
+	"github.com/vishvananda/netlink"
+
+	"github.com/kindling-vm/kindling/internal/netdev"
 	"github.com/kindling-vm/kindling/vmm"
 )
 
@@ -106,6 +113,9 @@ func (m *Manager) Setup(ctx context.Context, spec Spec) (_ *Record, err error) {
 			rec.Slot, err = m.slots().Create(ctx)
 		}
 		if err != nil {
+			return nil, err
+		}
+		if err = m.tagSlot(rec.Slot, spec.SandboxID); err != nil {
 			return nil, err
 		}
 	}
@@ -244,4 +254,100 @@ func (r *Record) EgressSource() EgressSource {
 		return EgressSource{Iface: r.Slot.HostVeth}
 	}
 	return EgressSource{Addr: r.Target()}
+}
+
+// slotTag is the alias a slot's host veth carries while a sandbox has it,
+// so that TeardownID finds the slot without a record.
+func slotTag(sandboxID string) string { return "kindling sandbox " + sandboxID }
+
+func (m *Manager) tagSlot(slot *SlotRecord, sandboxID string) error {
+	h, err := netlinkIn(m.Host.NetNS)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	l, err := h.LinkByName(slot.HostVeth)
+	if err == nil {
+		err = h.LinkSetAlias(l, slotTag(sandboxID))
+	}
+	if err != nil {
+		return fmt.Errorf("tag slot %d with sandbox %q: %w", slot.Index, sandboxID, err)
+	}
+	return nil
+}
+
+// TeardownID releases what a sandbox may hold when its Record is lost (a
+// crash between Setup and persisting it): the egress and port tables named
+// after its ID, its CNI attachments — DEL with the conflist libcni cached at
+// ADD, else the one in the conf dir — and namespace, and the slot whose
+// host veth is tagged with its ID. networks are the CNI networks its spec
+// named, in order. Like Teardown it is idempotent and tries every step.
+func (m *Manager) TeardownID(ctx context.Context, sandboxID string, networks []string) error {
+	if err := ValidateID(sandboxID); err != nil {
+		return fmt.Errorf("tear down by ID: %w", err)
+	}
+	rec := &Record{Version: RecordVersion, SandboxID: sandboxID,
+		Ports:  &Published{SandboxID: sandboxID, Table: portsTableName(sandboxID)},
+		Egress: &EgressRecord{SandboxID: sandboxID, Table: egressTableName(sandboxID)},
+	}
+	var errs []error
+	if len(networks) > 0 {
+		c := m.cni()
+		att := &CNIAttachment{SandboxID: sandboxID, NetNS: filepath.Join(netdev.NetNSDir, CNINetNSName(sandboxID))}
+		for i, n := range networks {
+			iface := CNIInterface{Network: n, IfName: fmt.Sprintf("eth%d", i), Tap: fmt.Sprintf("kdtap%d", i)}
+			conf, _, err := c.config().GetNetworkListCachedConfig(&libcni.NetworkConfigList{Name: n}, c.runtimeConf(att, iface))
+			if err != nil || len(conf) == 0 {
+				list, lerr := c.Load(ctx, n)
+				if lerr != nil {
+					// With neither libcni's cache entry (written by a
+					// successful ADD, removed by DEL) nor the namespace,
+					// there is nothing left to DEL.
+					if _, nserr := netdev.ResolveNetNS(att.NetNS); errors.Is(nserr, netdev.ErrNotFound) {
+						continue
+					}
+					errs = append(errs, fmt.Errorf("CNI network %q: no cached conflist and %w", n, lerr))
+					continue
+				}
+				conf = list.Bytes
+			}
+			iface.ConfList = conf
+			att.Interfaces = append(att.Interfaces, iface)
+		}
+		rec.CNI = att
+	}
+	slot, err := m.findSlot(sandboxID)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	rec.Slot = slot
+	if err := m.Teardown(ctx, rec); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// findSlot finds the slot tagged with the sandbox's ID, or nil.
+func (m *Manager) findSlot(sandboxID string) (*SlotRecord, error) {
+	h, err := netlinkIn(m.Host.NetNS)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	links, err := h.LinkList()
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		return nil, fmt.Errorf("find the slot of sandbox %q: %w", sandboxID, err)
+	}
+	for _, l := range links {
+		a := l.Attrs()
+		if !isSlotVeth(a.Name) || a.Alias != slotTag(sandboxID) {
+			continue
+		}
+		index, err := strconv.Atoi(strings.TrimPrefix(a.Name, slotVethPrefix))
+		if err != nil {
+			continue
+		}
+		return &SlotRecord{Index: index, HostVeth: a.Name}, nil
+	}
+	return nil, nil
 }

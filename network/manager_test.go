@@ -3,6 +3,8 @@ package network
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -123,5 +125,51 @@ func TestManagerRollsBack(t *testing.T) {
 	after, _ := Leaks(ctx, LeakOptions{Host: host, SlotPrefix: testSlotPrefix})
 	if len(after.NetNS) != len(inv.NetNS) || len(after.Tables) != len(inv.Tables) {
 		t.Errorf("bad specs left something: before %s, after %s", inv, after)
+	}
+}
+
+// A runtime that crashed before it saved the Record still releases
+// everything, knowing only the sandbox's ID and spec.
+func TestManagerTeardownID(t *testing.T) {
+	needRoot(t)
+	needPlugins(t)
+	ctx := context.Background()
+	host := newHost(t)
+	m := &Manager{Host: host, CNI: CNI{ConfDir: t.TempDir(), CacheDir: t.TempDir()}, Slots: Slots{NamePrefix: testSlotPrefix}}
+	network, _ := testNetwork(t, m.CNI.ConfDir)
+	ports, _ := ParsePorts([]string{"8080:80"})
+	more, _ := ParsePorts([]string{"8081:80"})
+	deny, _ := ParseEgress("deny", []string{"example.com"})
+	cniRec, err := m.Setup(ctx, Spec{SandboxID: "kdnet-lost1", CNINetworks: []string{network}, Ports: ports, Egress: &deny})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slotRec, err := m.Setup(ctx, Spec{SandboxID: "kdnet-lost2", Ports: more, Egress: &deny})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Teardown(ctx, cniRec); m.Teardown(ctx, slotRec) })
+	// The conflist is gone too: DEL must use libcni's cached copy.
+	if err := os.Remove(filepath.Join(m.CNI.ConfDir, network+".conflist")); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.TeardownID(ctx, "kdnet-lost1", []string{network}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.TeardownID(ctx, "kdnet-lost2", nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := leases(t, network); len(got) != 0 {
+		t.Errorf("leases left: %v", got)
+	}
+	inv, err := Leaks(ctx, LeakOptions{Host: host, SlotPrefix: testSlotPrefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !inv.Empty() {
+		t.Errorf("after TeardownID: %s", inv)
+	}
+	if err := m.TeardownID(ctx, "kdnet-lost1", []string{network}); err != nil {
+		t.Errorf("second TeardownID: %v", err)
 	}
 }
