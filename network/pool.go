@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // Pool keeps slots made ahead of time, so a sandbox (a clone above all)
@@ -21,7 +22,13 @@ type Pool struct {
 	closed  bool
 	filling bool
 	wg      sync.WaitGroup // background refills
+	done    chan struct{}  // closed by Close
 }
+
+// refillDelay is how long a refill waits after a claim: the claimer's
+// start (tagging the slot, spawning the VMM) goes first, rather than
+// queue behind the refill's netlink work on the kernel's RTNL lock.
+const refillDelay = 20 * time.Millisecond
 
 // NewPool returns an empty pool that keeps size slots ready; call Fill to
 // make them.
@@ -32,7 +39,7 @@ func NewPool(slots Slots, size int) (*Pool, error) {
 	if size < 1 || size > slots.Capacity() {
 		return nil, invalid("pool size", fmt.Sprint(size), fmt.Sprintf("want 1–%d", slots.Capacity()))
 	}
-	return &Pool{slots: slots, size: size}, nil
+	return &Pool{slots: slots, size: size, done: make(chan struct{})}, nil
 }
 
 // Fill makes slots until the pool holds its size, and returns the first
@@ -96,11 +103,17 @@ func (p *Pool) Claim(ctx context.Context) (*SlotRecord, error) {
 	return p.slots.Create(ctx)
 }
 
-// refill runs Fill in the background; errors leave the pool short and are
-// seen by the next Claim making its slot itself.
+// refill runs Fill in the background after refillDelay; errors leave the
+// pool short and are seen by the next Claim making its slot itself.
 func (p *Pool) refill() {
 	defer p.wg.Done()
-	_ = p.Fill(context.Background())
+	t := time.NewTimer(refillDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		_ = p.Fill(context.Background())
+	case <-p.done:
+	}
 	p.mu.Lock()
 	p.filling = false
 	p.mu.Unlock()
@@ -117,6 +130,9 @@ func (p *Pool) Release(ctx context.Context, rec *SlotRecord) error {
 // claimed and not released are the claimers'.
 func (p *Pool) Close(ctx context.Context) error {
 	p.mu.Lock()
+	if !p.closed {
+		close(p.done)
+	}
 	p.closed = true
 	free := p.free
 	p.free = nil

@@ -120,3 +120,49 @@ func BenchmarkSlotClaim(b *testing.B) {
 		b.StartTimer()
 	}
 }
+
+// BenchmarkSetupFromPool is the network part of a clone's start: a slot
+// from a filled pool, tagged with the sandbox ID; with -ports-egress also
+// a published port and an egress policy.
+func BenchmarkSetupFromPool(b *testing.B) {
+	for _, full := range []bool{false, true} {
+		name := "slot"
+		if full {
+			name = "slot+port+egress"
+		}
+		b.Run(name, func(b *testing.B) {
+			needRoot(b)
+			ctx := context.Background()
+			host := newHost(b)
+			s := Slots{NamePrefix: testSlotPrefix, Host: host}
+			p, err := NewPool(s, 4)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { p.Close(ctx) })
+			m := &Manager{Host: host, Slots: s, Pool: p}
+			spec := Spec{SandboxID: testPrefix + "-bench"}
+			if full {
+				spec.Ports, _ = ParsePorts([]string{"8080:80"})
+				eg, _ := ParseEgress("deny", []string{"10.0.0.0/8", "example.com"})
+				spec.Egress = &eg
+			}
+			for b.Loop() {
+				b.StopTimer()
+				if err := p.Fill(ctx); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				rec, err := m.Setup(ctx, spec)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				if err := m.Teardown(ctx, rec); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+		})
+	}
+}

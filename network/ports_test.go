@@ -133,3 +133,42 @@ func TestPublishedPortAnswers(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// BenchmarkPublishAndEgress is a sandbox's published port plus its egress
+// policy, as a runtime in the host namespace makes them. The loop runs on
+// a thread inside the test's host namespace with Host{NetNS: ""}, so no
+// call pays for entering a namespace, as none does in production.
+func BenchmarkPublishAndEgress(b *testing.B) {
+	needRoot(b)
+	ctx := context.Background()
+	test := newHost(b)
+	slot := createSlot(b, Slots{Host: test, NamePrefix: testSlotPrefix})
+	ports, _ := ParsePorts([]string{"8080:80"})
+	eg, _ := ParseEgress("deny", []string{"10.0.0.0/8", "example.com"})
+	var failed error
+	err := inNS(test.NetNS, func() error {
+		h := Host{LockDir: test.LockDir} // the calling thread's namespace
+		for b.Loop() {
+			pub, err := h.Publish(ctx, "kdnet-bench", slot.Addr, ports)
+			if err != nil {
+				failed = err
+				return nil
+			}
+			rec, err := h.ApplyEgress(ctx, "kdnet-bench", EgressSource{Iface: slot.HostVeth}, eg)
+			if err != nil {
+				failed = err
+				return nil
+			}
+			b.StopTimer()
+			if err := errors.Join(h.RemoveEgress(ctx, rec), h.Unpublish(ctx, pub)); err != nil {
+				failed = err
+				return nil
+			}
+			b.StartTimer()
+		}
+		return nil
+	})
+	if err != nil || failed != nil {
+		b.Fatal(err, failed)
+	}
+}
