@@ -9,6 +9,11 @@
 // "100Mbit"-style limits into Firecracker rate limiters, and lists what
 // kindling has left on the host (Leaks).
 //
+// Manager puts the pieces together for the runtime: Setup builds a
+// sandbox's whole network from a Spec and returns one Record to persist,
+// Teardown (or TeardownID, when the Record was lost) releases it on every
+// end of the sandbox.
+//
 // It is not the guest's network configuration: it returns what the guest
 // must be told (GuestConfig, KernelIPArg) and the runtime passes it on. It
 // keeps no state on disk: each set-up returns a record with snake_case JSON
