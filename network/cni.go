@@ -81,7 +81,9 @@ func (c CNI) cacheDir() string {
 }
 
 func (c CNI) config() *libcni.CNIConfig {
-	var exec invoke.Exec = &nsExec{raw: &invoke.RawExec{Stderr: os.Stderr}, ns: c.Host.NetNS}
+	// A plugin's stderr reaches the caller only in its error: a library
+	// does not write to the process's stderr.
+	var exec invoke.Exec = &nsExec{raw: &invoke.RawExec{}, ns: c.Host.NetNS}
 	return libcni.NewCNIConfigWithCacheDir(c.binDirs(), c.cacheDir(), exec)
 }
 
