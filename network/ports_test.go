@@ -6,6 +6,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParsePorts(t *testing.T) {
@@ -170,5 +171,74 @@ func BenchmarkPublishAndEgress(b *testing.B) {
 	})
 	if err != nil || failed != nil {
 		b.Fatal(err, failed)
+	}
+}
+
+// A UDP port is published and checked for use like a TCP one.
+func TestPublishedUDPPort(t *testing.T) {
+	needRoot(t)
+	ctx := context.Background()
+	w := newWorld(t)
+	a := createSlot(t, w.slots())
+	g := startGuest(t, a.NetNS, a.Tap, a.Guest)
+	// A UDP echo in the guest on port 53.
+	var pc net.PacketConn
+	if err := inNS(g.ns, func() error {
+		var err error
+		pc, err = net.ListenPacket("udp", "0.0.0.0:53")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(append([]byte("echo "), buf[:n]...), from)
+		}
+	}()
+	ports, _ := ParsePorts([]string{"5353:53/udp"})
+	pub, err := w.host.Publish(ctx, "kdnet-udp", a.Addr, ports)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.host.Unpublish(ctx, pub)
+	var got string
+	err = inNS(w.srvNS, func() error {
+		c, err := net.Dial("udp", "10.214.0.1:5353")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		if _, err := c.Write([]byte("ping")); err != nil {
+			return err
+		}
+		buf := make([]byte, 64)
+		n, err := c.Read(buf)
+		got = string(buf[:n])
+		return err
+	})
+	if err != nil || got != "echo ping" {
+		t.Fatalf("UDP through the published port: %q, %v", got, err)
+	}
+	// A UDP port a host process holds is refused.
+	var held net.PacketConn
+	if err := inNS(w.host.NetNS, func() error {
+		var err error
+		held, err = net.ListenPacket("udp", ":5454")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	busy, _ := ParsePorts([]string{"5454:53/udp"})
+	_, err = w.host.Publish(ctx, "kdnet-udp2", a.Addr, busy)
+	if want := "host port 5454/udp is in use on the host: conflict"; err == nil || err.Error() != want {
+		t.Errorf("Publish of a held UDP port = %v, want %s", err, want)
 	}
 }
