@@ -168,3 +168,24 @@ func TestApplyEgressBadInput(t *testing.T) {
 		}
 	}
 }
+
+// Without a policy, slots reach each other through the host; a deny
+// policy stops that too.
+func TestEgressDenyCoversOtherSlots(t *testing.T) {
+	needRoot(t)
+	ctx := context.Background()
+	w := newWorld(t)
+	a, b := createSlot(t, w.slots()), createSlot(t, w.slots())
+	ga := startGuest(t, a.NetNS, a.Tap, a.Guest)
+	gb := startGuest(t, b.NetNS, b.Tap, b.Guest)
+	serve(t, gb.ns, "0.0.0.0:80", "guest b")
+	mustFetch(t, ga.ns, b.Addr.String()+":80", "guest b")
+	p, _ := ParseEgress("deny", []string{"10.214.0.0/30"})
+	rec, err := w.host.ApplyEgress(ctx, "kdnet-lat", EgressSource{Iface: a.HostVeth}, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.host.RemoveEgress(ctx, rec) })
+	mustNotFetch(t, ga.ns, b.Addr.String()+":80")
+	mustFetch(t, ga.ns, w.server, "hello from the server")
+}
