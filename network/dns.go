@@ -149,6 +149,8 @@ func (f *DNSForwarder) serveTCP(ctx context.Context, ln net.Listener, sem chan s
 			defer wg.Done()
 			defer func() { <-sem }()
 			defer c.Close()
+			stop := context.AfterFunc(ctx, func() { c.Close() })
+			defer stop()
 			for {
 				_ = c.SetDeadline(time.Now().Add(2 * upstreamTimeout))
 				q, err := readTCPMessage(c)
