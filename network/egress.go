@@ -158,6 +158,24 @@ func (h Host) ApplyEgress(ctx context.Context, sandboxID string, src EgressSourc
 	if err := ValidateID(sandboxID); err != nil {
 		return nil, fmt.Errorf("apply egress policy: %w", err)
 	}
+	c, err := nftIn(h.NetNS)
+	if err != nil {
+		return nil, err
+	}
+	defer closeNft(c)
+	rec, err := queueEgress(c, sandboxID, src, p)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Flush(); err != nil {
+		return nil, fmt.Errorf("apply egress policy of %q: %w", sandboxID, err)
+	}
+	return rec, nil
+}
+
+// queueEgress queues the sandbox's egress table on c (replacing the one it
+// has); the caller flushes c.
+func queueEgress(c *nftables.Conn, sandboxID string, src EgressSource, p EgressPolicy) (*EgressRecord, error) {
 	if p.Default != EgressDeny && p.Default != EgressAllow {
 		return nil, invalid("egress default", p.Default, `must be "deny" or "allow"`)
 	}
@@ -165,12 +183,6 @@ func (h Host) ApplyEgress(ctx context.Context, sandboxID string, src EgressSourc
 		return nil, invalid("egress source of sandbox", sandboxID, "give exactly one of an interface and an address")
 	}
 	rec := &EgressRecord{SandboxID: sandboxID, Table: egressTableName(sandboxID), Source: src, Policy: p}
-	c, err := nftIn(h.NetNS)
-	if err != nil {
-		return nil, err
-	}
-	defer closeNft(c)
-
 	var keep4, keep6 []nftables.SetElement
 	if old, err := c.ListTableOfFamily(rec.Table, nftables.TableFamilyINet); err == nil {
 		keep4, keep6 = learned(c, old, "dns4", p), learned(c, old, "dns6", p)
@@ -217,9 +229,6 @@ func (h Host) ApplyEgress(ctx context.Context, sandboxID string, src EgressSourc
 		if p.Default == EgressDeny {
 			add(drop())
 		}
-	}
-	if err := c.Flush(); err != nil {
-		return nil, fmt.Errorf("apply egress policy of %q: %w", sandboxID, err)
 	}
 	return rec, nil
 }

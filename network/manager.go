@@ -119,17 +119,49 @@ func (m *Manager) Setup(ctx context.Context, spec Spec) (_ *Record, err error) {
 			return nil, err
 		}
 	}
-	if len(spec.Ports) > 0 {
-		if rec.Ports, err = m.Host.Publish(ctx, spec.SandboxID, rec.Target(), spec.Ports); err != nil {
-			return nil, err
-		}
-	}
-	if spec.Egress != nil {
-		if rec.Egress, err = m.Host.ApplyEgress(ctx, spec.SandboxID, rec.EgressSource(), *spec.Egress); err != nil {
+	if len(spec.Ports) > 0 || spec.Egress != nil {
+		if rec.Ports, rec.Egress, err = m.publishAndApply(ctx, spec, rec); err != nil {
 			return nil, err
 		}
 	}
 	return rec, nil
+}
+
+// publishAndApply publishes the ports and applies the egress policy in one
+// nf_tables transaction (what Host.Publish and Host.ApplyEgress do, less a
+// kernel commit): both tables appear together or neither does.
+func (m *Manager) publishAndApply(ctx context.Context, spec Spec, rec *Record) (*Published, *EgressRecord, error) {
+	if len(spec.Ports) > 0 {
+		if t := rec.Target(); !t.Is4() {
+			return nil, nil, invalid("publish target", t.String(), "must be an IPv4 address")
+		}
+		unlock, err := m.Host.lock(ctx, portsLock)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer unlock()
+	}
+	c, err := nftIn(m.Host.NetNS)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer closeNft(c)
+	var pub *Published
+	var eg *EgressRecord
+	if len(spec.Ports) > 0 {
+		if pub, err = m.Host.queuePublish(c, spec.SandboxID, rec.Target(), spec.Ports); err != nil {
+			return nil, nil, err
+		}
+	}
+	if spec.Egress != nil {
+		if eg, err = queueEgress(c, spec.SandboxID, rec.EgressSource(), *spec.Egress); err != nil {
+			return nil, nil, err
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return nil, nil, fmt.Errorf("publish ports and apply egress policy of sandbox %q: %w", spec.SandboxID, err)
+	}
+	return pub, eg, nil
 }
 
 // SetEgress changes a running sandbox's egress policy (nil removes it)

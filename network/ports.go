@@ -119,13 +119,25 @@ func (h Host) Publish(ctx context.Context, sandboxID string, target netip.Addr, 
 		return nil, err
 	}
 	defer unlock()
-	rec := &Published{SandboxID: sandboxID, Table: portsTableName(sandboxID), Target: target, Ports: ports}
-
 	c, err := nftIn(h.NetNS)
 	if err != nil {
 		return nil, err
 	}
 	defer closeNft(c)
+	rec, err := h.queuePublish(c, sandboxID, target, ports)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Flush(); err != nil {
+		return nil, fmt.Errorf("publish ports of sandbox %q: %w", sandboxID, err)
+	}
+	return rec, nil
+}
+
+// queuePublish checks the ports and queues the sandbox's port table on c;
+// the caller holds the ports lock and flushes c.
+func (h Host) queuePublish(c *nftables.Conn, sandboxID string, target netip.Addr, ports []PortMapping) (*Published, error) {
+	rec := &Published{SandboxID: sandboxID, Table: portsTableName(sandboxID), Target: target, Ports: ports}
 	taken, err := publishedPorts(c, rec.Table)
 	if err != nil {
 		return nil, err
@@ -146,7 +158,6 @@ func (h Host) Publish(ctx context.Context, sandboxID string, target netip.Addr, 
 		c.DelTable(old)
 	}
 	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyIPv4, Name: rec.Table})
-	sets := map[string]*nftables.Set{}
 	for _, proto := range []string{"tcp", "udp"} {
 		s := &nftables.Set{Table: t, Name: proto + "_ports", KeyType: nftables.TypeInetService}
 		var elems []nftables.SetElement
@@ -158,7 +169,6 @@ func (h Host) Publish(ctx context.Context, sandboxID string, target netip.Addr, 
 		if err := c.AddSet(s, elems); err != nil {
 			return nil, fmt.Errorf("publish ports: set %s: %w", s.Name, err)
 		}
-		sets[proto] = s
 	}
 	for _, hook := range []struct {
 		name string
@@ -185,9 +195,6 @@ func (h Host) Publish(ctx context.Context, sandboxID string, target netip.Addr, 
 		},
 		matchIPDaddr(target),
 		[]expr.Any{&expr.Masq{}})})
-	if err := c.Flush(); err != nil {
-		return nil, fmt.Errorf("publish ports of sandbox %q: %w", sandboxID, err)
-	}
 	return rec, nil
 }
 
