@@ -11,6 +11,10 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/vishvananda/netlink"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/kindling-vm/kindling/internal/netdev"
 	"github.com/kindling-vm/kindling/vmm"
@@ -28,6 +32,27 @@ type Manager struct {
 	// Pool, if set, gives the slots (it must be made from the same Slots
 	// and Host); a slot is always destroyed at the end, not put back.
 	Pool *Pool
+	// TracerProvider, if set, gets a span per Setup, SetEgress, Teardown
+	// and TeardownID.
+	TracerProvider trace.TracerProvider
+}
+
+// span starts the span of one whole operation on a sandbox's network; the
+// returned func ends it, recording *errp when it is not nil.
+func (m *Manager) span(ctx context.Context, name, id string) (context.Context, func(errp *error)) {
+	tp := m.TracerProvider
+	if tp == nil {
+		tp = noop.NewTracerProvider()
+	}
+	ctx, sp := tp.Tracer("github.com/kindling-vm/kindling/network").Start(ctx, name,
+		trace.WithAttributes(attribute.String("sandbox.id", id)))
+	return ctx, func(errp *error) {
+		if errp != nil && *errp != nil {
+			sp.RecordError(*errp)
+			sp.SetStatus(codes.Error, (*errp).Error())
+		}
+		sp.End()
+	}
 }
 
 // Spec is what a sandbox asks of the network.
@@ -93,6 +118,8 @@ func (m *Manager) Check(ctx context.Context, spec Spec) error {
 // policy. On failure everything made is torn down again and the error says
 // what failed.
 func (m *Manager) Setup(ctx context.Context, spec Spec) (_ *Record, err error) {
+	ctx, end := m.span(ctx, "network.Setup", spec.SandboxID)
+	defer end(&err)
 	if err := m.Check(ctx, spec); err != nil {
 		return nil, err
 	}
@@ -167,7 +194,9 @@ func (m *Manager) publishAndApply(ctx context.Context, spec Spec, rec *Record) (
 // SetEgress changes a running sandbox's egress policy (nil removes it)
 // and updates rec, which the runtime then persists. A DNS forwarder
 // serving the sandbox needs SetPolicy(rec.Egress) after it.
-func (m *Manager) SetEgress(ctx context.Context, rec *Record, p *EgressPolicy) error {
+func (m *Manager) SetEgress(ctx context.Context, rec *Record, p *EgressPolicy) (err error) {
+	ctx, end := m.span(ctx, "network.SetEgress", rec.SandboxID)
+	defer end(&err)
 	if p == nil {
 		if err := m.Host.RemoveEgress(ctx, rec.Egress); err != nil {
 			return err
@@ -187,10 +216,12 @@ func (m *Manager) SetEgress(ctx context.Context, rec *Record, p *EgressPolicy) e
 // the CNI attachment (DEL, namespace) or the slot. It tries every step and
 // returns their errors joined; every step is idempotent, so calling it
 // again (gc after a crash, a retry) is safe.
-func (m *Manager) Teardown(ctx context.Context, rec *Record) error {
+func (m *Manager) Teardown(ctx context.Context, rec *Record) (err error) {
 	if rec == nil {
 		return nil
 	}
+	ctx, end := m.span(ctx, "network.Teardown", rec.SandboxID)
+	defer end(&err)
 	var errs []error
 	if err := m.Host.RemoveEgress(ctx, rec.Egress); err != nil {
 		errs = append(errs, err)
@@ -314,10 +345,12 @@ func (m *Manager) tagSlot(slot *SlotRecord, sandboxID string) error {
 // ADD, else the one in the conf dir — and namespace, and the slot whose
 // host veth is tagged with its ID. networks are the CNI networks its spec
 // named, in order. Like Teardown it is idempotent and tries every step.
-func (m *Manager) TeardownID(ctx context.Context, sandboxID string, networks []string) error {
+func (m *Manager) TeardownID(ctx context.Context, sandboxID string, networks []string) (err error) {
 	if err := ValidateID(sandboxID); err != nil {
 		return fmt.Errorf("tear down by ID: %w", err)
 	}
+	ctx, end := m.span(ctx, "network.TeardownID", sandboxID)
+	defer end(&err)
 	rec := &Record{Version: RecordVersion, SandboxID: sandboxID,
 		Ports:  &Published{SandboxID: sandboxID, Table: portsTableName(sandboxID)},
 		Egress: &EgressRecord{SandboxID: sandboxID, Table: egressTableName(sandboxID)},
