@@ -284,6 +284,18 @@ func TestCNIEgress(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustFetch(t, vm.ns, w.server, "hello from the server")
+
+	// A port published to the CNI guest answers at the host's address,
+	// from the host and from outside, whatever the egress policy.
+	serve(t, vm.ns, "0.0.0.0:80", "cni guest")
+	ports, _ := ParsePorts([]string{"8081:80"})
+	pub, err := w.host.Publish(ctx, id, g.Address.Addr(), ports)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.host.Unpublish(ctx, pub) })
+	mustFetch(t, w.host.NetNS, "10.214.0.1:8081", "cni guest")
+	mustFetch(t, w.srvNS, "10.214.0.1:8081", "cni guest")
 }
 
 // Two networks give two interfaces and two taps in one namespace.
