@@ -11,35 +11,49 @@ import (
 	"strings"
 	"syscall"
 	"unicode/utf8"
+
+	"github.com/kindling-vm/kindling/internal/errdefs"
 )
 
-// Sentinel errors, matched with errors.Is.
+// Sentinel errors, matched with errors.Is. ErrUnavailable and
+// ErrNotSupported are kindling's own (internal/errdefs), the same values
+// that vmm and sandbox re-export; the others are this package's and match
+// one of kindling's kinds as well (ErrBadRequest matches an invalid-argument
+// error, ErrBusy a conflict, ...), so a caller several layers up can
+// branch on the kind without importing this package.
 var (
 	// ErrUnavailable matches a *TransportError: the API socket could not be
 	// reached or the connection broke (wrong path, dead VMM, timeout).
-	ErrUnavailable = errors.New("firecracker api unavailable")
-	// ErrBadRequest matches an *APIError with status 400.
-	ErrBadRequest = errors.New("firecracker rejected the request")
-	// ErrNotFound matches an *APIError with status 404.
+	ErrUnavailable = errdefs.ErrUnavailable
+	// ErrBadRequest matches an *APIError with status 400 (and
+	// errdefs.ErrInvalid).
+	ErrBadRequest = errdefs.New(errdefs.ErrInvalid, "firecracker rejected the request")
+	// ErrNotFound matches an *APIError with status 404. It is deliberately
+	// not kindling's not-found kind: an endpoint Firecracker does not serve
+	// is not a missing sandbox or file.
 	ErrNotFound = errors.New("firecracker resource not found")
-	// ErrBusy matches an *APIError with status 503: Firecracker already
-	// serves its most connections (10) and refused one more.
-	ErrBusy = errors.New("firecracker api busy: too many open connections")
+	// ErrBusy matches an *APIError with status 503 (and
+	// errdefs.ErrConflict, kindling's busy kind): Firecracker already serves
+	// its most connections (10) and refused one more. The VMM answered, so it
+	// is not ErrUnavailable.
+	ErrBusy = errdefs.New(errdefs.ErrConflict, "firecracker api busy: too many open connections")
 	// ErrNotSupported matches a *NotSupportedError: the running release lacks
 	// an endpoint or field the caller asked for.
-	ErrNotSupported = errors.New("not supported by this firecracker release")
+	ErrNotSupported = errdefs.ErrNotSupported
 	// ErrUnsupportedVersion matches an *UnsupportedVersionError: the running
-	// release is too old for this package.
+	// release is too old for this package. It is kept apart from
+	// ErrNotSupported (one request the release lacks): nothing at all can
+	// be sent to such a release.
 	ErrUnsupportedVersion = errors.New("unsupported firecracker version")
-	// ErrInvalidResponse matches a *DecodeError: Firecracker answered with a
-	// body that could not be decoded.
-	ErrInvalidResponse = errors.New("invalid firecracker response")
+	// ErrInvalidResponse matches a *DecodeError (and errdefs.ErrCorrupt):
+	// Firecracker answered with a body that could not be decoded.
+	ErrInvalidResponse = errdefs.New(errdefs.ErrCorrupt, "invalid firecracker response")
 	// ErrSocketPathTooLong is returned by New for a socket path that does not
-	// fit in a sockaddr_un.
-	ErrSocketPathTooLong = errors.New("unix socket path too long")
+	// fit in a sockaddr_un. It matches errdefs.ErrInvalid.
+	ErrSocketPathTooLong = errdefs.New(errdefs.ErrInvalid, "unix socket path too long")
 	// ErrEmptyID is returned, without sending anything, for a device
-	// request whose id is empty.
-	ErrEmptyID = errors.New("empty device id")
+	// request whose id is empty. It matches errdefs.ErrInvalid.
+	ErrEmptyID = errdefs.New(errdefs.ErrInvalid, "empty device id")
 )
 
 // APIError is a non-2xx answer from Firecracker.
@@ -62,14 +76,15 @@ func (e *APIError) Error() string {
 	return s
 }
 
-// Is matches ErrBadRequest for 400 and ErrNotFound for 404.
+// Is matches ErrBadRequest (and errdefs.ErrInvalid) for 400, ErrNotFound
+// for 404 and ErrBusy (and errdefs.ErrConflict) for 503.
 func (e *APIError) Is(target error) bool {
 	switch target {
-	case ErrBadRequest:
+	case ErrBadRequest, errdefs.ErrInvalid:
 		return e.StatusCode == http.StatusBadRequest
 	case ErrNotFound:
 		return e.StatusCode == http.StatusNotFound
-	case ErrBusy:
+	case ErrBusy, errdefs.ErrConflict:
 		return e.StatusCode == http.StatusServiceUnavailable
 	}
 	return false
@@ -154,8 +169,11 @@ func (e *DecodeError) Error() string {
 // Unwrap returns the cause.
 func (e *DecodeError) Unwrap() error { return e.Err }
 
-// Is makes errors.Is(err, ErrInvalidResponse) true.
-func (e *DecodeError) Is(target error) bool { return target == ErrInvalidResponse }
+// Is makes errors.Is(err, ErrInvalidResponse) and errors.Is(err,
+// errdefs.ErrCorrupt) true.
+func (e *DecodeError) Is(target error) bool {
+	return target == ErrInvalidResponse || target == errdefs.ErrCorrupt
+}
 
 // NotSupportedError reports a request the running release cannot serve: an
 // endpoint it lacks, or a field the caller set that it does not know. Nothing

@@ -39,7 +39,7 @@ func TestConsoleLogIsBounded(t *testing.T) {
 		}
 	}
 	var got bytes.Buffer
-	if err := readConsole(path, &got); err != nil {
+	if err := copyLog(path, &got); err != nil {
 		t.Fatal(err)
 	}
 	// What is kept is exactly the newest bytes written, oldest first.
@@ -61,7 +61,7 @@ func TestConsoleLogAppendsAcrossOpens(t *testing.T) {
 		c.Close()
 	}
 	var got bytes.Buffer
-	if err := readConsole(path, &got); err != nil {
+	if err := copyLog(path, &got); err != nil {
 		t.Fatal(err)
 	}
 	if got.String() != "one\ntwo\n" {

@@ -51,7 +51,7 @@ func TestFaultCorruptState(t *testing.T) {
 				if _, err := r.Inspect(ctx, "hurt"); err == nil || !strings.Contains(err.Error(), stateFile) {
 					t.Errorf("inspect = %v; want an error naming %s", err, stateFile)
 				}
-				infos, err := r.List(ctx)
+				infos, err := r.List(ctx, ListOptions{})
 				if err != nil || len(infos) != 1 || !strings.Contains(string(infos[0].Status), stateFile) {
 					t.Errorf("list = %+v, %v; want one broken entry naming %s", infos, err, stateFile)
 				}
@@ -85,7 +85,7 @@ func TestFaultDiskFull(t *testing.T) {
 			if !errors.Is(err, syscall.ENOSPC) {
 				t.Errorf("create on a full disk = %v; want ENOSPC", err)
 			}
-			if infos, _ := r.List(ctx); len(infos) != 0 {
+			if infos, _ := r.List(ctx, ListOptions{}); len(infos) != 0 {
 				t.Errorf("a failed create left %+v", infos)
 			}
 			free()

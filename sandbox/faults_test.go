@@ -75,7 +75,7 @@ func gcLeavesNothing(t *testing.T, r *Runtime) {
 	if _, err := r.GC(ctx); err != nil {
 		t.Errorf("gc: %v", err)
 	}
-	infos, err := r.List(ctx)
+	infos, err := r.List(ctx, ListOptions{})
 	if err != nil {
 		t.Errorf("list after gc: %v", err)
 	}

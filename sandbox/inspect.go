@@ -19,9 +19,29 @@ func (r *Runtime) Inspect(ctx context.Context, id string) (Info, error) {
 	return r.info(ctx, &rec), nil
 }
 
-// List returns every sandbox, sorted by ID, each reconciled with the host.
-// A sandbox whose create never finished is left out (GC removes it).
-func (r *Runtime) List(ctx context.Context) ([]Info, error) {
+// ListOptions select the sandboxes List returns.
+type ListOptions struct {
+	// Labels, when set, keeps only the sandboxes that carry every one of
+	// these labels with these values.
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// matches reports whether a sandbox with spec s is selected by o.
+func (o ListOptions) matches(s Spec) bool {
+	for k, v := range o.Labels {
+		if have, ok := s.Labels[k]; !ok || have != v {
+			return false
+		}
+	}
+	return true
+}
+
+// List returns the sandboxes o selects (every one for the zero
+// ListOptions), sorted by ID, each reconciled with the host. A sandbox
+// whose create never finished is left out (GC removes it); one whose state
+// file cannot be read is listed, with a status that says why, unless o
+// filters by label.
+func (r *Runtime) List(ctx context.Context, o ListOptions) ([]Info, error) {
 	entries, err := r.st.List()
 	if err != nil {
 		return nil, fmt.Errorf("list sandboxes: %w", err)
@@ -36,7 +56,12 @@ func (r *Runtime) List(ctx context.Context) ([]Info, error) {
 			if errors.Is(err, store.ErrNotFound) {
 				continue // removed meanwhile
 			}
-			infos = append(infos, Info{ID: e.ID, Status: Status("broken: " + err.Error()), Dir: e.Dir})
+			if len(o.Labels) == 0 {
+				infos = append(infos, Info{ID: e.ID, Status: Status("broken: " + err.Error()), Dir: e.Dir})
+			}
+			continue
+		}
+		if !o.matches(rec.Spec) {
 			continue
 		}
 		infos = append(infos, r.info(ctx, &rec))
@@ -46,7 +71,7 @@ func (r *Runtime) List(ctx context.Context) ([]Info, error) {
 
 func (r *Runtime) loadError(id string, err error) error {
 	if errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("sandbox %q: %w (see 'kindling ps')", id, ErrNotFound)
+		return fmt.Errorf("sandbox %q: %w", id, ErrNotFound)
 	}
 	return fmt.Errorf("sandbox %q: %w", id, err)
 }

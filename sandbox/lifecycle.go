@@ -64,7 +64,7 @@ func (r *Runtime) Start(ctx context.Context, id string) (_ Info, err error) {
 	if st == Exited && rec.RestoreFrom != "" {
 		// Loading the snapshot again would pair its memory with disks that
 		// have moved on since.
-		return Info{}, fmt.Errorf("start sandbox %q: it was restored from %s and has exited; its drives no longer match that snapshot: remove it and restore or clone again: %w", id, rec.RestoreFrom, ErrInvalidState)
+		return Info{}, fmt.Errorf("start sandbox %q: it was restored from %s and has exited; its drives no longer match that snapshot: it cannot start again: %w", id, rec.RestoreFrom, ErrInvalidState)
 	}
 	if err := r.setUpTaps(ctx, &rec); err != nil {
 		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
@@ -131,16 +131,32 @@ func (r *Runtime) spawnMonitor(dir, id string) (*monitorProc, *os.File, error) {
 		return nil, nil, fmt.Errorf("spawn monitor %s: %w", r.monitorExe, err)
 	}
 	m := &monitorProc{cmd: cmd, done: make(chan struct{})}
+	pid := cmd.Process.Pid
 	// The monitor outlives this call; reap it whenever it exits so that a
 	// long-lived process embedding the runtime collects no zombies.
-	go func() { cmd.Wait(); close(m.done) }()
+	go func() {
+		cmd.Wait()
+		close(m.done)
+		r.childMu.Lock()
+		if r.children[pid] == m {
+			delete(r.children, pid)
+		}
+		r.childMu.Unlock()
+	}()
 	st, err := kunix.ProcessStartTime(cmd.Process.Pid)
 	if err != nil {
 		m.kill()
 		pr.Close()
 		return nil, nil, fmt.Errorf("spawn monitor: %w", err)
 	}
-	m.ref = procRef{PID: cmd.Process.Pid, StartTime: st}
+	m.ref = procRef{PID: pid, StartTime: st}
+	r.childMu.Lock()
+	select {
+	case <-m.done: // reaped already
+	default:
+		r.children[pid] = m
+	}
+	r.childMu.Unlock()
 	return m, pr, nil
 }
 
@@ -243,11 +259,15 @@ func releaseTaps(ctx context.Context, rec *record) error {
 }
 
 // StopOption tunes Stop.
-type StopOption func(*stopOptions)
+type StopOption func(*StopOptions)
 
-type stopOptions struct {
-	grace    time.Duration
-	graceSet bool
+// StopOptions is what StopOption values set: plain data, so that an
+// implementation of Controller in another process can apply the options
+// it is given and send the result.
+type StopOptions struct {
+	// Grace, when set, is how long Stop waits for the guest to shut down
+	// after Ctrl-Alt-Del before it sends SIGTERM; see StopGrace.
+	Grace *time.Duration `json:"grace,omitempty"`
 }
 
 // StopGrace sets how long Stop waits for the guest to shut down after
@@ -255,7 +275,7 @@ type stopOptions struct {
 // is vmm.DefaultStopGrace, or zero for the built-in demo guest, which
 // ignores Ctrl-Alt-Del.
 func StopGrace(d time.Duration) StopOption {
-	return func(o *stopOptions) { o.grace, o.graceSet = d, true }
+	return func(o *StopOptions) { o.Grace = &d }
 }
 
 // Stop stops the sandbox's VMM within ctx's deadline (Ctrl-Alt-Del, then
@@ -263,7 +283,7 @@ func StopGrace(d time.Duration) StopOption {
 // and released the sandbox's host resources. Stopping a sandbox that is not
 // running is not an error.
 func (r *Runtime) Stop(ctx context.Context, id string, opts ...StopOption) error {
-	var o stopOptions
+	var o StopOptions
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -274,10 +294,10 @@ func (r *Runtime) Stop(ctx context.Context, id string, opts ...StopOption) error
 
 // Kill kills the sandbox's VMM with SIGKILL; otherwise like Stop.
 func (r *Runtime) Kill(ctx context.Context, id string) error {
-	return r.end(ctx, id, "kill", "sandbox.Kill", (*vmm.Machine).Kill, stopOptions{})
+	return r.end(ctx, id, "kill", "sandbox.Kill", (*vmm.Machine).Kill, StopOptions{})
 }
 
-func (r *Runtime) end(ctx context.Context, id, op, spanName string, how func(*vmm.Machine, context.Context) error, so stopOptions) (err error) {
+func (r *Runtime) end(ctx context.Context, id, op, spanName string, how func(*vmm.Machine, context.Context) error, so StopOptions) (err error) {
 	ctx, end := r.span(ctx, spanName, id)
 	defer end(&err)
 
@@ -301,19 +321,20 @@ func (r *Runtime) end(ctx context.Context, id, op, spanName string, how func(*vm
 	default:
 		grace := vmm.DefaultStopGrace
 		switch {
-		case so.graceSet:
-			grace = so.grace
+		case so.Grace != nil:
+			grace = *so.Grace
 		case rec.Spec.Kernel == "":
 			grace = 0 // the demo guest ignores Ctrl-Alt-Del
 		}
-		if err := endVMM(ctx, &rec, op == "kill", how, vmm.WithStopGrace(grace)); err != nil {
+		opts := append(r.vmmOptions(), vmm.WithStopGrace(grace))
+		if err := endVMM(ctx, &rec, op == "kill", how, opts...); err != nil {
 			return fmt.Errorf("%s sandbox %q: %w", op, id, err)
 		}
 	}
 	// Let the monitor record the exit: it needs the lock.
 	l.Unlock()
 	if rec.Monitor != nil {
-		if err := waitGone(ctx, *rec.Monitor); err != nil {
+		if err := r.waitMonitor(ctx, *rec.Monitor); err != nil {
 			return fmt.Errorf("%s sandbox %q: wait for its monitor: %w", op, id, err)
 		}
 	}
@@ -450,6 +471,27 @@ func signalRef(p procRef, sig syscall.Signal) {
 	}
 }
 
+// waitMonitor waits until the monitor p has exited (or ctx ends) and, when
+// this runtime started it, has been reaped, so that no zombie of it is
+// left once a Stop or Wait returns.
+func (r *Runtime) waitMonitor(ctx context.Context, p procRef) error {
+	if err := waitGone(ctx, p); err != nil {
+		return err
+	}
+	r.childMu.Lock()
+	m := r.children[p.PID]
+	r.childMu.Unlock()
+	if m == nil || m.ref != p {
+		return nil
+	}
+	select {
+	case <-m.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // waitGone waits until p has exited (or ctx ends). p is not our child, so
 // it is watched through a pidfd.
 func waitGone(ctx context.Context, p procRef) error {
@@ -493,7 +535,7 @@ func (r *Runtime) Remove(ctx context.Context, id string, force bool) (err error)
 	awaitMonitorExit(ctx, &rec)
 	if st := r.reconcile(ctx, &rec); st != Created && st != Exited {
 		if !force {
-			return fmt.Errorf("remove sandbox %q: it is %s: stop it first, or use --force: %w", id, st, ErrInvalidState)
+			return fmt.Errorf("remove sandbox %q: it is %s: %w", id, st, ErrInvalidState)
 		}
 		if err := r.Kill(ctx, id); err != nil {
 			return fmt.Errorf("remove sandbox %q: %w", id, err)
@@ -530,7 +572,7 @@ func (r *Runtime) Wait(ctx context.Context, id string) (*Exit, error) {
 		return nil, r.loadError(id, err)
 	}
 	if rec.Monitor != nil {
-		if err := waitGone(ctx, *rec.Monitor); err != nil {
+		if err := r.waitMonitor(ctx, *rec.Monitor); err != nil {
 			return nil, err
 		}
 	}
@@ -562,7 +604,7 @@ func (r *Runtime) removeCorrupt(ctx context.Context, id string, force bool, load
 		return fmt.Errorf("remove sandbox %q: %w", id, err)
 	}
 	if len(procs) > 0 && !force {
-		return fmt.Errorf("remove sandbox %q: %w, and %d processes still use it (pid %d): use --force to kill them", id, loadErr, len(procs), procs[0].PID)
+		return fmt.Errorf("remove sandbox %q: %w, and %d processes still use it (pid %d): %w", id, loadErr, len(procs), procs[0].PID, ErrInvalidState)
 	}
 	if err := killAll(ctx, procs); err != nil {
 		return fmt.Errorf("remove sandbox %q: %w", id, err)

@@ -62,7 +62,7 @@ func testLoad(t *testing.T, real bool) {
 	}
 	expect := func(want Status) {
 		t.Helper()
-		infos, err := r.List(ctx)
+		infos, err := r.List(ctx, ListOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -113,7 +113,7 @@ func testLoad(t *testing.T, real bool) {
 	phase("stop", func(ctx context.Context, id string) error { return r.Stop(ctx, id) })
 	expect(Exited)
 	phase("remove", func(ctx context.Context, id string) error { return r.Remove(ctx, id, false) })
-	if infos, err := r.List(ctx); err != nil || len(infos) != 0 {
+	if infos, err := r.List(ctx, ListOptions{}); err != nil || len(infos) != 0 {
 		t.Fatalf("after removing all: %d sandboxes listed, %v", len(infos), err)
 	}
 	gcLeavesNothing(t, r)

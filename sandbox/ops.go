@@ -11,9 +11,10 @@ import (
 )
 
 // withMachine locks sandbox id, checks that its VMM runs (or is paused, or
-// orphaned), attaches to it and calls fn, then saves rec with the machine's
-// new state.
-func (r *Runtime) withMachine(ctx context.Context, id, op, spanName string, fn func(m *vmm.Machine, rec *record) error) (err error) {
+// orphaned), attaches to it with the runtime's logger and tracer provider
+// and calls fn with the operation's context (which carries its span), then
+// saves rec with the machine's new state.
+func (r *Runtime) withMachine(ctx context.Context, id, op, spanName string, fn func(ctx context.Context, m *vmm.Machine, rec *record) error) (err error) {
 	ctx, end := r.span(ctx, spanName, id)
 	defer end(&err)
 
@@ -31,12 +32,13 @@ func (r *Runtime) withMachine(ctx context.Context, id, op, spanName string, fn f
 	default:
 		return fmt.Errorf("%s sandbox %q: it is %s: %w", op, id, st, ErrInvalidState)
 	}
-	m, err := vmm.Attach(ctx, *rec.Machine)
+	m, err := vmm.Attach(ctx, *rec.Machine, r.vmmOptions()...)
 	if err != nil {
 		return fmt.Errorf("%s sandbox %q: %w", op, id, err)
 	}
 	defer m.Release()
-	if err := fn(m, &rec); err != nil {
+	r.log.Debug("attached to VMM", "sandbox", id, "op", op, "pid", rec.Machine.PID)
+	if err := fn(ctx, m, &rec); err != nil {
 		return fmt.Errorf("%s sandbox %q: %w", op, id, err)
 	}
 	state := m.State()
@@ -49,7 +51,7 @@ func (r *Runtime) withMachine(ctx context.Context, id, op, spanName string, fn f
 
 // Pause pauses the sandbox's vCPUs.
 func (r *Runtime) Pause(ctx context.Context, id string) error {
-	return r.withMachine(ctx, id, "pause", "sandbox.Pause", func(m *vmm.Machine, rec *record) error {
+	return r.withMachine(ctx, id, "pause", "sandbox.Pause", func(ctx context.Context, m *vmm.Machine, rec *record) error {
 		if err := m.Pause(ctx); err != nil {
 			return err
 		}
@@ -60,7 +62,7 @@ func (r *Runtime) Pause(ctx context.Context, id string) error {
 
 // Resume resumes a paused sandbox.
 func (r *Runtime) Resume(ctx context.Context, id string) error {
-	return r.withMachine(ctx, id, "resume", "sandbox.Resume", func(m *vmm.Machine, rec *record) error {
+	return r.withMachine(ctx, id, "resume", "sandbox.Resume", func(ctx context.Context, m *vmm.Machine, rec *record) error {
 		if err := m.Resume(ctx); err != nil {
 			return err
 		}
@@ -72,7 +74,7 @@ func (r *Runtime) Resume(ctx context.Context, id string) error {
 // Threads returns the host thread IDs of the sandbox's vCPUs, in vCPU order.
 func (r *Runtime) Threads(ctx context.Context, id string) ([]int, error) {
 	var tids []int
-	err := r.withMachine(ctx, id, "list threads of", "sandbox.Threads", func(m *vmm.Machine, _ *record) error {
+	err := r.withMachine(ctx, id, "list threads of", "sandbox.Threads", func(ctx context.Context, m *vmm.Machine, _ *record) error {
 		var err error
 		tids, err = m.VCPUThreads(ctx)
 		return err
@@ -87,7 +89,7 @@ func (r *Runtime) AttachDrive(ctx context.Context, id string, d Disk) (string, e
 		return "", specError(err)
 	}
 	var slot string
-	err := r.withMachine(ctx, id, "attach a drive to", "sandbox.AttachDrive", func(m *vmm.Machine, _ *record) error {
+	err := r.withMachine(ctx, id, "attach a drive to", "sandbox.AttachDrive", func(ctx context.Context, m *vmm.Machine, _ *record) error {
 		var err error
 		slot, err = m.AttachDrive(ctx, vmm.Drive{Path: d.Path, ReadOnly: d.ReadOnly})
 		return err
@@ -97,7 +99,7 @@ func (r *Runtime) AttachDrive(ctx context.Context, id string, d Disk) (string, e
 
 // DetachDrive empties a hotplug slot of the running sandbox.
 func (r *Runtime) DetachDrive(ctx context.Context, id, slot string) error {
-	return r.withMachine(ctx, id, "detach a drive from", "sandbox.DetachDrive", func(m *vmm.Machine, _ *record) error {
+	return r.withMachine(ctx, id, "detach a drive from", "sandbox.DetachDrive", func(ctx context.Context, m *vmm.Machine, _ *record) error {
 		return m.DetachDrive(ctx, slot)
 	})
 }

@@ -6,31 +6,55 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/kindling-vm/kindling/internal/errdefs"
 	"github.com/kindling-vm/kindling/internal/guest"
+	"github.com/kindling-vm/kindling/internal/install"
 	"github.com/kindling-vm/kindling/internal/netdev"
 	"github.com/kindling-vm/kindling/internal/store"
 	"github.com/kindling-vm/kindling/vmm"
 )
 
-// Sentinel errors. Errors from the runtime wrap these (or the driver's), so
-// callers test them with errors.Is.
+// Sentinel errors. Every error from the runtime wraps one of kindling's
+// kinds (internal/errdefs), re-exported here as the same values that
+// packages vmm, fcapi and template use, so callers test them with errors.Is
+// whichever layer failed. The messages state facts; a program that shows
+// them to people adds its own hints (the kindling CLI does).
 var (
-	// ErrNotFound: no sandbox has that ID.
-	ErrNotFound = store.ErrNotFound
-	// ErrExists: a sandbox with that ID exists already.
-	ErrExists = store.ErrExists
-	// ErrInvalidState: the sandbox is not in a state that allows the operation.
+	// ErrNotFound: no sandbox (or template, slot, snapshot) has that name.
+	ErrNotFound = errdefs.ErrNotFound
+	// ErrExists: a sandbox (or template) with that name exists already.
+	ErrExists = errdefs.ErrExists
+	// ErrNotSupported: the Firecracker release, the platform or this
+	// runtime cannot do what was asked; the message says what.
+	ErrNotSupported = errdefs.ErrNotSupported
+	// ErrInvalid: the caller's input is wrong; nothing was changed.
+	// ErrInvalidSpec matches it.
+	ErrInvalid = errdefs.ErrInvalid
+	// ErrConflict: the sandbox is busy or in a state that does not allow
+	// the operation. ErrInvalidState matches it.
+	ErrConflict = errdefs.ErrConflict
+	// ErrUnavailable: a process that must answer (the VMM's API) does not.
+	ErrUnavailable = errdefs.ErrUnavailable
+	// ErrCorrupt: stored data (a state file, a manifest) cannot be read.
+	ErrCorrupt = errdefs.ErrCorrupt
+
+	// ErrInvalidState: the sandbox is not in a state that allows the
+	// operation. It is vmm.ErrInvalidState and matches ErrConflict.
 	ErrInvalidState = vmm.ErrInvalidState
-	// ErrInvalidSpec: the spec is wrong; the message says what and how to fix it.
-	ErrInvalidSpec = errors.New("invalid sandbox spec")
+	// ErrInvalidSpec: the spec is wrong; the message says what and how to
+	// fix it. It matches ErrInvalid.
+	ErrInvalidSpec = errdefs.New(errdefs.ErrInvalid, "invalid sandbox spec")
+	// ErrNoFirecracker: the spec names no firecracker executable, and
+	// neither $KINDLING_FIRECRACKER nor PATH has one. It matches ErrInvalid.
+	ErrNoFirecracker = errdefs.New(errdefs.ErrInvalid, "no firecracker executable found")
 )
 
 // EnvFirecracker names the environment variable that points at the
@@ -44,17 +68,41 @@ type Runtime struct {
 	log        *slog.Logger
 	tp         trace.TracerProvider
 	monitorExe string
+
+	childMu sync.Mutex // guards children
+	// children are the monitors this runtime started and has not reaped
+	// yet, by PID.
+	children map[int]*monitorProc
 }
 
 // Option configures a Runtime.
 type Option func(*Runtime)
 
-// WithLogger sets the logger (default: discard).
-func WithLogger(l *slog.Logger) Option { return func(r *Runtime) { r.log = l } }
+// WithLogger sets the logger the runtime, and the VMM driver under it, log
+// their work to at debug level (default: discard). Errors are returned,
+// not logged.
+func WithLogger(l *slog.Logger) Option {
+	return func(r *Runtime) {
+		if l != nil {
+			r.log = l
+		}
+	}
+}
 
-// WithTracerProvider sets the OpenTelemetry tracer provider (default: no-op).
+// WithTracerProvider sets the OpenTelemetry tracer provider of the runtime's
+// spans and of the VMM driver's under them (default: no-op).
 func WithTracerProvider(tp trace.TracerProvider) Option {
-	return func(r *Runtime) { r.tp = tp }
+	return func(r *Runtime) {
+		if tp != nil {
+			r.tp = tp
+		}
+	}
+}
+
+// vmmOptions are the driver options of a VMM this runtime attaches to: its
+// logger and tracer provider.
+func (r *Runtime) vmmOptions() []vmm.Option {
+	return []vmm.Option{vmm.WithLogger(r.log), vmm.WithTracerProvider(r.tp)}
 }
 
 // WithMonitorExecutable sets the executable started as each sandbox's
@@ -73,7 +121,7 @@ func Open(root string, opts ...Option) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Runtime{st: st, log: slog.New(slog.DiscardHandler), tp: noop.NewTracerProvider()}
+	r := &Runtime{st: st, log: slog.New(slog.DiscardHandler), tp: noop.NewTracerProvider(), children: map[int]*monitorProc{}}
 	for _, o := range opts {
 		o(r)
 	}
@@ -159,10 +207,11 @@ func (r *Runtime) Create(ctx context.Context, spec Spec, opts CreateOptions) (_ 
 	rec.AutoRemove = opts.AutoRemove
 	if err := r.st.Create(ctx, rec.ID, rec); err != nil {
 		if errors.Is(err, store.ErrExists) {
-			return Info{}, fmt.Errorf("sandbox %q exists already: pick another --name or remove it with 'kindling rm %s'", rec.ID, rec.ID)
+			return Info{}, fmt.Errorf("sandbox %q: %w", rec.ID, ErrExists)
 		}
 		return Info{}, fmt.Errorf("create sandbox %q: %w", rec.ID, err)
 	}
+	r.log.Debug("recorded sandbox", "sandbox", rec.ID, "status", rec.Status)
 	return r.info(ctx, rec), nil
 }
 
@@ -173,6 +222,11 @@ func (r *Runtime) newRecord(spec Spec) (*record, error) {
 	}
 	if err := store.ValidateID(spec.ID); err != nil {
 		return nil, specError(err)
+	}
+	for k, v := range spec.Labels {
+		if err := ValidateLabel(k, v); err != nil {
+			return nil, err
+		}
 	}
 	fc, err := findFirecracker(spec.Firecracker)
 	if err != nil {
@@ -207,7 +261,7 @@ func (r *Runtime) newRecord(spec Spec) (*record, error) {
 			return nil, err
 		}
 	} else if spec.Demo != "" {
-		return nil, fmt.Errorf("%w: demo %q is only for the built-in demo guest: leave out --demo, or leave out --kernel", ErrInvalidSpec, spec.Demo)
+		return nil, fmt.Errorf("%w: demo %q is only for the built-in demo guest: leave out the demo mode or the kernel", ErrInvalidSpec, spec.Demo)
 	}
 	if rec.Taps, err = tapsFor(r.st.Root(), spec); err != nil {
 		return nil, specError(err)
@@ -238,15 +292,15 @@ func absPath(p *string) error {
 }
 
 // findFirecracker resolves the firecracker executable: the one given, else
-// $KINDLING_FIRECRACKER, else "firecracker" on PATH.
+// $KINDLING_FIRECRACKER, else "firecracker" on PATH, else the installed one.
 func findFirecracker(given string) (string, error) {
 	if given == "" {
 		given = os.Getenv(EnvFirecracker)
 	}
 	if given == "" {
-		p, err := exec.LookPath("firecracker")
+		p, err := install.Find(install.Firecracker, "")
 		if err != nil {
-			return "", fmt.Errorf("%w: no firecracker executable found: give --firecracker PATH or set %s", ErrInvalidSpec, EnvFirecracker)
+			return "", fmt.Errorf("%w: %w", ErrInvalidSpec, ErrNoFirecracker)
 		}
 		given = p
 	}

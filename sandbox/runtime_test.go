@@ -46,7 +46,7 @@ func newRuntime(t *testing.T, real bool) (*Runtime, string) {
 func assertRootEmpty(t *testing.T, r *Runtime) {
 	t.Helper()
 	ctx := context.Background()
-	infos, err := r.List(ctx)
+	infos, err := r.List(ctx, ListOptions{})
 	if err != nil {
 		t.Errorf("list at cleanup: %v", err)
 	}
@@ -74,7 +74,7 @@ func waitConsole(t *testing.T, in Info, want string) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var b strings.Builder
-		readConsole(in.ConsoleLog, &b)
+		copyLog(in.ConsoleLog, &b)
 		if strings.Contains(b.String(), want) {
 			return
 		}
@@ -252,7 +252,7 @@ func TestCreateRefusesBadSpecs(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Create = %v; want an error naming %q", err, tt.want)
 			}
-			if infos, _ := r.List(ctx); len(infos) != 0 {
+			if infos, _ := r.List(ctx, ListOptions{}); len(infos) != 0 {
 				t.Fatalf("a refused create left %d sandboxes", len(infos))
 			}
 		})

@@ -9,14 +9,24 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/kindling-vm/kindling/internal/errdefs"
+	"github.com/kindling-vm/kindling/internal/store"
 	"github.com/kindling-vm/kindling/vmm"
 )
 
 // manifestName is the file in a snapshot directory that describes it.
 const manifestName = "kindling-snapshot.json"
 
-// manifestVersion is the format version of the manifest.
-const manifestVersion = 1
+// errHoldsSnapshot: a snapshot is to be written where one is already.
+var errHoldsSnapshot = errdefs.New(errdefs.ErrExists, "already holds a snapshot")
+
+// manifestVersion is the format version of the manifest this package
+// writes. Version 2: the VMM configuration in it has explicit snake_case
+// keys; version 1 (the Go field names, see vmm.Config) is still read.
+const (
+	manifestVersion       = 2
+	oldestManifestVersion = 1
+)
 
 // manifest describes a sandbox snapshot directory.
 type manifest struct {
@@ -29,31 +39,196 @@ type manifest struct {
 	Snapshot  vmm.Snapshot `json:"snapshot"`
 }
 
+// SnapshotOptions tune Snapshot.
+type SnapshotOptions struct {
+	// Own makes the snapshot own copies of the files it names that the
+	// sandbox could change or lose: its writable drives, its hotplug
+	// placeholders and its kernel are copied into the snapshot directory
+	// while the guest is paused, and the snapshot names the copies. It then
+	// stays valid whatever happens to the sandbox (templates are made so).
+	// It is refused for a jailed sandbox and while a hotplug slot holds a
+	// drive.
+	Own bool
+	// LeavePaused leaves the sandbox paused after the snapshot instead of
+	// resuming it.
+	LeavePaused bool
+}
+
+// SnapshotInfo describes a snapshot directory: what a sandbox restored
+// from it is made of.
+type SnapshotInfo struct {
+	Dir       string    `json:"dir"`
+	From      string    `json:"from"`
+	CreatedAt time.Time `json:"created_at"`
+	// Firecracker is the release that wrote the snapshot; only that
+	// release loads it.
+	Firecracker string `json:"firecracker"`
+	// Spec is the spec a restored sandbox gets, with the paths the
+	// snapshot names.
+	Spec   Spec   `json:"spec"`
+	Kernel string `json:"kernel"`
+	// Drives are the drives the snapshot names.
+	Drives []SnapshotDrive `json:"drives,omitempty"`
+	// Taps are the network interfaces' taps of the snapshotted sandbox.
+	Taps []TapInfo `json:"taps,omitempty"`
+}
+
+// SnapshotDrive is a drive a snapshot names.
+type SnapshotDrive struct {
+	ID       string `json:"id"`
+	Path     string `json:"path"`
+	ReadOnly bool   `json:"read_only,omitempty"`
+	Root     bool   `json:"root,omitempty"`
+	// Owned is set when Path is the snapshot's own copy, in its directory.
+	Owned bool `json:"owned,omitempty"`
+}
+
 // Snapshot writes a full snapshot of a running or paused sandbox into dir
 // (created if missing; it must not already hold a snapshot). A running
-// sandbox is paused for the snapshot and resumed afterwards.
-func (r *Runtime) Snapshot(ctx context.Context, id, dir string) error {
+// sandbox is paused for the snapshot and resumed afterwards, unless
+// o.LeavePaused.
+func (r *Runtime) Snapshot(ctx context.Context, id, dir string, o SnapshotOptions) (SnapshotInfo, error) {
 	if err := absPath(&dir); err != nil {
-		return specError(err)
+		return SnapshotInfo{}, specError(err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, manifestName)); err == nil {
-		return fmt.Errorf("%w: snapshot directory %s already holds a snapshot: choose an empty directory", ErrInvalidSpec, dir)
+		return SnapshotInfo{}, fmt.Errorf("%w: snapshot directory %s %w", ErrInvalidSpec, dir, errHoldsSnapshot)
 	}
-	return r.withMachine(ctx, id, "snapshot", "sandbox.Snapshot", func(m *vmm.Machine, rec *record) error {
-		snap, err := m.CreateSnapshot(ctx, vmm.SnapshotOptions{Dir: dir, PauseAround: true})
-		if err != nil {
+	var man manifest
+	err := r.withMachine(ctx, id, "snapshot", "sandbox.Snapshot", func(ctx context.Context, m *vmm.Machine, rec *record) error {
+		var err error
+		if !o.Own && !o.LeavePaused {
+			snap, err := m.CreateSnapshot(ctx, vmm.SnapshotOptions{Dir: dir, PauseAround: true})
+			if err != nil {
+				return err
+			}
+			man = manifest{
+				Version: manifestVersion, CreatedAt: time.Now().UTC(), From: rec.ID,
+				Spec: rec.Spec, Kernel: rec.Kernel, Taps: rec.Taps, Snapshot: snap,
+			}
+		} else if man, err = snapshotPaused(ctx, m, rec, dir, o); err != nil {
 			return err
 		}
-		man := manifest{
-			Version: manifestVersion, CreatedAt: time.Now().UTC(), From: rec.ID,
-			Spec: rec.Spec, Kernel: rec.Kernel, Taps: rec.Taps, Snapshot: snap,
-		}
-		b, err := json.MarshalIndent(man, "", "  ")
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(dir, manifestName), b, 0o600)
+		return writeManifest(dir, &man)
 	})
+	if err != nil {
+		return SnapshotInfo{}, err
+	}
+	return man.info(dir), nil
+}
+
+// snapshotPaused pauses the sandbox (if it runs), copies what the snapshot
+// is to own (o.Own), writes the snapshot and resumes the sandbox unless
+// o.LeavePaused. It returns the snapshot's manifest.
+func snapshotPaused(ctx context.Context, m *vmm.Machine, rec *record, dir string, o SnapshotOptions) (_ manifest, err error) {
+	if o.Own && rec.Spec.Jailer != "" {
+		return manifest{}, &vmm.NotSupportedError{Op: "a snapshot owning its files of a jailed sandbox"}
+	}
+	switch perr := m.Pause(ctx); {
+	case perr == nil:
+		rec.Status = Paused
+		if !o.LeavePaused {
+			defer func() {
+				if rerr := m.Resume(context.WithoutCancel(ctx)); rerr != nil {
+					err = errors.Join(err, fmt.Errorf("resume: %w", rerr))
+					return
+				}
+				rec.Status = Running
+			}()
+		}
+	case errors.Is(perr, ErrInvalidState):
+		// Paused already: it stays so.
+	default:
+		return manifest{}, perr
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return manifest{}, err
+	}
+	spec := rec.Spec
+	kernel := rec.Kernel
+	var rel []vmm.DriveOverride
+	if o.Own {
+		// Copy what the snapshot will name while the guest cannot write.
+		for _, d := range m.Config().Drives {
+			if d.ReadOnly {
+				continue
+			}
+			dst := filepath.Join(dir, "drive-"+d.ID+".img")
+			if err := copyFileSparse(d.Path, dst); err != nil {
+				return manifest{}, fmt.Errorf("copy drive %q: %w", d.ID, err)
+			}
+			rel = append(rel, vmm.DriveOverride{ID: d.ID, Path: dst})
+		}
+		for _, s := range m.Pool() {
+			if s.Drive != nil {
+				return manifest{}, fmt.Errorf("hotplug slot %s holds %s: detach it first: %w", s.ID, s.Drive.Path, ErrInvalidState)
+			}
+			dst := filepath.Join(dir, s.ID+".img")
+			if err := copyFileSparse(s.Placeholder, dst); err != nil {
+				return manifest{}, fmt.Errorf("copy placeholder %q: %w", s.ID, err)
+			}
+			rel = append(rel, vmm.DriveOverride{ID: s.ID, Path: dst})
+		}
+		kernel = filepath.Join(dir, ownKernelName)
+		if err := copyFileSparse(rec.Kernel, kernel); err != nil {
+			return manifest{}, fmt.Errorf("copy kernel: %w", err)
+		}
+		spec.Kernel, spec.Demo = kernel, "" // the snapshot owns its kernel, demo or not
+	}
+	snap, err := m.CreateSnapshot(ctx, vmm.SnapshotOptions{Dir: dir, Relocate: rel})
+	if err != nil {
+		return manifest{}, err
+	}
+	moved := map[string]string{}
+	for _, d := range rel {
+		moved[d.ID] = d.Path
+	}
+	if spec.Rootfs != nil {
+		rootfs := *spec.Rootfs
+		if p, ok := moved["rootfs"]; ok {
+			rootfs.Path = p
+		}
+		spec.Rootfs = &rootfs
+	}
+	spec.Drives = append([]Disk(nil), spec.Drives...)
+	for i := range spec.Drives {
+		if p, ok := moved[fmt.Sprintf("drive%d", i)]; ok {
+			spec.Drives[i].Path = p
+		}
+	}
+	return manifest{Version: manifestVersion, CreatedAt: time.Now().UTC(), From: rec.ID, Spec: spec, Kernel: kernel, Taps: rec.Taps, Snapshot: snap}, nil
+}
+
+// ownKernelName is the kernel's copy in a snapshot made with Own.
+const ownKernelName = "kernel"
+
+// info describes the snapshot directory dir holding man.
+func (man *manifest) info(dir string) SnapshotInfo {
+	in := SnapshotInfo{
+		Dir: dir, From: man.From, CreatedAt: man.CreatedAt, Firecracker: man.Snapshot.Firecracker,
+		Spec: man.Spec, Kernel: man.Kernel,
+	}
+	for _, d := range man.Snapshot.Config.Drives {
+		in.Drives = append(in.Drives, SnapshotDrive{ID: d.ID, Path: d.Path, ReadOnly: d.ReadOnly, Root: d.Root, Owned: filepath.Dir(d.Path) == dir})
+	}
+	for _, t := range man.Taps {
+		in.Taps = append(in.Taps, TapInfo{Name: t.Name, NetNS: t.NetNS, MAC: t.MAC, Created: t.Owned})
+	}
+	return in
+}
+
+// ReadSnapshot describes the snapshot in dir. A directory without a
+// snapshot gives an error matching ErrInvalidSpec; an unreadable manifest
+// one matching ErrCorrupt.
+func ReadSnapshot(dir string) (SnapshotInfo, error) {
+	if err := absPath(&dir); err != nil {
+		return SnapshotInfo{}, specError(err)
+	}
+	man, err := readManifest(dir)
+	if err != nil {
+		return SnapshotInfo{}, err
+	}
+	return man.info(dir), nil
 }
 
 // RestoreOptions name the sandbox a snapshot is restored into.
@@ -65,13 +240,42 @@ type RestoreOptions struct {
 	Net []Net
 	// AutoRemove removes the sandbox once its VMM exits.
 	AutoRemove bool
+	// Firecracker is the executable the new sandbox runs; empty for the
+	// snapshot's. It must be the release that wrote the snapshot.
+	Firecracker string
+	// CopyOwnedDrives gives the new sandbox, in its directory, a copy of
+	// every writable drive the snapshot owns (SnapshotDrive.Owned), so
+	// that many sandboxes can start from one snapshot.
+	CopyOwnedDrives bool
+	// Labels are the new sandbox's labels (see Spec.Labels).
+	Labels map[string]string
 }
 
 // Restore creates a new sandbox from the snapshot in dir and starts it: a
 // new VMM loads the snapshot and resumes. The drives the snapshot was taken
-// with must still be at their paths.
+// with must still be at their paths (or be owned by it, see
+// RestoreOptions.CopyOwnedDrives). A sandbox that cannot start is removed.
 func (r *Runtime) Restore(ctx context.Context, dir string, o RestoreOptions) (_ Info, err error) {
 	ctx, end := r.span(ctx, "sandbox.Restore", o.ID)
+	defer end(&err)
+
+	in, err := r.CreateFromSnapshot(ctx, dir, o)
+	if err != nil {
+		return Info{}, err
+	}
+	id := in.ID
+	if in, err = r.Start(ctx, id); err != nil {
+		rmErr := r.Remove(context.WithoutCancel(ctx), id, true)
+		return Info{}, errors.Join(err, rmErr)
+	}
+	return in, nil
+}
+
+// CreateFromSnapshot records a new sandbox, in the Created state, that
+// Start restores from the snapshot in dir instead of booting. Nothing is
+// spawned; Restore is CreateFromSnapshot and Start.
+func (r *Runtime) CreateFromSnapshot(ctx context.Context, dir string, o RestoreOptions) (_ Info, err error) {
+	ctx, end := r.span(ctx, "sandbox.CreateFromSnapshot", o.ID)
 	defer end(&err)
 
 	if err := absPath(&dir); err != nil {
@@ -83,12 +287,16 @@ func (r *Runtime) Restore(ctx context.Context, dir string, o RestoreOptions) (_ 
 	}
 	spec := man.Spec
 	spec.ID = o.ID
+	spec.Labels = o.Labels
 	// The restored guest resumes where it was: it will not print its
 	// start-up text again.
 	spec.WaitConsole = ""
+	if o.Firecracker != "" {
+		spec.Firecracker = o.Firecracker
+	}
 	if o.Net != nil {
 		if len(o.Net) != len(man.Taps) {
-			return Info{}, fmt.Errorf("%w: the snapshot has %d network interfaces; give as many --net flags, or none", ErrInvalidSpec, len(man.Taps))
+			return Info{}, fmt.Errorf("%w: the snapshot has %d network interfaces: give as many, or none", ErrInvalidSpec, len(man.Taps))
 		}
 		spec.Net = o.Net
 	}
@@ -97,18 +305,54 @@ func (r *Runtime) Restore(ctx context.Context, dir string, o RestoreOptions) (_ 
 		return Info{}, err
 	}
 	rec.RestoreFrom, rec.AutoRemove = dir, o.AutoRemove
-	if err := r.st.Create(ctx, rec.ID, rec); err != nil {
+	l, err := r.st.CreateLocked(ctx, rec.ID, rec)
+	if err != nil {
 		if errors.Is(err, ErrExists) {
-			return Info{}, fmt.Errorf("sandbox %q exists already: pick another --name", rec.ID)
+			return Info{}, fmt.Errorf("sandbox %q: %w", rec.ID, ErrExists)
 		}
 		return Info{}, fmt.Errorf("restore into sandbox %q: %w", rec.ID, err)
 	}
-	in, err := r.Start(ctx, rec.ID)
-	if err != nil {
-		rmErr := r.Remove(context.WithoutCancel(ctx), rec.ID, true)
-		return Info{}, errors.Join(err, rmErr)
+	defer l.Unlock()
+	if o.CopyOwnedDrives {
+		err := copyOwnedDrives(l.Dir(), rec, man.info(dir))
+		if err == nil {
+			err = l.Save(rec)
+		}
+		if err != nil {
+			return Info{}, errors.Join(fmt.Errorf("restore into sandbox %q: %w", rec.ID, err), l.Remove())
+		}
 	}
-	return in, nil
+	r.log.Debug("recorded sandbox", "sandbox", rec.ID, "status", rec.Status, "snapshot", dir)
+	return r.info(ctx, rec), nil
+}
+
+// copyOwnedDrives gives the sandbox rec, living in dir, a copy of every
+// writable drive the snapshot owns, and points rec's spec at them.
+func copyOwnedDrives(dir string, rec *record, snap SnapshotInfo) error {
+	own := func(p *string) error {
+		for _, d := range snap.Drives {
+			if d.Owned && !d.ReadOnly && d.Path == *p {
+				dst := filepath.Join(dir, filepath.Base(d.Path))
+				if err := copyFileSparse(d.Path, dst); err != nil {
+					return fmt.Errorf("copy drive %q: %w", d.ID, err)
+				}
+				*p = dst
+				return nil
+			}
+		}
+		return nil
+	}
+	if rec.Spec.Rootfs != nil {
+		if err := own(&rec.Spec.Rootfs.Path); err != nil {
+			return err
+		}
+	}
+	for i := range rec.Spec.Drives {
+		if err := own(&rec.Spec.Drives[i].Path); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func readManifest(dir string) (*manifest, error) {
@@ -118,12 +362,30 @@ func readManifest(dir string) (*manifest, error) {
 	}
 	var man manifest
 	if err := json.Unmarshal(b, &man); err != nil {
-		return nil, fmt.Errorf("snapshot manifest %s: %w", filepath.Join(dir, manifestName), err)
+		return nil, fmt.Errorf("snapshot manifest %s: %w: %w", filepath.Join(dir, manifestName), ErrCorrupt, err)
 	}
-	if man.Version != manifestVersion {
-		return nil, fmt.Errorf("snapshot manifest %s: format version %d, this kindling reads %d", filepath.Join(dir, manifestName), man.Version, manifestVersion)
+	if man.Version < oldestManifestVersion || man.Version > manifestVersion {
+		return nil, fmt.Errorf("snapshot manifest %s: format version %d, this kindling reads %d to %d: %w", filepath.Join(dir, manifestName), man.Version, oldestManifestVersion, manifestVersion, ErrNotSupported)
 	}
 	return &man, nil
+}
+
+// encodeManifest is the content of a manifest file.
+func encodeManifest(man *manifest) ([]byte, error) {
+	b, err := json.MarshalIndent(man, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode snapshot manifest: %w", err)
+	}
+	return append(b, '\n'), nil
+}
+
+// writeManifest writes man into the snapshot directory dir, atomically.
+func writeManifest(dir string, man *manifest) error {
+	b, err := encodeManifest(man)
+	if err != nil {
+		return err
+	}
+	return store.WriteFileAtomic(dir, manifestName, b)
 }
 
 // restoreMachine loads the snapshot rec was created from into a new VMM

@@ -57,6 +57,45 @@ type Spec struct {
 	// HotplugWritable makes the hotplug slots take read-write drives; by
 	// default they are read-only (Firecracker fixes a slot's access at boot).
 	HotplugWritable bool `toml:"hotplug_writable" json:"hotplug_writable,omitempty"`
+	// Labels are the user's key=value pairs on the sandbox, for finding it
+	// again (ListOptions.Labels); kindling gives them no meaning. Keys are
+	// 1–63 of [A-Za-z0-9_.-/] starting with a letter or digit; values at
+	// most 255 bytes without newlines.
+	Labels map[string]string `toml:"labels" json:"labels,omitempty"`
+}
+
+// ParseLabel parses "key=value" (a --label flag).
+func ParseLabel(s string) (key, value string, err error) {
+	key, value, ok := strings.Cut(s, "=")
+	if !ok {
+		return "", "", fmt.Errorf("label %q: no '=' (give key=value)", s)
+	}
+	if err := ValidateLabel(key, value); err != nil {
+		return "", "", err
+	}
+	return key, value, nil
+}
+
+// ValidateLabel checks a label's key and value; the error matches
+// ErrInvalidSpec.
+func ValidateLabel(key, value string) error {
+	bad := key == "" || len(key) > 63 || !isAlnum(rune(key[0]))
+	for _, r := range key {
+		if !isAlnum(r) && !strings.ContainsRune("_.-/", r) {
+			bad = true
+		}
+	}
+	if bad {
+		return fmt.Errorf("%w: label key %q: must be 1-63 of letters, digits and _.-/ starting with a letter or digit", ErrInvalidSpec, key)
+	}
+	if len(value) > 255 || strings.ContainsAny(value, "\n\r\x00") {
+		return fmt.Errorf("%w: label %q: value must be at most 255 bytes on one line", ErrInvalidSpec, key)
+	}
+	return nil
+}
+
+func isAlnum(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
 }
 
 // Demo guest behaviours (Spec.Demo).

@@ -1,28 +1,34 @@
 package vmm
 
 import (
-	"errors"
 	"fmt"
+
+	"github.com/kindling-vm/kindling/internal/errdefs"
 )
 
 // Sentinel errors of package vmm. Typed errors below match one of them with
 // errors.Is, so a caller can branch on the kind of failure without looking at
-// the data the typed error carries.
+// the data the typed error carries. ErrNotSupported and ErrNotFound are
+// kindling's own (internal/errdefs), the same values fcapi and sandbox use;
+// the others are this package's and match one of kindling's kinds as well
+// (ErrInvalidConfig an invalid argument, ErrInvalidState a conflict).
 var (
 	// ErrNotSupported is returned for an operation this driver, or the running
-	// Firecracker release, cannot perform.
-	ErrNotSupported = errors.New("not supported")
-	// ErrInvalidConfig is matched by every *ConfigError.
-	ErrInvalidConfig = errors.New("invalid configuration")
+	// Firecracker release, cannot perform. It is fcapi.ErrNotSupported too.
+	ErrNotSupported = errdefs.ErrNotSupported
+	// ErrInvalidConfig is matched by every *ConfigError (and
+	// errdefs.ErrInvalid).
+	ErrInvalidConfig = errdefs.New(errdefs.ErrInvalid, "invalid configuration")
 	// ErrInvalidState is returned for an operation attempted in a state that
-	// does not allow it; matched by every *StateError.
-	ErrInvalidState = errors.New("invalid state")
+	// does not allow it; matched by every *StateError (and
+	// errdefs.ErrConflict).
+	ErrInvalidState = errdefs.New(errdefs.ErrConflict, "invalid state")
 	// ErrNotRunning is returned when the operation needs a running VMM.
-	ErrNotRunning = errors.New("VMM is not running")
+	ErrNotRunning = errdefs.New(errdefs.ErrConflict, "VMM is not running")
 	// ErrExited is returned once the Firecracker process has exited.
-	ErrExited = errors.New("VMM has exited")
+	ErrExited = errdefs.New(errdefs.ErrConflict, "VMM has exited")
 	// ErrNotFound is returned for a device or resource that does not exist.
-	ErrNotFound = errors.New("not found")
+	ErrNotFound = errdefs.ErrNotFound
 )
 
 // ConfigError is one problem found in a Config. Validate joins all of them with
@@ -57,8 +63,10 @@ func (e *ConfigError) Error() string {
 	return s
 }
 
-// Is reports whether target is ErrInvalidConfig.
-func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
+// Is reports whether target is ErrInvalidConfig or errdefs.ErrInvalid.
+func (e *ConfigError) Is(target error) bool {
+	return target == ErrInvalidConfig || target == errdefs.ErrInvalid
+}
 
 // StateError is returned by an operation attempted in a state that forbids it,
 // such as pausing an exited VMM. It matches ErrInvalidState and, depending on
@@ -82,11 +90,11 @@ func (e *StateError) Error() string {
 	return fmt.Sprintf("%s: VM is not %s (state: %s)", e.Op, want, e.State)
 }
 
-// Is reports whether target is ErrInvalidState; ErrNotRunning when the
+// Is reports whether target is ErrInvalidState (or errdefs.ErrConflict); ErrNotRunning when the
 // operation wanted a running VMM; ErrExited when the VMM has exited.
 func (e *StateError) Is(target error) bool {
 	switch target {
-	case ErrInvalidState:
+	case ErrInvalidState, errdefs.ErrConflict:
 		return true
 	case ErrNotRunning:
 		return e.Want == "" || e.Want == "running"

@@ -2,7 +2,6 @@ package vmm
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,11 +9,14 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/kindling-vm/kindling/fcapi"
+	"github.com/kindling-vm/kindling/internal/errdefs"
 )
 
 // ErrPoolExhausted is returned (wrapped) by AttachDrive when every
 // placeholder slot holds a drive.
-var ErrPoolExhausted = errors.New("placeholder pool exhausted")
+// It matches errdefs.ErrConflict: the pool is in a state that does not
+// allow another drive.
+var ErrPoolExhausted = errdefs.New(errdefs.ErrConflict, "placeholder pool exhausted")
 
 // Slot is one drive of the placeholder pool: a drive attached before boot
 // with an empty placeholder file, whose backing AttachDrive swaps for a

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kindling-vm/kindling/internal/errdefs"
 	"github.com/kindling-vm/kindling/internal/netdev"
 	kunix "github.com/kindling-vm/kindling/internal/unix"
 )
@@ -108,8 +109,10 @@ type exitError struct {
 	msg    string
 }
 
-func (e *exitError) Error() string        { return e.msg }
-func (e *exitError) Is(target error) bool { return target == ErrExited }
+func (e *exitError) Error() string { return e.msg }
+func (e *exitError) Is(target error) bool {
+	return target == ErrExited || target == errdefs.ErrConflict
+}
 
 // spawnSpec is what spawn needs to start a process.
 type spawnSpec struct {

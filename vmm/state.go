@@ -17,8 +17,13 @@ const (
 )
 
 // StateVersion is the format version of MachineState written by this
-// package. Attach refuses other versions.
-const StateVersion = 1
+// package. Version 1 stored Config with its Go field names as keys, version
+// 2 with their JSON names; Attach (and decoding) accept both, and refuse
+// other versions.
+const StateVersion = 2
+
+// oldestStateVersion is the oldest MachineState format Attach accepts.
+const oldestStateVersion = 1
 
 // MachineState is everything needed to find and drive a running VMM again
 // from another process: it is JSON-serialisable, and Attach turns it back
@@ -85,8 +90,8 @@ func (m *Machine) State() MachineState {
 // reports its end with an unknown exit status. Call Release to let go of it
 // without stopping it.
 func Attach(ctx context.Context, st MachineState, opts ...Option) (m *Machine, err error) {
-	if st.Version != StateVersion {
-		return nil, fmt.Errorf("attach: state format version %d, this package reads %d: %w", st.Version, StateVersion, ErrInvalidState)
+	if st.Version < oldestStateVersion || st.Version > StateVersion {
+		return nil, fmt.Errorf("attach: state format version %d, this package reads %d to %d: %w", st.Version, oldestStateVersion, StateVersion, ErrInvalidState)
 	}
 	if st.PID <= 0 || st.StartTime == 0 {
 		return nil, fmt.Errorf("attach: state has no process (pid %d): %w", st.PID, ErrNotFound)

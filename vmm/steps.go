@@ -2,7 +2,6 @@ package vmm
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -34,12 +33,6 @@ func (e *StepError) Error() string { return "boot step " + e.Step + ": " + e.Err
 
 // Unwrap returns the cause.
 func (e *StepError) Unwrap() error { return e.Err }
-
-// Is makes a step the running release cannot perform (an fcapi
-// *NotSupportedError) match this package's ErrNotSupported too.
-func (e *StepError) Is(target error) bool {
-	return target == ErrNotSupported && errors.Is(e.Err, fcapi.ErrNotSupported)
-}
 
 // runSteps runs steps in order against the Machine's API client, stopping
 // at the first error (wrapped in a *StepError naming the step).

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"image/png"
+	"encoding/xml"
 	"os"
 	"path/filepath"
 	"strings"
@@ -44,9 +44,9 @@ func TestRun(t *testing.T) {
 			},
 		},
 		{
-			name: "json and png",
+			name: "json and svg",
 			args: func(dir string) []string {
-				return []string{"-n", "2", "--concurrency", "2,3", "--json", "--png", filepath.Join(dir, "ratios.png")}
+				return []string{"-n", "2", "--concurrency", "2,3", "--json", "--svg", filepath.Join(dir, "ratios.svg")}
 			},
 			check: func(t *testing.T, dir string, stdout string) {
 				var rep Report
@@ -96,14 +96,7 @@ func TestRun(t *testing.T) {
 				if r := got["start/"+pathLib]; r.Target == "" || r.Met == nil {
 					t.Errorf("start on lib: target %q, met %v: want a checked target", r.Target, r.Met)
 				}
-				f, err := os.Open(filepath.Join(dir, "ratios.png"))
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer f.Close()
-				if _, err := png.Decode(f); err != nil {
-					t.Errorf("chart is not a PNG: %v", err)
-				}
+				checkChart(t, filepath.Join(dir, "ratios.svg"), rep)
 			},
 		},
 	}
@@ -158,5 +151,39 @@ func TestRunRefuses(t *testing.T) {
 				t.Errorf("stdout: %q, want nothing", stdout.String())
 			}
 		})
+	}
+}
+
+// checkChart checks that the chart at path is well-formed SVG with one bar
+// (a rect with a title naming the path) per ratio of rep.
+func checkChart(t *testing.T, path string, rep Report) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		XMLName xml.Name `xml:"svg"`
+		Rects   []struct {
+			Title string `xml:"title"`
+		} `xml:"rect"`
+	}
+	if err := xml.Unmarshal(b, &doc); err != nil {
+		t.Fatalf("chart is not SVG: %v", err)
+	}
+	bars := 0
+	for _, r := range doc.Rects {
+		if r.Title != "" {
+			bars++
+		}
+	}
+	want := 0
+	for _, r := range rep.Rows {
+		if r.Ratio != nil && r.Path != pathRaw && *r.Ratio > 0 {
+			want++
+		}
+	}
+	if want == 0 || bars != want {
+		t.Errorf("chart has %d bars, the report %d ratios", bars, want)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/kindling-vm/kindling/internal/gotool"
 	"github.com/kindling-vm/kindling/internal/guest"
 	"github.com/kindling-vm/kindling/sandbox"
+	"github.com/kindling-vm/kindling/template"
 	"github.com/kindling-vm/kindling/vmm"
 )
 
@@ -28,8 +29,9 @@ type env struct {
 	tmp      string // the bench's own temporary directory
 	root     string // the state root of the runtime and CLI paths
 	rt       *sandbox.Runtime
-	halt     string // the test guest that prints marker and halts
-	poweroff string // the test guest that prints marker and powers off
+	tpl      *template.Store // rt's templates
+	halt     string          // the test guest that prints marker and halts
+	poweroff string          // the test guest that prints marker and powers off
 	marker   string
 	phases   bool // also time the phases of a start
 	track    *tracker
@@ -74,6 +76,9 @@ func newEnv(ctx context.Context, fc, kindling, base string, progress func(string
 	e.kindling = kindling
 	e.root = filepath.Join(tmp, "root")
 	e.rt, err = sandbox.Open(e.root, sandbox.WithMonitorExecutable(kindling))
+	if err == nil {
+		e.tpl, err = template.Open(e.rt)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open state root: %w", err)
 	}
@@ -176,7 +181,7 @@ func (e *env) close() error {
 	if e.rt != nil {
 		// Everything under the root, also sandboxes a killed CLI process
 		// created but did not report.
-		if infos, err := e.rt.List(ctx); err == nil {
+		if infos, err := e.rt.List(ctx, sandbox.ListOptions{}); err == nil {
 			for _, in := range infos {
 				ids = append(ids, in.ID)
 			}

@@ -13,7 +13,7 @@
 //
 // Usage:
 //
-//	KINDLING_FIRECRACKER=/path/to/firecracker kindling-bench [-n 50] [--json] [--png FILE]
+//	KINDLING_FIRECRACKER=/path/to/firecracker kindling-bench [-n 50] [--json] [--svg FILE]
 //	    [--kindling PATH] [--concurrency 20,50] [--ops start,stop,...]
 package main
 
@@ -60,7 +60,7 @@ type config struct {
 	n        int
 	kindling string
 	asJSON   bool
-	png      string
+	svg      string
 	conc     []int
 	ops      []string
 	tmp      string
@@ -75,7 +75,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.kindling, "kindling", "", "the kindling executable to measure (default: go build ./cmd/kindling)")
 	fs.BoolVar(&c.phases, "phases", false, "also split the raw and lib starts into phases (the lib's from its debug log, which costs it a little)")
 	fs.BoolVar(&c.asJSON, "json", false, "print the results as JSON instead of a table")
-	fs.StringVar(&c.png, "png", "", "also write a bar chart of the ratios to `FILE`")
+	fs.StringVar(&c.svg, "svg", "", "also write a bar chart of the ratios to `FILE` (SVG)")
 	fs.StringVar(&c.tmp, "tmp", "", "make the bench's directories (run dirs, state root, snapshots) under `DIR` (default $TMPDIR or /tmp); a tmpfs such as /run matches kindling's default state root")
 	concFlag := fs.String("concurrency", "20,50", "start this many VMs at once (comma-separated `LIST`)")
 	opsFlag := fs.String("ops", "", "measure only these scenarios (comma-separated: spawn,start,stop,stop_exited,pause,snapshot,restore,clone,concurrent_K,clones_K)")
@@ -171,8 +171,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if err != nil {
 		return err
 	}
-	if cfg.png != "" {
-		if err := writeChart(cfg.png, rep); err != nil {
+	if cfg.svg != "" {
+		if err := writeChart(cfg.svg, rep); err != nil {
 			return fmt.Errorf("write chart: %w", err)
 		}
 	}

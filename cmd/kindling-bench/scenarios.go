@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kindling-vm/kindling/sandbox"
+	"github.com/kindling-vm/kindling/template"
 	"github.com/kindling-vm/kindling/vmm"
 )
 
@@ -284,7 +285,10 @@ func scenarios(conc []int) []scenario {
 					return sample{"snapshot": seconds(t2.Sub(t1)), "snapshot_running": seconds(t3.Sub(t0))}, nil
 				}, func() { e.libDone(m) }, nil
 			},
-			pathRuntime: sandboxSnapshot(func(ctx context.Context, e *env, id, dir string) error { return e.rt.Snapshot(ctx, id, dir) }),
+			pathRuntime: sandboxSnapshot(func(ctx context.Context, e *env, id, dir string) error {
+				_, err := e.rt.Snapshot(ctx, id, dir, sandbox.SnapshotOptions{})
+				return err
+			}),
 			pathCLI: sandboxSnapshot(func(ctx context.Context, e *env, id, dir string) error {
 				_, err := cli(ctx, e, "snapshot", id, dir)
 				return err
@@ -403,14 +407,14 @@ func benchTemplate(ctx context.Context, e *env) (string, func(), error) {
 		return "", nil, err
 	}
 	tmpl := e.newID("t")
-	_, err = e.rt.CreateTemplate(ctx, tmpl, id, sandbox.TemplateOptions{})
+	_, err = e.tpl.Create(ctx, tmpl, id, template.Options{})
 	if err = errors.Join(err, e.sandboxDone(id)); err != nil {
 		return "", nil, err
 	}
 	return tmpl, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 		defer cancel()
-		e.rt.RemoveTemplate(ctx, tmpl, true)
+		e.tpl.Remove(ctx, tmpl, true)
 	}, nil
 }
 
@@ -439,7 +443,7 @@ func cloneScenario() scenario {
 	return scenario{key: "clone", paths: map[string]setupFunc{
 		pathRaw: rawRestoreSetup("clone"),
 		pathRuntime: clone(func(ctx context.Context, e *env, tmpl, id string) error {
-			_, err := e.rt.RunTemplate(ctx, tmpl, sandbox.CloneOptions{ID: id})
+			_, err := e.tpl.Run(ctx, tmpl, template.CloneOptions{ID: id})
 			return err
 		}),
 		pathCLI: clone(func(ctx context.Context, e *env, tmpl, id string) error {
@@ -549,7 +553,7 @@ func sandboxRestore(restore func(ctx context.Context, e *env, src, id string) er
 			return nil, nil, err
 		}
 		src := filepath.Join(e.tmp, e.newID("src"))
-		err = e.rt.Snapshot(ctx, id, src)
+		_, err = e.rt.Snapshot(ctx, id, src, sandbox.SnapshotOptions{})
 		if err = errors.Join(err, e.sandboxDone(id)); err != nil {
 			os.RemoveAll(src)
 			return nil, nil, err
@@ -668,7 +672,7 @@ func clonesAtOnce(k int) scenario {
 					ids[i] = e.newID("k")
 					e.track.addSandbox(ids[i])
 					wg.Go(func() {
-						_, errs[i] = e.rt.RunTemplate(ctx, tmpl, sandbox.CloneOptions{ID: ids[i]})
+						_, errs[i] = e.tpl.Run(ctx, tmpl, template.CloneOptions{ID: ids[i]})
 					})
 				}
 				wg.Wait()

@@ -320,7 +320,7 @@ func (ch *churner) kindling(ctx context.Context, args ...string) ([]byte, error)
 
 // forceClean removes every sandbox left under the root.
 func (ch *churner) forceClean(ctx context.Context) {
-	infos, _ := ch.rt.List(ctx)
+	infos, _ := ch.rt.List(ctx, sandbox.ListOptions{})
 	for _, in := range infos {
 		ch.rt.Remove(ctx, in.ID, true)
 	}

@@ -25,7 +25,7 @@ func newConsoleCommand(a *app) *cobra.Command {
 		Example: consoleExample,
 		Args:    exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return printLog(cmd.Context(), a, args[0], follow, func(in sandbox.Info) string { return in.ConsoleLog })
+			return printLog(cmd.Context(), a, args[0], follow, (*sandbox.Runtime).Console)
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing until the sandbox exits or Ctrl-C")

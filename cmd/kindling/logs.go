@@ -26,40 +26,26 @@ func newLogsCommand(a *app) *cobra.Command {
 		Example: logsExample,
 		Args:    exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return printLog(cmd.Context(), a, args[0], follow, func(in sandbox.Info) string { return in.FirecrackerLog })
+			return printLog(cmd.Context(), a, args[0], follow, (*sandbox.Runtime).Logs)
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing until the sandbox exits or Ctrl-C")
 	return cmd
 }
 
-// printLog prints the log that pick selects of sandbox id, following it
-// with follow until the sandbox exits or ctx ends (Ctrl-C, which is then
-// not an error).
-func printLog(ctx context.Context, a *app, id string, follow bool, pick func(sandbox.Info) string) error {
+// printLog prints a log of sandbox id that open (Runtime.Console or
+// Runtime.Logs) returns, following it with follow until the sandbox exits
+// or ctx ends (Ctrl-C, which is then not an error).
+func printLog(ctx context.Context, a *app, id string, follow bool, open func(*sandbox.Runtime, context.Context, string, sandbox.LogOptions) (io.ReadCloser, error)) error {
 	rt, err := a.runtime()
 	if err != nil {
 		return err
 	}
-	in, err := rt.Inspect(ctx, id)
+	rc, err := open(rt, ctx, id, sandbox.LogOptions{Follow: follow})
 	if err != nil {
 		return err
 	}
-	if !follow {
-		return copyLog(pick(in), a.stdout)
-	}
-	return followSandboxLog(ctx, rt, id, pick(in), a.stdout)
-}
-
-// followSandboxLog follows the log at path until sandbox id exits or ctx
-// ends, then prints what is left.
-func followSandboxLog(ctx context.Context, rt *sandbox.Runtime, id, path string, w io.Writer) error {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		rt.Wait(ctx, id) // ends when the sandbox exits or ctx is cancelled
-	}()
-	err := followLog(context.WithoutCancel(ctx), path, w, done)
-	<-done
+	defer rc.Close()
+	_, err = io.Copy(a.stdout, rc)
 	return err
 }

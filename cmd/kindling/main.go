@@ -84,6 +84,7 @@ func exitCode(err error, stderr io.Writer) int {
 	code := exitFailure
 	var u *usageError
 	var e *exitStatusError
+	var h *hintedError
 	switch {
 	case errors.As(err, &e):
 		code = e.code
@@ -92,6 +93,8 @@ func exitCode(err error, stderr io.Writer) int {
 		}
 	case errors.As(err, &u):
 		code = exitUsage
+	case errors.As(err, &h):
+		code = h.code
 	}
 	fmt.Fprintf(stderr, "kindling: %s\n", oneLine(err.Error()))
 	return code
@@ -114,7 +117,8 @@ var errInterrupted = errors.New("interrupted")
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	root := newRootCommand(stdout, stderr)
 	root.SetArgs(args)
-	return root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
+	return explain(cmd, err)
 }
 
 // version is set at build time with -ldflags "-X main.version=...".

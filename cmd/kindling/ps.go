@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -17,11 +18,14 @@ is "orphaned").
 
 Columns: ID, STATUS, PID (the VMM's, while it runs), CPUS, MEMORY, CREATED.
 -q prints only the IDs; --json prints each sandbox's full description, as
-'kindling inspect' does.`
+'kindling inspect' does. --filter label=KEY=VALUE (repeatable) lists only
+the sandboxes carrying all those labels (set with --label on run, create
+and restore).`
 
 const psExample = `  kindling ps
   kindling ps -q | xargs kindling rm --force
-  kindling ls --json`
+  kindling ls --json
+  kindling ps --filter label=app=web`
 
 // Defaults the runtime applies to a spec that leaves them out.
 const (
@@ -30,7 +34,10 @@ const (
 )
 
 func newPsCommand(a *app) *cobra.Command {
-	var lf listFlags
+	var (
+		lf      listFlags
+		filters labelFilterValue
+	)
 	cmd := &cobra.Command{
 		Use:     "ps [flags]",
 		Aliases: []string{"ls"},
@@ -46,7 +53,7 @@ func newPsCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			infos, err := rt.List(cmd.Context())
+			infos, err := rt.List(cmd.Context(), sandbox.ListOptions{Labels: filters.labels.m})
 			if err != nil {
 				return err
 			}
@@ -55,8 +62,24 @@ func newPsCommand(a *app) *cobra.Command {
 		},
 	}
 	lf.register(cmd, "print only the IDs")
+	cmd.Flags().Var(&filters, "filter", "list only sandboxes with label `label=KEY=VALUE` (repeatable)")
 	return cmd
 }
+
+// labelFilterValue is ps's repeatable --filter label=KEY=VALUE.
+type labelFilterValue struct{ labels labelsValue }
+
+func (v *labelFilterValue) Set(s string) error {
+	kv, ok := strings.CutPrefix(s, "label=")
+	if !ok {
+		return fmt.Errorf("filter %q: give label=KEY=VALUE", s)
+	}
+	return v.labels.Set(kv)
+}
+
+func (v *labelFilterValue) String() string { return v.labels.String() }
+
+func (v *labelFilterValue) Type() string { return "FILTER" }
 
 func writePsTable(a *app, infos []sandbox.Info, now time.Time) error {
 	return writeTable(a.stdout, "ID\tSTATUS\tPID\tCPUS\tMEMORY\tCREATED", func(tw io.Writer) {

@@ -30,6 +30,7 @@ func newRestoreCommand(a *app) *cobra.Command {
 	var (
 		name    string
 		nets    netListValue
+		labels  labelsValue
 		detach  bool
 		rm      bool
 		asJSON  bool
@@ -52,7 +53,7 @@ func newRestoreCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			opts := sandbox.RestoreOptions{ID: name, Net: nets.ns, AutoRemove: rm && detach}
+			opts := sandbox.RestoreOptions{ID: name, Net: nets.ns, AutoRemove: rm && detach, Labels: labels.m}
 			ctx := cmd.Context()
 			sctx := ctx
 			if timeout > 0 {
@@ -73,6 +74,7 @@ func newRestoreCommand(a *app) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&name, "name", "", "ID of the new sandbox `ID` (default: random)")
 	f.Var(&nets, "net", "network interface `auto|tap=NAME[,mac=MAC]` (repeatable)")
+	addLabelFlag(f, &labels)
 	f.BoolVarP(&detach, "detach", "d", false, "return once the sandbox runs, and print its ID")
 	f.BoolVar(&rm, "rm", false, "remove the sandbox once it has exited")
 	addTimeoutFlag(cmd, &timeout)

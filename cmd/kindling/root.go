@@ -10,6 +10,7 @@ import (
 
 	"github.com/kindling-vm/kindling/internal/store"
 	"github.com/kindling-vm/kindling/sandbox"
+	"github.com/kindling-vm/kindling/template"
 )
 
 // app holds the global flags and the output streams every command uses.
@@ -38,6 +39,23 @@ func (a *app) runtime() (*sandbox.Runtime, error) {
 	return rt, nil
 }
 
+// templates opens the state root's template store.
+func (a *app) templates() (*template.Store, error) {
+	rt, err := a.runtime()
+	if err != nil {
+		return nil, err
+	}
+	return template.Open(rt, a.templateOptions()...)
+}
+
+// templateOptions are the template store's options: its debug logger.
+func (a *app) templateOptions() []template.Option {
+	if !a.debug {
+		return nil
+	}
+	return []template.Option{template.WithLogger(a.logger())}
+}
+
 // logger is the debug logger of the CLI itself (discarding without --debug).
 func (a *app) logger() *slog.Logger {
 	if !a.debug {
@@ -56,7 +74,7 @@ With no --kernel, kindling boots a tiny demo guest built into the binary, so
 'kindling run --rm' works on any machine with /dev/kvm and a Firecracker.
 
 Firecracker is found through --firecracker, else $KINDLING_FIRECRACKER, else
-'firecracker' on PATH.`
+'firecracker' on PATH, else the release 'kindling install firecracker' installed.`
 
 const rootExample = `  kindling run --rm                      # boot the demo guest, print its greeting
   kindling run -d --name web --kernel vmlinux --rootfs rootfs.ext4 --memory 512M
@@ -132,6 +150,8 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newTemplateCommand(a),
 		newGCCommand(a),
 		newVersionCommand(a),
+		newInstallCommand(a),
+		newUninstallCommand(a),
 	)
 	return root
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"syscall"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kindling-vm/kindling/sandbox"
+	"github.com/kindling-vm/kindling/template"
 )
 
 const runLong = `Create a sandbox and start it.
@@ -51,8 +53,9 @@ func newRunCommand(a *app) *cobra.Command {
 		asJSON  bool
 		timeout time.Duration
 		// --template and --verify-template (template.go)
-		template       string
+		fromTemplate   string
 		verifyTemplate bool
+		autoInstall    bool // --install (install.go)
 	)
 	cmd := &cobra.Command{
 		Use:     "run [flags]",
@@ -68,13 +71,13 @@ func newRunCommand(a *app) *cobra.Command {
 				return usageErrorf(cmd.CommandPath(), "--json needs --detach (in the foreground run prints the console)")
 			}
 			ctx := cmd.Context()
-			if template != "" {
+			if fromTemplate != "" {
 				rt, err := a.runtime()
 				if err != nil {
 					return err
 				}
-				o := sandbox.CloneOptions{ID: sf.name, Net: sf.nets.ns, AutoRemove: rm && detach, Verify: verifyTemplate, Firecracker: sf.firecracker}
-				info, err := startFromTemplate(ctx, cmd, rt, template, o, timeout)
+				o := template.CloneOptions{ID: sf.name, Net: sf.nets.ns, AutoRemove: rm && detach, Verify: verifyTemplate, Firecracker: sf.firecracker, Labels: sf.labels.m}
+				info, err := startFromTemplate(ctx, a, cmd, rt, fromTemplate, o, timeout)
 				if err != nil {
 					return err
 				}
@@ -82,6 +85,9 @@ func newRunCommand(a *app) *cobra.Command {
 			}
 			spec, err := sf.spec(cmd)
 			if err != nil {
+				return err
+			}
+			if err := ensureFirecracker(ctx, a, spec.Firecracker, autoInstall); err != nil {
 				return err
 			}
 			rt, err := a.runtime()
@@ -113,9 +119,10 @@ func newRunCommand(a *app) *cobra.Command {
 	}
 	f := cmd.Flags()
 	sf.register(f)
-	addTemplateRunFlags(f, &template, &verifyTemplate)
+	addTemplateRunFlags(f, &fromTemplate, &verifyTemplate)
 	f.BoolVar(&rm, "rm", false, "remove the sandbox once it has exited")
 	f.BoolVarP(&detach, "detach", "d", false, "return once the sandbox runs, and print its ID")
+	f.BoolVar(&autoInstall, "install", false, "when no Firecracker is found, install the default release first (as $"+envAutoInstall+"=1 does)")
 	addTimeoutFlag(cmd, &timeout)
 	f.BoolVar(&asJSON, "json", false, "with --detach: print the sandbox as JSON instead of its ID")
 	return cmd
@@ -161,9 +168,18 @@ func removeQuietly(ctx context.Context, rt *sandbox.Runtime, id string) error {
 func foreground(ctx context.Context, a *app, rt *sandbox.Runtime, info sandbox.Info, rm bool) error {
 	id := info.ID
 	bg := context.WithoutCancel(ctx)
-	done := make(chan struct{})
+	// The console is followed until the VM exits, also after Ctrl-C, which
+	// stops it: what the guest wrote before it went down is printed.
+	console, err := rt.Console(bg, id, sandbox.LogOptions{Follow: true})
+	if err != nil {
+		return err
+	}
+	defer console.Close()
 	followed := make(chan error, 1)
-	go func() { followed <- followLog(bg, info.ConsoleLog, a.stdout, done) }()
+	go func() {
+		_, err := io.Copy(a.stdout, console)
+		followed <- err
+	}()
 
 	exit, err := rt.Wait(ctx, id)
 	interrupted := err != nil && ctx.Err() != nil
@@ -174,8 +190,13 @@ func foreground(ctx context.Context, a *app, rt *sandbox.Runtime, info sandbox.I
 		stopErr = rt.Stop(sctx, id)
 		cancel()
 	}
-	close(done)
+	if err != nil && !interrupted {
+		console.Close() // the VM's end cannot be known: stop following
+	}
 	ferr := <-followed
+	if errors.Is(ferr, io.ErrClosedPipe) {
+		ferr = nil
+	}
 	var rmErr error
 	if rm {
 		rmErr = removeQuietly(bg, rt, id)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -236,8 +237,10 @@ func cmdWaitConsole(ts *testscript.TestScript, neg bool, args []string) {
 		b.Reset()
 		// The sandbox may not exist yet: a command in the background is
 		// creating it.
-		if in, err := rt.Inspect(context.Background(), args[0]); err == nil {
-			ts.Check(copyLog(in.ConsoleLog, &b))
+		if rc, err := rt.Console(context.Background(), args[0], sandbox.LogOptions{}); err == nil {
+			_, err := io.Copy(&b, rc)
+			rc.Close()
+			ts.Check(err)
 			if strings.Contains(b.String(), args[1]) {
 				return
 			}
@@ -302,7 +305,7 @@ func leftovers(root string) []string {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if rt, err := sandbox.Open(root); err == nil {
-		infos, err := rt.List(ctx)
+		infos, err := rt.List(ctx, sandbox.ListOptions{})
 		if err != nil {
 			left = append(left, err.Error())
 		}

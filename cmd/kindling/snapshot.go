@@ -2,6 +2,8 @@ package main
 
 import (
 	"github.com/spf13/cobra"
+
+	"github.com/kindling-vm/kindling/sandbox"
 )
 
 const snapshotLong = `Write a snapshot of a running (or paused) sandbox into DIR: its microVM
@@ -25,7 +27,8 @@ func newSnapshotCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return rt.Snapshot(cmd.Context(), args[0], args[1])
+			_, err = rt.Snapshot(cmd.Context(), args[0], args[1], sandbox.SnapshotOptions{})
+			return err
 		},
 	}
 }

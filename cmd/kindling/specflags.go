@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -33,6 +34,7 @@ type specFlags struct {
 	config      string
 	waitConsole string
 	demo        string
+	labels      labelsValue
 }
 
 func (f *specFlags) register(fs *pflag.FlagSet) {
@@ -58,6 +60,12 @@ func (f *specFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.jailer, "jailer", "", "run Firecracker through this jailer `PATH`")
 	fs.StringVar(&f.config, "config", "", "read the sandbox from a TOML `FILE`; flags given override it")
 	fs.StringVar(&f.waitConsole, "wait-console", "", "start returns only once the console shows `TEXT`")
+	addLabelFlag(fs, &f.labels)
+}
+
+// addLabelFlag registers the repeatable --label flag.
+func addLabelFlag(fs *pflag.FlagSet, v *labelsValue) {
+	fs.Var(v, "label", "set label `KEY=VALUE` on the sandbox (repeatable)")
 }
 
 // spec builds the sandbox spec: the --config file, if any, with every flag
@@ -113,6 +121,14 @@ func (f *specFlags) spec(cmd *cobra.Command) (sandbox.Spec, error) {
 	}
 	if changed("hotplug-writable") {
 		s.HotplugWritable = f.hotplugRW
+	}
+	if changed("label") {
+		if s.Labels == nil {
+			s.Labels = map[string]string{}
+		}
+		for k, v := range f.labels.m {
+			s.Labels[k] = v
+		}
 	}
 	if changed("kernel") && s.Kernel == "" {
 		return sandbox.Spec{}, usageErrorf(cmd.CommandPath(), "--kernel is empty: give a kernel path, or leave out --kernel for the demo guest")
@@ -232,6 +248,37 @@ func (v *diskListValue) String() string {
 }
 
 func (v *diskListValue) Type() string { return "path" }
+
+// labelsValue is the repeatable --label KEY=VALUE flag (and ps --filter
+// label=KEY=VALUE); a key given twice keeps the last value.
+type labelsValue struct{ m map[string]string }
+
+func (v *labelsValue) Set(s string) error {
+	k, val, err := sandbox.ParseLabel(s)
+	if err != nil {
+		return err
+	}
+	if v.m == nil {
+		v.m = map[string]string{}
+	}
+	v.m[k] = val
+	return nil
+}
+
+func (v *labelsValue) String() string {
+	keys := make([]string, 0, len(v.m))
+	for k := range v.m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + v.m[k]
+	}
+	return strings.Join(parts, ",")
+}
+
+func (v *labelsValue) Type() string { return "KEY=VALUE" }
 
 // netListValue is the repeatable --net flag.
 type netListValue struct{ ns []sandbox.Net }

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kindling-vm/kindling/sandbox"
+	"github.com/kindling-vm/kindling/template"
 )
 
 const templateLong = `A template is a snapshot of a sandbox that new sandboxes start from in
@@ -83,11 +84,11 @@ func newTemplateCreateCommand(a *app) *cobra.Command {
 			if from == "" {
 				return usageErrorf(cmd.CommandPath(), "missing --from ID: name the sandbox to make the template from")
 			}
-			rt, err := a.runtime()
+			ts, err := a.templates()
 			if err != nil {
 				return err
 			}
-			tpl, err := rt.CreateTemplate(cmd.Context(), args[0], from, sandbox.TemplateOptions{Stop: stop})
+			tpl, err := ts.Create(cmd.Context(), args[0], from, template.Options{Stop: stop})
 			if err != nil {
 				return err
 			}
@@ -126,18 +127,18 @@ func newTemplateLsCommand(a *app) *cobra.Command {
 			if err := lf.check(cmd); err != nil {
 				return err
 			}
-			rt, err := a.runtime()
+			ts, err := a.templates()
 			if err != nil {
 				return err
 			}
-			list, err := rt.ListTemplates(cmd.Context())
+			list, err := ts.List(cmd.Context())
 			if err != nil {
 				return err
 			}
 			if list == nil {
-				list = []sandbox.Template{} // --json prints [], not null
+				list = []template.Template{} // --json prints [], not null
 			}
-			name := func(t sandbox.Template) string { return t.Name }
+			name := func(t template.Template) string { return t.Name }
 			return writeList(a.stdout, lf, list, name, func() error { return writeTemplateTable(a.stdout, list, time.Now()) })
 		},
 	}
@@ -145,7 +146,7 @@ func newTemplateLsCommand(a *app) *cobra.Command {
 	return cmd
 }
 
-func writeTemplateTable(w io.Writer, list []sandbox.Template, now time.Time) error {
+func writeTemplateTable(w io.Writer, list []template.Template, now time.Time) error {
 	return writeTable(w, "NAME\tFIRECRACKER\tCPUS\tMEMORY\tCLONES\tFROM\tCREATED", func(tw io.Writer) {
 		for _, t := range list {
 			cpus, mem := machineSize(t.VCPUs, t.MemoryMiB)
@@ -170,13 +171,13 @@ func newTemplateInspectCommand(a *app) *cobra.Command {
 		Example: templateInspectExample,
 		Args:    someArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rt, err := a.runtime()
+			ts, err := a.templates()
 			if err != nil {
 				return err
 			}
-			out := make([]sandbox.Template, 0, len(args))
+			out := make([]template.Template, 0, len(args))
 			for _, name := range args {
-				t, err := rt.InspectTemplate(cmd.Context(), name)
+				t, err := ts.Inspect(cmd.Context(), name)
 				if err != nil {
 					return err
 				}
@@ -203,11 +204,11 @@ func newTemplateVerifyCommand(a *app) *cobra.Command {
 		Example: templateVerifyExample,
 		Args:    someArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rt, err := a.runtime()
+			ts, err := a.templates()
 			if err != nil {
 				return err
 			}
-			return eachID(args, func(name string) error { return rt.VerifyTemplate(cmd.Context(), name) })
+			return eachID(args, func(name string) error { return ts.Verify(cmd.Context(), name) })
 		},
 	}
 }
@@ -229,11 +230,11 @@ func newTemplateRmCommand(a *app) *cobra.Command {
 		Example: templateRmExample,
 		Args:    someArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rt, err := a.runtime()
+			ts, err := a.templates()
 			if err != nil {
 				return err
 			}
-			return eachID(args, func(name string) error { return rt.RemoveTemplate(cmd.Context(), name, force) })
+			return eachID(args, func(name string) error { return ts.Remove(cmd.Context(), name, force) })
 		},
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "remove it even while clones depend on it")
@@ -243,7 +244,7 @@ func newTemplateRmCommand(a *app) *cobra.Command {
 // templateRunFlags are the flags of 'kindling run' that go with --template;
 // the others describe a machine, which the template fixes.
 var templateRunFlags = map[string]bool{
-	"template": true, "verify-template": true, "name": true, "net": true, "firecracker": true,
+	"template": true, "verify-template": true, "name": true, "net": true, "firecracker": true, "label": true,
 	"rm": true, "detach": true, "json": true, "timeout": true, "root": true, "debug": true,
 }
 
@@ -256,7 +257,7 @@ func addTemplateRunFlags(fs *pflag.FlagSet, name *string, verify *bool) {
 // startFromTemplate starts a clone of template name for 'kindling run
 // --template', within timeout (0: no limit). Flags that describe the
 // machine are refused: the template fixes it.
-func startFromTemplate(ctx context.Context, cmd *cobra.Command, rt *sandbox.Runtime, name string, o sandbox.CloneOptions, timeout time.Duration) (sandbox.Info, error) {
+func startFromTemplate(ctx context.Context, a *app, cmd *cobra.Command, rt *sandbox.Runtime, name string, o template.CloneOptions, timeout time.Duration) (sandbox.Info, error) {
 	var bad []string
 	cmd.Flags().Visit(func(f *pflag.Flag) {
 		if !templateRunFlags[f.Name] {
@@ -273,7 +274,11 @@ func startFromTemplate(ctx context.Context, cmd *cobra.Command, rt *sandbox.Runt
 		sctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	info, err := rt.RunTemplate(sctx, name, o)
+	ts, err := template.Open(rt, a.templateOptions()...)
+	if err != nil {
+		return sandbox.Info{}, err
+	}
+	info, err := ts.Run(sctx, name, o)
 	if err != nil {
 		switch {
 		case ctx.Err() != nil:

@@ -14,12 +14,14 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kindling-vm/kindling/internal/install"
 	"github.com/kindling-vm/kindling/sandbox"
 )
 
 const versionLong = `Print kindling's version, and the Firecracker it would use: --firecracker,
-else $KINDLING_FIRECRACKER, else 'firecracker' on PATH, asked for its version
-with 'firecracker --version'.`
+else $KINDLING_FIRECRACKER, else 'firecracker' on PATH, else the release
+'kindling install firecracker' installed, asked for its version with
+'firecracker --version'.`
 
 // versionTimeout bounds 'firecracker --version'.
 const versionTimeout = 3 * time.Second
@@ -82,16 +84,9 @@ func newVersionCommand(a *app) *cobra.Command {
 // probeFirecracker finds the firecracker executable as the runtime would
 // and asks it for its version.
 func probeFirecracker(ctx context.Context, given string) firecrackerInfo {
-	path := given
-	if path == "" {
-		path = os.Getenv(sandbox.EnvFirecracker)
-	}
-	if path == "" {
-		p, err := exec.LookPath("firecracker")
-		if err != nil {
-			return firecrackerInfo{Error: "not found: give --firecracker PATH, set " + sandbox.EnvFirecracker + ", or put firecracker on PATH"}
-		}
-		path = p
+	path, err := install.Find(install.Firecracker, given)
+	if err != nil {
+		return firecrackerInfo{Error: "not found: give --firecracker PATH, set " + sandbox.EnvFirecracker + ", put firecracker on PATH, or run 'kindling install firecracker'"}
 	}
 	if _, err := os.Stat(path); err != nil {
 		var pe *fs.PathError

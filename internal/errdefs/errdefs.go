@@ -39,3 +39,21 @@ var (
 	// manifest, a checksum that does not match).
 	ErrCorrupt = errors.New("corrupt")
 )
+
+// New returns a package's own sentinel: its text is msg, and it matches
+// kind (one of the sentinels above) with errors.Is as well as itself. Use it
+// for a failure more specific than its kind that callers may want to tell
+// apart, such as a locked sandbox (a conflict) or a state file from a newer
+// release (not supported).
+func New(kind error, msg string) error { return &kindError{msg: msg, kind: kind} }
+
+// kindError is a sentinel made by New.
+type kindError struct {
+	msg  string
+	kind error
+}
+
+func (e *kindError) Error() string { return e.msg }
+
+// Is reports whether target is the kind e belongs to.
+func (e *kindError) Is(target error) bool { return target == e.kind }

@@ -21,3 +21,19 @@ func TestSentinelsDistinctAndWrappable(t *testing.T) {
 		}
 	}
 }
+
+// A package sentinel made by New matches itself and its kind, and no other.
+func TestNewMatchesItsKind(t *testing.T) {
+	locked := errdefs.New(errdefs.ErrConflict, "locked by another command")
+	other := errdefs.New(errdefs.ErrConflict, "locked by another command")
+	wrapped := fmt.Errorf("lock sandbox %q: %w", "web", locked)
+	if !errors.Is(wrapped, locked) || !errors.Is(wrapped, errdefs.ErrConflict) {
+		t.Errorf("wrapped %v does not match its sentinel and kind", wrapped)
+	}
+	if errors.Is(wrapped, other) || errors.Is(wrapped, errdefs.ErrNotFound) {
+		t.Errorf("wrapped %v matches a sentinel it is not", wrapped)
+	}
+	if got, want := wrapped.Error(), `lock sandbox "web": locked by another command`; got != want {
+		t.Errorf("message %q, want %q", got, want)
+	}
+}

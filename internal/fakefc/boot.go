@@ -37,10 +37,17 @@ func (fc *server) instanceStart() (reply, error) {
 			}
 		}
 	}
+	booted, err := fc.bootSimulated()
+	if err != nil {
+		return reply{}, badRequest("Start microvm error: simulated guest: %v", err)
+	}
 	startVCPUs(m.vcpuCount())
 	m.state = running
 	m.startedAt = time.Now()
 	m.log.info("fc_api", "Successfully started microvm that was configured from one single API session.")
+	if booted {
+		return reply{}, nil
+	}
 	var rep reply
 	out := genericConsoleLine
 	g, err := guest.Parse(kernel)
@@ -94,4 +101,48 @@ func startVCPUs(n int) {
 	}
 	wg.Wait()
 	vcpuThreads.n = max(vcpuThreads.n, n)
+}
+
+// bootSimulated boots the VM as a simulated guest when its configuration
+// asks for one (see simPlan), and reports whether it did; m.mu is held. An
+// image without the init program boots the emulated guest instead, with a
+// warning in the log.
+func (fc *server) bootSimulated() (bool, error) {
+	m := fc.vm
+	plan, ok := m.simPlan()
+	if !ok {
+		return false, nil
+	}
+	plan.sigstop = fc.settings.SimSIGSTOP
+	plan.uds = str(m.vsock, "uds_path")
+	g, err := bootSim(plan, m.id, m.console, m.log, fc.simPowerOff)
+	if errors.Is(err, errNoInit) {
+		m.log.warn("fc_api", "Not a simulated guest: %v", err)
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	m.sim = g
+	if m.vsockLn != nil {
+		m.vsockLn.setGuest(g)
+	}
+	if !fc.settings.IgnoreSIGTERM {
+		fc.sigtermOnce.Do(func() {
+			handleSIGTERM(func() *simGuest {
+				m.mu.Lock()
+				defer m.mu.Unlock()
+				return m.sim
+			})
+		})
+	}
+	m.log.info("fc_api", "Simulated guest: %s runs as PID %d in its own namespaces, root %s.", plan.init, g.pid, plan.image)
+	return true, nil
+}
+
+// simPowerOff ends the process once the simulated guest's init has ended,
+// as a guest power-off ends Firecracker.
+func (fc *server) simPowerOff() {
+	fc.log.info("main", "Vmm is stopping.")
+	fc.exit(ExitOK)
 }

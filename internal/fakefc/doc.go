@@ -35,8 +35,10 @@
 //	 "die_at_start":true,       exit(1) at once, with a line on stderr
 //	 "stderr":"text",           extra line on stderr at start
 //	 "ignore_sigterm":true,     only SIGKILL ends the process
-//	 "ctrl_alt_del":"exit"}     SendCtrlAltDel powers off ("exit", exit 0)
+//	 "ctrl_alt_del":"exit",     SendCtrlAltDel powers off ("exit", exit 0)
 //	                            or is ignored ("ignore")
+//	 "sim_sigstop":true}        pause a simulated guest with SIGSTOP, even
+//	                            where a cgroup freezer works
 //
 // A malformed FAKEFC exits with status 1 and a message on stderr.
 //
@@ -53,6 +55,71 @@
 // Snapshots are a small JSON file of the whole emulated VM (with the
 // emulated release) and a sparse memory file; loading one written by
 // another release, or any failed load, answers 400 and exits with status 1.
+//
+// # Simulated guest
+//
+// No Linux guest boots on the machines kindling is tested on, so a VM that
+// has a vsock device and whose root drive (is_root_device) is an ext2/3/4
+// image holding the init named by init= on the command line (default
+// /sbin/init) is booted as a simulated guest instead of being emulated:
+//
+//   - The image is bound to a loop device (LOOP_CONFIGURE, autoclear) and
+//     mounted read-write (read-only for a read-only drive) in a new mount
+//     namespace; its init runs as PID 1 of new PID, UTS, IPC and network
+//     namespaces, pivoted into the image. The network namespace has only lo,
+//     up: network interfaces of the VM are not emulated. A re-execution of the fake (hidden first
+//     argument) does the mounts inside the namespaces and then execs init.
+//   - The guest finds /proc, /sys (the host's, read-only), /dev (a tmpfs
+//     with null, zero, full, random, urandom, tty, ptmx -> pts/ptmx, fd,
+//     stdin, stdout, stderr, and console -> /proc/1/fd/1), /dev/pts (a new
+//     devpts instance), /dev/shm, /tmp and /run mounted; its hostname is the
+//     ip= parameter's hostname field, else the instance --id; /proc/cmdline
+//     is the boot_args plus one parameter, kindling.vsock=unix:/run/kindling-vsock.
+//     Missing mount points are created in the image.
+//   - Other drives appear as their backing files (not block devices) bound
+//     at /dev/vdb, /dev/vdc, ... in the order they were added (the root is
+//     vda), read-only when the drive is; a PATCH of a drive after boot does
+//     not reach the guest.
+//   - init's stdin is /dev/null; its stdout and stderr are a pipe the fake
+//     copies to the serial console (its stdout, or the PUT /serial file),
+//     so that opening /dev/console appends to the console too.
+//   - The agent contract: seeing kindling.vsock=unix:DIR, a guest program
+//     listens on the Unix socket DIR/<port> instead of AF_VSOCK port <port>.
+//     A host connection to uds_path that sends "CONNECT <port>\n" is
+//     bridged to /proc/<init>/root/run/kindling-vsock/<port>: the fake
+//     answers "OK <n>\n" (n counts up from 2^30, as Firecracker's local
+//     ports) and copies both ways; when nothing listens there, or the line
+//     is malformed, it closes the connection, as Firecracker does.
+//   - Guest-initiated connections (a real guest's connect to CID 2): a guest
+//     program connects to the Unix socket DIR/host (bound by the fake before
+//     init starts) and sends "CONNECT <port>\n"; the fake connects to
+//     <uds_path>_<port> on the host, as Firecracker does, answers
+//     "OK <n>\n" and copies both ways, or closes the connection when
+//     nothing listens there.
+//   - PATCH /vm Paused freezes the guest with a cgroup v2 freezer
+//     (<cgroup2 mount>/kindling-sim/<id>-<fake pid>), or, without one (or
+//     with "sim_sigstop":true in FAKEFC), stops every process of its PID
+//     namespace with SIGSTOP; Resumed thaws it. A connection made while the
+//     guest is paused is answered once it is resumed.
+//   - SendCtrlAltDel sends SIGTERM to init. When init ends, for any reason
+//     (e.g. reboot(2) in the PID namespace, which kills init), the fake
+//     waits until the mount and the loop device are gone and the cgroup is
+//     removed, then exits 0, as Firecracker does on a guest power-off.
+//   - A SIGTERM of the fake ends the guest the same way, then the fake dies
+//     of the signal. A SIGKILL of the fake kills init (PR_SET_PDEATHSIG)
+//     and with it the PID namespace; the mount goes with the namespace, the
+//     loop device detaches itself, and a janitor process (the fake
+//     re-executed, in its own session) removes the cgroup.
+//   - A snapshot of a simulated guest records "simulated": true in the
+//     state file; its processes are not saved. Loading it boots init afresh
+//     from the root drive's image (paused right after, unless resume_vm).
+//
+// Only root can do this: without root InstanceStart answers 400 "Start
+// microvm error: simulated guest: ... needs root (running as uid N)". An
+// image without the init boots the emulated guest, with a warning in the
+// log. The guest is not isolated from the host beyond those namespaces (it
+// shares the host's users, sysfs and kernel): it is test support, for
+// trusted images only.
 //
 // # Imports
 //

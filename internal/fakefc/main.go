@@ -139,6 +139,14 @@ func ParseFlags(args []string) (Flags, error) {
 // is killed or exits the way the real one would (guest power-off, failed
 // snapshot load).
 func Main(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case stageArg:
+			return runStage()
+		case janitorArg:
+			return runJanitor(args[1:])
+		}
+	}
 	settings, err := ParseSettings(os.Getenv(EnvSettings))
 	if err != nil {
 		fmt.Fprintf(stderr, "fake-firecracker: %v\n", err)

@@ -132,6 +132,8 @@ type server struct {
 	vm       *vm
 	exit     func(code int) // os.Exit, after logging
 
+	sigtermOnce sync.Once // SIGTERM handled once a simulated guest boots
+
 	mu       sync.Mutex // guards requests and faults
 	requests int        // API requests received so far
 	faults   []Fault    // remaining injected faults (Count 0: forever)

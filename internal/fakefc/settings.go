@@ -38,6 +38,10 @@ type Settings struct {
 	IgnoreSIGTERM bool
 	// CtrlAltDel is what SendCtrlAltDel does to the guest.
 	CtrlAltDel CtrlAltDel
+	// SimSIGSTOP makes pause stop a simulated guest's processes with
+	// SIGSTOP (and resume continue them) even where a cgroup v2 freezer
+	// could be used, to test that fallback.
+	SimSIGSTOP bool
 }
 
 // Fault is one injected error answer.
@@ -74,6 +78,7 @@ type settingsJSON struct {
 	Stderr        string  `json:"stderr,omitempty"`
 	IgnoreSIGTERM bool    `json:"ignore_sigterm,omitempty"`
 	CtrlAltDel    string  `json:"ctrl_alt_del,omitempty"`
+	SimSIGSTOP    bool    `json:"sim_sigstop,omitempty"`
 }
 
 // ParseSettings parses the FAKEFC value s; an empty s gives the defaults.
@@ -126,6 +131,7 @@ func ParseSettings(s string) (Settings, error) {
 	out.DieAtStart = w.DieAtStart
 	out.Stderr = w.Stderr
 	out.IgnoreSIGTERM = w.IgnoreSIGTERM
+	out.SimSIGSTOP = w.SimSIGSTOP
 	switch CtrlAltDel(w.CtrlAltDel) {
 	case "":
 	case CtrlAltDelExit, CtrlAltDelIgnore:
@@ -141,6 +147,7 @@ func (s Settings) MarshalJSON() ([]byte, error) {
 	w := settingsJSON{
 		Fail: s.Fail, ExitAt: s.ExitAt, NoSocket: s.NoSocket, DieAtStart: s.DieAtStart,
 		Stderr: s.Stderr, IgnoreSIGTERM: s.IgnoreSIGTERM, CtrlAltDel: string(s.CtrlAltDel),
+		SimSIGSTOP: s.SimSIGSTOP,
 	}
 	if !s.Version.IsZero() {
 		w.Version = s.Version.String()

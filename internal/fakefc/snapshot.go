@@ -35,6 +35,10 @@ type snapshotState struct {
 	HotplugReq int64    `json:"hotplug_requested_mib,omitempty"`
 	Pmem       []object `json:"pmem,omitempty"`
 	TestGuest  bool     `json:"test_guest,omitempty"`
+	// Simulated marks the snapshot of a simulated guest: its processes
+	// were not saved, and a load boots its init afresh from the root
+	// drive's image.
+	Simulated bool `json:"simulated,omitempty"`
 }
 
 func (fc *server) createSnapshot(r *request) (reply, error) {
@@ -68,7 +72,7 @@ func (fc *server) createSnapshot(r *request) (reply, error) {
 		Machine: m.machine, Boot: m.boot, Drives: m.drives, Nets: m.nets, Vsock: m.vsock,
 		Balloon: m.balloon, MMDSConfig: m.mmdsConfig, Entropy: m.entropy,
 		CPUConfig: m.cpuConfig, Hotplug: m.hotplug, HotplugReq: m.hotplugReq, Pmem: m.pmem,
-		TestGuest: m.testGuest,
+		TestGuest: m.testGuest, Simulated: m.sim != nil,
 	}
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
@@ -180,6 +184,21 @@ func (fc *server) loadSnapshot(r *request) (reply, error) {
 	}
 	if flag(o, "track_dirty_pages") || flag(o, "enable_diff_snapshots") {
 		m.machine["track_dirty_pages"] = true
+	}
+	if st.Simulated {
+		booted, err := fc.bootSimulated()
+		if err == nil && !booted {
+			err = errors.New("the root drive holds no bootable image")
+		}
+		if err == nil && !flag(o, "resume_vm") {
+			err = m.sim.pause()
+		}
+		if err != nil {
+			if m.sim != nil {
+				m.sim.stop()
+			}
+			return fc.loadError("Failed to boot the simulated guest afresh: %v", err)
+		}
 	}
 	startVCPUs(m.vcpuCount())
 	m.state = paused

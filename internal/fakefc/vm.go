@@ -69,6 +69,9 @@ type vm struct {
 	// drives no virtio device: device updates that need the guest driver
 	// fail as they do under a real Firecracker.
 	testGuest bool
+	// sim is the simulated guest booted from the root drive's image, nil
+	// for an emulated one (see sim.go).
+	sim       *simGuest
 	startedAt time.Time
 }
 
@@ -333,6 +336,15 @@ func (fc *server) patchVM(r *request) (reply, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.sim != nil {
+		change := m.sim.resume
+		if str(o, "state") == "Paused" {
+			change = m.sim.pause
+		}
+		if err := change(); err != nil {
+			return reply{}, badRequest("%v", err)
+		}
+	}
 	if str(o, "state") == "Paused" {
 		m.state = paused
 		m.log.info("fc_api", "Paused the microVM.")
@@ -354,6 +366,10 @@ func (fc *server) ctrlAltDel() (reply, error) {
 	m := fc.vm
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.sim != nil {
+		m.sim.ctrlAltDel()
+		return reply{}, nil
+	}
 	if m.state == paused {
 		// A paused guest cannot react until it is resumed.
 		m.pendingCAD = true

@@ -22,10 +22,9 @@ const (
 // the kernel releases them when the holder dies. A Locked is meant for one
 // goroutine; Unlock may be called more than once.
 type Locked struct {
-	s    *Store
-	id   string
-	f    *os.File  // the open lock file holding the flock
-	once sync.Once // guards the release of f
+	s  *Store
+	id string
+	fl *FileLock
 	// drop makes Unlock unlink the lock file (the sandbox is gone). Set and
 	// read by the goroutine that holds the lock.
 	drop bool
@@ -73,15 +72,61 @@ func (s *Store) lockExisting(ctx context.Context, id string, wait bool) (*Locked
 	return l, nil
 }
 
-// lock takes the flock on id's lock file, creating the file if needed. It
-// retries when the file it locked was unlinked or replaced meanwhile (by a
-// holder that removed the sandbox), so that every holder locks the file the
-// path names. With wait false it fails with ErrLocked instead of waiting.
+// lock takes the flock on id's lock file, waiting unless wait is false
+// (then it fails with ErrLocked).
 func (s *Store) lock(ctx context.Context, id string, wait bool) (*Locked, error) {
+	fl, err := lockFile(ctx, s.lockPath(id), Exclusive, wait)
+	if err != nil {
+		return nil, err
+	}
+	return &Locked{s: s, id: id, fl: fl}, nil
+}
+
+// LockMode is how a FileLock is held.
+type LockMode int
+
+// Lock modes.
+const (
+	// Exclusive: no other holder, shared or exclusive.
+	Exclusive LockMode = iota
+	// Shared: other shared holders, no exclusive one.
+	Shared
+)
+
+// FileLock is a held flock on a lock file: the one cross-process lock of
+// kindling (sandboxes, the template store). The kernel releases it when the
+// holder dies. A FileLock is meant for one goroutine; Unlock may be called
+// more than once.
+type FileLock struct {
+	path string
+	f    *os.File  // the open lock file holding the flock
+	once sync.Once // guards the release of f
+}
+
+// LockFile waits until it holds a flock in mode on the file at path
+// (created, mode 0600, if missing), or ctx is done.
+func LockFile(ctx context.Context, path string, mode LockMode) (*FileLock, error) {
+	return lockFile(ctx, path, mode, true)
+}
+
+// TryLockFile takes a flock in mode on the file at path if it is free,
+// and returns an error matching ErrLocked at once if it is not.
+func TryLockFile(path string, mode LockMode) (*FileLock, error) {
+	return lockFile(context.Background(), path, mode, false)
+}
+
+// lockFile takes the flock, creating the file if needed. It retries when
+// the file it locked was unlinked or replaced meanwhile (by a holder that
+// dropped it), so that every holder locks the file the path names. With
+// wait false it fails with ErrLocked instead of waiting.
+func lockFile(ctx context.Context, path string, mode LockMode, wait bool) (*FileLock, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	path := s.lockPath(id)
+	how := syscall.LOCK_EX
+	if mode == Shared {
+		how = syscall.LOCK_SH
+	}
 	delay := lockPollMin
 	for {
 		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
@@ -91,7 +136,7 @@ func (s *Store) lock(ctx context.Context, id string, wait bool) (*Locked, error)
 		if testHookLockOpened != nil {
 			testHookLockOpened()
 		}
-		err = flock(f, syscall.LOCK_EX|syscall.LOCK_NB)
+		err = flock(f, how|syscall.LOCK_NB)
 		if err == nil {
 			same, serr := samePath(f, path)
 			if serr != nil {
@@ -99,7 +144,7 @@ func (s *Store) lock(ctx context.Context, id string, wait bool) (*Locked, error)
 				return nil, serr
 			}
 			if same {
-				return &Locked{s: s, id: id, f: f}, nil
+				return &FileLock{path: path, f: f}, nil
 			}
 			f.Close() // locked a file that is gone: lock the new one
 			continue
@@ -120,6 +165,25 @@ func (s *Store) lock(ctx context.Context, id string, wait bool) (*Locked, error)
 		}
 		delay = min(2*delay, lockPollMax)
 	}
+}
+
+// Unlock releases the lock. Calls after the first do nothing.
+func (l *FileLock) Unlock() { l.release(false) }
+
+// Drop unlinks the lock file while still holding it, then releases it: a
+// command that opened the file meanwhile finds, once it has the flock,
+// that the path no longer names it, and retries. A failure to unlink
+// leaves a stale lock file.
+func (l *FileLock) Drop() { l.release(true) }
+
+func (l *FileLock) release(unlink bool) {
+	l.once.Do(func() {
+		if unlink {
+			os.Remove(l.path)
+		}
+		// Closing the only descriptor of the open file releases the flock.
+		l.f.Close()
+	})
 }
 
 // testHookLockOpened, when set by a test, runs between opening a lock file
@@ -189,17 +253,13 @@ func (l *Locked) Remove() error {
 
 // Unlock releases the lock. Calls after the first do nothing.
 func (l *Locked) Unlock() {
-	l.once.Do(func() {
-		if l.drop {
-			// Unlinked while still held: a command that opened the file
-			// meanwhile finds, once it has the flock, that the path no
-			// longer names it, and retries (see lock). A failure leaves a
-			// stale lock file for Clean.
-			os.Remove(l.s.lockPath(l.id))
-		}
-		// Closing the only descriptor of the open file releases the flock.
-		l.f.Close()
-	})
+	if l.drop {
+		// The sandbox is gone: its lock file goes too (a failure leaves a
+		// stale lock file for Clean).
+		l.fl.Drop()
+		return
+	}
+	l.fl.Unlock()
 }
 
 func (s *Store) lockPath(id string) string { return filepath.Join(s.root, locksDir, id) }

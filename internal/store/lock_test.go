@@ -425,3 +425,43 @@ func TestLockExclusiveUnderRemoveAndCreate(t *testing.T) {
 		t.Fatalf("two holders at once %d times", n)
 	}
 }
+
+// LockFile: shared holders coexist, an exclusive one waits for them, and a
+// dropped lock file is not locked by a later holder.
+func TestLockFileModes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lock")
+	ctx := t.Context()
+	a, err := LockFile(ctx, path, Shared)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := TryLockFile(path, Shared)
+	if err != nil {
+		t.Fatalf("second shared holder: %v", err)
+	}
+	if _, err := TryLockFile(path, Exclusive); !errors.Is(err, ErrLocked) {
+		t.Fatalf("exclusive while shared: %v, want ErrLocked", err)
+	}
+	a.Unlock()
+	a.Unlock() // twice is fine
+	got := make(chan error, 1)
+	go func() {
+		l, err := LockFile(ctx, path, Exclusive)
+		if err == nil {
+			defer l.Unlock()
+		}
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		t.Fatalf("exclusive lock taken while shared held: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	b.Drop()
+	if err := <-got; err != nil {
+		t.Fatalf("exclusive after the shared ones: %v", err)
+	}
+	if _, err := TryLockFile(filepath.Join(t.TempDir(), "no", "dir"), Exclusive); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("lock in a missing directory: %v, want ErrNotExist", err)
+	}
+}

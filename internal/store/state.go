@@ -10,9 +10,12 @@ import (
 	"strings"
 )
 
-// Version is the version of the state file envelope this package writes.
-// Files with a higher version are refused with a *TooNewError.
-const Version = 1
+// Version is the version of the state file format this package writes.
+// Files with a higher version are refused with a *TooNewError; older ones
+// are read (their data's decoder converts what changed). Version 2: the
+// VMM configuration inside a sandbox's record has explicit snake_case keys
+// (version 1 used the Go field names; see vmm.Config).
+const Version = 2
 
 // File names inside a sandbox directory.
 const (
@@ -112,38 +115,53 @@ func writeState(dir string, v any) error {
 	return writeFileAtomic(dir, stateFile, b)
 }
 
+// WriteFileAtomic replaces the file name in dir with b, atomically and
+// durably: a temporary file in dir (mode 0600) is written, synced and
+// renamed over name, and dir is synced. After a crash the file holds
+// either its old content or b. On any error the old file is untouched and
+// the temporary file is removed. A missing dir gives an error matching
+// ErrNotFound. It is the one atomic write of kindling: the state files,
+// snapshot manifests and template manifests are all written with it.
+func WriteFileAtomic(dir, name string, b []byte) error {
+	return writeFileAtomic(dir, name, b)
+}
+
 func writeFileAtomic(dir, name string, b []byte) (err error) {
-	f, err := os.CreateTemp(dir, tempPrefix+"*") // mode 0600
+	prefix := "." + name + ".tmp-"
+	if name == stateFile {
+		prefix = tempPrefix
+	}
+	f, err := os.CreateTemp(dir, prefix+"*") // mode 0600
 	if errors.Is(err, os.ErrNotExist) {
 		return ErrNotFound
 	}
 	if err != nil {
-		return fmt.Errorf("write state: %w", err)
+		return fmt.Errorf("write %s: %w", name, err)
 	}
 	tmp := f.Name()
 	defer func() {
 		if err != nil {
 			f.Close() // may be closed already; the write error is what matters
 			if rerr := os.Remove(tmp); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
-				err = errors.Join(err, fmt.Errorf("remove temporary state file: %w", rerr))
+				err = errors.Join(err, fmt.Errorf("remove temporary file: %w", rerr))
 			}
 		}
 	}()
 	if _, err := f.Write(b); err != nil {
-		return fmt.Errorf("write state: %w", err)
+		return fmt.Errorf("write %s: %w", name, err)
 	}
 	if err := f.Sync(); err != nil {
-		return fmt.Errorf("write state: sync: %w", err)
+		return fmt.Errorf("write %s: sync: %w", name, err)
 	}
 	if err := f.Close(); err != nil {
-		return fmt.Errorf("write state: close: %w", err)
+		return fmt.Errorf("write %s: close: %w", name, err)
 	}
 	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		return fmt.Errorf("write state: %w", err)
+		return fmt.Errorf("write %s: %w", name, err)
 	}
 	if err := syncDir(dir); err != nil {
-		// The new state is in place; only its durability is in doubt.
-		return fmt.Errorf("write state: %w", err)
+		// The new content is in place; only its durability is in doubt.
+		return fmt.Errorf("write %s: %w", name, err)
 	}
 	return nil
 }

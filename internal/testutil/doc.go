@@ -3,7 +3,8 @@
 // KINDLING_FIRECRACKER and KINDLING_JAILER, skipping without them or under
 // -short), spawning a Firecracker-like process with its socket, log and
 // output captured (StartVMM), short temporary directories for Unix sockets,
-// test guest kernels, and leak checks for child processes, file descriptors
+// test guest kernels, ext4 images built from a directory (Ext4FromDir, for
+// simulated guests), and leak checks for child processes, file descriptors
 // and goroutines.
 //
 // Every package's tests import it; a package using FakeFirecracker should

@@ -1,4 +1,4 @@
-package sandbox
+package template
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"github.com/kindling-vm/kindling/fcapi"
 	"github.com/kindling-vm/kindling/internal/fakefc"
 	"github.com/kindling-vm/kindling/internal/testutil"
+	"github.com/kindling-vm/kindling/sandbox"
 	"github.com/kindling-vm/kindling/vmm"
 )
 
@@ -23,7 +24,7 @@ func backendName(real bool) string { return map[bool]string{false: "fake", true:
 
 // templateSource starts a sandbox with a writable data drive, a read-only
 // drive and a hotplug slot, to make templates of. It returns its spec.
-func templateSource(t *testing.T, r *Runtime, fc, id string) Spec {
+func templateSource(t *testing.T, r *rig, fc, id string) sandbox.Spec {
 	t.Helper()
 	dir := testutil.ShortTempDir(t)
 	data, ro := filepath.Join(dir, "data.img"), filepath.Join(dir, "ro.img")
@@ -35,13 +36,13 @@ func templateSource(t *testing.T, r *Runtime, fc, id string) Spec {
 			t.Fatal(err)
 		}
 	}
-	spec := Spec{ID: id, Kernel: haltGuest(t, "template guest up"), Firecracker: fc, MemoryMiB: 64, Placeholders: 1,
-		Drives: []Disk{{Path: data}, {Path: ro, ReadOnly: true}}}
+	spec := sandbox.Spec{ID: id, Kernel: haltGuest(t, "template guest up"), Firecracker: fc, MemoryMiB: 64, Placeholders: 1,
+		Drives: []sandbox.Disk{{Path: data}, {Path: ro, ReadOnly: true}}}
 	ctx := context.Background()
-	if _, err := r.Create(ctx, spec, CreateOptions{}); err != nil {
+	if _, err := r.rt.Create(ctx, spec, sandbox.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	in, err := r.Start(ctx, id)
+	in, err := r.rt.Start(ctx, id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +51,7 @@ func templateSource(t *testing.T, r *Runtime, fc, id string) Spec {
 }
 
 // assertTemplatesEmpty fails the test if the template store holds anything.
-func assertTemplatesEmpty(t *testing.T, r *Runtime) {
+func assertTemplatesEmpty(t *testing.T, r *rig) {
 	t.Helper()
 	ents, err := os.ReadDir(filepath.Join(r.Root(), templatesDir))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -62,12 +63,12 @@ func assertTemplatesEmpty(t *testing.T, r *Runtime) {
 }
 
 // removeAll removes sandboxes ids (killing them), all at once.
-func removeAll(t *testing.T, r *Runtime, ids ...string) {
+func removeAll(t *testing.T, r *rig, ids ...string) {
 	t.Helper()
 	var wg sync.WaitGroup
 	for _, id := range ids {
 		wg.Go(func() {
-			if err := r.Remove(context.Background(), id, true); err != nil {
+			if err := r.rt.Remove(context.Background(), id, true); err != nil {
 				t.Errorf("remove %s: %v", id, err)
 			}
 		})
@@ -90,17 +91,17 @@ func testTemplateClones(t *testing.T, real bool) {
 	defer removeAll(t, r, "src")
 
 	began := time.Now()
-	tpl, err := r.CreateTemplate(ctx, "tpl", "src", TemplateOptions{})
+	tpl, err := r.tpl.Create(ctx, "tpl", "src", Options{})
 	if err != nil {
 		t.Fatalf("CreateTemplate: %v", err)
 	}
 	t.Logf("template of a %d MiB guest made in %v", spec.MemoryMiB, time.Since(began))
 	defer func() {
-		if err := r.RemoveTemplate(context.Background(), "tpl", false); err != nil {
+		if err := r.tpl.Remove(context.Background(), "tpl", false); err != nil {
 			t.Errorf("RemoveTemplate: %v", err)
 		}
 	}()
-	if in, err := r.Inspect(ctx, "src"); err != nil || in.Status != Running {
+	if in, err := r.rt.Inspect(ctx, "src"); err != nil || in.Status != sandbox.Running {
 		t.Fatalf("source after template: %v, %v; want running", in.Status, err)
 	}
 	checkManifest(t, tpl, spec)
@@ -114,7 +115,7 @@ func testTemplateClones(t *testing.T, real bool) {
 		ids[i] = fmt.Sprintf("clone%02d", i)
 		wg.Go(func() {
 			b := time.Now()
-			_, errs[i] = r.RunTemplate(ctx, "tpl", CloneOptions{ID: ids[i]})
+			_, errs[i] = r.tpl.Run(ctx, "tpl", CloneOptions{ID: ids[i]})
 			took[i] = time.Since(b)
 		})
 	}
@@ -127,8 +128,8 @@ func testTemplateClones(t *testing.T, real bool) {
 	t.Logf("%d clones started at once: median %v, max %v", n, took[n/2], took[n-1])
 
 	for _, id := range ids {
-		in, err := r.Inspect(ctx, id)
-		if err != nil || in.Status != Running {
+		in, err := r.rt.Inspect(ctx, id)
+		if err != nil || in.Status != sandbox.Running {
 			t.Fatalf("clone %s: %v, %v; want running", id, in.Status, err)
 		}
 		own := filepath.Join(in.Dir, "drive-drive0.img")
@@ -145,68 +146,68 @@ func testTemplateClones(t *testing.T, real bool) {
 	}
 
 	t.Run("clones are independent", func(t *testing.T) {
-		if err := r.Pause(ctx, ids[0]); err != nil {
+		if err := r.rt.Pause(ctx, ids[0]); err != nil {
 			t.Fatal(err)
 		}
 		for i, id := range ids[:3] {
-			want := Running
+			want := sandbox.Running
 			if i == 0 {
-				want = Paused
+				want = sandbox.Paused
 			}
-			if in, err := r.Inspect(ctx, id); err != nil || in.Status != want {
+			if in, err := r.rt.Inspect(ctx, id); err != nil || in.Status != want {
 				t.Errorf("clone %s: %v, %v; want %s", id, in.Status, err, want)
 			}
 		}
-		if err := r.Resume(ctx, ids[0]); err != nil {
+		if err := r.rt.Resume(ctx, ids[0]); err != nil {
 			t.Fatal(err)
 		}
-		if err := r.Stop(ctx, ids[1]); err != nil {
+		if err := r.rt.Stop(ctx, ids[1]); err != nil {
 			t.Fatal(err)
 		}
-		if in, err := r.Inspect(ctx, ids[2]); err != nil || in.Status != Running {
+		if in, err := r.rt.Inspect(ctx, ids[2]); err != nil || in.Status != sandbox.Running {
 			t.Errorf("clone %s after another stopped: %v, %v", ids[2], in.Status, err)
 		}
 	})
 	t.Run("list and inspect", func(t *testing.T) {
-		list, err := r.ListTemplates(ctx)
+		list, err := r.tpl.List(ctx)
 		if err != nil || len(list) != 1 || list[0].Name != "tpl" || len(list[0].Clones) != n {
 			t.Fatalf("ListTemplates: %+v, %v; want tpl with %d clones", list, err, n)
 		}
-		got, err := r.InspectTemplate(ctx, "tpl")
+		got, err := r.tpl.Inspect(ctx, "tpl")
 		if err != nil || !slices.Equal(got.Clones, ids) {
 			t.Fatalf("InspectTemplate: clones %v, %v", got.Clones, err)
 		}
-		if err := r.VerifyTemplate(ctx, "tpl"); err != nil {
+		if err := r.tpl.Verify(ctx, "tpl"); err != nil {
 			t.Errorf("VerifyTemplate: %v", err)
 		}
 	})
 	t.Run("rm of a template in use", func(t *testing.T) {
-		err := r.RemoveTemplate(ctx, "tpl", false)
-		if !errors.Is(err, ErrInvalidState) || !strings.Contains(err.Error(), "clone00") {
-			t.Fatalf("RemoveTemplate: %v, want ErrInvalidState naming the clones", err)
+		err := r.tpl.Remove(ctx, "tpl", false)
+		if !errors.Is(err, sandbox.ErrInvalidState) || !strings.Contains(err.Error(), "clone00") {
+			t.Fatalf("RemoveTemplate: %v, want sandbox.ErrInvalidState naming the clones", err)
 		}
-		if _, err := r.InspectTemplate(ctx, "tpl"); err != nil {
+		if _, err := r.tpl.Inspect(ctx, "tpl"); err != nil {
 			t.Fatalf("template gone after a refused rm: %v", err)
 		}
 	})
 	t.Run("source goes on", func(t *testing.T) {
-		if in, err := r.Inspect(ctx, "src"); err != nil || in.Status != Running || in.Spec.Drives[0].Path != spec.Drives[0].Path {
+		if in, err := r.rt.Inspect(ctx, "src"); err != nil || in.Status != sandbox.Running || in.Spec.Drives[0].Path != spec.Drives[0].Path {
 			t.Fatalf("source: %+v, %v", in, err)
 		}
 	})
 }
 
 // checkManifest checks what CreateTemplate recorded.
-func checkManifest(t *testing.T, tpl Template, spec Spec) {
+func checkManifest(t *testing.T, tpl Template, spec sandbox.Spec) {
 	t.Helper()
 	if tpl.Firecracker == "" || tpl.MemoryMiB != spec.MemoryMiB || tpl.From != "src" {
 		t.Errorf("template %+v", tpl)
 	}
-	files := map[string]TemplateFile{}
+	files := map[string]File{}
 	for _, f := range tpl.Files {
 		files[f.Name] = f
 	}
-	for _, name := range []string{vmm.SnapshotStateFile, vmm.SnapshotMemFile, "drive-drive0.img", "pool0.img", templateKernelName} {
+	for _, name := range []string{vmm.SnapshotStateFile, vmm.SnapshotMemFile, "drive-drive0.img", "pool0.img", "kernel"} {
 		if f, ok := files[name]; !ok || len(f.SHA256) != 64 {
 			t.Errorf("manifest has no checksum of %s: %+v", name, tpl.Files)
 		}
@@ -214,7 +215,7 @@ func checkManifest(t *testing.T, tpl Template, spec Spec) {
 	if m := files[vmm.SnapshotMemFile]; m.Stamp.Size != int64(spec.MemoryMiB)<<20 {
 		t.Errorf("memory file is %d bytes", m.Stamp.Size)
 	}
-	want := []TemplateDrive{
+	want := []Drive{
 		{ID: "drive0", Path: filepath.Join(tpl.Dir, "drive-drive0.img"), Copied: true},
 		{ID: "drive1", Path: spec.Drives[1].Path, ReadOnly: true},
 	}
@@ -226,7 +227,7 @@ func checkManifest(t *testing.T, tpl Template, spec Spec) {
 // assertVMMDrive checks, through the clone's API, that its VMM has drive id
 // at want (where the release reports its drives), and for a real
 // Firecracker that it holds no template drive open.
-func assertVMMDrive(t *testing.T, in Info, id, want string, tplDrives []TemplateDrive) {
+func assertVMMDrive(t *testing.T, in sandbox.Info, id, want string, tplDrives []Drive) {
 	t.Helper()
 	c, err := fcapi.New(in.APISocket)
 	if err != nil {
@@ -256,10 +257,10 @@ func assertVMMDrive(t *testing.T, in Info, id, want string, tplDrives []Template
 
 // logSharing logs how two clones map the template's memory file: private
 // file mappings share the page cache pages until a clone writes to one.
-func logSharing(t *testing.T, r *Runtime, ids ...string) {
+func logSharing(t *testing.T, r *rig, ids ...string) {
 	t.Helper()
 	for _, id := range ids {
-		in, err := r.Inspect(context.Background(), id)
+		in, err := r.rt.Inspect(context.Background(), id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -302,12 +303,12 @@ func testTemplateRefusals(t *testing.T, real bool) {
 
 	mk := func(t *testing.T, name string) Template {
 		t.Helper()
-		tpl, err := r.CreateTemplate(ctx, name, "src", TemplateOptions{})
+		tpl, err := r.tpl.Create(ctx, name, "src", Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() {
-			if err := r.RemoveTemplate(context.Background(), name, false); err != nil {
+			if err := r.tpl.Remove(context.Background(), name, false); err != nil {
 				t.Errorf("RemoveTemplate: %v", err)
 			}
 		})
@@ -317,12 +318,12 @@ func testTemplateRefusals(t *testing.T, real bool) {
 	refused := func(t *testing.T, name string, o CloneOptions, want error) {
 		t.Helper()
 		o.ID = "clone"
-		_, err := r.RunTemplate(ctx, name, o)
+		_, err := r.tpl.Run(ctx, name, o)
 		if !errors.Is(err, want) {
 			t.Fatalf("RunTemplate: %v, want %v", err, want)
 		}
 		t.Logf("refused: %v", err)
-		if list, _ := r.List(ctx); len(list) != 1 {
+		if list, _ := r.rt.List(ctx, sandbox.ListOptions{}); len(list) != 1 {
 			t.Errorf("sandboxes after a refused clone: %d, want only the source", len(list))
 		}
 		if _, err := os.Stat(filepath.Join(r.Root(), "clone")); !errors.Is(err, os.ErrNotExist) {
@@ -331,26 +332,26 @@ func testTemplateRefusals(t *testing.T, real bool) {
 	}
 
 	t.Run("bad names", func(t *testing.T) {
-		if _, err := r.CreateTemplate(ctx, "../x", "src", TemplateOptions{}); !errors.Is(err, ErrInvalidSpec) {
-			t.Errorf("CreateTemplate ../x: %v, want ErrInvalidSpec", err)
+		if _, err := r.tpl.Create(ctx, "../x", "src", Options{}); !errors.Is(err, sandbox.ErrInvalidSpec) {
+			t.Errorf("CreateTemplate ../x: %v, want sandbox.ErrInvalidSpec", err)
 		}
-		if _, err := r.CreateTemplate(ctx, "t", "nope", TemplateOptions{}); !errors.Is(err, ErrNotFound) {
+		if _, err := r.tpl.Create(ctx, "t", "nope", Options{}); !errors.Is(err, ErrNotFound) {
 			t.Errorf("CreateTemplate from a missing sandbox: %v, want ErrNotFound", err)
 		}
-		if _, err := r.RunTemplate(ctx, "nope", CloneOptions{}); !errors.Is(err, ErrNotFound) {
+		if _, err := r.tpl.Run(ctx, "nope", CloneOptions{}); !errors.Is(err, ErrNotFound) {
 			t.Errorf("RunTemplate nope: %v, want ErrNotFound", err)
 		}
-		if err := r.RemoveTemplate(ctx, "nope", false); !errors.Is(err, ErrNotFound) {
+		if err := r.tpl.Remove(ctx, "nope", false); !errors.Is(err, ErrNotFound) {
 			t.Errorf("RemoveTemplate nope: %v, want ErrNotFound", err)
 		}
 		assertTemplatesEmpty(t, r)
 	})
 	t.Run("name taken", func(t *testing.T) {
 		mk(t, "taken")
-		if _, err := r.CreateTemplate(ctx, "taken", "src", TemplateOptions{}); !errors.Is(err, ErrExists) {
+		if _, err := r.tpl.Create(ctx, "taken", "src", Options{}); !errors.Is(err, ErrExists) {
 			t.Fatalf("second CreateTemplate: %v, want ErrExists", err)
 		}
-		if _, err := r.InspectTemplate(ctx, "taken"); err != nil {
+		if _, err := r.tpl.Inspect(ctx, "taken"); err != nil {
 			t.Fatalf("the first template is gone: %v", err)
 		}
 	})
@@ -363,14 +364,15 @@ func testTemplateRefusals(t *testing.T, real bool) {
 		// A clone run by another executable, the fake emulating 1.7.0: it
 		// is asked its release and refused before anything is spawned.
 		exe := filepath.Join(testutil.ShortTempDir(t), "firecracker")
-		if err := copyFileSparse(testutil.FakeFirecracker(t), exe); err != nil {
+		b, err := os.ReadFile(testutil.FakeFirecracker(t))
+		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.Chmod(exe, 0o755); err != nil {
+		if err := os.WriteFile(exe, b, 0o755); err != nil {
 			t.Fatal(err)
 		}
 		t.Setenv("FAKEFC", `{"version":"`+other+`"}`)
-		refused(t, "rel", CloneOptions{Firecracker: exe}, ErrInvalidSpec)
+		refused(t, "rel", CloneOptions{Firecracker: exe}, sandbox.ErrInvalidSpec)
 	})
 	t.Run("corrupted memory file", func(t *testing.T) {
 		tpl := mk(t, "bad")
@@ -387,14 +389,14 @@ func testTemplateRefusals(t *testing.T, real bool) {
 			t.Fatal(err)
 		}
 		f.Close()
-		refused(t, "bad", CloneOptions{}, ErrTemplateCorrupt)
+		refused(t, "bad", CloneOptions{}, ErrCorrupt)
 		// Hide the change from the cheap check: Verify still finds it.
 		if err := os.Chtimes(mem, fi.ModTime(), fi.ModTime()); err != nil {
 			t.Fatal(err)
 		}
-		refused(t, "bad", CloneOptions{Verify: true}, ErrTemplateCorrupt)
-		if err := r.VerifyTemplate(ctx, "bad"); !errors.Is(err, ErrTemplateCorrupt) {
-			t.Errorf("VerifyTemplate: %v, want ErrTemplateCorrupt", err)
+		refused(t, "bad", CloneOptions{Verify: true}, ErrCorrupt)
+		if err := r.tpl.Verify(ctx, "bad"); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("VerifyTemplate: %v, want ErrCorrupt", err)
 		}
 	})
 	t.Run("missing file", func(t *testing.T) {
@@ -402,20 +404,20 @@ func testTemplateRefusals(t *testing.T, real bool) {
 		if err := os.Remove(filepath.Join(tpl.Dir, "drive-drive0.img")); err != nil {
 			t.Fatal(err)
 		}
-		refused(t, "gone", CloneOptions{}, ErrTemplateCorrupt)
+		refused(t, "gone", CloneOptions{}, ErrCorrupt)
 	})
 	t.Run("wrong number of interfaces", func(t *testing.T) {
 		mk(t, "nets")
-		refused(t, "nets", CloneOptions{Net: []Net{{Auto: true}}}, ErrInvalidSpec)
+		refused(t, "nets", CloneOptions{Net: []sandbox.Net{{Auto: true}}}, sandbox.ErrInvalidSpec)
 	})
 	t.Run("stopped source", func(t *testing.T) {
-		in, err := r.Create(ctx, Spec{ID: "idle", Kernel: haltGuest(t, "idle"), Firecracker: fc}, CreateOptions{})
+		in, err := r.rt.Create(ctx, sandbox.Spec{ID: "idle", Kernel: haltGuest(t, "idle"), Firecracker: fc}, sandbox.CreateOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer removeAll(t, r, in.ID)
-		if _, err := r.CreateTemplate(ctx, "idle", "idle", TemplateOptions{}); !errors.Is(err, ErrInvalidState) {
-			t.Fatalf("template of a created sandbox: %v, want ErrInvalidState", err)
+		if _, err := r.tpl.Create(ctx, "idle", "idle", Options{}); !errors.Is(err, sandbox.ErrInvalidState) {
+			t.Fatalf("template of a created sandbox: %v, want sandbox.ErrInvalidState", err)
 		}
 		if _, err := os.Stat(filepath.Join(r.Root(), templatesDir, "idle")); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("a refused template left its directory: %v", err)
@@ -431,16 +433,16 @@ func TestTemplateOtherReleaseSameExecutable(t *testing.T) {
 	ctx := context.Background()
 	templateSource(t, r, fc, "src")
 	defer removeAll(t, r, "src")
-	if _, err := r.CreateTemplate(ctx, "tpl", "src", TemplateOptions{}); err != nil {
+	if _, err := r.tpl.Create(ctx, "tpl", "src", Options{}); err != nil {
 		t.Fatal(err)
 	}
-	defer r.RemoveTemplate(ctx, "tpl", false)
+	defer r.tpl.Remove(ctx, "tpl", false)
 	t.Setenv("FAKEFC", `{"version":"1.7.0"}`)
-	_, err := r.RunTemplate(ctx, "tpl", CloneOptions{ID: "clone"})
+	_, err := r.tpl.Run(ctx, "tpl", CloneOptions{ID: "clone"})
 	if err == nil || !strings.Contains(err.Error(), "written by Firecracker "+fakefc.DefaultVersion.String()) {
 		t.Fatalf("RunTemplate: %v, want a release mismatch", err)
 	}
-	if list, _ := r.List(ctx); len(list) != 1 {
+	if list, _ := r.rt.List(ctx, sandbox.ListOptions{}); len(list) != 1 {
 		t.Errorf("sandboxes after a refused clone: %d, want only the source", len(list))
 	}
 }
@@ -454,10 +456,10 @@ func TestTemplateStop(t *testing.T) {
 			t.Cleanup(func() { assertTemplatesEmpty(t, r) })
 			ctx := context.Background()
 			spec := templateSource(t, r, fc, "src")
-			if _, err := r.CreateTemplate(ctx, "tpl", "src", TemplateOptions{Stop: true}); err != nil {
+			if _, err := r.tpl.Create(ctx, "tpl", "src", Options{Stop: true}); err != nil {
 				t.Fatal(err)
 			}
-			if in, err := r.Inspect(ctx, "src"); err != nil || in.Status != Exited {
+			if in, err := r.rt.Inspect(ctx, "src"); err != nil || in.Status != sandbox.Exited {
 				t.Fatalf("source: %v, %v; want exited", in.Status, err)
 			}
 			// The template owns everything it needs: the source and its
@@ -466,13 +468,13 @@ func TestTemplateStop(t *testing.T) {
 			if err := os.Remove(spec.Drives[0].Path); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := r.RunTemplate(ctx, "tpl", CloneOptions{ID: "clone", AutoRemove: true}); err != nil {
+			if _, err := r.tpl.Run(ctx, "tpl", CloneOptions{ID: "clone", AutoRemove: true}); err != nil {
 				t.Fatalf("RunTemplate: %v", err)
 			}
-			if err := r.Stop(ctx, "clone"); err != nil {
+			if err := r.rt.Stop(ctx, "clone"); err != nil {
 				t.Fatal(err)
 			}
-			if err := r.RemoveTemplate(ctx, "tpl", false); err != nil {
+			if err := r.tpl.Remove(ctx, "tpl", false); err != nil {
 				t.Fatalf("RemoveTemplate after the clone auto-removed: %v", err)
 			}
 		})
@@ -489,29 +491,29 @@ func TestTemplateNetAndVsock(t *testing.T) {
 			r, fc := newRuntime(t, real)
 			t.Cleanup(func() { assertTemplatesEmpty(t, r) })
 			ctx := context.Background()
-			for _, s := range []Spec{
-				{ID: "net", Net: []Net{{Auto: true}}},
+			for _, s := range []sandbox.Spec{
+				{ID: "net", Net: []sandbox.Net{{Auto: true}}},
 				{ID: "vsock", VsockCID: 3},
 			} {
 				s.Kernel, s.Firecracker = haltGuest(t, "x"), fc
-				if _, err := r.Create(ctx, s, CreateOptions{}); err != nil {
+				if _, err := r.rt.Create(ctx, s, sandbox.CreateOptions{}); err != nil {
 					t.Fatal(err)
 				}
 				defer removeAll(t, r, s.ID)
-				if _, err := r.Start(ctx, s.ID); err != nil {
+				if _, err := r.rt.Start(ctx, s.ID); err != nil {
 					t.Fatal(err)
 				}
-				tpl, err := r.CreateTemplate(ctx, s.ID, s.ID, TemplateOptions{})
+				tpl, err := r.tpl.Create(ctx, s.ID, s.ID, Options{})
 				if err != nil {
 					t.Fatal(err)
 				}
-				defer r.RemoveTemplate(ctx, s.ID, false)
+				defer r.tpl.Remove(ctx, s.ID, false)
 				ver := fcapi.MustParseVersion(tpl.Firecracker)
 				need := fcapi.FeatureNetworkOverrides
 				if s.VsockCID != 0 {
 					need = fcapi.FeatureVsockOverride
 				}
-				in, err := r.RunTemplate(ctx, s.ID, CloneOptions{ID: s.ID + "-clone", AutoRemove: true})
+				in, err := r.tpl.Run(ctx, s.ID, CloneOptions{ID: s.ID + "-clone", AutoRemove: true})
 				if ver.Less(need.Since()) {
 					if !errors.Is(err, ErrNotSupported) {
 						t.Fatalf("%s clone on %s: %v, want ErrNotSupported", s.ID, ver, err)
@@ -528,7 +530,7 @@ func TestTemplateNetAndVsock(t *testing.T) {
 				if s.VsockCID != 0 && !strings.HasPrefix(in.VsockSocket, in.Dir) {
 					t.Errorf("clone vsock socket %s, want one in %s", in.VsockSocket, in.Dir)
 				}
-				if err := r.Stop(ctx, in.ID); err != nil {
+				if err := r.rt.Stop(ctx, in.ID); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -550,22 +552,22 @@ func TestTemplateCloneTiming(t *testing.T) {
 			ctx := context.Background()
 			templateSource(t, r, fc, "src")
 			defer removeAll(t, r, "src")
-			if _, err := r.CreateTemplate(ctx, "tpl", "src", TemplateOptions{}); err != nil {
+			if _, err := r.tpl.Create(ctx, "tpl", "src", Options{}); err != nil {
 				t.Fatal(err)
 			}
 			defer func() {
-				if err := r.RemoveTemplate(ctx, "tpl", false); err != nil {
+				if err := r.tpl.Remove(ctx, "tpl", false); err != nil {
 					t.Error(err)
 				}
 			}()
 			snapDir := filepath.Join(testutil.ShortTempDir(t), "snap")
-			if err := r.Snapshot(ctx, "src", snapDir); err != nil {
+			if _, err := r.rt.Snapshot(ctx, "src", snapDir, sandbox.SnapshotOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			const n = 20
 			var ids []string
 			defer func() { removeAll(t, r, ids...) }()
-			measure := func(start func(id string) (Info, error), prefix string) time.Duration {
+			measure := func(start func(id string) (sandbox.Info, error), prefix string) time.Duration {
 				took := make([]time.Duration, n)
 				for i := range n {
 					id := fmt.Sprintf("%s%02d", prefix, i)
@@ -576,18 +578,20 @@ func TestTemplateCloneTiming(t *testing.T) {
 						t.Fatal(err)
 					}
 					ids = append(ids, id)
-					if in.Status != Running {
+					if in.Status != sandbox.Running {
 						t.Fatalf("%s: %s", id, in.Status)
 					}
 				}
 				slices.Sort(took)
 				return took[n/2]
 			}
-			clone := measure(func(id string) (Info, error) { return r.RunTemplate(ctx, "tpl", CloneOptions{ID: id}) }, "c")
-			verified := measure(func(id string) (Info, error) {
-				return r.RunTemplate(ctx, "tpl", CloneOptions{ID: id, Verify: true})
+			clone := measure(func(id string) (sandbox.Info, error) { return r.tpl.Run(ctx, "tpl", CloneOptions{ID: id}) }, "c")
+			verified := measure(func(id string) (sandbox.Info, error) {
+				return r.tpl.Run(ctx, "tpl", CloneOptions{ID: id, Verify: true})
 			}, "v")
-			restore := measure(func(id string) (Info, error) { return r.Restore(ctx, snapDir, RestoreOptions{ID: id}) }, "r")
+			restore := measure(func(id string) (sandbox.Info, error) {
+				return r.rt.Restore(ctx, snapDir, sandbox.RestoreOptions{ID: id})
+			}, "r")
 			t.Logf("median of %d, one at a time: clone %v, clone with Verify %v, plain restore %v", n, clone, verified, restore)
 		})
 	}

@@ -1,0 +1,556 @@
+package fakefc
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// The contract with the guest agent: the fake shows the guest one extra
+// kernel parameter, and the agent, seeing it, listens on Unix sockets
+// <simVsockDir>/<port> instead of AF_VSOCK ports.
+const (
+	simVsockDir   = "/run/kindling-vsock"
+	simVsockParam = "kindling.vsock=unix:" + simVsockDir
+)
+
+// defaultInit is the init a kernel runs when the command line names none.
+const defaultInit = "/sbin/init"
+
+// simTimeout bounds each wait of the simulated guest's life: the stage's
+// report, a freeze, the loop device's detach, the cgroup's emptying.
+const simTimeout = 5 * time.Second
+
+// simPlan is what a simulated boot needs, read from the VM's configuration.
+type simPlan struct {
+	image    string // the root drive's backing file
+	readOnly bool
+	init     string
+	args     []string
+	cmdline  string // the command line the guest sees
+	hostname string
+	drives   []simDrive // the other drives
+	sigstop  bool       // pause with SIGSTOP even where a cgroup freezer works
+	uds      string     // the vsock's host socket: guest connections go to <uds>_<port>
+}
+
+// simDrive is a drive other than the root, shown in the guest as its
+// backing file bound at the device path a guest kernel would give it.
+type simDrive struct {
+	Path     string `json:"path"` // absolute path on the host
+	Dev      string `json:"dev"`  // e.g. /dev/vdb
+	ReadOnly bool   `json:"read_only"`
+}
+
+// simPlan reports whether the VM boots as a simulated guest (a vsock
+// device, and a root drive whose file is an ext2/3/4 image) and how; m.mu
+// is held.
+func (m *vm) simPlan() (simPlan, bool) {
+	if m.vsock == nil || m.boot == nil {
+		return simPlan{}, false
+	}
+	var root object
+	for _, d := range m.drives {
+		if flag(d, "is_root_device") {
+			root = d
+		}
+	}
+	p := str(root, "path_on_host")
+	if root == nil || p == "" || !isExt4(p) {
+		return simPlan{}, false
+	}
+	var drives []simDrive
+	// The root drive is vda; the others follow in the order they were
+	// added, as Firecracker attaches them.
+	for _, d := range m.drives {
+		hp := str(d, "path_on_host")
+		if flag(d, "is_root_device") || hp == "" || len(drives) >= 25 {
+			continue
+		}
+		if abs, err := filepath.Abs(hp); err == nil {
+			hp = abs
+		}
+		drives = append(drives, simDrive{Path: hp, Dev: "/dev/vd" + string(rune('b'+len(drives))), ReadOnly: flag(d, "is_read_only")})
+	}
+	args := str(m.boot, "boot_args")
+	plan := simPlan{image: p, readOnly: flag(root, "is_read_only"), init: defaultInit, hostname: m.id, drives: drives}
+	plan.cmdline = strings.TrimSpace(args + " " + simVsockParam)
+	kernel, initArgs, _ := strings.Cut(" "+args+" ", " -- ")
+	for _, f := range strings.Fields(kernel) {
+		k, v, _ := strings.Cut(f, "=")
+		switch k {
+		case "init":
+			plan.init = v
+		case "ip":
+			// ip=<client>:<server>:<gw>:<netmask>:<hostname>:...: the kernel
+			// sets the hostname from the fifth field.
+			if parts := strings.Split(v, ":"); len(parts) > 4 && parts[4] != "" {
+				plan.hostname = parts[4]
+			}
+		}
+	}
+	if a := strings.Fields(initArgs); len(a) > 0 {
+		plan.args = a
+	}
+	return plan, true
+}
+
+// simGuest is a running simulated guest: its init process (PID 1 of its
+// own PID namespace), the loop device of its root, and the cgroup that
+// freezes it.
+type simGuest struct {
+	log     *logger
+	cmd     *exec.Cmd
+	pid     int // init's PID as the host sees it
+	loop    *loopDevice
+	cg      *simCgroup // nil: pause stops the processes with SIGSTOP
+	janitor *exec.Cmd  // removes cg if the fake dies; nil without cg
+	janW    *os.File   // the fake's end of the janitor's pipe
+	hostLn  net.Listener
+	done    chan struct{}
+
+	mu       sync.Mutex    // guards the fields below
+	paused   bool          // frozen by PATCH /vm
+	running  chan struct{} // closed while the guest runs, replaced on pause
+	stopping bool          // the fake is ending the guest itself: no power-off exit
+}
+
+// stageError is a line the stage process reports: its root is ready
+// (Ready), or it cannot exec init.
+type stageError struct {
+	Ready  bool   `json:"ready,omitempty"`
+	Msg    string `json:"msg,omitempty"`
+	NoInit bool   `json:"no_init,omitempty"`
+}
+
+// simThread runs the functions sent to it on one OS thread that never
+// exits: PR_SET_PDEATHSIG fires when the thread that forked the child ends,
+// so the guest's init must be forked by a thread that lives as long as the
+// process.
+var simThread = sync.OnceValue(func() chan<- func() {
+	ch := make(chan func())
+	go func() {
+		runtime.LockOSThread() // never unlocked
+		for f := range ch {
+			f()
+		}
+	}()
+	return ch
+})
+
+// onSimThread runs f on simThread and waits for it.
+func onSimThread(f func()) {
+	done := make(chan struct{})
+	simThread() <- func() { f(); close(done) }
+	<-done
+}
+
+// bootSim starts a simulated guest as plan says, with console as its
+// serial console. onPowerOff runs (once the guest is cleaned up) when init
+// ends on its own. An image without the init program gives an error
+// matching errNoInit, and nothing is left behind.
+func bootSim(plan simPlan, id string, console io.Writer, log *logger, onPowerOff func()) (*simGuest, error) {
+	if euid := os.Geteuid(); euid != 0 {
+		return nil, fmt.Errorf("booting the ext4 root filesystem %s as a simulated guest needs root (running as uid %d)", plan.image, euid)
+	}
+	g := &simGuest{log: log, done: make(chan struct{}), running: make(chan struct{})}
+	close(g.running)
+	loop, err := attachLoop(plan.image, plan.readOnly, "kindling-sim:"+id)
+	if err != nil {
+		return nil, fmt.Errorf("root drive %s: %w", plan.image, err)
+	}
+	g.loop = loop
+	name := fmt.Sprintf("%s-%d", cgroupSafe(id), os.Getpid())
+	if plan.sigstop {
+		log.info("fc_api", "Simulated guest: pause will stop its processes with SIGSTOP, as FAKEFC asks.")
+	} else if cg, err := newSimCgroup(name); err != nil {
+		log.warn("fc_api", "Simulated guest: no cgroup freezer (%v); pause will stop its processes with SIGSTOP.", err)
+	} else {
+		g.cg = cg
+		if err := g.startJanitor(); err != nil {
+			// Without a janitor a killed fake would leave the cgroup.
+			g.dropCgroup(fmt.Errorf("start the cgroup janitor: %w", err))
+		}
+	}
+	if err := g.startInit(plan, console); err != nil {
+		g.cleanup()
+		return nil, err
+	}
+	go g.watch(onPowerOff)
+	return g, nil
+}
+
+// simHostSocket is the socket, in the guest's vsock directory, that guest
+// programs connect to for a connection to the host (the AF_VSOCK connect
+// to CID 2 of a real guest).
+const simHostSocket = "host"
+
+// listenHost binds the guest's host socket. A guest program connects to it
+// and sends "CONNECT <port>\n"; the fake connects to <uds>_<port> on the
+// host, as Firecracker does for a guest-initiated connection, answers
+// "OK <n>\n" and copies both ways, or closes the connection when nothing
+// listens there.
+func (g *simGuest) listenHost(uds string) error {
+	ln, err := net.Listen("unix", fmt.Sprintf("/proc/%d/root%s/%s", g.pid, simVsockDir, simHostSocket))
+	if err != nil {
+		return err
+	}
+	g.hostLn = ln
+	go func() {
+		var local uint32 = firstLocalPort
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			local++
+			go bridgeToHost(c, uds, local)
+		}
+	}()
+	return nil
+}
+
+// bridgeToHost handles one guest-initiated connection c.
+func bridgeToHost(c net.Conn, uds string, local uint32) {
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(time.Second))
+	r := bufio.NewReader(c)
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	port, ok := parseConnect(line)
+	if !ok {
+		return
+	}
+	hc, err := net.DialTimeout("unix", fmt.Sprintf("%s_%d", uds, port), simTimeout)
+	if err != nil {
+		return
+	}
+	defer hc.Close()
+	if _, err := fmt.Fprintf(c, "OK %d\n", local); err != nil {
+		return
+	}
+	splice(c, r, hc)
+}
+
+// cgroupSafe keeps the characters of id that are safe in a directory name.
+func cgroupSafe(id string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' {
+			return r
+		}
+		return '_'
+	}, id)
+}
+
+// startJanitor spawns the janitor, which removes the guest's cgroup once
+// the fake's end of its pipe closes, so that even a SIGKILL of the fake
+// leaves no cgroup behind.
+func (g *simGuest) startJanitor() error {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	cmd := exec.Command("/proc/self/exe", janitorArg, g.cg.dir)
+	cmd.ExtraFiles = []*os.File{r}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return err
+	}
+	g.janitor, g.janW = cmd, w
+	return nil
+}
+
+// dropCgroup gives up the cgroup freezer, for the reason err: pause then
+// stops the guest's processes with SIGSTOP.
+func (g *simGuest) dropCgroup(err error) {
+	g.log.warn("fc_api", "Simulated guest: cannot start in cgroup %s (%v); pause will stop its processes with SIGSTOP.", g.cg.dir, err)
+	if err := g.cg.destroy(simTimeout); err != nil {
+		g.log.warn("fc_api", "Simulated guest: %v", err)
+	}
+	g.cg = nil
+	if g.janitor != nil {
+		g.janW.Close()
+		_ = g.janitor.Wait()
+		g.janitor = nil
+	}
+}
+
+// startInit spawns the stage process in new namespaces, sends it its
+// configuration and waits until it has exec'd init or failed.
+func (g *simGuest) startInit(plan simPlan, console io.Writer) error {
+	cfg := stageConfig{
+		Loop: g.loop.path, ReadOnly: plan.readOnly, Hostname: plan.hostname, Cmdline: plan.cmdline,
+		Init: plan.init, Args: plan.args, Env: []string{"HOME=/", "TERM=linux"},
+		Scratch: os.TempDir(), VsockDir: simVsockDir, Drives: plan.drives,
+	}
+	cfgR, cfgW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer cfgR.Close()
+	defer cfgW.Close()
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer errR.Close()
+	// Always through a pipe (exec.Cmd copies it to console): a guest
+	// program that opens /dev/console (a link to init's stdout) then gets
+	// the pipe, never a file it would write from offset 0.
+	cw := consoleWriter{console}
+	start := func(inCgroup bool) (*exec.Cmd, error) {
+		cmd := exec.Command("/proc/self/exe", stageArg)
+		cmd.Env = []string{}
+		cmd.Stdout, cmd.Stderr = cw, cw
+		cmd.ExtraFiles = []*os.File{cfgR, errW}
+		cmd.SysProcAttr = &syscall.SysProcAttr{
+			Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWNET,
+			Pdeathsig:  syscall.SIGKILL,
+			Setsid:     true,
+		}
+		if inCgroup {
+			// The stage starts inside the cgroup (clone3's
+			// CLONE_INTO_CGROUP), so all of the guest is in it from the
+			// first instruction.
+			dir, err := os.Open(g.cg.dir)
+			if err != nil {
+				return nil, err
+			}
+			defer dir.Close()
+			cmd.SysProcAttr.UseCgroupFD = true
+			cmd.SysProcAttr.CgroupFD = int(dir.Fd())
+		}
+		var err error
+		onSimThread(func() { err = cmd.Start() })
+		return cmd, err
+	}
+	cmd, err := start(g.cg != nil)
+	if err != nil && g.cg != nil {
+		g.dropCgroup(err)
+		cmd, err = start(false)
+	}
+	errW.Close()
+	if err != nil {
+		return fmt.Errorf("start the guest's stage process: %w", err)
+	}
+	g.cmd, g.pid = cmd, cmd.Process.Pid
+	if err := json.NewEncoder(cfgW).Encode(cfg); err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return fmt.Errorf("configure the guest's stage process: %w", err)
+	}
+	// The stage reports one JSON line when its root is ready (then waits
+	// for the configuration pipe to close before it execs init), or an
+	// error; EOF after "ready" means init runs.
+	lines := make(chan string, 4) // at most ready, an error and EOF
+	go func() {
+		r := bufio.NewReader(errR)
+		for {
+			line, err := r.ReadString('\n')
+			lines <- line
+			if err != nil {
+				return
+			}
+		}
+	}()
+	timeout := time.After(simTimeout)
+	next := func() string {
+		select {
+		case l := <-lines:
+			return l
+		case <-timeout:
+			return fmt.Sprintf(`{"msg":"the stage process did not exec init within %v"}`, simTimeout)
+		}
+	}
+	var rep stageError
+	msg := next()
+	if json.Unmarshal([]byte(msg), &rep) == nil && rep.Ready {
+		// The guest's root is in place: the host socket can be bound in
+		// it before init runs.
+		if plan.uds != "" {
+			if err := g.listenHost(plan.uds); err != nil {
+				g.log.warn("fc_api", "Simulated guest: no guest-initiated vsock connections: %v", err)
+			}
+		}
+		cfgW.Close()
+		msg = next()
+	}
+	if msg == "" {
+		// EOF: init was exec'd, and its mount of the root holds the loop
+		// device from now on.
+		g.loop.release()
+		return nil
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	var se stageError
+	if json.Unmarshal([]byte(msg), &se) != nil || se.Msg == "" {
+		se.Msg = strings.TrimSpace(msg)
+	}
+	if se.NoInit {
+		return fmt.Errorf("%w: %s", errNoInit, se.Msg)
+	}
+	return errors.New(se.Msg)
+}
+
+// consoleWriter hides the console's type from exec.Cmd, so that it always
+// gives the guest a pipe.
+type consoleWriter struct{ w io.Writer }
+
+func (c consoleWriter) Write(p []byte) (int, error) { return c.w.Write(p) }
+
+// watch waits for init to end, cleans up, and powers the VM off unless the
+// fake itself ended the guest.
+func (g *simGuest) watch(onPowerOff func()) {
+	err := g.cmd.Wait()
+	g.log.info("fc_api", "Simulated guest: init ended (%v).", exitText(err))
+	g.cleanup()
+	close(g.done)
+	g.mu.Lock()
+	stopping := g.stopping
+	g.mu.Unlock()
+	if !stopping && onPowerOff != nil {
+		onPowerOff()
+	}
+}
+
+// exitText renders cmd.Wait's result.
+func exitText(err error) string {
+	if err == nil {
+		return "exit status 0"
+	}
+	return err.Error()
+}
+
+// cleanup releases the loop device (waiting for the kernel to detach it),
+// removes the cgroup and lets the janitor go. init must have ended.
+func (g *simGuest) cleanup() {
+	if g.hostLn != nil {
+		_ = g.hostLn.Close()
+	}
+	if g.loop != nil {
+		g.loop.release()
+		if err := g.loop.waitDetached(simTimeout); err != nil {
+			g.log.warn("fc_api", "Simulated guest: %v", err)
+		}
+	}
+	if g.cg != nil {
+		if err := g.cg.destroy(simTimeout); err != nil {
+			g.log.warn("fc_api", "Simulated guest: %v", err)
+		}
+	}
+	if g.janitor != nil {
+		g.janW.Close()
+		_ = g.janitor.Wait()
+	}
+}
+
+// pause freezes every process of the guest.
+func (g *simGuest) pause() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.paused {
+		return nil
+	}
+	if g.cg != nil {
+		if err := g.cg.setFrozen(true, simTimeout); err != nil {
+			_ = g.cg.setFrozen(false, simTimeout)
+			return fmt.Errorf("freeze the simulated guest: %w", err)
+		}
+	} else if err := signalNamespace(g.pid, syscall.SIGSTOP, simTimeout); err != nil {
+		_ = signalNamespace(g.pid, syscall.SIGCONT, simTimeout)
+		return fmt.Errorf("stop the simulated guest: %w", err)
+	}
+	g.paused = true
+	g.running = make(chan struct{})
+	return nil
+}
+
+// resume thaws the guest.
+func (g *simGuest) resume() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.paused {
+		return nil
+	}
+	if g.cg != nil {
+		if err := g.cg.setFrozen(false, simTimeout); err != nil {
+			return fmt.Errorf("thaw the simulated guest: %w", err)
+		}
+	} else {
+		_ = signalNamespace(g.pid, syscall.SIGCONT, simTimeout)
+	}
+	g.paused = false
+	close(g.running)
+	return nil
+}
+
+// ctrlAltDel sends SIGTERM to the guest's init (delivered once a paused
+// guest is resumed).
+func (g *simGuest) ctrlAltDel() {
+	_ = syscall.Kill(g.pid, syscall.SIGTERM)
+}
+
+// stop kills the guest (init's death ends its PID namespace), and waits
+// until it is cleaned up. The VM is not powered off: the caller decides
+// how the fake ends.
+func (g *simGuest) stop() {
+	g.mu.Lock()
+	g.stopping = true
+	g.mu.Unlock()
+	_ = syscall.Kill(g.pid, syscall.SIGKILL)
+	<-g.done
+}
+
+// dialPort connects to the guest's listener on vsock port, once the guest
+// runs (a paused guest answers nothing until it is resumed).
+func (g *simGuest) dialPort(port uint32) (net.Conn, error) {
+	g.mu.Lock()
+	running := g.running
+	g.mu.Unlock()
+	select {
+	case <-running:
+	case <-g.done:
+	}
+	select {
+	case <-g.done:
+		// init's PID may name another process by now.
+		return nil, errors.New("the simulated guest has ended")
+	default:
+	}
+	path := fmt.Sprintf("/proc/%d/root%s/%d", g.pid, simVsockDir, port)
+	return net.DialTimeout("unix", path, simTimeout)
+}
+
+// handleSIGTERM makes a SIGTERM of the fake end the guest first (so that
+// its mount and loop device are gone when the fake is), then die of the
+// signal as Firecracker does.
+func handleSIGTERM(g func() *simGuest) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGTERM)
+	go func() {
+		<-ch
+		if s := g(); s != nil {
+			s.stop()
+		}
+		signal.Reset(syscall.SIGTERM)
+		_ = syscall.Kill(os.Getpid(), syscall.SIGTERM)
+	}()
+}
