@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -178,39 +177,28 @@ func addDefaultRoute(t testing.TB, ns, gw string) {
 }
 
 // guest stands in for a VM: a namespace with an interface "eth0" (a tap
-// of its own), and a pump that copies frames between that tap and the
-// sandbox's tap, as Firecracker's virtio-net copies frames between the
-// guest's NIC and the tap. The guest's network is set up from g, as the
-// kernel's ip= argument or the agent would.
+// of its own) wired to the sandbox's tap by netdev.Wire, which copies
+// frames as Firecracker's virtio-net copies them between the guest's NIC
+// and the tap. The guest's network is set up from g, as the kernel's ip=
+// argument or the agent would.
 type guest struct {
 	ns   string
-	wg   sync.WaitGroup
-	fds  []*os.File
-	once sync.Once
+	wire *netdev.Wire
 }
 
 func startGuest(t testing.TB, sandboxNS, tapName string, g GuestConfig) *guest {
 	t.Helper()
 	gs := &guest{ns: newNS(t, "guest")}
-	var inner, outer *os.File
-	err := inNS(gs.ns, func() error {
-		var err error
-		inner, err = attachTap("eth0")
-		return err
-	})
+	inner, err := netdev.AttachTap("eth0", gs.ns)
 	if err != nil {
 		t.Fatalf("guest eth0: %v", err)
 	}
-	err = inNS(sandboxNS, func() error {
-		var err error
-		outer, err = attachTap(tapName)
-		return err
-	})
+	outer, err := netdev.AttachTap(tapName, sandboxNS)
 	if err != nil {
 		inner.Close()
-		t.Fatalf("attach to tap %s in %s: %v", tapName, sandboxNS, err)
+		t.Fatalf("attach to the sandbox's tap: %v", err)
 	}
-	gs.fds = []*os.File{inner, outer}
+	gs.wire = netdev.NewWire(inner, outer)
 	t.Cleanup(gs.stop)
 	h := nlIn(t, gs.ns)
 	eth, err := h.LinkByName("eth0")
@@ -244,52 +232,10 @@ func startGuest(t testing.TB, sandboxNS, tapName string, g GuestConfig) *guest {
 			t.Fatal(err)
 		}
 	}
-	for _, pair := range [][2]*os.File{{inner, outer}, {outer, inner}} {
-		gs.wg.Add(1)
-		go func() {
-			defer gs.wg.Done()
-			buf := make([]byte, 65536)
-			for {
-				n, err := pair[0].Read(buf)
-				if err != nil {
-					return
-				}
-				_, _ = pair[1].Write(buf[:n])
-			}
-		}()
-	}
 	return gs
 }
 
-func (g *guest) stop() {
-	g.once.Do(func() {
-		for _, f := range g.fds {
-			f.Close()
-		}
-		g.wg.Wait()
-	})
-}
-
-// attachTap attaches to the tap name in the calling thread's namespace,
-// creating it if it does not exist (it then lives as long as the file),
-// as a plain tap: no packet information, no virtio-net header.
-func attachTap(name string) (*os.File, error) {
-	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	ifr, err := unix.NewIfreq(name)
-	if err != nil {
-		unix.Close(fd)
-		return nil, err
-	}
-	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI)
-	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("TUNSETIFF %s: %w", name, err)
-	}
-	return os.NewFile(uintptr(fd), "tap "+name), nil
-}
+func (g *guest) stop() { g.wire.Close() }
 
 // serve runs a TCP server on addr inside ns that writes greeting to each
 // connection and closes it. It stops at cleanup.

@@ -10,7 +10,9 @@
 //
 // It is not a network manager: it sets up no addresses, routes, bridges,
 // NAT, firewall rules or DHCP. It creates, lists and deletes named network
-// namespaces (CreateNetNS) but puts nothing in them. Its functions are
+// namespaces (CreateNetNS) but puts nothing in them. AttachTap and Wire
+// stand in for a VMM's virtio-net where no guest boots: they attach to a
+// tap and copy its frames to and from another tap, a simulated guest's NIC. Its functions are
 // safe for concurrent use; each call opens and closes its own netlink
 // socket.
 //
