@@ -158,6 +158,9 @@ func (h Host) ApplyEgress(ctx context.Context, sandboxID string, src EgressSourc
 	if err := ValidateID(sandboxID); err != nil {
 		return nil, fmt.Errorf("apply egress policy: %w", err)
 	}
+	if err := checkEgress(sandboxID, src, p); err != nil {
+		return nil, err
+	}
 	c, err := nftIn(h.NetNS)
 	if err != nil {
 		return nil, err
@@ -173,14 +176,22 @@ func (h Host) ApplyEgress(ctx context.Context, sandboxID string, src EgressSourc
 	return rec, nil
 }
 
+// checkEgress checks a policy and its source without touching the system.
+func checkEgress(sandboxID string, src EgressSource, p EgressPolicy) error {
+	if p.Default != EgressDeny && p.Default != EgressAllow {
+		return invalid("egress default", p.Default, `must be "deny" or "allow"`)
+	}
+	if (src.Iface == "") == !src.Addr.IsValid() {
+		return invalid("egress source of sandbox", sandboxID, "give exactly one of an interface and an address")
+	}
+	return nil
+}
+
 // queueEgress queues the sandbox's egress table on c (replacing the one it
 // has); the caller flushes c.
 func queueEgress(c *nftables.Conn, sandboxID string, src EgressSource, p EgressPolicy) (*EgressRecord, error) {
-	if p.Default != EgressDeny && p.Default != EgressAllow {
-		return nil, invalid("egress default", p.Default, `must be "deny" or "allow"`)
-	}
-	if (src.Iface == "") == !src.Addr.IsValid() {
-		return nil, invalid("egress source of sandbox", sandboxID, "give exactly one of an interface and an address")
+	if err := checkEgress(sandboxID, src, p); err != nil {
+		return nil, err
 	}
 	rec := &EgressRecord{SandboxID: sandboxID, Table: egressTableName(sandboxID), Source: src, Policy: p}
 	var keep4, keep6 []nftables.SetElement
