@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kindling-vm/kindling/internal/preflight"
 	"github.com/kindling-vm/kindling/sandbox"
 )
 
@@ -104,8 +105,9 @@ func explain(c *cobra.Command, err error) error {
 	}
 	var u *usageError
 	var e *exitStatusError
-	if errors.As(err, &u) || errors.As(err, &e) {
-		return err
+	var p *preflight.Error
+	if errors.As(err, &u) || errors.As(err, &e) || errors.As(err, &p) {
+		return err // a preflight failure names its own fix
 	}
 	for _, k := range errorKinds {
 		if !errors.Is(err, k.sentinel) {
