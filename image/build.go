@@ -208,11 +208,16 @@ func (s *Store) build(ctx context.Context, src *source, cf *v1.ConfigFile, h str
 func extractImage(ctx context.Context, x *extractor, img v1.Image) error {
 	rc := mutate.Extract(img)
 	defer rc.Close()
-	tr := tar.NewReader(markedReader{rc})
+	mr := markedReader{rc}
+	tr := tar.NewReader(mr)
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
-			return nil
+			// mutate.Extract ends the tar stream before it reports an
+			// error (a bad path, a layer that does not verify): the error
+			// comes after the end-of-archive marker.
+			_, err := io.Copy(io.Discard, mr)
+			return err
 		}
 		if err != nil {
 			return &readError{err: err}

@@ -20,7 +20,8 @@ import (
 // layers, the upper one deleting, hiding and replacing files of the lower.
 func kindsImage(t testing.TB) v1.Image {
 	xattr := file("etc/xattr", "x", 0o644, 0, 0)
-	xattr.hdr.PAXRecords = map[string]string{"SCHILY.xattr.user.kindling": "yes", "SCHILY.xattr.trusted.kind": "t"}
+	xattr.hdr.PAXRecords = map[string]string{"SCHILY.xattr.user.kindling": "yes", "SCHILY.xattr.trusted.kind": "t",
+		"SCHILY.xattr.user.a": "1", "SCHILY.xattr.user.b": "2", "SCHILY.xattr.user.c": "3", "SCHILY.xattr.user.d": "4"}
 	lower := layer(t,
 		dir("etc/", 0o755, 0, 0),
 		file("etc/passwd", "root:x:0:0:lower\n", 0o644, 0, 0),

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -228,7 +230,10 @@ func (x *extractor) writeFile(fd int, base, name string, size int64, r io.Reader
 // skipped and counted.
 func (x *extractor) setXattrs(fd int, base, name string, hdr *tar.Header) error {
 	const prefix = "SCHILY.xattr."
-	for k, v := range hdr.PAXRecords {
+	// In a fixed order: mke2fs copies them in the order the staging file
+	// system lists them, which is the order they were set in.
+	for _, k := range slices.Sorted(maps.Keys(hdr.PAXRecords)) {
+		v := hdr.PAXRecords[k]
 		attr, ok := strings.CutPrefix(k, prefix)
 		if !ok {
 			continue

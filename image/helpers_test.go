@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -252,4 +253,12 @@ func mustImport(t testing.TB, s *Store, path string, o ImportOptions) Image {
 		t.Fatalf("Import(%s): %v", path, err)
 	}
 	return im
+}
+
+// oneLine fails the test if err's text spans lines.
+func oneLine(t testing.TB, err error) {
+	t.Helper()
+	if strings.ContainsAny(err.Error(), "\n\r") {
+		t.Errorf("error spans lines: %q", err)
+	}
 }

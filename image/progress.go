@@ -1,6 +1,10 @@
 package image
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"hash"
 	"io"
 	"sync"
 	"time"
@@ -61,7 +65,7 @@ type progress struct {
 }
 
 func (p *progress) emit(e Event) {
-	if p == nil || p.fn == nil {
+	if p.fn == nil {
 		return
 	}
 	p.mu.Lock()
@@ -73,11 +77,10 @@ func (p *progress) emit(e Event) {
 	p.fn(e)
 }
 
-// image wraps img so that reading its layers reports progress.
+// image wraps img so that reading its layers checks each layer's content
+// against its diff ID (the digest the image's configuration, and so its
+// ID, vouches for) and reports progress.
 func (p *progress) image(img v1.Image) v1.Image {
-	if p == nil || p.fn == nil {
-		return img
-	}
 	return &progressImage{Image: img, p: p}
 }
 
@@ -91,17 +94,27 @@ func (pi *progressImage) Layers() ([]v1.Layer, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The diff IDs come from the configuration itself: a layer's DiffID
+	// method may hash the content it is meant to check.
+	cf, err := pi.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	if len(cf.RootFS.DiffIDs) != len(ls) {
+		return nil, fmt.Errorf("the image has %d layers and its configuration %d diff IDs", len(ls), len(cf.RootFS.DiffIDs))
+	}
 	out := make([]v1.Layer, len(ls))
 	for i, l := range ls {
-		out[i] = &progressLayer{Layer: l, p: pi.p, index: i + 1}
+		out[i] = &progressLayer{Layer: l, p: pi.p, index: i + 1, diffID: cf.RootFS.DiffIDs[i]}
 	}
 	return out, nil
 }
 
 type progressLayer struct {
 	v1.Layer
-	p     *progress
-	index int
+	p      *progress
+	index  int
+	diffID v1.Hash // from the image's configuration
 }
 
 func (pl *progressLayer) Uncompressed() (io.ReadCloser, error) {
@@ -109,7 +122,7 @@ func (pl *progressLayer) Uncompressed() (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &progressReader{rc: rc, l: pl}
+	r := &progressReader{rc: rc, l: pl, want: pl.diffID, h: sha256.New()}
 	if d, err := pl.Digest(); err == nil {
 		r.digest = d.String()
 	}
@@ -127,6 +140,8 @@ func (pl *progressLayer) Uncompressed() (io.ReadCloser, error) {
 type progressReader struct {
 	rc     io.ReadCloser
 	l      *progressLayer
+	want   v1.Hash   // the diff ID
+	h      hash.Hash // of the content read so far
 	digest string
 	size   int64
 	n      int64
@@ -137,7 +152,16 @@ type progressReader struct {
 func (r *progressReader) Read(b []byte) (int, error) {
 	n, err := r.rc.Read(b)
 	r.n += int64(n)
+	r.h.Write(b[:n])
+	if err == io.EOF && !r.done {
+		if got := hex.EncodeToString(r.h.Sum(nil)); r.want.Algorithm != "sha256" || got != r.want.Hex {
+			return n, &digestError{layer: r.l.index, got: "sha256:" + got, want: r.want.String()}
+		}
+	}
 	p := r.l.p
+	if p.fn == nil {
+		return n, err
+	}
 	p.mu.Lock()
 	p.total += int64(n)
 	total, start := p.total, p.start
@@ -160,3 +184,13 @@ func (r *progressReader) Read(b []byte) (int, error) {
 }
 
 func (r *progressReader) Close() error { return r.rc.Close() }
+
+// digestError is a layer whose content does not match its diff ID.
+type digestError struct {
+	layer     int
+	got, want string
+}
+
+func (e *digestError) Error() string {
+	return fmt.Sprintf("layer %d: content %s does not match its digest %s", e.layer, e.got, e.want)
+}
