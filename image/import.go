@@ -2,7 +2,7 @@ package image
 
 import (
 	"archive/tar"
-	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -208,12 +208,14 @@ func tarNames(path string) (map[string]bool, error) {
 		return nil, fmt.Errorf("import %s: %w", path, err)
 	}
 	defer f.Close()
-	br := bufio.NewReader(f)
-	if magic, _ := br.Peek(6); len(magic) >= 2 && (magic[0] == 0x1f && magic[1] == 0x8b || string(magic) == "\xfd7zXZ\x00" || len(magic) >= 4 && string(magic[:4]) == "\x28\xb5\x2f\xfd") {
+	magic := make([]byte, 6)
+	n, _ := f.ReadAt(magic, 0)
+	magic = magic[:n]
+	if bytes.HasPrefix(magic, []byte{0x1f, 0x8b}) || bytes.HasPrefix(magic, []byte("\xfd7zXZ\x00")) || bytes.HasPrefix(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}) {
 		return nil, errorf(ErrInvalid, "import %s: a compressed file: decompress it first (gunzip, xz -d, zstd -d)", path)
 	}
 	names := map[string]bool{}
-	tr := tar.NewReader(br)
+	tr := tar.NewReader(f) // a Seeker: file data is skipped, not read
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
