@@ -130,6 +130,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newSnapshotCommand(a),
 		newRestoreCommand(a),
 		newTemplateCommand(a),
+		newImageCommand(a),
 		newGCCommand(a),
 		newVersionCommand(a),
 	)
