@@ -14,11 +14,14 @@ import (
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/kindling-vm/kindling/internal/testutil"
 )
 
 // TestImportBadInput feeds Import what it must refuse: each gives a
 // one-line error of the right kind and leaves nothing in the store.
 func TestImportBadInput(t *testing.T) {
+	testutil.CheckLeaks(t)
 	needBuild(t)
 	tmp := t.TempDir()
 	write := func(name string, b []byte) string {

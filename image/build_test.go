@@ -14,6 +14,8 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/kindling-vm/kindling/internal/testutil"
 )
 
 // kindsImage has every kind of file a root filesystem must keep, in two
@@ -63,6 +65,7 @@ func kindsImage(t testing.TB) v1.Image {
 }
 
 func TestBuildKeepsEveryKindOfFile(t *testing.T) {
+	testutil.CheckLeaks(t)
 	needBuild(t)
 	s := openStore(t)
 	agent := fakeAgent(t, "agent-v1")

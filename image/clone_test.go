@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"syscall"
 	"testing"
+
+	"github.com/kindling-vm/kindling/internal/testutil"
 )
 
 // allocated returns the bytes of disk a file takes.
@@ -93,6 +95,7 @@ func TestClone(t *testing.T) {
 
 // TestCloneAndGrow copies a built root filesystem and grows the copy.
 func TestCloneAndGrow(t *testing.T) {
+	testutil.CheckLeaks(t)
 	needBuild(t)
 	s := openStore(t)
 	im := mustImport(t, s, writeDockerTarball(t, simpleImage(t, "grow"), "grow:1"), ImportOptions{})

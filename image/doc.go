@@ -2,7 +2,7 @@
 // filesystems for Firecracker guests, and keeps them in a store on disk keyed
 // by digest, so that the second start from an image costs nothing.
 //
-// A Store lives in one directory (the CLI uses <state root>/images). Import
+// A Store lives in one directory (the CLI uses <state root>/.images). Import
 // reads a `docker save` tarball, an OCI image layout directory or an OCI
 // archive (a tar of a layout); Pull fetches from a registry, anonymously or
 // with the credentials of the user's docker config. Either way the image's
