@@ -534,10 +534,9 @@ func (s *Store) add(ctx context.Context, src *source, bo BuildOptions, fn func(E
 	if p := cf.OS + "/" + cf.Architecture; p != Platform {
 		return Image{}, errorf(ErrNotSupported, "import %s: the image is for %s: kindling runs %s images only", src.name, p, Platform)
 	}
-	layers, err := src.img.Layers()
-	if err != nil {
-		return Image{}, errorf(ErrCorrupt, "import %s: read its layers: %v: get a good copy", src.name, err)
-	}
+	// The configuration lists the layers: asking the image for them may
+	// read them (a docker save tarball's are hashed).
+	layers := cf.RootFS.DiffIDs
 	ag, err := readAgent(bo.Agent)
 	if err != nil {
 		return Image{}, err
