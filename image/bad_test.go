@@ -67,6 +67,7 @@ func TestImportBadInput(t *testing.T) {
 	}{
 		{"missing file", filepath.Join(tmp, "nosuch.tar"), "", ErrNotFound, "no such file"},
 		{"not a tar", write("junk.tar", bytes.Repeat([]byte("junk"), 300)), "", ErrInvalid, "not a tar archive"},
+		{"empty file", write("empty.tar", nil), "", ErrInvalid, "empty tar archive"},
 		{"compressed", write("image.tar.gz", gz.Bytes()), "", ErrInvalid, "decompress it first"},
 		{"truncated tarball", write("cut.tar", goodBytes[:len(goodBytes)/2+100]), "", ErrCorrupt, "damaged"},
 		{"plain directory", tmp, "", ErrInvalid, "not an OCI image layout"},
