@@ -63,14 +63,15 @@ func (x *extractor) close() {
 	x.root.Close()
 }
 
-// escapeError is an entry whose path leaves the root filesystem.
+// escapeError is an entry whose path does not resolve inside the root
+// filesystem.
 type escapeError struct {
 	name string
 	err  error
 }
 
 func (e *escapeError) Error() string {
-	return fmt.Sprintf("layer entry %q leads out of the root filesystem (%v)", e.name, e.err)
+	return fmt.Sprintf("layer entry %q cannot be written inside the root filesystem (%v)", e.name, e.err)
 }
 
 func (e *escapeError) Unwrap() error { return e.err }
@@ -113,17 +114,20 @@ func (x *extractor) openParent(name string) (*os.File, error) {
 	return f, nil
 }
 
-// pathErr classifies an error of os.Root: a path that escapes is an
-// escapeError, anything else is returned as is.
+// pathErr classifies an error of os.Root resolving name. Everything
+// written so far came from the image through this extractor, so a path
+// that does not resolve inside the root (it escapes through ".." or a
+// symbolic link, absolute or relative, or loops) is the image's doing: an
+// escapeError. A full disk stays what it is.
 func (x *extractor) pathErr(name string, err error) error {
+	if diskFull(err) || errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
 	var pe *os.PathError
-	if errors.As(err, &pe) && strings.Contains(pe.Err.Error(), "escapes") {
-		return &escapeError{name: name, err: pe.Err}
+	if errors.As(err, &pe) {
+		err = pe.Err
 	}
-	if errors.Is(err, unix.ELOOP) {
-		return &escapeError{name: name, err: err}
-	}
-	return err
+	return &escapeError{name: name, err: err}
 }
 
 // entry writes one tar entry; r reads its data.

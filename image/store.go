@@ -375,6 +375,13 @@ func (s *Store) Remove(ctx context.Context, name string, o RemoveOptions) (Remov
 		return Removed{}, fmt.Errorf("remove image %s: %w", displayName(im), err)
 	}
 	defer l.Unlock()
+	// Records are written under the references lock (see tag): take it
+	// too, so that no record is being written into the directory removed.
+	rl, err := store.LockFile(ctx, s.lockPath(refsLock))
+	if err != nil {
+		return Removed{}, fmt.Errorf("remove image %s: %w", displayName(im), err)
+	}
+	defer rl.Unlock()
 	if err := os.RemoveAll(s.imageDir(h)); err != nil {
 		return Removed{}, fmt.Errorf("remove image %s: %w", displayName(im), err)
 	}
@@ -403,7 +410,8 @@ func (s *Store) untag(ctx context.Context, id, ref string) error {
 }
 
 // tag makes refs name image im (taking them from any other image) and
-// saves im's record. Called with im's build lock held, or none.
+// saves im's record. Every record is written under the references lock,
+// taken after an image's lock when both are held (never before).
 func (s *Store) tag(ctx context.Context, im Image, refs []string) (Image, error) {
 	l, err := store.LockFile(ctx, s.lockPath(refsLock))
 	if err != nil {

@@ -175,7 +175,7 @@ func newImageImportCommand(a *app) *cobra.Command {
 			})
 			done()
 			if err != nil {
-				return imageHint(err)
+				return addErr(cmd, err)
 			}
 			return f.finish(a, im)
 		},
@@ -217,7 +217,7 @@ func newImagePullCommand(a *app) *cobra.Command {
 			})
 			done()
 			if err != nil {
-				return imageHint(err)
+				return addErr(cmd, err)
 			}
 			return f.finish(a, im)
 		},
@@ -370,6 +370,14 @@ func newImageRmCommand(a *app) *cobra.Command {
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "remove it even while in use")
 	return cmd
+}
+
+// addErr is the error of an import or pull: an interrupt exits 130.
+func addErr(cmd *cobra.Command, err error) error {
+	if cmd.Context().Err() != nil {
+		return &exitStatusError{code: exitInterrupted, err: fmt.Errorf("%s: %w", cmd.CommandPath(), errInterrupted)}
+	}
+	return imageHint(err)
 }
 
 // imageHint adds what a person can do to an image error.
