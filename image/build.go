@@ -117,6 +117,15 @@ func configOf(cf *v1.ConfigFile) Config {
 	return c
 }
 
+// encodeGuestConfig is the content of ConfigPath in the guest.
+func encodeGuestConfig(c Config) ([]byte, error) {
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode image configuration: %w", err)
+	}
+	return append(b, '\n'), nil
+}
+
 // readError marks a failure to read the image (as opposed to writing the
 // staging tree).
 type readError struct{ err error }
@@ -255,11 +264,11 @@ func inject(r *os.Root, c Config, ag *agentFile) error {
 	if err := r.Mkdir(dir, 0o755); err != nil {
 		return err
 	}
-	b, err := json.MarshalIndent(c, "", "  ")
+	b, err := encodeGuestConfig(c)
 	if err != nil {
 		return err
 	}
-	if err := writeInRoot(r, dir+"/image.json", append(b, '\n'), 0o644); err != nil {
+	if err := writeInRoot(r, dir+"/image.json", b, 0o644); err != nil {
 		return err
 	}
 	if ag != nil {

@@ -3,6 +3,7 @@ package image
 import (
 	"archive/tar"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -55,6 +56,7 @@ type PullOptions struct {
 type source struct {
 	img    v1.Image
 	name   string   // for messages: the path or reference given
+	origin string   // for the record: the absolute path, or the reference
 	digest string   // the manifest digest, when known
 	refs   []string // fully qualified names that come with it
 }
@@ -73,6 +75,9 @@ func (s *Store) Import(ctx context.Context, path string, o ImportOptions) (Image
 		return Image{}, err
 	}
 	defer cleanup()
+	if abs, err := filepath.Abs(path); err == nil {
+		src.origin = abs
+	}
 	tags, err := normalizeRefs(o.Tags)
 	if err != nil {
 		return Image{}, err
@@ -573,7 +578,7 @@ func (s *Store) add(ctx context.Context, src *source, bo BuildOptions, fn func(E
 			Platform: Platform,
 			Created:  cf.Created.Time.UTC(),
 			Imported: s.now().UTC(),
-			Source:   src.name,
+			Source:   cmp.Or(src.origin, src.name),
 			Layers:   len(layers),
 			Config:   configOf(cf),
 		}

@@ -111,7 +111,7 @@ func (c Config) Runnable() bool { return len(c.Entrypoint)+len(c.Cmd) > 0 }
 type RootFS struct {
 	// Agent is the SHA-256 (hex) of the agent binary injected, or empty
 	// when the file was built without one.
-	Agent string `json:"agent_sha256,omitempty"`
+	Agent string `json:"agent_sha256"`
 	// File is the file's name in the image's directory; Path its full
 	// path (filled in when read, not stored).
 	File string `json:"file"`
@@ -193,18 +193,28 @@ func (s *Store) save(im Image) error {
 	if !ok {
 		return errorf(ErrInvalid, "save image: bad ID %q", im.ID)
 	}
+	b, err := encodeRecord(im)
+	if err != nil {
+		return err
+	}
+	if err := store.WriteFileAtomic(s.imageDir(h), recordFile, b); err != nil {
+		return fmt.Errorf("write image record of %s: %w", im.ID, err)
+	}
+	return nil
+}
+
+// encodeRecord is the on-disk form of im: paths are not stored (the
+// store's directory may move).
+func encodeRecord(im Image) ([]byte, error) {
 	im.RootFS = slices.Clone(im.RootFS)
 	for i := range im.RootFS {
 		im.RootFS[i].Path = ""
 	}
 	b, err := json.MarshalIndent(record{Version: Version, Image: im}, "", "  ")
 	if err != nil {
-		return fmt.Errorf("encode image record: %w", err)
+		return nil, fmt.Errorf("encode image record: %w", err)
 	}
-	if err := store.WriteFileAtomic(s.imageDir(h), recordFile, append(b, '\n')); err != nil {
-		return fmt.Errorf("write image record of %s: %w", im.ID, err)
-	}
-	return nil
+	return append(b, '\n'), nil
 }
 
 // List returns the images in the store, the most recently imported first.
