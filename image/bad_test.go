@@ -168,33 +168,48 @@ func simpleImageConfig(t *testing.T) Config {
 	return configOf(cf)
 }
 
-// TestImportDiskFull imports into a store on a tiny tmpfs.
+// TestImportDiskFull imports into a store on a tiny tmpfs: once with
+// files larger than it (the staging tree fills it), once with files that
+// fit twice but not with the ext4's metadata (mke2fs fills it).
 func TestImportDiskFull(t *testing.T) {
 	needBuild(t)
-	mnt := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "kindling-test", mnt).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs: %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(mnt, 0); err != nil {
-			t.Errorf("unmount %s: %v", mnt, err)
-		}
-	})
-	s, err := Open(mnt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	big := strings.Repeat("0123456789abcdef", 256<<10) // 4 MiB, more than the tmpfs
-	img := testImage(t, v1.Config{Cmd: []string{"/x"}}, layer(t, file("big", big, 0o644, 0, 0)))
-	_, err = s.Import(context.Background(), writeDockerTarball(t, img, "big:1"), ImportOptions{})
-	if !errors.Is(err, syscall.ENOSPC) {
-		t.Fatalf("Import = %v, want ENOSPC", err)
-	}
-	if !strings.Contains(err.Error(), "free some space under "+mnt) {
-		t.Errorf("error %q does not say where to free space", err)
-	}
-	oneLine(t, err)
-	if left := storeLeftovers(t, s); len(left) > 0 {
-		t.Errorf("left in the store: %v", left)
+	for _, tt := range []struct {
+		name string
+		size int // bytes of file data
+	}{
+		{"staging", 4 << 20},
+		{"mkfs", 1450 << 10},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			mnt := t.TempDir()
+			if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=3m", "kindling-test", mnt).CombinedOutput(); err != nil {
+				t.Skipf("cannot mount a tmpfs: %v: %s", err, out)
+			}
+			t.Cleanup(func() {
+				if err := syscall.Unmount(mnt, 0); err != nil {
+					t.Errorf("unmount %s: %v", mnt, err)
+				}
+			})
+			s, err := Open(mnt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data := strings.Repeat("0123456789abcdef", tt.size/16)
+			img := testImage(t, v1.Config{Cmd: []string{"/x"}}, layer(t, file("big", data, 0o644, 0, 0)))
+			_, err = s.Import(context.Background(), writeDockerTarball(t, img, "big:1"), ImportOptions{})
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("Import = %v, want ENOSPC", err)
+			}
+			if !strings.Contains(err.Error(), "free some space under "+mnt) {
+				t.Errorf("error %q does not say where to free space", err)
+			}
+			if tt.name == "mkfs" && !strings.Contains(err.Error(), "build ext4") {
+				t.Errorf("error %q is not from mke2fs", err)
+			}
+			oneLine(t, err)
+			if left := storeLeftovers(t, s); len(left) > 0 {
+				t.Errorf("left in the store: %v", left)
+			}
+		})
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -117,6 +118,17 @@ func configOf(cf *v1.ConfigFile) Config {
 	return c
 }
 
+// outOfSpace reports whether the file system of dir has too little room
+// left for the data of an ext4 with these stats (checked after mke2fs
+// failed, its partial output still in place).
+func outOfSpace(dir string, st buildStats) bool {
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(dir, &fs); err != nil {
+		return false
+	}
+	return int64(fs.Bavail)*fs.Bsize < st.Blocks*4096+16<<20
+}
+
 // encodeGuestConfig is the content of ConfigPath in the guest.
 func encodeGuestConfig(c Config) ([]byte, error) {
 	b, err := json.MarshalIndent(c, "", "  ")
@@ -186,6 +198,11 @@ func (s *Store) build(ctx context.Context, src *source, cf *v1.ConfigFile, h str
 		uuid: derivedUUID("uuid", "sha256:"+h, agentSHA),
 	})
 	if err != nil {
+		if outOfSpace(work, x.st) {
+			// mke2fs reports a full disk in words only: tell it apart by
+			// what is left.
+			err = fmt.Errorf("%w (%v)", syscall.ENOSPC, err)
+		}
 		return RootFS{}, buildStats{}, s.buildErr(src, fmt.Errorf("build ext4: %w", err))
 	}
 	dir := s.imageDir(h)

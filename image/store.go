@@ -262,7 +262,7 @@ func (s *Store) Inspect(ctx context.Context, name string) (Image, error) {
 // by ("alpine", "alpine:3.20", "registry:5000/app:v1"), its ID
 // ("sha256:<hex>", or the hex), a unique prefix of the ID's hex, or its
 // manifest digest. No match gives ErrNotFound, a prefix of several IDs
-// ErrInvalid.
+// ErrInvalid. A prefix has at least four hex digits.
 func (s *Store) Resolve(ctx context.Context, name string) (Image, error) {
 	return s.Inspect(ctx, name)
 }
@@ -296,7 +296,7 @@ func (s *Store) resolve(ctx context.Context, name string) (Image, bool, error) {
 		}
 	}
 	prefix := strings.TrimPrefix(name, "sha256:")
-	if isHex(prefix) {
+	if len(prefix) >= minPrefix && isHex(prefix) {
 		var found []Image
 		for _, im := range list {
 			if strings.HasPrefix(strings.TrimPrefix(im.ID, "sha256:"), prefix) {
@@ -313,6 +313,11 @@ func (s *Store) resolve(ctx context.Context, name string) (Image, bool, error) {
 	}
 	return Image{}, false, errorf(ErrNotFound, "image %q not found", name)
 }
+
+// minPrefix is the fewest hex digits of an ID that Resolve takes as a
+// prefix, so that a short word ("a", "db") never removes an image by
+// chance.
+const minPrefix = 4
 
 func isHex(s string) bool {
 	if s == "" {

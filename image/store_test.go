@@ -37,6 +37,7 @@ func TestResolveAndRemove(t *testing.T) {
 		{"gamma:1", ErrNotFound},
 		{"sha256:" + strings.Repeat("0", 64), ErrNotFound},
 		{"", ErrInvalid},
+		{hexA[:3], ErrNotFound}, // too short to be a prefix
 	} {
 		_, err := s.Resolve(ctx, tt.name)
 		if !errors.Is(err, tt.kind) {
