@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -16,6 +17,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/kindling-vm/kindling/internal/store"
 )
@@ -258,6 +260,8 @@ func extractImage(ctx context.Context, x *extractor, img v1.Image) error {
 func (s *Store) buildErr(src *source, err error) error {
 	var re *readError
 	var ee *escapeError
+	var te *transport.Error
+	var ne net.Error
 	switch {
 	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("import %s: %w", src.name, err)
@@ -265,6 +269,9 @@ func (s *Store) buildErr(src *source, err error) error {
 		return fmt.Errorf("import %s: %w: free some space under %s", src.name, err, s.dir)
 	case errors.As(err, &ee):
 		return errorf(ErrInvalid, "import %s: %v: refusing an unsafe image", src.name, ee)
+	case errors.As(err, &te) || errors.As(err, &ne):
+		// The registry or the network failed while layers streamed in.
+		return fmt.Errorf("import %s: fetch its layers: %w: check the registry and the network, then pull again", src.name, err)
 	case errors.As(err, &re):
 		return errorf(ErrCorrupt, "import %s: read its layers: %w: the image is damaged or unsafe; get a good copy", src.name, re.err)
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -149,8 +150,9 @@ func pullErr(ref string, err error) error {
 			return errorf(ErrNotFound, "pull %s: not found in the registry: check the name and tag", ref)
 		}
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("pull %s: %w", ref, err)
+	var ne net.Error
+	if errors.As(err, &ne) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("pull %s: %w: check the registry's address and the network", ref, err)
 	}
 	return fmt.Errorf("pull %s: %w", ref, err)
 }

@@ -32,6 +32,9 @@ type testRegistry struct {
 	gets map[string]int // GET requests by path
 	// user and pass, when set, are required (HTTP basic authentication).
 	user, pass string
+	// missing, when set, is a blob path answered 404 (a registry that lost
+	// a layer).
+	missing string
 }
 
 func newTestRegistry(t *testing.T, user, pass string) *testRegistry {
@@ -50,7 +53,12 @@ func newTestRegistry(t *testing.T, user, pass string) *testRegistry {
 		if req.Method == http.MethodGet {
 			r.mu.Lock()
 			r.gets[req.URL.Path]++
+			missing := r.missing
 			r.mu.Unlock()
+			if req.URL.Path == missing {
+				http.Error(w, `{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown"}]}`, http.StatusNotFound)
+				return
+			}
 		}
 		h.ServeHTTP(w, req)
 	}))
@@ -200,6 +208,21 @@ func TestPullPlatforms(t *testing.T) {
 	_, err = s.Pull(ctx, reg.host+"/nosuch:1", PullOptions{})
 	if !errors.Is(err, ErrNotFound) {
 		t.Errorf("Pull of a missing image = %v, want ErrNotFound", err)
+	}
+	// A layer the registry cannot serve: a one-line error that is not
+	// "corrupt", and nothing stored.
+	lost := simpleImage(t, "lost")
+	lostRef := reg.push(t, "lost:1", lost)
+	ls, _ := lost.Layers()
+	ld, _ := ls[0].Digest()
+	reg.mu.Lock()
+	reg.missing = "/v2/lost/blobs/" + ld.String()
+	reg.mu.Unlock()
+	_, err = s.Pull(ctx, lostRef, PullOptions{})
+	if err == nil || errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "fetch its layers") {
+		t.Errorf("Pull with a lost layer = %v, want a fetch error", err)
+	} else {
+		oneLine(t, err)
 	}
 	_, err = s.Pull(ctx, "UPPER/Case::bad", PullOptions{})
 	if !errors.Is(err, ErrInvalid) {
