@@ -145,6 +145,23 @@ func corruptLayerBlob(t *testing.T, dir string) {
 	}
 }
 
+// TestImportNotRoot refuses to build without root, before writing
+// anything.
+func TestImportNotRoot(t *testing.T) {
+	needBuild(t)
+	geteuid = func() int { return 1000 }
+	defer func() { geteuid = os.Geteuid }()
+	s := openStore(t)
+	_, err := s.Import(context.Background(), writeDockerTarball(t, simpleImage(t, "x"), "x:1"), ImportOptions{})
+	if !errors.Is(err, ErrNotSupported) || !strings.Contains(err.Error(), "needs root") {
+		t.Fatalf("Import as non-root = %v, want ErrNotSupported saying it needs root", err)
+	}
+	oneLine(t, err)
+	if left := storeLeftovers(t, s); len(left) > 0 {
+		t.Errorf("left in the store: %v", left)
+	}
+}
+
 // TestImportNotRunnable accepts an image with neither entrypoint nor
 // command, and records that it is not runnable on its own.
 func TestImportNotRunnable(t *testing.T) {

@@ -48,6 +48,9 @@ type BuildOptions struct {
 	Agent string
 }
 
+// geteuid is os.Geteuid; tests replace it to play an unprivileged user.
+var geteuid = os.Geteuid
+
 // agentFile is an agent binary checked and hashed.
 type agentFile struct {
 	path string
@@ -162,6 +165,14 @@ func (m markedReader) Read(b []byte) (int, error) {
 // with the raw configuration). Everything it stages is removed whatever
 // happens. The caller holds the image's lock.
 func (s *Store) build(ctx context.Context, src *source, cf *v1.ConfigFile, h string, ag *agentFile, prog *progress) (_ RootFS, _ buildStats, err error) {
+	if geteuid() != 0 {
+		return RootFS{}, buildStats{}, errorf(ErrNotSupported, "import %s: building a root filesystem needs root (it keeps the image's owners and device nodes): run kindling as root", src.name)
+	}
+	for _, t := range []string{"mkfs.ext4", "debugfs"} {
+		if _, err := tool(t); err != nil {
+			return RootFS{}, buildStats{}, fmt.Errorf("import %s: %w", src.name, err)
+		}
+	}
 	work, err := os.MkdirTemp(filepath.Join(s.dir, tmpDir), h+"-")
 	if err != nil {
 		return RootFS{}, buildStats{}, s.buildErr(src, err)
