@@ -12,6 +12,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -115,6 +117,12 @@ func configOf(cf *v1.ConfigFile) Config {
 		Entrypoint: cf.Config.Entrypoint,
 		Cmd:        cf.Config.Cmd,
 	}
+	// Entries that are not KEY=VALUE mean nothing to a process; the agent
+	// refuses them.
+	c.Env = slices.DeleteFunc(slices.Clone(c.Env), func(kv string) bool {
+		k, _, ok := strings.Cut(kv, "=")
+		return !ok || k == ""
+	})
 	for _, p := range []*[]string{&c.Env, &c.Entrypoint, &c.Cmd} {
 		if *p == nil {
 			*p = []string{}

@@ -59,7 +59,7 @@ func TestRecordFormat(t *testing.T) {
 
 // TestGuestConfigFormat pins /.kindling/image.json, read by the agent.
 func TestGuestConfigFormat(t *testing.T) {
-	cf := &v1.ConfigFile{Config: v1.Config{Env: []string{"PATH=/usr/bin:/bin", "LANG=C.UTF-8"}, WorkingDir: "/app", User: "1000:1000", Cmd: []string{"serve", "--port", "80"}}}
+	cf := &v1.ConfigFile{Config: v1.Config{Env: []string{"PATH=/usr/bin:/bin", "LANG=C.UTF-8", "NOVALUE", "=x", "EMPTY="}, WorkingDir: "/app", User: "1000:1000", Cmd: []string{"serve", "--port", "80"}}}
 	b, err := encodeGuestConfig(configOf(cf))
 	if err != nil {
 		t.Fatal(err)
