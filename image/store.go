@@ -452,11 +452,14 @@ func (s *Store) tag(ctx context.Context, im Image, refs []string) (Image, error)
 		}
 	}
 	h, _ := idHex(im.ID)
+	// The references on disk are the truth (another import may have taken
+	// one of im's meanwhile, or added one); the caller holds im's lock, so
+	// the rest of im is current.
+	im.Refs = nil
 	if cur, err := s.load(h); err == nil {
-		// Keep references another import added meanwhile.
-		im.Refs = append(im.Refs, cur.Refs...)
+		im.Refs = cur.Refs
 	}
-	im.Refs = append(im.Refs, refs...)
+	im.Refs = append(slices.Clone(im.Refs), refs...)
 	slices.Sort(im.Refs)
 	im.Refs = slices.Compact(im.Refs)
 	if err := s.save(im); err != nil {

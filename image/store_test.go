@@ -181,3 +181,24 @@ func TestClean(t *testing.T) {
 		t.Errorf("left: %v", left)
 	}
 }
+
+// TestTagStaleRecord: an import that read an image's record before
+// another import moved one of its names away does not take the name back
+// when it saves.
+func TestTagStaleRecord(t *testing.T) {
+	needBuild(t)
+	ctx := context.Background()
+	s := openStore(t)
+	b := mustImport(t, s, writeDockerTarball(t, simpleImage(t, "b"), "shared:1"), ImportOptions{})
+	stale := b // as a concurrent import of b read it
+	a := mustImport(t, s, writeDockerTarball(t, simpleImage(t, "a"), "shared:1"), ImportOptions{})
+	if _, err := s.tag(ctx, stale, nil); err != nil {
+		t.Fatal(err)
+	}
+	if im, err := s.Resolve(ctx, "shared:1"); err != nil || im.ID != a.ID {
+		t.Errorf("shared:1 = %s, %v; want %s", im.ID, err, a.ID)
+	}
+	if im, _ := s.Inspect(ctx, b.ID); len(im.Refs) != 0 {
+		t.Errorf("the stale save gave back %v", im.Refs)
+	}
+}
