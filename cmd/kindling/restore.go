@@ -60,6 +60,9 @@ func newRestoreCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := a.preflight(cmd.Context(), fc); err != nil {
+				return err
+			}
 			opts := sandbox.RestoreOptions{ID: name, Net: nets.ns, AutoRemove: rm && detach, Labels: labels.m, Firecracker: fc, Jailer: jailer}
 			ctx := cmd.Context()
 			sctx := ctx
