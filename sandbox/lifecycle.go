@@ -125,7 +125,7 @@ func (r *Runtime) spawnMonitor(dir string, rec *record) (*monitorProc, *os.File,
 	defer pw.Close()
 	cmd := exec.Command(r.monitorExe)
 	cmd.Args = []string{monitorArg0, id}
-	cmd.Env = append(os.Environ(), envMonitorRoot+"="+r.st.Root(), envMonitorID+"="+id,
+	cmd.Env = append(monitorEnv(os.Environ()), envMonitorRoot+"="+r.st.Root(), envMonitorID+"="+id,
 		envMonitorFirecracker+"="+rec.Spec.Firecracker, envMonitorJailer+"="+rec.Spec.Jailer)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -313,8 +313,21 @@ func (r *Runtime) end(ctx context.Context, id, op, spanName string, how func(*vm
 	defer l.Unlock()
 	var rec record
 	if err := l.Load(&rec); err != nil {
+		if recordLost(err) {
+			// Without a record the host still shows what runs for the
+			// sandbox: end that.
+			ran, kerr := endLost(ctx, l, op == "kill")
+			if kerr != nil {
+				return fmt.Errorf("%s sandbox %q: %w", op, id, kerr)
+			}
+			if ran {
+				r.log.Debug("ended the processes of a sandbox without a readable record", "sandbox", id, "record", err)
+				return nil
+			}
+		}
 		return r.loadError(id, err)
 	}
+	rec.dirID = id
 	switch r.reconcile(ctx, &rec) {
 	case Created, Exited:
 		return r.settle(ctx, l, &rec)
@@ -332,7 +345,13 @@ func (r *Runtime) end(ctx context.Context, id, op, spanName string, how func(*vm
 			grace = 0 // the demo guest ignores Ctrl-Alt-Del
 		}
 		opts := append(r.vmmOptions(), vmm.WithStopGrace(grace))
-		if err := endVMM(ctx, &rec, op == "kill", how, opts...); err != nil {
+		if rec.Machine == nil {
+			// Orphaned during its start: the monitor died before it
+			// recorded the VMM, which the host still shows.
+			if _, err := endLost(ctx, l, op == "kill"); err != nil {
+				return fmt.Errorf("%s sandbox %q: %w", op, id, err)
+			}
+		} else if err := endVMM(ctx, &rec, op == "kill", how, opts...); err != nil {
 			return fmt.Errorf("%s sandbox %q: %w", op, id, err)
 		}
 	}
@@ -532,8 +551,8 @@ func (r *Runtime) Remove(ctx context.Context, id string, force bool) (err error)
 		return specError(err)
 	}
 	var rec record
-	if err := r.st.Load(id, &rec); errors.Is(err, store.ErrCorrupt) {
-		return r.removeCorrupt(ctx, id, force, err)
+	if err := r.st.Load(id, &rec); recordLost(err) && r.dirExists(id) {
+		return r.removeLost(ctx, id, force, err)
 	} else if err != nil {
 		return r.loadError(id, err)
 	}
@@ -591,11 +610,12 @@ func (r *Runtime) Wait(ctx context.Context, id string) (*Exit, error) {
 	return in.Exit, nil
 }
 
-// removeCorrupt removes a sandbox whose state file cannot be read. Its
-// record is lost, so its processes are found by what they use: the
-// monitor's working directory is the sandbox directory and the VMM's API
-// socket is in it.
-func (r *Runtime) removeCorrupt(ctx context.Context, id string, force bool, loadErr error) error {
+// removeLost removes a sandbox whose state file cannot be used (missing,
+// corrupt, or from a newer kindling). Its record is lost, so its processes
+// are found by what they use: the monitor's working directory is the
+// sandbox directory and the VMM's API socket is in it. Without force, a
+// sandbox with processes, or a newer kindling's, is refused.
+func (r *Runtime) removeLost(ctx context.Context, id string, force bool, loadErr error) error {
 	l, err := r.st.Lock(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
@@ -604,12 +624,21 @@ func (r *Runtime) removeCorrupt(ctx context.Context, id string, force bool, load
 		return r.loadError(id, err)
 	}
 	defer l.Unlock()
+	var rec record
+	if err := l.Load(&rec); err == nil {
+		// A create finished meanwhile: the record is there after all.
+		l.Unlock()
+		return r.Remove(ctx, id, force)
+	}
 	procs, err := sandboxProcesses(l.Dir())
 	if err != nil {
 		return fmt.Errorf("remove sandbox %q: %w", id, err)
 	}
 	if len(procs) > 0 && !force {
 		return fmt.Errorf("remove sandbox %q: %w, and %d processes still use it (pid %d): %w", id, loadErr, len(procs), procs[0].PID, ErrInvalidState)
+	}
+	if errors.Is(loadErr, store.ErrTooNew) && !force {
+		return fmt.Errorf("remove sandbox %q: %w: %w", id, loadErr, ErrInvalidState)
 	}
 	if err := killAll(ctx, procs); err != nil {
 		return fmt.Errorf("remove sandbox %q: %w", id, err)

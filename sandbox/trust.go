@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/kindling-vm/kindling/fcapi"
 	"github.com/kindling-vm/kindling/internal/install"
@@ -133,4 +134,35 @@ func checkDriveFiles(spec Spec) error {
 		}
 	}
 	return nil
+}
+
+// EnvPassEnv names the environment variable listing (comma-separated) the
+// further environment variables a sandbox's monitor and Firecracker get
+// besides the minimal set (see monitorEnv).
+const EnvPassEnv = "KINDLING_PASS_ENV"
+
+// monitorEnv is the environment of a monitor, and so of its Firecracker:
+// only what they need of env — PATH, the locale and time zone, TMPDIR and
+// kindling's own KINDLING_* settings — and the variables named in
+// $KINDLING_PASS_ENV; not the caller's whole environment, which may hold
+// secrets neither needs.
+func monitorEnv(env []string) []string {
+	pass := map[string]bool{"PATH": true, "TZ": true, "LANG": true, "TMPDIR": true}
+	for _, kv := range env {
+		if k, v, _ := strings.Cut(kv, "="); k == EnvPassEnv {
+			for _, name := range strings.Split(v, ",") {
+				if name = strings.TrimSpace(name); name != "" {
+					pass[name] = true
+				}
+			}
+		}
+	}
+	var out []string
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if pass[k] || strings.HasPrefix(k, "KINDLING_") || strings.HasPrefix(k, "LC_") {
+			out = append(out, kv)
+		}
+	}
+	return out
 }

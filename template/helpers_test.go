@@ -14,6 +14,8 @@ import (
 
 func TestMain(m *testing.M) {
 	sandbox.MonitorMain() // the monitors the tests start are this binary
+	// The tests set the fake's settings in FAKEFC: let them through to it.
+	os.Setenv(sandbox.EnvPassEnv, "FAKEFC")
 	testutil.Main(m)
 }
 

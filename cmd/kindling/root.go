@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -29,6 +30,9 @@ func (a *app) runtime() (*sandbox.Runtime, error) {
 		opts = append(opts, sandbox.WithLogger(slog.New(h)))
 	}
 	rt, err := sandbox.Open(a.root, opts...)
+	if errors.Is(err, store.ErrNotPrivate) {
+		return nil, err // it names the directory and the fix
+	}
 	if err != nil {
 		root := a.root
 		if root == "" {

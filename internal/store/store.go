@@ -255,7 +255,12 @@ func (s *Store) List() ([]Entry, error) {
 // wrote a state file, temporary state files, and lock files of sandboxes
 // that no longer exist. It returns the paths it removed and carries on past
 // errors, which it returns joined.
-func (s *Store) Clean() ([]string, error) {
+func (s *Store) Clean() ([]string, error) { return s.CleanExcept(nil) }
+
+// CleanExcept is Clean, leaving alone the incomplete sandboxes for which
+// keep (when not nil) returns true: the caller may know that something
+// still uses such a directory.
+func (s *Store) CleanExcept(keep func(id string) bool) ([]string, error) {
 	ents, err := s.List()
 	if err != nil {
 		return nil, fmt.Errorf("clean: %w", err)
@@ -263,6 +268,9 @@ func (s *Store) Clean() ([]string, error) {
 	var removed []string
 	var errs []error
 	for _, e := range ents {
+		if e.Incomplete && keep != nil && keep(e.ID) {
+			continue
+		}
 		r, err := s.cleanOne(e.ID)
 		removed = append(removed, r...)
 		if err != nil {
