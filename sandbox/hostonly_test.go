@@ -214,3 +214,47 @@ func TestD7MinimalEnvironment(t *testing.T) {
 		}
 	}
 }
+
+// D12: a start without a deadline of the caller's does not wait forever
+// for a monitor that never reports (stopped with SIGSTOP); it says what
+// to do, and leaves nothing running.
+func TestD12StartReportHasADefaultDeadline(t *testing.T) {
+	r, fc := newRuntime(t, false)
+	t.Setenv("FAKEFC", `{"delay":"300ms"}`)
+	old := reportWait
+	reportWait = time.Second
+	defer func() { reportWait = old }()
+	ctx := context.Background()
+	in, err := r.Create(ctx, Spec{ID: "web", Firecracker: fc, Demo: DemoIdle, MemoryMiB: 32}, CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Remove(ctx, "web", true)
+	started := make(chan error, 1)
+	go func() { _, err := r.Start(ctx, "web"); started <- err }()
+	var monitor int
+	for deadline := time.Now().Add(5 * time.Second); monitor == 0 && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		var rec record
+		if r.st.Load("web", &rec) == nil && rec.Monitor != nil {
+			monitor = rec.Monitor.PID
+		}
+	}
+	if monitor == 0 {
+		t.Fatal("no monitor appeared")
+	}
+	if err := syscall.Kill(monitor, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-started:
+		if !errors.Is(err, errNoReport) || !strings.Contains(err.Error(), "start the sandbox again") {
+			t.Fatalf("start = %v; want the missing report said, with what to do", err)
+		}
+	case <-time.After(30 * time.Second):
+		syscall.Kill(monitor, syscall.SIGKILL)
+		t.Fatal("start waits on a stopped monitor without end")
+	}
+	if procs, _ := sandboxProcesses(in.Dir); len(procs) > 0 {
+		t.Errorf("a start without a report left %d processes", len(procs))
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kindling-vm/kindling/internal/errdefs"
 	"github.com/kindling-vm/kindling/internal/netdev"
 	"github.com/kindling-vm/kindling/internal/store"
 	kunix "github.com/kindling-vm/kindling/internal/unix"
@@ -90,6 +90,11 @@ func (r *Runtime) Start(ctx context.Context, id string) (_ Info, err error) {
 		// Start leaves no process behind.
 		select {
 		case <-mon.done:
+			// A monitor killed before it could stop its VMM leaves it
+			// running: end it, found from the host.
+			if procs, _ := hostPIDs(l.Dir()); len(procs) > 0 {
+				err = errors.Join(err, killAll(context.WithoutCancel(ctx), procs))
+			}
 		case <-time.After(monitorExitWait):
 		}
 		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
@@ -171,6 +176,19 @@ func (m *monitorProc) kill() {
 	<-m.done
 }
 
+// maxReportSize bounds a monitor's start report.
+const maxReportSize = 64 << 10
+
+// reportWait bounds the wait for a monitor's start report when the
+// caller's context has no deadline: the monitor gives up its start after
+// startTimeout, so a report that has not come by then never will (the
+// monitor is stopped — SIGSTOP — or wedged).
+// (A variable for the tests.)
+var reportWait = startTimeout + 15*time.Second
+
+// errNoReport: the start report did not come within reportWait.
+var errNoReport = errdefs.New(errdefs.ErrUnavailable, "no start report from the monitor")
+
 // awaitReport reads the monitor's start report. If ctx ends first, the
 // monitor is told to abort (SIGTERM), and its report is still awaited so
 // that nothing is left half-started.
@@ -182,7 +200,7 @@ func (m *monitorProc) awaitReport(ctx context.Context, report *os.File) error {
 	}
 	ch := make(chan result, 1)
 	go func() {
-		b, err := io.ReadAll(bufio.NewReader(report))
+		b, err := store.ReadLimited(bufio.NewReader(report), "monitor report", maxReportSize)
 		if err != nil {
 			ch <- result{err: fmt.Errorf("read monitor report: %w", err)}
 			return
@@ -199,10 +217,21 @@ func (m *monitorProc) awaitReport(ctx context.Context, report *os.File) error {
 		ch <- result{rep: rep}
 	}()
 	var res result
+	// Without a deadline of the caller's, a monitor that never reports
+	// must not hold the caller forever (D12).
+	noDeadline := false
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, reportWait, errNoReport)
+		defer cancel()
+		noDeadline = true
+	}
 	select {
 	case res = <-ch:
 	case <-ctx.Done():
+		// SIGCONT too: a stopped monitor must wake to abort its start.
 		m.cmd.Process.Signal(syscall.SIGTERM)
+		m.cmd.Process.Signal(syscall.SIGCONT)
 		select {
 		case res = <-ch:
 		case <-time.After(10 * time.Second):
@@ -211,6 +240,10 @@ func (m *monitorProc) awaitReport(ctx context.Context, report *os.File) error {
 		}
 		if res.err == nil && res.rep.Error == "" {
 			return nil // it had started after all
+		}
+		if noDeadline && errors.Is(context.Cause(ctx), errNoReport) {
+			return fmt.Errorf("%w within %v (was it stopped with SIGSTOP, or is the host overloaded?): it was told to abort the start; "+
+				"see monitor.log in the sandbox directory, and start the sandbox again, with a --timeout if the host is slow", errNoReport, reportWait)
 		}
 		return ctx.Err()
 	}
