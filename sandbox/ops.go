@@ -14,7 +14,7 @@ import (
 // orphaned), attaches to it with the runtime's logger and tracer provider
 // and calls fn with the operation's context (which carries its span), then
 // saves rec with the machine's new state.
-func (r *Runtime) withMachine(ctx context.Context, id, op, spanName string, fn func(ctx context.Context, m *vmm.Machine, rec *record) error) (err error) {
+func (r *Runtime) withMachine(ctx context.Context, id, op, spanName string, fn func(ctx context.Context, m *vmm.Machine, rec *record) (undoFunc, error)) (err error) {
 	ctx, end := r.span(ctx, spanName, id)
 	defer end(&err)
 
@@ -41,46 +41,59 @@ func (r *Runtime) withMachine(ctx context.Context, id, op, spanName string, fn f
 	}
 	defer m.Release()
 	r.log.Debug("attached to VMM", "sandbox", id, "op", op, "pid", rec.Machine.PID)
-	if err := fn(ctx, m, &rec); err != nil {
+	undo, err := fn(ctx, m, &rec)
+	if err != nil {
 		return fmt.Errorf("%s sandbox %q: %w", op, id, err)
 	}
 	state := m.State()
 	rec.Machine = &state
 	if err := l.Save(&rec); err != nil {
+		// The VM changed but the record could not say so: undo the change,
+		// so that the record (a paused VM shown running, a slot shown free
+		// and handed out again) stays true.
+		if undo != nil {
+			if uerr := undo(context.WithoutCancel(ctx)); uerr != nil {
+				err = errors.Join(err, fmt.Errorf("undo: %w (the sandbox's record is out of date: stop it)", uerr))
+			}
+		}
 		return fmt.Errorf("%s sandbox %q: %w", op, id, err)
 	}
 	return nil
 }
 
+// undoFunc undoes what an operation did to a VM, when its record cannot
+// be saved.
+type undoFunc func(ctx context.Context) error
+
 // Pause pauses the sandbox's vCPUs.
 func (r *Runtime) Pause(ctx context.Context, id string) error {
-	return r.withMachine(ctx, id, "pause", "sandbox.Pause", func(ctx context.Context, m *vmm.Machine, rec *record) error {
+	return r.withMachine(ctx, id, "pause", "sandbox.Pause", func(ctx context.Context, m *vmm.Machine, rec *record) (undoFunc, error) {
 		if err := m.Pause(ctx); err != nil {
-			return err
+			return nil, err
 		}
 		rec.Status = Paused
-		return nil
+		return m.Resume, nil
 	})
 }
 
 // Resume resumes a paused sandbox.
 func (r *Runtime) Resume(ctx context.Context, id string) error {
-	return r.withMachine(ctx, id, "resume", "sandbox.Resume", func(ctx context.Context, m *vmm.Machine, rec *record) error {
+	return r.withMachine(ctx, id, "resume", "sandbox.Resume", func(ctx context.Context, m *vmm.Machine, rec *record) (undoFunc, error) {
 		if err := m.Resume(ctx); err != nil {
-			return err
+			return nil, err
 		}
 		rec.Status = Running
-		return nil
+		return m.Pause, nil
 	})
 }
 
 // Threads returns the host thread IDs of the sandbox's vCPUs, in vCPU order.
 func (r *Runtime) Threads(ctx context.Context, id string) ([]int, error) {
 	var tids []int
-	err := r.withMachine(ctx, id, "list threads of", "sandbox.Threads", func(ctx context.Context, m *vmm.Machine, _ *record) error {
+	err := r.withMachine(ctx, id, "list threads of", "sandbox.Threads", func(ctx context.Context, m *vmm.Machine, _ *record) (undoFunc, error) {
 		var err error
 		tids, err = m.VCPUThreads(ctx)
-		return err
+		return nil, err
 	})
 	return tids, err
 }
@@ -92,18 +105,28 @@ func (r *Runtime) AttachDrive(ctx context.Context, id string, d Disk) (string, e
 		return "", specError(err)
 	}
 	var slot string
-	err := r.withMachine(ctx, id, "attach a drive to", "sandbox.AttachDrive", func(ctx context.Context, m *vmm.Machine, _ *record) error {
+	err := r.withMachine(ctx, id, "attach a drive to", "sandbox.AttachDrive", func(ctx context.Context, m *vmm.Machine, _ *record) (undoFunc, error) {
 		var err error
 		slot, err = m.AttachDrive(ctx, vmm.Drive{Path: d.Path, ReadOnly: d.ReadOnly})
-		return err
+		if err != nil {
+			return nil, err
+		}
+		s := slot
+		return func(ctx context.Context) error { return m.DetachDrive(ctx, s) }, nil
 	})
+	if err != nil {
+		slot = ""
+	}
 	return slot, err
 }
 
 // DetachDrive empties a hotplug slot of the running sandbox.
 func (r *Runtime) DetachDrive(ctx context.Context, id, slot string) error {
-	return r.withMachine(ctx, id, "detach a drive from", "sandbox.DetachDrive", func(ctx context.Context, m *vmm.Machine, _ *record) error {
-		return m.DetachDrive(ctx, slot)
+	return r.withMachine(ctx, id, "detach a drive from", "sandbox.DetachDrive", func(ctx context.Context, m *vmm.Machine, _ *record) (undoFunc, error) {
+		// Not undone: a slot the record shows holding a drive the VM no
+		// longer has is never handed out, and detaching it again is
+		// harmless.
+		return nil, m.DetachDrive(ctx, slot)
 	})
 }
 

@@ -101,21 +101,26 @@ func (r *Runtime) Snapshot(ctx context.Context, id, dir string, o SnapshotOption
 		return SnapshotInfo{}, err
 	}
 	var man manifest
-	err = r.withMachine(ctx, id, "snapshot", "sandbox.Snapshot", func(ctx context.Context, m *vmm.Machine, rec *record) error {
+	err = r.withMachine(ctx, id, "snapshot", "sandbox.Snapshot", func(ctx context.Context, m *vmm.Machine, rec *record) (undoFunc, error) {
 		var err error
+		was := rec.Status
 		if !o.Own && !o.LeavePaused {
 			snap, err := m.CreateSnapshot(ctx, vmm.SnapshotOptions{Dir: dir, PauseAround: true})
 			if err != nil {
-				return err
+				return nil, err
 			}
 			man = manifest{
 				Version: manifestVersion, CreatedAt: time.Now().UTC(), From: rec.ID,
 				Spec: rec.Spec, Kernel: rec.Kernel, Taps: rec.Taps, Snapshot: snap,
 			}
 		} else if man, err = snapshotPaused(ctx, m, rec, dir, o); err != nil {
-			return err
+			return nil, err
 		}
-		return writeManifest(dir, &man)
+		var undo undoFunc
+		if was == Running && rec.Status == Paused {
+			undo = m.Resume // left paused, but not recorded so
+		}
+		return undo, writeManifest(dir, &man)
 	})
 	if err != nil {
 		if created {
