@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"slices"
 
 	"github.com/kindling-vm/kindling/internal/store"
+	kunix "github.com/kindling-vm/kindling/internal/unix"
 )
 
 // Every VMM kindling starts can be found from the host alone, so that a
@@ -27,6 +30,22 @@ func recordLost(err error) bool {
 // hostPIDs are the PIDs of the processes found running for dir.
 func hostPIDs(dir string) ([]procRef, error) {
 	return sandboxProcesses(dir)
+}
+
+// hostVMMs are the VMMs (not monitors) found running for dir: a monitor
+// alone in a directory without a state file is one removing its sandbox.
+func hostVMMs(dir string) []procRef {
+	found, err := kunix.ProcessesUsingDir(dir)
+	if err != nil {
+		return nil
+	}
+	var refs []procRef
+	for _, p := range found {
+		if slices.Contains(p.Args, filepath.Join(dir, apiSocketName)) {
+			refs = append(refs, procRef{PID: p.PID, StartTime: p.StartTime})
+		}
+	}
+	return refs
 }
 
 // lostInfo is the Info of a sandbox whose record is lost (loadErr): its

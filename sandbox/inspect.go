@@ -52,7 +52,7 @@ func (r *Runtime) List(ctx context.Context, o ListOptions) ([]Info, error) {
 		if e.Incomplete {
 			// A create under way, or one that crashed — or a sandbox whose
 			// state file was deleted under its running VMM: show that one.
-			if procs, _ := hostPIDs(e.Dir); len(procs) > 0 && len(o.Labels) == 0 {
+			if len(o.Labels) == 0 && len(hostVMMs(e.Dir)) > 0 {
 				infos = append(infos, r.lostInfo(e.ID, store.ErrNotFound))
 			}
 			continue
