@@ -36,6 +36,57 @@ const readyFD = 3
 // or failed to start.
 type startReport struct {
 	Error string `json:"error,omitempty"`
+	// Kind names the sentinel the error matched (see kindCode), so that
+	// the error Start returns matches it too.
+	Kind string `json:"kind,omitempty"`
+}
+
+// errorKinds are the sentinels an error keeps across the monitor's report,
+// by the code it travels as.
+var errorKinds = []struct {
+	code string
+	err  error
+}{
+	{"not_found", ErrNotFound},
+	{"exists", ErrExists},
+	{"not_supported", ErrNotSupported},
+	{"invalid", ErrInvalid},
+	{"conflict", ErrConflict},
+	{"unavailable", ErrUnavailable},
+	{"corrupt", ErrCorrupt},
+}
+
+// kindCode is the code of the first sentinel err matches, "" for none.
+func kindCode(err error) string {
+	for _, k := range errorKinds {
+		if errors.Is(err, k.err) {
+			return k.code
+		}
+	}
+	return ""
+}
+
+// reportedError is an error read from a monitor's report: its text, and
+// the sentinel it matched in the monitor.
+type reportedError struct {
+	msg  string
+	kind error
+}
+
+func (e *reportedError) Error() string { return e.msg }
+
+// Is reports whether target is the sentinel the error matched.
+func (e *reportedError) Is(target error) bool { return e.kind != nil && target == e.kind }
+
+// reportError rebuilds the error of a start report.
+func reportError(rep startReport) error {
+	e := &reportedError{msg: rep.Error}
+	for _, k := range errorKinds {
+		if k.code == rep.Kind {
+			e.kind = k.err
+		}
+	}
+	return e
 }
 
 // Start starts a created (or exited) sandbox: it creates the sandbox's own
@@ -213,7 +264,7 @@ func (m *monitorProc) awaitReport(ctx context.Context, report *os.File) error {
 		return res.err
 	}
 	if res.rep.Error != "" {
-		return errors.New(res.rep.Error)
+		return reportError(res.rep)
 	}
 	return nil
 }

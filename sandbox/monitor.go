@@ -51,7 +51,7 @@ func runMonitor(root, id string) int {
 		reported = true
 		var rep startReport
 		if err != nil {
-			rep.Error = err.Error()
+			rep.Error, rep.Kind = err.Error(), kindCode(err)
 		}
 		b, _ := json.Marshal(rep)
 		if _, werr := report.Write(b); werr != nil {
