@@ -115,7 +115,7 @@ func (r *Runtime) Start(ctx context.Context, id string) (_ Info, err error) {
 	if st == Exited && rec.RestoreFrom != "" {
 		// Loading the snapshot again would pair its memory with disks that
 		// have moved on since.
-		return Info{}, fmt.Errorf("start sandbox %q: it was restored from %s and has exited; its drives no longer match that snapshot: it cannot start again: %w", id, rec.RestoreFrom, ErrInvalidState)
+		return Info{}, fmt.Errorf("start sandbox %q: it was restored from %s and has exited; its drives no longer match that snapshot: remove it and restore or clone again: %w", id, rec.RestoreFrom, ErrInvalidState)
 	}
 	if err := r.setUpTaps(ctx, &rec); err != nil {
 		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)

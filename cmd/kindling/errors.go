@@ -35,8 +35,8 @@ var errorKinds = []errorKind{
 	}},
 	{sandbox.ErrNotFound, exitFailure, notFoundHint},
 	{sandbox.ErrExists, exitFailure, existsHint},
-	{sandbox.ErrConflict, exitFailure, conflictHint},
 	{sandbox.ErrCorrupt, exitFailure, corruptHint},
+	{sandbox.ErrConflict, exitFailure, conflictHint},
 	{sandbox.ErrInvalid, exitFailure, nil},
 	{sandbox.ErrNotSupported, exitFailure, nil},
 	{sandbox.ErrUnavailable, exitFailure, nil},
@@ -44,6 +44,8 @@ var errorKinds = []errorKind{
 
 func notFoundHint(path string, c *cobra.Command) string {
 	switch {
+	case path == "kindling template create": // the source sandbox
+		return "see 'kindling ps'"
 	case strings.HasPrefix(path, "kindling template"), flagValue(c, "template") != "":
 		return "see 'kindling template ls'"
 	case path == "kindling drive rm":
