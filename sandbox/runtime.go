@@ -190,7 +190,7 @@ type TapInfo struct {
 // CreateOptions are the options of Create that are not part of the spec.
 type CreateOptions struct {
 	// AutoRemove removes the sandbox once its VMM exits.
-	AutoRemove bool
+	AutoRemove bool `json:"auto_remove,omitempty"`
 }
 
 // Create checks spec and records a new sandbox in the Created state. Nothing
