@@ -69,6 +69,13 @@ func runMonitor(root, id string) int {
 		return 1
 	}
 	mon := &monitor{st: st, id: id, log: log}
+	if err := mon.claim(); err != nil {
+		// Not this sandbox's monitor: the Start that spawned it died
+		// before recording it. Nothing is booted and nothing recorded.
+		log.Error("not starting", "err", err)
+		say(err)
+		return 1
+	}
 	m, err := mon.start(term)
 	if err != nil {
 		log.Error("start failed", "err", err)
@@ -104,6 +111,29 @@ type monitor struct {
 	log *slog.Logger
 	// console is the bounded console log; nil until start opens it.
 	console *consoleLog
+}
+
+// claim checks, under the sandbox's lock, that the record names this
+// process as the monitor of a starting sandbox. The Start that spawns a
+// monitor holds the lock until it has recorded it; if that Start died
+// first, the record does not name this process and the monitor must not
+// boot a VMM nobody will find.
+func (mon *monitor) claim() error {
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	l, err := mon.st.Lock(ctx, mon.id)
+	if err != nil {
+		return err
+	}
+	defer l.Unlock()
+	var rec record
+	if err := l.Load(&rec); err != nil {
+		return err
+	}
+	if rec.Status != Starting || rec.Monitor == nil || rec.Monitor.PID != os.Getpid() {
+		return fmt.Errorf("sandbox %q does not name this process as its starting monitor (its start was abandoned): %w", mon.id, ErrConflict)
+	}
+	return nil
 }
 
 // start boots the VMM and records it as running. A SIGTERM on term aborts
