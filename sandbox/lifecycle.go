@@ -606,6 +606,9 @@ func (r *Runtime) Remove(ctx context.Context, id string, force bool) (err error)
 	if st := r.reconcile(ctx, &rec); st != Created && st != Exited {
 		return fmt.Errorf("remove sandbox %q: it is %s again: %w", id, st, ErrInvalidState)
 	}
+	if err := killAbandoned(ctx, l.Dir(), &rec); err != nil {
+		return fmt.Errorf("remove sandbox %q: %w", id, err)
+	}
 	if err := releaseTaps(context.WithoutCancel(ctx), &rec); err != nil {
 		return fmt.Errorf("remove sandbox %q: %w", id, err)
 	}
@@ -613,6 +616,24 @@ func (r *Runtime) Remove(ctx context.Context, id string, force bool) (err error)
 		return fmt.Errorf("remove sandbox %q: %w", id, err)
 	}
 	return nil
+}
+
+// killAbandoned kills what a Start that died before recording its monitor
+// left running: a created sandbox with no monitor recorded but a monitor
+// log has had one spawned, which may still be booting a VMM in dir (it
+// will not record it, see the monitor). It is called with the lock held.
+func killAbandoned(ctx context.Context, dir string, rec *record) error {
+	if rec.Status != Created || rec.Monitor != nil {
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(dir, monitorLogName)); err != nil {
+		return nil // never started
+	}
+	procs, err := sandboxProcesses(dir)
+	if err != nil {
+		return err
+	}
+	return killAll(ctx, procs)
 }
 
 // Wait waits until the sandbox's VMM has exited and its monitor recorded

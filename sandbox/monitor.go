@@ -69,14 +69,14 @@ func runMonitor(root, id string) int {
 		return 1
 	}
 	mon := &monitor{st: st, id: id, log: log}
-	if err := mon.claim(); err != nil {
+	m, err := mon.start(term)
+	if errors.Is(err, errAbandoned) {
 		// Not this sandbox's monitor: the Start that spawned it died
-		// before recording it. Nothing is booted and nothing recorded.
-		log.Error("not starting", "err", err)
+		// before recording it. Its VMM is killed and nothing recorded.
+		log.Error("start abandoned", "err", err)
 		say(err)
 		return 1
 	}
-	m, err := mon.start(term)
 	if err != nil {
 		log.Error("start failed", "err", err)
 		mon.finish(nil, err)
@@ -113,28 +113,9 @@ type monitor struct {
 	console *consoleLog
 }
 
-// claim checks, under the sandbox's lock, that the record names this
-// process as the monitor of a starting sandbox. The Start that spawns a
-// monitor holds the lock until it has recorded it; if that Start died
-// first, the record does not name this process and the monitor must not
-// boot a VMM nobody will find.
-func (mon *monitor) claim() error {
-	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
-	defer cancel()
-	l, err := mon.st.Lock(ctx, mon.id)
-	if err != nil {
-		return err
-	}
-	defer l.Unlock()
-	var rec record
-	if err := l.Load(&rec); err != nil {
-		return err
-	}
-	if rec.Status != Starting || rec.Monitor == nil || rec.Monitor.PID != os.Getpid() {
-		return fmt.Errorf("sandbox %q does not name this process as its starting monitor (its start was abandoned): %w", mon.id, ErrConflict)
-	}
-	return nil
-}
+// errAbandoned: the record does not name this process as the sandbox's
+// starting monitor.
+var errAbandoned = errors.New("the record does not name this monitor: its start was abandoned")
 
 // start boots the VMM and records it as running. A SIGTERM on term aborts
 // the start.
@@ -186,6 +167,12 @@ func (mon *monitor) start(term <-chan os.Signal) (*vmm.Machine, error) {
 	if err == nil {
 		defer l.Unlock()
 		err = l.Load(&rec)
+	}
+	if err == nil && (rec.Status != Starting || rec.Monitor == nil || rec.Monitor.PID != os.Getpid()) {
+		// The Start that spawned this monitor holds the lock until it has
+		// recorded it; a record that does not name it means that Start
+		// died first, and a VMM nobody can find must not run.
+		err = errAbandoned
 	}
 	if err == nil {
 		state := m.State()
