@@ -42,7 +42,6 @@ func ExecutableRelease(ctx context.Context, path string) (fcapi.Version, error) 
 	errOut := &limitedBuffer{max: 4096}
 	cmd := exec.CommandContext(ctx, path, "--version")
 	cmd.Stdout, cmd.Stderr = out, errOut
-	cmd.Env = []string{} // a version query needs nothing from the environment
 	cmd.WaitDelay = time.Second
 	if err := cmd.Run(); err != nil {
 		if ctx.Err() != nil {
