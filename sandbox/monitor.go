@@ -145,6 +145,9 @@ func (mon *monitor) start(term <-chan os.Signal) (*vmm.Machine, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := prepareRunFiles(dir); err != nil {
+		return nil, err
+	}
 	console, err := openConsoleLog(dir, consoleName, 0, mon.log)
 	if err != nil {
 		return nil, err

@@ -432,3 +432,49 @@ func TestD14IDIsTheDirectoryName(t *testing.T) {
 		t.Errorf("list: %v, want copy (flagged) and web", ids)
 	}
 }
+
+// D3: links planted at the paths the VMM opens by name — its log, its API
+// and vsock sockets — are not written through.
+func TestD3VMMFilesNotThroughSymlinks(t *testing.T) {
+	r, fc := newRuntime(t, false)
+	ctx := context.Background()
+	in, err := r.Create(ctx, Spec{ID: "web", Firecracker: fc, Demo: DemoIdle, MemoryMiB: 32, VsockCID: 3}, CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Remove(ctx, "web", true)
+	victims := t.TempDir()
+	logVictim := filepath.Join(victims, "log")
+	if err := os.WriteFile(logVictim, []byte("precious\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(logVictim, filepath.Join(in.Dir, fcLogName)); err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err = r.Start(sctx, "web")
+	if err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Fatalf("start with a symlinked log: %v, want a refusal", err)
+	}
+	if b, _ := os.ReadFile(logVictim); string(b) != "precious\n" {
+		t.Errorf("the log's link target was written: %q", b)
+	}
+	// Without the log link, the socket links are refused, not followed.
+	if err := os.Remove(filepath.Join(in.Dir, fcLogName)); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{apiSocketName, vsockName} {
+		if err := os.Symlink(filepath.Join(victims, name), filepath.Join(in.Dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.Start(sctx, "web"); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Fatalf("start with symlinked sockets: %v, want a refusal", err)
+	}
+	for _, name := range []string{apiSocketName, vsockName} {
+		if _, err := os.Lstat(filepath.Join(victims, name)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("a socket was made through the link %s: %v", name, err)
+		}
+	}
+}
