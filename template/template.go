@@ -432,6 +432,13 @@ func (s *Store) read(name string) (*Template, error) {
 		return nil, fmt.Errorf("template %q: manifest format %d, this kindling reads %d: %w", name, tpl.Format, Format, ErrNotSupported)
 	}
 	tpl.Dir = tdir
+	for _, f := range tpl.Files {
+		// A template's files are in its directory: a name reaching out of
+		// it would have kindling read (hash) another file.
+		if !filepath.IsLocal(f.Name) || strings.ContainsRune(f.Name, '/') {
+			return nil, fmt.Errorf("template %q: manifest names the file %q, outside the template's directory: %w", name, f.Name, ErrCorrupt)
+		}
+	}
 	if _, err := sandbox.ReadSnapshot(tdir); err != nil {
 		return nil, fmt.Errorf("template %q: %w: %w", name, err, ErrCorrupt)
 	}

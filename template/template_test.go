@@ -671,3 +671,32 @@ func TestD2TemplateStoreOfAnotherUserRefused(t *testing.T) {
 		t.Fatalf("clone from another user's template store: %v", err)
 	}
 }
+
+// D13: a template manifest naming a file outside its directory is refused.
+func TestD13TemplateFileOutsideRefused(t *testing.T) {
+	r, fc := newRuntime(t, false)
+	t.Cleanup(func() { assertTemplatesEmpty(t, r) })
+	ctx := context.Background()
+	templateSource(t, r, fc, "src")
+	defer removeAll(t, r, "src")
+	tpl, err := r.tpl.Create(ctx, "tpl", "src", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.tpl.Remove(ctx, "tpl", false)
+	path := filepath.Join(tpl.Dir, templateManifestName)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(string(b), `"name": "`+vmm.SnapshotStateFile+`"`, `"name": "../../../../etc/shadow"`, 1)
+	if edited == string(b) {
+		t.Fatalf("manifest names no %s:\n%s", vmm.SnapshotStateFile, b)
+	}
+	if err := os.WriteFile(path, []byte(edited), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.tpl.Verify(ctx, "tpl"); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "outside") {
+		t.Fatalf("verify: %v, want the manifest refused as corrupt", err)
+	}
+}
