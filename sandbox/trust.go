@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/kindling-vm/kindling/fcapi"
@@ -17,6 +18,23 @@ const (
 	envMonitorFirecracker = "KINDLING_MONITOR_FIRECRACKER"
 	envMonitorJailer      = "KINDLING_MONITOR_JAILER"
 )
+
+// WithExecutables names firecracker and jailer executables the caller
+// trusts besides the default ones (found through $KINDLING_FIRECRACKER,
+// $KINDLING_JAILER, PATH and the installed release): Start runs a sandbox
+// whose record names one of them. Relative paths are made absolute.
+func WithExecutables(paths ...string) Option {
+	return func(r *Runtime) {
+		for _, p := range paths {
+			if p == "" {
+				continue
+			}
+			if a, err := filepath.Abs(p); err == nil {
+				r.trust(a)
+			}
+		}
+	}
+}
 
 // trust records executables this runtime's caller named (absolute paths;
 // empty ones are skipped).
@@ -59,8 +77,8 @@ func (r *Runtime) checkExecutables(rec *record) error {
 			continue
 		}
 		return fmt.Errorf("%w: sandbox %q was created to run %s %s, which is not the one configured now: "+
-			"set %s=%s if you trust that file, or create the sandbox again",
-			ErrInvalidSpec, rec.ID, e.kind, e.path, e.kind.Env(), e.path)
+			"give it to start (--%s) or set %s=%s if you trust that file, or create the sandbox again",
+			ErrInvalidSpec, rec.ID, e.kind, e.path, e.kind, e.kind.Env(), e.path)
 	}
 	return nil
 }

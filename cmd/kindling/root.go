@@ -23,8 +23,8 @@ type app struct {
 }
 
 // runtime opens the state root.
-func (a *app) runtime() (*sandbox.Runtime, error) {
-	var opts []sandbox.Option
+func (a *app) runtime(extra ...sandbox.Option) (*sandbox.Runtime, error) {
+	opts := extra
 	if a.debug {
 		h := slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelDebug})
 		opts = append(opts, sandbox.WithLogger(slog.New(h)))
