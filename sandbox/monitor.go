@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -31,6 +30,8 @@ func MonitorMain() {
 	}
 	os.Unsetenv(envMonitorRoot)
 	os.Unsetenv(envMonitorID)
+	// The executables stay in the environment until start compares them
+	// with the record (monitorExecutables), then go too.
 	// The report pipe must not leak into the VMM: the starter reads until
 	// every copy of its write end is closed.
 	syscall.CloseOnExec(readyFD)
@@ -134,11 +135,20 @@ func (mon *monitor) start(term <-chan os.Signal) (*vmm.Machine, error) {
 	if err := mon.st.Load(mon.id, &rec); err != nil {
 		return nil, err
 	}
+	err := monitorExecutables(&rec)
+	os.Unsetenv(envMonitorFirecracker)
+	os.Unsetenv(envMonitorJailer)
+	if err != nil {
+		return nil, err
+	}
 	dir, err := mon.st.Dir(mon.id)
 	if err != nil {
 		return nil, err
 	}
-	console, err := openConsoleLog(filepath.Join(dir, consoleName), 0)
+	if err := prepareRunFiles(dir); err != nil {
+		return nil, err
+	}
+	console, err := openConsoleLog(dir, consoleName, 0, mon.log)
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/kindling-vm/kindling/internal/store"
 )
 
 // Spec is what a sandbox is made of: everything `kindling create` takes as
@@ -177,6 +179,15 @@ func ParseDisk(s string) (Disk, error) {
 	if d.Path == "" {
 		return Disk{}, fmt.Errorf("drive %q: no path (give PATH, PATH:ro or PATH:rw)", s)
 	}
+	// "disk.img:rx" is a mistyped access mode far more often than a file
+	// whose name ends so: name the suffix instead of "no such file".
+	if i := strings.LastIndexByte(d.Path, ':'); i >= 0 && d.Path == s {
+		if suf := d.Path[i+1:]; suf != "" && len(suf) <= 3 && !strings.ContainsRune(suf, '/') {
+			if _, err := os.Stat(d.Path); err != nil {
+				return Disk{}, fmt.Errorf("drive %q: unknown access mode %q (give PATH:ro or PATH:rw)", s, ":"+suf)
+			}
+		}
+	}
 	return d, nil
 }
 
@@ -211,7 +222,7 @@ func ParseNet(s string) (Net, error) {
 // LoadSpecFile reads a sandbox spec from a TOML file. Unknown keys are errors,
 // so a misspelt setting is never silently ignored.
 func LoadSpecFile(path string) (Spec, error) {
-	data, err := os.ReadFile(path)
+	data, err := store.ReadFile(path, store.MaxConfigSize)
 	if err != nil {
 		return Spec{}, fmt.Errorf("config file: %w", err)
 	}
@@ -230,6 +241,17 @@ func parseSpec(name string, data []byte) (Spec, error) {
 			keys[i] = k.String()
 		}
 		return Spec{}, fmt.Errorf("config file %s: unknown setting %s", name, strings.Join(keys, ", "))
+	}
+	// A value given in the file follows the rule of its flag: zero is not
+	// "the default" there, as it is not on the command line.
+	if md.IsDefined("cpus") && s.VCPUs < 1 {
+		return Spec{}, fmt.Errorf("config file %s: cpus = %d: give 1 or more, or leave the setting out for 1", name, s.VCPUs)
+	}
+	if md.IsDefined("hotplug_slots") && s.Placeholders < 0 {
+		return Spec{}, fmt.Errorf("config file %s: hotplug_slots = %d: give 0 or more", name, s.Placeholders)
+	}
+	if md.IsDefined("name") && s.ID == "" {
+		return Spec{}, fmt.Errorf("config file %s: name is empty: give a name, or leave the setting out for a random one", name)
 	}
 	if s.Memory != "" {
 		if s.MemoryMiB, err = ParseMemory(s.Memory); err != nil {

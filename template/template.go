@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -91,8 +92,9 @@ type CloneOptions struct {
 	// that each file has the size and modification time recorded when the
 	// template was made, and hashes only the small microVM state file.
 	Verify bool
-	// Firecracker is the executable the clone runs; empty for the one the
-	// template was made with. It must be the same release.
+	// Firecracker is the executable the clone runs; empty for the one
+	// configured by default (sandbox.FindFirecracker). It must be of the
+	// release the template was made with; the template never chooses it.
 	Firecracker string
 	// Labels are the clone's labels (see sandbox.Spec.Labels).
 	Labels map[string]string
@@ -243,6 +245,9 @@ func (s *Store) dir(name string) (string, error) {
 // goes away. Without a template store (no template was made, or the last
 // was removed) the error matches ErrNotFound, for template name.
 func (s *Store) lock(ctx context.Context, name string, mode store.LockMode) (*store.FileLock, error) {
+	if err := store.CheckPrivateDir("template store", filepath.Join(s.rt.Root(), templatesDir)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("template %q: %w", name, err)
+	}
 	l, err := store.LockFile(ctx, filepath.Join(s.rt.Root(), templatesDir, templatesLock), mode)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("template %q: %w", name, ErrNotFound)
@@ -268,11 +273,14 @@ func (s *Store) Create(ctx context.Context, name, from string, o Options) (_ Tem
 	}
 	// A Remove may remove the emptied store in between: retry.
 	for range 3 {
-		if err = os.MkdirAll(filepath.Dir(tdir), 0o700); err == nil {
+		if err = store.MkdirPrivate("template store", filepath.Dir(tdir)); err == nil {
 			if err = os.Mkdir(tdir, 0o700); !errors.Is(err, os.ErrNotExist) {
 				break
 			}
 		}
+	}
+	if errors.Is(err, store.ErrNotPrivate) {
+		return Template{}, fmt.Errorf("create template %q: %w", name, err)
 	}
 	if err != nil {
 		if errors.Is(err, os.ErrExist) {
@@ -399,12 +407,22 @@ func (s *Store) read(name string) (*Template, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, err := os.ReadFile(filepath.Join(tdir, templateManifestName))
+	// The store and the template's directory must be the caller's alone,
+	// and the manifest is not read through a symlink.
+	if err := store.CheckPrivateDir("template store", filepath.Dir(tdir)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("template %q: %w", name, err)
+	}
+	f, err := store.OpenInDir("template directory", tdir, templateManifestName, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("template %q: %w", name, ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("template %q: %w", name, err)
+	}
+	b, err := store.ReadLimited(f, f.Name(), store.MaxManifestSize)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("template %q: manifest: %w: %w", name, err, ErrCorrupt)
 	}
 	var tpl Template
 	if err := json.Unmarshal(b, &tpl); err != nil {
@@ -414,6 +432,13 @@ func (s *Store) read(name string) (*Template, error) {
 		return nil, fmt.Errorf("template %q: manifest format %d, this kindling reads %d: %w", name, tpl.Format, Format, ErrNotSupported)
 	}
 	tpl.Dir = tdir
+	for _, f := range tpl.Files {
+		// A template's files are in its directory: a name reaching out of
+		// it would have kindling read (hash) another file.
+		if !filepath.IsLocal(f.Name) || strings.ContainsRune(f.Name, '/') {
+			return nil, fmt.Errorf("template %q: manifest names the file %q, outside the template's directory: %w", name, f.Name, ErrCorrupt)
+		}
+	}
 	if _, err := sandbox.ReadSnapshot(tdir); err != nil {
 		return nil, fmt.Errorf("template %q: %w: %w", name, err, ErrCorrupt)
 	}
@@ -537,12 +562,12 @@ func (s *Store) Run(ctx context.Context, name string, o CloneOptions) (_ sandbox
 	if err := tpl.checkFiles(o.Verify); err != nil {
 		return sandbox.Info{}, fmt.Errorf("template %q: %w", name, err)
 	}
-	fc := o.Firecracker
-	if fc == "" {
-		fc = tpl.FirecrackerPath
-	}
-	if fc, err = filepath.Abs(fc); err != nil {
-		return sandbox.Info{}, fmt.Errorf("%w: firecracker: %w", sandbox.ErrInvalidSpec, err)
+	// The executable is the caller's (given, else the one configured by
+	// default), never the manifest's: a template only names the release
+	// it needs, and the path it was made with is only compared.
+	fc, err := sandbox.FindFirecracker(o.Firecracker)
+	if err != nil {
+		return sandbox.Info{}, err
 	}
 	ver, err := tpl.checkRelease(ctx, fc)
 	if err != nil {
@@ -577,7 +602,7 @@ func (s *Store) Run(ctx context.Context, name string, o CloneOptions) (_ sandbox
 		}
 	}
 	in, err := s.rt.CreateFromSnapshot(ctx, tpl.Dir, sandbox.RestoreOptions{
-		ID: o.ID, Net: o.Net, AutoRemove: o.AutoRemove, Firecracker: fc, CopyOwnedDrives: true, Labels: o.Labels,
+		ID: o.ID, Net: o.Net, AutoRemove: o.AutoRemove, Firecracker: fc, FirecrackerRelease: ver.String(), CopyOwnedDrives: true, Labels: o.Labels,
 	})
 	if err != nil {
 		if errors.Is(err, ErrExists) {

@@ -107,5 +107,8 @@ func status(in sandbox.Info) string {
 			s += fmt.Sprintf(" (%d)", in.Exit.Code)
 		}
 	}
+	if in.RecordID != "" {
+		s += fmt.Sprintf(" [state file says %q]", in.RecordID)
+	}
 	return s
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -22,13 +23,16 @@ type app struct {
 }
 
 // runtime opens the state root.
-func (a *app) runtime() (*sandbox.Runtime, error) {
-	var opts []sandbox.Option
+func (a *app) runtime(extra ...sandbox.Option) (*sandbox.Runtime, error) {
+	opts := extra
 	if a.debug {
 		h := slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelDebug})
 		opts = append(opts, sandbox.WithLogger(slog.New(h)))
 	}
 	rt, err := sandbox.Open(a.root, opts...)
+	if errors.Is(err, store.ErrNotPrivate) {
+		return nil, err // it names the directory and the fix
+	}
 	if err != nil {
 		root := a.root
 		if root == "" {

@@ -115,10 +115,9 @@ func newRunCommand(a *app) *cobra.Command {
 				info, err = sandbox.Info{ID: id, Status: sandbox.Exited, Spec: spec}, nil
 			}
 			if err != nil {
-				if rm {
-					err = errors.Join(err, removeQuietly(context.WithoutCancel(ctx), rt, id))
-				}
-				return err
+				// A run that did not start leaves nothing behind, not a
+				// Created sandbox nobody asked for.
+				return errors.Join(err, removeQuietly(context.WithoutCancel(ctx), rt, id))
 			}
 			return afterStart(ctx, a, rt, info, detach, asJSON, rm)
 		},

@@ -130,6 +130,9 @@ func (f *specFlags) spec(cmd *cobra.Command) (sandbox.Spec, error) {
 			s.Labels[k] = v
 		}
 	}
+	if changed("name") && f.name == "" {
+		return sandbox.Spec{}, usageErrorf(cmd.CommandPath(), "--name is empty: give an ID, or leave out --name for a random one")
+	}
 	if changed("kernel") && s.Kernel == "" {
 		return sandbox.Spec{}, usageErrorf(cmd.CommandPath(), "--kernel is empty: give a kernel path, or leave out --kernel for the demo guest")
 	}
