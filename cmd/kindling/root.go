@@ -79,7 +79,7 @@ Firecracker is found through --firecracker, else $KINDLING_FIRECRACKER, else
 const rootExample = `  kindling run --rm                      # boot the demo guest, print its greeting
   kindling run -d --name web --kernel vmlinux --rootfs rootfs.ext4 --memory 512M
   kindling ps
-  kindling console -f web
+  kindling logs -f web
   kindling stop web && kindling rm web`
 
 // newRootCommand builds the whole command tree.
@@ -143,7 +143,6 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newPauseCommand(a),
 		newResumeCommand(a),
 		newLogsCommand(a),
-		newConsoleCommand(a),
 		newThreadsCommand(a),
 		newDriveCommand(a),
 		newSnapshotCommand(a),

@@ -23,7 +23,7 @@ the guest powered off cleanly; 128+N when Firecracker was killed by signal N).
 Ctrl-C stops the sandbox and exits with status 130.
 
 With --detach, run returns once the sandbox runs and prints its ID; follow
-its console with 'kindling console -f ID'.
+its console with 'kindling logs -f ID'.
 
 With --rm, the sandbox is removed once it has exited (also after Ctrl-C, and
 when it fails to start).
@@ -226,7 +226,7 @@ func foreground(ctx context.Context, a *app, rt *sandbox.Runtime, info sandbox.I
 func vmmExit(id string, exit *sandbox.Exit, kept bool) error {
 	hint := ""
 	if kept {
-		hint = fmt.Sprintf(": see 'kindling logs %s'", id)
+		hint = fmt.Sprintf(": see 'kindling logs --vmm %s'", id)
 	}
 	switch {
 	case exit == nil:
