@@ -55,11 +55,11 @@ func newDriveAddCommand(a *app) *cobra.Command {
 			if err != nil {
 				return &usageError{cmd: cmd.CommandPath(), err: err}
 			}
-			rt, err := a.runtime()
+			rt, id, err := a.sandboxID(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			slot, err := rt.AttachDrive(cmd.Context(), args[0], d)
+			slot, err := rt.AttachDrive(cmd.Context(), id, d)
 			if err != nil {
 				return err
 			}
@@ -85,11 +85,15 @@ func newDriveRmCommand(a *app) *cobra.Command {
 		Example: "  kindling drive rm web pool0",
 		Args:    exactArgs("ID", "SLOT"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rt, err := a.runtime()
+			rt, id, err := a.sandboxID(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			return rt.DetachDrive(cmd.Context(), args[0], args[1])
+			if err := rt.DetachDrive(cmd.Context(), id, args[1]); err != nil {
+				return err
+			}
+			fmt.Fprintln(a.stdout, args[1])
+			return nil
 		},
 	}
 }

@@ -52,7 +52,7 @@ func newLogsCommand(a *app) *cobra.Command {
 // Runtime.Logs) returns, following it with follow until the sandbox exits
 // or ctx ends (Ctrl-C, which is then not an error).
 func printLog(ctx context.Context, a *app, id string, follow bool, open func(*sandbox.Runtime, context.Context, string, sandbox.LogOptions) (io.ReadCloser, error)) error {
-	rt, err := a.runtime()
+	rt, id, err := a.sandboxID(ctx, id)
 	if err != nil {
 		return err
 	}

@@ -100,6 +100,9 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 			return unknownCommand(cmd, args[0])
 		},
 	}
+	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
+		return a.useFormat(cmd)
+	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {

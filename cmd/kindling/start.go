@@ -35,14 +35,14 @@ func newStartCommand(a *app) *cobra.Command {
 			if err := checkTimeout(cmd, timeout); err != nil {
 				return err
 			}
-			rt, err := a.runtime()
+			rt, id, err := a.sandboxID(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			if err := a.preflightSandbox(cmd.Context(), rt, args[0]); err != nil {
+			if err := a.preflightSandbox(cmd.Context(), rt, id); err != nil {
 				return err
 			}
-			info, err := startSandbox(cmd.Context(), rt, args[0], timeout)
+			info, err := startSandbox(cmd.Context(), rt, id, timeout)
 			if err != nil {
 				return err
 			}

@@ -84,11 +84,15 @@ func newTemplateCreateCommand(a *app) *cobra.Command {
 			if from == "" {
 				return usageErrorf(cmd.CommandPath(), "missing --from ID: name the sandbox to make the template from")
 			}
-			ts, err := a.templates()
+			rt, id, err := a.sandboxID(cmd.Context(), from)
 			if err != nil {
 				return err
 			}
-			tpl, err := ts.Create(cmd.Context(), args[0], from, template.Options{Stop: stop})
+			ts, err := template.Open(rt, a.templateOptions()...)
+			if err != nil {
+				return err
+			}
+			tpl, err := ts.Create(cmd.Context(), args[0], id, template.Options{Stop: stop})
 			if err != nil {
 				return err
 			}
