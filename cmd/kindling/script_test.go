@@ -84,8 +84,13 @@ func TestScriptsReal(t *testing.T) {
 // runScripts runs every script with its own short state root and fc as
 // the Firecracker. kind ("fake" or "real") is a condition scripts can test.
 func runScripts(t *testing.T, fc, kind string) {
+	runScriptsIn(t, filepath.Join("testdata", "script"), fc, kind)
+}
+
+// runScriptsIn runs the scripts in dir as runScripts does.
+func runScriptsIn(t *testing.T, dir, fc, kind string) {
 	testscript.Run(t, testscript.Params{
-		Dir:                 filepath.Join("testdata", "script"),
+		Dir:                 dir,
 		RequireExplicitExec: true,
 		RequireUniqueNames:  true,
 		Setup: func(env *testscript.Env) error {
