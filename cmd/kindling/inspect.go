@@ -49,7 +49,7 @@ func newInspectCommand(a *app) *cobra.Command {
 				infos = append(infos, in)
 			}
 			if len(infos) > 0 || len(errs) == 0 {
-				if err := writeJSON(a.stdout, infos); err != nil {
+				if err := writeJSON(a.stdout, sandboxViews(infos)); err != nil {
 					return err
 				}
 			}

@@ -73,7 +73,7 @@ func newPsCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			infos = filters.keep(infos, all)
+			infos = sandboxViews(filters.keep(infos, all))
 			id := func(in sandbox.Info) string { return in.ID }
 			return writeList(a.stdout, lf, infos, id, func() error { return writePsTable(a, infos, time.Now()) })
 		},

@@ -130,7 +130,8 @@ func newRunCommand(a *app) *cobra.Command {
 	f.BoolVarP(&detach, "detach", "d", false, "return once the sandbox runs, and print its ID")
 	f.BoolVar(&autoInstall, "install", false, "when no Firecracker is found, install the default release first (as $"+envAutoInstall+"=1 does)")
 	addTimeoutFlag(cmd, &timeout)
-	f.BoolVar(&asJSON, "json", false, "with --detach: print the sandbox as JSON instead of its ID")
+	addJSONFlag(cmd, &asJSON)
+	f.Lookup("json").Usage = "with --detach: print the sandbox as JSON instead of its ID"
 	return cmd
 }
 
@@ -142,7 +143,7 @@ func afterStart(ctx context.Context, a *app, rt *sandbox.Runtime, info sandbox.I
 		return foreground(ctx, a, rt, info, rm)
 	}
 	if asJSON {
-		return writeJSON(a.stdout, info)
+		return writeJSON(a.stdout, sandboxView(info))
 	}
 	fmt.Fprintln(a.stdout, info.ID)
 	return nil

@@ -47,7 +47,7 @@ func newStartCommand(a *app) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return writeJSON(a.stdout, info)
+				return writeJSON(a.stdout, sandboxView(info))
 			}
 			fmt.Fprintln(a.stdout, info.ID)
 			return nil

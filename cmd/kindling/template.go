@@ -97,7 +97,7 @@ func newTemplateCreateCommand(a *app) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return writeJSON(a.stdout, tpl)
+				return writeJSON(a.stdout, templateView(tpl))
 			}
 			fmt.Fprintln(a.stdout, tpl.Name)
 			return nil
@@ -139,9 +139,7 @@ func newTemplateLsCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if list == nil {
-				list = []template.Template{} // --json prints [], not null
-			}
+			list = templateViews(list) // --json prints [], not null
 			name := func(t template.Template) string { return t.Name }
 			return writeList(a.stdout, lf, list, name, func() error { return writeTemplateTable(a.stdout, list, time.Now()) })
 		},
@@ -187,7 +185,7 @@ func newTemplateInspectCommand(a *app) *cobra.Command {
 				}
 				out = append(out, t)
 			}
-			return writeJSON(a.stdout, out)
+			return writeJSON(a.stdout, templateViews(out))
 		},
 	}
 }
