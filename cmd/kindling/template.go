@@ -88,11 +88,13 @@ func newTemplateCreateCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ts, err := template.Open(rt, a.templateOptions()...)
+			progress, endProgress := a.hashProgress("hashing " + args[0])
+			ts, err := template.Open(rt, append(a.templateOptions(), progress...)...)
 			if err != nil {
 				return err
 			}
 			tpl, err := ts.Create(cmd.Context(), args[0], id, template.Options{Stop: stop})
+			endProgress()
 			if err != nil {
 				return err
 			}
@@ -206,11 +208,19 @@ func newTemplateVerifyCommand(a *app) *cobra.Command {
 		Example: templateVerifyExample,
 		Args:    someArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ts, err := a.templates()
+			rt, err := a.runtime()
 			if err != nil {
 				return err
 			}
-			return eachID(args, func(name string) error { return ts.Verify(cmd.Context(), name) })
+			return eachID(args, func(name string) error {
+				progress, endProgress := a.hashProgress("verifying " + name)
+				ts, err := template.Open(rt, append(a.templateOptions(), progress...)...)
+				if err != nil {
+					return err
+				}
+				defer endProgress()
+				return ts.Verify(cmd.Context(), name)
+			})
 		},
 	}
 }
@@ -276,11 +286,17 @@ func startFromTemplate(ctx context.Context, a *app, cmd *cobra.Command, rt *sand
 		sctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	ts, err := template.Open(rt, a.templateOptions()...)
+	var progress []template.Option
+	endProgress := func() {}
+	if o.Verify {
+		progress, endProgress = a.hashProgress("verifying " + name)
+	}
+	ts, err := template.Open(rt, append(a.templateOptions(), progress...)...)
 	if err != nil {
 		return sandbox.Info{}, err
 	}
 	info, err := ts.Run(sctx, name, o)
+	endProgress()
 	if err != nil {
 		switch {
 		case ctx.Err() != nil:
