@@ -257,7 +257,7 @@ func newTemplateRmCommand(a *app) *cobra.Command {
 // the others describe a machine, which the template fixes.
 var templateRunFlags = map[string]bool{
 	"template": true, "verify-template": true, "name": true, "net": true, "firecracker": true, "label": true,
-	"rm": true, "detach": true, "json": true, "timeout": true, "root": true, "debug": true,
+	"rm": true, "detach": true, "json": true, "format": true, "timeout": true, "root": true, "debug": true,
 }
 
 // addTemplateRunFlags adds --template and --verify-template to 'kindling run'.
