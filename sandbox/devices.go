@@ -1,7 +1,9 @@
 package sandbox
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 
@@ -48,6 +50,44 @@ func (s Spec) devices() (devices, error) {
 	return d, nil
 }
 
+// maxMetadata is the largest metadata document Firecracker takes by
+// default (its --mmds-size-limit).
+const maxMetadata = 51200
+
+// resolveMetadata replaces a metadata file's path in s with the file's
+// JSON, and checks the JSON: an object, small enough, and a network
+// interface for the guest to reach it through.
+func resolveMetadata(s *Spec) error {
+	m := strings.TrimSpace(s.Metadata)
+	if m == "" {
+		s.Metadata = ""
+		return nil
+	}
+	what := "metadata"
+	if !strings.HasPrefix(m, "{") {
+		b, err := os.ReadFile(m)
+		if err != nil {
+			return fmt.Errorf("metadata file: %w: give a JSON file, or the JSON itself starting with {", err)
+		}
+		what, m = fmt.Sprintf("metadata file %s", m), string(b)
+	}
+	var v any
+	if err := json.Unmarshal([]byte(m), &v); err != nil {
+		return fmt.Errorf("%s: not JSON: %w (give an object such as {\"latest\": {}})", what, err)
+	}
+	if _, ok := v.(map[string]any); !ok {
+		return fmt.Errorf("%s: not a JSON object (give an object such as {\"latest\": {}})", what)
+	}
+	if len(m) > maxMetadata {
+		return fmt.Errorf("%s: %d bytes, more than Firecracker's limit of %d", what, len(m), maxMetadata)
+	}
+	if len(s.Net) == 0 {
+		return fmt.Errorf("%s: the guest reads it through a network interface: add one (--net, or net in a config file)", what)
+	}
+	s.Metadata = m
+	return nil
+}
+
 // vmmLogLevels are the levels of Firecracker's log, as Spec.VMMLogLevel
 // takes them.
 var vmmLogLevels = []string{"error", "warning", "info", "debug", "trace", "off"}
@@ -63,6 +103,9 @@ func applyDevices(s Spec, cfg *vmm.Config) {
 	}
 	if s.Entropy {
 		cfg.Entropy = &vmm.Entropy{}
+	}
+	if s.Metadata != "" {
+		cfg.MMDS = &vmm.MMDS{Data: json.RawMessage(s.Metadata)}
 	}
 	d, err := s.devices()
 	if err != nil {

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 
@@ -124,5 +125,56 @@ entropy = true
 	_, err = rt.Create(context.Background(), Spec{ID: "bad", Firecracker: fc, NetRate: "fast"}, CreateOptions{})
 	if !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), `net_rate: rate "fast"`) {
 		t.Errorf("create with net_rate fast: %v, want an invalid spec naming net_rate", err)
+	}
+}
+
+// TestResolveMetadata checks --metadata and the metadata key: inline JSON
+// or a file, kept as JSON, and the one-line refusals.
+func TestResolveMetadata(t *testing.T) {
+	dir := t.TempDir()
+	file := dir + "/meta.json"
+	if err := os.WriteFile(file, []byte(`{"latest": {"meta-data": {"id": "web"}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad := dir + "/bad.json"
+	if err := os.WriteFile(bad, []byte(`["not", "an", "object"]`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	net := []Net{{Auto: true}}
+	tests := []struct {
+		name     string
+		spec     Spec
+		want     string // the metadata kept
+		wantErr  string // the start of the error
+		wantMMDS bool
+	}{
+		{name: "none", spec: Spec{}, want: ""},
+		{name: "inline", spec: Spec{Net: net, Metadata: ` {"a": 1} `}, want: `{"a": 1}`, wantMMDS: true},
+		{name: "file", spec: Spec{Net: net, Metadata: file}, want: `{"latest": {"meta-data": {"id": "web"}}}`, wantMMDS: true},
+		{name: "no network", spec: Spec{Metadata: `{"a": 1}`}, wantErr: "metadata: the guest reads it through a network interface: add one (--net"},
+		{name: "not JSON", spec: Spec{Net: net, Metadata: `{"a": `}, wantErr: "metadata: not JSON: "},
+		{name: "not an object", spec: Spec{Net: net, Metadata: bad}, wantErr: "metadata file " + bad + ": not a JSON object"},
+		{name: "no such file", spec: Spec{Net: net, Metadata: dir + "/nope.json"}, wantErr: "metadata file: open "},
+		{name: "too large", spec: Spec{Net: net, Metadata: `{"a": "` + strings.Repeat("x", maxMetadata) + `"}`}, wantErr: "metadata: 51209 bytes, more than Firecracker's limit of 51200"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := tt.spec
+			err := resolveMetadata(&s)
+			if tt.wantErr != "" {
+				if err == nil || !strings.HasPrefix(err.Error(), tt.wantErr) || strings.Contains(err.Error(), "\n") {
+					t.Fatalf("resolveMetadata = %v, want one line starting %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || s.Metadata != tt.want {
+				t.Fatalf("resolveMetadata = %q, %v; want %q", s.Metadata, err, tt.want)
+			}
+			var cfg vmm.Config
+			applyDevices(s, &cfg)
+			if (cfg.MMDS != nil) != tt.wantMMDS || tt.wantMMDS && string(cfg.MMDS.Data) != tt.want {
+				t.Errorf("MMDS %+v, want data %q", cfg.MMDS, tt.want)
+			}
+		})
 	}
 }

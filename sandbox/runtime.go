@@ -255,6 +255,9 @@ func (r *Runtime) newRecord(spec Spec) (*record, error) {
 		}
 		spec.NetNS = ns
 	}
+	if err := resolveMetadata(&spec); err != nil {
+		return nil, specError(err)
+	}
 	if _, err := spec.devices(); err != nil {
 		return nil, specError(err)
 	}

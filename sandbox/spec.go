@@ -77,6 +77,11 @@ type Spec struct {
 	// Entropy adds a virtio-rng device, a source of randomness for the
 	// guest.
 	Entropy bool `toml:"entropy" json:"entropy,omitempty"`
+	// Metadata is a JSON object the guest reads from Firecracker's
+	// metadata service (MMDS, version 2, at 169.254.169.254) through its
+	// network interfaces, given inline or as the path of a file; Create
+	// reads the file, and the sandbox keeps the JSON.
+	Metadata string `toml:"metadata" json:"metadata,omitempty"`
 	// Labels are the user's key=value pairs on the sandbox, for finding it
 	// again (ListOptions.Labels); kindling gives them no meaning. Keys are
 	// 1–63 of [A-Za-z0-9_.-/] starting with a letter or digit; values at

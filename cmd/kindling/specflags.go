@@ -43,6 +43,7 @@ type specFlags struct {
 	netRate     string
 	balloon     string
 	entropy     bool
+	metadata    string
 }
 
 func (f *specFlags) register(fs *pflag.FlagSet) {
@@ -75,6 +76,7 @@ func (f *specFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.netRate, "net-rate", "", "limit each network interface, each way, to `RATE`: 100Mbit, 12.5MB, 10kpps or 100Mbit,10kpps")
 	fs.StringVar(&f.balloon, "balloon", "", "add a memory balloon inflated to `SIZE` at boot (0, 64M); the guest deflates it when short of memory")
 	fs.BoolVar(&f.entropy, "entropy", false, "add a virtio-rng entropy device")
+	fs.StringVar(&f.metadata, "metadata", "", "serve this JSON object to the guest from Firecracker's metadata service (MMDS v2, via --net): a `FILE` or the JSON itself")
 }
 
 // addLabelFlag registers the repeatable --label flag.
@@ -113,6 +115,7 @@ func (f *specFlags) spec(cmd *cobra.Command) (sandbox.Spec, error) {
 	set("drive-rate", &s.DriveRate, f.driveRate)
 	set("net-rate", &s.NetRate, f.netRate)
 	set("balloon", &s.Balloon, f.balloon)
+	set("metadata", &s.Metadata, f.metadata)
 	if changed("entropy") {
 		s.Entropy = f.entropy
 	}
@@ -177,6 +180,9 @@ func relativeTo(dir string, s *sandbox.Spec) {
 	}
 	if strings.ContainsRune(s.NetNS, '/') {
 		fix(&s.NetNS)
+	}
+	if m := strings.TrimSpace(s.Metadata); m != "" && !strings.HasPrefix(m, "{") {
+		fix(&s.Metadata) // a file, not the JSON itself
 	}
 }
 
