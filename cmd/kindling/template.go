@@ -246,7 +246,13 @@ func newTemplateRmCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return eachID(args, func(name string) error { return ts.Remove(cmd.Context(), name, force) })
+			return eachID(args, func(name string) error {
+				if err := ts.Remove(cmd.Context(), name, force); err != nil {
+					return err
+				}
+				fmt.Fprintln(a.stdout, name)
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "remove it even while clones depend on it")
