@@ -136,6 +136,13 @@ func (r *Runtime) openLog(ctx context.Context, id, name string, o LogOptions) (i
 		return nil, r.loadError(id, err)
 	}
 	path := filepath.Join(dir, name)
+	if name == fcLogName && rec.Machine != nil && rec.Machine.LogPath != "" && rec.Status != Exited && rec.Status != Created {
+		// A jailed VMM writes its log inside its jail while it runs; the
+		// driver copies it here when the VMM ends.
+		if _, err := os.Stat(rec.Machine.LogPath); err == nil {
+			path = rec.Machine.LogPath
+		}
+	}
 	if !o.Follow {
 		return openBoundedLog(path)
 	}
