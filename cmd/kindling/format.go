@@ -50,17 +50,21 @@ func (a *app) useFormat(cmd *cobra.Command) error {
 	if !ok {
 		return nil // a command's own --format
 	}
-	t, err := template.New("format").Option("missingkey=error").Funcs(template.FuncMap{
-		"json": func(v any) (string, error) {
-			b, err := json.Marshal(v)
-			return string(b), err
-		},
-	}).Parse(f.tmpl)
+	t, err := template.New("format").Option("missingkey=error").Funcs(formatFuncs).Parse(f.tmpl)
 	if err != nil {
 		return usageErrorf(cmd.CommandPath(), "--format: %v", err)
 	}
 	a.stdout = &formatWriter{w: a.stdout, t: t}
 	return nil
+}
+
+// formatFuncs are the functions a --format template may call: json prints
+// a value as compact JSON.
+var formatFuncs = template.FuncMap{
+	"json": func(v any) (string, error) {
+		b, err := json.Marshal(v)
+		return string(b), err
+	},
 }
 
 // formatWriter applies a template to each JSON value written to it. Each

@@ -10,11 +10,18 @@ import (
 	"github.com/kindling-vm/kindling/sandbox"
 )
 
+// sandboxLister is what resolveID needs of the runtime; a local
+// *sandbox.Runtime and a remote sandbox.Controller both have it.
+type sandboxLister interface {
+	Inspect(ctx context.Context, id string) (sandbox.Info, error)
+	List(ctx context.Context, o sandbox.ListOptions) ([]sandbox.Info, error)
+}
+
 // resolveID turns what a user typed for a sandbox into its ID, as docker
 // does: the ID itself, or a prefix that only one sandbox's ID starts with.
 // A prefix several IDs start with is an error naming them; one no ID starts
 // with is returned unchanged, so that the runtime reports it as not found.
-func resolveID(ctx context.Context, rt *sandbox.Runtime, arg string) (string, error) {
+func resolveID(ctx context.Context, rt sandboxLister, arg string) (string, error) {
 	if arg == "" {
 		return arg, nil
 	}
