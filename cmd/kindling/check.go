@@ -122,14 +122,3 @@ func (a *app) preflightHost(firecracker string) *preflight.Host {
 func (a *app) preflight(ctx context.Context, firecracker string) error {
 	return a.preflightHost(firecracker).Preflight(ctx)
 }
-
-// preflightSandbox makes the blocking host checks before the created
-// sandbox id is started, with the Firecracker it was created with. A
-// sandbox that cannot be read is left to the runtime to report.
-func (a *app) preflightSandbox(ctx context.Context, rt *sandbox.Runtime, id string) error {
-	in, err := rt.Inspect(ctx, id)
-	if err != nil {
-		return nil
-	}
-	return a.preflight(ctx, in.Spec.Firecracker)
-}

@@ -90,6 +90,7 @@ func newRestoreCommand(a *app) *cobra.Command {
 	f.BoolVarP(&detach, "detach", "d", false, "return once the sandbox runs, and print its ID")
 	f.BoolVar(&rm, "rm", false, "remove the sandbox once it has exited")
 	addTimeoutFlag(cmd, &timeout)
-	f.BoolVar(&asJSON, "json", false, "with --detach: print the sandbox as JSON instead of its ID")
+	addJSONFlag(cmd, &asJSON)
+	f.Lookup("json").Usage = "with --detach: print the sandbox as JSON instead of its ID"
 	return cmd
 }

@@ -83,7 +83,7 @@ Firecracker is found through --firecracker, else $KINDLING_FIRECRACKER, else
 const rootExample = `  kindling run --rm                      # boot the demo guest, print its greeting
   kindling run -d --name web --kernel vmlinux --rootfs rootfs.ext4 --memory 512M
   kindling ps
-  kindling console -f web
+  kindling logs -f web
   kindling stop web && kindling rm web`
 
 // newRootCommand builds the whole command tree.
@@ -103,6 +103,9 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 			}
 			return unknownCommand(cmd, args[0])
 		},
+	}
+	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
+		return a.useFormat(cmd)
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
@@ -147,7 +150,6 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newPauseCommand(a),
 		newResumeCommand(a),
 		newLogsCommand(a),
-		newConsoleCommand(a),
 		newThreadsCommand(a),
 		newDriveCommand(a),
 		newSnapshotCommand(a),

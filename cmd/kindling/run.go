@@ -23,7 +23,7 @@ the guest powered off cleanly; 128+N when Firecracker was killed by signal N).
 Ctrl-C stops the sandbox and exits with status 130.
 
 With --detach, run returns once the sandbox runs and prints its ID; follow
-its console with 'kindling console -f ID'.
+its console with 'kindling logs -f ID'.
 
 With --rm, the sandbox is removed once it has exited (also after Ctrl-C, and
 when it fails to start).
@@ -129,7 +129,8 @@ func newRunCommand(a *app) *cobra.Command {
 	f.BoolVarP(&detach, "detach", "d", false, "return once the sandbox runs, and print its ID")
 	f.BoolVar(&autoInstall, "install", false, "when no Firecracker is found, install the default release first (as $"+envAutoInstall+"=1 does)")
 	addTimeoutFlag(cmd, &timeout)
-	f.BoolVar(&asJSON, "json", false, "with --detach: print the sandbox as JSON instead of its ID")
+	addJSONFlag(cmd, &asJSON)
+	f.Lookup("json").Usage = "with --detach: print the sandbox as JSON instead of its ID"
 	return cmd
 }
 
@@ -141,7 +142,7 @@ func afterStart(ctx context.Context, a *app, rt *sandbox.Runtime, info sandbox.I
 		return foreground(ctx, a, rt, info, rm)
 	}
 	if asJSON {
-		return writeJSON(a.stdout, info)
+		return writeJSON(a.stdout, sandboxView(info))
 	}
 	fmt.Fprintln(a.stdout, info.ID)
 	return nil
@@ -225,7 +226,7 @@ func foreground(ctx context.Context, a *app, rt *sandbox.Runtime, info sandbox.I
 func vmmExit(id string, exit *sandbox.Exit, kept bool) error {
 	hint := ""
 	if kept {
-		hint = fmt.Sprintf(": see 'kindling logs %s'", id)
+		hint = fmt.Sprintf(": see 'kindling logs --vmm %s'", id)
 	}
 	switch {
 	case exit == nil:
