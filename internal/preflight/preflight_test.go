@@ -131,9 +131,9 @@ func TestPreflight(t *testing.T) {
 	}{
 		{name: "ok", kvm: true, fc: realFC},
 		{name: "no firecracker", kvm: true, find: notFoundErr,
-			want: "no firecracker executable found: pass --firecracker, set KINDLING_FIRECRACKER, or put it on PATH", is: errdefs.ErrNotFound},
+			want: "no firecracker executable found: " + FirecrackerHint, is: errdefs.ErrNotFound},
 		{name: "no firecracker before no kvm", find: notFound,
-			want: "no firecracker executable found: pass --firecracker, set KINDLING_FIRECRACKER, or put it on PATH"},
+			want: "no firecracker executable found: " + FirecrackerHint},
 		{name: "given firecracker missing", kvm: true, given: "/nonexistent/firecracker",
 			want: "firecracker /nonexistent/firecracker: no such file: give the path of a firecracker executable", is: fs.ErrNotExist},
 		{name: "no kvm, real firecracker", fc: realFC,
