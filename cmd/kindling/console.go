@@ -25,7 +25,7 @@ func newConsoleCommand(a *app) *cobra.Command {
 		Example: consoleExample,
 		Args:    exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return printLog(cmd.Context(), a, args[0], follow, (*sandbox.Runtime).Console)
+			return printLog(cmd.Context(), a, args[0], follow, sandbox.Controller.Console)
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing until the sandbox exits or Ctrl-C")

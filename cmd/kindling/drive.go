@@ -55,7 +55,7 @@ func newDriveAddCommand(a *app) *cobra.Command {
 			if err != nil {
 				return &usageError{cmd: cmd.CommandPath(), err: err}
 			}
-			rt, err := a.runtime()
+			rt, err := a.hotplugger()
 			if err != nil {
 				return err
 			}
@@ -85,7 +85,7 @@ func newDriveRmCommand(a *app) *cobra.Command {
 		Example: "  kindling drive rm web pool0",
 		Args:    exactArgs("ID", "SLOT"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rt, err := a.runtime()
+			rt, err := a.hotplugger()
 			if err != nil {
 				return err
 			}

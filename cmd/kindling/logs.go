@@ -26,7 +26,7 @@ func newLogsCommand(a *app) *cobra.Command {
 		Example: logsExample,
 		Args:    exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return printLog(cmd.Context(), a, args[0], follow, (*sandbox.Runtime).Logs)
+			return printLog(cmd.Context(), a, args[0], follow, sandbox.Controller.Logs)
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing until the sandbox exits or Ctrl-C")
@@ -36,8 +36,8 @@ func newLogsCommand(a *app) *cobra.Command {
 // printLog prints a log of sandbox id that open (Runtime.Console or
 // Runtime.Logs) returns, following it with follow until the sandbox exits
 // or ctx ends (Ctrl-C, which is then not an error).
-func printLog(ctx context.Context, a *app, id string, follow bool, open func(*sandbox.Runtime, context.Context, string, sandbox.LogOptions) (io.ReadCloser, error)) error {
-	rt, err := a.runtime()
+func printLog(ctx context.Context, a *app, id string, follow bool, open func(sandbox.Controller, context.Context, string, sandbox.LogOptions) (io.ReadCloser, error)) error {
+	rt, err := a.controller()
 	if err != nil {
 		return err
 	}

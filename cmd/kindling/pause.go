@@ -15,7 +15,7 @@ func newPauseCommand(a *app) *cobra.Command {
 		Example: "  kindling pause web",
 		Args:    exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rt, err := a.runtime()
+			rt, err := a.controller()
 			if err != nil {
 				return err
 			}

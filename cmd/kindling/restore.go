@@ -49,7 +49,7 @@ func newRestoreCommand(a *app) *cobra.Command {
 			if asJSON && !detach {
 				return usageErrorf(cmd.CommandPath(), "--json needs --detach (in the foreground restore prints the console)")
 			}
-			rt, err := a.runtime()
+			rt, err := a.controller()
 			if err != nil {
 				return err
 			}

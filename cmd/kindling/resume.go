@@ -14,7 +14,7 @@ func newResumeCommand(a *app) *cobra.Command {
 		Example: "  kindling resume web",
 		Args:    exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rt, err := a.runtime()
+			rt, err := a.controller()
 			if err != nil {
 				return err
 			}

@@ -23,7 +23,7 @@ func newSnapshotCommand(a *app) *cobra.Command {
 		Example: snapshotExample,
 		Args:    exactArgs("ID", "DIR"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rt, err := a.runtime()
+			rt, err := a.controller()
 			if err != nil {
 				return err
 			}
