@@ -13,6 +13,7 @@ import (
 	"github.com/kindling-vm/kindling/sandbox"
 	"github.com/kindling-vm/kindling/sandbox/remote"
 	"github.com/kindling-vm/kindling/server"
+	"github.com/kindling-vm/kindling/template"
 )
 
 // Every Controller operation through the server, on a sandbox the local
@@ -158,4 +159,39 @@ func TestNativeErrorKinds(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Templates through the server: make one, clone it, list, remove.
+func TestNativeTemplates(t *testing.T) {
+	r := newRig(t, server.Config{})
+	ctx := context.Background()
+	c := r.client
+	_, err := c.Create(ctx, r.idleSpec("src"), sandbox.CreateOptions{})
+	must(t, err)
+	_, err = c.Start(ctx, "src")
+	must(t, err)
+	tpl, err := c.CreateTemplate(ctx, "base", "src", true)
+	must(t, err)
+	if tpl.Name != "base" || tpl.From != "src" || tpl.Firecracker == "" {
+		t.Fatalf("template %+v", tpl)
+	}
+	must(t, c.Remove(ctx, "src", true))
+	in, err := c.RunTemplate(ctx, "base", template.CloneOptions{ID: "clone1", Labels: map[string]string{"from": "base"}})
+	must(t, err)
+	if in.Status != sandbox.Running || in.Spec.Labels["from"] != "base" {
+		t.Fatalf("clone %+v", in)
+	}
+	list, err := c.Templates(ctx)
+	must(t, err)
+	if len(list) != 1 || list[0].Name != "base" || len(list[0].Clones) != 1 {
+		t.Fatalf("templates %+v", list)
+	}
+	if err := c.RemoveTemplate(ctx, "base", false); !errors.Is(err, sandbox.ErrConflict) {
+		t.Errorf("remove a template with a clone: %v", err)
+	}
+	if _, err := c.Template(ctx, "nosuch"); !errors.Is(err, sandbox.ErrNotFound) {
+		t.Errorf("inspect a missing template: %v", err)
+	}
+	must(t, c.Remove(ctx, "clone1", true))
+	must(t, c.RemoveTemplate(ctx, "base", false))
 }

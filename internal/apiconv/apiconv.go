@@ -11,6 +11,7 @@ package apiconv
 import (
 	"context"
 	"errors"
+	"net"
 	"time"
 
 	"connectrpc.com/connect"
@@ -116,9 +117,9 @@ func FromConnect(err error) error {
 	if !errors.As(err, &ce) {
 		return err
 	}
-	if ce.Code() == connect.CodeUnavailable && len(ce.Meta()) == 0 {
-		// Connect reports a transport failure as unavailable without any
-		// response metadata: say it was the server that did not answer.
+	var ne net.Error
+	if ce.Code() == connect.CodeUnavailable && errors.As(ce.Unwrap(), &ne) {
+		// The server could not be reached at all: say it was the server.
 		return &RemoteError{Code: connect.CodeUnavailable, Message: "kindlingd: " + ce.Message()}
 	}
 	return &RemoteError{Code: ce.Code(), Message: ce.Message()}
@@ -325,4 +326,12 @@ func TemplateToPB(t template.Template) *pb.Template {
 	return &pb.Template{Name: t.Name, Dir: t.Dir, CreatedAt: timeString(t.CreatedAt), From: t.From,
 		Firecracker: t.Firecracker, Cpus: int32(t.VCPUs), MemoryMib: int32(t.MemoryMiB),
 		VsockCid: t.VsockCID, Clones: t.Clones}
+}
+
+// TemplateFromPB converts a template's description: the fields the API
+// carries (not the file list or drives, which stay on the server).
+func TemplateFromPB(p *pb.Template) template.Template {
+	return template.Template{Name: p.GetName(), Dir: p.GetDir(), CreatedAt: parseTime(p.GetCreatedAt()), From: p.GetFrom(),
+		Firecracker: p.GetFirecracker(), VCPUs: int(p.GetCpus()), MemoryMiB: int(p.GetMemoryMib()),
+		VsockCID: p.GetVsockCid(), Clones: p.GetClones()}
 }
