@@ -48,6 +48,8 @@ type leases struct {
 	rt  *sandbox.Runtime
 	log *slog.Logger
 	now func() time.Time
+	// onExpire, if set, learns of each lease end: its action and error.
+	onExpire func(action string, err error)
 
 	mu sync.Mutex // guards timers and closed
 	// timers are the armed lease ends, by sandbox ID.
@@ -171,6 +173,9 @@ func (ls *leases) expire(id string) {
 			err = ls.drop(ctx, id)
 		}
 	}
+	if ls.onExpire != nil {
+		ls.onExpire(l.OnTimeout, err)
+	}
 	if err != nil {
 		ls.log.Error("lease expiry", "sandbox", id, "action", l.OnTimeout, "err", err)
 		return
@@ -209,6 +214,13 @@ func (ls *leases) adopt(ctx context.Context) (int, error) {
 		n++
 	}
 	return n, nil
+}
+
+// armed returns how many lease ends are armed.
+func (ls *leases) armed() int {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return len(ls.timers)
 }
 
 // close stops every timer and waits for the expiries running.

@@ -70,13 +70,14 @@ func (c Config) Validate() error {
 // Server serves one runtime. Create it with New, serve its Handler on
 // listeners, and Close it after the HTTP servers have shut down.
 type Server struct {
-	rt     *sandbox.Runtime
-	tpl    *template.Store
-	keys   [][]byte
-	domain string
-	log    *slog.Logger
-	leases *leases
-	proxy  *proxy
+	rt      *sandbox.Runtime
+	tpl     *template.Store
+	keys    [][]byte
+	domain  string
+	log     *slog.Logger
+	leases  *leases
+	proxy   *proxy
+	metrics *metrics
 }
 
 // New returns a server for cfg. It re-adopts what the state root holds: the
@@ -102,6 +103,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.proxy = newProxy(s)
+	s.metrics = newMetrics(s)
+	s.leases.onExpire = func(action string, err error) {
+		result := "ok"
+		if err != nil {
+			result = "error"
+		}
+		s.metrics.expiries.WithLabelValues(action, result).Inc()
+	}
 	log.Info("server ready", "root", cfg.Runtime.Root(), "leases", n)
 	return s, nil
 }
@@ -127,12 +136,27 @@ func (s *Server) Handler(trusted bool) http.Handler {
 		mux.Handle(kindlingv1connect.NewTemplateServiceHandler(templates{s}, opts...))
 	}
 	s.e2bRoutes(mux)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if id, port, ok := s.sandboxTarget(r); ok {
-			s.proxy.serve(w, r, id, port)
+	metricsHandler := s.metrics.handler()
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		if !trusted && !s.validKey(requestKey(r.Header)) {
+			writeE2BError(w, http.StatusUnauthorized, codeUnauthorized, errUnauthenticated.Error())
 			return
 		}
-		mux.ServeHTTP(w, r)
+		metricsHandler.ServeHTTP(w, r)
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if id, port, ok := s.sandboxTarget(r); ok {
+			s.metrics.observe("sandbox", w, r, func(w http.ResponseWriter, r *http.Request) { s.proxy.serve(w, r, id, port) })
+			return
+		}
+		api := "e2b"
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/kindling.v1."):
+			api = "native"
+		case r.URL.Path == "/metrics":
+			api = "metrics"
+		}
+		s.metrics.observe(api, w, r, mux.ServeHTTP)
 	})
 }
 
