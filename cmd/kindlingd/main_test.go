@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -79,8 +80,14 @@ type daemon struct {
 // startDaemon runs kindlingd on root and waits until it serves.
 func startDaemon(t *testing.T, root string, args ...string) *daemon {
 	t.Helper()
-	d := &daemon{root: root, sock: filepath.Join(root, socketName), stderr: &testutil.SyncBuffer{}, done: make(chan struct{})}
-	d.cmd = exec.Command(binary(t), append([]string{"--root", root}, args...)...)
+	return startCmd(t, root, filepath.Join(root, socketName), exec.Command(binary(t), append([]string{"--root", root}, args...)...))
+}
+
+// startCmd runs cmd, a kindlingd serving sock, and waits until it serves.
+func startCmd(t *testing.T, root, sock string, cmd *exec.Cmd) *daemon {
+	t.Helper()
+	d := &daemon{root: root, sock: sock, stderr: &testutil.SyncBuffer{}, done: make(chan struct{})}
+	d.cmd = cmd
 	d.cmd.Env = append(os.Environ(), sandbox.EnvFirecracker+"="+testutil.FakeFirecracker(t))
 	d.cmd.Stderr = d.stderr
 	out := &testutil.SyncBuffer{}
@@ -374,5 +381,45 @@ func TestBadStart(t *testing.T) {
 		if strings.HasPrefix(e.Name(), ".kindlingd-sock-") {
 			t.Errorf("left in the root: %s", e.Name())
 		}
+	}
+}
+
+// Socket activation: kindlingd serves the sockets systemd passes instead
+// of making its own, and leaves their files alone when it exits.
+func TestSocketActivation(t *testing.T) {
+	root := testutil.ShortTempDir(t)
+	t.Cleanup(func() { cleanRoot(t, root) })
+	sock := filepath.Join(root, "activated.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	f, err := ln.(*net.UnixListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = ln.Close()
+	defer f.Close()
+	// As systemd does after fork: LISTEN_PID is the pid that execs kindlingd.
+	cmd := exec.Command("sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=kindlingd.socket exec "$0" "$@"`, binary(t), "--root", root)
+	cmd.ExtraFiles = []*os.File{f}
+	d := startCmd(t, root, sock, cmd)
+	_ = f.Close()
+	c := d.client(t)
+	if _, err := c.List(context.Background(), sandbox.ListOptions{}); err != nil {
+		t.Fatalf("list over the activated socket: %v\n%s", err, d.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(root, socketName)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("kindlingd made its own socket too: %v", err)
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.wait(t, 10*time.Second); err != nil {
+		t.Errorf("exit: %v\n%s", err, d.stderr)
+	}
+	if _, err := os.Stat(sock); err != nil {
+		t.Errorf("the activated socket's file after exit: %v", err)
 	}
 }

@@ -109,9 +109,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	addrs, err := parseListen(o)
+	act, err := activated()
 	if err != nil {
 		return err
+	}
+	var addrs []address
+	if len(act) == 0 || len(o.listen) > 0 {
+		if addrs, err = parseListen(o); err != nil {
+			return err
+		}
+	}
+	for _, l := range act {
+		if !l.trusted && len(keys) == 0 {
+			l.cleanup()
+			return fmt.Errorf("socket activation passed a tcp socket (%s): give --api-key-file", l.addr)
+		}
 	}
 	rtOpts := []sandbox.Option{sandbox.WithLogger(log.With("component", "runtime"))}
 	if o.monitor != "" {
@@ -138,7 +150,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	// Open every listener before serving on any, so that a bad address
 	// leaves nothing behind.
-	var lns []listener
+	lns := act
 	defer func() {
 		for _, l := range lns {
 			l.cleanup()
