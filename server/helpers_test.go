@@ -129,3 +129,31 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// serve serves h on a fresh Unix socket until the test ends and returns
+// the socket's address.
+func serve(t *testing.T, h http.Handler) string {
+	t.Helper()
+	sock := filepath.Join(testutil.ShortTempDir(t), "s.sock")
+	ln, err := net.Listen("unix", sock)
+	must(t, err)
+	hs := server.HTTPServer(h, nil)
+	done := make(chan struct{})
+	go func() { _ = hs.Serve(ln); close(done) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(ctx)
+		<-done
+	})
+	return "unix://" + sock
+}
+
+// clientFor is a client of the server at addr, closed at the test's end.
+func clientFor(t *testing.T, addr string) *remote.Client {
+	t.Helper()
+	c, err := remote.New(remote.Config{Host: addr})
+	must(t, err)
+	t.Cleanup(c.Close)
+	return c
+}

@@ -84,13 +84,15 @@ func (m *metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 }
 
-// observe wraps h, counting each request by api and status and timing it.
-func (m *metrics) observe(api string, w http.ResponseWriter, r *http.Request, h func(http.ResponseWriter, *http.Request)) {
+// observe wraps h, counting each request by api and status and timing it;
+// it returns the status.
+func (m *metrics) observe(api string, w http.ResponseWriter, r *http.Request, h func(http.ResponseWriter, *http.Request)) int {
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 	start := time.Now()
 	h(rec, r)
 	m.latency.WithLabelValues(api).Observe(time.Since(start).Seconds())
 	m.requests.WithLabelValues(api, strconv.Itoa(rec.status)).Inc()
+	return rec.status
 }
 
 // statusRecorder remembers the status a handler answered.

@@ -11,6 +11,11 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/kindling-vm/kindling/api/kindling/v1/kindlingv1connect"
 	"github.com/kindling-vm/kindling/sandbox"
@@ -49,6 +54,10 @@ type Config struct {
 	Domain string
 	// Logger gets the server's log (default: discard).
 	Logger *slog.Logger
+	// TracerProvider gets a span per request (default: no-op), the parent
+	// of the runtime's spans when the runtime uses the same provider. A
+	// W3C traceparent header on the request is the span's parent.
+	TracerProvider trace.TracerProvider
 }
 
 // Validate checks the config.
@@ -78,6 +87,7 @@ type Server struct {
 	leases  *leases
 	proxy   *proxy
 	metrics *metrics
+	tracer  trace.Tracer
 }
 
 // New returns a server for cfg. It re-adopts what the state root holds: the
@@ -91,6 +101,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{rt: cfg.Runtime, tpl: cfg.Templates, domain: strings.ToLower(cfg.Domain), log: log}
+	tp := cfg.TracerProvider
+	if tp == nil {
+		tp = noop.NewTracerProvider()
+	}
+	s.tracer = tp.Tracer("github.com/kindling-vm/kindling/server")
 	for _, k := range cfg.APIKeys {
 		s.keys = append(s.keys, []byte(k))
 	}
@@ -146,7 +161,7 @@ func (s *Server) Handler(trusted bool) http.Handler {
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if id, port, ok := s.sandboxTarget(r); ok {
-			s.metrics.observe("sandbox", w, r, func(w http.ResponseWriter, r *http.Request) { s.proxy.serve(w, r, id, port) })
+			s.observe("sandbox", w, r, func(w http.ResponseWriter, r *http.Request) { s.proxy.serve(w, r, id, port) })
 			return
 		}
 		api := "e2b"
@@ -156,8 +171,22 @@ func (s *Server) Handler(trusted bool) http.Handler {
 		case r.URL.Path == "/metrics":
 			api = "metrics"
 		}
-		s.metrics.observe(api, w, r, mux.ServeHTTP)
+		s.observe(api, w, r, mux.ServeHTTP)
 	})
+}
+
+// observe serves r with h inside a span named for its API, counted and
+// timed in the metrics.
+func (s *Server) observe(api string, w http.ResponseWriter, r *http.Request, h func(http.ResponseWriter, *http.Request)) {
+	ctx := propagation.TraceContext{}.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	ctx, span := s.tracer.Start(ctx, "kindlingd."+api, trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path)))
+	defer span.End()
+	status := s.metrics.observe(api, w, r.WithContext(ctx), h)
+	span.SetAttributes(attribute.Int("http.response.status_code", status))
+	if status >= 500 {
+		span.SetStatus(codes.Error, http.StatusText(status))
+	}
 }
 
 // HTTPServer returns an http.Server with the server's limits around h.

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"go.opentelemetry.io/otel"
 
 	"github.com/kindling-vm/kindling/internal/store"
 	"github.com/kindling-vm/kindling/sandbox"
@@ -125,7 +126,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("socket activation passed a tcp socket (%s): give --api-key-file", l.addr)
 		}
 	}
-	rtOpts := []sandbox.Option{sandbox.WithLogger(log.With("component", "runtime"))}
+	// Spans go to the global tracer provider (a no-op unless a build of
+	// kindlingd installs an exporter), the server's request spans being the
+	// parents of the runtime's.
+	tp := otel.GetTracerProvider()
+	rtOpts := []sandbox.Option{sandbox.WithLogger(log.With("component", "runtime")), sandbox.WithTracerProvider(tp)}
 	if o.monitor != "" {
 		rtOpts = append(rtOpts, sandbox.WithMonitorExecutable(o.monitor))
 	}
@@ -142,7 +147,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv, err := server.New(ctx, server.Config{Runtime: rt, Templates: tpl, APIKeys: keys, Domain: o.domain, Logger: log})
+	srv, err := server.New(ctx, server.Config{Runtime: rt, Templates: tpl, APIKeys: keys, Domain: o.domain, Logger: log, TracerProvider: tp})
 	if err != nil {
 		return err
 	}
