@@ -142,7 +142,8 @@ func (s *Server) Close() {
 // serve the native API without an API key.
 func (s *Server) Handler(trusted bool) http.Handler {
 	mux := http.NewServeMux()
-	opts := []connect.HandlerOption{connect.WithReadMaxBytes(MaxBodyBytes)}
+	// Small answers are not worth compressing (most go over a local socket).
+	opts := []connect.HandlerOption{connect.WithReadMaxBytes(MaxBodyBytes), connect.WithCompressMinBytes(32 << 10)}
 	if !trusted {
 		opts = append(opts, connect.WithInterceptors(keyInterceptor{s}))
 	}
