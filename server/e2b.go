@@ -226,9 +226,11 @@ func (s *Server) e2bCreate(w http.ResponseWriter, r *http.Request) {
 // and a fresh access token, and records the sandbox's lease. A sandbox that
 // fails on the way is removed.
 func (s *Server) createE2B(ctx context.Context, body newSandboxBody) (_ lease, err error) {
-	in, err := s.tpl.Run(ctx, body.TemplateID, template.CloneOptions{Labels: body.Metadata})
-	if err != nil {
-		return lease{}, err
+	in, ok := s.pools.claim(ctx, body.TemplateID)
+	if !ok {
+		if in, err = s.tpl.Run(ctx, body.TemplateID, template.CloneOptions{}); err != nil {
+			return lease{}, err
+		}
 	}
 	defer func() {
 		if err != nil {
@@ -239,7 +241,7 @@ func (s *Server) createE2B(ctx context.Context, body newSandboxBody) (_ lease, e
 	tok := make([]byte, 24)
 	_, _ = rand.Read(tok)
 	l := lease{ID: in.ID, Template: body.TemplateID, AccessToken: hex.EncodeToString(tok), E2B: true,
-		StartedAt: time.Now().UTC(), OnTimeout: onTimeoutKill}
+		Metadata: body.Metadata, StartedAt: time.Now().UTC(), OnTimeout: onTimeoutKill}
 	if body.AutoPause {
 		l.OnTimeout = onTimeoutPause
 	}
@@ -310,12 +312,21 @@ type e2bDetail struct {
 
 func (s *Server) detail(in sandbox.Info, l lease, withToken bool) e2bDetail {
 	d := e2bDetail{TemplateID: l.Template, SandboxID: in.ID, ClientID: e2bClientID, StartedAt: in.StartedAt.UTC(),
-		EndAt: l.EndAt.UTC(), CPUCount: max(in.Spec.VCPUs, 1), MemoryMB: in.Spec.MemoryMiB, Metadata: in.Spec.Labels,
+		EndAt: l.EndAt.UTC(), CPUCount: max(in.Spec.VCPUs, 1), MemoryMB: in.Spec.MemoryMiB, Metadata: metadataOf(in, l),
 		State: e2bState(in.Status), EnvdVersion: agentserver.EnvdVersion, Domain: s.domainPtr()}
 	if withToken {
 		d.EnvdAccessToken = l.AccessToken
 	}
 	return d
+}
+
+// metadataOf is a sandbox's E2B metadata: its lease's for a sandbox made
+// through the E2B API, else its labels.
+func metadataOf(in sandbox.Info, l lease) map[string]string {
+	if l.E2B {
+		return l.Metadata
+	}
+	return in.Spec.Labels
 }
 
 // sandboxID is the request's {id}, checked.
@@ -336,6 +347,9 @@ func (s *Server) shown(ctx context.Context, id string) (sandbox.Info, lease, err
 	}
 	if e2bState(in.Status) == "" {
 		return sandbox.Info{}, lease{}, fmt.Errorf("sandbox %q is %s: %w", id, in.Status, sandbox.ErrNotFound)
+	}
+	if s.pools.isReady(id) {
+		return sandbox.Info{}, lease{}, fmt.Errorf("sandbox %q is a warm pool's clone: %w", id, sandbox.ErrNotFound)
 	}
 	l, err := s.leases.get(id)
 	return in, l, err
@@ -400,7 +414,7 @@ func (s *Server) e2bList(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tplFilter := q.Get("template")
-	infos, err := s.rt.List(r.Context(), sandbox.ListOptions{Labels: labels})
+	infos, err := s.rt.List(r.Context(), sandbox.ListOptions{})
 	if err != nil {
 		writeRuntimeError(w, err)
 		return
@@ -408,11 +422,14 @@ func (s *Server) e2bList(w http.ResponseWriter, r *http.Request) {
 	out := []e2bDetail{}
 	for _, in := range infos {
 		st := e2bState(in.Status)
-		if st == "" || (len(states) > 0 && !states[st]) {
+		if st == "" || (len(states) > 0 && !states[st]) || s.pools.isReady(in.ID) {
 			continue
 		}
 		l, _ := s.leases.get(in.ID)
 		if tplFilter != "" && l.Template != tplFilter {
+			continue
+		}
+		if !matches(metadataOf(in, l), labels) {
 			continue
 		}
 		out = append(out, s.detail(in, l, false))
@@ -596,4 +613,14 @@ func (s *Server) e2bConnect(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusCreated
 	}
 	writeJSON(w, status, s.e2bSandbox(l))
+}
+
+// matches reports whether md holds every pair of want.
+func matches(md, want map[string]string) bool {
+	for k, v := range want {
+		if have, ok := md[k]; !ok || have != v {
+			return false
+		}
+	}
+	return true
 }

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -228,8 +230,12 @@ func TestE2BSDK(t *testing.T) {
 	// A clone of a template with a vsock device needs Firecracker's vsock
 	// override on snapshot load (1.16+): the fake plays that release.
 	t.Setenv("FAKEFC", `{"version":"1.16.0"}`)
-	r := newRig(t, server.Config{})
+	// A warm pool of one: the create claims its clone (resumed, then the
+	// agent re-initialised), and the pool refills.
+	r := newRig(t, server.Config{Pools: map[string]int{"base": 1}})
 	agentTemplate(t, r, "base")
+	t.Cleanup(func() { dropPool(t, r, "base") })
+	waitFor(t, "a paused clone in the pool", func() bool { return len(poolClones(t, r, "base")[sandbox.Paused]) == 1 })
 	script := filepath.Join(dir, "kindling-e2b-test.mjs")
 	must(t, os.WriteFile(script, []byte(sdkScript), 0o644))
 	t.Cleanup(func() { _ = os.Remove(script) })
@@ -284,5 +290,14 @@ func TestE2BSDK(t *testing.T) {
 	}
 	if _, err := r.rt.Inspect(context.Background(), got.ID); !errors.Is(err, sandbox.ErrNotFound) {
 		t.Errorf("sandbox %s after kill: %v", got.ID, err)
+	}
+	req, _ := http.NewRequest("GET", r.url+"/metrics", nil)
+	req.Header.Set("X-API-Key", testKey)
+	res, err := http.DefaultClient.Do(req)
+	must(t, err)
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if want := `kindlingd_pool_claims_total{result="hit",template="base"} 1`; !strings.Contains(string(b), want) {
+		t.Errorf("the create did not claim the pool's clone: metrics lack %s", want)
 	}
 }

@@ -38,8 +38,11 @@ type lease struct {
 	// AccessToken is the envd access token the sandbox's agent requires.
 	AccessToken string `json:"access_token,omitempty"`
 	// E2B marks a sandbox made through the E2B API.
-	E2B       bool      `json:"e2b,omitempty"`
-	StartedAt time.Time `json:"started_at,omitzero"`
+	E2B bool `json:"e2b,omitempty"`
+	// Metadata is an E2B sandbox's metadata (kept here, not as labels: a
+	// clone claimed from a warm pool has its labels already).
+	Metadata  map[string]string `json:"metadata,omitempty"`
+	StartedAt time.Time         `json:"started_at,omitzero"`
 }
 
 // leases keeps the leases on disk and their timers in memory.

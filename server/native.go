@@ -328,6 +328,13 @@ func (t templates) Run(ctx context.Context, req *connect.Request[pb.RunTemplateR
 		return reply[pb.SandboxResponse](nil, err)
 	}
 	m := req.Msg
+	// A plain run (no ID, labels or options of its own) is served from the
+	// template's warm pool when it has a clone ready.
+	if m.GetId() == "" && len(m.GetLabels()) == 0 && !m.GetAutoRemove() && !m.GetVerify() {
+		if in, ok := t.s.pools.claim(ctx, m.GetName()); ok {
+			return reply(native(t).info(in), nil)
+		}
+	}
 	in, err := ts.Run(ctx, m.GetName(), template.CloneOptions{ID: m.GetId(), AutoRemove: m.GetAutoRemove(), Verify: m.GetVerify(), Labels: m.GetLabels()})
 	if err != nil {
 		return reply[pb.SandboxResponse](nil, err)

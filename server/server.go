@@ -54,6 +54,13 @@ type Config struct {
 	Domain string
 	// Logger gets the server's log (default: discard).
 	Logger *slog.Logger
+	// Pools asks for warm pools: per template name, how many clones to keep
+	// started and paused, so that a create from the template claims one
+	// and only resumes it. Filled in the background.
+	Pools map[string]int
+	// PoolMemoryMiB bounds the guest memory of all the pools' ready clones
+	// together; 0 for no bound.
+	PoolMemoryMiB int
 	// TracerProvider gets a span per request (default: no-op), the parent
 	// of the runtime's spans when the runtime uses the same provider. A
 	// W3C traceparent header on the request is the span's parent.
@@ -69,6 +76,14 @@ func (c Config) Validate() error {
 		if len(k) < 16 || strings.ContainsAny(k, " \t\r\n") {
 			return fmt.Errorf("server config: an API key must be at least 16 characters without spaces: %w", sandbox.ErrInvalid)
 		}
+	}
+	for name, n := range c.Pools {
+		if n < 0 || n > 1000 || name == "" {
+			return fmt.Errorf("server config: pool %q of %d clones: give a template name and 0 to 1000: %w", name, n, sandbox.ErrInvalid)
+		}
+	}
+	if len(c.Pools) > 0 && c.Templates == nil {
+		return fmt.Errorf("server config: warm pools need the template store: %w", sandbox.ErrInvalid)
 	}
 	if strings.HasPrefix(c.Domain, ".") || strings.ContainsAny(c.Domain, "/: ") {
 		return fmt.Errorf("server config: domain %q: give a host name such as sandbox.example.com: %w", c.Domain, sandbox.ErrInvalid)
@@ -88,6 +103,7 @@ type Server struct {
 	proxy   *proxy
 	metrics *metrics
 	tracer  trace.Tracer
+	pools   *pools
 }
 
 // New returns a server for cfg. It re-adopts what the state root holds: the
@@ -119,6 +135,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.proxy = newProxy(s)
 	s.metrics = newMetrics(s)
+	s.pools = newPools(ctx, s, cfg.Pools, cfg.PoolMemoryMiB)
 	s.leases.onExpire = func(action string, err error) {
 		result := "ok"
 		if err != nil {
@@ -130,9 +147,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Close stops the lease timers (waiting for expiries under way) and closes
-// the proxy's idle connections. Sandboxes are left as they are.
+// Close stops the pools' fillers and the lease timers (waiting for work
+// under way) and closes the proxy's idle connections. Sandboxes are left
+// as they are, the pools' paused clones included.
 func (s *Server) Close() {
+	s.pools.close()
 	s.leases.close()
 	s.proxy.close()
 }

@@ -352,6 +352,8 @@ func TestBadStart(t *testing.T) {
 		{"half tls", []string{"--tls-cert", "c.pem"}, "--tls-key"},
 		{"empty key file", []string{"--api-key-file", "/dev/null"}, "holds no key"},
 		{"unknown flag", []string{"--frobnicate"}, "unknown flag"},
+		{"bad pool", []string{"--pool", "base"}, "TEMPLATE=N"},
+		{"negative pool memory", []string{"--pool-memory", "-1"}, "--pool-memory"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

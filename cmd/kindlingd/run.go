@@ -46,6 +46,8 @@ type options struct {
 	drain       time.Duration
 	monitor     string
 	debug       bool
+	pools       []string
+	poolMemory  int
 }
 
 const usage = `kindlingd serves the sandboxes of one state root: kindling's native API
@@ -70,6 +72,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.domain, "domain", "", "sandbox traffic `DOMAIN`: host <port>-<id>.DOMAIN goes into sandbox <id>")
 	fs.DurationVar(&o.drain, "drain", 10*time.Second, "on SIGTERM or Ctrl-C, how long in-flight requests may take to finish")
 	fs.StringVar(&o.monitor, "monitor", "", "monitor `EXECUTABLE` of the sandboxes it starts (default kindlingd itself)")
+	fs.StringArrayVar(&o.pools, "pool", nil, "keep a warm pool of `TEMPLATE=N` paused clones, claimed by creates from the template; repeatable")
+	fs.IntVar(&o.poolMemory, "pool-memory", 2048, "bound the guest memory of all warm pools' clones to `MIB` (0: no bound)")
 	fs.BoolVar(&o.debug, "debug", false, "log at debug level")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -82,6 +86,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if (o.tlsCert == "") != (o.tlsKey == "") {
 		return o, &usageError{errors.New("give both --tls-cert and --tls-key, or neither")}
+	}
+	if o.poolMemory < 0 {
+		return o, &usageError{fmt.Errorf("--pool-memory %d: must not be negative", o.poolMemory)}
 	}
 	if o.drain <= 0 {
 		return o, &usageError{fmt.Errorf("--drain %v: must be positive", o.drain)}
@@ -147,7 +154,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv, err := server.New(ctx, server.Config{Runtime: rt, Templates: tpl, APIKeys: keys, Domain: o.domain, Logger: log, TracerProvider: tp})
+	pools, err := parsePools(o.pools)
+	if err != nil {
+		return err
+	}
+	srv, err := server.New(ctx, server.Config{Runtime: rt, Templates: tpl, APIKeys: keys, Domain: o.domain, Logger: log,
+		TracerProvider: tp, Pools: pools, PoolMemoryMiB: o.poolMemory})
 	if err != nil {
 		return err
 	}
@@ -235,6 +247,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log.Info("stopped; sandboxes keep running")
 	return serveErr
+}
+
+// parsePools reads --pool TEMPLATE=N values.
+func parsePools(vals []string) (map[string]int, error) {
+	if len(vals) == 0 {
+		return nil, nil
+	}
+	out := map[string]int{}
+	for _, v := range vals {
+		name, ns, ok := strings.Cut(v, "=")
+		n, err := strconv.Atoi(ns)
+		if !ok || name == "" || err != nil || n < 1 || n > 1000 {
+			return nil, &usageError{fmt.Errorf("--pool %q: give TEMPLATE=N with N from 1 to 1000", v)}
+		}
+		out[name] = n
+	}
+	return out, nil
 }
 
 // readKeys reads the API key file: one key a line; blank lines and lines
