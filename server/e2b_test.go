@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -194,4 +195,34 @@ func TestLeases(t *testing.T) {
 		_, err := r.rt.Inspect(ctx, "later")
 		return err != nil
 	})
+}
+
+// The HTTP server kindlingd runs has the limits against slow and greedy
+// clients, and a client that never finishes its headers is cut off.
+func TestHTTPServerLimits(t *testing.T) {
+	hs := server.HTTPServer(http.NotFoundHandler(), nil)
+	if hs.ReadHeaderTimeout != server.ReadHeaderTimeout || hs.IdleTimeout != server.IdleTimeout || hs.MaxHeaderBytes != server.MaxHeaderBytes {
+		t.Fatalf("limits: %+v", hs)
+	}
+	// The same server with a short header timeout, to see it cut a client off.
+	hs.ReadHeaderTimeout = 200 * time.Millisecond
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	done := make(chan struct{})
+	go func() { _ = hs.Serve(ln); close(done) }()
+	defer func() { _ = hs.Close(); <-done }()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	must(t, err)
+	defer conn.Close()
+	_, err = conn.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n")) // and never the blank line
+	must(t, err)
+	must(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
+	start := time.Now()
+	_, err = io.ReadAll(conn)
+	if err != nil {
+		t.Fatalf("the slow client was not cut off: %v", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("cut off after %v", d)
+	}
 }

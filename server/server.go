@@ -129,13 +129,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if s.leases, err = openLeases(cfg.Runtime, log); err != nil {
 		return nil, err
 	}
-	n, err := s.leases.adopt(ctx)
-	if err != nil {
-		return nil, err
-	}
 	s.proxy = newProxy(s)
 	s.metrics = newMetrics(s)
-	s.pools = newPools(ctx, s, cfg.Pools, cfg.PoolMemoryMiB)
+	// Set before any lease is armed: an adopted lease may end at once.
 	s.leases.onExpire = func(action string, err error) {
 		result := "ok"
 		if err != nil {
@@ -143,6 +139,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		s.metrics.expiries.WithLabelValues(action, result).Inc()
 	}
+	n, err := s.leases.adopt(ctx)
+	if err != nil {
+		s.leases.close()
+		return nil, err
+	}
+	s.pools = newPools(ctx, s, cfg.Pools, cfg.PoolMemoryMiB)
 	log.Info("server ready", "root", cfg.Runtime.Root(), "leases", n)
 	return s, nil
 }
