@@ -24,6 +24,10 @@ func TestMain(m *testing.M) {
 // testKey is the API key of the test servers.
 const testKey = "test-key-0123456789abcdef"
 
+// cfgFirecracker, when set, is the Firecracker the next newRig uses
+// instead of the fake (real-Firecracker variants set it).
+var cfgFirecracker string
+
 // rig is a server on a fresh state root, served on a Unix socket (trusted)
 // and on a loopback TCP port (untrusted, needs testKey).
 type rig struct {
@@ -41,7 +45,11 @@ type rig struct {
 func newRig(t *testing.T, cfg server.Config) *rig {
 	t.Helper()
 	testutil.CheckLeaks(t)
-	r := &rig{fc: testutil.FakeFirecracker(t)}
+	r := &rig{fc: cfgFirecracker}
+	if r.fc == "" {
+		r.fc = testutil.FakeFirecracker(t)
+	}
+	cfgFirecracker = ""
 	root := testutil.ShortTempDir(t)
 	var err error
 	if r.rt, err = sandbox.Open(root); err != nil {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kindling-vm/kindling/internal/testutil"
 	"github.com/kindling-vm/kindling/sandbox"
 	"github.com/kindling-vm/kindling/sandbox/remote"
 	"github.com/kindling-vm/kindling/server"
@@ -18,7 +19,15 @@ import (
 
 // Every Controller operation through the server, on a sandbox the local
 // runtime sees as the server's client does.
-func TestNativeLifecycle(t *testing.T) {
+func TestNativeLifecycle(t *testing.T) { testNativeLifecycle(t, false) }
+
+// The same against the real Firecracker of $KINDLING_FIRECRACKER.
+func TestNativeLifecycleReal(t *testing.T) { testNativeLifecycle(t, true) }
+
+func testNativeLifecycle(t *testing.T, real bool) {
+	if real {
+		cfgFirecracker = testutil.Firecracker(t)
+	}
 	r := newRig(t, server.Config{})
 	ctx := context.Background()
 	c := r.client
