@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kindling-vm/kindling/internal/testutil"
 	"github.com/kindling-vm/kindling/sandbox"
 	"github.com/kindling-vm/kindling/server"
 	"github.com/kindling-vm/kindling/template"
@@ -51,7 +52,16 @@ func dropPool(t *testing.T, r *rig, name string) {
 
 // A warm pool keeps clones paused; a run claims one (only a resume) and
 // the pool refills in the background.
-func TestWarmPool(t *testing.T) {
+func TestWarmPool(t *testing.T) { testWarmPool(t, false) }
+
+// The same against the real Firecracker of $KINDLING_FIRECRACKER: a claim
+// (resume) against a clone without the pool (snapshot load), timed.
+func TestWarmPoolReal(t *testing.T) { testWarmPool(t, true) }
+
+func testWarmPool(t *testing.T, real bool) {
+	if real {
+		cfgFirecracker = testutil.Firecracker(t)
+	}
 	r := newRig(t, server.Config{Pools: map[string]int{"base": 2}})
 	makeTemplate(t, r, "base")
 	t.Cleanup(func() {
@@ -73,14 +83,16 @@ func TestWarmPool(t *testing.T) {
 	}
 	waitFor(t, "the pool to refill", func() bool { return len(poolClones(t, r, "base")[sandbox.Paused]) == 2 })
 	// A run with labels of its own is not served from the pool.
+	start = time.Now()
 	other, err := r.client.RunTemplate(ctx, "base", template.CloneOptions{Labels: map[string]string{"mine": "yes"}})
 	must(t, err)
+	unpooled := time.Since(start)
 	if other.Spec.Labels[server.PoolLabel] != "" {
 		t.Errorf("a run with labels came from the pool: %+v", other.Spec.Labels)
 	}
 	must(t, r.client.Remove(ctx, other.ID, true))
 	must(t, r.client.Remove(ctx, in.ID, true))
-	t.Logf("claim from the pool: %v", claim)
+	t.Logf("through the native API: claim from the pool %v, clone without the pool %v", claim, unpooled)
 
 	req, _ := http.NewRequest("GET", r.url+"/metrics", nil)
 	req.Header.Set("X-API-Key", testKey)
