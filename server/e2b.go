@@ -238,14 +238,26 @@ func (s *Server) createE2B(ctx context.Context, body newSandboxBody) (_ lease, e
 			err = errors.Join(err, s.rt.Remove(bg, in.ID, true), s.leases.drop(bg, in.ID))
 		}
 	}()
-	tok := make([]byte, 24)
-	_, _ = rand.Read(tok)
-	l := lease{ID: in.ID, Template: body.TemplateID, AccessToken: hex.EncodeToString(tok), E2B: true,
+	// The agent's token: the runtime's own for the sandbox when the runtime
+	// keeps one (then the runtime's guest calls and the E2B client share
+	// it), else a fresh one the server gives the agent.
+	var tok, current string
+	if ta, ok := any(s.rt).(agentTokener); ok {
+		if tok, err = ta.AgentToken(ctx, in.ID); err != nil {
+			return lease{}, err
+		}
+		current = tok
+	} else {
+		b := make([]byte, 24)
+		_, _ = rand.Read(b)
+		tok = hex.EncodeToString(b)
+	}
+	l := lease{ID: in.ID, Template: body.TemplateID, AccessToken: tok, E2B: true,
 		Metadata: body.Metadata, StartedAt: time.Now().UTC(), OnTimeout: onTimeoutKill}
 	if body.AutoPause {
 		l.OnTimeout = onTimeoutPause
 	}
-	if err := s.initAgent(ctx, in, body.EnvVars, l.AccessToken); err != nil {
+	if err := s.initAgent(ctx, in, body.EnvVars, current, tok); err != nil {
 		return lease{}, err
 	}
 	l.EndAt = l.StartedAt.Add(timeoutOr(body.Timeout, e2bDefaultTimeout))
@@ -255,13 +267,20 @@ func (s *Server) createE2B(ctx context.Context, body newSandboxBody) (_ lease, e
 	return l, nil
 }
 
+// agentTokener is what a runtime that keeps an access token per agent
+// sandbox offers (the runtime's guest capability): the token the
+// sandbox's agent requires.
+type agentTokener interface {
+	AgentToken(ctx context.Context, id string) (string, error)
+}
+
 // initAgent waits for a new sandbox's agent and re-initialises it: the
 // environment of later processes and the access token every request must
-// then carry.
-func (s *Server) initAgent(ctx context.Context, in sandbox.Info, env map[string]string, token string) error {
+// then carry. current is the token the agent requires now ("" for none).
+func (s *Server) initAgent(ctx context.Context, in sandbox.Info, env map[string]string, current, token string) error {
 	ctx, cancel := context.WithTimeout(ctx, agentReadyTimeout)
 	defer cancel()
-	cfg := agent.Config{VsockPath: in.VsockSocket, DialTimeout: time.Second, RequestTimeout: 10 * time.Second}
+	cfg := agent.Config{VsockPath: in.VsockSocket, AccessToken: current, DialTimeout: time.Second, RequestTimeout: 10 * time.Second}
 	var c *agent.Client
 	var err error
 	for {
