@@ -120,5 +120,8 @@ func (a *app) preflightHost(firecracker string) *preflight.Host {
 // preflight makes the blocking host checks before a sandbox is started
 // with the firecracker executable given (PATH or "").
 func (a *app) preflight(ctx context.Context, firecracker string) error {
+	if a.host != "" {
+		return nil // the server's host is checked by the server's runtime
+	}
 	return a.preflightHost(firecracker).Preflight(ctx)
 }

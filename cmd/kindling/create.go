@@ -40,7 +40,7 @@ func newCreateCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rt, err := a.runtime()
+			rt, err := a.controller()
 			if err != nil {
 				return err
 			}

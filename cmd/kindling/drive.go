@@ -58,7 +58,7 @@ func newDriveAddCommand(a *app) *cobra.Command {
 			if err != nil {
 				return &usageError{cmd: cmd.CommandPath(), err: err}
 			}
-			rt, id, err := a.sandboxID(cmd.Context(), args[0])
+			rt, id, err := a.hotplugID(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -88,7 +88,7 @@ func newDriveRmCommand(a *app) *cobra.Command {
 		Example: "  kindling drive rm web pool0",
 		Args:    exactArgs("ID", "SLOT"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rt, id, err := a.sandboxID(cmd.Context(), args[0])
+			rt, id, err := a.hotplugID(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}

@@ -49,8 +49,36 @@ func resolveID(ctx context.Context, rt sandboxLister, arg string) (string, error
 }
 
 // sandboxID opens the runtime and resolves arg with resolveID.
-func (a *app) sandboxID(ctx context.Context, arg string, extra ...sandbox.Option) (*sandbox.Runtime, string, error) {
-	rt, err := a.runtime(extra...)
+func (a *app) sandboxID(ctx context.Context, arg string, extra ...sandbox.Option) (sandbox.Controller, string, error) {
+	rt, err := a.controller(extra...)
+	if err != nil {
+		return nil, "", err
+	}
+	id, err := resolveID(ctx, rt, arg)
+	if err != nil {
+		return nil, "", err
+	}
+	return rt, id, nil
+}
+
+// hotplugID is sandboxID for the drive commands: the controller's drive
+// hotplug and the resolved ID.
+func (a *app) hotplugID(ctx context.Context, arg string) (sandbox.Hotplugger, string, error) {
+	c, id, err := a.sandboxID(ctx, arg)
+	if err != nil {
+		return nil, "", err
+	}
+	h, ok := c.(sandbox.Hotplugger)
+	if !ok {
+		return nil, "", fmt.Errorf("drive hotplug: %w", sandbox.ErrNotSupported)
+	}
+	return h, id, nil
+}
+
+// localSandboxID is sandboxID for the commands that work on this host's
+// state root only (threads, template create): the local runtime.
+func (a *app) localSandboxID(ctx context.Context, arg string) (*sandbox.Runtime, string, error) {
+	rt, err := a.runtime()
 	if err != nil {
 		return nil, "", err
 	}

@@ -29,7 +29,7 @@ func newInspectCommand(a *app) *cobra.Command {
 		Example: inspectExample,
 		Args:    someArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rt, err := a.runtime()
+			rt, err := a.controller()
 			if err != nil {
 				return err
 			}

@@ -24,7 +24,7 @@ func newKillCommand(a *app) *cobra.Command {
 		Example: killExample,
 		Args:    someArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.eachSandbox(cmd.Context(), args, defaultStopTimeout, func(ctx context.Context, rt *sandbox.Runtime, id string) error {
+			return a.eachSandbox(cmd.Context(), args, defaultStopTimeout, func(ctx context.Context, rt sandbox.Controller, id string) error {
 				return rt.Kill(ctx, id)
 			})
 		},
@@ -34,8 +34,8 @@ func newKillCommand(a *app) *cobra.Command {
 // eachSandbox opens the runtime and runs fn for every ID (or unique ID
 // prefix) in args as eachID does, each within its own timeout, and prints
 // the ID of each sandbox it changed, as docker does.
-func (a *app) eachSandbox(parent context.Context, args []string, timeout time.Duration, fn func(ctx context.Context, rt *sandbox.Runtime, id string) error) error {
-	rt, err := a.runtime()
+func (a *app) eachSandbox(parent context.Context, args []string, timeout time.Duration, fn func(ctx context.Context, rt sandbox.Controller, id string) error) error {
+	rt, err := a.controller()
 	if err != nil {
 		return err
 	}

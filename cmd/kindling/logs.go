@@ -36,9 +36,9 @@ func newLogsCommand(a *app) *cobra.Command {
 		Example: logsExample,
 		Args:    exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			open := (*sandbox.Runtime).Console
+			open := sandbox.Controller.Console
 			if vmmLog {
-				open = (*sandbox.Runtime).Logs
+				open = sandbox.Controller.Logs
 			}
 			return printLog(cmd.Context(), a, args[0], follow, open)
 		},
@@ -51,7 +51,7 @@ func newLogsCommand(a *app) *cobra.Command {
 // printLog prints a log of sandbox id that open (Runtime.Console or
 // Runtime.Logs) returns, following it with follow until the sandbox exits
 // or ctx ends (Ctrl-C, which is then not an error).
-func printLog(ctx context.Context, a *app, id string, follow bool, open func(*sandbox.Runtime, context.Context, string, sandbox.LogOptions) (io.ReadCloser, error)) error {
+func printLog(ctx context.Context, a *app, id string, follow bool, open func(sandbox.Controller, context.Context, string, sandbox.LogOptions) (io.ReadCloser, error)) error {
 	rt, id, err := a.sandboxID(ctx, id)
 	if err != nil {
 		return err

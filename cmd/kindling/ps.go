@@ -65,7 +65,7 @@ func newPsCommand(a *app) *cobra.Command {
 			if err := lf.check(cmd); err != nil {
 				return err
 			}
-			rt, err := a.runtime()
+			rt, err := a.controller()
 			if err != nil {
 				return err
 			}

@@ -56,7 +56,7 @@ func newRestoreCommand(a *app) *cobra.Command {
 			if cmd.Flags().Changed("name") && name == "" {
 				return usageErrorf(cmd.CommandPath(), "--name is empty: give an ID, or leave out --name for a random one")
 			}
-			rt, err := a.runtime()
+			rt, err := a.controller()
 			if err != nil {
 				return err
 			}

@@ -90,13 +90,13 @@ func newRunCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := ensureFirecracker(ctx, a, spec.Firecracker, autoInstall); err != nil {
+			if err := a.ensureFirecrackerHere(ctx, spec.Firecracker, autoInstall); err != nil {
 				return err
 			}
 			if err := a.preflight(ctx, spec.Firecracker); err != nil {
 				return err
 			}
-			rt, err := a.runtime()
+			rt, err := a.controller()
 			if err != nil {
 				return err
 			}
@@ -137,7 +137,7 @@ func newRunCommand(a *app) *cobra.Command {
 // afterStart finishes a run (or restore) once the sandbox runs: detached,
 // it prints the sandbox (its ID, or --json its description); otherwise it
 // follows the console until the VM exits.
-func afterStart(ctx context.Context, a *app, rt *sandbox.Runtime, info sandbox.Info, detach, asJSON, rm bool) error {
+func afterStart(ctx context.Context, a *app, rt sandbox.Controller, info sandbox.Info, detach, asJSON, rm bool) error {
 	if !detach {
 		return foreground(ctx, a, rt, info, rm)
 	}
@@ -158,7 +158,7 @@ func checkTimeout(cmd *cobra.Command, d time.Duration) error {
 
 // removeQuietly removes sandbox id, whatever its state; a sandbox gone
 // already is fine.
-func removeQuietly(ctx context.Context, rt *sandbox.Runtime, id string) error {
+func removeQuietly(ctx context.Context, rt sandbox.Controller, id string) error {
 	ctx, cancel := context.WithTimeout(ctx, stopTimeout)
 	defer cancel()
 	if err := rt.Remove(ctx, id, true); err != nil && !errors.Is(err, sandbox.ErrNotFound) {
@@ -171,7 +171,7 @@ func removeQuietly(ctx context.Context, rt *sandbox.Runtime, id string) error {
 // and returns the exit status that calls for. Ctrl-C (ctx cancelled) stops
 // the sandbox and ends with status 130. With rm, the sandbox is removed at
 // the end.
-func foreground(ctx context.Context, a *app, rt *sandbox.Runtime, info sandbox.Info, rm bool) error {
+func foreground(ctx context.Context, a *app, rt sandbox.Controller, info sandbox.Info, rm bool) error {
 	id := info.ID
 	bg := context.WithoutCancel(ctx)
 	// The console is followed until the VM exits, also after Ctrl-C, which

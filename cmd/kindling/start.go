@@ -73,7 +73,7 @@ func addTimeoutFlag(cmd *cobra.Command, p *time.Duration) {
 
 // startSandbox starts sandbox id, bounded by timeout when it is not zero.
 // A start cut short by Ctrl-C is reported as errInterrupted.
-func startSandbox(ctx context.Context, rt *sandbox.Runtime, id string, timeout time.Duration) (sandbox.Info, error) {
+func startSandbox(ctx context.Context, rt sandbox.Controller, id string, timeout time.Duration) (sandbox.Info, error) {
 	sctx := ctx
 	if timeout > 0 {
 		var cancel context.CancelFunc

@@ -84,7 +84,7 @@ func newTemplateCreateCommand(a *app) *cobra.Command {
 			if from == "" {
 				return usageErrorf(cmd.CommandPath(), "missing --from ID: name the sandbox to make the template from")
 			}
-			rt, id, err := a.sandboxID(cmd.Context(), from)
+			rt, id, err := a.localSandboxID(cmd.Context(), from)
 			if err != nil {
 				return err
 			}

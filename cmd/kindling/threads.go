@@ -27,7 +27,7 @@ func newThreadsCommand(a *app) *cobra.Command {
 		Example: threadsExample,
 		Args:    exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rt, id, err := a.sandboxID(cmd.Context(), args[0])
+			rt, id, err := a.localSandboxID(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
