@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/fsnotify/fsnotify"
 	"io"
 	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
-	"time"
 
 	"github.com/kindling-vm/kindling/internal/store"
 )
@@ -156,6 +156,13 @@ func (r *Runtime) openLog(ctx context.Context, id, name string, o LogOptions) (i
 		return nil, r.loadError(id, err)
 	}
 	path := filepath.Join(dir, name)
+	if name == fcLogName && rec.Machine != nil && rec.Machine.LogPath != "" && rec.Status != Exited && rec.Status != Created {
+		// A jailed VMM writes its log inside its jail while it runs; the
+		// driver copies it here when the VMM ends.
+		if _, err := os.Stat(rec.Machine.LogPath); err == nil {
+			path = rec.Machine.LogPath
+		}
+	}
 	if !o.Follow {
 		return openBoundedLog(path)
 	}
@@ -241,15 +248,25 @@ func copyLog(path string, w io.Writer) error {
 	return nil
 }
 
-// followPoll is how often a followed log is checked for new output.
-const followPoll = 25 * time.Millisecond
-
 // followLog copies the bounded log at path to w like copyLog, then keeps
 // copying what is appended to it, across rotations (path renamed to path.1
 // and a new path started), until done is closed — then it copies what is
 // left and returns — or ctx ends. A log that does not exist yet is waited
 // for; one removed meanwhile is read to its end through the open file.
+//
+// It sleeps until inotify reports a change in the log's directory (a write,
+// a create, a rename), so a quiet log costs no CPU.
 func followLog(ctx context.Context, path string, w io.Writer, done <-chan struct{}) error {
+	// Watch before the first read, so that nothing written in between is
+	// missed.
+	watch, err := fsnotify.NewBufferedWatcher(64)
+	if err != nil {
+		return fmt.Errorf("follow %s: %w", path, err)
+	}
+	defer watch.Close()
+	if err := watch.Add(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("follow %s: %w", path, err)
+	}
 	if err := copyFile(path+".1", w); err != nil {
 		return err
 	}
@@ -259,8 +276,6 @@ func followLog(ctx context.Context, path string, w io.Writer, done <-chan struct
 			f.Close()
 		}
 	}()
-	tick := time.NewTicker(followPoll)
-	defer tick.Stop()
 	last := false
 	for {
 		if f == nil {
@@ -297,7 +312,19 @@ func followLog(ctx context.Context, path string, w io.Writer, done <-chan struct
 			return ctx.Err()
 		case <-done:
 			last = true
-		case <-tick.C:
+		case err, ok := <-watch.Errors:
+			if ok && errors.Is(err, fsnotify.ErrEventOverflow) {
+				continue // events were lost: read again
+			}
+			if ok {
+				return fmt.Errorf("follow %s: %w", path, err)
+			}
+		case _, ok := <-watch.Events:
+			// Any change in the directory: read again (the log, or the
+			// file that replaced it).
+			if !ok {
+				return fmt.Errorf("follow %s: watch ended", path)
+			}
 		}
 	}
 }

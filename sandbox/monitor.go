@@ -154,6 +154,12 @@ func (mon *monitor) start(term <-chan os.Signal) (*vmm.Machine, error) {
 	}
 	mon.console = console
 	cfg := vmmConfig(&rec, dir)
+	// Firecracker's log is the sandbox's, not the driver's: made here, it
+	// outlives a failed start (the driver removes only a log it created),
+	// so 'kindling logs --vmm' can tell why, until the sandbox is removed.
+	if err := touch(cfg.LogPath); err != nil {
+		return nil, err
+	}
 	cfg.Console = console
 	opts := []vmm.Option{vmm.WithLogger(mon.log)}
 	if rec.Spec.HotplugWritable {
@@ -195,6 +201,15 @@ func (mon *monitor) start(term <-chan os.Signal) (*vmm.Machine, error) {
 		return nil, errors.Join(fmt.Errorf("record the running VMM: %w", err), m.Kill(stopCtx))
 	}
 	return m, nil
+}
+
+// touch creates the file path, empty, unless it exists.
+func touch(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	return f.Close()
 }
 
 // finish records how the VMM ended (status), or why it never started

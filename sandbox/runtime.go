@@ -270,6 +270,12 @@ func (r *Runtime) newRecord(spec Spec) (*record, error) {
 		}
 		spec.NetNS = ns
 	}
+	if err := resolveMetadata(&spec); err != nil {
+		return nil, specError(err)
+	}
+	if _, err := spec.devices(); err != nil {
+		return nil, specError(err)
+	}
 	rec := &record{ID: spec.ID, Spec: spec, CreatedAt: time.Now().UTC(), Status: Created, Kernel: spec.Kernel}
 	if rec.Kernel == "" {
 		if rec.Kernel, err = r.demoKernel(spec.Demo); err != nil {
@@ -395,6 +401,7 @@ func vmmConfig(rec *record, dir string) vmm.Config {
 	if s.VsockCID != 0 {
 		cfg.Vsock = &vmm.Vsock{CID: s.VsockCID, Path: filepath.Join(dir, vsockName)}
 	}
+	applyDevices(s, &cfg)
 	if s.Jailer != "" {
 		cfg.Jailer = &vmm.JailerConfig{Path: s.Jailer, NetNS: s.NetNS}
 	} else {

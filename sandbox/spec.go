@@ -59,6 +59,31 @@ type Spec struct {
 	// HotplugWritable makes the hotplug slots take read-write drives; by
 	// default they are read-only (Firecracker fixes a slot's access at boot).
 	HotplugWritable bool `toml:"hotplug_writable" json:"hotplug_writable,omitempty"`
+	// CPUTemplate is Firecracker's static CPU template (C3, T2, T2S, T2CL,
+	// T2A, V1N1 or None); empty for Firecracker's default.
+	CPUTemplate string `toml:"cpu_template" json:"cpu_template,omitempty"`
+	// VMMLogLevel is the level of Firecracker's own log (error, warning,
+	// info, debug, trace or off); empty for info.
+	VMMLogLevel string `toml:"vmm_log_level" json:"vmm_log_level,omitempty"`
+	// DriveRate limits each drive (the root drive and Drives): a bandwidth
+	// and/or an operation rate as network.ParseRate reads them ("100MB",
+	// "50MiB,1000pps": pps counts operations here).
+	DriveRate string `toml:"drive_rate" json:"drive_rate,omitempty"`
+	// NetRate limits each network interface, in each direction: "100Mbit",
+	// "10kpps" or both ("100Mbit,10kpps").
+	NetRate string `toml:"net_rate" json:"net_rate,omitempty"`
+	// Balloon adds a memory balloon device inflated to this size at boot
+	// ("0", "64M"), which gives memory back to the host; the guest deflates
+	// it when it runs out of memory. Empty for no balloon.
+	Balloon string `toml:"balloon" json:"balloon,omitempty"`
+	// Entropy adds a virtio-rng device, a source of randomness for the
+	// guest.
+	Entropy bool `toml:"entropy" json:"entropy,omitempty"`
+	// Metadata is a JSON object the guest reads from Firecracker's
+	// metadata service (MMDS, version 2, at 169.254.169.254) through its
+	// network interfaces, given inline or as the path of a file; Create
+	// reads the file, and the sandbox keeps the JSON.
+	Metadata string `toml:"metadata" json:"metadata,omitempty"`
 	// Labels are the user's key=value pairs on the sandbox, for finding it
 	// again (ListOptions.Labels); kindling gives them no meaning. Keys are
 	// 1–63 of [A-Za-z0-9_.-/] starting with a letter or digit; values at

@@ -176,10 +176,24 @@ func stampOf(fi os.FileInfo) FileStamp {
 // Store is the template store of one sandbox runtime's state root. Its
 // methods are safe for concurrent use, also from several processes.
 type Store struct {
-	rt  *sandbox.Runtime
-	st  *store.Store
-	log *slog.Logger
-	tp  trace.TracerProvider
+	rt       *sandbox.Runtime
+	st       *store.Store
+	log      *slog.Logger
+	tp       trace.TracerProvider
+	progress ProgressFunc // nil: not reported
+}
+
+// ProgressFunc is told how far hashing a template's files has got: done of
+// total bytes. It is called often (every few MiB) and from several
+// goroutines, one at a time; done reaches total at the end of a hashing
+// that succeeds.
+type ProgressFunc func(done, total int64)
+
+// WithProgress has the store report the progress of hashing a template's
+// files (Create, Verify, and Run with Verify) to fn, so that a program can
+// show it: the memory file of a large VM takes seconds.
+func WithProgress(fn ProgressFunc) Option {
+	return func(s *Store) { s.progress = fn }
 }
 
 // Option configures a Store.
@@ -315,7 +329,7 @@ func (s *Store) Create(ctx context.Context, name, from string, o Options) (_ Tem
 		tpl.FirecrackerStamp = stampOf(fi)
 	}
 	tpl.SnapshotFormat = askFirecracker(ctx, tpl.FirecrackerPath, "--snapshot-version")
-	if err := finish(tdir, &tpl); err != nil {
+	if err := finish(tdir, &tpl, s.progress); err != nil {
 		return Template{}, fmt.Errorf("create template %q: %w", name, err)
 	}
 	s.log.Debug("made template", "template", name, "from", from)
@@ -328,7 +342,7 @@ func (s *Store) Create(ctx context.Context, name, from string, o Options) (_ Tem
 }
 
 // finish hashes the template's files and writes its manifest.
-func finish(tdir string, tpl *Template) error {
+func finish(tdir string, tpl *Template, report ProgressFunc) error {
 	ents, err := os.ReadDir(tdir)
 	if err != nil {
 		return err
@@ -341,9 +355,13 @@ func finish(tdir string, tpl *Template) error {
 	}
 	files := make([]File, len(names))
 	errs := make([]error, len(names))
+	p := newProgress(report)
+	for _, n := range names {
+		p.expect(filepath.Join(tdir, n))
+	}
 	var wg sync.WaitGroup
 	for i, n := range names {
-		wg.Go(func() { files[i], errs[i] = hashFile(filepath.Join(tdir, n)) })
+		wg.Go(func() { files[i], errs[i] = hashFile(filepath.Join(tdir, n), p) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
@@ -366,7 +384,7 @@ func encodeManifest(tpl *Template) ([]byte, error) {
 	return b, nil
 }
 
-func hashFile(path string) (File, error) {
+func hashFile(path string, p *progress) (File, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return File{}, err
@@ -377,7 +395,11 @@ func hashFile(path string) (File, error) {
 		return File{}, err
 	}
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
+	var w io.Writer = h
+	if p != nil {
+		w = io.MultiWriter(h, p)
+	}
+	if _, err := io.Copy(w, f); err != nil {
 		return File{}, fmt.Errorf("hash %s: %w", path, err)
 	}
 	return File{Name: filepath.Base(path), SHA256: hex.EncodeToString(h.Sum(nil)), Stamp: stampOf(fi)}, nil
@@ -448,7 +470,8 @@ func (s *Store) read(name string) (*Template, error) {
 // checkFiles checks the template's files: all of them hashed when full,
 // else the size and modification time of each, and the hash of the small
 // microVM state file. Read-only drives shared with the source must exist.
-func (t *Template) checkFiles(full bool) error {
+func (t *Template) checkFiles(full bool, report ProgressFunc) error {
+	p := newProgress(report)
 	var errs []error
 	var wg sync.WaitGroup
 	var mu sync.Mutex // guards errs
@@ -466,8 +489,9 @@ func (t *Template) checkFiles(full bool) error {
 			}
 			continue
 		}
+		p.expect(path)
 		wg.Go(func() {
-			got, err := hashFile(path)
+			got, err := hashFile(path, p)
 			switch {
 			case err != nil:
 				fail(err)
@@ -500,7 +524,7 @@ func (s *Store) Verify(ctx context.Context, name string) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := tpl.checkFiles(true); err != nil {
+	if err := tpl.checkFiles(true, s.progress); err != nil {
 		return fmt.Errorf("template %q: %w", name, err)
 	}
 	return nil
@@ -559,7 +583,7 @@ func (s *Store) Run(ctx context.Context, name string, o CloneOptions) (_ sandbox
 	if err != nil {
 		return sandbox.Info{}, err
 	}
-	if err := tpl.checkFiles(o.Verify); err != nil {
+	if err := tpl.checkFiles(o.Verify, s.progress); err != nil {
 		return sandbox.Info{}, fmt.Errorf("template %q: %w", name, err)
 	}
 	// The executable is the caller's (given, else the one configured by

@@ -56,7 +56,7 @@ func newRestoreCommand(a *app) *cobra.Command {
 			if cmd.Flags().Changed("name") && name == "" {
 				return usageErrorf(cmd.CommandPath(), "--name is empty: give an ID, or leave out --name for a random one")
 			}
-			rt, err := a.runtime()
+			rt, err := a.controller()
 			if err != nil {
 				return err
 			}
@@ -90,6 +90,7 @@ func newRestoreCommand(a *app) *cobra.Command {
 	f.BoolVarP(&detach, "detach", "d", false, "return once the sandbox runs, and print its ID")
 	f.BoolVar(&rm, "rm", false, "remove the sandbox once it has exited")
 	addTimeoutFlag(cmd, &timeout)
-	f.BoolVar(&asJSON, "json", false, "with --detach: print the sandbox as JSON instead of its ID")
+	addJSONFlag(cmd, &asJSON)
+	f.Lookup("json").Usage = "with --detach: print the sandbox as JSON instead of its ID"
 	return cmd
 }

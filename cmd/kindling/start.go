@@ -42,19 +42,19 @@ func newStartCommand(a *app) *cobra.Command {
 			if err := checkTimeout(cmd, timeout); err != nil {
 				return err
 			}
-			rt, err := a.runtime(sandbox.WithExecutables(fc, jailer))
+			rt, id, err := a.sandboxID(cmd.Context(), args[0], sandbox.WithExecutables(fc, jailer))
 			if err != nil {
 				return err
 			}
-			if err := a.preflightSandbox(cmd.Context(), rt, args[0]); err != nil {
+			if err := a.preflight(cmd.Context(), fc); err != nil {
 				return err
 			}
-			info, err := startSandbox(cmd.Context(), rt, args[0], timeout)
+			info, err := startSandbox(cmd.Context(), rt, id, timeout)
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				return writeJSON(a.stdout, info)
+				return writeJSON(a.stdout, sandboxView(info))
 			}
 			fmt.Fprintln(a.stdout, info.ID)
 			return nil
@@ -73,7 +73,7 @@ func addTimeoutFlag(cmd *cobra.Command, p *time.Duration) {
 
 // startSandbox starts sandbox id, bounded by timeout when it is not zero.
 // A start cut short by Ctrl-C is reported as errInterrupted.
-func startSandbox(ctx context.Context, rt *sandbox.Runtime, id string, timeout time.Duration) (sandbox.Info, error) {
+func startSandbox(ctx context.Context, rt sandbox.Controller, id string, timeout time.Duration) (sandbox.Info, error) {
 	sctx := ctx
 	if timeout > 0 {
 		var cancel context.CancelFunc
