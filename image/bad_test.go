@@ -199,7 +199,7 @@ func TestImportDiskFull(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			mnt := t.TempDir()
-			if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=3m", "kindling-test", mnt).CombinedOutput(); err != nil {
+			if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=3m,mode=0700", "kindling-test", mnt).CombinedOutput(); err != nil {
 				t.Skipf("cannot mount a tmpfs: %v: %s", err, out)
 			}
 			t.Cleanup(func() {

@@ -47,8 +47,11 @@ func Open(dir string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open image store %q: %w", dir, err)
 	}
+	// The store's directories must be the caller's alone (no group or
+	// other write), as the state root's are: another user who could swap
+	// a root filesystem in them would choose what a guest boots.
 	for _, d := range []string{abs, filepath.Join(abs, imagesDir), filepath.Join(abs, locksDir), filepath.Join(abs, tmpDir)} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
+		if err := store.MkdirPrivate("image store directory", d); err != nil {
 			return nil, fmt.Errorf("open image store %q: %w", dir, err)
 		}
 	}
