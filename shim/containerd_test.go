@@ -1,0 +1,412 @@
+package shim_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/kindling-vm/kindling/internal/gotool"
+	"github.com/kindling-vm/kindling/internal/guest"
+	"github.com/kindling-vm/kindling/internal/testutil"
+)
+
+func TestMain(m *testing.M) { testutil.Main(m) }
+
+const testImage = "docker.io/kindling/shim-test:1"
+
+// env is a containerd of the test's own, with the kindling shim on its
+// PATH, configured for the fake Firecracker's simulated guest.
+type env struct {
+	t        *testing.T
+	dir      string // everything of the test
+	sock     string // containerd's socket
+	shimRoot string
+	bin      string // the shim's directory
+	cmd      *exec.Cmd
+	done     chan struct{}
+	log      *bytes.Buffer
+}
+
+// needs skips the test without what a real containerd run needs.
+func needs(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: containerd and the simulated guest need root")
+	}
+	for _, b := range []string{"containerd", "ctr", "mkfs.ext4"} {
+		if _, err := exec.LookPath(b); err != nil {
+			if _, err2 := exec.LookPath("/usr/sbin/" + b); err2 != nil {
+				t.Skipf("skipping: %s not found (install containerd and e2fsprogs): %v", b, err)
+			}
+		}
+	}
+}
+
+// goBuild builds pkg (a path relative to the module root) statically into out.
+func goBuild(t *testing.T, pkg, out string) {
+	t.Helper()
+	root, err := testutil.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	goBin, err := gotool.Path()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(goBin, "build", "-o", out, pkg)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+	}
+}
+
+// testImageTar writes a docker-save tarball of an image whose only file is
+// the static test program at /bin/app, its entrypoint.
+func testImageTar(t *testing.T, dir string) string {
+	t.Helper()
+	app := filepath.Join(dir, "app")
+	goBuild(t, "./shim/testdata/app", app)
+	data, err := os.ReadFile(app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, h := range []*tar.Header{
+		{Name: "bin/", Typeflag: tar.TypeDir, Mode: 0o755},
+		{Name: "tmp/", Typeflag: tar.TypeDir, Mode: 0o1777},
+		{Name: "bin/app", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(data))},
+	} {
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if h.Typeflag == tar.TypeReg {
+			tw.Write(data)
+		}
+	}
+	tw.Close()
+	layer, err := tarball.LayerFromReader(bytes.NewReader(buf.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", "amd64"
+	cf.Config = v1.Config{Entrypoint: []string{"/bin/app"}, Env: []string{"PATH=/bin", "FOO=from-image"}, WorkingDir: "/tmp"}
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		t.Fatal(err)
+	}
+	ref, err := name.ParseReference(testImage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "image.tar")
+	if err := tarball.WriteToFile(p, ref, img); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// startContainerd runs Debian's containerd with its own root, state and
+// socket under a temporary directory, the CRI plugin off.
+func startContainerd(t *testing.T) *env {
+	t.Helper()
+	e := &env{t: t, dir: testutil.ShortTempDir(t), log: &bytes.Buffer{}, done: make(chan struct{})}
+	e.bin = filepath.Join(e.dir, "bin")
+	e.shimRoot = filepath.Join(e.dir, "k")
+	e.sock = filepath.Join(e.dir, "c.sock")
+	if err := os.MkdirAll(e.bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	goBuild(t, "./cmd/containerd-shim-kindling-v2", filepath.Join(e.bin, "containerd-shim-kindling-v2"))
+	goBuild(t, "./cmd/kindling-agent", filepath.Join(e.bin, "kindling-agent"))
+	kernel := testutil.GuestKernel(t, guest.Options{Message: "kindling shim test guest", Mode: guest.Halt})
+	cfg := fmt.Sprintf(`version = 2
+root = %q
+state = %q
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = %q
+[ttrpc]
+  address = %q
+[debug]
+  level = "debug"
+`, filepath.Join(e.dir, "root"), filepath.Join(e.dir, "state"), e.sock, e.sock+".ttrpc")
+	cfgPath := filepath.Join(e.dir, "config.toml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.cmd = exec.Command("containerd", "--config", cfgPath)
+	e.cmd.Env = append(os.Environ(),
+		"PATH="+e.bin+":"+os.Getenv("PATH"),
+		"KINDLING_KERNEL="+kernel,
+		"KINDLING_FIRECRACKER="+testutil.FakeFirecracker(t),
+		"KINDLING_SHIM_ROOT="+e.shimRoot)
+	e.cmd.Stdout, e.cmd.Stderr = e.log, e.log
+	e.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := e.cmd.Start(); err != nil {
+		t.Fatalf("start containerd: %v", err)
+	}
+	go func() { e.cmd.Wait(); close(e.done) }()
+	t.Cleanup(e.cleanup)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := os.Stat(e.sock); err == nil {
+			if _, _, err := e.ctrErr("version"); err == nil {
+				break
+			}
+		}
+		select {
+		case <-e.done:
+			t.Fatalf("containerd exited at start: %v\n%s", e.cmd.ProcessState, e.log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("containerd not answering after 20s:\n%s", e.log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return e
+}
+
+// cleanup removes what a failed test left: its tasks and containers, then
+// containerd, then any process still running from the test's directory
+// (shims, monitors, VMMs).
+func (e *env) cleanup() {
+	select {
+	case <-e.done:
+	default:
+		out, _, _ := e.ctrErr("container", "ls", "-q")
+		for _, id := range strings.Fields(out) {
+			e.ctrErr("task", "kill", "--signal", "SIGKILL", id)
+			e.ctrErr("task", "delete", "--force", id)
+			e.ctrErr("container", "delete", id)
+		}
+	}
+	e.stop()
+	for _, pid := range e.processes() {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// processes lists the processes whose command line names the test's
+// directory: they are the test's own.
+func (e *env) processes() []int {
+	var pids []int
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, c := range cmdlines {
+		b, err := os.ReadFile(c)
+		if err != nil || !bytes.Contains(b, []byte(e.dir+"/")) {
+			continue
+		}
+		var pid int
+		fmt.Sscanf(filepath.Base(filepath.Dir(c)), "%d", &pid)
+		if pid != os.Getpid() {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// stop ends containerd (SIGTERM, then SIGKILL after 10 s).
+func (e *env) stop() {
+	select {
+	case <-e.done:
+		return
+	default:
+	}
+	e.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-e.done:
+	case <-time.After(10 * time.Second):
+		e.cmd.Process.Kill()
+		<-e.done
+	}
+}
+
+// ctrErr runs ctr against the test's containerd.
+func (e *env) ctrErr(args ...string) (stdout, stderr string, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ctr", append([]string{"--address", e.sock, "--namespace", "kindling-test"}, args...)...)
+	var o, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &se
+	err = cmd.Run()
+	return o.String(), se.String(), err
+}
+
+func (e *env) ctr(args ...string) string {
+	e.t.Helper()
+	out, serr, err := e.ctrErr(args...)
+	if err != nil {
+		e.t.Fatalf("ctr %s: %v\nstdout: %s\nstderr: %s\n%s", strings.Join(args, " "), err, out, serr, e.shimLogs())
+	}
+	return out
+}
+
+// shimLogs gathers what helps when a step fails: containerd's log tail
+// and the sandboxes' monitor and console logs.
+func (e *env) shimLogs() string {
+	var b strings.Builder
+	l := e.log.String()
+	if len(l) > 6000 {
+		l = l[len(l)-6000:]
+	}
+	b.WriteString("containerd log (tail):\n" + l)
+	files, _ := filepath.Glob(filepath.Join(e.shimRoot, "*", "*.log"))
+	for _, f := range files {
+		d, _ := os.ReadFile(f)
+		fmt.Fprintf(&b, "\n== %s\n%s", f, d)
+	}
+	return b.String()
+}
+
+func exitCode(err error) int {
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
+}
+
+// A plain task through containerd: `ctr run --runtime
+// io.containerd.kindling.v2` runs the image's program in a kindling
+// microVM (the fake Firecracker's simulated guest), in its own PID and
+// mount namespaces on its own root, with stdout captured and the exit
+// code propagated; a detached task can be exec'd into, killed and deleted;
+// then nothing is left.
+func TestContainerdRun(t *testing.T) {
+	needs(t)
+	testutil.CheckLeaks(t)
+	e := startContainerd(t)
+	img := testImageTar(t, e.dir)
+	e.ctr("image", "import", img)
+
+	runtime := "io.containerd.kindling.v2"
+	// Output and identity: PID 1 of its namespace, its own root (the
+	// guest's /.kindling is not visible), the image's env and workdir.
+	out := e.ctr("run", "--rm", "--runtime", runtime, "--env", "FOO=bar", testImage, "t1", "/bin/app", "whoami")
+	want := "pid=1 uid=0 host="
+	if !strings.Contains(out, want) || !strings.Contains(out, "cwd=/tmp") || !strings.Contains(out, "guest-root-visible=false") || !strings.Contains(out, "env-FOO=bar") {
+		t.Errorf("whoami in the container = %q, want %q, cwd=/tmp, guest-root-visible=false, env-FOO=bar", out, want)
+	}
+	// The exit code is the task's.
+	_, serr, err := e.ctrErr("run", "--rm", "--runtime", runtime, testImage, "t2", "/bin/app", "exit", "7")
+	if code := exitCode(err); code != 7 {
+		t.Errorf("ctr run of `app exit 7` exited %d (%v), want 7\n%s", code, err, serr)
+	}
+	// stderr too, and the image's entrypoint without arguments.
+	out = e.ctr("run", "--rm", "--runtime", runtime, testImage, "t3")
+	if !strings.Contains(out, "hello from a kindling container") {
+		t.Errorf("entrypoint output = %q", out)
+	}
+
+	// A detached task: exec, kill, delete.
+	e.ctr("run", "-d", "--runtime", runtime, testImage, "t4", "/bin/app", "sleep", "1h")
+	if out := e.ctr("task", "ls"); !strings.Contains(out, "t4") || !strings.Contains(out, "RUNNING") {
+		t.Errorf("task ls = %q, want t4 RUNNING", out)
+	}
+	out = e.ctr("task", "exec", "--exec-id", "x1", "t4", "/bin/app", "whoami")
+	if !strings.Contains(out, "guest-root-visible=false") || strings.Contains(out, "pid=1 ") {
+		t.Errorf("exec whoami = %q, want another pid in the container's root", out)
+	}
+	_, _, err = e.ctrErr("task", "exec", "--exec-id", "x2", "t4", "/bin/app", "exit", "3")
+	if code := exitCode(err); code != 3 {
+		t.Errorf("exec `app exit 3` exited %d, want 3", code)
+	}
+	e.ctr("task", "kill", "--signal", "SIGKILL", "t4")
+	waitStatus(t, e, "t4", "STOPPED")
+	e.ctr("task", "delete", "t4")
+	e.ctr("container", "delete", "t4")
+	if out := e.ctr("container", "ls", "-q"); strings.TrimSpace(out) != "" {
+		t.Errorf("containers left: %q", out)
+	}
+	e.stop()
+	auditLeaks(t, e)
+}
+
+func waitStatus(t *testing.T, e *env, id, status string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, _, _ := e.ctrErr("task", "ls")
+		for _, l := range strings.Split(out, "\n") {
+			if f := strings.Fields(l); len(f) >= 3 && f[0] == id && f[2] == status {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task %s not %s after 20s: %s\n%s", id, status, out, e.shimLogs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// auditLeaks checks that nothing of the test's tasks outlives them: no
+// process running one of the test's binaries, no mount or loop device of
+// the test's files, no sandbox left in the shim's state root.
+func auditLeaks(t *testing.T, e *env) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var leaks []string
+		for _, pid := range e.processes() {
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			leaks = append(leaks, fmt.Sprintf("process %d: %s", pid, bytes.ReplaceAll(b, []byte{0}, []byte{' '})))
+		}
+		mounts, _ := os.ReadFile("/proc/self/mountinfo")
+		for _, l := range strings.Split(string(mounts), "\n") {
+			if strings.Contains(l, e.dir) {
+				leaks = append(leaks, "mount "+l)
+			}
+		}
+		loops, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+		for _, l := range loops {
+			b, _ := os.ReadFile(l)
+			if strings.HasPrefix(string(b), e.dir) {
+				leaks = append(leaks, "loop "+l+" -> "+strings.TrimSpace(string(b)))
+			}
+		}
+		ents, _ := os.ReadDir(e.shimRoot)
+		for _, d := range ents {
+			if !strings.HasPrefix(d.Name(), ".") {
+				leaks = append(leaks, "sandbox "+d.Name())
+			}
+		}
+		left, _ := filepath.Glob(filepath.Join(e.shimRoot, ".shim", "ctd-*"))
+		for _, l := range left {
+			leaks = append(leaks, "shim files "+l)
+		}
+		if len(leaks) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("left behind:\n%s", strings.Join(leaks, "\n"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
