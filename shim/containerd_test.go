@@ -4,7 +4,9 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -100,7 +102,8 @@ func testImageTar(t *testing.T, dir string) string {
 		}
 	}
 	tw.Close()
-	layer, err := tarball.LayerFromReader(bytes.NewReader(buf.Bytes()))
+	layerData := buf.Bytes()
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(layerData)), nil })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -338,6 +341,10 @@ func TestContainerdRun(t *testing.T) {
 	if code := exitCode(err); code != 3 {
 		t.Errorf("exec `app exit 3` exited %d, want 3", code)
 	}
+	// Stats is refused (containerd then says it received none).
+	if _, serr, err := e.ctrErr("task", "metrics", "t4"); err == nil || !strings.Contains(serr, "no metrics") {
+		t.Errorf("task metrics: err %v, stderr %q; want no metrics", err, serr)
+	}
 	e.ctr("task", "kill", "--signal", "SIGKILL", "t4")
 	waitStatus(t, e, "t4", "STOPPED")
 	e.ctr("task", "delete", "t4")
@@ -346,7 +353,59 @@ func TestContainerdRun(t *testing.T) {
 		t.Errorf("containers left: %q", out)
 	}
 	e.stop()
-	auditLeaks(t, e)
+	auditLeaks(t, e, "t1", "t2", "t3", "t4")
+}
+
+// A VMM that dies under a running task is the task's exit, with status
+// 255, reported to containerd (the attached `ctr run` returns), never a
+// hang; the task is then deleted and nothing is left.
+func TestContainerdVMMDies(t *testing.T) {
+	needs(t)
+	testutil.CheckLeaks(t)
+	e := startContainerd(t)
+	e.ctr("image", "import", testImageTar(t, e.dir))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	run := exec.CommandContext(ctx, "ctr", "--address", e.sock, "--namespace", "kindling-test",
+		"run", "--runtime", "io.containerd.kindling.v2", testImage, "v1", "/bin/app", "sleep", "1h")
+	var out bytes.Buffer
+	run.Stdout, run.Stderr = &out, &out
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	runDone := make(chan error, 1)
+	go func() { runDone <- run.Wait() }()
+	waitStatus(t, e, "v1", "RUNNING")
+	// The task's PID is its VMM's.
+	var pid int
+	for _, l := range strings.Split(e.ctr("task", "ls"), "\n") {
+		if f := strings.Fields(l); len(f) >= 3 && f[0] == "v1" {
+			fmt.Sscanf(f[1], "%d", &pid)
+		}
+	}
+	comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if pid <= 0 || !bytes.Contains(comm, []byte("fake-firecracker")) {
+		t.Fatalf("task v1's pid %d is not its VMM (cmdline %q)", pid, comm)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-runDone:
+		if code := exitCode(err); code != 255 {
+			t.Errorf("ctr run exited %d (%v) after its VMM was killed, want 255\n%s", code, err, out.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("ctr run still waiting 30s after the VMM was killed\n%s", e.shimLogs())
+	}
+	// ctr run deleted the task once it saw the exit.
+	if out := e.ctr("task", "ls", "-q"); strings.TrimSpace(out) != "" {
+		t.Errorf("tasks left after ctr run returned: %q", out)
+	}
+	e.ctr("container", "delete", "v1")
+	e.stop()
+	auditLeaks(t, e, "v1")
 }
 
 func waitStatus(t *testing.T, e *env, id, status string) {
@@ -369,7 +428,7 @@ func waitStatus(t *testing.T, e *env, id, status string) {
 // auditLeaks checks that nothing of the test's tasks outlives them: no
 // process running one of the test's binaries, no mount or loop device of
 // the test's files, no sandbox left in the shim's state root.
-func auditLeaks(t *testing.T, e *env) {
+func auditLeaks(t *testing.T, e *env, tasks ...string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -397,6 +456,14 @@ func auditLeaks(t *testing.T, e *env) {
 				leaks = append(leaks, "sandbox "+d.Name())
 			}
 		}
+		// The shims' sockets (containerd's shim library puts them in
+		// /run/containerd/s whatever containerd's own state directory).
+		for _, id := range tasks {
+			h := sha256.Sum256([]byte(filepath.Join(e.sock, "kindling-test", id)))
+			if p := fmt.Sprintf("/run/containerd/s/%x", h); fileExists(p) {
+				leaks = append(leaks, "shim socket "+p)
+			}
+		}
 		left, _ := filepath.Glob(filepath.Join(e.shimRoot, ".shim", "ctd-*"))
 		for _, l := range left {
 			leaks = append(leaks, "shim files "+l)
@@ -409,4 +476,9 @@ func auditLeaks(t *testing.T, e *env) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+func fileExists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
 }

@@ -403,6 +403,14 @@ func (s *Service) Start(ctx context.Context, r *taskapi.StartRequest) (*taskapi.
 	if err := p.start(ctx, t.client, args, t.vmGone, s.onExit(t, p)); err != nil {
 		return nil, errdefs.ToGRPCf(errdefs.ErrUnknown, "%v", err)
 	}
+	if r.ExecID == "" {
+		// The container runs once its keeper has written the init's PID
+		// (after the init's mounts and pivot): an exec before that could
+		// not join it.
+		if err := awaitContainer(ctx, t, p); err != nil {
+			return nil, errdefs.ToGRPCf(errdefs.ErrUnknown, "%v", err)
+		}
+	}
 	_, _, pid, _, _ := p.state()
 	if r.ExecID == "" {
 		s.publish(topicStart, &events.TaskStart{ContainerID: t.id, Pid: t.vmmPID})
@@ -455,4 +463,23 @@ func execSpec(t *taskState, p *process) (container.Spec, error) {
 	cs := processSpec(t.id, p.execProc)
 	cs.Terminal = p.terminal
 	return cs, cs.Validate(false)
+}
+
+// awaitContainer waits until the guest shows the container's PID file, or
+// its init has exited (a failed start: the exit is reported as usual).
+func awaitContainer(ctx context.Context, t *taskState, p *process) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		if _, err := t.client.Stat(ctx, container.PIDFile(t.id), agent.FileOptions{User: "root"}); err == nil {
+			return nil
+		}
+		select {
+		case <-p.done:
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("container %s: not running after 30s", t.id)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }

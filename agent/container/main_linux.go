@@ -65,9 +65,6 @@ func failCode(err error) int {
 	return 125
 }
 
-// PIDFile is where the keeper of container id records its init's PID.
-func PIDFile(id string) string { return filepath.Join(StateDir, id, "pid") }
-
 // keepRun starts the container's init in new namespaces and keeps it:
 // signals are forwarded, its end is this process's end.
 func keepRun(spec Spec, arg string) (int, error) {

@@ -17,6 +17,10 @@ const Arg = "container"
 // only inside the container's mount namespace).
 const StateDir = "/run/kindling/containers"
 
+// PIDFile is where, in the guest, the keeper of container id records its
+// init's PID, once the init runs the container's command.
+func PIDFile(id string) string { return path.Join(StateDir, id, "pid") }
+
 // Spec is what the shim asks the guest to run: a container's init ("run")
 // or one more process in it ("exec"). It travels as JSON in one argument.
 type Spec struct {
