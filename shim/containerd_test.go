@@ -482,3 +482,58 @@ func fileExists(p string) bool {
 	_, err := os.Lstat(p)
 	return err == nil
 }
+
+// A shim killed under a running task: containerd notices, runs the shim
+// binary's delete action, which ends and removes the task's VM; nothing is
+// left once the container is deleted.
+func TestContainerdShimKilled(t *testing.T) {
+	needs(t)
+	testutil.CheckLeaks(t)
+	e := startContainerd(t)
+	e.ctr("image", "import", testImageTar(t, e.dir))
+	e.ctr("run", "-d", "--runtime", "io.containerd.kindling.v2", testImage, "k1", "/bin/app", "sleep", "1h")
+	var shim int
+	for _, pid := range e.processes() {
+		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		if filepath.Base(exe) == "containerd-shim-kindling-v2" {
+			shim = pid
+		}
+	}
+	if shim == 0 {
+		t.Fatal("no shim process found")
+	}
+	vmm := e.sandboxPIDs()
+	if len(vmm) == 0 {
+		t.Fatal("no VMM process found")
+	}
+	if err := syscall.Kill(shim, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// containerd's cleanup of the dead shim ends the VM.
+	deadline := time.Now().Add(30 * time.Second)
+	for len(e.sandboxPIDs()) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("VMM still running 30s after its shim was killed\n%s", e.shimLogs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	out, _, _ := e.ctrErr("task", "ls", "-q")
+	if strings.TrimSpace(out) != "" {
+		t.Errorf("task still listed after its shim died: %q", out)
+	}
+	e.ctr("container", "delete", "k1")
+	e.stop()
+	auditLeaks(t, e, "k1")
+}
+
+// sandboxPIDs lists the running VMMs of the test's sandboxes.
+func (e *env) sandboxPIDs() []int {
+	var pids []int
+	for _, pid := range e.processes() {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if bytes.Contains(b, []byte("fake-firecracker")) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}

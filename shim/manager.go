@@ -170,5 +170,12 @@ func (s *shimService) Cleanup(ctx context.Context) (*taskapi.DeleteResponse, err
 	if err := mount.UnmountAll(filepath.Join(cwd, "rootfs"), 0); err != nil {
 		s.log.Warn("unmount rootfs", "err", err)
 	}
+	// The dead shim's socket (it could not remove it itself); a pod's
+	// shim that still answers keeps it.
+	if addr, err := shimlib.ReadAddress(filepath.Join(cwd, "address")); err == nil && !shimlib.CanConnect(addr) {
+		if err := shimlib.RemoveSocket(addr); err != nil {
+			s.log.Warn("remove the shim's socket", "err", err)
+		}
+	}
 	return &taskapi.DeleteResponse{ExitStatus: 128 + uint32(syscall.SIGKILL), ExitedAt: timestamppb.New(time.Now())}, nil
 }
