@@ -322,7 +322,13 @@ func TestContainerdRun(t *testing.T) {
 	if code := exitCode(err); code != 7 {
 		t.Errorf("ctr run of `app exit 7` exited %d (%v), want 7\n%s", code, err, serr)
 	}
-	// stderr too, and the image's entrypoint without arguments.
+	// A command missing from the container's root: 127, and the reason on
+	// the task's stderr.
+	_, serr, err = e.ctrErr("run", "--rm", "--runtime", runtime, testImage, "t5", "/bin/nope")
+	if code := exitCode(err); code != 127 || !strings.Contains(serr, "/bin/nope") {
+		t.Errorf("ctr run of a missing command exited %d, stderr %q; want 127 naming /bin/nope", code, serr)
+	}
+	// The image's entrypoint without arguments.
 	out = e.ctr("run", "--rm", "--runtime", runtime, testImage, "t3")
 	if !strings.Contains(out, "hello from a kindling container") {
 		t.Errorf("entrypoint output = %q", out)
@@ -353,7 +359,7 @@ func TestContainerdRun(t *testing.T) {
 		t.Errorf("containers left: %q", out)
 	}
 	e.stop()
-	auditLeaks(t, e, "t1", "t2", "t3", "t4")
+	auditLeaks(t, e, "t1", "t2", "t3", "t4", "t5")
 }
 
 // A VMM that dies under a running task is the task's exit, with status
