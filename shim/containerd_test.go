@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/creack/pty"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -347,6 +348,11 @@ func TestContainerdRun(t *testing.T) {
 	if code := exitCode(err); code != 3 {
 		t.Errorf("exec `app exit 3` exited %d, want 3", code)
 	}
+	// Pause and resume the whole VM.
+	e.ctr("task", "pause", "t4")
+	waitStatus(t, e, "t4", "PAUSED")
+	e.ctr("task", "resume", "t4")
+	waitStatus(t, e, "t4", "RUNNING")
 	// Stats is refused (containerd then says it received none).
 	if _, serr, err := e.ctrErr("task", "metrics", "t4"); err == nil || !strings.Contains(serr, "no metrics") {
 		t.Errorf("task metrics: err %v, stderr %q; want no metrics", err, serr)
@@ -542,4 +548,83 @@ func (e *env) sandboxPIDs() []int {
 		}
 	}
 	return pids
+}
+
+// stdin reaches the container: piped (end of file closes it), and on a
+// terminal, where the container's output echoes the input and Ctrl-D ends
+// it.
+func TestContainerdStdin(t *testing.T) {
+	needs(t)
+	testutil.CheckLeaks(t)
+	e := startContainerd(t)
+	e.ctr("image", "import", testImageTar(t, e.dir))
+	runtime := "io.containerd.kindling.v2"
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ctr", "--address", e.sock, "--namespace", "kindling-test",
+		"run", "--rm", "--runtime", runtime, testImage, "s1", "/bin/app", "cat")
+	cmd.Stdin = strings.NewReader("piped input\n")
+	out, err := cmd.CombinedOutput()
+	if err != nil || string(out) != "piped input\n" {
+		t.Errorf("cat of piped stdin = %q, %v; want the input back", out, err)
+	}
+
+	// A terminal: ctr needs one itself.
+	tty := exec.CommandContext(ctx, "ctr", "--address", e.sock, "--namespace", "kindling-test",
+		"run", "--rm", "--tty", "--runtime", runtime, testImage, "s2", "/bin/app", "cat")
+	ptmx, err := pty.StartWithSize(tty, &pty.Winsize{Rows: 30, Cols: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	var got bytes.Buffer
+	readDone := make(chan struct{})
+	go func() {
+		io.Copy(&got, ptmx)
+		close(readDone)
+	}()
+	// Wait until the task runs before typing, so the line is not eaten by
+	// ctr's own terminal set-up.
+	waitStatus(t, e, "s2", "RUNNING")
+	if _, err := ptmx.Write([]byte("typed line\n")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(got.String(), "typed line") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	ptmx.Write([]byte{4}) // Ctrl-D: end of input for cat
+	werr := make(chan error, 1)
+	go func() { werr <- tty.Wait() }()
+	select {
+	case err := <-werr:
+		if err != nil {
+			t.Errorf("ctr run --tty: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("ctr run --tty still running 30s after Ctrl-D; output %q\n%s", got.String(), e.shimLogs())
+	}
+	ptmx.Close()
+	<-readDone
+	// The line arrives twice: the terminal's echo, then cat's copy.
+	if n := strings.Count(got.String(), "typed line"); n < 2 {
+		t.Errorf("terminal output %q: want the typed line echoed and copied back", got.String())
+	}
+
+	// The terminal's size follows ctr's (ResizePty).
+	sz := exec.CommandContext(ctx, "ctr", "--address", e.sock, "--namespace", "kindling-test",
+		"run", "--rm", "--tty", "--runtime", runtime, testImage, "s3", "/bin/app", "winsize")
+	ptmx3, err := pty.StartWithSize(sz, &pty.Winsize{Rows: 31, Cols: 101})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out3, _ := io.ReadAll(ptmx3) // ends with EIO once ctr exits
+	sz.Wait()
+	ptmx3.Close()
+	if !strings.Contains(string(out3), "winsize 31 101") {
+		t.Errorf("terminal size in the container: %q, want winsize 31 101", out3)
+	}
+	e.stop()
+	auditLeaks(t, e, "s1", "s2", "s3")
 }

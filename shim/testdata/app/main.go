@@ -8,7 +8,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
+	"unsafe"
 )
 
 func main() {
@@ -34,6 +36,18 @@ func main() {
 		_, err := os.Stat("/.kindling")
 		fmt.Printf("pid=%d uid=%d host=%s cwd=%s guest-root-visible=%v env-FOO=%s\n",
 			os.Getpid(), os.Getuid(), host, wd, err == nil, os.Getenv("FOO"))
+	case "winsize":
+		// Waits up to 5 s for the terminal to leave the default 24x80
+		// (a resize arrives after the start), then prints rows and cols.
+		var ws [4]uint16
+		for i := 0; i < 250; i++ {
+			syscall.Syscall(syscall.SYS_IOCTL, 0, syscall.TIOCGWINSZ, uintptr(unsafe.Pointer(&ws)))
+			if ws[0] != 24 || ws[1] != 80 {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		fmt.Printf("winsize %d %d\n", ws[0], ws[1])
 	case "cat":
 		io.Copy(os.Stdout, os.Stdin)
 	default:
