@@ -29,7 +29,13 @@ import (
 
 func TestMain(m *testing.M) { testutil.Main(m) }
 
-const testImage = "docker.io/kindling/shim-test:1"
+// The test's images: testImage runs the test program (its entrypoint
+// without arguments says hello and exits), pauseImage sleeps (a pod's
+// sandbox container).
+const (
+	testImage  = "docker.io/kindling/shim-test:1"
+	pauseImage = "docker.io/kindling/shim-pause:1"
+)
 
 // env is a containerd of the test's own, with the kindling shim on its
 // PATH, configured for the fake Firecracker's simulated guest.
@@ -41,7 +47,7 @@ type env struct {
 	bin      string // the shim's directory
 	cmd      *exec.Cmd
 	done     chan struct{}
-	log      *bytes.Buffer
+	log      *testutil.SyncBuffer
 }
 
 // needs skips the test without what a real containerd run needs.
@@ -78,8 +84,8 @@ func goBuild(t *testing.T, pkg, out string) {
 	}
 }
 
-// testImageTar writes a docker-save tarball of an image whose only file is
-// the static test program at /bin/app, its entrypoint.
+// testImageTar writes a docker-save tarball of the test's two images, whose
+// only file is the static test program at /bin/app.
 func testImageTar(t *testing.T, dir string) string {
 	t.Helper()
 	app := filepath.Join(dir, "app")
@@ -122,12 +128,23 @@ func testImageTar(t *testing.T, dir string) string {
 	if img, err = mutate.ConfigFile(img, cf); err != nil {
 		t.Fatal(err)
 	}
-	ref, err := name.ParseReference(testImage)
+	// The pause image: the same program, sleeping.
+	cf = cf.DeepCopy()
+	cf.Config.Entrypoint = []string{"/bin/app", "sleep", "1h"}
+	pause, err := mutate.ConfigFile(img, cf)
 	if err != nil {
 		t.Fatal(err)
 	}
+	refs := map[name.Reference]v1.Image{}
+	for ref, im := range map[string]v1.Image{testImage: img, pauseImage: pause} {
+		r, err := name.ParseReference(ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		refs[r] = im
+	}
 	p := filepath.Join(dir, "image.tar")
-	if err := tarball.WriteToFile(p, ref, img); err != nil {
+	if err := tarball.MultiRefWriteToFile(p, refs); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -137,7 +154,14 @@ func testImageTar(t *testing.T, dir string) string {
 // socket under a temporary directory, the CRI plugin off.
 func startContainerd(t *testing.T) *env {
 	t.Helper()
-	e := &env{t: t, dir: testutil.ShortTempDir(t), log: &bytes.Buffer{}, done: make(chan struct{})}
+	return startContainerdWith(t, "")
+}
+
+// startContainerdWith is startContainerd with extra configuration; with
+// cri set, the CRI plugin is on and cri is its configuration.
+func startContainerdWith(t *testing.T, cri string) *env {
+	t.Helper()
+	e := &env{t: t, dir: testutil.ShortTempDir(t), log: &testutil.SyncBuffer{}, done: make(chan struct{})}
 	e.bin = filepath.Join(e.dir, "bin")
 	e.shimRoot = filepath.Join(e.dir, "k")
 	e.sock = filepath.Join(e.dir, "c.sock")
@@ -147,17 +171,21 @@ func startContainerd(t *testing.T) *env {
 	goBuild(t, "./cmd/containerd-shim-kindling-v2", filepath.Join(e.bin, "containerd-shim-kindling-v2"))
 	goBuild(t, "./cmd/kindling-agent", filepath.Join(e.bin, "kindling-agent"))
 	kernel := testutil.GuestKernel(t, guest.Options{Message: "kindling shim test guest", Mode: guest.Halt})
+	disabled := `disabled_plugins = ["io.containerd.grpc.v1.cri"]`
+	if cri != "" {
+		disabled = ""
+	}
 	cfg := fmt.Sprintf(`version = 2
 root = %q
 state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+`+disabled+`
 [grpc]
   address = %q
 [ttrpc]
   address = %q
 [debug]
   level = "debug"
-`, filepath.Join(e.dir, "root"), filepath.Join(e.dir, "state"), e.sock, e.sock+".ttrpc")
+`, filepath.Join(e.dir, "root"), filepath.Join(e.dir, "state"), e.sock, e.sock+".ttrpc") + cri
 	cfgPath := filepath.Join(e.dir, "config.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -252,9 +280,14 @@ func (e *env) stop() {
 
 // ctrErr runs ctr against the test's containerd.
 func (e *env) ctrErr(args ...string) (stdout, stderr string, err error) {
+	return e.ctrIn("kindling-test", args...)
+}
+
+// ctrIn runs ctr in containerd namespace ns.
+func (e *env) ctrIn(ns string, args ...string) (stdout, stderr string, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "ctr", append([]string{"--address", e.sock, "--namespace", "kindling-test"}, args...)...)
+	cmd := exec.CommandContext(ctx, "ctr", append([]string{"--address", e.sock, "--namespace", ns}, args...)...)
 	var o, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &se
 	err = cmd.Run()
@@ -578,7 +611,7 @@ func TestContainerdStdin(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ptmx.Close()
-	var got bytes.Buffer
+	var got testutil.SyncBuffer
 	readDone := make(chan struct{})
 	go func() {
 		io.Copy(&got, ptmx)

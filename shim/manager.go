@@ -122,7 +122,9 @@ func (s *shimService) StartShim(ctx context.Context, opts shimlib.StartOpts) (_ 
 	if err != nil {
 		return "", err
 	}
-	cmd, err := shimlib.Command(ctx, &shimlib.CommandConfig{Runtime: self, Address: opts.Address,
+	// Not bound to ctx: the library cancels it as this process returns,
+	// and a command bound to it would be killed then.
+	cmd, err := shimlib.Command(context.WithoutCancel(ctx), &shimlib.CommandConfig{Runtime: self, Address: opts.Address,
 		TTRPCAddress: opts.TTRPCAddress, Path: cwd, Args: []string{"-id", opts.ID}})
 	if err != nil {
 		return "", err

@@ -212,8 +212,10 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	vcpus, mem := resources(sp)
 	vmSpec := sandbox.Spec{
 		ID: t.sandboxID, Kernel: s.cfg.Kernel, KernelArgs: image.BootArg, Firecracker: s.cfg.Firecracker,
-		Rootfs:   &sandbox.Disk{Path: base, ReadOnly: true},
-		Drives:   []sandbox.Disk{{Path: rootfsExt4, ReadOnly: sp.Root != nil && sp.Root.Readonly}},
+		Rootfs: &sandbox.Disk{Path: base, ReadOnly: true},
+		// Read-write even for a read-only root: the guest makes the
+		// container's mount read-only once its mount points exist.
+		Drives:   []sandbox.Disk{{Path: rootfsExt4}},
 		VsockCID: 3, VCPUs: vcpus, MemoryMiB: mem,
 		Labels: map[string]string{"io.containerd.namespace": s.ns, "io.containerd.task": truncate(r.ID, 255)},
 	}

@@ -42,6 +42,13 @@ func initContainer(spec Spec) error {
 			return err
 		}
 	}
+	if spec.Rootfs.ReadOnly {
+		// Read-only once its mount points exist (made above if the image
+		// lacked them): the flag of this mount, not of the device.
+		if err := unix.Mount("", root, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+			return fmt.Errorf("make the rootfs read-only: %w", err)
+		}
+	}
 	if spec.Hostname != "" {
 		if err := unix.Sethostname([]byte(spec.Hostname)); err != nil {
 			return fmt.Errorf("set hostname: %w", err)
@@ -86,19 +93,13 @@ func intsOf(v []uint32) []int {
 // mountRootfs mounts the container's root filesystem at root. A regular
 // file (a drive's backing file in a simulated guest) is attached to a loop
 // device first, made in a private /dev under dir.
+//
+// It is mounted read-write: a read-only rootfs is made so once the mount
+// points are in place (initContainer).
 func mountRootfs(r Rootfs, root, dir string) error {
-	var flags uintptr
-	if r.ReadOnly {
-		flags |= unix.MS_RDONLY
-	}
 	if r.Dir != "" {
 		if err := unix.Mount(r.Dir, root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 			return fmt.Errorf("bind rootfs %s: %w", r.Dir, err)
-		}
-		if r.ReadOnly {
-			if err := unix.Mount("", root, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
-				return fmt.Errorf("make rootfs read-only: %w", err)
-			}
 		}
 		return nil
 	}
@@ -116,7 +117,7 @@ func mountRootfs(r Rootfs, root, dir string) error {
 		if err := unix.Mount("tmpfs", devDir, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=700"); err != nil {
 			return fmt.Errorf("mount a private /dev for the loop device: %w", err)
 		}
-		if loop, err = attachLoop(r.Device, r.ReadOnly, devDir); err != nil {
+		if loop, err = attachLoop(r.Device, false, devDir); err != nil {
 			return err
 		}
 		// Autoclear detaches the device at its last close: keep it open
@@ -126,7 +127,7 @@ func mountRootfs(r Rootfs, root, dir string) error {
 	} else if fi.Mode()&os.ModeDevice == 0 {
 		return fmt.Errorf("rootfs device %s: not a block device or a file", r.Device)
 	}
-	if err := unix.Mount(dev, root, "ext4", flags, ""); err != nil {
+	if err := unix.Mount(dev, root, "ext4", 0, ""); err != nil {
 		return fmt.Errorf("mount rootfs %s: %w", r.Device, err)
 	}
 	return nil

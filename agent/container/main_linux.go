@@ -49,10 +49,21 @@ func Main(args []string) int {
 		err = fmt.Errorf("unknown mode %q (want run or exec)", args[0])
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "kindling-agent container:", err)
+		fail(spec.ID, err)
 		return failCode(err)
 	}
 	return code
+}
+
+// fail reports a failure before the container's command ran: on stderr
+// (the task's), and on the guest's console, since a task may have no
+// stderr (a pod's sandbox container).
+func fail(id string, err error) {
+	fmt.Fprintln(os.Stderr, "kindling-agent container:", err)
+	if c, cerr := os.OpenFile("/dev/console", os.O_WRONLY|os.O_APPEND, 0); cerr == nil {
+		fmt.Fprintf(c, "kindling-agent container %s: %v\n", id, err)
+		c.Close()
+	}
 }
 
 func failCode(err error) int {
