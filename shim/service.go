@@ -19,7 +19,6 @@ import (
 	"github.com/containerd/containerd/api/events"
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/containerd/errdefs"
-	"github.com/containerd/containerd/mount"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -69,6 +68,9 @@ type taskState struct {
 	init      *process
 	execs     map[string]*process
 	paused    bool
+	// joined: a container of a pod, in the pod sandbox task's VM; its
+	// rootfs is a directory of the guest, and the VM is not its own.
+	joined bool
 }
 
 // NewService returns the task service. publish sends an event (errors are
@@ -172,12 +174,11 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	if err != nil {
 		return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
 	}
-	if sp.Annotations[annContainerType] == "container" {
-		return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented,
-			"kindling: a second container in pod %s's VM is not supported yet (only the pod sandbox container)", sp.Annotations[annSandboxID])
-	}
 	if err := container.ValidID(r.ID); err != nil {
 		return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
+	}
+	if sp.Annotations[annContainerType] == "container" {
+		return s.createJoined(ctx, r, sp)
 	}
 	s.mu.Lock()
 	if _, ok := s.tasks[r.ID]; ok {
@@ -259,30 +260,15 @@ func truncate(s string, n int) string {
 	return s
 }
 
-// buildContainerRootfs mounts containerd's rootfs mounts on the bundle's
-// rootfs directory (when it gave any), builds dst from the tree, and
-// unmounts again: the VM gets a copy, the snapshot is not held.
+// buildContainerRootfs builds dst from the bundle's rootfs (containerd's
+// mounts mounted for the time of the build): the VM gets a copy, the
+// snapshot is not held.
 func buildContainerRootfs(ctx context.Context, r *taskapi.CreateTaskRequest, sp *specs.Spec, dst string) error {
-	dir := filepath.Join(r.Bundle, "rootfs")
-	if sp.Root != nil && sp.Root.Path != "" {
-		dir = sp.Root.Path
-		if !filepath.IsAbs(dir) {
-			dir = filepath.Join(r.Bundle, dir)
-		}
+	dir, unmount, err := mountRootfs(r, sp)
+	if err != nil {
+		return err
 	}
-	if len(r.Rootfs) > 0 {
-		var ms []mount.Mount
-		for _, m := range r.Rootfs {
-			ms = append(ms, mount.Mount{Type: m.Type, Source: m.Source, Options: m.Options})
-		}
-		if err := os.MkdirAll(dir, 0o711); err != nil {
-			return err
-		}
-		if err := mount.All(ms, dir); err != nil {
-			return errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "mount the container's rootfs: %v", err)
-		}
-		defer mount.UnmountAll(dir, 0)
-	}
+	defer unmount()
 	if err := mkfs(ctx, dir, dst, 64); err != nil {
 		return errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "container rootfs: %v", err)
 	}
@@ -430,6 +416,9 @@ func initSpec(t *taskState, log *slog.Logger) (container.Spec, error) {
 	sp := t.spec
 	cs := processSpec(t.id, sp.Process)
 	cs.Rootfs = container.Rootfs{Device: rootfsDevice, ReadOnly: sp.Root != nil && sp.Root.Readonly}
+	if t.joined {
+		cs.Rootfs.Device, cs.Rootfs.Dir = "", container.RootfsDir(t.id)
+	}
 	cs.Hostname = sp.Hostname
 	for _, m := range sp.Mounts {
 		switch {

@@ -93,6 +93,12 @@ func (s *Service) Delete(ctx context.Context, r *taskapi.DeleteRequest) (*taskap
 
 // teardown ends the task's VM and removes everything the shim made for it.
 func (s *Service) teardown(ctx context.Context, t *taskState) {
+	if t.joined {
+		if err := removeJoined(ctx, t); err != nil {
+			s.log.Warn("remove container files", "task", t.id, "err", err)
+		}
+		return
+	}
 	if t.client != nil {
 		t.client.Close()
 	}
@@ -133,6 +139,9 @@ func (s *Service) Pause(ctx context.Context, r *taskapi.PauseRequest) (*emptypb.
 	if err != nil {
 		return nil, err
 	}
+	if t.joined {
+		return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented, "kindling: pausing one container of a pod (the pod's VM is paused with its sandbox)")
+	}
 	if err := s.rt.Pause(ctx, t.sandboxID); err != nil {
 		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "pause VM: %v", err)
 	}
@@ -148,6 +157,9 @@ func (s *Service) Resume(ctx context.Context, r *taskapi.ResumeRequest) (*emptyp
 	t, err := s.task(r.ID)
 	if err != nil {
 		return nil, err
+	}
+	if t.joined {
+		return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented, "kindling: resuming one container of a pod (the pod's VM is resumed with its sandbox)")
 	}
 	if err := s.rt.Resume(ctx, t.sandboxID); err != nil {
 		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "resume VM: %v", err)
@@ -189,6 +201,9 @@ func (s *Service) Kill(ctx context.Context, r *taskapi.KillRequest) (*emptypb.Em
 	switch {
 	case exited:
 		return nil, errdefs.ToGRPCf(errdefs.ErrNotFound, "process %s of task %s already finished", idOr(r.ExecID, "init"), r.ID)
+	case !started && r.ExecID == "" && t.joined:
+		p.exit(128+uint32(sig), s.onExit(t, p))
+		return &emptypb.Empty{}, nil
 	case !started && r.ExecID == "":
 		if err := removeSandbox(ctx, s.rt, t.sandboxID); err != nil {
 			return nil, errdefs.ToGRPCf(errdefs.ErrUnknown, "end the VM: %v", err)

@@ -25,6 +25,13 @@ func Main(args []string) int {
 	if len(args) > 2 && args[0] == "exec-child" {
 		return execChild(args[1], args[2:])
 	}
+	if len(args) == 2 && args[0] == "unpack" {
+		if err := unpack(args[1]); err != nil {
+			fmt.Fprintln(os.Stderr, "kindling-agent container:", err)
+			return 1
+		}
+		return 0
+	}
 	if len(args) != 2 {
 		fmt.Fprintln(os.Stderr, "kindling-agent container: usage: container run|exec SPEC-JSON")
 		return 125
