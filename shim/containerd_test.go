@@ -46,6 +46,8 @@ type env struct {
 	shimRoot string
 	bin      string // the shim's directory
 	cmd      *exec.Cmd
+	cfgPath  string
+	env      []string // containerd's
 	done     chan struct{}
 	log      *testutil.SyncBuffer
 }
@@ -161,7 +163,7 @@ func startContainerd(t *testing.T) *env {
 // cri set, the CRI plugin is on and cri is its configuration.
 func startContainerdWith(t *testing.T, cri string) *env {
 	t.Helper()
-	e := &env{t: t, dir: testutil.ShortTempDir(t), log: &testutil.SyncBuffer{}, done: make(chan struct{})}
+	e := &env{t: t, dir: testutil.ShortTempDir(t), log: &testutil.SyncBuffer{}}
 	e.bin = filepath.Join(e.dir, "bin")
 	e.shimRoot = filepath.Join(e.dir, "k")
 	e.sock = filepath.Join(e.dir, "c.sock")
@@ -190,19 +192,31 @@ state = %q
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e.cmd = exec.Command("containerd", "--config", cfgPath)
-	e.cmd.Env = append(os.Environ(),
+	e.env = append(os.Environ(),
 		"PATH="+e.bin+":"+os.Getenv("PATH"),
 		"KINDLING_KERNEL="+kernel,
 		"KINDLING_FIRECRACKER="+testutil.FakeFirecracker(t),
 		"KINDLING_SHIM_ROOT="+e.shimRoot)
+	e.cfgPath = cfgPath
+	t.Cleanup(e.cleanup)
+	e.start()
+	return e
+}
+
+// start runs containerd and waits until it answers.
+func (e *env) start() {
+	t := e.t
+	t.Helper()
+	e.done = make(chan struct{})
+	e.cmd = exec.Command("containerd", "--config", e.cfgPath)
+	e.cmd.Env = e.env
 	e.cmd.Stdout, e.cmd.Stderr = e.log, e.log
 	e.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := e.cmd.Start(); err != nil {
 		t.Fatalf("start containerd: %v", err)
 	}
-	go func() { e.cmd.Wait(); close(e.done) }()
-	t.Cleanup(e.cleanup)
+	done := e.done
+	go func() { e.cmd.Wait(); close(done) }()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		if _, err := os.Stat(e.sock); err == nil {
@@ -220,7 +234,6 @@ state = %q
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return e
 }
 
 // cleanup removes what a failed test left: its tasks and containers, then
@@ -660,4 +673,27 @@ func TestContainerdStdin(t *testing.T) {
 	}
 	e.stop()
 	auditLeaks(t, e, "s1", "s2", "s3")
+}
+
+// containerd restarted under a running task: the task is still listed
+// and controllable (exec, kill, delete) through the same shim.
+func TestContainerdRestart(t *testing.T) {
+	needs(t)
+	testutil.CheckLeaks(t)
+	e := startContainerd(t)
+	e.ctr("image", "import", testImageTar(t, e.dir))
+	e.ctr("run", "-d", "--runtime", "io.containerd.kindling.v2", testImage, "r1", "/bin/app", "sleep", "1h")
+	waitStatus(t, e, "r1", "RUNNING")
+	e.stop()
+	e.start()
+	waitStatus(t, e, "r1", "RUNNING")
+	if out := e.ctr("task", "exec", "--exec-id", "x1", "r1", "/bin/app", "echo", "after restart"); out != "after restart\n" {
+		t.Errorf("exec after a containerd restart = %q", out)
+	}
+	e.ctr("task", "kill", "--signal", "SIGKILL", "r1")
+	waitStatus(t, e, "r1", "STOPPED")
+	e.ctr("task", "delete", "r1")
+	e.ctr("container", "delete", "r1")
+	e.stop()
+	auditLeaks(t, e, "r1")
 }

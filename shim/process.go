@@ -101,7 +101,10 @@ func (p *process) start(ctx context.Context, c *agent.Client, args []string, vmG
 	}
 	p.mu.Lock()
 	p.proc, p.pid, p.stdinW = proc, proc.PID, proc.Stdin
-	for _, cl := range []io.Closer{stdout, stderr} {
+	// At exit the FIFOs are closed: the outputs so that containerd's
+	// copiers end, stdin so that its copier below does not wait for a
+	// writer that never comes.
+	for _, cl := range []io.Closer{stdout, stderr, stdin} {
 		if cl != nil {
 			p.closers = append(p.closers, cl)
 		}
