@@ -697,3 +697,30 @@ func TestContainerdRestart(t *testing.T) {
 	e.stop()
 	auditLeaks(t, e, "r1")
 }
+
+// A shim without a usable guest kernel refuses the task with one line
+// naming the setting, before any VM is made, and leaves nothing behind.
+func TestContainerdBadConfig(t *testing.T) {
+	needs(t)
+	testutil.CheckLeaks(t)
+	e := startContainerd(t)
+	e.ctr("image", "import", testImageTar(t, e.dir))
+	e.stop()
+	missing := filepath.Join(e.dir, "no-such-kernel")
+	for i, kv := range e.env {
+		if strings.HasPrefix(kv, "KINDLING_KERNEL=") {
+			e.env[i] = "KINDLING_KERNEL=" + missing
+		}
+	}
+	e.start()
+	_, serr, err := e.ctrErr("run", "--rm", "--runtime", "io.containerd.kindling.v2", testImage, "b1", "/bin/app")
+	if err == nil || !strings.Contains(serr, "guest kernel "+missing) || !strings.Contains(serr, "set KINDLING_KERNEL") {
+		t.Errorf("ctr run with a missing kernel: %v, stderr %q; want the kernel and KINDLING_KERNEL named", err, serr)
+	}
+	if ents, _ := os.ReadDir(e.shimRoot); len(ents) != 0 {
+		t.Errorf("state root not empty after a refused task: %v", ents)
+	}
+	e.ctrErr("container", "delete", "b1")
+	e.stop()
+	auditLeaks(t, e, "b1")
+}

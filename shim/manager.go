@@ -17,6 +17,8 @@ import (
 	shimlib "github.com/containerd/containerd/runtime/v2/shim"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/kindling-vm/kindling/sandbox"
 )
 
 // RuntimeName is the runtime's name in containerd.
@@ -161,8 +163,12 @@ func (s *shimService) Cleanup(ctx context.Context) (*taskapi.DeleteResponse, err
 	if err != nil {
 		return nil, err
 	}
-	rt, err := s.runtime()
-	if err == nil {
+	// Without a state root there is no VM to end: do not make one.
+	var rt *sandbox.Runtime
+	if _, err = os.Stat(s.cfg.Root); err == nil {
+		rt, err = s.runtime()
+	}
+	if err == nil && rt != nil {
 		sbID := SandboxID(s.ns, s.id)
 		if err := removeSandbox(ctx, rt, sbID); err != nil {
 			s.log.Warn("remove VM", "sandbox", sbID, "err", err)
