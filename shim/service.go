@@ -159,6 +159,10 @@ func readSpec(bundle string) (*specs.Spec, error) {
 const (
 	annContainerType = "io.kubernetes.cri.container-type"
 	annSandboxID     = "io.kubernetes.cri.sandbox-id"
+	// A pod's total limits, on its sandbox's spec (containerd 1.7).
+	annSandboxCPUQuota  = "io.kubernetes.cri.sandbox-cpu-quota"
+	annSandboxCPUPeriod = "io.kubernetes.cri.sandbox-cpu-period"
+	annSandboxMemory    = "io.kubernetes.cri.sandbox-memory"
 )
 
 // Create boots the task's VM with its root filesystem and leaves its
@@ -275,24 +279,44 @@ func buildContainerRootfs(ctx context.Context, r *taskapi.CreateTaskRequest, sp 
 	return nil
 }
 
-// resources maps the container's limits to the VM: its CPU quota rounded
-// up plus one vCPU, its memory limit plus 256 MiB for the guest kernel and
-// agent (Kata's idea: the limits are the workload's, the VM needs more).
+// resources maps the limits to the VM: the CPU quota rounded up plus one
+// vCPU, the memory limit plus 256 MiB for the guest kernel and agent
+// (Kata's idea: the limits are the workload's, the VM needs more). A pod
+// sandbox's spec carries the pod's total limits as annotations (containerd
+// 1.7 sets them; 1.6 does not): they win over the pause container's own.
 // Without limits: 1 vCPU and 512 MiB.
 func resources(sp *specs.Spec) (vcpus, memMiB int) {
+	var quota, period, mem int64
+	if sp.Linux != nil && sp.Linux.Resources != nil {
+		res := sp.Linux.Resources
+		if c := res.CPU; c != nil && c.Quota != nil && c.Period != nil {
+			quota, period = *c.Quota, int64(*c.Period)
+		}
+		if m := res.Memory; m != nil && m.Limit != nil {
+			mem = *m.Limit
+		}
+	}
+	ann := func(k string) int64 {
+		v, err := strconv.ParseInt(sp.Annotations[k], 10, 64)
+		if err != nil {
+			return 0
+		}
+		return v
+	}
+	if q, p := ann(annSandboxCPUQuota), ann(annSandboxCPUPeriod); q > 0 && p > 0 {
+		quota, period = q, p
+	}
+	if m := ann(annSandboxMemory); m > 0 {
+		mem = m
+	}
 	vcpus, memMiB = 1, 512
-	if sp.Linux == nil || sp.Linux.Resources == nil {
-		return
+	if quota > 0 && period > 0 {
+		vcpus = 1 + int(math.Ceil(float64(quota)/float64(period)))
 	}
-	res := sp.Linux.Resources
-	if c := res.CPU; c != nil && c.Quota != nil && *c.Quota > 0 && c.Period != nil && *c.Period > 0 {
-		vcpus = 1 + int(math.Ceil(float64(*c.Quota)/float64(*c.Period)))
+	if mem > 0 {
+		memMiB = 256 + int((mem+1<<20-1)>>20)
 	}
-	if m := res.Memory; m != nil && m.Limit != nil && *m.Limit > 0 {
-		memMiB = 256 + int((*m.Limit+1<<20-1)>>20)
-	}
-	vcpus = min(vcpus, 32)
-	return
+	return min(vcpus, 32), memMiB
 }
 
 // dialAgent waits for the guest agent to answer.

@@ -17,19 +17,23 @@ func TestResources(t *testing.T) {
 	tests := []struct {
 		name      string
 		res       *specs.LinuxResources
+		ann       map[string]string
 		vcpus, mb int
 	}{
-		{"no limits", nil, 1, 512},
-		{"half a CPU", &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: ptr[int64](50000), Period: ptr[uint64](100000)}}, 2, 512},
-		{"two CPUs", &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: ptr[int64](200000), Period: ptr[uint64](100000)}}, 3, 512},
-		{"unlimited quota", &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: ptr[int64](-1), Period: ptr[uint64](100000)}}, 1, 512},
-		{"1 GiB", &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: ptr[int64](1 << 30)}}, 1, 256 + 1024},
-		{"odd bytes round up", &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: ptr[int64](100<<20 + 1)}}, 1, 256 + 101},
-		{"capped vCPUs", &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: ptr[int64](100 * 100000), Period: ptr[uint64](100000)}}, 32, 512},
+		{"no limits", nil, nil, 1, 512},
+		{"half a CPU", &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: ptr[int64](50000), Period: ptr[uint64](100000)}}, nil, 2, 512},
+		{"two CPUs", &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: ptr[int64](200000), Period: ptr[uint64](100000)}}, nil, 3, 512},
+		{"unlimited quota", &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: ptr[int64](-1), Period: ptr[uint64](100000)}}, nil, 1, 512},
+		{"1 GiB", &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: ptr[int64](1 << 30)}}, nil, 1, 256 + 1024},
+		{"odd bytes round up", &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: ptr[int64](100<<20 + 1)}}, nil, 1, 256 + 101},
+		{"pod totals win", &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: ptr[int64](10000), Period: ptr[uint64](100000)}},
+			map[string]string{annSandboxCPUQuota: "300000", annSandboxCPUPeriod: "100000", annSandboxMemory: "536870912"}, 4, 256 + 512},
+		{"bad annotations ignored", nil, map[string]string{annSandboxCPUQuota: "x", annSandboxMemory: "-5"}, 1, 512},
+		{"capped vCPUs", &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: ptr[int64](100 * 100000), Period: ptr[uint64](100000)}}, nil, 32, 512},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			sp := &specs.Spec{Linux: &specs.Linux{Resources: tt.res}}
+			sp := &specs.Spec{Linux: &specs.Linux{Resources: tt.res}, Annotations: tt.ann}
 			v, m := resources(sp)
 			if v != tt.vcpus || m != tt.mb {
 				t.Errorf("resources = %d vCPUs, %d MiB; want %d, %d", v, m, tt.vcpus, tt.mb)
