@@ -296,11 +296,27 @@ func (e *env) ctrErr(args ...string) (stdout, stderr string, err error) {
 	return e.ctrIn("kindling-test", args...)
 }
 
+// ctrArgs are ctr's arguments for args in containerd namespace ns: the
+// test's containerd, and the FIFOs of run and exec in the test's directory
+// (ctr leaves those of a detached task behind).
+func (e *env) ctrArgs(ns string, args ...string) []string {
+	out := []string{"--address", e.sock, "--namespace", ns}
+	switch {
+	case len(args) > 0 && args[0] == "run":
+		out = append(out, "run", "--fifo-dir", filepath.Join(e.dir, "fifo"))
+		args = args[1:]
+	case len(args) > 1 && args[0] == "task" && args[1] == "exec":
+		out = append(out, "task", "exec", "--fifo-dir", filepath.Join(e.dir, "fifo"))
+		args = args[2:]
+	}
+	return append(out, args...)
+}
+
 // ctrIn runs ctr in containerd namespace ns.
 func (e *env) ctrIn(ns string, args ...string) (stdout, stderr string, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "ctr", append([]string{"--address", e.sock, "--namespace", ns}, args...)...)
+	cmd := exec.CommandContext(ctx, "ctr", e.ctrArgs(ns, args...)...)
 	var o, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &se
 	err = cmd.Run()
@@ -425,8 +441,8 @@ func TestContainerdVMMDies(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	run := exec.CommandContext(ctx, "ctr", "--address", e.sock, "--namespace", "kindling-test",
-		"run", "--runtime", "io.containerd.kindling.v2", testImage, "v1", "/bin/app", "sleep", "1h")
+	run := exec.CommandContext(ctx, "ctr", e.ctrArgs("kindling-test",
+		"run", "--runtime", "io.containerd.kindling.v2", testImage, "v1", "/bin/app", "sleep", "1h")...)
 	var out bytes.Buffer
 	run.Stdout, run.Stderr = &out, &out
 	if err := run.Start(); err != nil {
@@ -522,6 +538,13 @@ func auditLeaks(t *testing.T, e *env, tasks ...string) {
 				leaks = append(leaks, "shim socket "+p)
 			}
 		}
+		// ctr's FIFOs, were they made in containerd's default place.
+		for _, id := range tasks {
+			fifos, _ := filepath.Glob("/run/containerd/fifo/*/" + id + "-stdout")
+			for _, f := range fifos {
+				leaks = append(leaks, "FIFO "+f)
+			}
+		}
 		left, _ := filepath.Glob(filepath.Join(e.shimRoot, ".shim", "ctd-*"))
 		for _, l := range left {
 			leaks = append(leaks, "shim files "+l)
@@ -608,8 +631,8 @@ func TestContainerdStdin(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "ctr", "--address", e.sock, "--namespace", "kindling-test",
-		"run", "--rm", "--runtime", runtime, testImage, "s1", "/bin/app", "cat")
+	cmd := exec.CommandContext(ctx, "ctr", e.ctrArgs("kindling-test",
+		"run", "--rm", "--runtime", runtime, testImage, "s1", "/bin/app", "cat")...)
 	cmd.Stdin = strings.NewReader("piped input\n")
 	out, err := cmd.CombinedOutput()
 	if err != nil || string(out) != "piped input\n" {
@@ -617,8 +640,8 @@ func TestContainerdStdin(t *testing.T) {
 	}
 
 	// A terminal: ctr needs one itself.
-	tty := exec.CommandContext(ctx, "ctr", "--address", e.sock, "--namespace", "kindling-test",
-		"run", "--rm", "--tty", "--runtime", runtime, testImage, "s2", "/bin/app", "cat")
+	tty := exec.CommandContext(ctx, "ctr", e.ctrArgs("kindling-test",
+		"run", "--rm", "--tty", "--runtime", runtime, testImage, "s2", "/bin/app", "cat")...)
 	ptmx, err := pty.StartWithSize(tty, &pty.Winsize{Rows: 30, Cols: 100})
 	if err != nil {
 		t.Fatal(err)
@@ -659,8 +682,8 @@ func TestContainerdStdin(t *testing.T) {
 	}
 
 	// The terminal's size follows ctr's (ResizePty).
-	sz := exec.CommandContext(ctx, "ctr", "--address", e.sock, "--namespace", "kindling-test",
-		"run", "--rm", "--tty", "--runtime", runtime, testImage, "s3", "/bin/app", "winsize")
+	sz := exec.CommandContext(ctx, "ctr", e.ctrArgs("kindling-test",
+		"run", "--rm", "--tty", "--runtime", runtime, testImage, "s3", "/bin/app", "winsize")...)
 	ptmx3, err := pty.StartWithSize(sz, &pty.Winsize{Rows: 31, Cols: 101})
 	if err != nil {
 		t.Fatal(err)
