@@ -1,0 +1,30 @@
+// Command containerd-shim-kindling-v2 is kindling's containerd runtime v2
+// shim (runtime type io.containerd.kindling.v2): containerd starts it, and
+// it runs each pod sandbox (or plain task) in a Firecracker microVM through
+// kindling's runtime. See docs/kubernetes.md and package shim.
+//
+// Configuration comes from containerd's environment: KINDLING_KERNEL (the
+// guest kernel, required), KINDLING_AGENT (the guest agent; default
+// kindling-agent next to this binary), KINDLING_FIRECRACKER (default:
+// firecracker on PATH) and KINDLING_SHIM_ROOT (default
+// /run/kindling/containerd).
+package main
+
+import (
+	shimlib "github.com/containerd/containerd/runtime/v2/shim"
+
+	"github.com/kindling-vm/kindling/sandbox"
+	"github.com/kindling-vm/kindling/shim"
+)
+
+func main() {
+	// The sandbox monitor is this binary re-executed.
+	sandbox.MonitorMain()
+	// kindling waits for its own children (the sandbox monitors): the
+	// library's reaper would take their exit statuses, and as a subreaper
+	// the shim would inherit VMMs it never waits for.
+	shimlib.Run(shim.RuntimeName, shim.New, func(c *shimlib.Config) {
+		c.NoReaper = true
+		c.NoSubreaper = true
+	})
+}
