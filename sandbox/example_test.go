@@ -32,37 +32,44 @@ func firecracker() string {
 func Example_runAndWait() {
 	root, err := os.MkdirTemp("", "kx")
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println("error:", err)
+		return // so that the deferred removals run
 	}
 	defer os.RemoveAll(root)
 	rt, err := sandbox.Open(root)
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println("error:", err)
+		return // so that the deferred removals run
 	}
 	ctx := context.Background()
 
 	spec := sandbox.Spec{ID: "hello", Demo: sandbox.DemoPowerOff, Firecracker: firecracker()}
 	if _, err := rt.Create(ctx, spec, sandbox.CreateOptions{}); err != nil {
-		log.Fatal(err)
+		fmt.Println("error:", err)
+		return // so that the deferred removals run
 	}
 	defer rt.Remove(ctx, "hello", true)
 	if _, err := rt.Start(ctx, "hello"); err != nil {
-		log.Fatal(err)
+		fmt.Println("error:", err)
+		return // so that the deferred removals run
 	}
 	exit, err := rt.Wait(ctx, "hello")
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println("error:", err)
+		return // so that the deferred removals run
 	}
 	fmt.Println("exit code:", exit.Code)
 
 	console, err := rt.Console(ctx, "hello", sandbox.LogOptions{})
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println("error:", err)
+		return // so that the deferred removals run
 	}
 	defer console.Close()
 	out, err := io.ReadAll(console)
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println("error:", err)
+		return // so that the deferred removals run
 	}
 	fmt.Println(strings.Contains(string(out), "Hello from kindling!"))
 	// Output:
@@ -75,48 +82,56 @@ func Example_runAndWait() {
 func Example_snapshotAndRestore() {
 	root, err := os.MkdirTemp("", "kx")
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println("error:", err)
+		return // so that the deferred removals run
 	}
 	defer os.RemoveAll(root)
 	rt, err := sandbox.Open(root)
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println("error:", err)
+		return // so that the deferred removals run
 	}
 	ctx := context.Background()
 
 	spec := sandbox.Spec{ID: "first", Demo: sandbox.DemoIdle, Firecracker: firecracker(), MemoryMiB: 64}
 	if _, err := rt.Create(ctx, spec, sandbox.CreateOptions{}); err != nil {
-		log.Fatal(err)
+		fmt.Println("error:", err)
+		return // so that the deferred removals run
 	}
 	defer rt.Remove(ctx, "first", true)
 	if _, err := rt.Start(ctx, "first"); err != nil {
-		log.Fatal(err)
+		fmt.Println("error:", err)
+		return // so that the deferred removals run
 	}
 
 	dir := filepath.Join(root, "snap")
 	snap, err := rt.Snapshot(ctx, "first", dir, sandbox.SnapshotOptions{})
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println("error:", err)
+		return // so that the deferred removals run
 	}
 	fmt.Println("snapshot of", snap.From)
 
 	second, err := rt.Restore(ctx, dir, sandbox.RestoreOptions{ID: "second", Labels: map[string]string{"from": "snap"}, Firecracker: firecracker()})
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println("error:", err)
+		return // so that the deferred removals run
 	}
 	defer rt.Remove(ctx, "second", true)
 	fmt.Println(second.ID, second.Status)
 
 	restored, err := rt.List(ctx, sandbox.ListOptions{Labels: map[string]string{"from": "snap"}})
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println("error:", err)
+		return // so that the deferred removals run
 	}
 	for _, in := range restored {
 		fmt.Println("labelled:", in.ID)
 	}
 	first, err := rt.Inspect(ctx, "first")
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println("error:", err)
+		return // so that the deferred removals run
 	}
 	fmt.Println(first.ID, first.Status)
 	// Output:

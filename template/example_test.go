@@ -26,59 +26,70 @@ func firecracker() string {
 func Example() {
 	root, err := os.MkdirTemp("", "kx")
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println("error:", err)
+		return // so that the deferred removals run
 	}
 	defer os.RemoveAll(root)
 	rt, err := sandbox.Open(root)
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println("error:", err)
+		return // so that the deferred removals run
 	}
 	templates, err := template.Open(rt)
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println("error:", err)
+		return // so that the deferred removals run
 	}
 	ctx := context.Background()
 
 	spec := sandbox.Spec{ID: "base", Demo: sandbox.DemoIdle, Firecracker: firecracker(), MemoryMiB: 64}
 	if _, err := rt.Create(ctx, spec, sandbox.CreateOptions{}); err != nil {
-		log.Fatal(err)
+		fmt.Println("error:", err)
+		return // so that the deferred removals run
 	}
 	if _, err := rt.Start(ctx, "base"); err != nil {
-		log.Fatal(err)
+		fmt.Println("error:", err)
+		return // so that the deferred removals run
 	}
 	// With Stop the source ends once the template is made: the template
 	// owns everything its clones need.
 	tpl, err := templates.Create(ctx, "base", "base", template.Options{Stop: true})
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println("error:", err)
+		return // so that the deferred removals run
 	}
 	if err := rt.Remove(ctx, "base", true); err != nil {
-		log.Fatal(err)
+		fmt.Println("error:", err)
+		return // so that the deferred removals run
 	}
 	fmt.Println("template", tpl.Name, "from", tpl.From)
 
 	for _, id := range []string{"clone1", "clone2"} {
 		in, err := templates.Run(ctx, "base", template.CloneOptions{ID: id, Firecracker: firecracker()})
 		if err != nil {
-			log.Fatal(err)
+			fmt.Println("error:", err)
+			return // so that the deferred removals run
 		}
 		defer rt.Remove(ctx, id, true)
 		fmt.Println(in.ID, in.Status)
 	}
 	tpl, err = templates.Inspect(ctx, "base")
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println("error:", err)
+		return // so that the deferred removals run
 	}
 	fmt.Println("clones:", tpl.Clones)
 
 	// A template is removed once its clones are.
 	for _, id := range tpl.Clones {
 		if err := rt.Remove(ctx, id, true); err != nil {
-			log.Fatal(err)
+			fmt.Println("error:", err)
+			return // so that the deferred removals run
 		}
 	}
 	if err := templates.Remove(ctx, "base", false); err != nil {
-		log.Fatal(err)
+		fmt.Println("error:", err)
+		return // so that the deferred removals run
 	}
 	// Output:
 	// template base from base
