@@ -3,8 +3,8 @@ package server_test
 import (
 	"context"
 	"net"
-	"os"
 	"net/http"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
