@@ -69,19 +69,6 @@ func (a *app) controller(extra ...sandbox.Option) (sandbox.Controller, error) {
 // server reached over TCP.
 const envAPIKey = "KINDLING_API_KEY"
 
-// hotplugger returns the controller's drive hotplug.
-func (a *app) hotplugger() (sandbox.Hotplugger, error) {
-	c, err := a.controller()
-	if err != nil {
-		return nil, err
-	}
-	h, ok := c.(sandbox.Hotplugger)
-	if !ok {
-		return nil, fmt.Errorf("drive hotplug: %w", sandbox.ErrNotSupported)
-	}
-	return h, nil
-}
-
 // ensureFirecrackerHere installs Firecracker when asked and none is
 // found, on this host only: a server's host is the server's business.
 func (a *app) ensureFirecrackerHere(ctx context.Context, given string, auto bool) error {
