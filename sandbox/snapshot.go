@@ -109,6 +109,9 @@ func (r *Runtime) Snapshot(ctx context.Context, id, dir string, o SnapshotOption
 		} else if man, err = snapshotPaused(ctx, m, rec, dir, o); err != nil {
 			return err
 		}
+		if err := snapshotToken(r, rec, dir); err != nil {
+			return err
+		}
 		return writeManifest(dir, &man)
 	})
 	if err != nil {
@@ -319,6 +322,11 @@ func (r *Runtime) CreateFromSnapshot(ctx context.Context, dir string, o RestoreO
 			err = l.Save(rec)
 		}
 		if err != nil {
+			return Info{}, errors.Join(fmt.Errorf("restore into sandbox %q: %w", rec.ID, err), l.Remove())
+		}
+	}
+	if rec.Spec.Agent {
+		if err := restoredToken(l.Dir(), dir); err != nil {
 			return Info{}, errors.Join(fmt.Errorf("restore into sandbox %q: %w", rec.ID, err), l.Remove())
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strings"
 	"sync"
@@ -67,6 +68,11 @@ func (m *vm) simPlan() (simPlan, bool) {
 			root = d
 		}
 	}
+	if root == nil {
+		// No is_root_device (kindling puts root= on the command line
+		// instead): the kernel's root=/dev/vdX is the X-th drive added.
+		root = rootFromCmdline(str(m.boot, "boot_args"), m.drives)
+	}
 	p := str(root, "path_on_host")
 	if root == nil || p == "" || !isExt4(p) {
 		return simPlan{}, false
@@ -76,7 +82,7 @@ func (m *vm) simPlan() (simPlan, bool) {
 	// added, as Firecracker attaches them.
 	for _, d := range m.drives {
 		hp := str(d, "path_on_host")
-		if flag(d, "is_root_device") || hp == "" || len(drives) >= 25 {
+		if sameObject(d, root) || hp == "" || len(drives) >= 25 {
 			continue
 		}
 		if abs, err := filepath.Abs(hp); err == nil {
@@ -553,4 +559,31 @@ func handleSIGTERM(g func() *simGuest) {
 		signal.Reset(syscall.SIGTERM)
 		_ = syscall.Kill(os.Getpid(), syscall.SIGTERM)
 	}()
+}
+
+// rootFromCmdline returns the drive a kernel command line's last
+// root=/dev/vdX names: the X-th virtio block device, in the order the
+// drives were added; nil when there is none.
+func rootFromCmdline(args string, drives []object) object {
+	kernel, _, _ := strings.Cut(" "+args+" ", " -- ")
+	var root object
+	for _, f := range strings.Fields(kernel) {
+		v, ok := strings.CutPrefix(f, "root=/dev/vd")
+		if !ok || len(v) != 1 || v[0] < 'a' || v[0] > 'z' {
+			continue
+		}
+		root = nil
+		if i := int(v[0] - 'a'); i < len(drives) {
+			root = drives[i]
+		}
+	}
+	return root
+}
+
+// sameObject reports whether a and b are the same decoded JSON object.
+func sameObject(a, b object) bool {
+	if a == nil || b == nil {
+		return false
+	}
+	return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
 }
