@@ -111,6 +111,13 @@ type FileInfo = agent.FileInfo
 // FileType is the type of a file in a guest (agent.TypeFile, ...).
 type FileType = agent.FileType
 
+// File types of FileInfo.Type.
+const (
+	TypeFile    = agent.TypeFile
+	TypeDir     = agent.TypeDir
+	TypeSymlink = agent.TypeSymlink
+)
+
 // FileEvent is a change under a watched directory.
 type FileEvent = agent.WatchEvent
 

@@ -59,6 +59,7 @@ type cleanupM struct{ m *testing.M }
 
 func (c cleanupM) Run() int {
 	code := c.m.Run()
+	testutil.CleanupBuilds()
 	fakeBuild.mu.Lock()
 	defer fakeBuild.mu.Unlock()
 	if fakeBuild.dir != "" {
@@ -128,6 +129,10 @@ func runScripts(t *testing.T, fc, kind string) {
 				return os.Geteuid() == 0, nil
 			case "fake", "real":
 				return cond == kind, nil
+			case "simguest":
+				// The fake Firecracker's simulated guest: root, loop
+				// devices, a static busybox and mkfs.ext4 for the image.
+				return kind == "fake" && simGuestReady() == nil, nil
 			case "jailer":
 				// The jailer runs the real Firecracker only, as root.
 				return kind == "real" && os.Getenv(testutil.EnvJailer) != "" && os.Geteuid() == 0, nil
@@ -141,6 +146,7 @@ func runScripts(t *testing.T, fc, kind string) {
 			"waitconsole": cmdWaitConsole,
 			"capture":     cmdCapture,
 			"jsonget":     cmdJSONGet,
+			"agentroot":   cmdAgentRoot,
 			"nothingleft": func(ts *testscript.TestScript, neg bool, args []string) {
 				if neg || len(args) != 0 {
 					ts.Fatalf("usage: nothingleft")

@@ -39,16 +39,11 @@ var agentBuild struct {
 // CleanupBuilds) from TestMain so that the build directory is removed.
 func AgentBinary(t testing.TB) string {
 	t.Helper()
-	agentBuild.mu.Lock()
-	defer agentBuild.mu.Unlock()
-	if !agentBuild.done {
-		agentBuild.done = true
-		agentBuild.path, agentBuild.err = buildAgentBinary()
+	p, err := AgentBinaryPath()
+	if err != nil {
+		t.Fatalf("build kindling-agent: %v", err)
 	}
-	if agentBuild.err != nil {
-		t.Fatalf("build kindling-agent: %v", agentBuild.err)
-	}
-	return agentBuild.path
+	return p
 }
 
 func buildAgentBinary() (string, error) {
@@ -125,33 +120,60 @@ var busyboxApplets = []string{
 // missing.
 func AgentRootfs(t testing.TB, o AgentRootOptions) string {
 	t.Helper()
-	bb, err := staticBusybox()
-	if err != nil {
+	if _, err := staticBusybox(); err != nil {
 		t.Skipf("skipping: the test guest needs a static busybox (install busybox-static): %v", err)
 	}
-	init := o.Init
-	if init == "" {
-		init = AgentBinary(t)
+	if _, err := findMkfs(); err != nil {
+		t.Skipf("skipping: mkfs.ext4 not found (install e2fsprogs): %v", err)
 	}
-	tree := t.TempDir()
+	if o.Init == "" {
+		o.Init = AgentBinary(t)
+	}
+	img := filepath.Join(t.TempDir(), "rootfs.ext4")
+	if err := WriteAgentRootfs(img, o); err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// WriteAgentRootfs writes the image AgentRootfs makes to img, for callers
+// without a testing.TB (test scripts, benchmarks). o.Init must be set
+// (AgentBinaryPath gives the agent).
+func WriteAgentRootfs(img string, o AgentRootOptions) error {
+	bb, err := staticBusybox()
+	if err != nil {
+		return fmt.Errorf("the test guest needs a static busybox (install busybox-static): %w", err)
+	}
+	if o.Init == "" {
+		return errors.New("WriteAgentRootfs: no init given")
+	}
+	tree, err := os.MkdirTemp("", "kindling-agentroot-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tree)
 	for _, d := range []string{"bin", "etc", "root", "home/user", "tmp", "run", "proc", "sys", "dev", "var/tmp", ".kindling"} {
 		if err := os.MkdirAll(filepath.Join(tree, d), 0o755); err != nil {
-			t.Fatal(err)
+			return err
 		}
 	}
 	if err := os.Chmod(filepath.Join(tree, "tmp"), 0o1777); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	if os.Geteuid() == 0 {
 		if err := os.Chown(filepath.Join(tree, "home/user"), 1000, 1000); err != nil {
-			t.Fatal(err)
+			return err
 		}
 	}
-	copyExecutable(t, init, filepath.Join(tree, GuestAgentPath))
-	copyExecutable(t, bb, filepath.Join(tree, "bin", "busybox"))
+	if err := copyExecutable(o.Init, filepath.Join(tree, GuestAgentPath)); err != nil {
+		return err
+	}
+	if err := copyExecutable(bb, filepath.Join(tree, "bin", "busybox")); err != nil {
+		return err
+	}
 	for _, a := range busyboxApplets {
 		if err := os.Symlink("busybox", filepath.Join(tree, "bin", a)); err != nil {
-			t.Fatal(err)
+			return err
 		}
 	}
 	files := map[string]string{
@@ -164,17 +186,28 @@ func AgentRootfs(t testing.TB, o AgentRootOptions) string {
 	for p, c := range files {
 		dst := filepath.Join(tree, p)
 		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-			t.Fatal(err)
+			return err
 		}
 		if err := os.WriteFile(dst, []byte(c), 0o644); err != nil {
-			t.Fatal(err)
+			return err
 		}
 	}
 	size := o.SizeMiB
 	if size == 0 {
 		size = 64
 	}
-	return Ext4FromDir(t, tree, size)
+	return mkExt4(tree, img, size)
+}
+
+// AgentBinaryPath is AgentBinary for callers without a testing.TB.
+func AgentBinaryPath() (string, error) {
+	agentBuild.mu.Lock()
+	defer agentBuild.mu.Unlock()
+	if !agentBuild.done {
+		agentBuild.done = true
+		agentBuild.path, agentBuild.err = buildAgentBinary()
+	}
+	return agentBuild.path, agentBuild.err
 }
 
 // staticBusybox finds a busybox executable without a program interpreter
@@ -197,18 +230,15 @@ func staticBusybox() (string, error) {
 	return p, nil
 }
 
-func copyExecutable(t testing.TB, src, dst string) {
-	t.Helper()
+func copyExecutable(src, dst string) error {
 	b, err := os.ReadFile(src)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		t.Fatal(err)
+		return err
 	}
-	if err := os.WriteFile(dst, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	return os.WriteFile(dst, b, 0o755)
 }
 
 // NeedSimulatedGuest skips the test unless this process can run the fake
