@@ -146,7 +146,8 @@ func randomID() string {
 //	var ce *ConfigError
 //	errors.As(err, &ce)
 //
-// finds the first. It reads nothing from the disk but file metadata (stat).
+// finds the first. It reads nothing from the disk but file metadata (stat)
+// and the first bytes of the kernel, to check its format.
 // Unset settings that have a default are accepted: Validate checks c as
 // withDefaults would complete it, so it may be called before or after
 // defaults are applied.
@@ -174,6 +175,7 @@ func (v *validator) add(field, value, problem, fix string) {
 func (v *validator) config(c *Config) {
 	v.executable("firecracker", c.Firecracker, "give the path of the firecracker executable")
 	v.regularFile("kernel", c.Kernel, true, "give the path of an uncompressed kernel image")
+	v.kernelFormat(c.Kernel)
 	v.regularFile("initrd", c.Initrd, false, "give the path of an initial ramdisk, or leave it empty")
 	if !vmIDRe.MatchString(c.ID) {
 		v.add("id", strconv.Quote(c.ID), "not 1–64 letters, digits or '-'", "")

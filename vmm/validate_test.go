@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kindling-vm/kindling/internal/guest"
 )
 
 // fixture is a directory of files a valid Config points at.
@@ -51,6 +53,9 @@ func newFixture(t *testing.T) *fixture {
 		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if err := guest.WriteFile(f.kernel, guest.Options{Message: "fixture"}); err != nil { // Validate checks the kernel's format
+		t.Fatal(err)
 	}
 	return f
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kindling-vm/kindling/internal/preflight"
 	"github.com/kindling-vm/kindling/sandbox"
 )
 
@@ -44,6 +45,8 @@ var errorKinds = []errorKind{
 
 func notFoundHint(path string, c *cobra.Command) string {
 	switch {
+	case strings.HasPrefix(path, "kindling install"), strings.HasPrefix(path, "kindling uninstall"):
+		return "" // internal/install's errors name their own remedy (a mirror, --version, --list)
 	case strings.HasPrefix(path, "kindling template"), flagValue(c, "template") != "":
 		return "see 'kindling template ls'"
 	case path == "kindling drive rm":
@@ -102,8 +105,9 @@ func explain(c *cobra.Command, err error) error {
 	}
 	var u *usageError
 	var e *exitStatusError
-	if errors.As(err, &u) || errors.As(err, &e) {
-		return err
+	var p *preflight.Error
+	if errors.As(err, &u) || errors.As(err, &e) || errors.As(err, &p) {
+		return err // a preflight failure names its own fix
 	}
 	for _, k := range errorKinds {
 		if !errors.Is(err, k.sentinel) {

@@ -121,5 +121,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return explain(cmd, err)
 }
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version, when set at build time with -ldflags "-X main.version=...",
+// overrides the version read from the build info (see buildVersion).
+var version string

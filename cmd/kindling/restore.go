@@ -53,6 +53,9 @@ func newRestoreCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := a.preflight(cmd.Context(), ""); err != nil {
+				return err
+			}
 			opts := sandbox.RestoreOptions{ID: name, Net: nets.ns, AutoRemove: rm && detach, Labels: labels.m}
 			ctx := cmd.Context()
 			sctx := ctx

@@ -126,6 +126,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 			return target.Help()
 		},
 	})
+	addVersionFlag(root)
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.root, "root", "", "state root `DIR` (default $"+store.EnvRoot+", else "+store.DefaultRootDir+")")
 	pf.BoolVar(&a.debug, "debug", false, "write debug logs to stderr")
@@ -154,7 +155,9 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newVersionCommand(a),
 		newInstallCommand(a),
 		newUninstallCommand(a),
+		newCheckCommand(a),
 	)
+	addCompletions(a, root)
 	return root
 }
 

@@ -93,6 +93,9 @@ func newRunCommand(a *app) *cobra.Command {
 				if err != nil {
 					return err
 				}
+				if err := a.preflight(ctx, sf.firecracker); err != nil {
+					return err
+				}
 				o := template.CloneOptions{ID: sf.name, Net: sf.nets.ns, AutoRemove: rm && detach, Verify: verifyTemplate, Firecracker: sf.firecracker, Labels: sf.labels.m}
 				info, err := startFromTemplate(ctx, a, cmd, rt, fromTemplate, o, timeout)
 				if err != nil {
@@ -105,6 +108,9 @@ func newRunCommand(a *app) *cobra.Command {
 				return err
 			}
 			if err := ensureFirecracker(ctx, a, spec.Firecracker, autoInstall); err != nil {
+				return err
+			}
+			if err := a.preflight(ctx, spec.Firecracker); err != nil {
 				return err
 			}
 			rt, err := a.runtime()

@@ -39,6 +39,9 @@ func newStartCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := a.preflightSandbox(cmd.Context(), rt, args[0]); err != nil {
+				return err
+			}
 			info, err := startSandbox(cmd.Context(), rt, args[0], timeout)
 			if err != nil {
 				return err

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -21,14 +22,25 @@ import (
 const versionLong = `Print kindling's version, and the Firecracker it would use: --firecracker,
 else $KINDLING_FIRECRACKER, else 'firecracker' on PATH, else the release
 'kindling install firecracker' installed, asked for its version with
-'firecracker --version'.`
+'firecracker --version'.
+
+kindling's version comes from the Go build: the module version ('go install
+...@v1.2.3'), or for a build from a git checkout a pseudo-version with the
+commit, followed by the commit, its time, and whether the checkout had
+local changes. A build without that information says "devel".
+'kindling --version' prints the first line only.`
 
 // versionTimeout bounds 'firecracker --version'.
 const versionTimeout = 3 * time.Second
 
 // versionInfo is what 'kindling version --json' prints.
 type versionInfo struct {
-	Kindling    string          `json:"kindling"`
+	Kindling string `json:"kindling"`
+	// Commit, CommitTime and Modified describe the git checkout kindling
+	// was built from, when the build recorded it.
+	Commit      string          `json:"commit,omitempty"`
+	CommitTime  string          `json:"commit_time,omitempty"`
+	Modified    bool            `json:"modified,omitempty"`
 	Go          string          `json:"go"`
 	Platform    string          `json:"platform"`
 	Firecracker firecrackerInfo `json:"firecracker"`
@@ -54,8 +66,12 @@ func newVersionCommand(a *app) *cobra.Command {
 		Example: "  kindling version\n  kindling version --json",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			b := buildVersion()
 			v := versionInfo{
-				Kindling:    version,
+				Kindling:    b.version,
+				Commit:      b.commit,
+				CommitTime:  b.time,
+				Modified:    b.modified,
 				Go:          runtime.Version(),
 				Platform:    runtime.GOOS + "/" + runtime.GOARCH,
 				Firecracker: probeFirecracker(cmd.Context(), fcPath),
@@ -64,6 +80,9 @@ func newVersionCommand(a *app) *cobra.Command {
 				return writeJSON(a.stdout, v)
 			}
 			fmt.Fprintf(a.stdout, "kindling %s (%s, %s)\n", v.Kindling, v.Go, v.Platform)
+			if line := b.commitLine(); line != "" {
+				fmt.Fprintln(a.stdout, line)
+			}
 			fc := v.Firecracker
 			switch {
 			case fc.Error != "" && fc.Path == "":
@@ -126,4 +145,93 @@ func parseFirecrackerVersion(out string) string {
 		}
 	}
 	return ""
+}
+
+// build describes how kindling was built.
+type build struct {
+	version  string // "v1.2.3", a pseudo-version, or "devel"
+	commit   string // the full git commit, "" when not recorded
+	time     string // the commit's time (RFC 3339), "" when not recorded
+	modified bool   // the checkout had local changes
+}
+
+// buildVersion reads this binary's build information; -ldflags "-X
+// main.version=..." overrides the version.
+func buildVersion() build {
+	info, _ := debug.ReadBuildInfo()
+	return describeBuild(info, version)
+}
+
+// describeBuild reads info (nil when the binary has none). A version set at
+// link time wins over the module's.
+func describeBuild(info *debug.BuildInfo, linked string) build {
+	b := build{version: "devel"}
+	if info != nil {
+		if v := info.Main.Version; v != "" && v != "(devel)" {
+			b.version = v
+		}
+		for _, s := range info.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				b.commit = s.Value
+			case "vcs.time":
+				b.time = s.Value
+			case "vcs.modified":
+				b.modified = s.Value == "true"
+			}
+		}
+	}
+	if linked != "" {
+		b.version = linked
+	}
+	return b
+}
+
+// commitLine is the human line about the commit: "commit 5dcdd3c8110c
+// (2026-12-01T01:19:10Z, with local changes)"; "" when none is recorded.
+func (b build) commitLine() string {
+	if b.commit == "" {
+		return ""
+	}
+	s := "commit " + b.commit
+	var notes []string
+	if b.time != "" {
+		notes = append(notes, b.time)
+	}
+	if b.modified {
+		notes = append(notes, "with local changes")
+	}
+	if len(notes) > 0 {
+		s += " (" + strings.Join(notes, ", ") + ")"
+	}
+	return s
+}
+
+// short is what 'kindling --version' prints after "kindling version ":
+// the version, and the commit when the version does not name it already.
+func (b build) short() string {
+	s := b.version
+	if b.commit != "" && !strings.Contains(s, shortCommit(b.commit)) {
+		s += ", commit " + shortCommit(b.commit)
+		if b.modified {
+			s += " with local changes"
+		}
+	}
+	return s
+}
+
+// shortCommit is the first 12 digits of a commit, as Go's pseudo-versions
+// name it.
+func shortCommit(c string) string {
+	if len(c) > 12 {
+		return c[:12]
+	}
+	return c
+}
+
+// addVersionFlag gives the root command --version (and -v), which prints
+// "kindling version V" as docker does.
+func addVersionFlag(root *cobra.Command) {
+	root.Version = buildVersion().short()
+	root.SetVersionTemplate("kindling version {{.Version}}\n")
 }

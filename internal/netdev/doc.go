@@ -9,11 +9,14 @@
 // OS thread for namespace work. It never runs the ip command.
 //
 // It is not a network manager: it sets up no addresses, routes, bridges,
-// NAT, firewall rules or DHCP, and it creates and deletes network namespaces
-// only in its tests. Its functions are safe for concurrent use; each call
-// opens and closes its own netlink socket.
+// NAT, firewall rules or DHCP. It creates, lists and deletes named network
+// namespaces (CreateNetNS) but puts nothing in them. AttachTap and Wire
+// stand in for a VMM's virtio-net where no guest boots: they attach to a
+// tap and copy its frames to and from another tap, a simulated guest's NIC. Its functions are
+// safe for concurrent use; each call opens and closes its own netlink
+// socket.
 //
-// The sandbox runtime (layer 2) imports it; the VMM driver, the API client
+// The sandbox runtime and package network (layer 2) import it; the VMM driver, the API client
 // and the CLI do not (the CLI reaches it only through the runtime). It needs
 // root, or CAP_NET_ADMIN and CAP_SYS_ADMIN, for everything but the pure
 // functions (TapName, ValidateTapName, MAC, ParseMAC).
