@@ -17,14 +17,10 @@ import (
 )
 
 // agentKernel is the kernel of a simulated guest: the fake Firecracker
-// boots the root drive's init instead, so any file does.
+// boots the root drive's init instead, so the test guest does.
 func agentKernel(t *testing.T) string {
 	t.Helper()
-	p := filepath.Join(t.TempDir(), "vmlinux")
-	if err := os.WriteFile(p, []byte("a kernel the fake does not emulate"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return haltGuest(t, "not booted: the simulated guest runs init")
 }
 
 // startAgentSandbox creates and starts a sandbox whose root filesystem
