@@ -28,7 +28,12 @@ func agentKernel(t *testing.T) string {
 // guest, and removes it at cleanup.
 func startAgentSandbox(t *testing.T, r *Runtime, fc, id string, o testutil.AgentRootOptions) Info {
 	t.Helper()
-	img := testutil.AgentRootfs(t, o)
+	return startAgentSandboxOn(t, r, fc, id, testutil.AgentRootfs(t, o))
+}
+
+// startAgentSandboxOn is startAgentSandbox with the image given.
+func startAgentSandboxOn(t *testing.T, r *Runtime, fc, id, img string) Info {
+	t.Helper()
 	ctx := context.Background()
 	_, err := r.Create(ctx, Spec{ID: id, Kernel: agentKernel(t), KernelArgs: testutil.AgentBootArgs, Firecracker: fc,
 		Rootfs: &Disk{Path: img}, MemoryMiB: 64}, CreateOptions{})

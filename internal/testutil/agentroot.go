@@ -47,27 +47,12 @@ func AgentBinary(t testing.TB) string {
 }
 
 func buildAgentBinary() (string, error) {
-	root, err := ModuleRoot()
-	if err != nil {
-		return "", err
-	}
-	goBin, err := gotool.Path()
-	if err != nil {
-		return "", err
-	}
 	dir, err := os.MkdirTemp("", "kindling-agent-")
 	if err != nil {
 		return "", err
 	}
 	agentBuild.dir = dir
-	out := filepath.Join(dir, "kindling-agent")
-	cmd := exec.Command(goBin, "build", "-o", out, agentPkg)
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build %s: %w\n%s", agentPkg, err, b)
-	}
-	return out, nil
+	return buildStatic(agentPkg, filepath.Join(dir, "kindling-agent"))
 }
 
 // CleanupBuilds removes the build directories of the fake Firecracker and
@@ -264,4 +249,49 @@ func NeedSimulatedGuest(t testing.TB) {
 			}
 		}
 	}
+}
+
+// silentBuild holds the once-per-process build of the silent init.
+var silentBuild struct {
+	mu   sync.Mutex // guards the fields below
+	path string
+	err  error
+	done bool
+}
+
+// SilentInit returns an init that never answers (it waits for SIGTERM),
+// built once per test process into the agent's build directory; give it
+// as AgentRootOptions.Init for a guest whose agent never answers.
+func SilentInit(t testing.TB) string {
+	t.Helper()
+	agent := AgentBinary(t) // its directory is removed by CleanupBuilds
+	silentBuild.mu.Lock()
+	defer silentBuild.mu.Unlock()
+	if !silentBuild.done {
+		silentBuild.done = true
+		silentBuild.path, silentBuild.err = buildStatic("./internal/testutil/testdata/silentinit", filepath.Join(filepath.Dir(agent), "silentinit"))
+	}
+	if silentBuild.err != nil {
+		t.Fatalf("build the silent init: %v", silentBuild.err)
+	}
+	return silentBuild.path
+}
+
+// buildStatic builds the main package pkg of the module, CGO off, to out.
+func buildStatic(pkg, out string) (string, error) {
+	root, err := ModuleRoot()
+	if err != nil {
+		return "", err
+	}
+	goBin, err := gotool.Path()
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.Command(goBin, "build", "-o", out, pkg)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
+	}
+	return out, nil
 }
