@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"path/filepath"
+	"sync"
 	"syscall"
 
 	"github.com/kindling-vm/kindling/agent"
@@ -132,12 +133,14 @@ type Watcher interface {
 }
 
 // guestClient returns a client of the agent of sandbox id, which must run
-// and have a vsock device. The caller closes it.
+// and have a vsock device. The caller closes it when its call is done
+// (Close drops the client's connections; the client is kept for reuse).
 func (r *Runtime) guestClient(ctx context.Context, id, op string) (*agent.Client, error) {
-	var rec record
-	if err := r.st.Load(id, &rec); err != nil {
-		return nil, r.loadError(id, err)
+	g, err := r.guests.get(r, id)
+	if err != nil {
+		return nil, fmt.Errorf("%s in sandbox %q: %w", op, id, err)
 	}
+	rec := g.rec
 	switch st := r.reconcile(ctx, &rec); st {
 	case Running, Orphaned:
 	case Paused:
@@ -148,20 +151,80 @@ func (r *Runtime) guestClient(ctx context.Context, id, op string) (*agent.Client
 	if rec.Spec.VsockCID == 0 {
 		return nil, fmt.Errorf("%s in sandbox %q: it has no vsock device, so no guest agent can be reached: the guest has no kindling-agent (give the sandbox an agent: --agent and a root filesystem that holds it): %w", op, id, ErrNotSupported)
 	}
+	return g.client, nil
+}
+
+// guestCache keeps, per sandbox, its record and an agent client, for as
+// long as the sandbox's state file is unchanged (a state file is replaced
+// whole on every save, so its inode, size and time tell a change), so that
+// a call to the guest costs one stat and one reconcile, not a state load
+// and a new client. The zero value is ready.
+type guestCache struct {
+	mu sync.Mutex // guards m
+	m  map[string]*guestEntry
+}
+
+type guestEntry struct {
+	stamp  fileStamp
+	rec    record
+	client *agent.Client
+}
+
+// fileStamp tells one version of a file from another.
+type fileStamp struct {
+	ino, size uint64
+	mtime     int64
+}
+
+// stateFileName is the store's state file in a sandbox directory.
+const stateFileName = "state.json"
+
+func stampOf(path string) (fileStamp, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return fileStamp{}, err
+	}
+	return fileStamp{ino: st.Ino, size: uint64(st.Size), mtime: st.Mtim.Nano()}, nil
+}
+
+// get returns the entry of sandbox id, loading it when its state file
+// changed since.
+func (c *guestCache) get(r *Runtime, id string) (*guestEntry, error) {
 	dir, err := r.st.Dir(id)
 	if err != nil {
 		return nil, r.loadError(id, err)
 	}
+	stamp, serr := stampOf(filepath.Join(dir, stateFileName))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if g := c.m[id]; g != nil && serr == nil && g.stamp == stamp {
+		return g, nil
+	}
+	if g := c.m[id]; g != nil {
+		g.client.Close()
+		delete(c.m, id)
+	}
+	var rec record
+	if err := r.st.Load(id, &rec); err != nil {
+		return nil, r.loadError(id, err)
+	}
 	tok, err := readSecret(dir, tokenName)
 	if err != nil {
-		return nil, fmt.Errorf("%s in sandbox %q: %w", op, id, err)
+		return nil, err
 	}
-	c, err := agent.New(agent.Config{VsockPath: filepath.Join(dir, vsockName), AccessToken: tok,
+	client, err := agent.New(agent.Config{VsockPath: filepath.Join(dir, vsockName), AccessToken: tok,
 		DialTimeout: r.agentTimeout, RequestTimeout: r.agentTimeout})
 	if err != nil {
-		return nil, fmt.Errorf("%s in sandbox %q: %w", op, id, err)
+		return nil, err
 	}
-	return c, nil
+	g := &guestEntry{stamp: stamp, rec: rec, client: client}
+	if serr == nil {
+		if c.m == nil {
+			c.m = map[string]*guestEntry{}
+		}
+		c.m[id] = g
+	}
+	return g, nil
 }
 
 // guestError names the sandbox in an error of its agent, and says what a

@@ -70,6 +70,8 @@ type Runtime struct {
 	monitorExe string
 	// agentTimeout bounds the waits for guest agents (WithAgentTimeout).
 	agentTimeout time.Duration
+	// guests caches what calls to guest agents need (guest.go).
+	guests guestCache
 
 	childMu sync.Mutex // guards children
 	// children are the monitors this runtime started and has not reaped
