@@ -1,8 +1,11 @@
 package sandbox
 
 import (
+	"context"
 	"errors"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestApplyAgentDefaults(t *testing.T) {
@@ -45,6 +48,47 @@ func TestGuestHostname(t *testing.T) {
 	for in, want := range map[string]string{"web": "web", "a_b.c": "a-b.c"} {
 		if got := guestHostname(in); got != want {
 			t.Errorf("guestHostname(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestGuestWithoutAgent checks the errors of guest calls on sandboxes
+// that cannot have an agent answering: they come at once and say why.
+func TestGuestWithoutAgent(t *testing.T) {
+	r, fc := newRuntime(t, false)
+	ctx := context.Background()
+	if _, err := r.Exec(ctx, "nosuch", ExecRequest{Args: []string{"true"}}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("exec in a missing sandbox: %v, want ErrNotFound", err)
+	}
+	for _, tc := range []struct {
+		id    string
+		vsock uint32
+		want  error
+		says  string
+	}{
+		{"novsock", 0, ErrNotSupported, "no vsock device"},
+		{"noagent", 3, ErrUnavailable, "nothing answers on vsock port 49983"},
+	} {
+		if _, err := r.Create(ctx, Spec{ID: tc.id, Kernel: haltGuest(t, "up"), Firecracker: fc, VsockCID: tc.vsock}, CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		defer r.Remove(ctx, tc.id, true)
+		if _, err := r.Exec(ctx, tc.id, ExecRequest{Args: []string{"true"}}); !errors.Is(err, ErrInvalidState) {
+			t.Errorf("exec in created sandbox %s: %v, want ErrInvalidState", tc.id, err)
+		}
+		if _, err := r.Start(ctx, tc.id); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		_, err := r.Exec(ctx, tc.id, ExecRequest{Args: []string{"true"}})
+		if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.says) || !strings.Contains(err.Error(), "the guest has no kindling-agent") {
+			t.Errorf("exec in %s: %v, want %v saying %q", tc.id, err, tc.want, tc.says)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("exec in %s took %v to fail: want at once", tc.id, d)
+		}
+		if _, err := r.StatFile(ctx, tc.id, "/", FileOptions{}); !errors.Is(err, tc.want) {
+			t.Errorf("stat in %s: %v, want %v", tc.id, err, tc.want)
 		}
 	}
 }

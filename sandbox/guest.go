@@ -138,7 +138,7 @@ type Watcher interface {
 func (r *Runtime) guestClient(ctx context.Context, id, op string) (*agent.Client, error) {
 	g, err := r.guests.get(r, id)
 	if err != nil {
-		return nil, fmt.Errorf("%s in sandbox %q: %w", op, id, err)
+		return nil, err // it names the sandbox
 	}
 	rec := g.rec
 	switch st := r.reconcile(ctx, &rec); st {
@@ -188,7 +188,7 @@ func stampOf(path string) (fileStamp, error) {
 }
 
 // get returns the entry of sandbox id, loading it when its state file
-// changed since.
+// changed since. Its errors name the sandbox.
 func (c *guestCache) get(r *Runtime, id string) (*guestEntry, error) {
 	dir, err := r.st.Dir(id)
 	if err != nil {
@@ -210,12 +210,12 @@ func (c *guestCache) get(r *Runtime, id string) (*guestEntry, error) {
 	}
 	tok, err := readSecret(dir, tokenName)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("sandbox %q: %w", id, err)
 	}
 	client, err := agent.New(agent.Config{VsockPath: filepath.Join(dir, vsockName), AccessToken: tok,
 		DialTimeout: r.agentTimeout, RequestTimeout: r.agentTimeout})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("sandbox %q: %w", id, err)
 	}
 	g := &guestEntry{stamp: stamp, rec: rec, client: client}
 	if serr == nil {
