@@ -35,12 +35,8 @@ func TestGuestCloneReinit(t *testing.T) {
 		t.Fatalf("snapshot token: %v, %v", fi, err)
 	}
 	parent, _ := readSecret(in.Dir, tokenName)
-	// As for a template, the source is gone before it is cloned (the
-	// driver checks the snapshot's own vsock socket before it applies the
-	// override).
-	if err := r.Kill(ctx, in.ID); err != nil {
-		t.Fatal(err)
-	}
+	// The source keeps running while its clones start, each on a vsock
+	// socket of its own.
 	var clones []Info
 	for _, id := range []string{"clone-a", "clone-b"} {
 		t.Cleanup(func() { checkSimLeftovers(t, id, filepath.Join(r.Root(), id)) })
@@ -69,7 +65,11 @@ func TestGuestCloneReinit(t *testing.T) {
 	if tokens["clone-a"] == tokens["clone-b"] {
 		t.Fatal("the clones share a token")
 	}
-	// Clone b refuses clone a's token and the parent's.
+	// Clone b refuses clone a's token and the parent's; the parent still
+	// answers with its own.
+	if code, out, _ := run(t, r, in.ID, ExecRequest{Args: []string{"hostname"}}); code != 0 || out != in.ID+"\n" {
+		t.Errorf("the source after cloning: hostname %q", out)
+	}
 	for _, tok := range []string{tokens["clone-a"], parent} {
 		c, err := agent.New(agent.Config{VsockPath: clones[1].VsockSocket, AccessToken: tok})
 		if err != nil {
