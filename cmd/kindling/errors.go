@@ -45,8 +45,11 @@ var errorKinds = []errorKind{
 
 func notFoundHint(path string, c *cobra.Command) string {
 	switch {
-	case strings.HasPrefix(path, "kindling install"), strings.HasPrefix(path, "kindling uninstall"):
-		return "" // internal/install's errors name their own remedy (a mirror, --version, --list)
+	case strings.HasPrefix(path, "kindling install"), strings.HasPrefix(path, "kindling uninstall"),
+		strings.HasPrefix(path, "kindling image"):
+		// internal/install's and image's errors name their own remedy
+		// (a mirror, --version, 'kindling image ls').
+		return ""
 	case strings.HasPrefix(path, "kindling template"), flagValue(c, "template") != "":
 		return "see 'kindling template ls'"
 	case path == "kindling drive rm":

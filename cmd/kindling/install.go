@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
 	"github.com/kindling-vm/kindling/internal/errdefs"
 	"github.com/kindling-vm/kindling/internal/install"
@@ -303,16 +302,6 @@ func ensureFirecracker(ctx context.Context, a *app, given string, auto bool) err
 	return nil
 }
 
-// isTerminal says whether w is a terminal.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
-}
-
 // progressBar draws a download's progress on one terminal line.
 type progressBar struct {
 	w     io.Writer
@@ -359,16 +348,3 @@ func progressLine(p install.Progress, elapsed time.Duration) string {
 	return s.String()
 }
 
-// byteSize renders n bytes in binary units: "512 B", "3.4 MiB".
-func byteSize(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	f, i := float64(n)/unit, 0
-	for f >= unit && i < 3 {
-		f /= unit
-		i++
-	}
-	return fmt.Sprintf("%.1f %ciB", f, "KMGT"[i])
-}

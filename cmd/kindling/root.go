@@ -151,6 +151,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newSnapshotCommand(a),
 		newRestoreCommand(a),
 		newTemplateCommand(a),
+		newImageCommand(a),
 		newGCCommand(a),
 		newVersionCommand(a),
 		newInstallCommand(a),

@@ -182,3 +182,8 @@ func syncDir(dir string) error {
 
 // isTemp reports whether name is a temporary state file.
 func isTemp(name string) bool { return strings.HasPrefix(name, tempPrefix) }
+
+// SyncDir fsyncs the directory dir, so that entries created, renamed or
+// removed in it survive a crash of the host: for the other stores kept
+// beside the sandboxes' (images, templates), so the tree has one discipline.
+func SyncDir(dir string) error { return syncDir(dir) }
