@@ -158,15 +158,13 @@ func execAttached(ctx context.Context, a *app, rt sandbox.Guest, id string, args
 		}
 		defer restore()
 	}
-	if in := p.Stdin(); in != nil {
-		if o.interactive {
-			go func() {
-				_, _ = io.Copy(in, os.Stdin)
-				_ = in.Close()
-			}()
-		} else {
-			_ = in.Close() // -t alone: the terminal gets no input
-		}
+	// With -t alone the terminal's input stays open and unused, as docker
+	// leaves it: a shell waits rather than read an end of file.
+	if in := p.Stdin(); in != nil && o.interactive {
+		go func() {
+			_, _ = io.Copy(in, os.Stdin)
+			_ = in.Close()
+		}()
 	}
 	forwarded := make(chan struct{})
 	defer close(forwarded)
