@@ -347,4 +347,3 @@ func progressLine(p install.Progress, elapsed time.Duration) string {
 	}
 	return s.String()
 }
-
