@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -15,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kindling-vm/kindling/internal/errdefs"
 )
 
 func TestNewSocketPath(t *testing.T) {
@@ -490,5 +493,37 @@ func TestTransportErrorWording(t *testing.T) {
 				t.Errorf("Error() = %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// The client's errors match kindling's kinds; ErrUnavailable and
+// ErrNotSupported are those sentinels.
+func TestErrorKinds(t *testing.T) {
+	if ErrUnavailable != errdefs.ErrUnavailable || ErrNotSupported != errdefs.ErrNotSupported {
+		t.Error("ErrUnavailable / ErrNotSupported are not kindling's sentinels")
+	}
+	tests := []struct {
+		name string
+		err  error
+		kind error
+		not  error
+	}{
+		{"400", &APIError{StatusCode: 400}, errdefs.ErrInvalid, errdefs.ErrUnavailable},
+		{"503", &APIError{StatusCode: 503}, errdefs.ErrConflict, errdefs.ErrUnavailable},
+		{"404", &APIError{StatusCode: 404}, ErrNotFound, errdefs.ErrNotFound},
+		{"transport", &TransportError{Err: errors.New("refused")}, errdefs.ErrUnavailable, errdefs.ErrInvalid},
+		{"decode", &DecodeError{Err: errors.New("bad json")}, errdefs.ErrCorrupt, errdefs.ErrUnavailable},
+		{"not supported", &NotSupportedError{Feature: "x"}, errdefs.ErrNotSupported, errdefs.ErrInvalid},
+		{"socket path", ErrSocketPathTooLong, errdefs.ErrInvalid, errdefs.ErrNotFound},
+		{"empty id", ErrEmptyID, errdefs.ErrInvalid, errdefs.ErrNotFound},
+	}
+	for _, tt := range tests {
+		err := fmt.Errorf("op: %w", tt.err)
+		if !errors.Is(err, tt.kind) {
+			t.Errorf("%s: %v does not match %v", tt.name, err, tt.kind)
+		}
+		if errors.Is(err, tt.not) {
+			t.Errorf("%s: %v matches %v", tt.name, err, tt.not)
+		}
 	}
 }

@@ -18,5 +18,10 @@
 // (ErrUnsupportedVersion) for releases older than 1.0.
 //
 // It is not a process manager: spawning, stopping and supervising Firecracker
-// belong to package vmm, which is this package's only importer inside kindling.
+// belong to package vmm, the one package that talks to Firecracker through
+// it. Inside kindling it is imported by vmm and, only for Version and the
+// feature table (which release can clone a template), by package template;
+// sandbox and the CLI do not import it. Its ErrUnavailable and
+// ErrNotSupported are kindling's own sentinels (internal/errdefs), and its
+// other sentinels match one of those kinds too.
 package fcapi

@@ -7,8 +7,19 @@
 // resources whenever the VM ends. Status is always reconciled with what the
 // host shows, so a crashed monitor or VMM is reported and collected by GC.
 //
-// It knows nothing of Firecracker's API: it drives VMMs through package vmm.
-// The kindling CLI is its main importer; programs that embed it must call
-// MonitorMain first thing in main, because the monitor is the program itself,
-// re-executed.
+// Callers use it through Controller, the small ctx-first interface that
+// *Runtime implements and a remote client of a kindling server can
+// implement too (plain data in and out); optional capabilities, such as
+// drive hotplug (Hotplugger), are separate interfaces. Sandboxes carry
+// user labels (Spec.Labels) that List selects on; Console and Logs read a
+// sandbox's bounded logs, optionally following them. Every error wraps one
+// of kindling's sentinels (internal/errdefs), re-exported here as the same
+// values (ErrNotFound, ErrExists, ErrInvalid, ErrConflict, ...); messages
+// state facts, and the CLI adds the hints.
+//
+// It knows nothing of Firecracker's API: it drives VMMs through package vmm
+// and does not import fcapi. Templates, built on its snapshots, are package
+// template. The kindling CLI is its main importer; programs that embed it
+// must call MonitorMain first thing in main, because the monitor is the
+// program itself, re-executed.
 package sandbox

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -240,4 +241,42 @@ func TestErrUnavailableEveryEntryPoint(t *testing.T) {
 			return err
 		}},
 	})
+}
+
+// A release that cannot do what a restore needs (taps of its own for the
+// restored sandbox need Firecracker 1.12): the error comes from the
+// monitor's start report and still matches ErrNotSupported.
+func TestErrNotSupportedEveryEntryPoint(t *testing.T) {
+	requireNet(t)
+	t.Setenv("FAKEFC", `{"version":"1.7.0"}`)
+	r, fc := newRuntime(t, false)
+	ctx := context.Background()
+	in := mustStart(t, r, Spec{ID: "old", Kernel: haltGuest(t, "old"), Firecracker: fc, MemoryMiB: 32, Net: []Net{{Auto: true}}})
+	defer r.Remove(ctx, in.ID, true)
+	snap := t.TempDir()
+	if _, err := r.Snapshot(ctx, in.ID, snap, SnapshotOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	checkAll(t, ErrNotSupported, []errCase{
+		{"Restore", func(ctx context.Context) error {
+			_, err := r.Restore(ctx, snap, RestoreOptions{ID: "copy", Net: []Net{{Auto: true}}})
+			return err
+		}},
+	})
+	if _, err := r.Inspect(ctx, "copy"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("the refused restore left its sandbox: %v", err)
+	}
+}
+
+// An error of the monitor keeps its kind across the start report.
+func TestReportKeepsKind(t *testing.T) {
+	for _, k := range errorKinds {
+		err := reportError(startReport{Error: "boom", Kind: kindCode(fmt.Errorf("x: %w", k.err))})
+		if !errors.Is(err, k.err) || err.Error() != "boom" {
+			t.Errorf("%s: rebuilt %v, matching %v: %v", k.code, err, k.err, errors.Is(err, k.err))
+		}
+	}
+	if err := reportError(startReport{Error: "plain"}); errors.Is(err, ErrNotFound) || err.Error() != "plain" {
+		t.Errorf("an error of no kind rebuilt as %v", err)
+	}
 }

@@ -36,6 +36,57 @@ const readyFD = 3
 // or failed to start.
 type startReport struct {
 	Error string `json:"error,omitempty"`
+	// Kind names the sentinel the error matched (see kindCode), so that
+	// the error Start returns matches it too.
+	Kind string `json:"kind,omitempty"`
+}
+
+// errorKinds are the sentinels an error keeps across the monitor's report,
+// by the code it travels as.
+var errorKinds = []struct {
+	code string
+	err  error
+}{
+	{"not_found", ErrNotFound},
+	{"exists", ErrExists},
+	{"not_supported", ErrNotSupported},
+	{"invalid", ErrInvalid},
+	{"conflict", ErrConflict},
+	{"unavailable", ErrUnavailable},
+	{"corrupt", ErrCorrupt},
+}
+
+// kindCode is the code of the first sentinel err matches, "" for none.
+func kindCode(err error) string {
+	for _, k := range errorKinds {
+		if errors.Is(err, k.err) {
+			return k.code
+		}
+	}
+	return ""
+}
+
+// reportedError is an error read from a monitor's report: its text, and
+// the sentinel it matched in the monitor.
+type reportedError struct {
+	msg  string
+	kind error
+}
+
+func (e *reportedError) Error() string { return e.msg }
+
+// Is reports whether target is the sentinel the error matched.
+func (e *reportedError) Is(target error) bool { return e.kind != nil && target == e.kind }
+
+// reportError rebuilds the error of a start report.
+func reportError(rep startReport) error {
+	e := &reportedError{msg: rep.Error}
+	for _, k := range errorKinds {
+		if k.code == rep.Kind {
+			e.kind = k.err
+		}
+	}
+	return e
 }
 
 // Start starts a created (or exited) sandbox: it creates the sandbox's own
@@ -64,7 +115,7 @@ func (r *Runtime) Start(ctx context.Context, id string) (_ Info, err error) {
 	if st == Exited && rec.RestoreFrom != "" {
 		// Loading the snapshot again would pair its memory with disks that
 		// have moved on since.
-		return Info{}, fmt.Errorf("start sandbox %q: it was restored from %s and has exited; its drives no longer match that snapshot: it cannot start again: %w", id, rec.RestoreFrom, ErrInvalidState)
+		return Info{}, fmt.Errorf("start sandbox %q: it was restored from %s and has exited; its drives no longer match that snapshot: remove it and restore or clone again: %w", id, rec.RestoreFrom, ErrInvalidState)
 	}
 	if err := r.setUpTaps(ctx, &rec); err != nil {
 		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
@@ -218,7 +269,7 @@ func (m *monitorProc) awaitReport(ctx context.Context, report *os.File) error {
 		return res.err
 	}
 	if res.rep.Error != "" {
-		return errors.New(res.rep.Error)
+		return reportError(res.rep)
 	}
 	return nil
 }
@@ -560,6 +611,9 @@ func (r *Runtime) Remove(ctx context.Context, id string, force bool) (err error)
 	if st := r.reconcile(ctx, &rec); st != Created && st != Exited {
 		return fmt.Errorf("remove sandbox %q: it is %s again: %w", id, st, ErrInvalidState)
 	}
+	if err := killAbandoned(ctx, l.Dir(), &rec); err != nil {
+		return fmt.Errorf("remove sandbox %q: %w", id, err)
+	}
 	if err := releaseTaps(context.WithoutCancel(ctx), &rec); err != nil {
 		return fmt.Errorf("remove sandbox %q: %w", id, err)
 	}
@@ -567,6 +621,24 @@ func (r *Runtime) Remove(ctx context.Context, id string, force bool) (err error)
 		return fmt.Errorf("remove sandbox %q: %w", id, err)
 	}
 	return nil
+}
+
+// killAbandoned kills what a Start that died before recording its monitor
+// left running: a created sandbox with no monitor recorded but a monitor
+// log has had one spawned, which may still be booting a VMM in dir (it
+// will not record it, see the monitor). It is called with the lock held.
+func killAbandoned(ctx context.Context, dir string, rec *record) error {
+	if rec.Status != Created || rec.Monitor != nil {
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(dir, monitorLogName)); err != nil {
+		return nil // never started
+	}
+	procs, err := sandboxProcesses(dir)
+	if err != nil {
+		return err
+	}
+	return killAll(ctx, procs)
 }
 
 // Wait waits until the sandbox's VMM has exited and its monitor recorded

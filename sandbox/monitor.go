@@ -51,7 +51,7 @@ func runMonitor(root, id string) int {
 		reported = true
 		var rep startReport
 		if err != nil {
-			rep.Error = err.Error()
+			rep.Error, rep.Kind = err.Error(), kindCode(err)
 		}
 		b, _ := json.Marshal(rep)
 		if _, werr := report.Write(b); werr != nil {
@@ -70,6 +70,13 @@ func runMonitor(root, id string) int {
 	}
 	mon := &monitor{st: st, id: id, log: log}
 	m, err := mon.start(term)
+	if errors.Is(err, errAbandoned) {
+		// Not this sandbox's monitor: the Start that spawned it died
+		// before recording it. Its VMM is killed and nothing recorded.
+		log.Error("start abandoned", "err", err)
+		say(err)
+		return 1
+	}
 	if err != nil {
 		log.Error("start failed", "err", err)
 		mon.finish(nil, err)
@@ -105,6 +112,10 @@ type monitor struct {
 	// console is the bounded console log; nil until start opens it.
 	console *consoleLog
 }
+
+// errAbandoned: the record does not name this process as the sandbox's
+// starting monitor.
+var errAbandoned = errors.New("the record does not name this monitor: its start was abandoned")
 
 // start boots the VMM and records it as running. A SIGTERM on term aborts
 // the start.
@@ -156,6 +167,12 @@ func (mon *monitor) start(term <-chan os.Signal) (*vmm.Machine, error) {
 	if err == nil {
 		defer l.Unlock()
 		err = l.Load(&rec)
+	}
+	if err == nil && (rec.Status != Starting || rec.Monitor == nil || rec.Monitor.PID != os.Getpid()) {
+		// The Start that spawned this monitor holds the lock until it has
+		// recorded it; a record that does not name it means that Start
+		// died first, and a VMM nobody can find must not run.
+		err = errAbandoned
 	}
 	if err == nil {
 		state := m.State()

@@ -194,7 +194,7 @@ type TapInfo struct {
 // CreateOptions are the options of Create that are not part of the spec.
 type CreateOptions struct {
 	// AutoRemove removes the sandbox once its VMM exits.
-	AutoRemove bool
+	AutoRemove bool `json:"auto_remove,omitempty"`
 }
 
 // Create checks spec and records a new sandbox in the Created state. Nothing
@@ -352,18 +352,7 @@ func (r *Runtime) demoKernel(mode string) (string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("write the demo guest: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, ".demo-*")
-	if err != nil {
-		return "", fmt.Errorf("write the demo guest: %w", err)
-	}
-	_, werr := tmp.Write(img)
-	cerr := tmp.Close()
-	if err := errors.Join(werr, cerr); err != nil {
-		os.Remove(tmp.Name())
-		return "", fmt.Errorf("write the demo guest: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		os.Remove(tmp.Name())
+	if err := store.WriteFileAtomic(dir, filepath.Base(path), img); err != nil {
 		return "", fmt.Errorf("write the demo guest: %w", err)
 	}
 	return path, nil

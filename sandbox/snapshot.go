@@ -48,10 +48,10 @@ type SnapshotOptions struct {
 	// stays valid whatever happens to the sandbox (templates are made so).
 	// It is refused for a jailed sandbox and while a hotplug slot holds a
 	// drive.
-	Own bool
+	Own bool `json:"own,omitempty"`
 	// LeavePaused leaves the sandbox paused after the snapshot instead of
 	// resuming it.
-	LeavePaused bool
+	LeavePaused bool `json:"leave_paused,omitempty"`
 }
 
 // SnapshotInfo describes a snapshot directory: what a sandbox restored
@@ -237,21 +237,21 @@ func ReadSnapshot(dir string) (SnapshotInfo, error) {
 // RestoreOptions name the sandbox a snapshot is restored into.
 type RestoreOptions struct {
 	// ID of the new sandbox; empty for a random one.
-	ID string
+	ID string `json:"id,omitempty"`
 	// Net replaces the snapshot's network interfaces, one for one; nil keeps
 	// the snapshot's (own taps are created anew for the new sandbox).
-	Net []Net
+	Net []Net `json:"net,omitempty"`
 	// AutoRemove removes the sandbox once its VMM exits.
-	AutoRemove bool
+	AutoRemove bool `json:"auto_remove,omitempty"`
 	// Firecracker is the executable the new sandbox runs; empty for the
 	// snapshot's. It must be the release that wrote the snapshot.
-	Firecracker string
+	Firecracker string `json:"firecracker,omitempty"`
 	// CopyOwnedDrives gives the new sandbox, in its directory, a copy of
 	// every writable drive the snapshot owns (SnapshotDrive.Owned), so
 	// that many sandboxes can start from one snapshot.
-	CopyOwnedDrives bool
+	CopyOwnedDrives bool `json:"copy_owned_drives,omitempty"`
 	// Labels are the new sandbox's labels (see Spec.Labels).
-	Labels map[string]string
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // Restore creates a new sandbox from the snapshot in dir and starts it: a

@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+
+	"github.com/kindling-vm/kindling/fcapi"
+	"github.com/kindling-vm/kindling/internal/errdefs"
 )
 
 func TestErrorMessages(t *testing.T) {
@@ -68,5 +71,35 @@ func TestConfigErrorAs(t *testing.T) {
 	}
 	if !errors.Is(err, ErrInvalidConfig) {
 		t.Fatal("joined config errors do not match ErrInvalidConfig")
+	}
+}
+
+// Every typed error and package sentinel also matches its kind among
+// kindling's sentinels (internal/errdefs), and ErrNotSupported and
+// ErrNotFound are those sentinels.
+func TestErrorKinds(t *testing.T) {
+	if ErrNotSupported != errdefs.ErrNotSupported || ErrNotFound != errdefs.ErrNotFound || fcapi.ErrNotSupported != ErrNotSupported {
+		t.Error("ErrNotSupported / ErrNotFound are not kindling's sentinels")
+	}
+	tests := []struct {
+		name string
+		err  error
+		kind error
+	}{
+		{"config", &ConfigError{Field: "vcpus"}, errdefs.ErrInvalid},
+		{"invalid config", ErrInvalidConfig, errdefs.ErrInvalid},
+		{"state", &StateError{Op: "pause", State: "exited"}, errdefs.ErrConflict},
+		{"invalid state", ErrInvalidState, errdefs.ErrConflict},
+		{"not running", ErrNotRunning, errdefs.ErrConflict},
+		{"exited", &exitError{msg: "firecracker exited"}, errdefs.ErrConflict},
+		{"pool exhausted", ErrPoolExhausted, errdefs.ErrConflict},
+		{"not supported", &NotSupportedError{Op: "resize vCPUs"}, errdefs.ErrNotSupported},
+		{"fcapi not supported", &fcapi.NotSupportedError{Feature: "memory hotplug"}, ErrNotSupported},
+		{"step", &StepError{Step: "drives", Err: &fcapi.NotSupportedError{Feature: "x"}}, ErrNotSupported},
+	}
+	for _, tt := range tests {
+		if err := fmt.Errorf("op: %w", tt.err); !errors.Is(err, tt.kind) {
+			t.Errorf("%s: %v does not match %v", tt.name, err, tt.kind)
+		}
 	}
 }

@@ -36,8 +36,8 @@ var errorKinds = []errorKind{
 	}},
 	{sandbox.ErrNotFound, exitFailure, notFoundHint},
 	{sandbox.ErrExists, exitFailure, existsHint},
-	{sandbox.ErrConflict, exitFailure, conflictHint},
 	{sandbox.ErrCorrupt, exitFailure, corruptHint},
+	{sandbox.ErrConflict, exitFailure, conflictHint},
 	{sandbox.ErrInvalid, exitFailure, nil},
 	{sandbox.ErrNotSupported, exitFailure, nil},
 	{sandbox.ErrUnavailable, exitFailure, nil},
@@ -50,6 +50,8 @@ func notFoundHint(path string, c *cobra.Command) string {
 		// internal/install's and image's errors name their own remedy
 		// (a mirror, --version, 'kindling image ls').
 		return ""
+	case path == "kindling template create": // the source sandbox
+		return "see 'kindling ps'"
 	case strings.HasPrefix(path, "kindling template"), flagValue(c, "template") != "":
 		return "see 'kindling template ls'"
 	case path == "kindling drive rm":

@@ -9,6 +9,10 @@
 // cilium/ebpf re-exports ErrNotSupported from its internal package, so
 // errors.Is works across package boundaries.
 //
+// A package's own sentinel that is more specific than a kind (a locked
+// sandbox, a state file from a newer release) is made with New and matches
+// its kind as well as itself.
+//
 // It is imported by every layer (fcapi, vmm, sandbox, template, image,
 // agent, network, the CLI and the server) and imports nothing of kindling.
 package errdefs

@@ -7,7 +7,7 @@
 // Layout under the root (0700):
 //
 //	<root>/<id>/             the sandbox directory (0700): state, sockets, logs
-//	<root>/<id>/state.json   {"version": 1, "data": ...} (0600)
+//	<root>/<id>/state.json   {"version": 2, "data": ...} (0600)
 //	<root>/.locks/<id>       the sandbox's flock file (0600)
 //
 // The lock file lives outside the sandbox directory, so that the directory
@@ -26,6 +26,13 @@
 // behind (directories of creates that never finished, stale temporary files,
 // unused lock files).
 //
-// It is imported by the runtime (package sandbox) and, for the root default
-// and ID checks, by the CLI. It imports only the standard library.
+// Its atomic write (WriteFileAtomic) and its lock (LockFile, shared or
+// exclusive) are the only ones in kindling: snapshot and template manifests
+// and the template store's lock use them too. Its ErrNotFound and ErrExists
+// are kindling's sentinels (internal/errdefs); its other sentinels match
+// one of those kinds.
+//
+// It is imported by the runtime (package sandbox), by package template and,
+// for the root default and ID checks, by the CLI. It imports only the
+// standard library and internal/errdefs.
 package store

@@ -53,16 +53,24 @@ func Main(m *testing.M) {
 // removed at the end.
 func FakeFirecracker(t testing.TB) string {
 	t.Helper()
+	path, err := BuildFakeFirecracker()
+	if err != nil {
+		t.Fatalf("build fake firecracker: %v", err)
+	}
+	return path
+}
+
+// BuildFakeFirecracker is FakeFirecracker for code that has no testing.TB,
+// such as Example functions: it returns the fake's path, building it once
+// per process, or the build's error. Main removes the build directory.
+func BuildFakeFirecracker() (string, error) {
 	fake.mu.Lock()
 	defer fake.mu.Unlock()
 	if !fake.done {
 		fake.done = true
 		fake.path, fake.err = buildFake()
 	}
-	if fake.err != nil {
-		t.Fatalf("build fake firecracker: %v", fake.err)
-	}
-	return fake.path
+	return fake.path, fake.err
 }
 
 // buildFake builds the fake Firecracker; fake.mu is held.
