@@ -25,7 +25,7 @@ func TestExplain(t *testing.T) {
 		{[]string{"template", "rm", "base"}, fmt.Errorf("template: %w", template.ErrNotFound), `template: not found: see 'kindling template ls'`},
 		{[]string{"template", "create", "base", "--from", "src"}, fmt.Errorf("x: %w", sandbox.ErrExists), `x: already exists: pick another name or remove it with 'kindling template rm base'`},
 		{[]string{"run", "--template", "base"}, fmt.Errorf("t: %w", template.ErrCorrupt), `t: template corrupt: check it with 'kindling template verify base'`},
-		{[]string{"create"}, fmt.Errorf("spec: %w", sandbox.ErrNoFirecracker), `spec: no firecracker executable found: give --firecracker PATH, set KINDLING_FIRECRACKER or put firecracker on PATH`},
+		{[]string{"create"}, fmt.Errorf("spec: %w", sandbox.ErrNoFirecracker), `spec: no firecracker executable found: give --firecracker PATH, set KINDLING_FIRECRACKER, put firecracker on PATH, or run 'kindling install firecracker'`},
 		{[]string{"stop", "web"}, errors.New("no kind"), `no kind`},
 		{[]string{"ps"}, usageErrorf("kindling ps", "bad: %w", sandbox.ErrNotFound), `bad: not found: run 'kindling ps --help'`},
 	}
