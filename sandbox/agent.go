@@ -286,3 +286,30 @@ func restoredToken(dir, snapDir string) error {
 	}
 	return copySecret(snapDir, dir, tokenName, tokenParentName)
 }
+
+// AgentToken returns the access token the agent of sandbox id requires
+// once initialised: the one the runtime gives it after every start. A
+// sandbox created without one (no Spec.Agent) gets one now, kept like the
+// others, for a caller that initialises its agent itself. It is a secret:
+// for a server that hands it to the sandbox's own clients (E2B's
+// envdAccessToken), never for logs.
+func (r *Runtime) AgentToken(ctx context.Context, id string) (string, error) {
+	var rec record
+	if err := r.st.Load(id, &rec); err != nil {
+		return "", r.loadError(id, err)
+	}
+	dir, err := r.st.Dir(id)
+	if err != nil {
+		return "", r.loadError(id, err)
+	}
+	tok, err := readSecret(dir, tokenName)
+	if err == nil && tok == "" {
+		if err = newToken(dir); err == nil || errors.Is(err, os.ErrExist) {
+			tok, err = readSecret(dir, tokenName)
+		}
+	}
+	if err != nil {
+		return "", fmt.Errorf("sandbox %q: %w", id, err)
+	}
+	return tok, nil
+}

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/fsnotify/fsnotify"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
-	"time"
+
+	"github.com/kindling-vm/kindling/internal/store"
 )
 
 // consoleLog is a bounded log of a sandbox's serial console: the current file
@@ -17,8 +20,11 @@ import (
 // new current file starts, so the console never costs more than 2×limit bytes
 // on disk however long the guest writes.
 type consoleLog struct {
-	path  string
-	limit int64
+	dir, name string // the log is dir/name, the older part dir/name.1
+	path      string
+	limit     int64
+	// log is told when a rotation fails (writing goes on regardless).
+	log *slog.Logger
 
 	mu   sync.Mutex // guards f and size
 	f    *os.File
@@ -28,20 +34,29 @@ type consoleLog struct {
 // defaultConsoleLimit bounds each of the two console files.
 const defaultConsoleLimit = 1 << 20
 
-func openConsoleLog(path string, limit int64) (*consoleLog, error) {
+// openConsoleLog opens (or creates) the console log name in the sandbox
+// directory dir, never through a symlink. log is told of failed
+// rotations; nil discards.
+func openConsoleLog(dir, name string, limit int64, log *slog.Logger) (*consoleLog, error) {
 	if limit <= 0 {
 		limit = defaultConsoleLimit
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	f, err := store.OpenInDir("sandbox directory", dir, name, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open console log: %w", err)
 	}
 	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s is not a regular file", f.Name())
+	}
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("open console log: %w", err)
 	}
-	return &consoleLog{path: path, limit: limit, f: f, size: fi.Size()}, nil
+	return &consoleLog{dir: dir, name: name, path: filepath.Join(dir, name), limit: limit, log: log, f: f, size: fi.Size()}, nil
 }
 
 // Write appends p, rotating first when p would take the file past its limit.
@@ -55,7 +70,11 @@ func (c *consoleLog) Write(p []byte) (int, error) {
 	for len(p) > 0 {
 		if c.size >= c.limit {
 			if err := c.rotate(); err != nil {
-				return written, err
+				// Losing the guest's output is worse than a log over its
+				// bound: say so, and keep appending to the current file
+				// (the next rotation is tried after another limit's worth).
+				c.log.Error("console log rotation failed; writing on to the current file", "err", err)
+				c.size = 0
 			}
 		}
 		chunk := p
@@ -73,21 +92,23 @@ func (c *consoleLog) Write(p []byte) (int, error) {
 	return written, nil
 }
 
-// rotate moves the current file to path.1 and starts an empty one.
-// It is called with mu held.
+// rotate moves the current file to path.1 and starts an empty one. On
+// error the current file stays open (renamed or not), so that writing can
+// go on. It is called with mu held.
 func (c *consoleLog) rotate() error {
-	if err := c.f.Close(); err != nil {
-		return fmt.Errorf("rotate console log: %w", err)
-	}
-	c.f = nil
 	if err := os.Rename(c.path, c.path+".1"); err != nil {
 		return fmt.Errorf("rotate console log: %w", err)
 	}
-	f, err := os.OpenFile(c.path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o600)
+	f, err := store.OpenInDir("sandbox directory", c.dir, c.name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
 	if err != nil {
+		// Writing goes on into the file now named .1.
 		return fmt.Errorf("rotate console log: %w", err)
 	}
+	old := c.f
 	c.f, c.size = f, 0
+	if err := old.Close(); err != nil {
+		return fmt.Errorf("rotate console log: close the old file: %w", err)
+	}
 	return nil
 }
 
@@ -135,6 +156,13 @@ func (r *Runtime) openLog(ctx context.Context, id, name string, o LogOptions) (i
 		return nil, r.loadError(id, err)
 	}
 	path := filepath.Join(dir, name)
+	if name == fcLogName && rec.Machine != nil && rec.Machine.LogPath != "" && rec.Status != Exited && rec.Status != Created {
+		// A jailed VMM writes its log inside its jail while it runs; the
+		// driver copies it here when the VMM ends.
+		if _, err := os.Stat(rec.Machine.LogPath); err == nil {
+			path = rec.Machine.LogPath
+		}
+	}
 	if !o.Follow {
 		return openBoundedLog(path)
 	}
@@ -220,15 +248,25 @@ func copyLog(path string, w io.Writer) error {
 	return nil
 }
 
-// followPoll is how often a followed log is checked for new output.
-const followPoll = 25 * time.Millisecond
-
 // followLog copies the bounded log at path to w like copyLog, then keeps
 // copying what is appended to it, across rotations (path renamed to path.1
 // and a new path started), until done is closed — then it copies what is
 // left and returns — or ctx ends. A log that does not exist yet is waited
 // for; one removed meanwhile is read to its end through the open file.
+//
+// It sleeps until inotify reports a change in the log's directory (a write,
+// a create, a rename), so a quiet log costs no CPU.
 func followLog(ctx context.Context, path string, w io.Writer, done <-chan struct{}) error {
+	// Watch before the first read, so that nothing written in between is
+	// missed.
+	watch, err := fsnotify.NewBufferedWatcher(64)
+	if err != nil {
+		return fmt.Errorf("follow %s: %w", path, err)
+	}
+	defer watch.Close()
+	if err := watch.Add(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("follow %s: %w", path, err)
+	}
 	if err := copyFile(path+".1", w); err != nil {
 		return err
 	}
@@ -238,8 +276,6 @@ func followLog(ctx context.Context, path string, w io.Writer, done <-chan struct
 			f.Close()
 		}
 	}()
-	tick := time.NewTicker(followPoll)
-	defer tick.Stop()
 	last := false
 	for {
 		if f == nil {
@@ -276,7 +312,19 @@ func followLog(ctx context.Context, path string, w io.Writer, done <-chan struct
 			return ctx.Err()
 		case <-done:
 			last = true
-		case <-tick.C:
+		case err, ok := <-watch.Errors:
+			if ok && errors.Is(err, fsnotify.ErrEventOverflow) {
+				continue // events were lost: read again
+			}
+			if ok {
+				return fmt.Errorf("follow %s: %w", path, err)
+			}
+		case _, ok := <-watch.Events:
+			// Any change in the directory: read again (the log, or the
+			// file that replaced it).
+			if !ok {
+				return fmt.Errorf("follow %s: watch ended", path)
+			}
 		}
 	}
 }

@@ -139,7 +139,10 @@ func TestErrExistsEveryEntryPoint(t *testing.T) {
 			_, err := r.Create(ctx, Spec{ID: in.ID, Kernel: in.Kernel, Firecracker: fc}, CreateOptions{})
 			return err
 		}},
-		{"Restore", func(ctx context.Context) error { _, err := r.Restore(ctx, snap, RestoreOptions{ID: in.ID}); return err }},
+		{"Restore", func(ctx context.Context) error {
+			_, err := r.Restore(ctx, snap, RestoreOptions{ID: in.ID, Firecracker: fc})
+			return err
+		}},
 		{"Snapshot", func(ctx context.Context) error { _, err := r.Snapshot(ctx, in.ID, snap, SnapshotOptions{}); return err }},
 	})
 }
@@ -259,7 +262,7 @@ func TestErrNotSupportedEveryEntryPoint(t *testing.T) {
 	}
 	checkAll(t, ErrNotSupported, []errCase{
 		{"Restore", func(ctx context.Context) error {
-			_, err := r.Restore(ctx, snap, RestoreOptions{ID: "copy", Net: []Net{{Auto: true}}})
+			_, err := r.Restore(ctx, snap, RestoreOptions{ID: "copy", Net: []Net{{Auto: true}}, Firecracker: fc})
 			return err
 		}},
 	})

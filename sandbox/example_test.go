@@ -100,7 +100,7 @@ func Example_snapshotAndRestore() {
 	}
 	fmt.Println("snapshot of", snap.From)
 
-	second, err := rt.Restore(ctx, dir, sandbox.RestoreOptions{ID: "second", Labels: map[string]string{"from": "snap"}})
+	second, err := rt.Restore(ctx, dir, sandbox.RestoreOptions{ID: "second", Labels: map[string]string{"from": "snap"}, Firecracker: firecracker()})
 	if err != nil {
 		log.Fatal(err)
 	}

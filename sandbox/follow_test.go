@@ -52,7 +52,7 @@ func TestFollowLog(t *testing.T) {
 			go func() { errc <- followLog(context.Background(), path, &out, done) }()
 			for _, step := range tt.steps {
 				step(t, path)
-				time.Sleep(3 * followPoll) // let the follower see each step
+				time.Sleep(20 * time.Millisecond) // let the follower see each step
 			}
 			close(done)
 			if err := <-errc; err != nil {
@@ -85,6 +85,36 @@ func TestFollowLogRotatedFirst(t *testing.T) {
 	close(done)
 	if err := followLog(context.Background(), path, &out, done); err != nil || out.String() != "old\nnew\n" {
 		t.Errorf("followLog = %q, %v; want %q", out.String(), err, "old\nnew\n")
+	}
+}
+
+// TestFollowLogWakes checks that a follower sees an append while the log
+// is still open (done not closed): it is woken by the change, not by the
+// end of the sandbox.
+func TestFollowLogWakes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "console.log")
+	var out syncBuffer
+	done := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() { errc <- followLog(context.Background(), path, &out, done) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for i, s := range []string{"one\n", "two\n"} {
+		time.Sleep(10 * time.Millisecond) // let the follower reach its wait
+		appendTo(s)(t, path)
+		want := []string{"one\n", "one\ntwo\n"}[i]
+		for out.String() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("followed %q, want %q before the log ends", out.String(), want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if i == 0 {
+			rotate(t, path)
+		}
+	}
+	close(done)
+	if err := <-errc; err != nil {
+		t.Fatalf("followLog: %v", err)
 	}
 }
 

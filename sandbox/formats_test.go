@@ -116,7 +116,7 @@ func TestFormatsReadEveryVersion(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(dir, manifestName), b, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			got, err := readManifest(dir)
+			got, err := decodeManifest(filepath.Join(dir, manifestName), b)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -155,10 +155,10 @@ func (r *Runtime) guestClient(ctx context.Context, id, op string) (*agent.Client
 }
 
 // guestCache keeps, per sandbox, its record and an agent client, for as
-// long as the sandbox's state file is unchanged (a state file is replaced
-// whole on every save, so its inode, size and time tell a change), so that
-// a call to the guest costs one stat and one reconcile, not a state load
-// and a new client. The zero value is ready.
+// long as the sandbox's state file (replaced whole on every save, so its
+// inode, size and time tell a change) and its token are unchanged, so
+// that a call to the guest costs a stat, a small read and a reconcile,
+// not a state load and a new client. The zero value is ready.
 type guestCache struct {
 	mu sync.Mutex // guards m
 	m  map[string]*guestEntry
@@ -168,6 +168,7 @@ type guestEntry struct {
 	stamp  fileStamp
 	rec    record
 	client *agent.Client
+	token  string // the token the client sends
 }
 
 // fileStamp tells one version of a file from another.
@@ -195,9 +196,13 @@ func (c *guestCache) get(r *Runtime, id string) (*guestEntry, error) {
 		return nil, r.loadError(id, err)
 	}
 	stamp, serr := stampOf(filepath.Join(dir, stateFileName))
+	tok, err := readSecret(dir, tokenName)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox %q: %w", id, err)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if g := c.m[id]; g != nil && serr == nil && g.stamp == stamp {
+	if g := c.m[id]; g != nil && serr == nil && g.stamp == stamp && g.token == tok {
 		return g, nil
 	}
 	if g := c.m[id]; g != nil {
@@ -208,16 +213,12 @@ func (c *guestCache) get(r *Runtime, id string) (*guestEntry, error) {
 	if err := r.st.Load(id, &rec); err != nil {
 		return nil, r.loadError(id, err)
 	}
-	tok, err := readSecret(dir, tokenName)
-	if err != nil {
-		return nil, fmt.Errorf("sandbox %q: %w", id, err)
-	}
 	client, err := agent.New(agent.Config{VsockPath: filepath.Join(dir, vsockName), AccessToken: tok,
 		DialTimeout: r.agentTimeout, RequestTimeout: r.agentTimeout})
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %q: %w", id, err)
 	}
-	g := &guestEntry{stamp: stamp, rec: rec, client: client}
+	g := &guestEntry{stamp: stamp, rec: rec, client: client, token: tok}
 	if serr == nil {
 		if c.m == nil {
 			c.m = map[string]*guestEntry{}

@@ -24,6 +24,7 @@ func TestGuestCloneReinit(t *testing.T) {
 	// Clones need a vsock socket of their own: a release with vsock
 	// overrides on restore (v1.16), as templates require.
 	t.Setenv("FAKEFC", `{"version":"1.16.0"}`)
+	t.Setenv(EnvPassEnv, "FAKEFC") // to the monitors, and the fakes they spawn
 	r, in := simSandbox(t, testutil.AgentRootOptions{})
 	ctx := context.Background()
 	snap := filepath.Join(t.TempDir(), "snap")
@@ -40,7 +41,7 @@ func TestGuestCloneReinit(t *testing.T) {
 	var clones []Info
 	for _, id := range []string{"clone-a", "clone-b"} {
 		t.Cleanup(func() { checkSimLeftovers(t, id, filepath.Join(r.Root(), id)) })
-		c, err := r.Restore(ctx, snap, RestoreOptions{ID: id, CopyOwnedDrives: true})
+		c, err := r.Restore(ctx, snap, RestoreOptions{ID: id, CopyOwnedDrives: true, Firecracker: in.Spec.Firecracker})
 		if err != nil {
 			t.Fatal(err)
 		}

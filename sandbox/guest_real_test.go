@@ -78,7 +78,7 @@ func testRealClones(t *testing.T, r *Runtime, in Info) {
 	time.Sleep(2 * time.Second)
 	var random []string
 	for _, id := range []string{"real-a", "real-b"} {
-		c, err := r.Restore(ctx, snap, RestoreOptions{ID: id, CopyOwnedDrives: true})
+		c, err := r.Restore(ctx, snap, RestoreOptions{ID: id, CopyOwnedDrives: true, Firecracker: in.Spec.Firecracker})
 		if err != nil {
 			t.Fatal(err)
 		}

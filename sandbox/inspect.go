@@ -16,6 +16,7 @@ func (r *Runtime) Inspect(ctx context.Context, id string) (Info, error) {
 	if err := r.st.Load(id, &rec); err != nil {
 		return Info{}, r.loadError(id, err)
 	}
+	rec.dirID = id
 	return r.info(ctx, &rec), nil
 }
 
@@ -49,21 +50,27 @@ func (r *Runtime) List(ctx context.Context, o ListOptions) ([]Info, error) {
 	infos := make([]Info, 0, len(entries))
 	for _, e := range entries {
 		if e.Incomplete {
+			// A create under way, or one that crashed — or a sandbox whose
+			// state file was deleted under its running VMM: show that one.
+			if len(o.Labels) == 0 && len(hostVMMs(e.Dir)) > 0 {
+				infos = append(infos, r.lostInfo(e.ID, store.ErrNotFound))
+			}
 			continue
 		}
 		var rec record
 		if err := r.st.Load(e.ID, &rec); err != nil {
-			if errors.Is(err, store.ErrNotFound) {
+			if errors.Is(err, store.ErrNotFound) && !r.dirExists(e.ID) {
 				continue // removed meanwhile
 			}
 			if len(o.Labels) == 0 {
-				infos = append(infos, Info{ID: e.ID, Status: Status("broken: " + err.Error()), Dir: e.Dir})
+				infos = append(infos, r.lostInfo(e.ID, err))
 			}
 			continue
 		}
 		if !o.matches(rec.Spec) {
 			continue
 		}
+		rec.dirID = e.ID
 		infos = append(infos, r.info(ctx, &rec))
 	}
 	return infos, nil
@@ -78,9 +85,15 @@ func (r *Runtime) loadError(id string, err error) error {
 
 // info turns a record into Info, reconciling its status with the host.
 func (r *Runtime) info(ctx context.Context, rec *record) Info {
-	dir, _ := r.st.Dir(rec.ID)
+	// The ID is the directory's name: that is what every command finds
+	// the sandbox by. A record saying otherwise is flagged, not believed.
+	id, recordID := rec.ID, ""
+	if rec.dirID != "" && rec.dirID != rec.ID {
+		id, recordID = rec.dirID, rec.ID
+	}
+	dir, _ := r.st.Dir(id)
 	in := Info{
-		ID: rec.ID, Spec: rec.Spec, Kernel: rec.Kernel,
+		ID: id, RecordID: recordID, Spec: rec.Spec, Kernel: rec.Kernel,
 		CreatedAt: rec.CreatedAt, StartedAt: rec.StartedAt, Exit: rec.Exit,
 		RestoredFrom:   rec.RestoreFrom,
 		Dir:            dir,
@@ -106,6 +119,8 @@ func (r *Runtime) info(ctx context.Context, rec *record) Info {
 		if in.Status == Running || in.Status == Paused || in.Status == Orphaned {
 			in.PID = rec.Machine.PID
 		}
+	} else if in.Status == Orphaned {
+		in.PID = r.strayVMM(rec)
 	}
 	if rec.Monitor != nil && alive(*rec.Monitor) {
 		in.MonitorPID = rec.Monitor.PID
@@ -126,6 +141,11 @@ func (r *Runtime) reconcile(_ context.Context, rec *record) Status {
 		// Starting: the VMM is not recorded yet.
 		if monitorAlive {
 			return Starting
+		}
+		// The monitor died during the start: its VMM may run on,
+		// unrecorded, which the host shows.
+		if r.strayVMM(rec) > 0 {
+			return Orphaned
 		}
 		return Exited
 	}
@@ -151,4 +171,25 @@ func alive(p procRef) bool {
 	}
 	state, err := kunix.ProcessState(p.PID)
 	return err == nil && state != 'Z' && state != 'X'
+}
+
+// strayVMM returns the PID of a VMM the host shows running for the
+// sandbox of rec although its record names none (its monitor died during
+// the start), or 0.
+func (r *Runtime) strayVMM(rec *record) int {
+	id := rec.ID
+	if rec.dirID != "" {
+		id = rec.dirID
+	}
+	dir, err := r.st.Dir(id)
+	if err != nil {
+		return 0
+	}
+	procs, _ := hostPIDs(dir)
+	for _, p := range procs {
+		if rec.Monitor == nil || p.PID != rec.Monitor.PID {
+			return p.PID
+		}
+	}
+	return 0
 }

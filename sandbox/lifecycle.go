@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kindling-vm/kindling/internal/errdefs"
 	"github.com/kindling-vm/kindling/internal/netdev"
 	"github.com/kindling-vm/kindling/internal/store"
 	kunix "github.com/kindling-vm/kindling/internal/unix"
@@ -117,10 +117,13 @@ func (r *Runtime) Start(ctx context.Context, id string) (_ Info, err error) {
 		// have moved on since.
 		return Info{}, fmt.Errorf("start sandbox %q: it was restored from %s and has exited; its drives no longer match that snapshot: remove it and restore or clone again: %w", id, rec.RestoreFrom, ErrInvalidState)
 	}
+	if err := r.checkExecutables(&rec); err != nil {
+		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
+	}
 	if err := r.setUpTaps(ctx, &rec); err != nil {
 		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
 	}
-	mon, report, err := r.spawnMonitor(l.Dir(), id)
+	mon, report, err := r.spawnMonitor(l.Dir(), &rec)
 	if err != nil {
 		releaseTaps(context.WithoutCancel(ctx), &rec)
 		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
@@ -138,6 +141,11 @@ func (r *Runtime) Start(ctx context.Context, id string) (_ Info, err error) {
 		// Start leaves no process behind.
 		select {
 		case <-mon.done:
+			// A monitor killed before it could stop its VMM leaves it
+			// running: end it, found from the host.
+			if procs, _ := hostPIDs(l.Dir()); len(procs) > 0 {
+				err = errors.Join(err, killAll(context.WithoutCancel(ctx), procs))
+			}
 		case <-time.After(monitorExitWait):
 		}
 		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
@@ -164,8 +172,9 @@ type monitorProc struct {
 
 // spawnMonitor starts the monitor of sandbox id, detached in its own session,
 // with its output in the sandbox's monitor log and a pipe for its report.
-func (r *Runtime) spawnMonitor(dir, id string) (*monitorProc, *os.File, error) {
-	logf, err := os.OpenFile(filepath.Join(dir, monitorLogName), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+func (r *Runtime) spawnMonitor(dir string, rec *record) (*monitorProc, *os.File, error) {
+	id := rec.ID
+	logf, err := store.OpenInDir("sandbox directory", dir, monitorLogName, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open monitor log: %w", err)
 	}
@@ -177,7 +186,8 @@ func (r *Runtime) spawnMonitor(dir, id string) (*monitorProc, *os.File, error) {
 	defer pw.Close()
 	cmd := exec.Command(r.monitorExe)
 	cmd.Args = []string{monitorArg0, id}
-	cmd.Env = append(os.Environ(), envMonitorRoot+"="+r.st.Root(), envMonitorID+"="+id)
+	cmd.Env = append(monitorEnv(os.Environ()), envMonitorRoot+"="+r.st.Root(), envMonitorID+"="+id,
+		envMonitorFirecracker+"="+rec.Spec.Firecracker, envMonitorJailer+"="+rec.Spec.Jailer)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = []*os.File{pw}
@@ -222,6 +232,19 @@ func (m *monitorProc) kill() {
 	<-m.done
 }
 
+// maxReportSize bounds a monitor's start report.
+const maxReportSize = 64 << 10
+
+// reportWait bounds the wait for a monitor's start report when the
+// caller's context has no deadline: the monitor gives up its start after
+// startTimeout, so a report that has not come by then never will (the
+// monitor is stopped — SIGSTOP — or wedged).
+// (A variable for the tests.)
+var reportWait = startTimeout + 15*time.Second
+
+// errNoReport: the start report did not come within reportWait.
+var errNoReport = errdefs.New(errdefs.ErrUnavailable, "no start report from the monitor")
+
 // awaitReport reads the monitor's start report. If ctx ends first, the
 // monitor is told to abort (SIGTERM), and its report is still awaited so
 // that nothing is left half-started.
@@ -233,7 +256,7 @@ func (m *monitorProc) awaitReport(ctx context.Context, report *os.File) error {
 	}
 	ch := make(chan result, 1)
 	go func() {
-		b, err := io.ReadAll(bufio.NewReader(report))
+		b, err := store.ReadLimited(bufio.NewReader(report), "monitor report", maxReportSize)
 		if err != nil {
 			ch <- result{err: fmt.Errorf("read monitor report: %w", err)}
 			return
@@ -250,10 +273,21 @@ func (m *monitorProc) awaitReport(ctx context.Context, report *os.File) error {
 		ch <- result{rep: rep}
 	}()
 	var res result
+	// Without a deadline of the caller's, a monitor that never reports
+	// must not hold the caller forever (D12).
+	noDeadline := false
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, reportWait, errNoReport)
+		defer cancel()
+		noDeadline = true
+	}
 	select {
 	case res = <-ch:
 	case <-ctx.Done():
+		// SIGCONT too: a stopped monitor must wake to abort its start.
 		m.cmd.Process.Signal(syscall.SIGTERM)
+		m.cmd.Process.Signal(syscall.SIGCONT)
 		select {
 		case res = <-ch:
 		case <-time.After(10 * time.Second):
@@ -262,6 +296,10 @@ func (m *monitorProc) awaitReport(ctx context.Context, report *os.File) error {
 		}
 		if res.err == nil && res.rep.Error == "" {
 			return nil // it had started after all
+		}
+		if noDeadline && errors.Is(context.Cause(ctx), errNoReport) {
+			return fmt.Errorf("%w within %v (was it stopped with SIGSTOP, or is the host overloaded?): it was told to abort the start; "+
+				"see monitor.log in the sandbox directory, and start the sandbox again, with a --timeout if the host is slow", errNoReport, reportWait)
 		}
 		return ctx.Err()
 	}
@@ -364,8 +402,21 @@ func (r *Runtime) end(ctx context.Context, id, op, spanName string, how func(*vm
 	defer l.Unlock()
 	var rec record
 	if err := l.Load(&rec); err != nil {
+		if recordLost(err) {
+			// Without a record the host still shows what runs for the
+			// sandbox: end that.
+			ran, kerr := endLost(ctx, l, op == "kill")
+			if kerr != nil {
+				return fmt.Errorf("%s sandbox %q: %w", op, id, kerr)
+			}
+			if ran {
+				r.log.Debug("ended the processes of a sandbox without a readable record", "sandbox", id, "record", err)
+				return nil
+			}
+		}
 		return r.loadError(id, err)
 	}
+	rec.dirID = id
 	switch r.reconcile(ctx, &rec) {
 	case Created, Exited:
 		return r.settle(ctx, l, &rec)
@@ -383,7 +434,13 @@ func (r *Runtime) end(ctx context.Context, id, op, spanName string, how func(*vm
 			grace = 0 // the demo guest ignores Ctrl-Alt-Del
 		}
 		opts := append(r.vmmOptions(), vmm.WithStopGrace(grace))
-		if err := endVMM(ctx, &rec, op == "kill", how, opts...); err != nil {
+		if rec.Machine == nil {
+			// Orphaned during its start: the monitor died before it
+			// recorded the VMM, which the host still shows.
+			if _, err := endLost(ctx, l, op == "kill"); err != nil {
+				return fmt.Errorf("%s sandbox %q: %w", op, id, err)
+			}
+		} else if err := endVMM(ctx, &rec, op == "kill", how, opts...); err != nil {
 			return fmt.Errorf("%s sandbox %q: %w", op, id, err)
 		}
 	}
@@ -583,8 +640,8 @@ func (r *Runtime) Remove(ctx context.Context, id string, force bool) (err error)
 		return specError(err)
 	}
 	var rec record
-	if err := r.st.Load(id, &rec); errors.Is(err, store.ErrCorrupt) {
-		return r.removeCorrupt(ctx, id, force, err)
+	if err := r.st.Load(id, &rec); recordLost(err) && r.dirExists(id) {
+		return r.removeLost(ctx, id, force, err)
 	} else if err != nil {
 		return r.loadError(id, err)
 	}
@@ -663,11 +720,12 @@ func (r *Runtime) Wait(ctx context.Context, id string) (*Exit, error) {
 	return in.Exit, nil
 }
 
-// removeCorrupt removes a sandbox whose state file cannot be read. Its
-// record is lost, so its processes are found by what they use: the
-// monitor's working directory is the sandbox directory and the VMM's API
-// socket is in it.
-func (r *Runtime) removeCorrupt(ctx context.Context, id string, force bool, loadErr error) error {
+// removeLost removes a sandbox whose state file cannot be used (missing,
+// corrupt, or from a newer kindling). Its record is lost, so its processes
+// are found by what they use: the monitor's working directory is the
+// sandbox directory and the VMM's API socket is in it. Without force, a
+// sandbox with processes, or a newer kindling's, is refused.
+func (r *Runtime) removeLost(ctx context.Context, id string, force bool, loadErr error) error {
 	l, err := r.st.Lock(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
@@ -676,12 +734,21 @@ func (r *Runtime) removeCorrupt(ctx context.Context, id string, force bool, load
 		return r.loadError(id, err)
 	}
 	defer l.Unlock()
+	var rec record
+	if err := l.Load(&rec); err == nil {
+		// A create finished meanwhile: the record is there after all.
+		l.Unlock()
+		return r.Remove(ctx, id, force)
+	}
 	procs, err := sandboxProcesses(l.Dir())
 	if err != nil {
 		return fmt.Errorf("remove sandbox %q: %w", id, err)
 	}
 	if len(procs) > 0 && !force {
 		return fmt.Errorf("remove sandbox %q: %w, and %d processes still use it (pid %d): %w", id, loadErr, len(procs), procs[0].PID, ErrInvalidState)
+	}
+	if errors.Is(loadErr, store.ErrTooNew) && !force {
+		return fmt.Errorf("remove sandbox %q: %w: %w", id, loadErr, ErrInvalidState)
 	}
 	if err := killAll(ctx, procs); err != nil {
 		return fmt.Errorf("remove sandbox %q: %w", id, err)

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -31,6 +30,8 @@ func MonitorMain() {
 	}
 	os.Unsetenv(envMonitorRoot)
 	os.Unsetenv(envMonitorID)
+	// The executables stay in the environment until start compares them
+	// with the record (monitorExecutables), then go too.
 	// The report pipe must not leak into the VMM: the starter reads until
 	// every copy of its write end is closed.
 	syscall.CloseOnExec(readyFD)
@@ -134,16 +135,31 @@ func (mon *monitor) start(term <-chan os.Signal) (*vmm.Machine, error) {
 	if err := mon.st.Load(mon.id, &rec); err != nil {
 		return nil, err
 	}
+	err := monitorExecutables(&rec)
+	os.Unsetenv(envMonitorFirecracker)
+	os.Unsetenv(envMonitorJailer)
+	if err != nil {
+		return nil, err
+	}
 	dir, err := mon.st.Dir(mon.id)
 	if err != nil {
 		return nil, err
 	}
-	console, err := openConsoleLog(filepath.Join(dir, consoleName), 0)
+	if err := prepareRunFiles(dir); err != nil {
+		return nil, err
+	}
+	console, err := openConsoleLog(dir, consoleName, 0, mon.log)
 	if err != nil {
 		return nil, err
 	}
 	mon.console = console
 	cfg := vmmConfig(&rec, dir)
+	// Firecracker's log is the sandbox's, not the driver's: made here, it
+	// outlives a failed start (the driver removes only a log it created),
+	// so 'kindling logs --vmm' can tell why, until the sandbox is removed.
+	if err := touch(cfg.LogPath); err != nil {
+		return nil, err
+	}
 	cfg.Console = console
 	opts := []vmm.Option{vmm.WithLogger(mon.log)}
 	if rec.Spec.HotplugWritable {
@@ -185,6 +201,15 @@ func (mon *monitor) start(term <-chan os.Signal) (*vmm.Machine, error) {
 		return nil, errors.Join(fmt.Errorf("record the running VMM: %w", err), m.Kill(stopCtx))
 	}
 	return m, nil
+}
+
+// touch creates the file path, empty, unless it exists.
+func touch(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	return f.Close()
 }
 
 // finish records how the VMM ended (status), or why it never started

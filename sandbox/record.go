@@ -49,6 +49,11 @@ type record struct {
 	RestoreFrom string    `json:"restore_from,omitempty"`
 	StartedAt   time.Time `json:"started_at,omitzero"`
 	Exit        *Exit     `json:"exit,omitempty"`
+
+	// dirID is the name of the directory the record was read from, which
+	// is the sandbox's ID whatever ID says (a copied or edited state file
+	// may say another); not stored.
+	dirID string
 }
 
 // procRef names a process so that a recycled PID is never mistaken for it.

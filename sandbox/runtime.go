@@ -77,6 +77,13 @@ type Runtime struct {
 	// children are the monitors this runtime started and has not reaped
 	// yet, by PID.
 	children map[int]*monitorProc
+
+	trustMu sync.Mutex // guards trusted
+	// trusted are the executables (firecracker, jailer) this runtime's
+	// caller named, by absolute path: a record's executable is started
+	// only if it is one of them or the one configured by default (see
+	// checkExecutables). A path read from disk is never trusted as such.
+	trusted map[string]bool
 }
 
 // Option configures a Runtime.
@@ -125,7 +132,7 @@ func Open(root string, opts ...Option) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Runtime{st: st, log: slog.New(slog.DiscardHandler), tp: noop.NewTracerProvider(), children: map[int]*monitorProc{}, agentTimeout: DefaultAgentTimeout}
+	r := &Runtime{st: st, log: slog.New(slog.DiscardHandler), tp: noop.NewTracerProvider(), children: map[int]*monitorProc{}, trusted: map[string]bool{}, agentTimeout: DefaultAgentTimeout}
 	for _, o := range opts {
 		o(r)
 	}
@@ -153,7 +160,12 @@ const (
 
 // Info describes a sandbox as the host shows it now.
 type Info struct {
-	ID        string    `json:"id"`
+	// ID is the sandbox's ID: the name of its directory.
+	ID string `json:"id"`
+	// RecordID is set when the sandbox's state file names another ID than
+	// its directory (the file was copied or edited): it is what the file
+	// says, shown so that the mismatch is seen; ID is what counts.
+	RecordID  string    `json:"record_id,omitempty"`
 	Status    Status    `json:"status"`
 	Spec      Spec      `json:"spec"`
 	Kernel    string    `json:"kernel"`
@@ -240,7 +252,7 @@ func (r *Runtime) newRecord(spec Spec) (*record, error) {
 	if err := applyAgentDefaults(&spec); err != nil {
 		return nil, err
 	}
-	fc, err := findFirecracker(spec.Firecracker)
+	fc, err := FindFirecracker(spec.Firecracker)
 	if err != nil {
 		return nil, err
 	}
@@ -249,6 +261,9 @@ func (r *Runtime) newRecord(spec Spec) (*record, error) {
 		if err := absPath(p); err != nil {
 			return nil, specError(err)
 		}
+	}
+	if err := checkDriveFiles(spec); err != nil {
+		return nil, err
 	}
 	if spec.Rootfs != nil {
 		if err := absPath(&spec.Rootfs.Path); err != nil {
@@ -266,6 +281,12 @@ func (r *Runtime) newRecord(spec Spec) (*record, error) {
 			return nil, specError(err)
 		}
 		spec.NetNS = ns
+	}
+	if err := resolveMetadata(&spec); err != nil {
+		return nil, specError(err)
+	}
+	if _, err := spec.devices(); err != nil {
+		return nil, specError(err)
 	}
 	rec := &record{ID: spec.ID, Spec: spec, CreatedAt: time.Now().UTC(), Status: Created, Kernel: spec.Kernel}
 	if rec.Kernel == "" {
@@ -286,6 +307,7 @@ func (r *Runtime) newRecord(spec Spec) (*record, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	r.trust(spec.Firecracker, spec.Jailer) // the caller named them, or they are its defaults
 	return rec, nil
 }
 
@@ -303,9 +325,12 @@ func absPath(p *string) error {
 	return nil
 }
 
-// findFirecracker resolves the firecracker executable: the one given, else
-// $KINDLING_FIRECRACKER, else "firecracker" on PATH, else the installed one.
-func findFirecracker(given string) (string, error) {
+// FindFirecracker resolves the firecracker executable the caller
+// configured: the one given, else $KINDLING_FIRECRACKER, else "firecracker"
+// on PATH, else the installed one. The path is absolute. Records and
+// manifests read from disk never take part: they only name a release that
+// the executable found here is compared with.
+func FindFirecracker(given string) (string, error) {
 	if given == "" {
 		given = os.Getenv(EnvFirecracker)
 	}
@@ -388,6 +413,7 @@ func vmmConfig(rec *record, dir string) vmm.Config {
 	if s.VsockCID != 0 {
 		cfg.Vsock = &vmm.Vsock{CID: s.VsockCID, Path: filepath.Join(dir, vsockName)}
 	}
+	applyDevices(s, &cfg)
 	if s.Jailer != "" {
 		cfg.Jailer = &vmm.JailerConfig{Path: s.Jailer, NetNS: s.NetNS}
 	} else {

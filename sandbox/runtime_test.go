@@ -17,6 +17,8 @@ import (
 
 func TestMain(m *testing.M) {
 	MonitorMain() // the monitors the tests start are this binary
+	// The tests set the fake's settings in FAKEFC: let them through to it.
+	os.Setenv(EnvPassEnv, "FAKEFC")
 	testutil.Main(m)
 }
 

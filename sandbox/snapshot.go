@@ -21,10 +21,15 @@ const manifestName = "kindling-snapshot.json"
 var errHoldsSnapshot = errdefs.New(errdefs.ErrExists, "already holds a snapshot")
 
 // manifestVersion is the format version of the manifest this package
-// writes. Version 2: the VMM configuration in it has explicit snake_case
-// keys; version 1 (the Go field names, see vmm.Config) is still read.
+// writes. Version 3: the files the snapshot holds (its state and memory
+// files, and what it owns: drive copies, its kernel) are named relative to
+// the snapshot directory, so that a moved or copied directory restores its
+// own files. Version 2: the VMM configuration in it has explicit
+// snake_case keys; version 1 (the Go field names, see vmm.Config) is still
+// read. Versions 1 and 2 are read only while their state and memory files
+// are still inside the directory they name.
 const (
-	manifestVersion       = 2
+	manifestVersion       = 3
 	oldestManifestVersion = 1
 )
 
@@ -91,33 +96,74 @@ func (r *Runtime) Snapshot(ctx context.Context, id, dir string, o SnapshotOption
 	if err := absPath(&dir); err != nil {
 		return SnapshotInfo{}, specError(err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, manifestName)); err == nil {
-		return SnapshotInfo{}, fmt.Errorf("%w: snapshot directory %s %w", ErrInvalidSpec, dir, errHoldsSnapshot)
+	created, err := prepareSnapshotDir(dir)
+	if err != nil {
+		return SnapshotInfo{}, err
 	}
 	var man manifest
-	err := r.withMachine(ctx, id, "snapshot", "sandbox.Snapshot", func(ctx context.Context, m *vmm.Machine, rec *record) error {
+	err = r.withMachine(ctx, id, "snapshot", "sandbox.Snapshot", func(ctx context.Context, m *vmm.Machine, rec *record) (undoFunc, error) {
 		var err error
+		was := rec.Status
 		if !o.Own && !o.LeavePaused {
 			snap, err := m.CreateSnapshot(ctx, vmm.SnapshotOptions{Dir: dir, PauseAround: true})
 			if err != nil {
-				return err
+				return nil, err
 			}
 			man = manifest{
 				Version: manifestVersion, CreatedAt: time.Now().UTC(), From: rec.ID,
 				Spec: rec.Spec, Kernel: rec.Kernel, Taps: rec.Taps, Snapshot: snap,
 			}
 		} else if man, err = snapshotPaused(ctx, m, rec, dir, o); err != nil {
-			return err
+			return nil, err
 		}
 		if err := snapshotToken(r, rec, dir); err != nil {
-			return err
+			return nil, err
 		}
-		return writeManifest(dir, &man)
+		var undo undoFunc
+		if was == Running && rec.Status == Paused {
+			undo = m.Resume // left paused, but not recorded so
+		}
+		return undo, writeManifest(dir, &man)
 	})
 	if err != nil {
+		if created {
+			os.Remove(dir) // only if the failure left it empty
+		}
 		return SnapshotInfo{}, err
 	}
 	return man.info(dir), nil
+}
+
+// prepareSnapshotDir makes the snapshot directory dir, or checks the one
+// there: it must be private to the caller (store.CheckPrivateDir: not a
+// symlink, owned by the caller, writable by nobody else) and empty, so that
+// nothing in it — a planted symlink above all — is written through. It
+// reports whether it made dir.
+func prepareSnapshotDir(dir string) (created bool, err error) {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+		return false, fmt.Errorf("%w: snapshot directory: %w", ErrInvalidSpec, err)
+	}
+	err = os.Mkdir(dir, 0o700)
+	if err == nil {
+		return true, nil
+	}
+	if !errors.Is(err, os.ErrExist) {
+		return false, fmt.Errorf("%w: snapshot directory: %w", ErrInvalidSpec, err)
+	}
+	if err := store.CheckPrivateDir("snapshot directory", dir); err != nil {
+		return false, fmt.Errorf("%w: %w", ErrInvalidSpec, err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, manifestName)); err == nil {
+		return false, fmt.Errorf("%w: snapshot directory %s %w", ErrInvalidSpec, dir, errHoldsSnapshot)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return false, fmt.Errorf("%w: snapshot directory: %w", ErrInvalidSpec, err)
+	}
+	if len(ents) > 0 {
+		return false, fmt.Errorf("%w: snapshot directory %s is not empty (it holds %s): give a new or empty directory", ErrInvalidSpec, dir, ents[0].Name())
+	}
+	return false, nil
 }
 
 // snapshotPaused pauses the sandbox (if it runs), copies what the snapshot
@@ -211,8 +257,21 @@ func (man *manifest) info(dir string) SnapshotInfo {
 		Dir: dir, From: man.From, CreatedAt: man.CreatedAt, Firecracker: man.Snapshot.Firecracker,
 		Spec: man.Spec, Kernel: man.Kernel,
 	}
+	// A drive's path is the spec's (resolved against dir, where the
+	// snapshot's own copies are), not the one Firecracker recorded.
+	specPath := map[string]string{}
+	if man.Spec.Rootfs != nil {
+		specPath["rootfs"] = man.Spec.Rootfs.Path
+	}
+	for i, d := range man.Spec.Drives {
+		specPath[fmt.Sprintf("drive%d", i)] = d.Path
+	}
 	for _, d := range man.Snapshot.Config.Drives {
-		in.Drives = append(in.Drives, SnapshotDrive{ID: d.ID, Path: d.Path, ReadOnly: d.ReadOnly, Root: d.Root, Owned: filepath.Dir(d.Path) == dir})
+		p := d.Path
+		if sp, ok := specPath[d.ID]; ok {
+			p = sp
+		}
+		in.Drives = append(in.Drives, SnapshotDrive{ID: d.ID, Path: p, ReadOnly: d.ReadOnly, Root: d.Root, Owned: filepath.Dir(p) == dir})
 	}
 	for _, t := range man.Taps {
 		in.Taps = append(in.Taps, TapInfo{Name: t.Name, NetNS: t.NetNS, MAC: t.MAC, Created: t.Owned})
@@ -244,8 +303,17 @@ type RestoreOptions struct {
 	// AutoRemove removes the sandbox once its VMM exits.
 	AutoRemove bool `json:"auto_remove,omitempty"`
 	// Firecracker is the executable the new sandbox runs; empty for the
-	// snapshot's. It must be the release that wrote the snapshot.
+	// one configured by default (see FindFirecracker). It must be of the
+	// release that wrote the snapshot. A snapshot never chooses it.
 	Firecracker string `json:"firecracker,omitempty"`
+	// Jailer runs the new sandbox's Firecracker through this jailer; it is
+	// required exactly when the snapshotted sandbox was jailed. A snapshot
+	// never chooses it.
+	Jailer string `json:"jailer,omitempty"`
+	// FirecrackerRelease is Firecracker's release ("1.7.0") when the caller
+	// has asked the executable already; empty makes CreateFromSnapshot ask
+	// it (firecracker --version) before comparing it with the snapshot's.
+	FirecrackerRelease string `json:"firecracker_release,omitempty"`
 	// CopyOwnedDrives gives the new sandbox, in its directory, a copy of
 	// every writable drive the snapshot owns (SnapshotDrive.Owned), so
 	// that many sandboxes can start from one snapshot.
@@ -294,9 +362,16 @@ func (r *Runtime) CreateFromSnapshot(ctx context.Context, dir string, o RestoreO
 	// The restored guest resumes where it was: it will not print its
 	// start-up text again.
 	spec.WaitConsole = ""
-	if o.Firecracker != "" {
-		spec.Firecracker = o.Firecracker
+	// Nothing in a snapshot chooses a program: the executables are the
+	// caller's, and the snapshot's release is only compared with theirs.
+	if (man.Spec.Jailer != "") != (o.Jailer != "") {
+		what := "was not jailed: restore it without a jailer"
+		if man.Spec.Jailer != "" {
+			what = "was jailed: restore it with a jailer (--jailer)"
+		}
+		return Info{}, fmt.Errorf("%w: the sandbox snapshotted in %s %s", ErrInvalidSpec, dir, what)
 	}
+	spec.Firecracker, spec.Jailer = o.Firecracker, o.Jailer
 	if o.Net != nil {
 		if len(o.Net) != len(man.Taps) {
 			return Info{}, fmt.Errorf("%w: the snapshot has %d network interfaces: give as many, or none", ErrInvalidSpec, len(man.Taps))
@@ -305,6 +380,9 @@ func (r *Runtime) CreateFromSnapshot(ctx context.Context, dir string, o RestoreO
 	}
 	rec, err := r.newRecord(spec)
 	if err != nil {
+		return Info{}, err
+	}
+	if err := checkSnapshotRelease(ctx, rec.Spec.Firecracker, o.FirecrackerRelease, man.Snapshot.Firecracker, dir); err != nil {
 		return Info{}, err
 	}
 	rec.RestoreFrom, rec.AutoRemove = dir, o.AutoRemove
@@ -363,19 +441,115 @@ func copyOwnedDrives(dir string, rec *record, snap SnapshotInfo) error {
 	return nil
 }
 
+// readManifest reads the manifest of the snapshot directory dir (an
+// absolute path) and resolves the paths in it against dir.
 func readManifest(dir string) (*manifest, error) {
-	b, err := os.ReadFile(filepath.Join(dir, manifestName))
+	path := filepath.Join(dir, manifestName)
+	b, err := store.ReadFile(path, store.MaxManifestSize)
+	if errors.Is(err, store.ErrTooLarge) {
+		return nil, fmt.Errorf("snapshot manifest: %w: %w", ErrCorrupt, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s is not a kindling snapshot directory: %w", ErrInvalidSpec, dir, err)
 	}
+	man, err := decodeManifest(path, b)
+	if err != nil {
+		return nil, err
+	}
+	if err := man.resolve(dir); err != nil {
+		return nil, fmt.Errorf("snapshot manifest %s: %w", path, err)
+	}
+	return man, nil
+}
+
+// decodeManifest decodes the content b of the manifest file path, as
+// written: paths are not resolved.
+func decodeManifest(path string, b []byte) (*manifest, error) {
 	var man manifest
 	if err := json.Unmarshal(b, &man); err != nil {
-		return nil, fmt.Errorf("snapshot manifest %s: %w: %w", filepath.Join(dir, manifestName), ErrCorrupt, err)
+		return nil, fmt.Errorf("snapshot manifest %s: %w: %w", path, ErrCorrupt, err)
 	}
 	if man.Version < oldestManifestVersion || man.Version > manifestVersion {
-		return nil, fmt.Errorf("snapshot manifest %s: format version %d, this kindling reads %d to %d: %w", filepath.Join(dir, manifestName), man.Version, oldestManifestVersion, manifestVersion, ErrNotSupported)
+		return nil, fmt.Errorf("snapshot manifest %s: format version %d, this kindling reads %d to %d: %w", path, man.Version, oldestManifestVersion, manifestVersion, ErrNotSupported)
 	}
 	return &man, nil
+}
+
+// errOutside: a manifest names one of the snapshot's own files outside
+// its directory.
+var errOutside = errdefs.New(errdefs.ErrCorrupt, "names a file outside the snapshot directory")
+
+// ownPaths are the paths of the manifest that may name files the snapshot
+// holds: those are written relative to its directory. The paths of
+// Snapshot.Config and Snapshot.Pool stay as Firecracker recorded them in
+// the state file (they are compared, and drives switched, on restore).
+func (man *manifest) ownPaths() []*string {
+	ps := []*string{&man.Kernel, &man.Spec.Kernel, &man.Spec.Initrd}
+	if man.Spec.Rootfs != nil {
+		ps = append(ps, &man.Spec.Rootfs.Path)
+	}
+	for i := range man.Spec.Drives {
+		ps = append(ps, &man.Spec.Drives[i].Path)
+	}
+	return ps
+}
+
+// relativeTo rewrites the paths of files inside dir relative to it, so
+// that the snapshot directory can be moved or copied.
+func (man *manifest) relativeTo(dir string) {
+	rel := func(p *string) {
+		if *p == "" || !filepath.IsAbs(*p) {
+			return
+		}
+		if r, err := filepath.Rel(dir, *p); err == nil && filepath.IsLocal(r) {
+			*p = r
+		}
+	}
+	rel(&man.Snapshot.SnapshotPath)
+	rel(&man.Snapshot.MemPath)
+	for _, p := range man.ownPaths() {
+		rel(p)
+	}
+}
+
+// resolve makes the manifest's relative paths absolute under dir. A
+// relative path must stay inside dir, and the state and memory files must
+// be in it: a manifest naming them elsewhere is refused (matching
+// ErrCorrupt), whatever its version.
+func (man *manifest) resolve(dir string) error {
+	var errs []error
+	abs := func(p *string) {
+		if *p == "" || filepath.IsAbs(*p) {
+			return
+		}
+		if !filepath.IsLocal(*p) {
+			errs = append(errs, fmt.Errorf("%q %w", *p, errOutside))
+			return
+		}
+		*p = filepath.Join(dir, *p)
+	}
+	for _, p := range []*string{&man.Snapshot.SnapshotPath, &man.Snapshot.MemPath} {
+		if *p == "" {
+			errs = append(errs, fmt.Errorf("%w: no snapshot file named", ErrCorrupt))
+			continue
+		}
+		if filepath.IsAbs(*p) {
+			if man.Version >= 3 {
+				errs = append(errs, fmt.Errorf("%q %w", *p, errOutside))
+				continue
+			}
+			// Versions 1 and 2 named every file absolutely.
+			if r, err := filepath.Rel(dir, *p); err != nil || !filepath.IsLocal(r) {
+				errs = append(errs, fmt.Errorf("%q %w (was the directory moved? take the snapshot again)", *p, errOutside))
+			}
+			continue
+		}
+		abs(p)
+	}
+	for _, p := range man.ownPaths() {
+		abs(p)
+	}
+	return errors.Join(errs...)
 }
 
 // encodeManifest is the content of a manifest file.
@@ -387,9 +561,13 @@ func encodeManifest(man *manifest) ([]byte, error) {
 	return append(b, '\n'), nil
 }
 
-// writeManifest writes man into the snapshot directory dir, atomically.
+// writeManifest writes man into the snapshot directory dir, atomically,
+// with the paths of the files dir holds relative to it.
 func writeManifest(dir string, man *manifest) error {
-	b, err := encodeManifest(man)
+	rel := *man
+	rel.Spec = cloneSpec(man.Spec)
+	rel.relativeTo(dir)
+	b, err := encodeManifest(&rel)
 	if err != nil {
 		return err
 	}
@@ -411,4 +589,15 @@ func restoreMachine(ctx context.Context, cfg vmm.Config, rec *record, opts []vmm
 		}
 	}
 	return vmm.Restore(ctx, rc, opts...)
+}
+
+// cloneSpec copies s deeply enough that its paths can be rewritten
+// without touching s.
+func cloneSpec(s Spec) Spec {
+	if s.Rootfs != nil {
+		r := *s.Rootfs
+		s.Rootfs = &r
+	}
+	s.Drives = append([]Disk(nil), s.Drives...)
+	return s
 }

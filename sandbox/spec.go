@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/kindling-vm/kindling/internal/store"
 )
 
 // Spec is what a sandbox is made of: everything `kindling create` takes as
@@ -64,6 +66,31 @@ type Spec struct {
 	// HotplugWritable makes the hotplug slots take read-write drives; by
 	// default they are read-only (Firecracker fixes a slot's access at boot).
 	HotplugWritable bool `toml:"hotplug_writable" json:"hotplug_writable,omitempty"`
+	// CPUTemplate is Firecracker's static CPU template (C3, T2, T2S, T2CL,
+	// T2A, V1N1 or None); empty for Firecracker's default.
+	CPUTemplate string `toml:"cpu_template" json:"cpu_template,omitempty"`
+	// VMMLogLevel is the level of Firecracker's own log (error, warning,
+	// info, debug, trace or off); empty for info.
+	VMMLogLevel string `toml:"vmm_log_level" json:"vmm_log_level,omitempty"`
+	// DriveRate limits each drive (the root drive and Drives): a bandwidth
+	// and/or an operation rate as network.ParseRate reads them ("100MB",
+	// "50MiB,1000pps": pps counts operations here).
+	DriveRate string `toml:"drive_rate" json:"drive_rate,omitempty"`
+	// NetRate limits each network interface, in each direction: "100Mbit",
+	// "10kpps" or both ("100Mbit,10kpps").
+	NetRate string `toml:"net_rate" json:"net_rate,omitempty"`
+	// Balloon adds a memory balloon device inflated to this size at boot
+	// ("0", "64M"), which gives memory back to the host; the guest deflates
+	// it when it runs out of memory. Empty for no balloon.
+	Balloon string `toml:"balloon" json:"balloon,omitempty"`
+	// Entropy adds a virtio-rng device, a source of randomness for the
+	// guest.
+	Entropy bool `toml:"entropy" json:"entropy,omitempty"`
+	// Metadata is a JSON object the guest reads from Firecracker's
+	// metadata service (MMDS, version 2, at 169.254.169.254) through its
+	// network interfaces, given inline or as the path of a file; Create
+	// reads the file, and the sandbox keeps the JSON.
+	Metadata string `toml:"metadata" json:"metadata,omitempty"`
 	// Labels are the user's key=value pairs on the sandbox, for finding it
 	// again (ListOptions.Labels); kindling gives them no meaning. Keys are
 	// 1–63 of [A-Za-z0-9_.-/] starting with a letter or digit; values at
@@ -184,6 +211,15 @@ func ParseDisk(s string) (Disk, error) {
 	if d.Path == "" {
 		return Disk{}, fmt.Errorf("drive %q: no path (give PATH, PATH:ro or PATH:rw)", s)
 	}
+	// "disk.img:rx" is a mistyped access mode far more often than a file
+	// whose name ends so: name the suffix instead of "no such file".
+	if i := strings.LastIndexByte(d.Path, ':'); i >= 0 && d.Path == s {
+		if suf := d.Path[i+1:]; suf != "" && len(suf) <= 3 && !strings.ContainsRune(suf, '/') {
+			if _, err := os.Stat(d.Path); err != nil {
+				return Disk{}, fmt.Errorf("drive %q: unknown access mode %q (give PATH:ro or PATH:rw)", s, ":"+suf)
+			}
+		}
+	}
 	return d, nil
 }
 
@@ -218,7 +254,7 @@ func ParseNet(s string) (Net, error) {
 // LoadSpecFile reads a sandbox spec from a TOML file. Unknown keys are errors,
 // so a misspelt setting is never silently ignored.
 func LoadSpecFile(path string) (Spec, error) {
-	data, err := os.ReadFile(path)
+	data, err := store.ReadFile(path, store.MaxConfigSize)
 	if err != nil {
 		return Spec{}, fmt.Errorf("config file: %w", err)
 	}
@@ -237,6 +273,17 @@ func parseSpec(name string, data []byte) (Spec, error) {
 			keys[i] = k.String()
 		}
 		return Spec{}, fmt.Errorf("config file %s: unknown setting %s", name, strings.Join(keys, ", "))
+	}
+	// A value given in the file follows the rule of its flag: zero is not
+	// "the default" there, as it is not on the command line.
+	if md.IsDefined("cpus") && s.VCPUs < 1 {
+		return Spec{}, fmt.Errorf("config file %s: cpus = %d: give 1 or more, or leave the setting out for 1", name, s.VCPUs)
+	}
+	if md.IsDefined("hotplug_slots") && s.Placeholders < 0 {
+		return Spec{}, fmt.Errorf("config file %s: hotplug_slots = %d: give 0 or more", name, s.Placeholders)
+	}
+	if md.IsDefined("name") && s.ID == "" {
+		return Spec{}, fmt.Errorf("config file %s: name is empty: give a name, or leave the setting out for a random one", name)
 	}
 	if s.Memory != "" {
 		if s.MemoryMiB, err = ParseMemory(s.Memory); err != nil {

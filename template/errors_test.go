@@ -82,7 +82,10 @@ func TestErrorsEveryEntryPoint(t *testing.T) {
 			}
 			t.Run(when, func(t *testing.T) {
 				checkAll(t, ErrNotFound, []errCase{
-					{"Run", func(ctx context.Context) error { _, err := r.tpl.Run(ctx, "nope", CloneOptions{}); return err }},
+					{"Run", func(ctx context.Context) error {
+						_, err := r.tpl.Run(ctx, "nope", CloneOptions{Firecracker: r.fc})
+						return err
+					}},
 					{"Inspect", func(ctx context.Context) error { _, err := r.tpl.Inspect(ctx, "nope"); return err }},
 					{"Verify", func(ctx context.Context) error { return r.tpl.Verify(ctx, "nope") }},
 					{"Remove", func(ctx context.Context) error { return r.tpl.Remove(ctx, "nope", false) }},
@@ -96,7 +99,7 @@ func TestErrorsEveryEntryPoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.tpl.Remove(ctx, "tpl", true)
-	if _, err := r.tpl.Run(ctx, "tpl", CloneOptions{ID: "clone"}); err != nil {
+	if _, err := r.tpl.Run(ctx, "tpl", CloneOptions{Firecracker: r.fc, ID: "clone"}); err != nil {
 		t.Fatal(err)
 	}
 	defer removeAll(t, r, "clone")
@@ -104,15 +107,18 @@ func TestErrorsEveryEntryPoint(t *testing.T) {
 	checkAll(t, ErrExists, []errCase{
 		{"Create", func(ctx context.Context) error { _, err := r.tpl.Create(ctx, "tpl", "src", Options{}); return err }},
 		{"Run", func(ctx context.Context) error {
-			_, err := r.tpl.Run(ctx, "tpl", CloneOptions{ID: "clone"})
+			_, err := r.tpl.Run(ctx, "tpl", CloneOptions{Firecracker: r.fc, ID: "clone"})
 			return err
 		}},
 	})
 	checkAll(t, ErrInvalid, []errCase{
 		{"Create", func(ctx context.Context) error { _, err := r.tpl.Create(ctx, "../x", "src", Options{}); return err }},
-		{"Run/name", func(ctx context.Context) error { _, err := r.tpl.Run(ctx, "a/b", CloneOptions{}); return err }},
+		{"Run/name", func(ctx context.Context) error {
+			_, err := r.tpl.Run(ctx, "a/b", CloneOptions{Firecracker: r.fc})
+			return err
+		}},
 		{"Run/net", func(ctx context.Context) error {
-			_, err := r.tpl.Run(ctx, "tpl", CloneOptions{ID: "c2", Net: []sandbox.Net{{Auto: true}}})
+			_, err := r.tpl.Run(ctx, "tpl", CloneOptions{Firecracker: r.fc, ID: "c2", Net: []sandbox.Net{{Auto: true}}})
 			return err
 		}},
 		{"Inspect", func(ctx context.Context) error { _, err := r.tpl.Inspect(ctx, "-x"); return err }},
@@ -133,7 +139,10 @@ func TestErrorsEveryEntryPoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkAll(t, ErrCorrupt, []errCase{
-		{"Run", func(ctx context.Context) error { _, err := r.tpl.Run(ctx, "bad", CloneOptions{ID: "c3"}); return err }},
+		{"Run", func(ctx context.Context) error {
+			_, err := r.tpl.Run(ctx, "bad", CloneOptions{Firecracker: r.fc, ID: "c3"})
+			return err
+		}},
 		{"Verify", func(ctx context.Context) error { return r.tpl.Verify(ctx, "bad") }},
 	})
 	checkAll(t, errdefs.ErrCorrupt, []errCase{
@@ -160,6 +169,9 @@ func TestErrNotSupportedEveryEntryPoint(t *testing.T) {
 	}
 	defer r.tpl.Remove(ctx, "vs", true)
 	checkAll(t, ErrNotSupported, []errCase{
-		{"Run", func(ctx context.Context) error { _, err := r.tpl.Run(ctx, "vs", CloneOptions{ID: "c"}); return err }},
+		{"Run", func(ctx context.Context) error {
+			_, err := r.tpl.Run(ctx, "vs", CloneOptions{Firecracker: r.fc, ID: "c"})
+			return err
+		}},
 	})
 }

@@ -58,7 +58,7 @@ func Example() {
 	fmt.Println("template", tpl.Name, "from", tpl.From)
 
 	for _, id := range []string{"clone1", "clone2"} {
-		in, err := templates.Run(ctx, "base", template.CloneOptions{ID: id})
+		in, err := templates.Run(ctx, "base", template.CloneOptions{ID: id, Firecracker: firecracker()})
 		if err != nil {
 			log.Fatal(err)
 		}

@@ -14,6 +14,8 @@ import (
 
 func TestMain(m *testing.M) {
 	sandbox.MonitorMain() // the monitors the tests start are this binary
+	// The tests set the fake's settings in FAKEFC: let them through to it.
+	os.Setenv(sandbox.EnvPassEnv, "FAKEFC")
 	testutil.Main(m)
 }
 
@@ -21,6 +23,7 @@ func TestMain(m *testing.M) {
 type rig struct {
 	rt  *sandbox.Runtime
 	tpl *Store
+	fc  string // the firecracker executable the test configured
 }
 
 // newRuntime opens a runtime and its template store on a fresh short root,
@@ -44,7 +47,7 @@ func newRuntime(t *testing.T, real bool) (*rig, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{rt: rt, tpl: s}
+	r := &rig{rt: rt, tpl: s, fc: fc}
 	t.Cleanup(func() {
 		ctx := context.Background()
 		infos, err := rt.List(ctx, sandbox.ListOptions{})

@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -91,8 +92,9 @@ type CloneOptions struct {
 	// that each file has the size and modification time recorded when the
 	// template was made, and hashes only the small microVM state file.
 	Verify bool
-	// Firecracker is the executable the clone runs; empty for the one the
-	// template was made with. It must be the same release.
+	// Firecracker is the executable the clone runs; empty for the one
+	// configured by default (sandbox.FindFirecracker). It must be of the
+	// release the template was made with; the template never chooses it.
 	Firecracker string
 	// Labels are the clone's labels (see sandbox.Spec.Labels).
 	Labels map[string]string
@@ -174,10 +176,24 @@ func stampOf(fi os.FileInfo) FileStamp {
 // Store is the template store of one sandbox runtime's state root. Its
 // methods are safe for concurrent use, also from several processes.
 type Store struct {
-	rt  *sandbox.Runtime
-	st  *store.Store
-	log *slog.Logger
-	tp  trace.TracerProvider
+	rt       *sandbox.Runtime
+	st       *store.Store
+	log      *slog.Logger
+	tp       trace.TracerProvider
+	progress ProgressFunc // nil: not reported
+}
+
+// ProgressFunc is told how far hashing a template's files has got: done of
+// total bytes. It is called often (every few MiB) and from several
+// goroutines, one at a time; done reaches total at the end of a hashing
+// that succeeds.
+type ProgressFunc func(done, total int64)
+
+// WithProgress has the store report the progress of hashing a template's
+// files (Create, Verify, and Run with Verify) to fn, so that a program can
+// show it: the memory file of a large VM takes seconds.
+func WithProgress(fn ProgressFunc) Option {
+	return func(s *Store) { s.progress = fn }
 }
 
 // Option configures a Store.
@@ -243,6 +259,9 @@ func (s *Store) dir(name string) (string, error) {
 // goes away. Without a template store (no template was made, or the last
 // was removed) the error matches ErrNotFound, for template name.
 func (s *Store) lock(ctx context.Context, name string, mode store.LockMode) (*store.FileLock, error) {
+	if err := store.CheckPrivateDir("template store", filepath.Join(s.rt.Root(), templatesDir)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("template %q: %w", name, err)
+	}
 	l, err := store.LockFile(ctx, filepath.Join(s.rt.Root(), templatesDir, templatesLock), mode)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("template %q: %w", name, ErrNotFound)
@@ -268,11 +287,14 @@ func (s *Store) Create(ctx context.Context, name, from string, o Options) (_ Tem
 	}
 	// A Remove may remove the emptied store in between: retry.
 	for range 3 {
-		if err = os.MkdirAll(filepath.Dir(tdir), 0o700); err == nil {
+		if err = store.MkdirPrivate("template store", filepath.Dir(tdir)); err == nil {
 			if err = os.Mkdir(tdir, 0o700); !errors.Is(err, os.ErrNotExist) {
 				break
 			}
 		}
+	}
+	if errors.Is(err, store.ErrNotPrivate) {
+		return Template{}, fmt.Errorf("create template %q: %w", name, err)
 	}
 	if err != nil {
 		if errors.Is(err, os.ErrExist) {
@@ -307,7 +329,7 @@ func (s *Store) Create(ctx context.Context, name, from string, o Options) (_ Tem
 		tpl.FirecrackerStamp = stampOf(fi)
 	}
 	tpl.SnapshotFormat = askFirecracker(ctx, tpl.FirecrackerPath, "--snapshot-version")
-	if err := finish(tdir, &tpl); err != nil {
+	if err := finish(tdir, &tpl, s.progress); err != nil {
 		return Template{}, fmt.Errorf("create template %q: %w", name, err)
 	}
 	s.log.Debug("made template", "template", name, "from", from)
@@ -320,7 +342,7 @@ func (s *Store) Create(ctx context.Context, name, from string, o Options) (_ Tem
 }
 
 // finish hashes the template's files and writes its manifest.
-func finish(tdir string, tpl *Template) error {
+func finish(tdir string, tpl *Template, report ProgressFunc) error {
 	ents, err := os.ReadDir(tdir)
 	if err != nil {
 		return err
@@ -333,9 +355,13 @@ func finish(tdir string, tpl *Template) error {
 	}
 	files := make([]File, len(names))
 	errs := make([]error, len(names))
+	p := newProgress(report)
+	for _, n := range names {
+		p.expect(filepath.Join(tdir, n))
+	}
 	var wg sync.WaitGroup
 	for i, n := range names {
-		wg.Go(func() { files[i], errs[i] = hashFile(filepath.Join(tdir, n)) })
+		wg.Go(func() { files[i], errs[i] = hashFile(filepath.Join(tdir, n), p) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
@@ -358,7 +384,7 @@ func encodeManifest(tpl *Template) ([]byte, error) {
 	return b, nil
 }
 
-func hashFile(path string) (File, error) {
+func hashFile(path string, p *progress) (File, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return File{}, err
@@ -369,7 +395,11 @@ func hashFile(path string) (File, error) {
 		return File{}, err
 	}
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
+	var w io.Writer = h
+	if p != nil {
+		w = io.MultiWriter(h, p)
+	}
+	if _, err := io.Copy(w, f); err != nil {
 		return File{}, fmt.Errorf("hash %s: %w", path, err)
 	}
 	return File{Name: filepath.Base(path), SHA256: hex.EncodeToString(h.Sum(nil)), Stamp: stampOf(fi)}, nil
@@ -399,12 +429,22 @@ func (s *Store) read(name string) (*Template, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, err := os.ReadFile(filepath.Join(tdir, templateManifestName))
+	// The store and the template's directory must be the caller's alone,
+	// and the manifest is not read through a symlink.
+	if err := store.CheckPrivateDir("template store", filepath.Dir(tdir)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("template %q: %w", name, err)
+	}
+	f, err := store.OpenInDir("template directory", tdir, templateManifestName, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("template %q: %w", name, ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("template %q: %w", name, err)
+	}
+	b, err := store.ReadLimited(f, f.Name(), store.MaxManifestSize)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("template %q: manifest: %w: %w", name, err, ErrCorrupt)
 	}
 	var tpl Template
 	if err := json.Unmarshal(b, &tpl); err != nil {
@@ -414,6 +454,13 @@ func (s *Store) read(name string) (*Template, error) {
 		return nil, fmt.Errorf("template %q: manifest format %d, this kindling reads %d: %w", name, tpl.Format, Format, ErrNotSupported)
 	}
 	tpl.Dir = tdir
+	for _, f := range tpl.Files {
+		// A template's files are in its directory: a name reaching out of
+		// it would have kindling read (hash) another file.
+		if !filepath.IsLocal(f.Name) || strings.ContainsRune(f.Name, '/') {
+			return nil, fmt.Errorf("template %q: manifest names the file %q, outside the template's directory: %w", name, f.Name, ErrCorrupt)
+		}
+	}
 	if _, err := sandbox.ReadSnapshot(tdir); err != nil {
 		return nil, fmt.Errorf("template %q: %w: %w", name, err, ErrCorrupt)
 	}
@@ -423,7 +470,8 @@ func (s *Store) read(name string) (*Template, error) {
 // checkFiles checks the template's files: all of them hashed when full,
 // else the size and modification time of each, and the hash of the small
 // microVM state file. Read-only drives shared with the source must exist.
-func (t *Template) checkFiles(full bool) error {
+func (t *Template) checkFiles(full bool, report ProgressFunc) error {
+	p := newProgress(report)
 	var errs []error
 	var wg sync.WaitGroup
 	var mu sync.Mutex // guards errs
@@ -441,8 +489,9 @@ func (t *Template) checkFiles(full bool) error {
 			}
 			continue
 		}
+		p.expect(path)
 		wg.Go(func() {
-			got, err := hashFile(path)
+			got, err := hashFile(path, p)
 			switch {
 			case err != nil:
 				fail(err)
@@ -475,7 +524,7 @@ func (s *Store) Verify(ctx context.Context, name string) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := tpl.checkFiles(true); err != nil {
+	if err := tpl.checkFiles(true, s.progress); err != nil {
 		return fmt.Errorf("template %q: %w", name, err)
 	}
 	return nil
@@ -534,15 +583,15 @@ func (s *Store) Run(ctx context.Context, name string, o CloneOptions) (_ sandbox
 	if err != nil {
 		return sandbox.Info{}, err
 	}
-	if err := tpl.checkFiles(o.Verify); err != nil {
+	if err := tpl.checkFiles(o.Verify, s.progress); err != nil {
 		return sandbox.Info{}, fmt.Errorf("template %q: %w", name, err)
 	}
-	fc := o.Firecracker
-	if fc == "" {
-		fc = tpl.FirecrackerPath
-	}
-	if fc, err = filepath.Abs(fc); err != nil {
-		return sandbox.Info{}, fmt.Errorf("%w: firecracker: %w", sandbox.ErrInvalidSpec, err)
+	// The executable is the caller's (given, else the one configured by
+	// default), never the manifest's: a template only names the release
+	// it needs, and the path it was made with is only compared.
+	fc, err := sandbox.FindFirecracker(o.Firecracker)
+	if err != nil {
+		return sandbox.Info{}, err
 	}
 	ver, err := tpl.checkRelease(ctx, fc)
 	if err != nil {
@@ -577,7 +626,7 @@ func (s *Store) Run(ctx context.Context, name string, o CloneOptions) (_ sandbox
 		}
 	}
 	in, err := s.rt.CreateFromSnapshot(ctx, tpl.Dir, sandbox.RestoreOptions{
-		ID: o.ID, Net: o.Net, AutoRemove: o.AutoRemove, Firecracker: fc, CopyOwnedDrives: true, Labels: o.Labels,
+		ID: o.ID, Net: o.Net, AutoRemove: o.AutoRemove, Firecracker: fc, FirecrackerRelease: ver.String(), CopyOwnedDrives: true, Labels: o.Labels,
 	})
 	if err != nil {
 		if errors.Is(err, ErrExists) {

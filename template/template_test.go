@@ -15,6 +15,7 @@ import (
 
 	"github.com/kindling-vm/kindling/fcapi"
 	"github.com/kindling-vm/kindling/internal/fakefc"
+	"github.com/kindling-vm/kindling/internal/store"
 	"github.com/kindling-vm/kindling/internal/testutil"
 	"github.com/kindling-vm/kindling/sandbox"
 	"github.com/kindling-vm/kindling/vmm"
@@ -115,7 +116,7 @@ func testTemplateClones(t *testing.T, real bool) {
 		ids[i] = fmt.Sprintf("clone%02d", i)
 		wg.Go(func() {
 			b := time.Now()
-			_, errs[i] = r.tpl.Run(ctx, "tpl", CloneOptions{ID: ids[i]})
+			_, errs[i] = r.tpl.Run(ctx, "tpl", CloneOptions{Firecracker: r.fc, ID: ids[i]})
 			took[i] = time.Since(b)
 		})
 	}
@@ -338,7 +339,7 @@ func testTemplateRefusals(t *testing.T, real bool) {
 		if _, err := r.tpl.Create(ctx, "t", "nope", Options{}); !errors.Is(err, ErrNotFound) {
 			t.Errorf("CreateTemplate from a missing sandbox: %v, want ErrNotFound", err)
 		}
-		if _, err := r.tpl.Run(ctx, "nope", CloneOptions{}); !errors.Is(err, ErrNotFound) {
+		if _, err := r.tpl.Run(ctx, "nope", CloneOptions{Firecracker: r.fc}); !errors.Is(err, ErrNotFound) {
 			t.Errorf("RunTemplate nope: %v, want ErrNotFound", err)
 		}
 		if err := r.tpl.Remove(ctx, "nope", false); !errors.Is(err, ErrNotFound) {
@@ -389,12 +390,12 @@ func testTemplateRefusals(t *testing.T, real bool) {
 			t.Fatal(err)
 		}
 		f.Close()
-		refused(t, "bad", CloneOptions{}, ErrCorrupt)
+		refused(t, "bad", CloneOptions{Firecracker: r.fc}, ErrCorrupt)
 		// Hide the change from the cheap check: Verify still finds it.
 		if err := os.Chtimes(mem, fi.ModTime(), fi.ModTime()); err != nil {
 			t.Fatal(err)
 		}
-		refused(t, "bad", CloneOptions{Verify: true}, ErrCorrupt)
+		refused(t, "bad", CloneOptions{Firecracker: r.fc, Verify: true}, ErrCorrupt)
 		if err := r.tpl.Verify(ctx, "bad"); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("VerifyTemplate: %v, want ErrCorrupt", err)
 		}
@@ -404,11 +405,11 @@ func testTemplateRefusals(t *testing.T, real bool) {
 		if err := os.Remove(filepath.Join(tpl.Dir, "drive-drive0.img")); err != nil {
 			t.Fatal(err)
 		}
-		refused(t, "gone", CloneOptions{}, ErrCorrupt)
+		refused(t, "gone", CloneOptions{Firecracker: r.fc}, ErrCorrupt)
 	})
 	t.Run("wrong number of interfaces", func(t *testing.T) {
 		mk(t, "nets")
-		refused(t, "nets", CloneOptions{Net: []sandbox.Net{{Auto: true}}}, sandbox.ErrInvalidSpec)
+		refused(t, "nets", CloneOptions{Firecracker: r.fc, Net: []sandbox.Net{{Auto: true}}}, sandbox.ErrInvalidSpec)
 	})
 	t.Run("stopped source", func(t *testing.T) {
 		in, err := r.rt.Create(ctx, sandbox.Spec{ID: "idle", Kernel: haltGuest(t, "idle"), Firecracker: fc}, sandbox.CreateOptions{})
@@ -438,7 +439,7 @@ func TestTemplateOtherReleaseSameExecutable(t *testing.T) {
 	}
 	defer r.tpl.Remove(ctx, "tpl", false)
 	t.Setenv("FAKEFC", `{"version":"1.7.0"}`)
-	_, err := r.tpl.Run(ctx, "tpl", CloneOptions{ID: "clone"})
+	_, err := r.tpl.Run(ctx, "tpl", CloneOptions{Firecracker: r.fc, ID: "clone"})
 	if err == nil || !strings.Contains(err.Error(), "written by Firecracker "+fakefc.DefaultVersion.String()) {
 		t.Fatalf("RunTemplate: %v, want a release mismatch", err)
 	}
@@ -468,7 +469,7 @@ func TestTemplateStop(t *testing.T) {
 			if err := os.Remove(spec.Drives[0].Path); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := r.tpl.Run(ctx, "tpl", CloneOptions{ID: "clone", AutoRemove: true}); err != nil {
+			if _, err := r.tpl.Run(ctx, "tpl", CloneOptions{Firecracker: r.fc, ID: "clone", AutoRemove: true}); err != nil {
 				t.Fatalf("RunTemplate: %v", err)
 			}
 			if err := r.rt.Stop(ctx, "clone"); err != nil {
@@ -513,7 +514,7 @@ func TestTemplateNetAndVsock(t *testing.T) {
 				if s.VsockCID != 0 {
 					need = fcapi.FeatureVsockOverride
 				}
-				in, err := r.tpl.Run(ctx, s.ID, CloneOptions{ID: s.ID + "-clone", AutoRemove: true})
+				in, err := r.tpl.Run(ctx, s.ID, CloneOptions{Firecracker: r.fc, ID: s.ID + "-clone", AutoRemove: true})
 				if ver.Less(need.Since()) {
 					if !errors.Is(err, ErrNotSupported) {
 						t.Fatalf("%s clone on %s: %v, want ErrNotSupported", s.ID, ver, err)
@@ -585,14 +586,117 @@ func TestTemplateCloneTiming(t *testing.T) {
 				slices.Sort(took)
 				return took[n/2]
 			}
-			clone := measure(func(id string) (sandbox.Info, error) { return r.tpl.Run(ctx, "tpl", CloneOptions{ID: id}) }, "c")
+			clone := measure(func(id string) (sandbox.Info, error) {
+				return r.tpl.Run(ctx, "tpl", CloneOptions{Firecracker: r.fc, ID: id})
+			}, "c")
 			verified := measure(func(id string) (sandbox.Info, error) {
-				return r.tpl.Run(ctx, "tpl", CloneOptions{ID: id, Verify: true})
+				return r.tpl.Run(ctx, "tpl", CloneOptions{Firecracker: r.fc, ID: id, Verify: true})
 			}, "v")
 			restore := measure(func(id string) (sandbox.Info, error) {
-				return r.rt.Restore(ctx, snapDir, sandbox.RestoreOptions{ID: id})
+				return r.rt.Restore(ctx, snapDir, sandbox.RestoreOptions{ID: id, Firecracker: r.fc})
 			}, "r")
 			t.Logf("median of %d, one at a time: clone %v, clone with Verify %v, plain restore %v", n, clone, verified, restore)
 		})
+	}
+}
+
+// D1: a template manifest names the executable it was made with; a clone
+// runs the caller's (here the default, $KINDLING_FIRECRACKER), never the
+// manifest's.
+func TestD1TemplateCannotChooseExecutable(t *testing.T) {
+	r, fc := newRuntime(t, false)
+	t.Cleanup(func() { assertTemplatesEmpty(t, r) })
+	ctx := context.Background()
+	templateSource(t, r, fc, "src")
+	defer removeAll(t, r, "src")
+	tpl, err := r.tpl.Create(ctx, "tpl", "src", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.tpl.Remove(ctx, "tpl", false)
+	dir := t.TempDir()
+	marker := filepath.Join(dir, "ran")
+	script := filepath.Join(dir, "firecracker")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho ran > "+marker+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(tpl.Dir, templateManifestName)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(string(b), `"firecracker_path": "`+fc+`"`, `"firecracker_path": "`+script+`"`, 1)
+	if edited == string(b) {
+		t.Fatalf("manifest names no firecracker_path %s:\n%s", fc, b)
+	}
+	b = []byte(edited)
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(sandbox.EnvFirecracker, fc)
+	in, err := r.tpl.Run(ctx, "tpl", CloneOptions{ID: "clone"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer removeAll(t, r, in.ID)
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("the executable the template manifest named was run")
+	}
+	if in.Spec.Firecracker != fc {
+		t.Errorf("clone runs %s, want the configured %s", in.Spec.Firecracker, fc)
+	}
+}
+
+// D2: a template store another user owns is neither written nor read.
+func TestD2TemplateStoreOfAnotherUserRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: it makes a directory owned by uid 65534")
+	}
+	r, fc := newRuntime(t, false)
+	ctx := context.Background()
+	templateSource(t, r, fc, "src")
+	defer removeAll(t, r, "src")
+	tdir := filepath.Join(r.Root(), templatesDir)
+	if err := os.Mkdir(tdir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(tdir)
+	if err := os.Chown(tdir, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.tpl.Create(ctx, "tpl", "src", Options{}); !errors.Is(err, store.ErrNotPrivate) || !strings.Contains(err.Error(), "chown") {
+		t.Fatalf("create in another user's template store: %v, want a refusal naming the fix", err)
+	}
+	if _, err := r.tpl.Run(ctx, "tpl", CloneOptions{Firecracker: fc, ID: "clone"}); !errors.Is(err, store.ErrNotPrivate) {
+		t.Fatalf("clone from another user's template store: %v", err)
+	}
+}
+
+// D13: a template manifest naming a file outside its directory is refused.
+func TestD13TemplateFileOutsideRefused(t *testing.T) {
+	r, fc := newRuntime(t, false)
+	t.Cleanup(func() { assertTemplatesEmpty(t, r) })
+	ctx := context.Background()
+	templateSource(t, r, fc, "src")
+	defer removeAll(t, r, "src")
+	tpl, err := r.tpl.Create(ctx, "tpl", "src", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.tpl.Remove(ctx, "tpl", false)
+	path := filepath.Join(tpl.Dir, templateManifestName)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(string(b), `"name": "`+vmm.SnapshotStateFile+`"`, `"name": "../../../../etc/shadow"`, 1)
+	if edited == string(b) {
+		t.Fatalf("manifest names no %s:\n%s", vmm.SnapshotStateFile, b)
+	}
+	if err := os.WriteFile(path, []byte(edited), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.tpl.Verify(ctx, "tpl"); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "outside") {
+		t.Fatalf("verify: %v, want the manifest refused as corrupt", err)
 	}
 }

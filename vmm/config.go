@@ -1,6 +1,7 @@
 package vmm
 
 import (
+	"encoding/json"
 	"io"
 	"time"
 )
@@ -68,6 +69,9 @@ type Config struct {
 	Balloon *Balloon `json:"balloon,omitempty"`
 	// MemoryHotplug, when non-nil, adds a virtio-mem device (Firecracker ≥ 1.14).
 	MemoryHotplug *MemoryHotplug `json:"memory_hotplug,omitempty"`
+	// MMDS, when non-nil, gives the guest Firecracker's microVM metadata
+	// service (at 169.254.169.254) through network interfaces.
+	MMDS *MMDS `json:"mmds,omitempty"`
 
 	// LogLevel is Firecracker's log level: Error, Warning, Info (default), Debug, Trace, Off.
 	LogLevel string `json:"log_level,omitempty"`
@@ -92,6 +96,19 @@ type Config struct {
 	// /run/netns/NAME) that Firecracker runs in; its taps must be there.
 	// Under the jailer use JailerConfig.NetNS instead.
 	NetNS string `json:"netns,omitempty"`
+}
+
+// MMDS is the microVM metadata service: a JSON document the guest reads
+// over HTTP through the network interfaces named.
+type MMDS struct {
+	// Version is the protocol, "V1" or "V2" (default V2, which asks the
+	// guest for a session token).
+	Version string `json:"version,omitempty"`
+	// Interfaces are the IDs of the NetworkInterfaces that reach it;
+	// empty for all of them.
+	Interfaces []string `json:"interfaces,omitempty"`
+	// Data is the document, a JSON object; empty for none yet.
+	Data json.RawMessage `json:"data,omitempty"`
 }
 
 // Drive is a virtio-block device.

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"syscall"
+
+	kunix "github.com/kindling-vm/kindling/internal/unix"
 )
 
 // Names of the files Firecracker uses inside the jail, seen from the jail's
@@ -146,9 +148,10 @@ func jailerArgs(c *Config, l jailLayout) []string {
 // that removes the whole <ChrootBase>/<exec>/<ID> tree (and the VMM's cgroup
 // v2 directory, once empty), which the jailer never does.
 //
-// Files are hard-linked into the jail; a hard link shares the file, so the
-// originals change owner too. Across filesystems read-only files are copied;
-// a writable drive is refused, since a copy would not receive the guest's
+// The caller's files never change owner (see stageFile): those the jail's
+// user can already use are hard-linked, other read-only ones copied, other
+// writable ones refused. Across filesystems read-only files are copied; a
+// writable drive is refused, since a copy would not receive the guest's
 // writes: put ChrootBase on the drive's filesystem.
 //
 // On error stageJail removes what it created.
@@ -217,13 +220,29 @@ func stageJail(c *Config, l jailLayout) (jailed Config, cleanup func() error, er
 }
 
 // stageFile puts the host file src at name (an absolute in-jail path) in the
-// jail, owned by uid:gid, and returns name. It hard-links; across
-// filesystems it copies, unless writable, when a copy would lose the guest's
-// writes. The machine uses it also for drives attached after boot.
+// jail, for the jail's uid:gid, and returns name. The caller's file never
+// changes owner or mode. When the jail's user can already use it (read it,
+// and write it when writable: uid 0, its owner, its group or others by the
+// file's mode) it is hard-linked. Otherwise a read-only file is copied
+// (reflinked where the filesystem can) and the copy given to uid:gid; a
+// writable one is refused with the fix, since a copy would not receive the
+// guest's writes and changing its owner would take it from its user. Across
+// filesystems a read-only file is copied and a writable one refused. The
+// machine uses it also for drives attached after boot.
 func (l jailLayout) stageFile(src, name string, uid, gid int, writable bool) (string, error) {
 	dst := filepath.Join(l.ChrootDir, name)
-	err := os.Link(src, dst)
-	if err != nil && errors.Is(err, syscall.EXDEV) {
+	fi, err := os.Stat(src)
+	if err != nil {
+		return "", fmt.Errorf("stage %q in jail: %w", src, err)
+	}
+	if canUse(fi, uid, gid, writable) {
+		err := os.Link(src, dst)
+		if err == nil {
+			return name, nil
+		}
+		if !errors.Is(err, syscall.EXDEV) {
+			return "", fmt.Errorf("stage %q in jail: %w", src, err)
+		}
 		if writable {
 			return "", fmt.Errorf("stage %q in jail: %w", src, &ConfigError{
 				Field:   "jailer.chroot_base",
@@ -232,15 +251,46 @@ func (l jailLayout) stageFile(src, name string, uid, gid int, writable bool) (st
 				Fix:     "put the chroot base on the drive's filesystem",
 			})
 		}
-		err = copyFile(src, dst)
+	} else if writable {
+		return "", fmt.Errorf("stage %q in jail: %w", src, &ConfigError{
+			Field: "jailer.uid", Value: strconv.Itoa(uid),
+			Problem: fmt.Sprintf("the writable file %q cannot be written by the jail's uid %d (gid %d)", src, uid, gid),
+			Fix:     fmt.Sprintf("give that user access to it yourself (chown %d:%d, or an ACL); kindling never changes the owner of your files", uid, gid),
+		})
 	}
-	if err != nil {
+	if err := copyFile(src, dst); err != nil {
 		return "", fmt.Errorf("stage %q in jail: %w", src, err)
 	}
 	if err := os.Chown(dst, uid, gid); err != nil {
 		return "", fmt.Errorf("stage %q in jail: %w", src, err)
 	}
 	return name, nil
+}
+
+// canUse reports whether uid:gid may read the file fi (and write it, with
+// writable) by its owner, group and mode. Supplementary groups and ACLs are
+// not considered: a file they would open is copied (or, writable, refused)
+// rather than guessed at.
+func canUse(fi os.FileInfo, uid, gid int, writable bool) bool {
+	if uid == 0 {
+		return true
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return false
+	}
+	need := os.FileMode(0o4)
+	if writable {
+		need |= 0o2
+	}
+	perm := fi.Mode().Perm()
+	switch {
+	case int(st.Uid) == uid:
+		return perm>>6&need == need
+	case int(st.Gid) == gid:
+		return perm>>3&need == need
+	}
+	return perm&need == need
 }
 
 // createFile creates the empty file name (an in-jail path) in the jail,
@@ -261,7 +311,8 @@ func (l jailLayout) createFile(name string, uid, gid int) (string, error) {
 }
 
 // copyFile copies the regular file src to the new file dst, keeping its
-// permission bits.
+// permission bits: a reflink where the filesystem shares blocks (FICLONE),
+// else a copy.
 func copyFile(src, dst string) (err error) {
 	in, err := os.Open(src)
 	if err != nil {
@@ -280,7 +331,13 @@ func copyFile(src, dst string) (err error) {
 		if cerr := out.Close(); err == nil {
 			err = cerr
 		}
+		if err != nil {
+			os.Remove(dst)
+		}
 	}()
+	if kunix.CloneFile(out, in) == nil {
+		return nil
+	}
 	_, err = io.Copy(out, in)
 	return err
 }

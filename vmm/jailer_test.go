@@ -2,9 +2,11 @@ package vmm
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -92,6 +94,15 @@ func jailFixture(t *testing.T) (*fixture, Config, jailLayout) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	// The writable drive's user gives the jail's user access to it, as
+	// kindling never does (it changes no owner of a file it is given).
+	for _, d := range c.Drives {
+		if !d.ReadOnly {
+			if err := os.Chown(d.Path, c.Jailer.UID, c.Jailer.GID); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	return f, c, newJailLayout(&c)
 }
 
@@ -126,9 +137,8 @@ func TestStageJail(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			st := fi.Sys().(*syscall.Stat_t)
-			if int(st.Uid) != c.Jailer.UID || int(st.Gid) != c.Jailer.GID {
-				t.Errorf("owned by %d:%d, want %d:%d", st.Uid, st.Gid, c.Jailer.UID, c.Jailer.GID)
+			if !canUse(fi, c.Jailer.UID, c.Jailer.GID, false) {
+				t.Errorf("mode %v owner %v: the jail's user %d cannot read it", fi.Mode(), fi.Sys().(*syscall.Stat_t).Uid, c.Jailer.UID)
 			}
 			if p.sameAsOrigin != "" {
 				orig, err := os.Stat(p.sameAsOrigin)
@@ -233,6 +243,79 @@ func TestStageJailAcrossFilesystems(t *testing.T) {
 		got, err := os.ReadFile(filepath.Join(l.ChrootDir, jailed.Kernel))
 		if want, _ := os.ReadFile(c.Kernel); err != nil || string(got) != string(want) {
 			t.Fatalf("copied kernel: %q, %v", got, err)
+		}
+	})
+}
+
+// TestD4StageJailNeverChownsUserFiles: staging a jail for an unprivileged
+// uid never changes the owner or mode of the caller's files: a read-only
+// file the jail's user cannot read is copied (and the copy given to it), a
+// writable one is refused with the fix; the originals are as they were
+// after the jail is removed.
+func TestD4StageJailNeverChownsUserFiles(t *testing.T) {
+	_, c, l := jailFixture(t)
+	private := func(p string) {
+		t.Helper()
+		if err := os.Chown(p, 0, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ownerOf := func(p string) string {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		return fmt.Sprintf("%d:%d %v", st.Uid, st.Gid, fi.Mode().Perm())
+	}
+	private(c.Kernel)
+	wantKernel := ownerOf(c.Kernel)
+
+	t.Run("writable drive refused", func(t *testing.T) {
+		private(c.Drives[1].Path)
+		before := ownerOf(c.Drives[1].Path)
+		_, cleanup, err := stageJail(&c, l)
+		if err == nil {
+			_ = cleanup()
+			t.Fatal("stageJail took a writable drive its uid cannot write")
+		}
+		var ce *ConfigError
+		if !errors.As(err, &ce) || ce.Field != "jailer.uid" || !strings.Contains(err.Error(), "never changes the owner") {
+			t.Errorf("stageJail: %v, want a *ConfigError for jailer.uid naming the fix", err)
+		}
+		if got := ownerOf(c.Drives[1].Path); got != before {
+			t.Errorf("the refused drive is now %s, was %s", got, before)
+		}
+		if _, err := os.Stat(l.InstanceDir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("after a failed stageJail, %s: %v, want it gone", l.InstanceDir, err)
+		}
+	})
+	t.Run("read-only copied", func(t *testing.T) {
+		c := c
+		c.Drives = []Drive{c.Drives[0]} // read-only
+		jailed, cleanup, err := stageJail(&c, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in, err := os.Stat(filepath.Join(l.ChrootDir, jailed.Kernel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		orig, _ := os.Stat(c.Kernel)
+		if os.SameFile(in, orig) {
+			t.Error("a kernel the jail's user cannot read was hard-linked, not copied")
+		}
+		if st := in.Sys().(*syscall.Stat_t); int(st.Uid) != c.Jailer.UID {
+			t.Errorf("the kernel's copy is owned by %d, want the jail's %d", st.Uid, c.Jailer.UID)
+		}
+		if err := cleanup(); err != nil {
+			t.Fatal(err)
+		}
+		if got := ownerOf(c.Kernel); got != wantKernel {
+			t.Errorf("the caller's kernel is now %s, was %s", got, wantKernel)
 		}
 	})
 }

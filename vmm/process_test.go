@@ -191,6 +191,10 @@ func TestJailer(t *testing.T) {
 			if _, err := os.Stat(st.JailDir); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("jail %s left behind: %v", st.JailDir, err)
 			}
+			// The log outlives the jail, at the Config's LogPath.
+			if b, err := os.ReadFile(filepath.Join(run, "firecracker.log")); err != nil || !strings.Contains(string(b), "Running Firecracker") {
+				t.Errorf("the jailed VMM's log was not kept in RunDir: %v, %q", err, b)
+			}
 		})
 	}
 }

@@ -451,7 +451,10 @@ func restoreConfig(rc RestoreConfig) (Config, error) {
 	cfg.Firecracker, cfg.ID, cfg.RunDir, cfg.SocketPath = p.Firecracker, p.ID, p.RunDir, p.SocketPath
 	cfg.LogPath, cfg.LogLevel, cfg.MetricsPath = p.LogPath, p.LogLevel, p.MetricsPath
 	cfg.ConsolePath, cfg.Console, cfg.WaitConsole, cfg.Env = p.ConsolePath, p.Console, p.WaitConsole, p.Env
-	cfg.Jailer = p.Jailer
+	// Nothing in a snapshot chooses a program, a jail or a namespace: the
+	// executable, the jailer (its uid, gid and chroot base) and the network
+	// namespace are the caller's, whatever the snapshot's Config says.
+	cfg.Jailer, cfg.NetNS = p.Jailer, p.NetNS
 	cfg.Placeholders = len(snap.Pool)
 	if cfg.Vsock != nil && p.Vsock != nil && p.Vsock.Path != "" && p.Vsock.Path != cfg.Vsock.Path {
 		// The caller's socket, which the restore asks for as an override

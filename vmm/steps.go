@@ -61,6 +61,7 @@ func (m *Machine) bootSteps() []step {
 		{name: "drives", fn: m.stepDrives},
 		{name: "placeholder-pool", fn: m.stepPlaceholderPool},
 		{name: "network", fn: m.stepNetwork},
+		{name: "mmds", fn: m.stepMMDS},
 		{name: "vsock", fn: m.stepVsock},
 		{name: "entropy", fn: m.stepEntropy},
 		{name: "balloon", fn: m.stepBalloon},
@@ -216,6 +217,30 @@ func (m *Machine) stepNetwork(ctx context.Context, c *fcapi.Client) error {
 		}
 	}
 	return nil
+}
+
+func (m *Machine) stepMMDS(ctx context.Context, c *fcapi.Client) error {
+	mm := m.cfg.MMDS
+	if mm == nil {
+		return nil
+	}
+	ifaces := mm.Interfaces
+	if len(ifaces) == 0 {
+		for _, n := range m.cfg.NetworkInterfaces {
+			ifaces = append(ifaces, n.ID)
+		}
+	}
+	version := fcapi.MMDSVersion(mm.Version)
+	if version == "" {
+		version = fcapi.MMDSv2
+	}
+	if err := c.PutMMDSConfig(ctx, fcapi.MMDSConfig{Version: version, NetworkInterfaces: ifaces}); err != nil {
+		return err
+	}
+	if len(mm.Data) == 0 {
+		return nil
+	}
+	return c.PutMMDS(ctx, mm.Data)
 }
 
 func (m *Machine) stepVsock(ctx context.Context, c *fcapi.Client) error {

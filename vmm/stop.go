@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
@@ -176,11 +177,36 @@ func (m *Machine) tidy() {
 		_ = removeIfExists(v)
 	}
 	if m.jail != nil && m.jail.remove != nil {
+		// The log is the caller's to read after the VMM ends, but under
+		// the jailer it lives in the jail: keep a copy at Config.LogPath.
+		if dst := m.cfg.LogPath; dst != "" && dst != m.jail.layout.LogPathHost {
+			if err := copyLogFile(m.jail.layout.LogPathHost, dst); err != nil {
+				m.logger.Debug("keep the jailed log", "err", err)
+			}
+		}
 		if err := m.jail.remove(); err != nil {
 			m.logger.Debug("remove jail", "err", err)
 		}
 		m.jail.remove = nil
 	}
+}
+
+// copyLogFile copies the file src to dst (created or replaced, mode 0600).
+func copyLogFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 // Release lets go of the VMM without stopping it: for a Machine from Attach

@@ -3,16 +3,20 @@ package vmm
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/kindling-vm/kindling/fcapi"
 )
 
 // Defaults applied by withDefaults and limits enforced by Validate.
@@ -192,6 +196,7 @@ func (v *validator) config(c *Config) {
 	v.machine(c)
 	v.drives(c)
 	v.network(c.NetworkInterfaces)
+	v.mmds(c)
 	v.vsock(c)
 	if c.Entropy != nil {
 		v.rateLimiter("entropy.rate_limiter", c.Entropy.RateLimiter)
@@ -329,6 +334,32 @@ func (v *validator) network(ifaces []NetworkInterface) {
 		}
 		v.rateLimiter(f+".rx_rate_limiter", n.RxRateLimiter)
 		v.rateLimiter(f+".tx_rate_limiter", n.TxRateLimiter)
+	}
+}
+
+// mmds checks the metadata service: a known version, interfaces that
+// exist (at least one), and a document that is a JSON object.
+func (v *validator) mmds(c *Config) {
+	mm := c.MMDS
+	if mm == nil {
+		return
+	}
+	if mm.Version != "" && mm.Version != string(fcapi.MMDSv1) && mm.Version != string(fcapi.MMDSv2) {
+		v.add("mmds.version", strconv.Quote(mm.Version), "unknown version", "use V1 or V2, or leave it empty for V2")
+	}
+	if len(c.NetworkInterfaces) == 0 {
+		v.add("mmds", "", "needs a network interface to be reached through", "add a network interface")
+	}
+	for i, id := range mm.Interfaces {
+		if !slices.ContainsFunc(c.NetworkInterfaces, func(n NetworkInterface) bool { return n.ID == id }) {
+			v.add(fmt.Sprintf("mmds.interfaces[%d]", i), strconv.Quote(id), "no such network interface", "")
+		}
+	}
+	if len(mm.Data) > 0 {
+		var obj map[string]json.RawMessage
+		if err := json.Unmarshal(mm.Data, &obj); err != nil || obj == nil {
+			v.add("mmds.data", "", "not a JSON object", `give an object such as {"latest": {"meta-data": {}}}`)
+		}
 	}
 }
 

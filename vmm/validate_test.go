@@ -154,6 +154,8 @@ func TestValidateValid(t *testing.T) {
 		{"balloon default memory", func(c *Config) { c.MemoryMiB, c.Balloon.AmountMiB = 0, 128 }},
 		{"bucket empty", func(c *Config) { c.Entropy.RateLimiter.Bandwidth = &TokenBucket{} }},
 		{"pool ID-like but not reserved", func(c *Config) { c.Drives[1].ID = "pool" }},
+		{"mmds", func(c *Config) { c.MMDS = &MMDS{Data: []byte(`{"latest":{"meta-data":{"id":"a"}}}`)} }},
+		{"mmds v1 on one interface", func(c *Config) { c.MMDS = &MMDS{Version: "V1", Interfaces: []string{"eth0"}} }},
 		{"jailer", func(c *Config) { c.Jailer = f.jailerConfig() }},
 		{"jailer defaults", func(c *Config) {
 			c.Jailer = &JailerConfig{Path: f.jailer}
@@ -210,6 +212,11 @@ func TestValidateInvalid(t *testing.T) {
 		{"memory negative", func(c *Config) { c.MemoryMiB = -1 }, []string{"memory_mib", "balloon.amount_mib"}},
 		{"memory over", func(c *Config) { c.MemoryMiB = 1<<20 + 1 }, []string{"memory_mib"}},
 		{"cpu template unknown", func(c *Config) { c.CPUTemplate = "t2" }, []string{"cpu_template"}},
+		{"mmds version unknown", func(c *Config) { c.MMDS = &MMDS{Version: "V3"} }, []string{"mmds.version"}},
+		{"mmds without interfaces", func(c *Config) { c.NetworkInterfaces, c.MMDS = nil, &MMDS{} }, []string{"mmds"}},
+		{"mmds unknown interface", func(c *Config) { c.MMDS = &MMDS{Interfaces: []string{"eth9"}} }, []string{"mmds.interfaces[0]"}},
+		{"mmds data not an object", func(c *Config) { c.MMDS = &MMDS{Data: []byte(`[1, 2]`)} }, []string{"mmds.data"}},
+		{"mmds data not JSON", func(c *Config) { c.MMDS = &MMDS{Data: []byte(`{`)} }, []string{"mmds.data"}},
 		{"placeholders negative", func(c *Config) { c.Placeholders = -1 }, []string{"placeholders"}},
 		{"placeholders over", func(c *Config) { c.Placeholders = 33 }, []string{"placeholders", "devices"}},
 		{"too many devices", func(c *Config) { c.Placeholders = 13 }, []string{"devices"}},

@@ -326,7 +326,7 @@ func scenarios(conc []int) []scenario {
 				}, func() { os.RemoveAll(src) }, nil
 			},
 			pathRuntime: sandboxRestore(func(ctx context.Context, e *env, src, id string) error {
-				_, err := e.rt.Restore(ctx, src, sandbox.RestoreOptions{ID: id})
+				_, err := e.rt.Restore(ctx, src, sandbox.RestoreOptions{ID: id, Firecracker: e.fc})
 				return err
 			}),
 			pathCLI: sandboxRestore(func(ctx context.Context, e *env, src, id string) error {

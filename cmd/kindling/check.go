@@ -120,16 +120,8 @@ func (a *app) preflightHost(firecracker string) *preflight.Host {
 // preflight makes the blocking host checks before a sandbox is started
 // with the firecracker executable given (PATH or "").
 func (a *app) preflight(ctx context.Context, firecracker string) error {
-	return a.preflightHost(firecracker).Preflight(ctx)
-}
-
-// preflightSandbox makes the blocking host checks before the created
-// sandbox id is started, with the Firecracker it was created with. A
-// sandbox that cannot be read is left to the runtime to report.
-func (a *app) preflightSandbox(ctx context.Context, rt *sandbox.Runtime, id string) error {
-	in, err := rt.Inspect(ctx, id)
-	if err != nil {
-		return nil
+	if a.host != "" {
+		return nil // the server's host is checked by the server's runtime
 	}
-	return a.preflight(ctx, in.Spec.Firecracker)
+	return a.preflightHost(firecracker).Preflight(ctx)
 }

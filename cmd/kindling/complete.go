@@ -31,7 +31,6 @@ var completedArgs = map[string]argKind{
 	"kindling pause":            sandboxFirst,
 	"kindling resume":           sandboxFirst,
 	"kindling logs":             sandboxFirst,
-	"kindling console":          sandboxFirst,
 	"kindling threads":          sandboxFirst,
 	"kindling drive add":        sandboxFirst,
 	"kindling drive rm":         sandboxFirst,

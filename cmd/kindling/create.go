@@ -40,7 +40,7 @@ func newCreateCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rt, err := a.runtime()
+			rt, err := a.controller()
 			if err != nil {
 				return err
 			}
@@ -49,7 +49,7 @@ func newCreateCommand(a *app) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return writeJSON(a.stdout, info)
+				return writeJSON(a.stdout, sandboxView(info))
 			}
 			fmt.Fprintln(a.stdout, info.ID)
 			return nil

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/kindling-vm/kindling/sandbox"
+	"github.com/kindling-vm/kindling/vmm"
 )
 
 const driveLong = `Hot-plug drives into a running sandbox, and take them out again.
@@ -55,13 +58,13 @@ func newDriveAddCommand(a *app) *cobra.Command {
 			if err != nil {
 				return &usageError{cmd: cmd.CommandPath(), err: err}
 			}
-			rt, err := a.runtime()
+			rt, id, err := a.hotplugID(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			slot, err := rt.AttachDrive(cmd.Context(), args[0], d)
+			slot, err := rt.AttachDrive(cmd.Context(), id, d)
 			if err != nil {
-				return err
+				return slotAccessError(id, args[1], err)
 			}
 			if asJSON {
 				return writeJSON(a.stdout, struct {
@@ -85,11 +88,41 @@ func newDriveRmCommand(a *app) *cobra.Command {
 		Example: "  kindling drive rm web pool0",
 		Args:    exactArgs("ID", "SLOT"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rt, err := a.runtime()
+			rt, id, err := a.hotplugID(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			return rt.DetachDrive(cmd.Context(), args[0], args[1])
+			if err := rt.DetachDrive(cmd.Context(), id, args[1]); err != nil {
+				return err
+			}
+			fmt.Fprintln(a.stdout, args[1])
+			return nil
 		},
 	}
 }
+
+// slotAccessError rewrites the driver's error for a drive whose access
+// (read-only or read-write) no free slot has, whose fix speaks to Go
+// callers, into the command line's fix; other errors pass unchanged.
+func slotAccessError(id, arg string, err error) error {
+	var ce *vmm.ConfigError
+	if !errors.As(err, &ce) || ce.Field != "drive.read_only" {
+		return err
+	}
+	fix := fmt.Sprintf("give %s:ro, or create the sandbox with --hotplug-writable", strings.TrimSuffix(arg, ":rw"))
+	if strings.Contains(ce.Problem, "are writable") {
+		fix = fmt.Sprintf("give %s without :ro: the sandbox was created with --hotplug-writable", strings.TrimSuffix(arg, ":ro"))
+	}
+	return &rewordedError{msg: fmt.Sprintf("drive add %s: sandbox %q: %s: %s", arg, id, ce.Problem, fix), err: err}
+}
+
+// rewordedError says err in the command line's words; it still matches
+// what err matches.
+type rewordedError struct {
+	msg string
+	err error
+}
+
+func (r *rewordedError) Error() string { return r.msg }
+
+func (r *rewordedError) Unwrap() error { return r.err }

@@ -59,7 +59,7 @@ func notFoundHint(path string, c *cobra.Command) string {
 			return fmt.Sprintf("see 'kindling inspect %s'", args[0])
 		}
 	}
-	return "see 'kindling ps'"
+	return "see 'kindling ps -a'"
 }
 
 func existsHint(path string, c *cobra.Command) string {

@@ -19,7 +19,7 @@ func TestExplain(t *testing.T) {
 		err  error
 		want string
 	}{
-		{[]string{"inspect", "web"}, fmt.Errorf("sandbox %q: %w", "web", sandbox.ErrNotFound), `sandbox "web": not found: see 'kindling ps'`},
+		{[]string{"inspect", "web"}, fmt.Errorf("sandbox %q: %w", "web", sandbox.ErrNotFound), `sandbox "web": not found: see 'kindling ps -a'`},
 		{[]string{"rm", "web"}, fmt.Errorf("remove: %w", sandbox.ErrInvalidState), `remove: invalid state: stop it first, or use --force`},
 		{[]string{"run", "--name", "web"}, fmt.Errorf("sandbox %q: %w", "web", sandbox.ErrExists), `sandbox "web": already exists: pick another --name or remove it with 'kindling rm web'`},
 		{[]string{"template", "rm", "base"}, fmt.Errorf("template: %w", template.ErrNotFound), `template: not found: see 'kindling template ls'`},

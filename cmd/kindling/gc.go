@@ -2,29 +2,42 @@ package main
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/kindling-vm/kindling/sandbox"
 )
 
 const gcLong = `Remove every sandbox whose VMM is gone (exited, crashed, or left behind by a
 create that never finished) and release what it held: taps, sockets and
 files. Sandboxes that were created but never started are kept. Prints the
-IDs it removed, one a line.`
+IDs it removed, one a line.
+
+gc never ends a running VM on its own. A sandbox whose state file is missing,
+corrupt or from a newer kindling, or whose monitor is gone, while its VM
+still runs, is reported on stderr and left alone; --kill-orphans kills such
+VMs and removes their sandboxes.`
 
 func newGCCommand(a *app) *cobra.Command {
-	var asJSON bool
+	var (
+		asJSON      bool
+		killOrphans bool
+	)
 	cmd := &cobra.Command{
 		Use:     "gc [flags]",
 		Short:   "Remove exited sandboxes and what they left behind",
 		Long:    gcLong,
-		Example: "  kindling gc\n  kindling gc --json",
+		Example: "  kindling gc\n  kindling gc --json\n  kindling gc --kill-orphans",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			rt, err := a.runtime()
 			if err != nil {
 				return err
 			}
-			removed, gcErr := rt.GC(cmd.Context())
+			rep, gcErr := rt.Collect(cmd.Context(), sandbox.GCOptions{KillOrphans: killOrphans})
+			removed := rep.Removed
 			if removed == nil {
 				removed = []string{}
 			}
@@ -37,9 +50,29 @@ func newGCCommand(a *app) *cobra.Command {
 					fmt.Fprintln(a.stdout, id)
 				}
 			}
+			for _, o := range rep.Orphans {
+				fmt.Fprintln(a.stderr, orphanLine(o))
+			}
+			for _, k := range rep.Kept {
+				fmt.Fprintf(a.stderr, "kindling: gc: kept sandbox %s: %s: use the kindling that wrote it, or 'kindling rm -f %s'\n", k.ID, k.Reason, k.ID)
+			}
 			return gcErr
 		},
 	}
+	cmd.Flags().BoolVar(&killOrphans, "kill-orphans", false, "kill the VMs of sandboxes that can no longer be managed, and remove those sandboxes")
 	addJSONFlag(cmd, &asJSON)
 	return cmd
+}
+
+// orphanLine tells what gc found running for a sandbox it could not simply
+// collect.
+func orphanLine(o sandbox.Orphan) string {
+	pids := make([]string, len(o.PIDs))
+	for i, p := range o.PIDs {
+		pids[i] = strconv.Itoa(p)
+	}
+	if o.Killed {
+		return fmt.Sprintf("kindling: gc: killed pid %s of sandbox %s (%s) and removed it", strings.Join(pids, ", "), o.ID, o.Reason)
+	}
+	return fmt.Sprintf("kindling: gc: left sandbox %s: %s, and pid %s still runs: 'kindling stop %s' or 'kindling gc --kill-orphans' ends it", o.ID, o.Reason, strings.Join(pids, ", "), o.ID)
 }

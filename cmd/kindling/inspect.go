@@ -29,13 +29,18 @@ func newInspectCommand(a *app) *cobra.Command {
 		Example: inspectExample,
 		Args:    someArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rt, err := a.runtime()
+			rt, err := a.controller()
 			if err != nil {
 				return err
 			}
 			infos := []sandbox.Info{}
 			var errs []error
-			for _, id := range args {
+			for _, arg := range args {
+				id, err := resolveID(cmd.Context(), rt, arg)
+				if err != nil {
+					errs = append(errs, err)
+					continue
+				}
 				in, err := rt.Inspect(cmd.Context(), id)
 				if err != nil {
 					errs = append(errs, err)
@@ -44,7 +49,7 @@ func newInspectCommand(a *app) *cobra.Command {
 				infos = append(infos, in)
 			}
 			if len(infos) > 0 || len(errs) == 0 {
-				if err := writeJSON(a.stdout, infos); err != nil {
+				if err := writeJSON(a.stdout, sandboxViews(infos)); err != nil {
 					return err
 				}
 			}

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"syscall"
 
+	kunix "github.com/kindling-vm/kindling/internal/unix"
 	"github.com/kindling-vm/kindling/sandbox"
 )
 
@@ -27,6 +28,10 @@ func main() {
 // mainExitCode runs the command line of this process and returns its exit
 // status. Interrupts (Ctrl-C) and SIGTERM cancel the command's context.
 func mainExitCode() int {
+	// Descriptors inherited from whoever started kindling must not reach
+	// the monitor and Firecracker: a caller waiting on a pipe would wait
+	// for the sandbox's whole life (D7).
+	_ = kunix.MarkInheritedCloseOnExec() // best effort: nothing else to do without it
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return exitCode(run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr)

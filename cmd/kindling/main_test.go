@@ -62,7 +62,7 @@ func TestVMMExit(t *testing.T) {
 	}{
 		{"removed by its monitor", nil, false, 0, ""},
 		{"clean power-off", &sandbox.Exit{Code: 0}, true, 0, ""},
-		{"exit status", &sandbox.Exit{Code: 3}, true, 3, "sandbox web: firecracker exited with status 3: see 'kindling logs web'"},
+		{"exit status", &sandbox.Exit{Code: 3}, true, 3, "sandbox web: firecracker exited with status 3: see 'kindling logs --vmm web'"},
 		{"exit status, removed", &sandbox.Exit{Code: 3}, false, 3, "sandbox web: firecracker exited with status 3"},
 		{"out of range status", &sandbox.Exit{Code: -1}, false, 1, "sandbox web: firecracker exited with status -1"},
 		{"signal by Go name", &sandbox.Exit{Code: -1, Signal: "killed"}, false, 137, "sandbox web: firecracker was killed by killed"},

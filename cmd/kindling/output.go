@@ -54,7 +54,7 @@ func (f *listFlags) register(cmd *cobra.Command, quietUsage string) {
 // check refuses -q with --json.
 func (f listFlags) check(cmd *cobra.Command) error {
 	if f.quiet && f.asJSON {
-		return usageErrorf(cmd.CommandPath(), "-q and --json do not go together: pick one")
+		return usageErrorf(cmd.CommandPath(), "-q and --json (or --format) do not go together: pick one")
 	}
 	return nil
 }
@@ -74,9 +74,12 @@ func writeList[T any](w io.Writer, f listFlags, list []T, key func(T) string, ta
 	return table()
 }
 
-// addJSONFlag adds --json to cmd.
+// addJSONFlag adds --json to cmd, and --format, a template over that JSON.
 func addJSONFlag(cmd *cobra.Command, p *bool) {
-	cmd.Flags().BoolVar(p, "json", false, "print JSON instead of text")
+	cmd.Flags().BoolVar(p, "json", false, "print JSON instead of text (shapes in docs/cli.md)")
+	if cmd.Flags().Lookup("format") == nil {
+		addFormatFlag(cmd, p)
+	}
 }
 
 // ago renders how long ago t was, coarsely: "12s ago", "3m ago", "5h ago",

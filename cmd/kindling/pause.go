@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+
 	"github.com/spf13/cobra"
 )
 
@@ -15,11 +17,15 @@ func newPauseCommand(a *app) *cobra.Command {
 		Example: "  kindling pause web",
 		Args:    exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rt, err := a.runtime()
+			rt, id, err := a.sandboxID(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			return rt.Pause(cmd.Context(), args[0])
+			if err := rt.Pause(cmd.Context(), id); err != nil {
+				return err
+			}
+			fmt.Fprintln(a.stdout, id)
+			return nil
 		},
 	}
 }

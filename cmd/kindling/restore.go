@@ -14,7 +14,9 @@ const restoreLong = `Create a new sandbox from a snapshot written by 'kindling s
 start it where the snapshot was taken.
 
 The drives of the snapshotted sandbox must be at the same host paths, and
-the same Firecracker release must be used. --net gives the new sandbox its
+the same Firecracker release must be used. The executable is yours to
+choose (--firecracker, else as for 'kindling run'): a snapshot only names
+the release it needs, never a program. --net gives the new sandbox its
 own network interfaces (auto creates new taps), as many as the snapshot has
 and in the same order; without --net the new sandbox gets taps like the
 snapshotted one's (new ones where kindling created them).
@@ -35,6 +37,8 @@ func newRestoreCommand(a *app) *cobra.Command {
 		rm      bool
 		asJSON  bool
 		timeout time.Duration
+		fc      string
+		jailer  string
 	)
 	cmd := &cobra.Command{
 		Use:     "restore [flags] DIR",
@@ -49,14 +53,17 @@ func newRestoreCommand(a *app) *cobra.Command {
 			if asJSON && !detach {
 				return usageErrorf(cmd.CommandPath(), "--json needs --detach (in the foreground restore prints the console)")
 			}
-			rt, err := a.runtime()
+			if cmd.Flags().Changed("name") && name == "" {
+				return usageErrorf(cmd.CommandPath(), "--name is empty: give an ID, or leave out --name for a random one")
+			}
+			rt, err := a.controller()
 			if err != nil {
 				return err
 			}
-			if err := a.preflight(cmd.Context(), ""); err != nil {
+			if err := a.preflight(cmd.Context(), fc); err != nil {
 				return err
 			}
-			opts := sandbox.RestoreOptions{ID: name, Net: nets.ns, AutoRemove: rm && detach, Labels: labels.m}
+			opts := sandbox.RestoreOptions{ID: name, Net: nets.ns, AutoRemove: rm && detach, Labels: labels.m, Firecracker: fc, Jailer: jailer}
 			ctx := cmd.Context()
 			sctx := ctx
 			if timeout > 0 {
@@ -78,9 +85,12 @@ func newRestoreCommand(a *app) *cobra.Command {
 	f.StringVar(&name, "name", "", "ID of the new sandbox `ID` (default: random)")
 	f.Var(&nets, "net", "network interface `auto|tap=NAME[,mac=MAC]` (repeatable)")
 	addLabelFlag(f, &labels)
+	f.StringVar(&fc, "firecracker", "", "firecracker executable `PATH` (default $"+sandbox.EnvFirecracker+", else PATH); it must be of the snapshot's release")
+	f.StringVar(&jailer, "jailer", "", "run Firecracker through this jailer `PATH` (needed exactly when the snapshotted sandbox was jailed)")
 	f.BoolVarP(&detach, "detach", "d", false, "return once the sandbox runs, and print its ID")
 	f.BoolVar(&rm, "rm", false, "remove the sandbox once it has exited")
 	addTimeoutFlag(cmd, &timeout)
-	f.BoolVar(&asJSON, "json", false, "with --detach: print the sandbox as JSON instead of its ID")
+	addJSONFlag(cmd, &asJSON)
+	f.Lookup("json").Usage = "with --detach: print the sandbox as JSON instead of its ID"
 	return cmd
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+
 	"github.com/spf13/cobra"
 )
 
@@ -14,11 +16,15 @@ func newResumeCommand(a *app) *cobra.Command {
 		Example: "  kindling resume web",
 		Args:    exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rt, err := a.runtime()
+			rt, id, err := a.sandboxID(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			return rt.Resume(cmd.Context(), args[0])
+			if err := rt.Resume(cmd.Context(), id); err != nil {
+				return err
+			}
+			fmt.Fprintln(a.stdout, id)
+			return nil
 		},
 	}
 }

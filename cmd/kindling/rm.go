@@ -25,7 +25,7 @@ func newRmCommand(a *app) *cobra.Command {
 		Example: rmExample,
 		Args:    someArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.eachSandbox(cmd.Context(), args, defaultStopTimeout, func(ctx context.Context, rt *sandbox.Runtime, id string) error {
+			return a.eachSandbox(cmd.Context(), args, defaultStopTimeout, func(ctx context.Context, rt sandbox.Controller, id string) error {
 				return rt.Remove(ctx, id, force)
 			})
 		},

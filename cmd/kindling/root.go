@@ -1,15 +1,19 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/kindling-vm/kindling/internal/store"
 	"github.com/kindling-vm/kindling/sandbox"
+	"github.com/kindling-vm/kindling/sandbox/remote"
 	"github.com/kindling-vm/kindling/template"
 )
 
@@ -17,18 +21,27 @@ import (
 type app struct {
 	root   string // --root; "" for $KINDLING_ROOT, else /run/kindling
 	debug  bool   // --debug
+	host   string // --host; "" to run sandboxes on this host, daemonless
 	stdout io.Writer
 	stderr io.Writer
 }
 
-// runtime opens the state root.
-func (a *app) runtime() (*sandbox.Runtime, error) {
-	var opts []sandbox.Option
+// runtime opens the state root. Commands that work on this host's state
+// root only (gc, threads, templates, images) call it; with --host they
+// say so instead of acting on the local root.
+func (a *app) runtime(extra ...sandbox.Option) (*sandbox.Runtime, error) {
+	if a.host != "" {
+		return nil, fmt.Errorf("this command works on the local state root only, not through a server: unset --host and $%s", remote.EnvHost)
+	}
+	opts := extra
 	if a.debug {
 		h := slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelDebug})
 		opts = append(opts, sandbox.WithLogger(slog.New(h)))
 	}
 	rt, err := sandbox.Open(a.root, opts...)
+	if errors.Is(err, store.ErrNotPrivate) {
+		return nil, err // it names the directory and the fix
+	}
 	if err != nil {
 		root := a.root
 		if root == "" {
@@ -37,6 +50,45 @@ func (a *app) runtime() (*sandbox.Runtime, error) {
 		return nil, fmt.Errorf("open state root %s: %w: give a writable --root DIR or set %s", root, err, store.EnvRoot)
 	}
 	return rt, nil
+}
+
+// controller returns what the sandbox commands drive: the server --host
+// (or $KINDLING_HOST) names, else the local runtime (daemonless).
+func (a *app) controller(extra ...sandbox.Option) (sandbox.Controller, error) {
+	if a.host == "" {
+		return a.runtime(extra...)
+	}
+	c, err := remote.New(remote.Config{Host: a.host, APIKey: os.Getenv(envAPIKey)})
+	if err != nil {
+		return nil, fmt.Errorf("--host: %w", err)
+	}
+	return c, nil
+}
+
+// envAPIKey names the environment variable holding the API key sent to a
+// server reached over TCP.
+const envAPIKey = "KINDLING_API_KEY"
+
+// hotplugger returns the controller's drive hotplug.
+func (a *app) hotplugger() (sandbox.Hotplugger, error) {
+	c, err := a.controller()
+	if err != nil {
+		return nil, err
+	}
+	h, ok := c.(sandbox.Hotplugger)
+	if !ok {
+		return nil, fmt.Errorf("drive hotplug: %w", sandbox.ErrNotSupported)
+	}
+	return h, nil
+}
+
+// ensureFirecrackerHere installs Firecracker when asked and none is
+// found, on this host only: a server's host is the server's business.
+func (a *app) ensureFirecrackerHere(ctx context.Context, given string, auto bool) error {
+	if a.host != "" {
+		return nil
+	}
+	return ensureFirecracker(ctx, a, given, auto)
 }
 
 // templates opens the state root's template store.
@@ -79,7 +131,7 @@ Firecracker is found through --firecracker, else $KINDLING_FIRECRACKER, else
 const rootExample = `  kindling run --rm                      # boot the demo guest, print its greeting
   kindling run -d --name web --kernel vmlinux --rootfs rootfs.ext4 --memory 512M
   kindling ps
-  kindling console -f web
+  kindling logs -f web
   kindling stop web && kindling rm web`
 
 // newRootCommand builds the whole command tree.
@@ -99,6 +151,9 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 			}
 			return unknownCommand(cmd, args[0])
 		},
+	}
+	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
+		return a.useFormat(cmd)
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
@@ -130,6 +185,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.root, "root", "", "state root `DIR` (default $"+store.EnvRoot+", else "+store.DefaultRootDir+")")
 	pf.BoolVar(&a.debug, "debug", false, "write debug logs to stderr")
+	pf.StringVar(&a.host, "host", os.Getenv(remote.EnvHost), "drive the sandboxes of the kindlingd at `ADDR` (unix:///PATH, http://127.0.0.1:PORT or https://HOST:PORT; default $"+remote.EnvHost+"; API key in $"+envAPIKey+")")
 
 	root.AddCommand(
 		newRunCommand(a),
@@ -145,7 +201,6 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newPauseCommand(a),
 		newResumeCommand(a),
 		newLogsCommand(a),
-		newConsoleCommand(a),
 		newThreadsCommand(a),
 		newDriveCommand(a),
 		newSnapshotCommand(a),

@@ -23,7 +23,7 @@ the guest powered off cleanly; 128+N when Firecracker was killed by signal N).
 Ctrl-C stops the sandbox and exits with status 130.
 
 With --detach, run returns once the sandbox runs and prints its ID; follow
-its console with 'kindling console -f ID'.
+its console with 'kindling logs -f ID'.
 
 With --rm, the sandbox is removed once it has exited (also after Ctrl-C, and
 when it fails to start).
@@ -107,13 +107,13 @@ func newRunCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := ensureFirecracker(ctx, a, spec.Firecracker, autoInstall); err != nil {
+			if err := a.ensureFirecrackerHere(ctx, spec.Firecracker, autoInstall); err != nil {
 				return err
 			}
 			if err := a.preflight(ctx, spec.Firecracker); err != nil {
 				return err
 			}
-			rt, err := a.runtime()
+			rt, err := a.controller()
 			if err != nil {
 				return err
 			}
@@ -132,10 +132,9 @@ func newRunCommand(a *app) *cobra.Command {
 				info, err = sandbox.Info{ID: id, Status: sandbox.Exited, Spec: spec}, nil
 			}
 			if err != nil {
-				if rm {
-					err = errors.Join(err, removeQuietly(context.WithoutCancel(ctx), rt, id))
-				}
-				return err
+				// A run that did not start leaves nothing behind, not a
+				// Created sandbox nobody asked for.
+				return errors.Join(err, removeQuietly(context.WithoutCancel(ctx), rt, id))
 			}
 			return afterStart(ctx, a, rt, info, detach, asJSON, rm)
 		},
@@ -147,7 +146,8 @@ func newRunCommand(a *app) *cobra.Command {
 	f.BoolVarP(&detach, "detach", "d", false, "return once the sandbox runs, and print its ID")
 	f.BoolVar(&autoInstall, "install", false, "when no Firecracker is found, install the default release first (as $"+envAutoInstall+"=1 does)")
 	addTimeoutFlag(cmd, &timeout)
-	f.BoolVar(&asJSON, "json", false, "with --detach: print the sandbox as JSON instead of its ID")
+	addJSONFlag(cmd, &asJSON)
+	f.Lookup("json").Usage = "with --detach: print the sandbox as JSON instead of its ID"
 	eo.register(cmd, false)
 	return cmd
 }
@@ -155,12 +155,12 @@ func newRunCommand(a *app) *cobra.Command {
 // afterStart finishes a run (or restore) once the sandbox runs: detached,
 // it prints the sandbox (its ID, or --json its description); otherwise it
 // follows the console until the VM exits.
-func afterStart(ctx context.Context, a *app, rt *sandbox.Runtime, info sandbox.Info, detach, asJSON, rm bool) error {
+func afterStart(ctx context.Context, a *app, rt sandbox.Controller, info sandbox.Info, detach, asJSON, rm bool) error {
 	if !detach {
 		return foreground(ctx, a, rt, info, rm)
 	}
 	if asJSON {
-		return writeJSON(a.stdout, info)
+		return writeJSON(a.stdout, sandboxView(info))
 	}
 	fmt.Fprintln(a.stdout, info.ID)
 	return nil
@@ -176,7 +176,7 @@ func checkTimeout(cmd *cobra.Command, d time.Duration) error {
 
 // removeQuietly removes sandbox id, whatever its state; a sandbox gone
 // already is fine.
-func removeQuietly(ctx context.Context, rt *sandbox.Runtime, id string) error {
+func removeQuietly(ctx context.Context, rt sandbox.Controller, id string) error {
 	ctx, cancel := context.WithTimeout(ctx, stopTimeout)
 	defer cancel()
 	if err := rt.Remove(ctx, id, true); err != nil && !errors.Is(err, sandbox.ErrNotFound) {
@@ -189,7 +189,7 @@ func removeQuietly(ctx context.Context, rt *sandbox.Runtime, id string) error {
 // and returns the exit status that calls for. Ctrl-C (ctx cancelled) stops
 // the sandbox and ends with status 130. With rm, the sandbox is removed at
 // the end.
-func foreground(ctx context.Context, a *app, rt *sandbox.Runtime, info sandbox.Info, rm bool) error {
+func foreground(ctx context.Context, a *app, rt sandbox.Controller, info sandbox.Info, rm bool) error {
 	id := info.ID
 	bg := context.WithoutCancel(ctx)
 	// The console is followed until the VM exits, also after Ctrl-C, which
@@ -244,7 +244,7 @@ func foreground(ctx context.Context, a *app, rt *sandbox.Runtime, info sandbox.I
 func vmmExit(id string, exit *sandbox.Exit, kept bool) error {
 	hint := ""
 	if kept {
-		hint = fmt.Sprintf(": see 'kindling logs %s'", id)
+		hint = fmt.Sprintf(": see 'kindling logs --vmm %s'", id)
 	}
 	switch {
 	case exit == nil:

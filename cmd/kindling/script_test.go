@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -85,8 +87,13 @@ func TestScriptsReal(t *testing.T) {
 // runScripts runs every script with its own short state root and fc as
 // the Firecracker. kind ("fake" or "real") is a condition scripts can test.
 func runScripts(t *testing.T, fc, kind string) {
+	runScriptsIn(t, filepath.Join("testdata", "script"), fc, kind)
+}
+
+// runScriptsIn runs the scripts in dir as runScripts does.
+func runScriptsIn(t *testing.T, dir, fc, kind string) {
 	testscript.Run(t, testscript.Params{
-		Dir:                 filepath.Join("testdata", "script"),
+		Dir:                 dir,
 		RequireExplicitExec: true,
 		RequireUniqueNames:  true,
 		Setup: func(env *testscript.Env) error {
@@ -147,6 +154,7 @@ func runScripts(t *testing.T, fc, kind string) {
 			"capture":     cmdCapture,
 			"jsonget":     cmdJSONGet,
 			"agentroot":   cmdAgentRoot,
+			"apiget":      cmdAPIGet,
 			"nothingleft": func(ts *testscript.TestScript, neg bool, args []string) {
 				if neg || len(args) != 0 {
 					ts.Fatalf("usage: nothingleft")
@@ -301,6 +309,30 @@ func cmdJSONGet(ts *testscript.TestScript, neg bool, args []string) {
 		b, _ := json.Marshal(x)
 		ts.Setenv(args[1], string(b))
 	}
+}
+
+// cmdAPIGet asks a Firecracker API socket for a path and prints the
+// answer's body: apiget SOCKET PATH.
+func cmdAPIGet(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: apiget SOCKET PATH")
+	}
+	c := &http.Client{
+		Timeout: 5 * time.Second,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", args[0])
+		}},
+	}
+	resp, err := c.Get("http://localhost" + args[1])
+	ts.Check(err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	ts.Check(err)
+	if resp.StatusCode != http.StatusOK {
+		ts.Fatalf("GET %s: %s: %s", args[1], resp.Status, b)
+	}
+	fmt.Fprintf(ts.Stdout(), "%s\n", b)
 }
 
 // leftovers reports, and then removes, what is left under a state root:

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+
 	"github.com/spf13/cobra"
 
 	"github.com/kindling-vm/kindling/sandbox"
@@ -23,12 +25,15 @@ func newSnapshotCommand(a *app) *cobra.Command {
 		Example: snapshotExample,
 		Args:    exactArgs("ID", "DIR"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rt, err := a.runtime()
+			rt, id, err := a.sandboxID(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			_, err = rt.Snapshot(cmd.Context(), args[0], args[1], sandbox.SnapshotOptions{})
-			return err
+			if _, err := rt.Snapshot(cmd.Context(), id, args[1], sandbox.SnapshotOptions{}); err != nil {
+				return err
+			}
+			fmt.Fprintln(a.stdout, id)
+			return nil
 		},
 	}
 }

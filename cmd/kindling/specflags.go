@@ -36,6 +36,15 @@ type specFlags struct {
 	demo        string
 	labels      labelsValue
 	agent       bool
+	// Devices and tuning Firecracker has (checked by the runtime, with
+	// the same rules as the config file's keys).
+	cpuTemplate string
+	vmmLogLevel string
+	driveRate   string
+	netRate     string
+	balloon     string
+	entropy     bool
+	metadata    string
 }
 
 func (f *specFlags) register(fs *pflag.FlagSet) {
@@ -63,6 +72,13 @@ func (f *specFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.config, "config", "", "read the sandbox from a TOML `FILE`; flags given override it")
 	fs.StringVar(&f.waitConsole, "wait-console", "", "start returns only once the console shows `TEXT`")
 	addLabelFlag(fs, &f.labels)
+	fs.StringVar(&f.cpuTemplate, "cpu-template", "", "Firecracker's static CPU `TEMPLATE`: C3, T2, T2S, T2CL, T2A, V1N1 or None")
+	fs.StringVar(&f.vmmLogLevel, "vmm-log-level", "", "`LEVEL` of Firecracker's own log ('kindling logs --vmm'): error, warning, info (default), debug, trace or off")
+	fs.StringVar(&f.driveRate, "drive-rate", "", "limit each drive to `RATE`: a bandwidth (100MB, 50MiB) and/or operations (1000pps), comma-separated")
+	fs.StringVar(&f.netRate, "net-rate", "", "limit each network interface, each way, to `RATE`: 100Mbit, 12.5MB, 10kpps or 100Mbit,10kpps")
+	fs.StringVar(&f.balloon, "balloon", "", "add a memory balloon inflated to `SIZE` at boot (0, 64M); the guest deflates it when short of memory")
+	fs.BoolVar(&f.entropy, "entropy", false, "add a virtio-rng entropy device")
+	fs.StringVar(&f.metadata, "metadata", "", "serve this JSON object to the guest from Firecracker's metadata service (MMDS v2, via --net): a `FILE` or the JSON itself")
 }
 
 // addLabelFlag registers the repeatable --label flag.
@@ -96,6 +112,15 @@ func (f *specFlags) spec(cmd *cobra.Command) (sandbox.Spec, error) {
 	set("jailer", &s.Jailer, f.jailer)
 	set("wait-console", &s.WaitConsole, f.waitConsole)
 	set("demo", &s.Demo, f.demo)
+	set("cpu-template", &s.CPUTemplate, f.cpuTemplate)
+	set("vmm-log-level", &s.VMMLogLevel, f.vmmLogLevel)
+	set("drive-rate", &s.DriveRate, f.driveRate)
+	set("net-rate", &s.NetRate, f.netRate)
+	set("balloon", &s.Balloon, f.balloon)
+	set("metadata", &s.Metadata, f.metadata)
+	if changed("entropy") {
+		s.Entropy = f.entropy
+	}
 	if changed("rootfs") {
 		d := f.rootfs.d
 		s.Rootfs = &d
@@ -135,6 +160,9 @@ func (f *specFlags) spec(cmd *cobra.Command) (sandbox.Spec, error) {
 			s.Labels[k] = v
 		}
 	}
+	if changed("name") && f.name == "" {
+		return sandbox.Spec{}, usageErrorf(cmd.CommandPath(), "--name is empty: give an ID, or leave out --name for a random one")
+	}
 	if changed("kernel") && s.Kernel == "" {
 		return sandbox.Spec{}, usageErrorf(cmd.CommandPath(), "--kernel is empty: give a kernel path, or leave out --kernel for the demo guest")
 	}
@@ -160,6 +188,9 @@ func relativeTo(dir string, s *sandbox.Spec) {
 	}
 	if strings.ContainsRune(s.NetNS, '/') {
 		fix(&s.NetNS)
+	}
+	if m := strings.TrimSpace(s.Metadata); m != "" && !strings.HasPrefix(m, "{") {
+		fix(&s.Metadata) // a file, not the JSON itself
 	}
 }
 

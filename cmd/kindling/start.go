@@ -15,7 +15,12 @@ const startLong = `Start a created (or exited) sandbox and print its ID.
 Start returns once the VM runs, or, when the sandbox was created with
 --wait-console TEXT, once its console has shown TEXT. If the VM does not come
 up, the error says why and nothing is left running. --timeout bounds the
-start; the sandbox's life is not bounded by it.`
+start; the sandbox's life is not bounded by it.
+
+The executables the sandbox runs are the caller's: a sandbox created with
+another firecracker (or jailer) than the default one starts only when that
+file is given again with --firecracker (--jailer). Its state file alone
+never chooses what runs.`
 
 const startExample = `  kindling start web
   kindling start --timeout 5s --json web`
@@ -24,6 +29,8 @@ func newStartCommand(a *app) *cobra.Command {
 	var (
 		timeout time.Duration
 		asJSON  bool
+		fc      string
+		jailer  string
 	)
 	cmd := &cobra.Command{
 		Use:     "start [flags] ID",
@@ -35,19 +42,19 @@ func newStartCommand(a *app) *cobra.Command {
 			if err := checkTimeout(cmd, timeout); err != nil {
 				return err
 			}
-			rt, err := a.runtime()
+			rt, id, err := a.sandboxID(cmd.Context(), args[0], sandbox.WithExecutables(fc, jailer))
 			if err != nil {
 				return err
 			}
-			if err := a.preflightSandbox(cmd.Context(), rt, args[0]); err != nil {
+			if err := a.preflight(cmd.Context(), fc); err != nil {
 				return err
 			}
-			info, err := startSandbox(cmd.Context(), rt, args[0], timeout)
+			info, err := startSandbox(cmd.Context(), rt, id, timeout)
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				return writeJSON(a.stdout, info)
+				return writeJSON(a.stdout, sandboxView(info))
 			}
 			fmt.Fprintln(a.stdout, info.ID)
 			return nil
@@ -55,6 +62,8 @@ func newStartCommand(a *app) *cobra.Command {
 	}
 	addTimeoutFlag(cmd, &timeout)
 	addJSONFlag(cmd, &asJSON)
+	cmd.Flags().StringVar(&fc, "firecracker", "", "the firecracker executable `PATH` the sandbox was created with, when it is not the default one")
+	cmd.Flags().StringVar(&jailer, "jailer", "", "the jailer `PATH` the sandbox was created with, when it is not the default one")
 	return cmd
 }
 
@@ -64,7 +73,7 @@ func addTimeoutFlag(cmd *cobra.Command, p *time.Duration) {
 
 // startSandbox starts sandbox id, bounded by timeout when it is not zero.
 // A start cut short by Ctrl-C is reported as errInterrupted.
-func startSandbox(ctx context.Context, rt *sandbox.Runtime, id string, timeout time.Duration) (sandbox.Info, error) {
+func startSandbox(ctx context.Context, rt sandbox.Controller, id string, timeout time.Duration) (sandbox.Info, error) {
 	sctx := ctx
 	if timeout > 0 {
 		var cancel context.CancelFunc

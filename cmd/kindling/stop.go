@@ -41,7 +41,7 @@ func newStopCommand(a *app) *cobra.Command {
 			if cmd.Flags().Changed("grace") {
 				opts = append(opts, sandbox.StopGrace(grace))
 			}
-			return a.eachSandbox(cmd.Context(), args, timeout, func(ctx context.Context, rt *sandbox.Runtime, id string) error {
+			return a.eachSandbox(cmd.Context(), args, timeout, func(ctx context.Context, rt sandbox.Controller, id string) error {
 				return rt.Stop(ctx, id, opts...)
 			})
 		},

@@ -84,16 +84,22 @@ func newTemplateCreateCommand(a *app) *cobra.Command {
 			if from == "" {
 				return usageErrorf(cmd.CommandPath(), "missing --from ID: name the sandbox to make the template from")
 			}
-			ts, err := a.templates()
+			rt, id, err := a.localSandboxID(cmd.Context(), from)
 			if err != nil {
 				return err
 			}
-			tpl, err := ts.Create(cmd.Context(), args[0], from, template.Options{Stop: stop})
+			progress, endProgress := a.hashProgress("hashing " + args[0])
+			ts, err := template.Open(rt, append(a.templateOptions(), progress...)...)
+			if err != nil {
+				return err
+			}
+			tpl, err := ts.Create(cmd.Context(), args[0], id, template.Options{Stop: stop})
+			endProgress()
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				return writeJSON(a.stdout, tpl)
+				return writeJSON(a.stdout, templateView(tpl))
 			}
 			fmt.Fprintln(a.stdout, tpl.Name)
 			return nil
@@ -135,9 +141,7 @@ func newTemplateLsCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if list == nil {
-				list = []template.Template{} // --json prints [], not null
-			}
+			list = templateViews(list) // --json prints [], not null
 			name := func(t template.Template) string { return t.Name }
 			return writeList(a.stdout, lf, list, name, func() error { return writeTemplateTable(a.stdout, list, time.Now()) })
 		},
@@ -183,7 +187,7 @@ func newTemplateInspectCommand(a *app) *cobra.Command {
 				}
 				out = append(out, t)
 			}
-			return writeJSON(a.stdout, out)
+			return writeJSON(a.stdout, templateViews(out))
 		},
 	}
 }
@@ -204,11 +208,19 @@ func newTemplateVerifyCommand(a *app) *cobra.Command {
 		Example: templateVerifyExample,
 		Args:    someArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ts, err := a.templates()
+			rt, err := a.runtime()
 			if err != nil {
 				return err
 			}
-			return eachID(args, func(name string) error { return ts.Verify(cmd.Context(), name) })
+			return eachID(args, func(name string) error {
+				progress, endProgress := a.hashProgress("verifying " + name)
+				ts, err := template.Open(rt, append(a.templateOptions(), progress...)...)
+				if err != nil {
+					return err
+				}
+				defer endProgress()
+				return ts.Verify(cmd.Context(), name)
+			})
 		},
 	}
 }
@@ -234,7 +246,13 @@ func newTemplateRmCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return eachID(args, func(name string) error { return ts.Remove(cmd.Context(), name, force) })
+			return eachID(args, func(name string) error {
+				if err := ts.Remove(cmd.Context(), name, force); err != nil {
+					return err
+				}
+				fmt.Fprintln(a.stdout, name)
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "remove it even while clones depend on it")
@@ -245,7 +263,7 @@ func newTemplateRmCommand(a *app) *cobra.Command {
 // the others describe a machine, which the template fixes.
 var templateRunFlags = map[string]bool{
 	"template": true, "verify-template": true, "name": true, "net": true, "firecracker": true, "label": true,
-	"rm": true, "detach": true, "json": true, "timeout": true, "root": true, "debug": true,
+	"rm": true, "detach": true, "json": true, "format": true, "timeout": true, "root": true, "debug": true,
 }
 
 // addTemplateRunFlags adds --template and --verify-template to 'kindling run'.
@@ -274,11 +292,17 @@ func startFromTemplate(ctx context.Context, a *app, cmd *cobra.Command, rt *sand
 		sctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	ts, err := template.Open(rt, a.templateOptions()...)
+	var progress []template.Option
+	endProgress := func() {}
+	if o.Verify {
+		progress, endProgress = a.hashProgress("verifying " + name)
+	}
+	ts, err := template.Open(rt, append(a.templateOptions(), progress...)...)
 	if err != nil {
 		return sandbox.Info{}, err
 	}
 	info, err := ts.Run(sctx, name, o)
+	endProgress()
 	if err != nil {
 		switch {
 		case ctx.Err() != nil:

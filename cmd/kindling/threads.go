@@ -27,11 +27,11 @@ func newThreadsCommand(a *app) *cobra.Command {
 		Example: threadsExample,
 		Args:    exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rt, err := a.runtime()
+			rt, id, err := a.localSandboxID(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			tids, err := rt.Threads(cmd.Context(), args[0])
+			tids, err := rt.Threads(cmd.Context(), id)
 			if err != nil {
 				return err
 			}

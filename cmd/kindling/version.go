@@ -44,7 +44,13 @@ type versionInfo struct {
 	Go          string          `json:"go"`
 	Platform    string          `json:"platform"`
 	Firecracker firecrackerInfo `json:"firecracker"`
+	// JSONShapes is the version of the JSON shapes the commands print
+	// (docs/cli.md): a key renamed or removed, or a meaning changed, bumps it.
+	JSONShapes int `json:"json_shapes"`
 }
+
+// jsonShapes is the version of the CLI's JSON shapes (versionInfo.JSONShapes).
+const jsonShapes = 1
 
 // firecrackerInfo describes the Firecracker executable kindling finds.
 type firecrackerInfo struct {
@@ -75,6 +81,7 @@ func newVersionCommand(a *app) *cobra.Command {
 				Go:          runtime.Version(),
 				Platform:    runtime.GOOS + "/" + runtime.GOARCH,
 				Firecracker: probeFirecracker(cmd.Context(), fcPath),
+				JSONShapes:  jsonShapes,
 			}
 			if asJSON {
 				return writeJSON(a.stdout, v)

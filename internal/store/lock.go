@@ -61,7 +61,7 @@ func (s *Store) lockExisting(ctx context.Context, id string, wait bool) (*Locked
 	if err != nil {
 		return nil, err
 	}
-	if _, err := os.Stat(s.dir(id)); err != nil {
+	if err := CheckPrivateDir("sandbox directory", s.dir(id)); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			err = ErrNotFound
 			l.drop = true
@@ -129,7 +129,13 @@ func lockFile(ctx context.Context, path string, mode LockMode, wait bool) (*File
 	}
 	delay := lockPollMin
 	for {
-		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+		// Never through a symlink: a planted link would have the lock's
+		// creation make (as root) whatever file it names.
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+		if errors.Is(err, syscall.ELOOP) {
+			return nil, &NotPrivateError{What: "lock file", Path: path, Problem: "is a symbolic link",
+				Fix: "kindling does not follow links in its state: remove the link"}
+		}
 		if err != nil {
 			return nil, fmt.Errorf("open lock file: %w", err)
 		}
@@ -238,6 +244,12 @@ func (l *Locked) Save(v any) error {
 		return fmt.Errorf("save sandbox %q: %w", l.id, err)
 	}
 	return nil
+}
+
+// OpenFile opens the file name in the sandbox's directory without
+// following a symlink (see OpenInDir).
+func (l *Locked) OpenFile(name string, flag int, perm os.FileMode) (*os.File, error) {
+	return OpenInDir("sandbox directory", l.Dir(), name, flag, perm)
 }
 
 // Remove deletes the sandbox's directory with everything in it. The lock

@@ -4,10 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // Version is the version of the state file format this package writes.
@@ -81,9 +81,10 @@ func decodeState(path string, b []byte, v any) error {
 // gives an error matching ErrNotFound.
 func readState(dir string, v any) error {
 	path := filepath.Join(dir, stateFile)
-	f, err := os.Open(path)
+	// O_NONBLOCK: a FIFO planted as the state file must not hang the read.
+	f, err := OpenInDir("sandbox directory", dir, stateFile, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, os.ErrNotExist) {
-		if _, derr := os.Stat(dir); derr == nil {
+		if _, derr := os.Lstat(dir); derr == nil {
 			return fmt.Errorf("%w: no state file yet (its create did not finish)", ErrNotFound)
 		}
 		return ErrNotFound
@@ -92,12 +93,15 @@ func readState(dir string, v any) error {
 		return fmt.Errorf("read state: %w", err)
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxStateSize+1))
-	if err != nil {
-		return fmt.Errorf("read state %q: %w", path, err)
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return &CorruptError{Path: path, Err: errors.New("not a regular file")}
 	}
-	if len(b) > maxStateSize {
-		return &CorruptError{Path: path, Err: fmt.Errorf("larger than %d bytes", maxStateSize)}
+	b, err := ReadLimited(f, path, maxStateSize)
+	if tl, ok := errors.AsType[*TooLargeError](err); ok {
+		return &CorruptError{Path: path, Err: tl}
+	}
+	if err != nil {
+		return fmt.Errorf("read state: %w", err)
 	}
 	return decodeState(path, b, v)
 }

@@ -37,7 +37,10 @@ type Store struct {
 }
 
 // Open opens the state root at root, creating it (mode 0700) and its lock
-// directory if they are missing.
+// directory if they are missing. Both must be private to the invoking
+// user (CheckPrivateDir): a root another user owns or can write is
+// refused with an error matching ErrNotPrivate that says how to fix it.
+// A symlink naming the root is resolved once, here.
 func Open(root string) (*Store, error) {
 	if root == "" {
 		return nil, errors.New("open state root: empty path")
@@ -46,10 +49,29 @@ func Open(root string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open state root %q: %w", root, err)
 	}
-	if err := os.MkdirAll(filepath.Join(abs, locksDir), 0o700); err != nil {
+	if err := os.MkdirAll(abs, 0o700); err != nil {
 		return nil, fmt.Errorf("open state root %q: %w", root, err)
 	}
+	if abs, err = filepath.EvalSymlinks(abs); err != nil {
+		return nil, fmt.Errorf("open state root %q: %w", root, err)
+	}
+	if err := CheckPrivateDir("state root", abs); err != nil {
+		return nil, err
+	}
+	if err := MkdirPrivate("lock directory", filepath.Join(abs, locksDir)); err != nil {
+		return nil, err
+	}
 	return &Store{root: abs}, nil
+}
+
+// OpenFile opens the file name in sandbox id's directory without following
+// a symlink, and only if the directory is private (see OpenInDir). It
+// takes no lock.
+func (s *Store) OpenFile(id, name string, flag int, perm os.FileMode) (*os.File, error) {
+	if err := ValidateID(id); err != nil {
+		return nil, opError("open", id, err)
+	}
+	return OpenInDir("sandbox directory", s.dir(id), name, flag, perm)
 }
 
 // Root returns the absolute path of the state root.
@@ -233,7 +255,12 @@ func (s *Store) List() ([]Entry, error) {
 // wrote a state file, temporary state files, and lock files of sandboxes
 // that no longer exist. It returns the paths it removed and carries on past
 // errors, which it returns joined.
-func (s *Store) Clean() ([]string, error) {
+func (s *Store) Clean() ([]string, error) { return s.CleanExcept(nil) }
+
+// CleanExcept is Clean, leaving alone the incomplete sandboxes for which
+// keep (when not nil) returns true: the caller may know that something
+// still uses such a directory.
+func (s *Store) CleanExcept(keep func(id string) bool) ([]string, error) {
 	ents, err := s.List()
 	if err != nil {
 		return nil, fmt.Errorf("clean: %w", err)
@@ -241,6 +268,9 @@ func (s *Store) Clean() ([]string, error) {
 	var removed []string
 	var errs []error
 	for _, e := range ents {
+		if e.Incomplete && keep != nil && keep(e.ID) {
+			continue
+		}
 		r, err := s.cleanOne(e.ID)
 		removed = append(removed, r...)
 		if err != nil {

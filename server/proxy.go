@@ -1,0 +1,203 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kindling-vm/kindling/agent"
+	"github.com/kindling-vm/kindling/internal/store"
+	"github.com/kindling-vm/kindling/sandbox"
+)
+
+// E2B's headers naming the sandbox and port of a request sent to a single
+// sandbox URL (the SDKs' sandboxUrl / E2B_SANDBOX_URL).
+const (
+	headerSandboxID   = "E2b-Sandbox-Id"
+	headerSandboxPort = "E2b-Sandbox-Port"
+)
+
+// sandboxTarget reports whether r is sandbox traffic, and for which sandbox
+// and port: its Host is <port>-<id>.<domain>, or it carries E2B's sandbox
+// headers.
+func (s *Server) sandboxTarget(r *http.Request) (id string, port uint32, ok bool) {
+	if hid := r.Header.Get(headerSandboxID); hid != "" {
+		p, err := strconv.ParseUint(r.Header.Get(headerSandboxPort), 10, 16)
+		if err != nil || p == 0 {
+			p = agent.Port
+		}
+		return hid, uint32(p), true
+	}
+	if s.domain == "" {
+		return "", 0, false
+	}
+	host := strings.ToLower(r.Host)
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	label, ok := strings.CutSuffix(host, "."+s.domain)
+	if !ok || strings.Contains(label, ".") {
+		return "", 0, false
+	}
+	ps, sid, ok := strings.Cut(label, "-")
+	p, err := strconv.ParseUint(ps, 10, 16)
+	if !ok || err != nil || p == 0 || sid == "" {
+		return "", 0, false
+	}
+	return sid, uint32(p), true
+}
+
+// proxy forwards sandbox traffic to the guest agent over the sandbox's
+// vsock: one HTTP transport whose "host" is the sandbox's ID, so idle
+// connections are kept per sandbox.
+type proxy struct {
+	s  *Server
+	tr *http.Transport
+	rp *httputil.ReverseProxy
+}
+
+// proxyDialTimeout bounds connecting to a sandbox's agent (the socket and
+// the hybrid-vsock handshake).
+const proxyDialTimeout = 5 * time.Second
+
+func newProxy(s *Server) *proxy {
+	p := &proxy{s: s}
+	p.tr = &http.Transport{
+		DialContext:         p.dial,
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     60 * time.Second,
+		DisableCompression:  true,
+	}
+	p.rp = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			id := pr.In.Context().Value(targetKey{}).(string)
+			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Host = id + ".sandbox:" + strconv.Itoa(agent.Port)
+			pr.Out.Host = pr.In.Host
+			pr.Out.Header.Del(headerSandboxID)
+			pr.Out.Header.Del(headerSandboxPort)
+			pr.SetXForwarded()
+		},
+		Transport:     p.tr,
+		FlushInterval: -1, // stream process output as it comes
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if errors.Is(err, context.Canceled) {
+				return
+			}
+			s.log.Debug("sandbox traffic", "host", r.Host, "path", r.URL.Path, "err", err)
+			writeE2BError(w, http.StatusBadGateway, "sandbox_unreachable", err.Error())
+		},
+	}
+	return p
+}
+
+type targetKey struct{}
+
+// serve forwards r into sandbox id's port.
+func (p *proxy) serve(w http.ResponseWriter, r *http.Request, id string, port uint32) {
+	if err := store.ValidateID(id); err != nil {
+		writeE2BError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	if port != agent.Port {
+		writeE2BError(w, http.StatusBadGateway, "port_not_forwarded",
+			fmt.Sprintf("port %d of sandbox %q: only the agent's port %d is reachable (the agent does not forward other ports yet)", port, id, agent.Port))
+		return
+	}
+	in, err := p.s.rt.Inspect(r.Context(), id)
+	if err != nil {
+		writeRuntimeError(w, err)
+		return
+	}
+	switch {
+	case in.VsockSocket == "":
+		writeE2BError(w, http.StatusBadGateway, "sandbox_unreachable", fmt.Sprintf("sandbox %q has no vsock device: its agent cannot be reached", id))
+		return
+	case in.Status == sandbox.Paused:
+		writeE2BError(w, http.StatusConflict, "sandbox_paused", fmt.Sprintf("sandbox %q is paused: resume it (connect) first", id))
+		return
+	case in.Status != sandbox.Running:
+		writeE2BError(w, http.StatusBadGateway, "sandbox_unreachable", fmt.Sprintf("sandbox %q is %s", id, in.Status))
+		return
+	}
+	ctx := context.WithValue(r.Context(), targetKey{}, id)
+	p.rp.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// dial connects to the agent of the sandbox named by addr's host
+// ("<id>.sandbox:<port>"): its vsock socket, then "CONNECT <port>\n"
+// answered by "OK <n>\n".
+func (p *proxy) dial(ctx context.Context, _, addr string) (net.Conn, error) {
+	host, ps, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	id, _ := strings.CutSuffix(host, ".sandbox")
+	port, err := strconv.ParseUint(ps, 10, 32)
+	if err != nil {
+		return nil, err
+	}
+	in, err := p.s.rt.Inspect(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if in.VsockSocket == "" {
+		return nil, fmt.Errorf("sandbox %q has no vsock device", id)
+	}
+	ctx, cancel := context.WithTimeout(ctx, proxyDialTimeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", in.VsockSocket)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox %q: dial its vsock: %w", id, err)
+	}
+	if err := vsockHandshake(ctx, conn, uint32(port)); err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("sandbox %q: %w", id, err)
+	}
+	return conn, nil
+}
+
+// vsockHandshake asks Firecracker's hybrid vsock for the guest's port. The
+// answer is read a byte at a time so that no guest data is consumed.
+func vsockHandshake(ctx context.Context, conn net.Conn, port uint32) error {
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+		defer func() { _ = conn.SetDeadline(time.Time{}) }()
+	}
+	if _, err := fmt.Fprintf(conn, "CONNECT %d\n", port); err != nil {
+		return fmt.Errorf("vsock port %d: handshake: %w", port, err)
+	}
+	var line []byte
+	b := make([]byte, 1)
+	for {
+		if _, err := conn.Read(b); err != nil {
+			if errors.Is(err, io.EOF) {
+				return fmt.Errorf("vsock port %d: closed by Firecracker (is the agent listening?)", port)
+			}
+			return fmt.Errorf("vsock port %d: handshake: %w", port, err)
+		}
+		if b[0] == '\n' {
+			break
+		}
+		if line = append(line, b[0]); len(line) > 64 {
+			return fmt.Errorf("vsock port %d: handshake answer too long", port)
+		}
+	}
+	if f := strings.Fields(string(line)); len(f) != 2 || f[0] != "OK" {
+		return fmt.Errorf("vsock port %d: unexpected handshake answer %q", port, line)
+	}
+	return nil
+}
+
+// forget closes the idle connections to a sandbox that is gone.
+func (p *proxy) forget(string) { p.tr.CloseIdleConnections() }
+
+func (p *proxy) close() { p.tr.CloseIdleConnections() }
