@@ -60,19 +60,21 @@ func newCpCommand(a *app) *cobra.Command {
 			case src == "" || dst == "":
 				return usageErrorf(cmd.CommandPath(), "empty path: give SANDBOX:PATH and a host path")
 			}
-			rt, err := a.runtime()
+			arg := srcID
+			if dstID != "" {
+				arg = dstID
+			}
+			g, id, err := a.guestID(cmd.Context(), arg)
 			if err != nil {
 				return err
 			}
-			c := &copier{ctx: cmd.Context(), g: rt, o: sandbox.FileOptions{User: user}, warn: a.stderr}
+			c := &copier{ctx: cmd.Context(), g: g, id: id, o: sandbox.FileOptions{User: user}, warn: a.stderr}
 			if dstID != "" {
-				c.id = dstID
 				if src == "-" {
 					return c.untarIn(os.Stdin, dst)
 				}
 				return c.upload(src, dst)
 			}
-			c.id = srcID
 			if dst == "-" {
 				return c.tarOut(a.stdout, src)
 			}

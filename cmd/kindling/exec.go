@@ -90,17 +90,31 @@ func newExecCommand(a *app) *cobra.Command {
 			if err := o.check(cmd.CommandPath()); err != nil {
 				return err
 			}
-			rt, err := a.runtime()
+			g, id, err := a.guestID(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			return execAttached(cmd.Context(), a, rt, args[0], execCommand(args), o)
+			return execAttached(cmd.Context(), a, g, id, execCommand(args), o)
 		},
 	}
 	// Flags after SANDBOX belong to the command.
 	cmd.Flags().SetInterspersed(false)
 	o.register(cmd, true)
 	return cmd
+}
+
+// guestID is sandboxID for exec and cp: the controller's guest calls and
+// the resolved ID (a unique prefix will do).
+func (a *app) guestID(ctx context.Context, arg string) (sandbox.Guest, string, error) {
+	c, id, err := a.sandboxID(ctx, arg)
+	if err != nil {
+		return nil, "", err
+	}
+	g, ok := c.(sandbox.Guest)
+	if !ok {
+		return nil, "", fmt.Errorf("commands and files in a guest through a server: %w: run kindling on the sandbox's host, without --host", sandbox.ErrNotSupported)
+	}
+	return g, id, nil
 }
 
 // execCommand is the command of exec's arguments SANDBOX [--] COMMAND...
