@@ -52,8 +52,13 @@ func TestAgentAsPID1(t *testing.T) {
 	testutil.CheckLeaks(t)
 	a := agenttest.Start(t, agenttest.Options{PID1: true})
 	c := client(t, agent.Config{SocketPath: a.Socket})
-	if !strings.Contains(a.Log(), "pid1=true") {
-		t.Fatalf("agent does not say it is PID 1: %s", a.Log())
+	// The agent logs its start before it serves, but the test reads its
+	// stderr on another goroutine: wait for the line to arrive.
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(a.Log(), "pid1=true"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("agent does not say it is PID 1: %s", a.Log())
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	// lo is up in the agent's network namespace (it starts down).
 	ns, err := netns.GetFromPid(a.Cmd.Process.Pid)

@@ -143,8 +143,8 @@ func (r *Runtime) Start(ctx context.Context, id string) (_ Info, err error) {
 		case <-mon.done:
 			// A monitor killed before it could stop its VMM leaves it
 			// running: end it, found from the host.
-			if procs, _ := hostPIDs(l.Dir()); len(procs) > 0 {
-				err = errors.Join(err, killAll(context.WithoutCancel(ctx), procs))
+			if kerr := killFound(context.WithoutCancel(ctx), l.Dir()); kerr != nil {
+				err = errors.Join(err, kerr)
 			}
 		case <-time.After(monitorExitWait):
 		}
@@ -691,11 +691,26 @@ func killAbandoned(ctx context.Context, dir string, rec *record) error {
 	if _, err := os.Stat(filepath.Join(dir, monitorLogName)); err != nil {
 		return nil // never started
 	}
-	procs, err := sandboxProcesses(dir)
-	if err != nil {
-		return err
+	return killFound(ctx, dir)
+}
+
+// killFound kills every process found running for dir until none is left:
+// a monitor killed just after it spawned its VMM leaves the VMM to the
+// next look.
+func killFound(ctx context.Context, dir string) error {
+	for range 5 {
+		procs, err := sandboxProcesses(dir)
+		if err != nil || len(procs) == 0 {
+			return err
+		}
+		if err := killAll(ctx, procs); err != nil {
+			return err
+		}
 	}
-	return killAll(ctx, procs)
+	if procs, _ := sandboxProcesses(dir); len(procs) > 0 {
+		return fmt.Errorf("processes of %s keep appearing (pid %d)", dir, procs[0].PID)
+	}
+	return nil
 }
 
 // Wait waits until the sandbox's VMM has exited and its monitor recorded

@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"net"
+	"os"
 	"net/http"
 	"path/filepath"
 	"testing"
@@ -18,6 +19,8 @@ import (
 
 func TestMain(m *testing.M) {
 	sandbox.MonitorMain() // the monitors the tests start are this binary
+	// The tests set the fake's settings in FAKEFC: let them through to it.
+	os.Setenv(sandbox.EnvPassEnv, "FAKEFC")
 	testutil.Main(m)
 }
 
@@ -50,6 +53,9 @@ func newRig(t *testing.T, cfg server.Config) *rig {
 		r.fc = testutil.FakeFirecracker(t)
 	}
 	cfgFirecracker = ""
+	// The runtime runs only a Firecracker its caller configured: restores
+	// and clones take the default one, so make it this rig's.
+	t.Setenv(sandbox.EnvFirecracker, r.fc)
 	root := testutil.ShortTempDir(t)
 	var err error
 	if r.rt, err = sandbox.Open(root); err != nil {

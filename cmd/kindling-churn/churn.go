@@ -284,7 +284,7 @@ func (ch *churner) cliCycle(ctx context.Context, id string, res *cycleResult) []
 			return nil
 		},
 		func(ctx context.Context) error {
-			_, err := ch.kindling(ctx, "start", "--timeout", timeout, id)
+			_, err := ch.kindling(ctx, "start", "--timeout", timeout, "--firecracker", ch.c.firecracker, id)
 			return err
 		},
 		func(ctx context.Context) error {

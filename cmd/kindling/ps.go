@@ -90,7 +90,13 @@ var psStatuses = []sandbox.Status{sandbox.Created, sandbox.Starting, sandbox.Run
 // up says whether a sandbox of status s is listed without -a: its VM is
 // (or may still be) there.
 func up(s sandbox.Status) bool {
-	return s == sandbox.Starting || s == sandbox.Running || s == sandbox.Paused || s == sandbox.Orphaned
+	switch s {
+	case sandbox.Starting, sandbox.Running, sandbox.Paused, sandbox.Orphaned:
+		return true
+	}
+	// A sandbox whose record is lost but whose processes the host still
+	// finds ("broken: ...; 2 of its processes still run") is up too.
+	return strings.HasPrefix(string(s), "broken")
 }
 
 // psFilter is ps's repeatable --filter status=STATUS,label=KEY=VALUE.

@@ -132,6 +132,9 @@ func newRunCommand(a *app) *cobra.Command {
 				info, err = sandbox.Info{ID: id, Status: sandbox.Exited, Spec: spec}, nil
 			}
 			if err != nil {
+				if keepFailed(ctx, rt, id, err, rm) {
+					return err
+				}
 				// A run that did not start leaves nothing behind, not a
 				// Created sandbox nobody asked for.
 				return errors.Join(err, removeQuietly(context.WithoutCancel(ctx), rt, id))
@@ -172,6 +175,18 @@ func checkTimeout(cmd *cobra.Command, d time.Duration) error {
 		return usageErrorf(cmd.CommandPath(), "--timeout %v is negative: give a duration like 10s", d)
 	}
 	return nil
+}
+
+// keepFailed says whether a run whose start failed with err keeps its
+// sandbox: when its VM ran and failed (it is exited, with Firecracker's log
+// and the error to inspect until 'kindling rm'), and the caller neither
+// gave up (timeout, Ctrl-C) nor asked for --rm.
+func keepFailed(ctx context.Context, rt sandbox.Controller, id string, err error, rm bool) bool {
+	if rm || ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, errInterrupted) {
+		return false
+	}
+	in, ierr := rt.Inspect(context.WithoutCancel(ctx), id)
+	return ierr == nil && in.Status == sandbox.Exited
 }
 
 // removeQuietly removes sandbox id, whatever its state; a sandbox gone

@@ -103,6 +103,8 @@ func runScriptsIn(t *testing.T, dir, fc, kind string) {
 			}
 			env.Setenv("KINDLING_ROOT", root)
 			env.Setenv("KINDLING_FIRECRACKER", fc)
+			// Scripts set the fake's settings in FAKEFC: let them through to it.
+			env.Setenv("KINDLING_PASS_ENV", "FAKEFC")
 			if kind == "real" {
 				env.Setenv("KINDLING_JAILER", os.Getenv(testutil.EnvJailer))
 			}
