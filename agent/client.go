@@ -190,7 +190,7 @@ func handshake(ctx context.Context, conn net.Conn, port uint32) error {
 	for len(line) < 64 {
 		if _, err := conn.Read(b); err != nil {
 			if errors.Is(err, io.EOF) {
-				return fmt.Errorf("vsock port %d: connection closed by Firecracker (nothing listens on the port in the guest?)", port)
+				return fmt.Errorf("vsock port %d: connection closed by Firecracker: %w", port, ErrNoListener)
 			}
 			return handshakeErr(port, err)
 		}

@@ -20,6 +20,10 @@ var (
 	// ErrAccessDenied: the agent refused the request: a missing or wrong
 	// access token, an unknown user, or a file the user may not touch.
 	ErrAccessDenied = errors.New("access denied")
+	// ErrNoListener: Firecracker closed a vsock connection during the
+	// handshake, which it does when nothing listens on the port in the
+	// guest. It comes wrapped in an UnavailableError.
+	ErrNoListener = errors.New("nothing listens on the vsock port in the guest")
 )
 
 // UnavailableError says the agent behind Socket did not answer: the socket

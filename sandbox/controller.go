@@ -15,13 +15,10 @@ import (
 // directory, a drive) are paths on the host that runs the sandboxes.
 //
 // Capabilities not every implementation has are separate, small
-// interfaces, found by type assertion: Hotplugger (drives) here; running
-// commands in the guest and moving files in and out of it (the guest
-// agent) will be more of them, such as
-//
-//	interface{ Exec(ctx context.Context, id string, req ExecRequest) (ExecResult, error) }
-//
-// rather than methods every Controller must have.
+// interfaces, found by type assertion: Hotplugger (drives) and Guest
+// (running commands in the guest and moving files in and out of it,
+// through the guest agent), rather than methods every Controller must
+// have.
 type Controller interface {
 	// Create records a new sandbox from spec, in the Created state.
 	Create(ctx context.Context, spec Spec, o CreateOptions) (Info, error)

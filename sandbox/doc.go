@@ -10,7 +10,9 @@
 // Callers use it through Controller, the small ctx-first interface that
 // *Runtime implements and a remote client of a kindling server can
 // implement too (plain data in and out); optional capabilities, such as
-// drive hotplug (Hotplugger), are separate interfaces. Sandboxes carry
+// drive hotplug (Hotplugger) and running commands and moving files in the
+// guest through its agent (Guest, over package agent and the sandbox's
+// vsock device), are separate interfaces. Sandboxes carry
 // user labels (Spec.Labels) that List selects on; Console and Logs read a
 // sandbox's bounded logs, optionally following them. Every error wraps one
 // of kindling's sentinels (internal/errdefs), re-exported here as the same

@@ -155,6 +155,11 @@ func (r *Runtime) Start(ctx context.Context, id string) (_ Info, err error) {
 		// It started, ran and was removed by its monitor meanwhile.
 		return Info{ID: id, Status: Exited, Spec: rec.Spec, Kernel: rec.Kernel, CreatedAt: rec.CreatedAt}, nil
 	}
+	if err == nil && rec.Spec.Agent && in.Status == Running {
+		if err := r.startAgent(ctx, in); err != nil {
+			return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
+		}
+	}
 	return in, err
 }
 

@@ -68,6 +68,10 @@ type Runtime struct {
 	log        *slog.Logger
 	tp         trace.TracerProvider
 	monitorExe string
+	// agentTimeout bounds the waits for guest agents (WithAgentTimeout).
+	agentTimeout time.Duration
+	// guests caches what calls to guest agents need (guest.go).
+	guests guestCache
 
 	childMu sync.Mutex // guards children
 	// children are the monitors this runtime started and has not reaped
@@ -128,7 +132,7 @@ func Open(root string, opts ...Option) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Runtime{st: st, log: slog.New(slog.DiscardHandler), tp: noop.NewTracerProvider(), children: map[int]*monitorProc{}, trusted: map[string]bool{}}
+	r := &Runtime{st: st, log: slog.New(slog.DiscardHandler), tp: noop.NewTracerProvider(), children: map[int]*monitorProc{}, trusted: map[string]bool{}, agentTimeout: DefaultAgentTimeout}
 	for _, o := range opts {
 		o(r)
 	}
@@ -223,6 +227,11 @@ func (r *Runtime) Create(ctx context.Context, spec Spec, opts CreateOptions) (_ 
 		}
 		return Info{}, fmt.Errorf("create sandbox %q: %w", rec.ID, err)
 	}
+	if rec.Spec.Agent {
+		if err := r.createToken(ctx, rec.ID); err != nil {
+			return Info{}, err
+		}
+	}
 	r.log.Debug("recorded sandbox", "sandbox", rec.ID, "status", rec.Status)
 	return r.info(ctx, rec), nil
 }
@@ -239,6 +248,9 @@ func (r *Runtime) newRecord(spec Spec) (*record, error) {
 		if err := ValidateLabel(k, v); err != nil {
 			return nil, err
 		}
+	}
+	if err := applyAgentDefaults(&spec); err != nil {
+		return nil, err
 	}
 	fc, err := FindFirecracker(spec.Firecracker)
 	if err != nil {

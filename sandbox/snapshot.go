@@ -116,6 +116,9 @@ func (r *Runtime) Snapshot(ctx context.Context, id, dir string, o SnapshotOption
 		} else if man, err = snapshotPaused(ctx, m, rec, dir, o); err != nil {
 			return nil, err
 		}
+		if err := snapshotToken(r, rec, dir); err != nil {
+			return nil, err
+		}
 		var undo undoFunc
 		if was == Running && rec.Status == Paused {
 			undo = m.Resume // left paused, but not recorded so
@@ -397,6 +400,11 @@ func (r *Runtime) CreateFromSnapshot(ctx context.Context, dir string, o RestoreO
 			err = l.Save(rec)
 		}
 		if err != nil {
+			return Info{}, errors.Join(fmt.Errorf("restore into sandbox %q: %w", rec.ID, err), l.Remove())
+		}
+	}
+	if rec.Spec.Agent {
+		if err := restoredToken(l.Dir(), dir); err != nil {
 			return Info{}, errors.Join(fmt.Errorf("restore into sandbox %q: %w", rec.ID, err), l.Remove())
 		}
 	}

@@ -48,6 +48,13 @@ type Spec struct {
 	NetNS string `toml:"netns" json:"netns,omitempty"`
 	// VsockCID adds a vsock device with this guest CID (≥ 3); 0 for none.
 	VsockCID uint32 `toml:"vsock" json:"vsock_cid,omitempty"`
+	// Agent says the guest runs kindling-agent (as its init, or started by
+	// the image's init): the sandbox gets a vsock device (VsockCID, else
+	// DefaultAgentCID), init=AgentInit unless KernelArgs names an init,
+	// and its agent is initialised after every start, so that Exec and the
+	// file calls of Guest work. It is implied by KernelArgs whose init=
+	// names a file called kindling-agent.
+	Agent bool `toml:"agent" json:"agent,omitempty"`
 	// Firecracker is the firecracker executable (else KINDLING_FIRECRACKER, else PATH).
 	Firecracker string `toml:"firecracker" json:"firecracker,omitempty"`
 	// Jailer, when set, runs Firecracker through this jailer executable.

@@ -456,6 +456,15 @@ func restoreConfig(rc RestoreConfig) (Config, error) {
 	// namespace are the caller's, whatever the snapshot's Config says.
 	cfg.Jailer, cfg.NetNS = p.Jailer, p.NetNS
 	cfg.Placeholders = len(snap.Pool)
+	if cfg.Vsock != nil && p.Vsock != nil && p.Vsock.Path != "" && p.Vsock.Path != cfg.Vsock.Path {
+		// The caller's socket, which the restore asks for as an override
+		// where the release has them: launch must check that one, not the
+		// snapshot's, which the snapshotted VMM may still be serving (a
+		// template's source, while its clones start).
+		v := *cfg.Vsock
+		v.Path = p.Vsock.Path
+		cfg.Vsock = &v
+	}
 	cfg = cfg.withDefaults()
 	// The snapshot's devices need not validate again (the kernel is not
 	// read): check only what the new process needs.

@@ -93,6 +93,7 @@ func New(c Config) *Server {
 	mux.HandleFunc("GET /files", s.download)
 	mux.HandleFunc("POST /files", s.upload)
 	mux.HandleFunc("POST /kindling/shutdown", s.shutdownHandler)
+	mux.HandleFunc("POST /kindling/chmod", s.chmod)
 	s.handler = s.authorize(mux)
 	return s
 }

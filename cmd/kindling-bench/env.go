@@ -36,6 +36,7 @@ type env struct {
 	phases   bool // also time the phases of a start
 	track    *tracker
 	seq      atomic.Int64
+	agent    agentBox // the agent scenarios' sandbox (agent.go)
 }
 
 // marker is what the test guests print; start waits for it on the console.

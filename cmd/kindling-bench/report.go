@@ -94,6 +94,11 @@ func metricDefs(conc []int, phases bool) []metricDef {
 		{key: "clone", title: "clone from a template → running (raw: snapshot load)", kind: kindTime,
 			targets: map[string]target{pathRuntime: {ratioAtMost, 1.25}}},
 	}...)
+	defs = append(defs,
+		metricDef{key: "agent_exec", title: "exec `true` round trip through the agent (simulated guest)", kind: kindTime,
+			targets: map[string]target{pathRuntime: {ratioAtMost, 1.3}}},
+		metricDef{key: "agent_files", title: "1 MiB up + 1 MiB down through the agent (simulated guest)", kind: kindTime},
+	)
 	for _, k := range conc {
 		defs = append(defs, metricDef{key: concKey(k), title: fmt.Sprintf("%d VMs started at once (throughput)", k), kind: kindConc, k: k,
 			targets: map[string]target{pathLib: {ratioAtLeast, 0.8}}})

@@ -336,6 +336,7 @@ func scenarios(conc []int) []scenario {
 		}},
 	}
 	list = append(list, cloneScenario())
+	list = append(list, agentScenarios()...)
 	for _, k := range conc {
 		list = append(list, concurrentScenario(k), clonesAtOnce(k))
 	}

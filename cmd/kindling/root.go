@@ -176,6 +176,8 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 
 	root.AddCommand(
 		newRunCommand(a),
+		newExecCommand(a),
+		newCpCommand(a),
 		newCreateCommand(a),
 		newStartCommand(a),
 		newPsCommand(a),

@@ -32,11 +32,18 @@ With no --kernel, run boots the demo guest built into kindling, which prints
 a greeting and powers off (with --demo idle it keeps running instead). The
 sandbox flags are those of 'kindling create'.
 
+With a command after '--', run boots a root filesystem that holds
+kindling-agent (given as ROOTFS, or with --rootfs; --agent is implied), runs
+the command in it as 'kindling exec' does (-i, -t, -e, -w and -u as there),
+stops the sandbox when the command ends and exits with the command's status.
+With --rm the sandbox is then removed.
+
 With --template NAME, run starts a clone of a template instead of booting
 (see 'kindling template'); the template fixes the machine, so only --name,
 --net, --firecracker, --rm, --detach, --json and --timeout go with it.`
 
 const runExample = `  kindling run --rm
+  kindling run --rm --kernel vmlinux root.ext4 -- uname -a     # root.ext4 holds kindling-agent
   kindling run -d --name web --kernel vmlinux --rootfs rootfs.ext4 --net auto --memory 512M
   kindling run --rm --kernel vmlinux --wait-console 'login:' --timeout 30s
   kindling run --config web.toml --cpus 4
@@ -56,16 +63,26 @@ func newRunCommand(a *app) *cobra.Command {
 		fromTemplate   string
 		verifyTemplate bool
 		autoInstall    bool // --install (install.go)
+		eo             execOptions
 	)
 	cmd := &cobra.Command{
-		Use:     "run [flags]",
+		Use:     "run [flags] [ROOTFS] [-- COMMAND [ARG...]]",
 		Short:   "Create and start a sandbox, and follow its console",
 		Long:    runLong,
 		Example: runExample,
-		Args:    noArgs,
+		Args:    runArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkTimeout(cmd, timeout); err != nil {
 				return err
+			}
+			rootfs, command := splitRunArgs(cmd, args)
+			if command != nil || rootfs != "" {
+				return runCommand(cmd, a, &sf, rootfs, command, runCommandOptions{
+					rm: rm, detach: detach, timeout: timeout, template: fromTemplate, exec: eo, autoInstall: autoInstall,
+				})
+			}
+			if eo.interactive || eo.tty || len(eo.env) > 0 || eo.workdir != "" || eo.user != "" {
+				return usageErrorf(cmd.CommandPath(), "-i, -t, -e, -w and -u go with a command: give it after '--'")
 			}
 			if asJSON && !detach {
 				return usageErrorf(cmd.CommandPath(), "--json needs --detach (in the foreground run prints the console)")
@@ -134,6 +151,7 @@ func newRunCommand(a *app) *cobra.Command {
 	addTimeoutFlag(cmd, &timeout)
 	addJSONFlag(cmd, &asJSON)
 	f.Lookup("json").Usage = "with --detach: print the sandbox as JSON instead of its ID"
+	eo.register(cmd, false)
 	return cmd
 }
 

@@ -61,6 +61,7 @@ type cleanupM struct{ m *testing.M }
 
 func (c cleanupM) Run() int {
 	code := c.m.Run()
+	testutil.CleanupBuilds()
 	fakeBuild.mu.Lock()
 	defer fakeBuild.mu.Unlock()
 	if fakeBuild.dir != "" {
@@ -137,6 +138,10 @@ func runScriptsIn(t *testing.T, dir, fc, kind string) {
 				return os.Geteuid() == 0, nil
 			case "fake", "real":
 				return cond == kind, nil
+			case "simguest":
+				// The fake Firecracker's simulated guest: root, loop
+				// devices, a static busybox and mkfs.ext4 for the image.
+				return kind == "fake" && simGuestReady() == nil, nil
 			case "jailer":
 				// The jailer runs the real Firecracker only, as root.
 				return kind == "real" && os.Getenv(testutil.EnvJailer) != "" && os.Geteuid() == 0, nil
@@ -150,6 +155,7 @@ func runScriptsIn(t *testing.T, dir, fc, kind string) {
 			"waitconsole": cmdWaitConsole,
 			"capture":     cmdCapture,
 			"jsonget":     cmdJSONGet,
+			"agentroot":   cmdAgentRoot,
 			"apiget":      cmdAPIGet,
 			"nothingleft": func(ts *testscript.TestScript, neg bool, args []string) {
 				if neg || len(args) != 0 {

@@ -35,6 +35,7 @@ type specFlags struct {
 	waitConsole string
 	demo        string
 	labels      labelsValue
+	agent       bool
 	// Devices and tuning Firecracker has (checked by the runtime, with
 	// the same rules as the config file's keys).
 	cpuTemplate string
@@ -63,6 +64,7 @@ func (f *specFlags) register(fs *pflag.FlagSet) {
 	fs.Var(&f.nets, "net", "network interface `auto|tap=NAME[,mac=MAC]` (repeatable; auto creates a tap)")
 	fs.StringVar(&f.netns, "netns", "", "run the VMM in network namespace `NAME|PATH`")
 	fs.Var(&f.vsock, "vsock", "add a vsock device with guest `CID` (3 or more)")
+	fs.BoolVar(&f.agent, "agent", false, "the root filesystem runs kindling-agent (as init="+sandbox.AgentInit+" unless --kernel-args names an init): 'kindling exec' and 'kindling cp' work")
 	fs.Var(&f.hotplug, "hotplug-slots", "`N` empty drive slots for 'kindling drive add'")
 	fs.BoolVar(&f.hotplugRW, "hotplug-writable", false, "make the hotplug slots take read-write drives (default: read-only)")
 	fs.StringVar(&f.firecracker, "firecracker", "", "firecracker executable `PATH` (default $"+sandbox.EnvFirecracker+", else PATH)")
@@ -140,6 +142,9 @@ func (f *specFlags) spec(cmd *cobra.Command) (sandbox.Spec, error) {
 	}
 	if changed("vsock") {
 		s.VsockCID = uint32(f.vsock.n)
+	}
+	if changed("agent") {
+		s.Agent = f.agent
 	}
 	if changed("hotplug-slots") {
 		s.Placeholders = f.hotplug.n

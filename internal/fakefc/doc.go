@@ -112,7 +112,10 @@
 //     re-executed, in its own session) removes the cgroup.
 //   - A snapshot of a simulated guest records "simulated": true in the
 //     state file; its processes are not saved. Loading it boots init afresh
-//     from the root drive's image (paused right after, unless resume_vm).
+//     from the root drive's image: at once with resume_vm, else at the
+//     first PATCH /vm Resumed, from the drives as they are then (so a
+//     restore that switches a drive by PATCH before resuming, as kindling's
+//     clones do, boots the switched drive and never writes the snapshot's).
 //
 // Only root can do this: without root InstanceStart answers 400 "Start
 // microvm error: simulated guest: ... needs root (running as uid N)". An

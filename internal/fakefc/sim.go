@@ -17,6 +17,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The contract with the guest agent: the fake shows the guest one extra
@@ -486,7 +488,22 @@ func (g *simGuest) pause() error {
 	}
 	g.paused = true
 	g.running = make(chan struct{})
+	g.syncRoot()
 	return nil
+}
+
+// syncRoot writes out what the guest wrote to its root file system. A
+// real guest's unwritten data is in its memory, which a snapshot keeps; a
+// simulated guest's is in the host's cache of its mount, which a copy of
+// the image file (a snapshot owning its drives, a template) would miss,
+// and a restore boots afresh from that file.
+func (g *simGuest) syncRoot() {
+	fd, err := unix.Open(fmt.Sprintf("/proc/%d/root", g.pid), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	defer unix.Close(fd)
+	_ = unix.Syncfs(fd)
 }
 
 // resume thaws the guest.

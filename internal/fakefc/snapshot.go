@@ -185,13 +185,13 @@ func (fc *server) loadSnapshot(r *request) (reply, error) {
 	if flag(o, "track_dirty_pages") || flag(o, "enable_diff_snapshots") {
 		m.machine["track_dirty_pages"] = true
 	}
-	if st.Simulated {
+	if st.Simulated && !flag(o, "resume_vm") {
+		// Booted at the first resume, from the drives as they are then.
+		m.simPending = true
+	} else if st.Simulated {
 		booted, err := fc.bootSimulated()
 		if err == nil && !booted {
 			err = errors.New("the root drive holds no bootable image")
-		}
-		if err == nil && !flag(o, "resume_vm") {
-			err = m.sim.pause()
 		}
 		if err != nil {
 			if m.sim != nil {

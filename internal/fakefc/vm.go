@@ -71,8 +71,13 @@ type vm struct {
 	testGuest bool
 	// sim is the simulated guest booted from the root drive's image, nil
 	// for an emulated one (see sim.go).
-	sim       *simGuest
-	startedAt time.Time
+	sim *simGuest
+	// simPending: a simulated snapshot was loaded paused; its guest boots
+	// at the first resume, from the drives as they are then (a drive
+	// switched by PATCH before the resume is the one booted, as a real
+	// guest would only then touch it).
+	simPending bool
+	startedAt  time.Time
 }
 
 func newVM(v Version, id string, stdout io.Writer, log *logger, mmdsLimit int) *vm {
@@ -336,7 +341,16 @@ func (fc *server) patchVM(r *request) (reply, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.sim != nil {
+	if m.simPending && str(o, "state") == "Resumed" {
+		booted, err := fc.bootSimulated()
+		if err == nil && !booted {
+			err = errors.New("the root drive holds no bootable image")
+		}
+		if err != nil {
+			return reply{}, badRequest("Failed to boot the simulated guest afresh: %v", err)
+		}
+		m.simPending = false
+	} else if m.sim != nil {
 		change := m.sim.resume
 		if str(o, "state") == "Paused" {
 			change = m.sim.pause

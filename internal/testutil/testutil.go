@@ -35,20 +35,14 @@ var fake struct {
 }
 
 // Main is called from a package's TestMain: it runs the tests, then removes
-// the temporary build directory of the fake Firecracker, and exits with
+// the temporary build directories of the fake Firecracker and the agent
+// (CleanupBuilds), and exits with
 // m.Run's code.
 //
 //	func TestMain(m *testing.M) { testutil.Main(m) }
 func Main(m *testing.M) {
 	code := m.Run()
-	fake.mu.Lock()
-	dir := fake.dir
-	fake.mu.Unlock()
-	if dir != "" {
-		if err := os.RemoveAll(dir); err != nil {
-			fmt.Fprintf(os.Stderr, "testutil: remove fake firecracker build: %v\n", err)
-		}
-	}
+	CleanupBuilds()
 	os.Exit(code)
 }
 

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kindling-vm/kindling/sandbox"
+	"github.com/kindling-vm/kindling/template"
+)
+
+// runArgs accepts run's positional arguments: an optional ROOTFS before
+// '--' and a command after it.
+func runArgs(cmd *cobra.Command, args []string) error {
+	before := len(args)
+	if d := cmd.ArgsLenAtDash(); d >= 0 {
+		before = d
+		if d == len(args) {
+			return usageErrorf(cmd.CommandPath(), "nothing after '--': give the command to run")
+		}
+	}
+	if before > 1 {
+		return usageErrorf(cmd.CommandPath(), "unexpected argument %q (a command goes after '--')", args[1])
+	}
+	return nil
+}
+
+// splitRunArgs returns run's ROOTFS argument and its command (nil without
+// '--').
+func splitRunArgs(cmd *cobra.Command, args []string) (rootfs string, command []string) {
+	before := len(args)
+	if d := cmd.ArgsLenAtDash(); d >= 0 {
+		before, command = d, args[d:]
+	}
+	if before == 1 {
+		rootfs = args[0]
+	}
+	return rootfs, command
+}
+
+// runCommandOptions are the flags of run that matter to a command run.
+type runCommandOptions struct {
+	rm, detach, autoInstall bool
+	timeout                 time.Duration
+	template                string
+	exec                    execOptions
+}
+
+// runCommand is 'kindling run [ROOTFS] -- COMMAND': boot a sandbox whose
+// guest runs the agent, run the command in it, stop the sandbox (and with
+// --rm remove it) and exit with the command's status.
+func runCommand(cmd *cobra.Command, a *app, sf *specFlags, rootfs string, command []string, o runCommandOptions) error {
+	path := cmd.CommandPath()
+	switch {
+	case command == nil:
+		return usageErrorf(path, "ROOTFS %q without a command: give the command after '--', or the root filesystem with --rootfs", rootfs)
+	case o.detach:
+		return usageErrorf(path, "--detach does not go with a command: start the sandbox with -d, then use 'kindling exec'")
+	case rootfs != "" && cmd.Flags().Changed("rootfs"):
+		return usageErrorf(path, "the root filesystem is given twice (ROOTFS %q and --rootfs): give one", rootfs)
+	}
+	if err := o.exec.check(path); err != nil {
+		return err
+	}
+	ctx := cmd.Context()
+	var (
+		rt   *sandbox.Runtime
+		info sandbox.Info
+		err  error
+	)
+	if o.template != "" {
+		if rootfs != "" {
+			return usageErrorf(path, "ROOTFS %q does not go with --template: the template fixes the root filesystem", rootfs)
+		}
+		if rt, err = a.runtime(); err != nil {
+			return err
+		}
+		co := template.CloneOptions{ID: sf.name, Net: sf.nets.ns, Firecracker: sf.firecracker, Labels: sf.labels.m}
+		if info, err = startFromTemplate(ctx, a, cmd, rt, o.template, co, o.timeout); err != nil {
+			return err
+		}
+	} else {
+		spec, err := sf.spec(cmd)
+		if err != nil {
+			return err
+		}
+		if rootfs != "" {
+			if _, err := os.Stat(rootfs); err != nil {
+				return fmt.Errorf("root filesystem %q: %w: give an ext4 image that holds kindling-agent", rootfs, err)
+			}
+			spec.Rootfs = &sandbox.Disk{Path: rootfs}
+		}
+		if spec.Rootfs == nil {
+			return usageErrorf(path, "a command needs a root filesystem that holds kindling-agent: give ROOTFS or --rootfs")
+		}
+		if spec.Kernel == "" {
+			return usageErrorf(path, "a command needs a Linux --kernel (the built-in demo guest runs no agent)")
+		}
+		spec.Agent = true
+		if err := ensureFirecracker(ctx, a, spec.Firecracker, o.autoInstall); err != nil {
+			return err
+		}
+		if rt, err = a.runtime(); err != nil {
+			return err
+		}
+		created, err := rt.Create(ctx, spec, sandbox.CreateOptions{})
+		if err != nil {
+			return err
+		}
+		if info, err = startSandbox(ctx, rt, created.ID, o.timeout); err != nil {
+			if o.rm {
+				err = errors.Join(err, removeQuietly(context.WithoutCancel(ctx), rt, created.ID))
+			}
+			return err
+		}
+	}
+	id := info.ID
+	a.logger().Debug("running command", "sandbox", id, "args", command)
+	runErr := execAttached(ctx, a, rt, id, command, o.exec)
+	bg := context.WithoutCancel(ctx)
+	var endErr error
+	if o.rm {
+		endErr = removeQuietly(bg, rt, id)
+	} else {
+		sctx, cancel := context.WithTimeout(bg, stopTimeout)
+		endErr = rt.Stop(sctx, id)
+		cancel()
+	}
+	if endErr != nil {
+		endErr = fmt.Errorf("after the command: %w", endErr)
+		var st *exitStatusError
+		if errors.As(runErr, &st) && st.err == nil {
+			return &exitStatusError{code: st.code, err: endErr}
+		}
+		return errors.Join(runErr, endErr)
+	}
+	return runErr
+}

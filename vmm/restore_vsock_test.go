@@ -1,0 +1,44 @@
+package vmm
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/kindling-vm/kindling/internal/guest"
+	"github.com/kindling-vm/kindling/internal/testutil"
+)
+
+// TestRestoreVsockWhileSourceRuns restores a VM with a vsock device onto a
+// socket of its own while the snapshotted VM still serves the snapshot's
+// socket (a template's source while its clones start): the restore checks
+// and uses its own socket and leaves the source's alone.
+func TestRestoreVsockWhileSourceRuns(t *testing.T) {
+	testutil.CheckLeaks(t)
+	b := backend{name: "fake", path: testutil.FakeFirecracker(t), fakeSettings: `{"version":"1.16.0"}`}
+	cfg := testConfig(t, b, "vsock source", guest.Halt)
+	cfg.Vsock = &Vsock{CID: 3, Path: filepath.Join(cfg.RunDir, "v.sock")}
+	m := startMachine(t, cfg)
+	ctx := context.Background()
+	snap, err := m.CreateSnapshot(ctx, SnapshotOptions{Dir: filepath.Join(cfg.RunDir, "snap"), PauseAround: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdir := testutil.ShortTempDir(t)
+	own := filepath.Join(rdir, "v.sock")
+	c, err := Restore(ctx, RestoreConfig{Snapshot: snap, Resume: true,
+		Config: Config{Firecracker: b.path, RunDir: rdir, Env: cfg.Env, Vsock: &Vsock{CID: 3, Path: own}}})
+	if err != nil {
+		t.Fatalf("restore beside the running source: %v", err)
+	}
+	defer stopAndCheck(t, c)
+	if got := c.Config().Vsock.Path; got != own {
+		t.Errorf("restored vsock socket %q, want %q", got, own)
+	}
+	for _, p := range []string{own, cfg.Vsock.Path} {
+		if fi, err := os.Lstat(p); err != nil || fi.Mode().Type() != os.ModeSocket {
+			t.Errorf("vsock socket %s: %v, %v", p, fi, err)
+		}
+	}
+}
