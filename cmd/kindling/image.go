@@ -123,6 +123,25 @@ func (f *addFlags) progress(a *app) (func(image.Event), func()) {
 }
 
 // finish prints the result of an import or pull.
+// add runs an import or a pull (do) with these flags: it checks them,
+// opens the store, shows the progress and prints the image.
+func (f *addFlags) add(a *app, cmd *cobra.Command, do func(*image.Store, image.BuildOptions, func(image.Event)) (image.Image, error)) error {
+	if err := f.check(cmd); err != nil {
+		return err
+	}
+	s, err := a.images()
+	if err != nil {
+		return err
+	}
+	fn, done := f.progress(a)
+	im, err := do(s, image.BuildOptions{Agent: f.agent}, fn)
+	done()
+	if err != nil {
+		return addErr(cmd, err)
+	}
+	return f.finish(a, im)
+}
+
 func (f *addFlags) finish(a *app, im image.Image) error {
 	if f.asJSON {
 		return json.NewEncoder(a.stdout).Encode(struct {
@@ -161,22 +180,9 @@ func newImageImportCommand(a *app) *cobra.Command {
 		Example: imageImportExample,
 		Args:    exactArgs("FILE|DIR"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := f.check(cmd); err != nil {
-				return err
-			}
-			s, err := a.images()
-			if err != nil {
-				return err
-			}
-			fn, done := f.progress(a)
-			im, err := s.Import(cmd.Context(), args[0], image.ImportOptions{
-				BuildOptions: image.BuildOptions{Agent: f.agent}, Ref: ref, Tags: tags, Progress: fn,
+			return f.add(a, cmd, func(s *image.Store, b image.BuildOptions, fn func(image.Event)) (image.Image, error) {
+				return s.Import(cmd.Context(), args[0], image.ImportOptions{BuildOptions: b, Ref: ref, Tags: tags, Progress: fn})
 			})
-			done()
-			if err != nil {
-				return addErr(cmd, err)
-			}
-			return f.finish(a, im)
 		},
 	}
 	f.register(cmd)
@@ -203,22 +209,9 @@ func newImagePullCommand(a *app) *cobra.Command {
 		Example: imagePullExample,
 		Args:    exactArgs("REF"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := f.check(cmd); err != nil {
-				return err
-			}
-			s, err := a.images()
-			if err != nil {
-				return err
-			}
-			fn, done := f.progress(a)
-			im, err := s.Pull(cmd.Context(), args[0], image.PullOptions{
-				BuildOptions: image.BuildOptions{Agent: f.agent}, Progress: fn,
+			return f.add(a, cmd, func(s *image.Store, b image.BuildOptions, fn func(image.Event)) (image.Image, error) {
+				return s.Pull(cmd.Context(), args[0], image.PullOptions{BuildOptions: b, Progress: fn})
 			})
-			done()
-			if err != nil {
-				return addErr(cmd, err)
-			}
-			return f.finish(a, im)
 		},
 	}
 	f.register(cmd)
