@@ -232,7 +232,13 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 		return nil, errdefs.ToGRPCf(errdefs.ErrUnavailable, "start the VM: %v", err)
 	}
 	t.vmmPID = uint32(info.PID)
-	if t.client, err = dialAgent(ctx, info.VsockSocket); err != nil {
+	// The runtime gave the guest's agent this sandbox's access token when
+	// it started it; every call must carry it.
+	token, err := rt.AgentToken(ctx, t.sandboxID)
+	if err != nil {
+		return nil, errdefs.ToGRPCf(errdefs.ErrUnavailable, "guest agent of VM %s: %v", t.sandboxID, err)
+	}
+	if t.client, err = dialAgent(ctx, info.VsockSocket, token); err != nil {
 		return nil, errdefs.ToGRPCf(errdefs.ErrUnavailable, "guest agent of VM %s: %v; console: %s; VMM log: %s",
 			t.sandboxID, err, tail(info.ConsoleLog, 1024), tail(info.FirecrackerLog, 8000))
 	}
@@ -319,12 +325,12 @@ func resources(sp *specs.Spec) (vcpus, memMiB int) {
 	return min(vcpus, 32), memMiB
 }
 
-// dialAgent waits for the guest agent to answer.
-func dialAgent(ctx context.Context, vsock string) (*agent.Client, error) {
+// dialAgent waits for the guest agent to answer, with the access token.
+func dialAgent(ctx context.Context, vsock, token string) (*agent.Client, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for {
-		c, err := agent.Dial(ctx, agent.Config{VsockPath: vsock, DialTimeout: 2 * time.Second, RequestTimeout: 5 * time.Second})
+		c, err := agent.Dial(ctx, agent.Config{VsockPath: vsock, AccessToken: token, DialTimeout: 2 * time.Second, RequestTimeout: 5 * time.Second})
 		if err == nil {
 			return c, nil
 		}

@@ -135,39 +135,39 @@ func (s *Service) Pids(ctx context.Context, r *taskapi.PidsRequest) (*taskapi.Pi
 
 // Pause freezes the whole VM.
 func (s *Service) Pause(ctx context.Context, r *taskapi.PauseRequest) (*emptypb.Empty, error) {
-	t, err := s.task(r.ID)
-	if err != nil {
-		return nil, err
-	}
-	if t.joined {
-		return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented, "kindling: pausing one container of a pod (the pod's VM is paused with its sandbox)")
-	}
-	if err := s.rt.Pause(ctx, t.sandboxID); err != nil {
-		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "pause VM: %v", err)
-	}
-	s.mu.Lock()
-	t.paused = true
-	s.mu.Unlock()
-	s.publish(topicPaused, &events.TaskPaused{ContainerID: t.id})
-	return &emptypb.Empty{}, nil
+	return s.setPaused(ctx, r.ID, true)
 }
 
 // Resume thaws the VM.
 func (s *Service) Resume(ctx context.Context, r *taskapi.ResumeRequest) (*emptypb.Empty, error) {
-	t, err := s.task(r.ID)
+	return s.setPaused(ctx, r.ID, false)
+}
+
+// setPaused pauses (or resumes) the VM of task id and publishes the event.
+// One container of a pod cannot be paused alone: its VM is the pod's.
+func (s *Service) setPaused(ctx context.Context, id string, pause bool) (*emptypb.Empty, error) {
+	verb, change := "resume", s.rt.Resume
+	if pause {
+		verb, change = "pause", s.rt.Pause
+	}
+	t, err := s.task(id)
 	if err != nil {
 		return nil, err
 	}
 	if t.joined {
-		return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented, "kindling: resuming one container of a pod (the pod's VM is resumed with its sandbox)")
+		return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented, "kindling: %s of one container of a pod (the pod's VM goes with its sandbox)", verb)
 	}
-	if err := s.rt.Resume(ctx, t.sandboxID); err != nil {
-		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "resume VM: %v", err)
+	if err := change(ctx, t.sandboxID); err != nil {
+		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "%s VM: %v", verb, err)
 	}
 	s.mu.Lock()
-	t.paused = false
+	t.paused = pause
 	s.mu.Unlock()
-	s.publish(topicResumed, &events.TaskResumed{ContainerID: t.id})
+	if pause {
+		s.publish(topicPaused, &events.TaskPaused{ContainerID: t.id})
+	} else {
+		s.publish(topicResumed, &events.TaskResumed{ContainerID: t.id})
+	}
 	return &emptypb.Empty{}, nil
 }
 
