@@ -355,6 +355,9 @@ func (v *netListValue) String() string {
 func (v *netListValue) Type() string { return "net" }
 
 func netString(n sandbox.Net) string {
+	if n.CNI != "" {
+		return "cni:" + n.CNI
+	}
 	s := "tap=" + n.Tap
 	if n.Auto {
 		s = "auto"
