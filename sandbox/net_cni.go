@@ -161,7 +161,7 @@ func applyNetwork(rec *record, cfg *vmm.Config) {
 		return
 	}
 	cfg.NetworkInterfaces = append(cfg.NetworkInterfaces, n.Interfaces(nil, nil)...)
-	if ip := n.KernelIPArg(); ip != "" {
+	if ip := n.KernelIPArg(); ip != "" && !hasIPArg(cfg.KernelArgs) {
 		cfg.KernelArgs = strings.TrimSpace(ip + " " + cfg.KernelArgs)
 	}
 	if cfg.Jailer != nil {
@@ -169,4 +169,18 @@ func applyNetwork(rec *record, cfg *vmm.Config) {
 	} else {
 		cfg.NetNS = n.NetNS()
 	}
+}
+
+// hasIPArg reports whether kernel arguments set ip= themselves (before
+// "--", after which they are init's): the user's setting wins.
+func hasIPArg(args string) bool {
+	for _, f := range strings.Fields(args) {
+		if f == "--" {
+			return false
+		}
+		if strings.HasPrefix(f, "ip=") {
+			return true
+		}
+	}
+	return false
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/kindling-vm/kindling/internal/netdev"
 	"github.com/kindling-vm/kindling/network"
+	"github.com/kindling-vm/kindling/vmm"
 )
 
 // cniPluginDir is where Debian's containernetworking-plugins puts them.
@@ -458,5 +459,24 @@ func TestParseNetCNI(t *testing.T) {
 	s.SplitNet()
 	if len(s.Net) != 0 || strings.Join(s.CNINetworks, ",") != "a,b" {
 		t.Errorf("SplitNet: %+v", s)
+	}
+}
+
+func TestApplyNetworkKernelArg(t *testing.T) {
+	rec := &record{ID: "web", Spec: formatsSpec(3, true), Network: formatsNetwork()}
+	for _, tt := range []struct{ user, want string }{
+		{"", "ip=10.88.0.2::10.88.0.1:255.255.255.0::eth0:off:10.88.0.1"},
+		{"quiet", "ip=10.88.0.2::10.88.0.1:255.255.255.0::eth0:off:10.88.0.1 quiet"},
+		{"ip=dhcp quiet", "ip=dhcp quiet"},
+	} {
+		cfg := vmm.Config{KernelArgs: tt.user}
+		applyNetwork(rec, &cfg)
+		if cfg.KernelArgs != tt.want {
+			t.Errorf("kernel args over %q = %q, want %q", tt.user, cfg.KernelArgs, tt.want)
+		}
+		if cfg.NetNS != "/run/netns/kindling-web" || len(cfg.NetworkInterfaces) != 1 ||
+			cfg.NetworkInterfaces[0].TapName != "kdtap0" || cfg.NetworkInterfaces[0].MAC != "02:00:00:00:00:03" {
+			t.Errorf("config = netns %q, interfaces %+v", cfg.NetNS, cfg.NetworkInterfaces)
+		}
 	}
 }
