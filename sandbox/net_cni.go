@@ -69,6 +69,9 @@ func checkNetwork(ctx context.Context, spec *Spec) error {
 	if len(spec.Net) > 0 {
 		return specError(errors.New("net: CNI networks and taps (auto, tap=NAME) cannot be mixed: give only cni:NETWORK interfaces"))
 	}
+	if spec.Metadata != "" {
+		return specError(errors.New("metadata: the metadata service is not served on CNI networks yet: leave out the metadata or use --net auto"))
+	}
 	if spec.CNIConfDir == "" {
 		spec.CNIConfDir = os.Getenv(EnvCNIConfDir)
 	}

@@ -421,6 +421,7 @@ func TestCNIBadInputRefusedAtCreate(t *testing.T) {
 			`CNI network "nosuchnet": no conflist of that name in ` + confDir},
 		{"bad port", func(s *Spec) { s.CNINetworks = []string{"x"}; s.Ports = []string{"80:http"} }, "80:http"},
 		{"ports without a CNI network", func(s *Spec) { s.Ports = []string{"8080:80"} }, "add --net cni:NETWORK"},
+		{"metadata on a CNI network", func(s *Spec) { s.CNINetworks = []string{"x"}; s.Metadata = "{}" }, "not served on CNI networks"},
 		{"CNI and taps mixed", func(s *Spec) { s.Net = []Net{{Auto: true}, {CNI: "x"}} }, "cannot be mixed"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
