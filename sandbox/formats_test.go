@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/kindling-vm/kindling/internal/store"
-	"github.com/kindling-vm/kindling/vmm"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/formats")
@@ -52,7 +51,7 @@ func TestFormatsGolden(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rec := formatsRecord(vmm.StateVersion)
+		rec := formatsRecord(store.Version)
 		if err := st.Create(t.Context(), rec.ID, rec); err != nil {
 			t.Fatal(err)
 		}
@@ -98,6 +97,7 @@ func TestFormatsReadEveryVersion(t *testing.T) {
 			if err := st.Load(want.ID, &got); err != nil {
 				t.Fatal(err)
 			}
+			compactConfLists(t, &got)
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("read\n%+v\nwant\n%+v", got, want)
 			}

@@ -123,15 +123,27 @@ func (r *Runtime) Start(ctx context.Context, id string) (_ Info, err error) {
 	if err := r.setUpTaps(ctx, &rec); err != nil {
 		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
 	}
+	if err := setUpNetwork(ctx, &rec, func() error { return l.Save(&rec) }); err != nil {
+		releaseTaps(context.WithoutCancel(ctx), &rec)
+		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
+	}
+	// release undoes the taps and the network when the start fails
+	// before the monitor owns them.
+	release := func() {
+		releaseTaps(context.WithoutCancel(ctx), &rec)
+		if err := releaseNetwork(context.WithoutCancel(ctx), &rec); err == nil {
+			_ = l.Save(&rec)
+		}
+	}
 	mon, report, err := r.spawnMonitor(l.Dir(), &rec)
 	if err != nil {
-		releaseTaps(context.WithoutCancel(ctx), &rec)
+		release()
 		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
 	}
 	rec.Status, rec.Monitor, rec.Machine, rec.Exit = Starting, &mon.ref, nil, nil
 	if err := l.Save(&rec); err != nil {
 		mon.kill()
-		releaseTaps(context.WithoutCancel(ctx), &rec)
+		release()
 		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
 	}
 	l.Unlock() // the monitor records the running VMM under the lock
@@ -560,6 +572,7 @@ func (r *Runtime) settle(ctx context.Context, l *store.Locked, rec *record) erro
 		rec.Exit = &Exit{Code: -1, At: time.Now().UTC(), Error: "the monitor died before the VMM exited; its exit status is unknown"}
 	}
 	err := releaseTaps(context.WithoutCancel(ctx), rec)
+	err = errors.Join(err, releaseNetwork(context.WithoutCancel(ctx), rec))
 	removeSockets(l.Dir())
 	return errors.Join(err, l.Save(rec))
 }
@@ -673,6 +686,9 @@ func (r *Runtime) Remove(ctx context.Context, id string, force bool) (err error)
 	}
 	if err := releaseTaps(context.WithoutCancel(ctx), &rec); err != nil {
 		return fmt.Errorf("remove sandbox %q: %w", id, err)
+	}
+	if err := releaseNetwork(context.WithoutCancel(ctx), &rec); err != nil {
+		return fmt.Errorf("remove sandbox %q: %w", id, errors.Join(err, l.Save(&rec)))
 	}
 	if err := l.Remove(); err != nil {
 		return fmt.Errorf("remove sandbox %q: %w", id, err)

@@ -247,8 +247,12 @@ func (mon *monitor) finish(status *vmm.ExitStatus, startErr error) {
 	if err := releaseTaps(ctx, &rec); err != nil {
 		mon.log.Error("release taps", "err", err)
 	}
+	if err := releaseNetwork(ctx, &rec); err != nil {
+		// The record keeps the network: stop, rm or gc try again.
+		mon.log.Error("tear down the network", "err", err)
+	}
 	removeSockets(l.Dir())
-	if rec.AutoRemove {
+	if rec.AutoRemove && !rec.NetActive {
 		if err := l.Remove(); err != nil {
 			mon.log.Error("auto-remove", "err", err)
 		}

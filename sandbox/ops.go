@@ -271,6 +271,16 @@ func (r *Runtime) collectOne(ctx context.Context, l *store.Locked, o GCOptions, 
 			if err := r.settle(ctx, l, &rec); err != nil {
 				return false, err
 			}
+		case Created:
+			// A start that crashed while setting up the network left it
+			// (the sandbox stays: it was never started).
+			if !rec.NetActive {
+				return false, nil
+			}
+			if err := releaseNetwork(ctx, &rec); err != nil {
+				return false, err
+			}
+			return false, l.Save(&rec)
 		default:
 			return false, nil
 		}
@@ -295,6 +305,10 @@ func (r *Runtime) collectOne(ctx context.Context, l *store.Locked, o GCOptions, 
 	var errs []error
 	if lerr == nil {
 		errs = append(errs, releaseTaps(ctx, &rec))
+		if err := releaseNetwork(ctx, &rec); err != nil {
+			// Keep the record, which holds the network, for the next gc.
+			return false, errors.Join(append(errs, err, l.Save(&rec))...)
+		}
 	}
 	if err := l.Remove(); err != nil {
 		return false, errors.Join(append(errs, err)...)

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"time"
 
+	"github.com/kindling-vm/kindling/network"
 	"github.com/kindling-vm/kindling/vmm"
 )
 
@@ -45,6 +46,12 @@ type record struct {
 	// Taps are the tap devices the sandbox uses; Owned ones were created for
 	// it and are deleted when its VMM exits.
 	Taps []tapRef `json:"taps,omitempty"`
+	// NetActive is set from the moment the sandbox's CNI networks are
+	// being set up until they are torn down again; Network is what the
+	// set-up made. NetActive without Network is a start that crashed
+	// halfway: gc tears down by the sandbox's ID.
+	NetActive bool            `json:"net_active,omitempty"`
+	Network   *network.Record `json:"network,omitempty"`
 	// RestoreFrom is the snapshot directory a restored sandbox starts from.
 	RestoreFrom string    `json:"restore_from,omitempty"`
 	StartedAt   time.Time `json:"started_at,omitzero"`

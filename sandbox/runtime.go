@@ -282,6 +282,10 @@ func (r *Runtime) newRecord(spec Spec) (*record, error) {
 		}
 		spec.NetNS = ns
 	}
+	spec.SplitNet()
+	if err := checkNetwork(context.Background(), &spec); err != nil {
+		return nil, err
+	}
 	if err := resolveMetadata(&spec); err != nil {
 		return nil, specError(err)
 	}
@@ -413,12 +417,13 @@ func vmmConfig(rec *record, dir string) vmm.Config {
 	if s.VsockCID != 0 {
 		cfg.Vsock = &vmm.Vsock{CID: s.VsockCID, Path: filepath.Join(dir, vsockName)}
 	}
-	applyDevices(s, &cfg)
 	if s.Jailer != "" {
 		cfg.Jailer = &vmm.JailerConfig{Path: s.Jailer, NetNS: s.NetNS}
 	} else {
 		cfg.NetNS = s.NetNS
 	}
+	applyNetwork(rec, &cfg)
+	applyDevices(s, &cfg)
 	return cfg
 }
 

@@ -21,7 +21,8 @@ const manifestName = "kindling-snapshot.json"
 var errHoldsSnapshot = errdefs.New(errdefs.ErrExists, "already holds a snapshot")
 
 // manifestVersion is the format version of the manifest this package
-// writes. Version 3: the files the snapshot holds (its state and memory
+// writes. Version 4: the spec in it may name CNI networks, their
+// directories and published ports (new keys only). Version 3: the files the snapshot holds (its state and memory
 // files, and what it owns: drive copies, its kernel) are named relative to
 // the snapshot directory, so that a moved or copied directory restores its
 // own files. Version 2: the VMM configuration in it has explicit
@@ -29,7 +30,7 @@ var errHoldsSnapshot = errdefs.New(errdefs.ErrExists, "already holds a snapshot"
 // read. Versions 1 and 2 are read only while their state and memory files
 // are still inside the directory they name.
 const (
-	manifestVersion       = 3
+	manifestVersion       = 4
 	oldestManifestVersion = 1
 )
 

@@ -45,7 +45,22 @@ type Spec struct {
 	// NetFlags is Net as written in a config file ("auto", "tap=NAME,mac=MAC").
 	NetFlags []string `toml:"net" json:"-"`
 	// NetNS runs the VMM inside this network namespace (a name or a path).
+	// With CNI networks it is the namespace that plays the host instead:
+	// the plugins run, and the published ports' rules live, there; the
+	// VMM runs in the sandbox's own namespace.
 	NetNS string `toml:"netns" json:"netns,omitempty"`
+	// CNINetworks attaches the sandbox to these CNI networks, eth0 first
+	// (--net cni:NAME); they cannot be mixed with Net's taps.
+	CNINetworks []string `toml:"-" json:"cni_networks,omitempty"`
+	// Ports are the published ports, HOSTPORT:GUESTPORT[/tcp|udp] (-p);
+	// they need a CNI network.
+	Ports []string `toml:"publish" json:"ports,omitempty"`
+	// CNIConfDir is the directory of the CNI networks' conflists (else
+	// KINDLING_CNI_CONF_DIR, else /etc/cni/net.d); Create fills it in.
+	CNIConfDir string `toml:"cni_conf_dir" json:"cni_conf_dir,omitempty"`
+	// CNIBinDirs are the CNI plugin directories (else KINDLING_CNI_PATH,
+	// colon-separated, else /opt/cni/bin:/usr/lib/cni); Create fills it in.
+	CNIBinDirs []string `toml:"cni_bin_dirs" json:"cni_bin_dirs,omitempty"`
 	// VsockCID adds a vsock device with this guest CID (≥ 3); 0 for none.
 	VsockCID uint32 `toml:"vsock" json:"vsock_cid,omitempty"`
 	// Agent says the guest runs kindling-agent (as its init, or started by
@@ -147,6 +162,9 @@ type Disk struct {
 // Net is one network interface: an existing tap given by name, or (Auto) a
 // tap kindling creates for the sandbox and deletes when it is removed.
 type Net struct {
+	// CNI names a CNI network; parsed flags carry it, Spec.CNINetworks
+	// keeps it (SplitNet).
+	CNI  string `json:"-"`
 	Auto bool   `json:"auto,omitempty"`
 	Tap  string `json:"tap,omitempty"`
 	MAC  string `json:"mac,omitempty"`
@@ -223,14 +241,21 @@ func ParseDisk(s string) (Disk, error) {
 	return d, nil
 }
 
-// ParseNet reads "auto", "auto,mac=MAC" or "tap=NAME[,mac=MAC]".
+// ParseNet reads "auto", "auto,mac=MAC", "tap=NAME[,mac=MAC]" or
+// "cni:NETWORK" (Net.CNI).
 func ParseNet(s string) (Net, error) {
 	var n Net
 	bad := func(why string) (Net, error) {
-		return Net{}, fmt.Errorf("net %q: %s (give auto or tap=NAME[,mac=MAC])", s, why)
+		return Net{}, fmt.Errorf("net %q: %s (give auto, tap=NAME[,mac=MAC] or cni:NETWORK)", s, why)
 	}
 	if s == "" {
 		return bad("empty")
+	}
+	if name, ok := strings.CutPrefix(s, "cni:"); ok {
+		if name == "" || strings.ContainsAny(name, ",=/ ") {
+			return bad("no network name after cni:")
+		}
+		return Net{CNI: name}, nil
 	}
 	for _, part := range strings.Split(s, ",") {
 		k, v, hasValue := strings.Cut(part, "=")
@@ -299,6 +324,7 @@ func parseSpec(name string, data []byte) (Spec, error) {
 		}
 		s.Net = append(s.Net, n)
 	}
+	s.SplitNet()
 	if err := errors.Join(errs...); err != nil {
 		return Spec{}, fmt.Errorf("config file %s: %w", name, err)
 	}

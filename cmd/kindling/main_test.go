@@ -183,6 +183,14 @@ func TestSpecFlags(t *testing.T) {
 				t.Errorf("spec = %+v", s)
 			}
 		}, false},
+		{"CNI networks and ports", []string{"--net", "cni:a", "--net", "cni:b", "-p", "8080:80", "--publish", "53:53/udp",
+			"--cni-conf-dir", "/etc/x", "--cni-bin-dir", "/p1:/p2"}, func(t *testing.T, s sandbox.Spec) {
+			want := sandbox.Spec{CNINetworks: []string{"a", "b"}, Ports: []string{"8080:80", "53:53/udp"},
+				CNIConfDir: "/etc/x", CNIBinDirs: []string{"/p1", "/p2"}}
+			if !reflect.DeepEqual(s, want) {
+				t.Errorf("spec =\n%+v\nwant\n%+v", s, want)
+			}
+		}, false},
 		{"empty kernel", []string{"--kernel="}, nil, true},
 	}
 	for _, tt := range tests {

@@ -138,6 +138,14 @@ func runScriptsIn(t *testing.T, dir, fc, kind string) {
 				return os.Geteuid() == 0, nil
 			case "fake", "real":
 				return cond == kind, nil
+			case "cniplugins":
+				// Debian's bridge and host-local CNI plugins.
+				for _, p := range []string{"bridge", "host-local"} {
+					if _, err := os.Stat(filepath.Join("/usr/lib/cni", p)); err != nil {
+						return false, nil
+					}
+				}
+				return true, nil
 			case "simguest":
 				// The fake Firecracker's simulated guest: root, loop
 				// devices, a static busybox and mkfs.ext4 for the image.
@@ -386,6 +394,16 @@ func removeHostNet(tag string) {
 	}
 	if _, err := os.Stat("/run/netns/kn" + tag); err == nil {
 		exec.Command("ip", "netns", "del", "kn"+tag).Run()
+	}
+	// net_cni_root: its sandbox's namespace, and its network's leases and
+	// libcni cache entries.
+	if _, err := os.Stat("/run/netns/kindling-cni" + tag); err == nil {
+		exec.Command("ip", "netns", "del", "kindling-cni"+tag).Run()
+	}
+	os.RemoveAll("/var/lib/cni/networks/kn" + tag)
+	cached, _ := filepath.Glob("/var/lib/cni/results/kn" + tag + "-*")
+	for _, f := range cached {
+		os.Remove(f)
 	}
 }
 

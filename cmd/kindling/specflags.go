@@ -45,6 +45,11 @@ type specFlags struct {
 	balloon     string
 	entropy     bool
 	metadata    string
+	// CNI networks' published ports and where their conflists and
+	// plugins are.
+	publish    []string
+	cniConfDir string
+	cniBinDir  string
 }
 
 func (f *specFlags) register(fs *pflag.FlagSet) {
@@ -61,7 +66,10 @@ func (f *specFlags) register(fs *pflag.FlagSet) {
 	fs.Var(&f.cpus, "cpus", "number of vCPUs `N` (default 1)")
 	fs.Var(&f.memory, "memory", "guest memory `SIZE`: MiB (512) or with a unit (512M, 2G) (default 128)")
 	fs.BoolVar(&f.smt, "smt", false, "enable simultaneous multithreading")
-	fs.Var(&f.nets, "net", "network interface `auto|tap=NAME[,mac=MAC]` (repeatable; auto creates a tap)")
+	fs.Var(&f.nets, "net", "network interface `auto|tap=NAME[,mac=MAC]|cni:NETWORK` (repeatable; auto creates a tap, cni: attaches to a CNI network)")
+	fs.StringArrayVarP(&f.publish, "publish", "p", nil, "publish a guest port on the host, `HOSTPORT:GUESTPORT[/tcp|udp]` (repeatable; needs --net cni:NETWORK)")
+	fs.StringVar(&f.cniConfDir, "cni-conf-dir", "", "`DIR` of the CNI networks' conflists (default $"+sandbox.EnvCNIConfDir+", else "+sandbox.DefaultCNIConfDir+")")
+	fs.StringVar(&f.cniBinDir, "cni-bin-dir", "", "CNI plugin directories, colon-separated `DIRS` (default $"+sandbox.EnvCNIPath+", else "+strings.Join(sandbox.DefaultCNIBinDirs, ":")+")")
 	fs.StringVar(&f.netns, "netns", "", "run the VMM in network namespace `NAME|PATH`")
 	fs.Var(&f.vsock, "vsock", "add a vsock device with guest `CID` (3 or more)")
 	fs.BoolVar(&f.agent, "agent", false, "the root filesystem runs kindling-agent (as init="+sandbox.AgentInit+" unless --kernel-args names an init): 'kindling exec' and 'kindling cp' work")
@@ -138,7 +146,15 @@ func (f *specFlags) spec(cmd *cobra.Command) (sandbox.Spec, error) {
 		s.SMT = f.smt
 	}
 	if changed("net") {
-		s.Net = f.nets.ns
+		s.Net, s.CNINetworks = f.nets.ns, nil
+		s.SplitNet()
+	}
+	if changed("publish") {
+		s.Ports = f.publish
+	}
+	set("cni-conf-dir", &s.CNIConfDir, f.cniConfDir)
+	if changed("cni-bin-dir") {
+		s.CNIBinDirs = filepath.SplitList(f.cniBinDir)
 	}
 	if changed("vsock") {
 		s.VsockCID = uint32(f.vsock.n)
@@ -339,6 +355,9 @@ func (v *netListValue) String() string {
 func (v *netListValue) Type() string { return "net" }
 
 func netString(n sandbox.Net) string {
+	if n.CNI != "" {
+		return "cni:" + n.CNI
+	}
 	s := "tap=" + n.Tap
 	if n.Auto {
 		s = "auto"

@@ -14,8 +14,10 @@ import (
 // Files with a higher version are refused with a *TooNewError; older ones
 // are read (their data's decoder converts what changed). Version 2: the
 // VMM configuration inside a sandbox's record has explicit snake_case keys
-// (version 1 used the Go field names; see vmm.Config).
-const Version = 2
+// (version 1 used the Go field names; see vmm.Config). Version 3: a
+// sandbox's record may hold its CNI networks, published ports and
+// network record (new keys only).
+const Version = 3
 
 // File names inside a sandbox directory.
 const (
