@@ -121,9 +121,15 @@ func runCommand(cmd *cobra.Command, a *app, sf *specFlags, rootfs string, comman
 	id := info.ID
 	a.logger().Debug("running command", "sandbox", id, "args", command)
 	runErr := execAttached(ctx, a, rt, id, command, o.exec)
+	return endCommandRun(ctx, rt, id, o.rm, runErr)
+}
+
+// endCommandRun ends a run whose command returned runErr: the sandbox is
+// stopped (with rm removed), and the command's status is kept.
+func endCommandRun(ctx context.Context, rt *sandbox.Runtime, id string, rm bool, runErr error) error {
 	bg := context.WithoutCancel(ctx)
 	var endErr error
-	if o.rm {
+	if rm {
 		endErr = removeQuietly(bg, rt, id)
 	} else {
 		sctx, cancel := context.WithTimeout(bg, stopTimeout)
