@@ -27,10 +27,6 @@ const envKernel = "KINDLING_KERNEL"
 // still carry it for.
 const labelImage = "kindling.image"
 
-// imageRootfsFile is the sandbox's own copy of its image's root
-// filesystem, in the sandbox's directory: removed with the sandbox.
-const imageRootfsFile = "rootfs.ext4"
-
 // runImageOptions are the flags of run that matter to 'run IMAGE'.
 type runImageOptions struct {
 	runCommandOptions
@@ -155,9 +151,6 @@ func runImage(cmd *cobra.Command, a *app, sf *specFlags, im image.Image, command
 	if _, err := os.Stat(spec.Kernel); err != nil {
 		return fmt.Errorf("guest kernel: %w: give the path of a vmlinux (see docs/guests.md)", err)
 	}
-	if spec.ID == "" {
-		spec.ID = store.NewID()
-	}
 	if spec.Labels == nil {
 		spec.Labels = map[string]string{}
 	}
@@ -178,18 +171,17 @@ func runImage(cmd *cobra.Command, a *app, sf *specFlags, im image.Image, command
 		return err
 	}
 	// The copy lives in the sandbox's directory, so that removing the
-	// sandbox removes it; it is made once the sandbox exists (Create
-	// leaves a missing drive file to the start).
-	spec.Rootfs = &sandbox.Disk{Path: filepath.Join(rt.Root(), spec.ID, imageRootfsFile)}
-	created, err := rt.Create(ctx, spec, sandbox.CreateOptions{AutoRemove: o.rm && o.detach})
+	// sandbox removes it.
+	spec.Rootfs = &sandbox.Disk{Path: rfs.Path}
+	created, err := rt.Create(ctx, spec, sandbox.CreateOptions{
+		AutoRemove: o.rm && o.detach,
+		CopyRootfs: func(ctx context.Context, src, dst string) error { return prepareImageRootfs(ctx, src, dst, grow) },
+	})
 	if err != nil {
 		return err
 	}
 	id := created.ID
 	bg := context.WithoutCancel(ctx)
-	if err := prepareImageRootfs(ctx, rfs.Path, spec.Rootfs.Path, grow); err != nil {
-		return errors.Join(err, removeQuietly(bg, rt, id))
-	}
 	a.logger().Debug("created sandbox from image", "id", id, "image", im.ID)
 	info, err := startSandbox(ctx, rt, id, o.timeout)
 	if err != nil {
