@@ -97,6 +97,7 @@ func newRunCommand(a *app) *cobra.Command {
 					return runImage(cmd, a, &sf, im, command, runImageOptions{
 						runCommandOptions: runCommandOptions{rm: rm, detach: detach, timeout: timeout, template: fromTemplate, exec: eo, autoInstall: autoInstall},
 						diskSize:          diskSize,
+						asJSON:            asJSON,
 					})
 				}
 			}

@@ -31,6 +31,7 @@ const labelImage = "kindling.image"
 type runImageOptions struct {
 	runCommandOptions
 	diskSize string
+	asJSON   bool // with detach: print the sandbox as JSON
 }
 
 // resolveRunImage says whether run's positional argument arg names an
@@ -112,6 +113,8 @@ func runImage(cmd *cobra.Command, a *app, sf *specFlags, im image.Image, command
 		return usageErrorf(path, "image %s does not go with --template: the template fixes the root filesystem", imageName(im))
 	case cmd.Flags().Changed("rootfs"):
 		return usageErrorf(path, "the root filesystem is given twice (image %s and --rootfs): give one", imageName(im))
+	case o.asJSON && !o.detach:
+		return usageErrorf(path, "--json needs --detach (in the foreground run prints the process's output)")
 	case !o.detach && len(args) == 0:
 		return usageErrorf(path, "image %s has no entrypoint and no command: give the command after '--'", imageName(im))
 	case o.detach && (o.exec.interactive || o.exec.tty || len(o.exec.env) > 0 || o.exec.workdir != "" || o.exec.user != ""):
@@ -191,6 +194,9 @@ func runImage(cmd *cobra.Command, a *app, sf *specFlags, im image.Image, command
 		return err
 	}
 	if o.detach {
+		if o.asJSON {
+			return writeJSON(a.stdout, sandboxView(info))
+		}
 		fmt.Fprintln(a.stdout, info.ID)
 		return nil
 	}
