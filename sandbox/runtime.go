@@ -207,6 +207,12 @@ type TapInfo struct {
 type CreateOptions struct {
 	// AutoRemove removes the sandbox once its VMM exits.
 	AutoRemove bool `json:"auto_remove,omitempty"`
+	// CopyRootfs, when set, gives the sandbox a root filesystem of its
+	// own (see createWithRootfsCopy): Spec.Rootfs names the file to copy,
+	// and CopyRootfs(ctx, src, dst) makes the copy dst in the sandbox's
+	// directory, which Spec.Rootfs then names and which goes with the
+	// sandbox. Local runtimes only.
+	CopyRootfs func(ctx context.Context, src, dst string) error `json:"-"`
 }
 
 // Create checks spec and records a new sandbox in the Created state. Nothing
@@ -221,7 +227,12 @@ func (r *Runtime) Create(ctx context.Context, spec Spec, opts CreateOptions) (_ 
 		return Info{}, err
 	}
 	rec.AutoRemove = opts.AutoRemove
-	if err := r.st.Create(ctx, rec.ID, rec); err != nil {
+	if opts.CopyRootfs != nil {
+		err = r.createWithRootfsCopy(ctx, rec, opts.CopyRootfs)
+	} else {
+		err = r.st.Create(ctx, rec.ID, rec)
+	}
+	if err != nil {
 		if errors.Is(err, store.ErrExists) {
 			return Info{}, fmt.Errorf("sandbox %q: %w", rec.ID, ErrExists)
 		}

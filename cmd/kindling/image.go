@@ -314,9 +314,10 @@ func newImageInspectCommand(a *app) *cobra.Command {
 }
 
 const imageRmLong = `Remove images. NAME as for 'image inspect'; when NAME is one of several
-names of an image, only that name is removed. An image sandboxes or
-templates use is refused unless --force is given: their own copies go on
-working, but nothing new can start from it.`
+names of an image, only that name is removed. An image that sandboxes
+started with 'kindling run IMAGE' still exist for is refused unless
+--force is given: their own copies go on working, but nothing new can
+start from it.`
 
 const imageRmExample = `  kindling image rm alpine:3.20
   kindling image rm -f $(kindling image ls -q)`
@@ -337,10 +338,9 @@ func newImageRmCommand(a *app) *cobra.Command {
 			}
 			var errs []error
 			for _, n := range args {
-				// Nothing refers to an image yet: sandboxes and templates
-				// get their own copies (run IMAGE comes with a later
-				// change, which passes its users here).
-				r, err := s.Remove(cmd.Context(), n, image.RemoveOptions{Force: force})
+				// Sandboxes started with 'run IMAGE' carry the image's ID
+				// in a label; templates do not refer to images yet.
+				r, err := s.Remove(cmd.Context(), n, image.RemoveOptions{Force: force, InUse: imageUsers(cmd, a)})
 				if err != nil {
 					errs = append(errs, imageHint(err))
 					continue

@@ -38,11 +38,22 @@ the command in it as 'kindling exec' does (-i, -t, -e, -w and -u as there),
 stops the sandbox when the command ends and exits with the command's status.
 With --rm the sandbox is then removed.
 
+With IMAGE (a name, ID or unique ID prefix from 'kindling image ls'), the
+sandbox boots its own copy of the image's root filesystem (removed with the
+sandbox; --disk-size grows it) with the guest agent as init, runs the
+image's entrypoint and cmd with its env, working directory and user (a
+command after '--' replaces the cmd, as with docker), stops the sandbox and
+exits with the process's status. The kernel comes from --kernel, the config
+file or $KINDLING_KERNEL. With --detach the sandbox is left running with
+the agent ready for 'kindling exec' and 'kindling cp'; the image's process
+is not started then.
+
 With --template NAME, run starts a clone of a template instead of booting
 (see 'kindling template'); the template fixes the machine, so only --name,
 --net, --firecracker, --rm, --detach, --json and --timeout go with it.`
 
 const runExample = `  kindling run --rm
+  kindling run --rm --kernel vmlinux alpine:3.20 -- cat /etc/os-release
   kindling run --rm --kernel vmlinux root.ext4 -- uname -a     # root.ext4 holds kindling-agent
   kindling run -d --name web --kernel vmlinux --rootfs rootfs.ext4 --net auto --memory 512M
   kindling run --rm --kernel vmlinux --wait-console 'login:' --timeout 30s
@@ -64,9 +75,10 @@ func newRunCommand(a *app) *cobra.Command {
 		verifyTemplate bool
 		autoInstall    bool // --install (install.go)
 		eo             execOptions
+		diskSize       string // with an image: grow its copy
 	)
 	cmd := &cobra.Command{
-		Use:     "run [flags] [ROOTFS] [-- COMMAND [ARG...]]",
+		Use:     "run [flags] [IMAGE|ROOTFS] [-- COMMAND [ARG...]]",
 		Short:   "Create and start a sandbox, and follow its console",
 		Long:    runLong,
 		Example: runExample,
@@ -76,6 +88,22 @@ func newRunCommand(a *app) *cobra.Command {
 				return err
 			}
 			rootfs, command := splitRunArgs(cmd, args)
+			if rootfs != "" {
+				im, ok, err := resolveRunImage(cmd.Context(), a, rootfs)
+				if err != nil {
+					return err
+				}
+				if ok {
+					return runImage(cmd, a, &sf, im, command, runImageOptions{
+						runCommandOptions: runCommandOptions{rm: rm, detach: detach, timeout: timeout, template: fromTemplate, exec: eo, autoInstall: autoInstall},
+						diskSize:          diskSize,
+						asJSON:            asJSON,
+					})
+				}
+			}
+			if diskSize != "" {
+				return usageErrorf(cmd.CommandPath(), "--disk-size goes with an image: give IMAGE (see 'kindling image ls')")
+			}
 			if command != nil || rootfs != "" {
 				return runCommand(cmd, a, &sf, rootfs, command, runCommandOptions{
 					rm: rm, detach: detach, timeout: timeout, template: fromTemplate, exec: eo, autoInstall: autoInstall,
@@ -146,6 +174,7 @@ func newRunCommand(a *app) *cobra.Command {
 	sf.register(f)
 	addTemplateRunFlags(f, &fromTemplate, &verifyTemplate)
 	f.BoolVar(&rm, "rm", false, "remove the sandbox once it has exited")
+	f.StringVar(&diskSize, "disk-size", "", "with IMAGE: grow the sandbox's copy of its root filesystem to `SIZE` (as 2G)")
 	f.BoolVarP(&detach, "detach", "d", false, "return once the sandbox runs, and print its ID")
 	f.BoolVar(&autoInstall, "install", false, "when no Firecracker is found, install the default release first (as $"+envAutoInstall+"=1 does)")
 	addTimeoutFlag(cmd, &timeout)

@@ -57,7 +57,7 @@ func runCommand(cmd *cobra.Command, a *app, sf *specFlags, rootfs string, comman
 	path := cmd.CommandPath()
 	switch {
 	case command == nil:
-		return usageErrorf(path, "ROOTFS %q without a command: give the command after '--', or the root filesystem with --rootfs", rootfs)
+		return usageErrorf(path, "ROOTFS %q without a command: give the command after '--', or the root filesystem with --rootfs (or an image: see 'kindling image ls')", rootfs)
 	case o.detach:
 		return usageErrorf(path, "--detach does not go with a command: start the sandbox with -d, then use 'kindling exec'")
 	case rootfs != "" && cmd.Flags().Changed("rootfs"):
@@ -90,7 +90,7 @@ func runCommand(cmd *cobra.Command, a *app, sf *specFlags, rootfs string, comman
 		}
 		if rootfs != "" {
 			if _, err := os.Stat(rootfs); err != nil {
-				return fmt.Errorf("root filesystem %q: %w: give an ext4 image that holds kindling-agent", rootfs, err)
+				return fmt.Errorf("root filesystem %q: %w: give an ext4 file that holds kindling-agent, or an image (see 'kindling image ls')", rootfs, err)
 			}
 			spec.Rootfs = &sandbox.Disk{Path: rootfs}
 		}
@@ -121,9 +121,15 @@ func runCommand(cmd *cobra.Command, a *app, sf *specFlags, rootfs string, comman
 	id := info.ID
 	a.logger().Debug("running command", "sandbox", id, "args", command)
 	runErr := execAttached(ctx, a, rt, id, command, o.exec)
+	return endCommandRun(ctx, rt, id, o.rm, runErr)
+}
+
+// endCommandRun ends a run whose command returned runErr: the sandbox is
+// stopped (with rm removed), and the command's status is kept.
+func endCommandRun(ctx context.Context, rt *sandbox.Runtime, id string, rm bool, runErr error) error {
 	bg := context.WithoutCancel(ctx)
 	var endErr error
-	if o.rm {
+	if rm {
 		endErr = removeQuietly(bg, rt, id)
 	} else {
 		sctx, cancel := context.WithTimeout(bg, stopTimeout)

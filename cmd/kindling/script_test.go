@@ -157,14 +157,15 @@ func runScriptsIn(t *testing.T, dir, fc, kind string) {
 			return false, fmt.Errorf("unknown condition %q", cond)
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"guest":       cmdGuest,
-			"exitcode":    cmdExitCode,
-			"waitstatus":  cmdWaitStatus,
-			"waitconsole": cmdWaitConsole,
-			"capture":     cmdCapture,
-			"jsonget":     cmdJSONGet,
-			"agentroot":   cmdAgentRoot,
-			"apiget":      cmdAPIGet,
+			"guest":        cmdGuest,
+			"exitcode":     cmdExitCode,
+			"waitstatus":   cmdWaitStatus,
+			"waitconsole":  cmdWaitConsole,
+			"capture":      cmdCapture,
+			"jsonget":      cmdJSONGet,
+			"agentroot":    cmdAgentRoot,
+			"busyboximage": cmdBusyboxImage,
+			"apiget":       cmdAPIGet,
 			"nothingleft": func(ts *testscript.TestScript, neg bool, args []string) {
 				if neg || len(args) != 0 {
 					ts.Fatalf("usage: nothingleft")
@@ -377,6 +378,12 @@ func leftovers(root string) []string {
 			if locks, _ := os.ReadDir(filepath.Join(root, e.Name())); len(locks) == 0 {
 				continue
 			}
+		case imagesDir: // the image store: only images left in it count
+			ims, _ := os.ReadDir(filepath.Join(root, e.Name(), "sha256"))
+			for _, im := range ims {
+				left = append(left, "image "+im.Name())
+			}
+			continue
 		}
 		left = append(left, "file "+e.Name())
 	}
