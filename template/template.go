@@ -407,6 +407,8 @@ func hashFile(path string, p *progress) (File, error) {
 
 // askFirecracker runs the firecracker executable with flag and returns the
 // first version it prints ("v8.0.0", "Firecracker v1.7.0"), "" if none.
+// (Releases are asked with vmm.ExecutableRelease; this asks for what else
+// an executable reports in the same form, such as its snapshot format.)
 func askFirecracker(ctx context.Context, fc, flag string) string {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -546,7 +548,7 @@ func (t *Template) checkRelease(ctx context.Context, fc string) (fcapi.Version, 
 	if fc == t.FirecrackerPath && stampOf(fi) == t.FirecrackerStamp {
 		return tv, nil
 	}
-	v, err := fcapi.ParseVersion(askFirecracker(ctx, fc, "--version"))
+	v, err := vmm.ExecutableRelease(ctx, fc)
 	if err != nil {
 		return fcapi.Version{}, fmt.Errorf("%w: %s --version tells no release: %w", sandbox.ErrInvalidSpec, fc, err)
 	}
