@@ -89,7 +89,7 @@ func (m *Machine) AttachDrive(ctx context.Context, d Drive) (slotID string, err 
 		return "", &ConfigError{Field: "drive.path", Problem: "required", Fix: "give the backing file of the drive"}
 	}
 	if fi, err := os.Stat(d.Path); err != nil {
-		return "", &ConfigError{Field: "drive.path", Value: fmt.Sprintf("%q", d.Path), Problem: statProblem(err)}
+		return "", &ConfigError{Field: "drive.path", Value: fmt.Sprintf("%q", d.Path), Problem: errdefs.PathProblem(err)}
 	} else if !fi.Mode().IsRegular() {
 		return "", &ConfigError{Field: "drive.path", Value: fmt.Sprintf("%q", d.Path), Problem: "not a regular file"}
 	}

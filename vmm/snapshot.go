@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/kindling-vm/kindling/fcapi"
+	"github.com/kindling-vm/kindling/internal/errdefs"
 )
 
 // File names CreateSnapshot uses inside SnapshotOptions.Dir.
@@ -436,7 +437,7 @@ func restoreConfig(rc RestoreConfig) (Config, error) {
 		if f.path == "" {
 			errs = append(errs, &ConfigError{Field: f.field, Problem: "required"})
 		} else if _, err := os.Stat(f.path); err != nil {
-			errs = append(errs, &ConfigError{Field: f.field, Value: strconv.Quote(f.path), Problem: statProblem(err)})
+			errs = append(errs, &ConfigError{Field: f.field, Value: strconv.Quote(f.path), Problem: errdefs.PathProblem(err)})
 		}
 	}
 	if (rc.Config.Jailer == nil) != (snap.Config.Jailer == nil) {
@@ -471,7 +472,7 @@ func restoreConfig(rc RestoreConfig) (Config, error) {
 	if cfg.Firecracker == "" {
 		errs = append(errs, &ConfigError{Field: "firecracker", Problem: "required", Fix: "give the path of the firecracker executable"})
 	} else if _, err := os.Stat(cfg.Firecracker); err != nil {
-		errs = append(errs, &ConfigError{Field: "firecracker", Value: strconv.Quote(cfg.Firecracker), Problem: statProblem(err)})
+		errs = append(errs, &ConfigError{Field: "firecracker", Value: strconv.Quote(cfg.Firecracker), Problem: errdefs.PathProblem(err)})
 	}
 	if cfg.RunDir == "" {
 		errs = append(errs, &ConfigError{Field: "run_dir", Problem: "required", Fix: "give a directory for the API socket and Firecracker's log"})
@@ -482,7 +483,7 @@ func restoreConfig(rc RestoreConfig) (Config, error) {
 	}
 	for _, d := range cfg.Drives {
 		if _, err := os.Stat(d.Path); err != nil {
-			errs = append(errs, &ConfigError{Field: "snapshot.drives", Value: strconv.Quote(d.Path), Problem: statProblem(err),
+			errs = append(errs, &ConfigError{Field: "snapshot.drives", Value: strconv.Quote(d.Path), Problem: errdefs.PathProblem(err),
 				Fix: "a restored VM needs its drives at the paths they had"})
 		}
 	}
@@ -497,7 +498,7 @@ func restoreConfig(rc RestoreConfig) (Config, error) {
 		if !known[o.ID] {
 			errs = append(errs, &ConfigError{Field: "drive_overrides", Value: strconv.Quote(o.ID), Problem: "the snapshot has no such drive"})
 		} else if _, err := os.Stat(o.Path); err != nil {
-			errs = append(errs, &ConfigError{Field: "drive_overrides", Value: strconv.Quote(o.Path), Problem: statProblem(err)})
+			errs = append(errs, &ConfigError{Field: "drive_overrides", Value: strconv.Quote(o.Path), Problem: errdefs.PathProblem(err)})
 		}
 	}
 	if len(rc.DriveOverrides) > 0 && cfg.Jailer != nil {
@@ -507,14 +508,14 @@ func restoreConfig(rc RestoreConfig) (Config, error) {
 		if cfg.Jailer != nil {
 			if s.Drive != nil {
 				if _, err := os.Stat(s.Drive.Path); err != nil {
-					errs = append(errs, &ConfigError{Field: "snapshot.pool", Value: strconv.Quote(s.Drive.Path), Problem: statProblem(err),
+					errs = append(errs, &ConfigError{Field: "snapshot.pool", Value: strconv.Quote(s.Drive.Path), Problem: errdefs.PathProblem(err),
 						Fix: "a restored VM needs its hot-plugged drives at the paths they had"})
 				}
 			}
 			continue // the placeholders are made anew in the jail
 		}
 		if _, err := os.Stat(s.Placeholder); err != nil {
-			errs = append(errs, &ConfigError{Field: "snapshot.pool", Value: strconv.Quote(s.Placeholder), Problem: statProblem(err),
+			errs = append(errs, &ConfigError{Field: "snapshot.pool", Value: strconv.Quote(s.Placeholder), Problem: errdefs.PathProblem(err),
 				Fix: "keep the snapshotted VM's placeholder files until its snapshots are restored"})
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/kindling-vm/kindling/fcapi"
+	"github.com/kindling-vm/kindling/internal/errdefs"
 )
 
 // Defaults applied by withDefaults and limits enforced by Validate.
@@ -232,7 +233,7 @@ func (v *validator) runDir(c *Config) {
 		return
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
-		v.add("run_dir", strconv.Quote(c.RunDir), statProblem(err), "")
+		v.add("run_dir", strconv.Quote(c.RunDir), errdefs.PathProblem(err), "")
 		return
 	}
 	parent := filepath.Dir(c.RunDir)
@@ -529,7 +530,7 @@ func (v *validator) jailer(c *Config) {
 	}
 	if j.NetNS != "" {
 		if _, err := os.Stat(j.NetNS); err != nil {
-			v.add("jailer.netns", strconv.Quote(j.NetNS), statProblem(err), "give a network namespace file such as /var/run/netns/NAME")
+			v.add("jailer.netns", strconv.Quote(j.NetNS), errdefs.PathProblem(err), "give a network namespace file such as /var/run/netns/NAME")
 		}
 	}
 	v.sameFilesystem(c)
@@ -593,7 +594,7 @@ func (v *validator) outputFile(field, p, runDir string) {
 		return // run_dir has its own check
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
-		v.add(field, strconv.Quote(p), statProblem(err), "")
+		v.add(field, strconv.Quote(p), errdefs.PathProblem(err), "")
 		return
 	}
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
@@ -610,7 +611,7 @@ func (v *validator) executable(field, p, fix string) {
 	fi, err := os.Stat(p)
 	switch {
 	case err != nil:
-		v.add(field, strconv.Quote(p), statProblem(err), fix)
+		v.add(field, strconv.Quote(p), errdefs.PathProblem(err), fix)
 	case !fi.Mode().IsRegular():
 		v.add(field, strconv.Quote(p), "not a regular file", fix)
 	case fi.Mode().Perm()&0o111 == 0:
@@ -630,25 +631,10 @@ func (v *validator) regularFile(field, p string, required bool, fix string) {
 	fi, err := os.Stat(p)
 	switch {
 	case err != nil:
-		v.add(field, strconv.Quote(p), statProblem(err), fix)
+		v.add(field, strconv.Quote(p), errdefs.PathProblem(err), fix)
 	case !fi.Mode().IsRegular():
 		v.add(field, strconv.Quote(p), "not a regular file", fix)
 	}
-}
-
-// statProblem turns a stat error into a short problem text.
-func statProblem(err error) string {
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return "no such file"
-	case errors.Is(err, fs.ErrPermission):
-		return "permission denied"
-	}
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		return pe.Err.Error()
-	}
-	return err.Error()
 }
 
 // oneOf reports whether s is in names, ignoring case when fold is set.

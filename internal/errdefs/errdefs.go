@@ -17,7 +17,10 @@
 // agent, network, the CLI and the server) and imports nothing of kindling.
 package errdefs
 
-import "errors"
+import (
+	"errors"
+	"io/fs"
+)
 
 // The kinds of failure. Each is wrapped with %w by the code that detects it,
 // so its text follows what was being done: `sandbox "web": already exists`.
@@ -61,3 +64,21 @@ func (e *kindError) Error() string { return e.msg }
 
 // Is reports whether target is the kind e belongs to.
 func (e *kindError) Is(target error) bool { return target == e.kind }
+
+// PathProblem turns an error from the file system into the short text a
+// person reads after a path: "no such file", "permission denied", else the
+// system's own words without the operation and path (which the message
+// around it names already).
+func PathProblem(err error) string {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "no such file"
+	case errors.Is(err, fs.ErrPermission):
+		return "permission denied"
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}

@@ -50,7 +50,7 @@ func (h *Host) checkKVM(fake bool) outcome {
 		}
 	default:
 		o = outcome{
-			Result: Result{Detail: p + ": " + problem(err), Fix: "check that the kvm module loaded without errors (see dmesg)"},
+			Result: Result{Detail: p + ": " + errdefs.PathProblem(err), Fix: "check that the kvm module loaded without errors (see dmesg)"},
 			err:    fmt.Errorf("%w: %w", errdefs.ErrNotSupported, err),
 		}
 	}
@@ -181,7 +181,7 @@ func (h *Host) checkJailer(ctx context.Context, fc *release) Result {
 		return warn(err.Error()+" (needed only for --jailer)", "put jailer on PATH, set "+EnvJailer+", or pass --jailer")
 	}
 	if err := checkExecutable(p); err != nil {
-		return warn("jailer "+p+": "+problem(err), "give the path of a jailer executable")
+		return warn("jailer "+p+": "+errdefs.PathProblem(err), "give the path of a jailer executable")
 	}
 	r, err := askRelease(ctx, p)
 	switch {
@@ -223,7 +223,7 @@ func (h *Host) checkTun() Result {
 		f.Close()
 		return Result{Check: "tun", Status: OK, Detail: p + " is usable"}
 	}
-	r := Result{Check: "tun", Status: Warn, Detail: p + ": " + problem(err) + ": --net cannot make or open taps"}
+	r := Result{Check: "tun", Status: Warn, Detail: p + ": " + errdefs.PathProblem(err) + ": --net cannot make or open taps"}
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		r.Fix = "load the tun module: 'modprobe tun'"
@@ -253,7 +253,7 @@ func (h *Host) checkStateRoot() Result {
 			break
 		}
 		if !errors.Is(err, fs.ErrNotExist) {
-			return fail(problem(err))
+			return fail(errdefs.PathProblem(err))
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
@@ -263,10 +263,10 @@ func (h *Host) checkStateRoot() Result {
 	}
 	tmp, err := os.MkdirTemp(dir, ".kindling-check-*")
 	if err != nil {
-		return fail("cannot write in " + dir + ": " + problem(err))
+		return fail("cannot write in " + dir + ": " + errdefs.PathProblem(err))
 	}
 	if err := os.Remove(tmp); err != nil {
-		return fail("remove " + tmp + ": " + problem(err))
+		return fail("remove " + tmp + ": " + errdefs.PathProblem(err))
 	}
 	if dir != root {
 		return Result{Check: "state-root", Status: OK, Detail: "state root " + root + " does not exist yet; kindling can create it in " + dir}
@@ -280,7 +280,7 @@ func (h *Host) checkTmpfs() Result {
 	p := h.proc("filesystems")
 	b, err := os.ReadFile(p)
 	if err != nil {
-		return Result{Check: "tmpfs", Status: Warn, Detail: p + ": " + problem(err), Fix: "mount /proc"}
+		return Result{Check: "tmpfs", Status: Warn, Detail: p + ": " + errdefs.PathProblem(err), Fix: "mount /proc"}
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if f := strings.Fields(line); len(f) > 0 && f[len(f)-1] == "tmpfs" {
@@ -300,7 +300,7 @@ func (h *Host) checkUserNamespaces() Result {
 		r.Detail, r.Fix = "the kernel has no user namespaces", "use a kernel with CONFIG_USER_NS"
 		return r
 	case err != nil:
-		r.Detail, r.Fix = "user.max_user_namespaces: "+problem(err), "mount /proc"
+		r.Detail, r.Fix = "user.max_user_namespaces: "+errdefs.PathProblem(err), "mount /proc"
 		return r
 	case max == "0":
 		r.Detail, r.Fix = "user namespaces are disabled (user.max_user_namespaces = 0)", "sysctl -w user.max_user_namespaces=15000"

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/kindling-vm/kindling/internal/errdefs"
 )
 
 // Status is the outcome of one check.
@@ -179,7 +181,7 @@ func (h *Host) findFirecracker() (string, error) {
 	}
 	if err := checkExecutable(p); err != nil {
 		return "", &Error{
-			Result: Result{Check: "firecracker", Status: Fail, Detail: fmt.Sprintf("firecracker %s: %s", p, problem(err)), Fix: "give the path of a firecracker executable"},
+			Result: Result{Check: "firecracker", Status: Fail, Detail: fmt.Sprintf("firecracker %s: %s", p, errdefs.PathProblem(err)), Fix: "give the path of a firecracker executable"},
 			Err:    err,
 		}
 	}

@@ -3,9 +3,7 @@ package preflight
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -138,20 +136,4 @@ func runOutput(ctx context.Context, path string, args ...string) (string, error)
 		return "", err
 	}
 	return out.String(), nil
-}
-
-// problem turns an error from the file system into a short text: "no such
-// file", "permission denied".
-func problem(err error) string {
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return "no such file"
-	case errors.Is(err, fs.ErrPermission):
-		return "permission denied"
-	}
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		return pe.Err.Error()
-	}
-	return err.Error()
 }
