@@ -389,13 +389,7 @@ func idOr(id, def string) string {
 
 // Start starts the init (runs the container) or an exec.
 func (s *Service) Start(ctx context.Context, r *taskapi.StartRequest) (*taskapi.StartResponse, error) {
-	t, err := s.task(r.ID)
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	p, err := t.process(r.ExecID)
-	s.mu.Unlock()
+	t, p, err := s.taskProcess(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}

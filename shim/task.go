@@ -58,13 +58,7 @@ func (s *Service) State(ctx context.Context, r *taskapi.StateRequest) (*taskapi.
 // Delete removes an exec, or the task: its VM, its sandbox record and
 // its root filesystem copy.
 func (s *Service) Delete(ctx context.Context, r *taskapi.DeleteRequest) (*taskapi.DeleteResponse, error) {
-	t, err := s.task(r.ID)
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	p, err := t.process(r.ExecID)
-	s.mu.Unlock()
+	t, p, err := s.taskProcess(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}
@@ -171,6 +165,22 @@ func (s *Service) setPaused(ctx context.Context, id string, pause bool) (*emptyp
 	return &emptypb.Empty{}, nil
 }
 
+// taskProcess finds task id and its process execID ("" for the task's
+// init), as most task calls start.
+func (s *Service) taskProcess(id, execID string) (*taskState, *process, error) {
+	t, err := s.task(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.mu.Lock()
+	p, err := t.process(execID)
+	s.mu.Unlock()
+	if err != nil {
+		return nil, nil, err
+	}
+	return t, p, nil
+}
+
 // Checkpoint is not supported.
 func (s *Service) Checkpoint(ctx context.Context, r *taskapi.CheckpointTaskRequest) (*emptypb.Empty, error) {
 	return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented, "kindling: checkpoint of a task")
@@ -250,13 +260,7 @@ func (s *Service) Exec(ctx context.Context, r *taskapi.ExecProcessRequest) (*emp
 
 // ResizePty resizes a process's terminal.
 func (s *Service) ResizePty(ctx context.Context, r *taskapi.ResizePtyRequest) (*emptypb.Empty, error) {
-	t, err := s.task(r.ID)
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	p, err := t.process(r.ExecID)
-	s.mu.Unlock()
+	_, p, err := s.taskProcess(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}
@@ -268,13 +272,7 @@ func (s *Service) ResizePty(ctx context.Context, r *taskapi.ResizePtyRequest) (*
 
 // CloseIO closes a process's stdin.
 func (s *Service) CloseIO(ctx context.Context, r *taskapi.CloseIORequest) (*emptypb.Empty, error) {
-	t, err := s.task(r.ID)
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	p, err := t.process(r.ExecID)
-	s.mu.Unlock()
+	_, p, err := s.taskProcess(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}
@@ -293,13 +291,7 @@ func (s *Service) Update(ctx context.Context, r *taskapi.UpdateTaskRequest) (*em
 
 // Wait waits for a process to exit.
 func (s *Service) Wait(ctx context.Context, r *taskapi.WaitRequest) (*taskapi.WaitResponse, error) {
-	t, err := s.task(r.ID)
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	p, err := t.process(r.ExecID)
-	s.mu.Unlock()
+	_, p, err := s.taskProcess(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}
