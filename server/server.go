@@ -104,6 +104,7 @@ type Server struct {
 	metrics *metrics
 	tracer  trace.Tracer
 	pools   *pools
+	execs   execs
 }
 
 // New returns a server for cfg. It re-adopts what the state root holds: the
@@ -171,6 +172,9 @@ func (s *Server) Handler(trusted bool) http.Handler {
 	if trusted || len(s.keys) > 0 {
 		mux.Handle(kindlingv1connect.NewSandboxServiceHandler(native{s}, opts...))
 		mux.Handle(kindlingv1connect.NewTemplateServiceHandler(templates{s}, opts...))
+		// Files are streamed: their bodies are not bound by MaxBodyBytes
+		// as a whole, only message by message.
+		mux.Handle(kindlingv1connect.NewGuestServiceHandler(guest{s}, opts...))
 	}
 	s.e2bRoutes(mux)
 	metricsHandler := s.metrics.handler()

@@ -16,6 +16,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/kindling-vm/kindling/agent"
 	pb "github.com/kindling-vm/kindling/api/kindling/v1"
 	"github.com/kindling-vm/kindling/internal/errdefs"
 	"github.com/kindling-vm/kindling/sandbox"
@@ -35,6 +36,9 @@ var kinds = []struct {
 	{errdefs.ErrNotSupported, connect.CodeUnimplemented},
 	{errdefs.ErrUnavailable, connect.CodeUnavailable},
 	{errdefs.ErrCorrupt, connect.CodeDataLoss},
+	// The guest agent refused: a wrong token, an unknown user, a file the
+	// user may not touch.
+	{agent.ErrAccessDenied, connect.CodePermissionDenied},
 }
 
 // Code returns the Connect code of err's kind: CodeInternal when it has
@@ -197,6 +201,10 @@ func SpecToPB(s sandbox.Spec) *pb.Spec {
 		Net: NetsToPB(s.Net), Netns: s.NetNS, VsockCid: s.VsockCID, Firecracker: s.Firecracker,
 		Jailer: s.Jailer, WaitConsole: s.WaitConsole, HotplugSlots: int32(s.Placeholders),
 		HotplugWritable: s.HotplugWritable, Labels: s.Labels,
+		Agent: s.Agent, CniNetworks: s.CNINetworks, Ports: s.Ports, CniConfDir: s.CNIConfDir,
+		CniBinDirs: s.CNIBinDirs, CpuTemplate: s.CPUTemplate, VmmLogLevel: s.VMMLogLevel,
+		DriveRate: s.DriveRate, NetRate: s.NetRate, Balloon: s.Balloon, Entropy: s.Entropy,
+		Metadata: s.Metadata,
 	}
 	for _, d := range s.Drives {
 		p.Drives = append(p.Drives, diskToPB(&d))
@@ -216,6 +224,10 @@ func SpecFromPB(p *pb.Spec) sandbox.Spec {
 		NetNS: p.GetNetns(), VsockCID: p.GetVsockCid(), Firecracker: p.GetFirecracker(),
 		Jailer: p.GetJailer(), WaitConsole: p.GetWaitConsole(), Placeholders: int(p.GetHotplugSlots()),
 		HotplugWritable: p.GetHotplugWritable(), Labels: p.GetLabels(),
+		Agent: p.GetAgent(), CNINetworks: p.GetCniNetworks(), Ports: p.GetPorts(), CNIConfDir: p.GetCniConfDir(),
+		CNIBinDirs: p.GetCniBinDirs(), CPUTemplate: p.GetCpuTemplate(), VMMLogLevel: p.GetVmmLogLevel(),
+		DriveRate: p.GetDriveRate(), NetRate: p.GetNetRate(), Balloon: p.GetBalloon(), Entropy: p.GetEntropy(),
+		Metadata: p.GetMetadata(),
 	}
 	for _, d := range p.GetDrives() {
 		s.Drives = append(s.Drives, *diskFromPB(d))

@@ -70,7 +70,17 @@ func TestInfoRoundTrip(t *testing.T) {
 		Spec: sandbox.Spec{ID: "web", Kernel: "/k", Demo: "idle", Initrd: "/i", KernelArgs: "a=b", Rootfs: &sandbox.Disk{Path: "/root.ext4", ReadOnly: true},
 			Drives: []sandbox.Disk{{Path: "/d1"}}, VCPUs: 2, MemoryMiB: 256, SMT: true, Net: []sandbox.Net{{Auto: true, MAC: "02:00:00:00:00:02"}, {Tap: "tap1"}},
 			NetNS: "ns", VsockCID: 3, Firecracker: "/fc", Jailer: "/j", WaitConsole: "ready", Placeholders: 2, HotplugWritable: true,
-			Labels: map[string]string{"a": "b"}},
+			Labels: map[string]string{"a": "b"}, Agent: true, CNINetworks: []string{"web"}, Ports: []string{"8080:80"},
+			CNIConfDir: "/cni/conf", CNIBinDirs: []string{"/cni/bin"}, CPUTemplate: "T2", VMMLogLevel: "Debug",
+			DriveRate: "10MB/s", NetRate: "1MB/s", Balloon: "64M", Entropy: true, Metadata: "{}"},
+	}
+	// Every field of a spec crosses the wire but the config file's own
+	// spellings: a field added to sandbox.Spec and not to the API fails here.
+	sv := reflect.ValueOf(in.Spec)
+	for i := range sv.NumField() {
+		if name := sv.Type().Field(i).Name; name != "Memory" && name != "NetFlags" && sv.Field(i).IsZero() {
+			t.Errorf("the test spec leaves %s unset: set it (and carry it in apiconv)", name)
+		}
 	}
 	got := InfoFromPB(InfoToPB(in, time.Time{}))
 	if !reflect.DeepEqual(got, in) {

@@ -53,13 +53,16 @@ type Config struct {
 	DialTimeout time.Duration
 }
 
-// Client is a sandbox.Controller served by a kindling server. It is safe
-// for concurrent use.
+// Client is a sandbox.Controller served by a kindling server, with the
+// guest calls (sandbox.Guest: exec and files). It is safe for concurrent
+// use.
 type Client struct {
-	tr   *http.Transport
-	sb   kindlingv1connect.SandboxServiceClient
-	tpl  kindlingv1connect.TemplateServiceClient
-	host string
+	tr    *http.Transport
+	sb    kindlingv1connect.SandboxServiceClient
+	tpl   kindlingv1connect.TemplateServiceClient
+	guest kindlingv1connect.GuestServiceClient
+	pool  kindlingv1connect.PoolServiceClient
+	host  string
 }
 
 var (
@@ -90,10 +93,12 @@ func New(cfg Config) (*Client, error) {
 		opts = append(opts, connect.WithInterceptors(keyInterceptor(cfg.APIKey)))
 	}
 	return &Client{
-		tr:   tr,
-		sb:   kindlingv1connect.NewSandboxServiceClient(hc, base, opts...),
-		tpl:  kindlingv1connect.NewTemplateServiceClient(hc, base, opts...),
-		host: cfg.Host,
+		tr:    tr,
+		sb:    kindlingv1connect.NewSandboxServiceClient(hc, base, opts...),
+		tpl:   kindlingv1connect.NewTemplateServiceClient(hc, base, opts...),
+		guest: kindlingv1connect.NewGuestServiceClient(hc, base, opts...),
+		pool:  kindlingv1connect.NewPoolServiceClient(hc, base, opts...),
+		host:  cfg.Host,
 	}, nil
 }
 

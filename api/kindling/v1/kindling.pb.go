@@ -296,6 +296,18 @@ type Spec struct {
 	HotplugSlots    int32                  `protobuf:"varint,17,opt,name=hotplug_slots,json=hotplugSlots,proto3" json:"hotplug_slots,omitempty"`
 	HotplugWritable bool                   `protobuf:"varint,18,opt,name=hotplug_writable,json=hotplugWritable,proto3" json:"hotplug_writable,omitempty"`
 	Labels          map[string]string      `protobuf:"bytes,19,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Agent           bool                   `protobuf:"varint,20,opt,name=agent,proto3" json:"agent,omitempty"`
+	CniNetworks     []string               `protobuf:"bytes,21,rep,name=cni_networks,json=cniNetworks,proto3" json:"cni_networks,omitempty"`
+	Ports           []string               `protobuf:"bytes,22,rep,name=ports,proto3" json:"ports,omitempty"`
+	CniConfDir      string                 `protobuf:"bytes,23,opt,name=cni_conf_dir,json=cniConfDir,proto3" json:"cni_conf_dir,omitempty"`
+	CniBinDirs      []string               `protobuf:"bytes,24,rep,name=cni_bin_dirs,json=cniBinDirs,proto3" json:"cni_bin_dirs,omitempty"`
+	CpuTemplate     string                 `protobuf:"bytes,25,opt,name=cpu_template,json=cpuTemplate,proto3" json:"cpu_template,omitempty"`
+	VmmLogLevel     string                 `protobuf:"bytes,26,opt,name=vmm_log_level,json=vmmLogLevel,proto3" json:"vmm_log_level,omitempty"`
+	DriveRate       string                 `protobuf:"bytes,27,opt,name=drive_rate,json=driveRate,proto3" json:"drive_rate,omitempty"`
+	NetRate         string                 `protobuf:"bytes,28,opt,name=net_rate,json=netRate,proto3" json:"net_rate,omitempty"`
+	Balloon         string                 `protobuf:"bytes,29,opt,name=balloon,proto3" json:"balloon,omitempty"`
+	Entropy         bool                   `protobuf:"varint,30,opt,name=entropy,proto3" json:"entropy,omitempty"`
+	Metadata        string                 `protobuf:"bytes,31,opt,name=metadata,proto3" json:"metadata,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -461,6 +473,90 @@ func (x *Spec) GetLabels() map[string]string {
 		return x.Labels
 	}
 	return nil
+}
+
+func (x *Spec) GetAgent() bool {
+	if x != nil {
+		return x.Agent
+	}
+	return false
+}
+
+func (x *Spec) GetCniNetworks() []string {
+	if x != nil {
+		return x.CniNetworks
+	}
+	return nil
+}
+
+func (x *Spec) GetPorts() []string {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+func (x *Spec) GetCniConfDir() string {
+	if x != nil {
+		return x.CniConfDir
+	}
+	return ""
+}
+
+func (x *Spec) GetCniBinDirs() []string {
+	if x != nil {
+		return x.CniBinDirs
+	}
+	return nil
+}
+
+func (x *Spec) GetCpuTemplate() string {
+	if x != nil {
+		return x.CpuTemplate
+	}
+	return ""
+}
+
+func (x *Spec) GetVmmLogLevel() string {
+	if x != nil {
+		return x.VmmLogLevel
+	}
+	return ""
+}
+
+func (x *Spec) GetDriveRate() string {
+	if x != nil {
+		return x.DriveRate
+	}
+	return ""
+}
+
+func (x *Spec) GetNetRate() string {
+	if x != nil {
+		return x.NetRate
+	}
+	return ""
+}
+
+func (x *Spec) GetBalloon() string {
+	if x != nil {
+		return x.Balloon
+	}
+	return ""
+}
+
+func (x *Spec) GetEntropy() bool {
+	if x != nil {
+		return x.Entropy
+	}
+	return false
+}
+
+func (x *Spec) GetMetadata() string {
+	if x != nil {
+		return x.Metadata
+	}
+	return ""
 }
 
 // Exit says how a sandbox's VMM ended.
@@ -2237,6 +2333,1377 @@ func (x *RunTemplateRequest) GetLabels() map[string]string {
 	return nil
 }
 
+type ExecRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Args  []string               `protobuf:"bytes,2,rep,name=args,proto3" json:"args,omitempty"`
+	// env adds KEY=VALUE entries to the guest's default environment.
+	Env  []string `protobuf:"bytes,3,rep,name=env,proto3" json:"env,omitempty"`
+	Dir  string   `protobuf:"bytes,4,opt,name=dir,proto3" json:"dir,omitempty"`
+	User string   `protobuf:"bytes,5,opt,name=user,proto3" json:"user,omitempty"`
+	Tty  bool     `protobuf:"varint,6,opt,name=tty,proto3" json:"tty,omitempty"`
+	Rows uint32   `protobuf:"varint,7,opt,name=rows,proto3" json:"rows,omitempty"`
+	Cols uint32   `protobuf:"varint,8,opt,name=cols,proto3" json:"cols,omitempty"`
+	// stdin gives the process an input (WriteStdin); without it, it reads
+	// /dev/null.
+	Stdin         bool `protobuf:"varint,9,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecRequest) Reset() {
+	*x = ExecRequest{}
+	mi := &file_kindling_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecRequest) ProtoMessage() {}
+
+func (x *ExecRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
+func (*ExecRequest) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ExecRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ExecRequest) GetArgs() []string {
+	if x != nil {
+		return x.Args
+	}
+	return nil
+}
+
+func (x *ExecRequest) GetEnv() []string {
+	if x != nil {
+		return x.Env
+	}
+	return nil
+}
+
+func (x *ExecRequest) GetDir() string {
+	if x != nil {
+		return x.Dir
+	}
+	return ""
+}
+
+func (x *ExecRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *ExecRequest) GetTty() bool {
+	if x != nil {
+		return x.Tty
+	}
+	return false
+}
+
+func (x *ExecRequest) GetRows() uint32 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *ExecRequest) GetCols() uint32 {
+	if x != nil {
+		return x.Cols
+	}
+	return 0
+}
+
+func (x *ExecRequest) GetStdin() bool {
+	if x != nil {
+		return x.Stdin
+	}
+	return false
+}
+
+type ExecStarted struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pid   uint32                 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	// handle names the process in WriteStdin, Signal and Resize while the
+	// Exec call lasts.
+	Handle        string `protobuf:"bytes,2,opt,name=handle,proto3" json:"handle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecStarted) Reset() {
+	*x = ExecStarted{}
+	mi := &file_kindling_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecStarted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecStarted) ProtoMessage() {}
+
+func (x *ExecStarted) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecStarted.ProtoReflect.Descriptor instead.
+func (*ExecStarted) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ExecStarted) GetPid() uint32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *ExecStarted) GetHandle() string {
+	if x != nil {
+		return x.Handle
+	}
+	return ""
+}
+
+// ExecFailure is a program that could not be started: missing (exit
+// status 127) or not executable (126).
+type ExecFailure struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cmd           string                 `protobuf:"bytes,1,opt,name=cmd,proto3" json:"cmd,omitempty"`
+	NotFound      bool                   `protobuf:"varint,2,opt,name=not_found,json=notFound,proto3" json:"not_found,omitempty"`
+	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecFailure) Reset() {
+	*x = ExecFailure{}
+	mi := &file_kindling_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecFailure) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecFailure) ProtoMessage() {}
+
+func (x *ExecFailure) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecFailure.ProtoReflect.Descriptor instead.
+func (*ExecFailure) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *ExecFailure) GetCmd() string {
+	if x != nil {
+		return x.Cmd
+	}
+	return ""
+}
+
+func (x *ExecFailure) GetNotFound() bool {
+	if x != nil {
+		return x.NotFound
+	}
+	return false
+}
+
+func (x *ExecFailure) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type ExecEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Event:
+	//
+	//	*ExecEvent_Started
+	//	*ExecEvent_Stdout
+	//	*ExecEvent_Stderr
+	//	*ExecEvent_Exit
+	//	*ExecEvent_Failure
+	Event         isExecEvent_Event `protobuf_oneof:"event"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecEvent) Reset() {
+	*x = ExecEvent{}
+	mi := &file_kindling_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecEvent) ProtoMessage() {}
+
+func (x *ExecEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecEvent.ProtoReflect.Descriptor instead.
+func (*ExecEvent) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *ExecEvent) GetEvent() isExecEvent_Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *ExecEvent) GetStarted() *ExecStarted {
+	if x != nil {
+		if x, ok := x.Event.(*ExecEvent_Started); ok {
+			return x.Started
+		}
+	}
+	return nil
+}
+
+func (x *ExecEvent) GetStdout() []byte {
+	if x != nil {
+		if x, ok := x.Event.(*ExecEvent_Stdout); ok {
+			return x.Stdout
+		}
+	}
+	return nil
+}
+
+func (x *ExecEvent) GetStderr() []byte {
+	if x != nil {
+		if x, ok := x.Event.(*ExecEvent_Stderr); ok {
+			return x.Stderr
+		}
+	}
+	return nil
+}
+
+func (x *ExecEvent) GetExit() int32 {
+	if x != nil {
+		if x, ok := x.Event.(*ExecEvent_Exit); ok {
+			return x.Exit
+		}
+	}
+	return 0
+}
+
+func (x *ExecEvent) GetFailure() *ExecFailure {
+	if x != nil {
+		if x, ok := x.Event.(*ExecEvent_Failure); ok {
+			return x.Failure
+		}
+	}
+	return nil
+}
+
+type isExecEvent_Event interface {
+	isExecEvent_Event()
+}
+
+type ExecEvent_Started struct {
+	Started *ExecStarted `protobuf:"bytes,1,opt,name=started,proto3,oneof"`
+}
+
+type ExecEvent_Stdout struct {
+	Stdout []byte `protobuf:"bytes,2,opt,name=stdout,proto3,oneof"`
+}
+
+type ExecEvent_Stderr struct {
+	Stderr []byte `protobuf:"bytes,3,opt,name=stderr,proto3,oneof"`
+}
+
+type ExecEvent_Exit struct {
+	// exit is the exit status: 128+N for signal N.
+	Exit int32 `protobuf:"varint,4,opt,name=exit,proto3,oneof"`
+}
+
+type ExecEvent_Failure struct {
+	Failure *ExecFailure `protobuf:"bytes,5,opt,name=failure,proto3,oneof"`
+}
+
+func (*ExecEvent_Started) isExecEvent_Event() {}
+
+func (*ExecEvent_Stdout) isExecEvent_Event() {}
+
+func (*ExecEvent_Stderr) isExecEvent_Event() {}
+
+func (*ExecEvent_Exit) isExecEvent_Event() {}
+
+func (*ExecEvent_Failure) isExecEvent_Event() {}
+
+type WriteStdinRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Handle        string                 `protobuf:"bytes,1,opt,name=handle,proto3" json:"handle,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	Eof           bool                   `protobuf:"varint,3,opt,name=eof,proto3" json:"eof,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteStdinRequest) Reset() {
+	*x = WriteStdinRequest{}
+	mi := &file_kindling_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteStdinRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteStdinRequest) ProtoMessage() {}
+
+func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteStdinRequest.ProtoReflect.Descriptor instead.
+func (*WriteStdinRequest) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *WriteStdinRequest) GetHandle() string {
+	if x != nil {
+		return x.Handle
+	}
+	return ""
+}
+
+func (x *WriteStdinRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *WriteStdinRequest) GetEof() bool {
+	if x != nil {
+		return x.Eof
+	}
+	return false
+}
+
+type SignalRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Handle string                 `protobuf:"bytes,1,opt,name=handle,proto3" json:"handle,omitempty"`
+	// signal is the signal's number (15 for SIGTERM).
+	Signal        int32 `protobuf:"varint,2,opt,name=signal,proto3" json:"signal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignalRequest) Reset() {
+	*x = SignalRequest{}
+	mi := &file_kindling_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignalRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignalRequest) ProtoMessage() {}
+
+func (x *SignalRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignalRequest.ProtoReflect.Descriptor instead.
+func (*SignalRequest) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *SignalRequest) GetHandle() string {
+	if x != nil {
+		return x.Handle
+	}
+	return ""
+}
+
+func (x *SignalRequest) GetSignal() int32 {
+	if x != nil {
+		return x.Signal
+	}
+	return 0
+}
+
+type ResizeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Handle        string                 `protobuf:"bytes,1,opt,name=handle,proto3" json:"handle,omitempty"`
+	Rows          uint32                 `protobuf:"varint,2,opt,name=rows,proto3" json:"rows,omitempty"`
+	Cols          uint32                 `protobuf:"varint,3,opt,name=cols,proto3" json:"cols,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResizeRequest) Reset() {
+	*x = ResizeRequest{}
+	mi := &file_kindling_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResizeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResizeRequest) ProtoMessage() {}
+
+func (x *ResizeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResizeRequest.ProtoReflect.Descriptor instead.
+func (*ResizeRequest) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ResizeRequest) GetHandle() string {
+	if x != nil {
+		return x.Handle
+	}
+	return ""
+}
+
+func (x *ResizeRequest) GetRows() uint32 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *ResizeRequest) GetCols() uint32 {
+	if x != nil {
+		return x.Cols
+	}
+	return 0
+}
+
+type FileRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Path  string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// user is the guest user the call acts as ("" for the default).
+	User          string `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileRequest) Reset() {
+	*x = FileRequest{}
+	mi := &file_kindling_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileRequest) ProtoMessage() {}
+
+func (x *FileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileRequest.ProtoReflect.Descriptor instead.
+func (*FileRequest) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *FileRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *FileRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *FileRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+type PutFileRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// file is set in the first message only.
+	File          *FileRequest `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
+	Data          []byte       `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutFileRequest) Reset() {
+	*x = PutFileRequest{}
+	mi := &file_kindling_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutFileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutFileRequest) ProtoMessage() {}
+
+func (x *PutFileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutFileRequest.ProtoReflect.Descriptor instead.
+func (*PutFileRequest) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *PutFileRequest) GetFile() *FileRequest {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
+func (x *PutFileRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type FileChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileChunk) Reset() {
+	*x = FileChunk{}
+	mi := &file_kindling_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileChunk) ProtoMessage() {}
+
+func (x *FileChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileChunk.ProtoReflect.Descriptor instead.
+func (*FileChunk) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *FileChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// FileInfo describes a file in a guest.
+type FileInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Path  string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// type is "file", "dir", "symlink" or "unknown".
+	Type string `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
+	Size int64  `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
+	// mode is the permission bits.
+	Mode          uint32 `protobuf:"varint,5,opt,name=mode,proto3" json:"mode,omitempty"`
+	Owner         string `protobuf:"bytes,6,opt,name=owner,proto3" json:"owner,omitempty"`
+	Group         string `protobuf:"bytes,7,opt,name=group,proto3" json:"group,omitempty"`
+	ModifiedAt    string `protobuf:"bytes,8,opt,name=modified_at,json=modifiedAt,proto3" json:"modified_at,omitempty"`
+	Target        string `protobuf:"bytes,9,opt,name=target,proto3" json:"target,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileInfo) Reset() {
+	*x = FileInfo{}
+	mi := &file_kindling_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileInfo) ProtoMessage() {}
+
+func (x *FileInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileInfo.ProtoReflect.Descriptor instead.
+func (*FileInfo) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *FileInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *FileInfo) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *FileInfo) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *FileInfo) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *FileInfo) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *FileInfo) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *FileInfo) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *FileInfo) GetModifiedAt() string {
+	if x != nil {
+		return x.ModifiedAt
+	}
+	return ""
+}
+
+func (x *FileInfo) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+type FileInfoResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	File          *FileInfo              `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileInfoResponse) Reset() {
+	*x = FileInfoResponse{}
+	mi := &file_kindling_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileInfoResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileInfoResponse) ProtoMessage() {}
+
+func (x *FileInfoResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileInfoResponse.ProtoReflect.Descriptor instead.
+func (*FileInfoResponse) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *FileInfoResponse) GetFile() *FileInfo {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
+type ListDirRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Dir           *FileRequest           `protobuf:"bytes,1,opt,name=dir,proto3" json:"dir,omitempty"`
+	Depth         int32                  `protobuf:"varint,2,opt,name=depth,proto3" json:"depth,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDirRequest) Reset() {
+	*x = ListDirRequest{}
+	mi := &file_kindling_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDirRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDirRequest) ProtoMessage() {}
+
+func (x *ListDirRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDirRequest.ProtoReflect.Descriptor instead.
+func (*ListDirRequest) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *ListDirRequest) GetDir() *FileRequest {
+	if x != nil {
+		return x.Dir
+	}
+	return nil
+}
+
+func (x *ListDirRequest) GetDepth() int32 {
+	if x != nil {
+		return x.Depth
+	}
+	return 0
+}
+
+type ListDirResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Files         []*FileInfo            `protobuf:"bytes,1,rep,name=files,proto3" json:"files,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDirResponse) Reset() {
+	*x = ListDirResponse{}
+	mi := &file_kindling_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDirResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDirResponse) ProtoMessage() {}
+
+func (x *ListDirResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDirResponse.ProtoReflect.Descriptor instead.
+func (*ListDirResponse) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *ListDirResponse) GetFiles() []*FileInfo {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
+type ChmodRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	File          *FileRequest           `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
+	Mode          uint32                 `protobuf:"varint,2,opt,name=mode,proto3" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChmodRequest) Reset() {
+	*x = ChmodRequest{}
+	mi := &file_kindling_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChmodRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChmodRequest) ProtoMessage() {}
+
+func (x *ChmodRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChmodRequest.ProtoReflect.Descriptor instead.
+func (*ChmodRequest) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *ChmodRequest) GetFile() *FileRequest {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
+func (x *ChmodRequest) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+type WatchDirRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Dir           *FileRequest           `protobuf:"bytes,1,opt,name=dir,proto3" json:"dir,omitempty"`
+	Recursive     bool                   `protobuf:"varint,2,opt,name=recursive,proto3" json:"recursive,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchDirRequest) Reset() {
+	*x = WatchDirRequest{}
+	mi := &file_kindling_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchDirRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchDirRequest) ProtoMessage() {}
+
+func (x *WatchDirRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchDirRequest.ProtoReflect.Descriptor instead.
+func (*WatchDirRequest) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *WatchDirRequest) GetDir() *FileRequest {
+	if x != nil {
+		return x.Dir
+	}
+	return nil
+}
+
+func (x *WatchDirRequest) GetRecursive() bool {
+	if x != nil {
+		return x.Recursive
+	}
+	return false
+}
+
+type WatchDirEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is relative to the watched directory; empty in the first message.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// type is "create", "write", "remove", "rename", "chmod" or "unknown".
+	Type          string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchDirEvent) Reset() {
+	*x = WatchDirEvent{}
+	mi := &file_kindling_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchDirEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchDirEvent) ProtoMessage() {}
+
+func (x *WatchDirEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchDirEvent.ProtoReflect.Descriptor instead.
+func (*WatchDirEvent) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *WatchDirEvent) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *WatchDirEvent) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+// Pool is a template's warm pool.
+type Pool struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Template string                 `protobuf:"bytes,1,opt,name=template,proto3" json:"template,omitempty"`
+	// size is how many paused clones the pool keeps ready.
+	Size int32 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// memory_mib bounds the guest memory of this pool's ready clones; 0 for
+	// no bound of its own (the server's --pool-memory still applies).
+	MemoryMib int32 `protobuf:"varint,3,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
+	Ready     int32 `protobuf:"varint,4,opt,name=ready,proto3" json:"ready,omitempty"`
+	// memory_used_mib is the guest memory its ready clones hold.
+	MemoryUsedMib int32 `protobuf:"varint,5,opt,name=memory_used_mib,json=memoryUsedMib,proto3" json:"memory_used_mib,omitempty"`
+	// hits and misses count the creates from the template served by a
+	// ready clone and those that found none, since the server started.
+	Hits   int64 `protobuf:"varint,6,opt,name=hits,proto3" json:"hits,omitempty"`
+	Misses int64 `protobuf:"varint,7,opt,name=misses,proto3" json:"misses,omitempty"`
+	// error is the last failure to fill the pool, empty after a success.
+	Error         string `protobuf:"bytes,8,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Pool) Reset() {
+	*x = Pool{}
+	mi := &file_kindling_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Pool) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Pool) ProtoMessage() {}
+
+func (x *Pool) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Pool.ProtoReflect.Descriptor instead.
+func (*Pool) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *Pool) GetTemplate() string {
+	if x != nil {
+		return x.Template
+	}
+	return ""
+}
+
+func (x *Pool) GetSize() int32 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *Pool) GetMemoryMib() int32 {
+	if x != nil {
+		return x.MemoryMib
+	}
+	return 0
+}
+
+func (x *Pool) GetReady() int32 {
+	if x != nil {
+		return x.Ready
+	}
+	return 0
+}
+
+func (x *Pool) GetMemoryUsedMib() int32 {
+	if x != nil {
+		return x.MemoryUsedMib
+	}
+	return 0
+}
+
+func (x *Pool) GetHits() int64 {
+	if x != nil {
+		return x.Hits
+	}
+	return 0
+}
+
+func (x *Pool) GetMisses() int64 {
+	if x != nil {
+		return x.Misses
+	}
+	return 0
+}
+
+func (x *Pool) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type ListPoolsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pools []*Pool                `protobuf:"bytes,1,rep,name=pools,proto3" json:"pools,omitempty"`
+	// memory_mib is the bound on all pools' ready clones together (0: none).
+	MemoryMib     int32 `protobuf:"varint,2,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
+	MemoryUsedMib int32 `protobuf:"varint,3,opt,name=memory_used_mib,json=memoryUsedMib,proto3" json:"memory_used_mib,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPoolsResponse) Reset() {
+	*x = ListPoolsResponse{}
+	mi := &file_kindling_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPoolsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPoolsResponse) ProtoMessage() {}
+
+func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPoolsResponse.ProtoReflect.Descriptor instead.
+func (*ListPoolsResponse) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *ListPoolsResponse) GetPools() []*Pool {
+	if x != nil {
+		return x.Pools
+	}
+	return nil
+}
+
+func (x *ListPoolsResponse) GetMemoryMib() int32 {
+	if x != nil {
+		return x.MemoryMib
+	}
+	return 0
+}
+
+func (x *ListPoolsResponse) GetMemoryUsedMib() int32 {
+	if x != nil {
+		return x.MemoryUsedMib
+	}
+	return 0
+}
+
+type SetPoolRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Template      string                 `protobuf:"bytes,1,opt,name=template,proto3" json:"template,omitempty"`
+	Size          int32                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	MemoryMib     int32                  `protobuf:"varint,3,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetPoolRequest) Reset() {
+	*x = SetPoolRequest{}
+	mi := &file_kindling_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetPoolRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetPoolRequest) ProtoMessage() {}
+
+func (x *SetPoolRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetPoolRequest.ProtoReflect.Descriptor instead.
+func (*SetPoolRequest) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *SetPoolRequest) GetTemplate() string {
+	if x != nil {
+		return x.Template
+	}
+	return ""
+}
+
+func (x *SetPoolRequest) GetSize() int32 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *SetPoolRequest) GetMemoryMib() int32 {
+	if x != nil {
+		return x.MemoryMib
+	}
+	return 0
+}
+
+type PoolResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pool          *Pool                  `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PoolResponse) Reset() {
+	*x = PoolResponse{}
+	mi := &file_kindling_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PoolResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PoolResponse) ProtoMessage() {}
+
+func (x *PoolResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PoolResponse.ProtoReflect.Descriptor instead.
+func (*PoolResponse) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *PoolResponse) GetPool() *Pool {
+	if x != nil {
+		return x.Pool
+	}
+	return nil
+}
+
 var File_kindling_proto protoreflect.FileDescriptor
 
 const file_kindling_proto_rawDesc = "" +
@@ -2253,7 +3720,7 @@ const file_kindling_proto_rawDesc = "" +
 	"\x03Net\x12\x12\n" +
 	"\x04auto\x18\x01 \x01(\bR\x04auto\x12\x10\n" +
 	"\x03tap\x18\x02 \x01(\tR\x03tap\x12\x10\n" +
-	"\x03mac\x18\x03 \x01(\tR\x03mac\"\x8c\x05\n" +
+	"\x03mac\x18\x03 \x01(\tR\x03mac\"\xf0\a\n" +
 	"\x04Spec\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06kernel\x18\x02 \x01(\tR\x06kernel\x12\x12\n" +
@@ -2276,7 +3743,22 @@ const file_kindling_proto_rawDesc = "" +
 	"\fwait_console\x18\x10 \x01(\tR\vwaitConsole\x12#\n" +
 	"\rhotplug_slots\x18\x11 \x01(\x05R\fhotplugSlots\x12)\n" +
 	"\x10hotplug_writable\x18\x12 \x01(\bR\x0fhotplugWritable\x125\n" +
-	"\x06labels\x18\x13 \x03(\v2\x1d.kindling.v1.Spec.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\x13 \x03(\v2\x1d.kindling.v1.Spec.LabelsEntryR\x06labels\x12\x14\n" +
+	"\x05agent\x18\x14 \x01(\bR\x05agent\x12!\n" +
+	"\fcni_networks\x18\x15 \x03(\tR\vcniNetworks\x12\x14\n" +
+	"\x05ports\x18\x16 \x03(\tR\x05ports\x12 \n" +
+	"\fcni_conf_dir\x18\x17 \x01(\tR\n" +
+	"cniConfDir\x12 \n" +
+	"\fcni_bin_dirs\x18\x18 \x03(\tR\n" +
+	"cniBinDirs\x12!\n" +
+	"\fcpu_template\x18\x19 \x01(\tR\vcpuTemplate\x12\"\n" +
+	"\rvmm_log_level\x18\x1a \x01(\tR\vvmmLogLevel\x12\x1d\n" +
+	"\n" +
+	"drive_rate\x18\x1b \x01(\tR\tdriveRate\x12\x19\n" +
+	"\bnet_rate\x18\x1c \x01(\tR\anetRate\x12\x18\n" +
+	"\aballoon\x18\x1d \x01(\tR\aballoon\x12\x18\n" +
+	"\aentropy\x18\x1e \x01(\bR\aentropy\x12\x1a\n" +
+	"\bmetadata\x18\x1f \x01(\tR\bmetadata\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"X\n" +
@@ -2430,7 +3912,100 @@ const file_kindling_proto_rawDesc = "" +
 	"\x06labels\x18\x05 \x03(\v2+.kindling.v1.RunTemplateRequest.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xb9\b\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb9\x01\n" +
+	"\vExecRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04args\x18\x02 \x03(\tR\x04args\x12\x10\n" +
+	"\x03env\x18\x03 \x03(\tR\x03env\x12\x10\n" +
+	"\x03dir\x18\x04 \x01(\tR\x03dir\x12\x12\n" +
+	"\x04user\x18\x05 \x01(\tR\x04user\x12\x10\n" +
+	"\x03tty\x18\x06 \x01(\bR\x03tty\x12\x12\n" +
+	"\x04rows\x18\a \x01(\rR\x04rows\x12\x12\n" +
+	"\x04cols\x18\b \x01(\rR\x04cols\x12\x14\n" +
+	"\x05stdin\x18\t \x01(\bR\x05stdin\"7\n" +
+	"\vExecStarted\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x16\n" +
+	"\x06handle\x18\x02 \x01(\tR\x06handle\"V\n" +
+	"\vExecFailure\x12\x10\n" +
+	"\x03cmd\x18\x01 \x01(\tR\x03cmd\x12\x1b\n" +
+	"\tnot_found\x18\x02 \x01(\bR\bnotFound\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"\xca\x01\n" +
+	"\tExecEvent\x124\n" +
+	"\astarted\x18\x01 \x01(\v2\x18.kindling.v1.ExecStartedH\x00R\astarted\x12\x18\n" +
+	"\x06stdout\x18\x02 \x01(\fH\x00R\x06stdout\x12\x18\n" +
+	"\x06stderr\x18\x03 \x01(\fH\x00R\x06stderr\x12\x14\n" +
+	"\x04exit\x18\x04 \x01(\x05H\x00R\x04exit\x124\n" +
+	"\afailure\x18\x05 \x01(\v2\x18.kindling.v1.ExecFailureH\x00R\afailureB\a\n" +
+	"\x05event\"Q\n" +
+	"\x11WriteStdinRequest\x12\x16\n" +
+	"\x06handle\x18\x01 \x01(\tR\x06handle\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12\x10\n" +
+	"\x03eof\x18\x03 \x01(\bR\x03eof\"?\n" +
+	"\rSignalRequest\x12\x16\n" +
+	"\x06handle\x18\x01 \x01(\tR\x06handle\x12\x16\n" +
+	"\x06signal\x18\x02 \x01(\x05R\x06signal\"O\n" +
+	"\rResizeRequest\x12\x16\n" +
+	"\x06handle\x18\x01 \x01(\tR\x06handle\x12\x12\n" +
+	"\x04rows\x18\x02 \x01(\rR\x04rows\x12\x12\n" +
+	"\x04cols\x18\x03 \x01(\rR\x04cols\"E\n" +
+	"\vFileRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x12\n" +
+	"\x04user\x18\x03 \x01(\tR\x04user\"R\n" +
+	"\x0ePutFileRequest\x12,\n" +
+	"\x04file\x18\x01 \x01(\v2\x18.kindling.v1.FileRequestR\x04file\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\x1f\n" +
+	"\tFileChunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\xd3\x01\n" +
+	"\bFileInfo\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x12\n" +
+	"\x04type\x18\x03 \x01(\tR\x04type\x12\x12\n" +
+	"\x04size\x18\x04 \x01(\x03R\x04size\x12\x12\n" +
+	"\x04mode\x18\x05 \x01(\rR\x04mode\x12\x14\n" +
+	"\x05owner\x18\x06 \x01(\tR\x05owner\x12\x14\n" +
+	"\x05group\x18\a \x01(\tR\x05group\x12\x1f\n" +
+	"\vmodified_at\x18\b \x01(\tR\n" +
+	"modifiedAt\x12\x16\n" +
+	"\x06target\x18\t \x01(\tR\x06target\"=\n" +
+	"\x10FileInfoResponse\x12)\n" +
+	"\x04file\x18\x01 \x01(\v2\x15.kindling.v1.FileInfoR\x04file\"R\n" +
+	"\x0eListDirRequest\x12*\n" +
+	"\x03dir\x18\x01 \x01(\v2\x18.kindling.v1.FileRequestR\x03dir\x12\x14\n" +
+	"\x05depth\x18\x02 \x01(\x05R\x05depth\">\n" +
+	"\x0fListDirResponse\x12+\n" +
+	"\x05files\x18\x01 \x03(\v2\x15.kindling.v1.FileInfoR\x05files\"P\n" +
+	"\fChmodRequest\x12,\n" +
+	"\x04file\x18\x01 \x01(\v2\x18.kindling.v1.FileRequestR\x04file\x12\x12\n" +
+	"\x04mode\x18\x02 \x01(\rR\x04mode\"[\n" +
+	"\x0fWatchDirRequest\x12*\n" +
+	"\x03dir\x18\x01 \x01(\v2\x18.kindling.v1.FileRequestR\x03dir\x12\x1c\n" +
+	"\trecursive\x18\x02 \x01(\bR\trecursive\"7\n" +
+	"\rWatchDirEvent\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\"\xd5\x01\n" +
+	"\x04Pool\x12\x1a\n" +
+	"\btemplate\x18\x01 \x01(\tR\btemplate\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x05R\x04size\x12\x1d\n" +
+	"\n" +
+	"memory_mib\x18\x03 \x01(\x05R\tmemoryMib\x12\x14\n" +
+	"\x05ready\x18\x04 \x01(\x05R\x05ready\x12&\n" +
+	"\x0fmemory_used_mib\x18\x05 \x01(\x05R\rmemoryUsedMib\x12\x12\n" +
+	"\x04hits\x18\x06 \x01(\x03R\x04hits\x12\x16\n" +
+	"\x06misses\x18\a \x01(\x03R\x06misses\x12\x14\n" +
+	"\x05error\x18\b \x01(\tR\x05error\"\x83\x01\n" +
+	"\x11ListPoolsResponse\x12'\n" +
+	"\x05pools\x18\x01 \x03(\v2\x11.kindling.v1.PoolR\x05pools\x12\x1d\n" +
+	"\n" +
+	"memory_mib\x18\x02 \x01(\x05R\tmemoryMib\x12&\n" +
+	"\x0fmemory_used_mib\x18\x03 \x01(\x05R\rmemoryUsedMib\"_\n" +
+	"\x0eSetPoolRequest\x12\x1a\n" +
+	"\btemplate\x18\x01 \x01(\tR\btemplate\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x05R\x04size\x12\x1d\n" +
+	"\n" +
+	"memory_mib\x18\x03 \x01(\x05R\tmemoryMib\"5\n" +
+	"\fPoolResponse\x12%\n" +
+	"\x04pool\x18\x01 \x01(\v2\x11.kindling.v1.PoolR\x04pool2\xb9\b\n" +
 	"\x0eSandboxService\x12B\n" +
 	"\x06Create\x12\x1a.kindling.v1.CreateRequest\x1a\x1c.kindling.v1.SandboxResponse\x12=\n" +
 	"\x05Start\x12\x16.kindling.v1.IDRequest\x1a\x1c.kindling.v1.SandboxResponse\x124\n" +
@@ -2455,7 +4030,26 @@ const file_kindling_proto_rawDesc = "" +
 	"\x04List\x12\x12.kindling.v1.Empty\x1a\".kindling.v1.ListTemplatesResponse\x12B\n" +
 	"\aInspect\x12\x18.kindling.v1.NameRequest\x1a\x1d.kindling.v1.TemplateResponse\x12@\n" +
 	"\x06Remove\x12\".kindling.v1.RemoveTemplateRequest\x1a\x12.kindling.v1.Empty\x12D\n" +
-	"\x03Run\x12\x1f.kindling.v1.RunTemplateRequest\x1a\x1c.kindling.v1.SandboxResponseB<Z:github.com/kindling-vm/kindling/api/kindling/v1;kindlingv1b\x06proto3"
+	"\x03Run\x12\x1f.kindling.v1.RunTemplateRequest\x1a\x1c.kindling.v1.SandboxResponse2\xfd\x05\n" +
+	"\fGuestService\x12:\n" +
+	"\x04Exec\x12\x18.kindling.v1.ExecRequest\x1a\x16.kindling.v1.ExecEvent0\x01\x12@\n" +
+	"\n" +
+	"WriteStdin\x12\x1e.kindling.v1.WriteStdinRequest\x1a\x12.kindling.v1.Empty\x128\n" +
+	"\x06Signal\x12\x1a.kindling.v1.SignalRequest\x1a\x12.kindling.v1.Empty\x128\n" +
+	"\x06Resize\x12\x1a.kindling.v1.ResizeRequest\x1a\x12.kindling.v1.Empty\x12<\n" +
+	"\aPutFile\x12\x1b.kindling.v1.PutFileRequest\x1a\x12.kindling.v1.Empty(\x01\x12=\n" +
+	"\aGetFile\x12\x18.kindling.v1.FileRequest\x1a\x16.kindling.v1.FileChunk0\x01\x12C\n" +
+	"\bStatFile\x12\x18.kindling.v1.FileRequest\x1a\x1d.kindling.v1.FileInfoResponse\x12D\n" +
+	"\aListDir\x12\x1b.kindling.v1.ListDirRequest\x1a\x1c.kindling.v1.ListDirResponse\x127\n" +
+	"\aMakeDir\x12\x18.kindling.v1.FileRequest\x1a\x12.kindling.v1.Empty\x126\n" +
+	"\x05Chmod\x12\x19.kindling.v1.ChmodRequest\x1a\x12.kindling.v1.Empty\x12:\n" +
+	"\n" +
+	"RemoveFile\x12\x18.kindling.v1.FileRequest\x1a\x12.kindling.v1.Empty\x12F\n" +
+	"\bWatchDir\x12\x1c.kindling.v1.WatchDirRequest\x1a\x1a.kindling.v1.WatchDirEvent0\x012\xc0\x01\n" +
+	"\vPoolService\x12:\n" +
+	"\x04List\x12\x12.kindling.v1.Empty\x1a\x1e.kindling.v1.ListPoolsResponse\x12=\n" +
+	"\x03Set\x12\x1b.kindling.v1.SetPoolRequest\x1a\x19.kindling.v1.PoolResponse\x126\n" +
+	"\x06Delete\x12\x18.kindling.v1.NameRequest\x1a\x12.kindling.v1.EmptyB<Z:github.com/kindling-vm/kindling/api/kindling/v1;kindlingv1b\x06proto3"
 
 var (
 	file_kindling_proto_rawDescOnce sync.Once
@@ -2469,7 +4063,7 @@ func file_kindling_proto_rawDescGZIP() []byte {
 	return file_kindling_proto_rawDescData
 }
 
-var file_kindling_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_kindling_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
 var file_kindling_proto_goTypes = []any{
 	(*Empty)(nil),                 // 0: kindling.v1.Empty
 	(*IDRequest)(nil),             // 1: kindling.v1.IDRequest
@@ -2504,83 +4098,144 @@ var file_kindling_proto_goTypes = []any{
 	(*ListTemplatesResponse)(nil), // 30: kindling.v1.ListTemplatesResponse
 	(*RemoveTemplateRequest)(nil), // 31: kindling.v1.RemoveTemplateRequest
 	(*RunTemplateRequest)(nil),    // 32: kindling.v1.RunTemplateRequest
-	nil,                           // 33: kindling.v1.Spec.LabelsEntry
-	nil,                           // 34: kindling.v1.ListRequest.LabelsEntry
-	nil,                           // 35: kindling.v1.RestoreRequest.LabelsEntry
-	nil,                           // 36: kindling.v1.RunTemplateRequest.LabelsEntry
+	(*ExecRequest)(nil),           // 33: kindling.v1.ExecRequest
+	(*ExecStarted)(nil),           // 34: kindling.v1.ExecStarted
+	(*ExecFailure)(nil),           // 35: kindling.v1.ExecFailure
+	(*ExecEvent)(nil),             // 36: kindling.v1.ExecEvent
+	(*WriteStdinRequest)(nil),     // 37: kindling.v1.WriteStdinRequest
+	(*SignalRequest)(nil),         // 38: kindling.v1.SignalRequest
+	(*ResizeRequest)(nil),         // 39: kindling.v1.ResizeRequest
+	(*FileRequest)(nil),           // 40: kindling.v1.FileRequest
+	(*PutFileRequest)(nil),        // 41: kindling.v1.PutFileRequest
+	(*FileChunk)(nil),             // 42: kindling.v1.FileChunk
+	(*FileInfo)(nil),              // 43: kindling.v1.FileInfo
+	(*FileInfoResponse)(nil),      // 44: kindling.v1.FileInfoResponse
+	(*ListDirRequest)(nil),        // 45: kindling.v1.ListDirRequest
+	(*ListDirResponse)(nil),       // 46: kindling.v1.ListDirResponse
+	(*ChmodRequest)(nil),          // 47: kindling.v1.ChmodRequest
+	(*WatchDirRequest)(nil),       // 48: kindling.v1.WatchDirRequest
+	(*WatchDirEvent)(nil),         // 49: kindling.v1.WatchDirEvent
+	(*Pool)(nil),                  // 50: kindling.v1.Pool
+	(*ListPoolsResponse)(nil),     // 51: kindling.v1.ListPoolsResponse
+	(*SetPoolRequest)(nil),        // 52: kindling.v1.SetPoolRequest
+	(*PoolResponse)(nil),          // 53: kindling.v1.PoolResponse
+	nil,                           // 54: kindling.v1.Spec.LabelsEntry
+	nil,                           // 55: kindling.v1.ListRequest.LabelsEntry
+	nil,                           // 56: kindling.v1.RestoreRequest.LabelsEntry
+	nil,                           // 57: kindling.v1.RunTemplateRequest.LabelsEntry
 }
 var file_kindling_proto_depIdxs = []int32{
 	3,  // 0: kindling.v1.Spec.rootfs:type_name -> kindling.v1.Disk
 	3,  // 1: kindling.v1.Spec.drives:type_name -> kindling.v1.Disk
 	4,  // 2: kindling.v1.Spec.net:type_name -> kindling.v1.Net
-	33, // 3: kindling.v1.Spec.labels:type_name -> kindling.v1.Spec.LabelsEntry
+	54, // 3: kindling.v1.Spec.labels:type_name -> kindling.v1.Spec.LabelsEntry
 	5,  // 4: kindling.v1.Sandbox.spec:type_name -> kindling.v1.Spec
 	6,  // 5: kindling.v1.Sandbox.exit:type_name -> kindling.v1.Exit
 	7,  // 6: kindling.v1.Sandbox.taps:type_name -> kindling.v1.Tap
 	8,  // 7: kindling.v1.Sandbox.slots:type_name -> kindling.v1.Slot
 	5,  // 8: kindling.v1.CreateRequest.spec:type_name -> kindling.v1.Spec
 	9,  // 9: kindling.v1.SandboxResponse.sandbox:type_name -> kindling.v1.Sandbox
-	34, // 10: kindling.v1.ListRequest.labels:type_name -> kindling.v1.ListRequest.LabelsEntry
+	55, // 10: kindling.v1.ListRequest.labels:type_name -> kindling.v1.ListRequest.LabelsEntry
 	9,  // 11: kindling.v1.ListResponse.sandboxes:type_name -> kindling.v1.Sandbox
 	6,  // 12: kindling.v1.WaitResponse.exit:type_name -> kindling.v1.Exit
 	5,  // 13: kindling.v1.SnapshotResponse.spec:type_name -> kindling.v1.Spec
 	18, // 14: kindling.v1.SnapshotResponse.drives:type_name -> kindling.v1.SnapshotDrive
 	7,  // 15: kindling.v1.SnapshotResponse.taps:type_name -> kindling.v1.Tap
 	4,  // 16: kindling.v1.RestoreRequest.net:type_name -> kindling.v1.Net
-	35, // 17: kindling.v1.RestoreRequest.labels:type_name -> kindling.v1.RestoreRequest.LabelsEntry
+	56, // 17: kindling.v1.RestoreRequest.labels:type_name -> kindling.v1.RestoreRequest.LabelsEntry
 	3,  // 18: kindling.v1.AttachDriveRequest.disk:type_name -> kindling.v1.Disk
 	27, // 19: kindling.v1.TemplateResponse.template:type_name -> kindling.v1.Template
 	27, // 20: kindling.v1.ListTemplatesResponse.templates:type_name -> kindling.v1.Template
-	36, // 21: kindling.v1.RunTemplateRequest.labels:type_name -> kindling.v1.RunTemplateRequest.LabelsEntry
-	10, // 22: kindling.v1.SandboxService.Create:input_type -> kindling.v1.CreateRequest
-	1,  // 23: kindling.v1.SandboxService.Start:input_type -> kindling.v1.IDRequest
-	12, // 24: kindling.v1.SandboxService.Stop:input_type -> kindling.v1.StopRequest
-	1,  // 25: kindling.v1.SandboxService.Kill:input_type -> kindling.v1.IDRequest
-	13, // 26: kindling.v1.SandboxService.Remove:input_type -> kindling.v1.RemoveRequest
-	1,  // 27: kindling.v1.SandboxService.Inspect:input_type -> kindling.v1.IDRequest
-	14, // 28: kindling.v1.SandboxService.List:input_type -> kindling.v1.ListRequest
-	1,  // 29: kindling.v1.SandboxService.Wait:input_type -> kindling.v1.IDRequest
-	1,  // 30: kindling.v1.SandboxService.Pause:input_type -> kindling.v1.IDRequest
-	1,  // 31: kindling.v1.SandboxService.Resume:input_type -> kindling.v1.IDRequest
-	17, // 32: kindling.v1.SandboxService.Snapshot:input_type -> kindling.v1.SnapshotRequest
-	20, // 33: kindling.v1.SandboxService.Restore:input_type -> kindling.v1.RestoreRequest
-	21, // 34: kindling.v1.SandboxService.Console:input_type -> kindling.v1.LogRequest
-	21, // 35: kindling.v1.SandboxService.Logs:input_type -> kindling.v1.LogRequest
-	23, // 36: kindling.v1.SandboxService.AttachDrive:input_type -> kindling.v1.AttachDriveRequest
-	25, // 37: kindling.v1.SandboxService.DetachDrive:input_type -> kindling.v1.DetachDriveRequest
-	26, // 38: kindling.v1.SandboxService.SetTimeout:input_type -> kindling.v1.SetTimeoutRequest
-	28, // 39: kindling.v1.TemplateService.Create:input_type -> kindling.v1.CreateTemplateRequest
-	0,  // 40: kindling.v1.TemplateService.List:input_type -> kindling.v1.Empty
-	2,  // 41: kindling.v1.TemplateService.Inspect:input_type -> kindling.v1.NameRequest
-	31, // 42: kindling.v1.TemplateService.Remove:input_type -> kindling.v1.RemoveTemplateRequest
-	32, // 43: kindling.v1.TemplateService.Run:input_type -> kindling.v1.RunTemplateRequest
-	11, // 44: kindling.v1.SandboxService.Create:output_type -> kindling.v1.SandboxResponse
-	11, // 45: kindling.v1.SandboxService.Start:output_type -> kindling.v1.SandboxResponse
-	0,  // 46: kindling.v1.SandboxService.Stop:output_type -> kindling.v1.Empty
-	0,  // 47: kindling.v1.SandboxService.Kill:output_type -> kindling.v1.Empty
-	0,  // 48: kindling.v1.SandboxService.Remove:output_type -> kindling.v1.Empty
-	11, // 49: kindling.v1.SandboxService.Inspect:output_type -> kindling.v1.SandboxResponse
-	15, // 50: kindling.v1.SandboxService.List:output_type -> kindling.v1.ListResponse
-	16, // 51: kindling.v1.SandboxService.Wait:output_type -> kindling.v1.WaitResponse
-	0,  // 52: kindling.v1.SandboxService.Pause:output_type -> kindling.v1.Empty
-	0,  // 53: kindling.v1.SandboxService.Resume:output_type -> kindling.v1.Empty
-	19, // 54: kindling.v1.SandboxService.Snapshot:output_type -> kindling.v1.SnapshotResponse
-	11, // 55: kindling.v1.SandboxService.Restore:output_type -> kindling.v1.SandboxResponse
-	22, // 56: kindling.v1.SandboxService.Console:output_type -> kindling.v1.LogChunk
-	22, // 57: kindling.v1.SandboxService.Logs:output_type -> kindling.v1.LogChunk
-	24, // 58: kindling.v1.SandboxService.AttachDrive:output_type -> kindling.v1.AttachDriveResponse
-	0,  // 59: kindling.v1.SandboxService.DetachDrive:output_type -> kindling.v1.Empty
-	0,  // 60: kindling.v1.SandboxService.SetTimeout:output_type -> kindling.v1.Empty
-	29, // 61: kindling.v1.TemplateService.Create:output_type -> kindling.v1.TemplateResponse
-	30, // 62: kindling.v1.TemplateService.List:output_type -> kindling.v1.ListTemplatesResponse
-	29, // 63: kindling.v1.TemplateService.Inspect:output_type -> kindling.v1.TemplateResponse
-	0,  // 64: kindling.v1.TemplateService.Remove:output_type -> kindling.v1.Empty
-	11, // 65: kindling.v1.TemplateService.Run:output_type -> kindling.v1.SandboxResponse
-	44, // [44:66] is the sub-list for method output_type
-	22, // [22:44] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	57, // 21: kindling.v1.RunTemplateRequest.labels:type_name -> kindling.v1.RunTemplateRequest.LabelsEntry
+	34, // 22: kindling.v1.ExecEvent.started:type_name -> kindling.v1.ExecStarted
+	35, // 23: kindling.v1.ExecEvent.failure:type_name -> kindling.v1.ExecFailure
+	40, // 24: kindling.v1.PutFileRequest.file:type_name -> kindling.v1.FileRequest
+	43, // 25: kindling.v1.FileInfoResponse.file:type_name -> kindling.v1.FileInfo
+	40, // 26: kindling.v1.ListDirRequest.dir:type_name -> kindling.v1.FileRequest
+	43, // 27: kindling.v1.ListDirResponse.files:type_name -> kindling.v1.FileInfo
+	40, // 28: kindling.v1.ChmodRequest.file:type_name -> kindling.v1.FileRequest
+	40, // 29: kindling.v1.WatchDirRequest.dir:type_name -> kindling.v1.FileRequest
+	50, // 30: kindling.v1.ListPoolsResponse.pools:type_name -> kindling.v1.Pool
+	50, // 31: kindling.v1.PoolResponse.pool:type_name -> kindling.v1.Pool
+	10, // 32: kindling.v1.SandboxService.Create:input_type -> kindling.v1.CreateRequest
+	1,  // 33: kindling.v1.SandboxService.Start:input_type -> kindling.v1.IDRequest
+	12, // 34: kindling.v1.SandboxService.Stop:input_type -> kindling.v1.StopRequest
+	1,  // 35: kindling.v1.SandboxService.Kill:input_type -> kindling.v1.IDRequest
+	13, // 36: kindling.v1.SandboxService.Remove:input_type -> kindling.v1.RemoveRequest
+	1,  // 37: kindling.v1.SandboxService.Inspect:input_type -> kindling.v1.IDRequest
+	14, // 38: kindling.v1.SandboxService.List:input_type -> kindling.v1.ListRequest
+	1,  // 39: kindling.v1.SandboxService.Wait:input_type -> kindling.v1.IDRequest
+	1,  // 40: kindling.v1.SandboxService.Pause:input_type -> kindling.v1.IDRequest
+	1,  // 41: kindling.v1.SandboxService.Resume:input_type -> kindling.v1.IDRequest
+	17, // 42: kindling.v1.SandboxService.Snapshot:input_type -> kindling.v1.SnapshotRequest
+	20, // 43: kindling.v1.SandboxService.Restore:input_type -> kindling.v1.RestoreRequest
+	21, // 44: kindling.v1.SandboxService.Console:input_type -> kindling.v1.LogRequest
+	21, // 45: kindling.v1.SandboxService.Logs:input_type -> kindling.v1.LogRequest
+	23, // 46: kindling.v1.SandboxService.AttachDrive:input_type -> kindling.v1.AttachDriveRequest
+	25, // 47: kindling.v1.SandboxService.DetachDrive:input_type -> kindling.v1.DetachDriveRequest
+	26, // 48: kindling.v1.SandboxService.SetTimeout:input_type -> kindling.v1.SetTimeoutRequest
+	28, // 49: kindling.v1.TemplateService.Create:input_type -> kindling.v1.CreateTemplateRequest
+	0,  // 50: kindling.v1.TemplateService.List:input_type -> kindling.v1.Empty
+	2,  // 51: kindling.v1.TemplateService.Inspect:input_type -> kindling.v1.NameRequest
+	31, // 52: kindling.v1.TemplateService.Remove:input_type -> kindling.v1.RemoveTemplateRequest
+	32, // 53: kindling.v1.TemplateService.Run:input_type -> kindling.v1.RunTemplateRequest
+	33, // 54: kindling.v1.GuestService.Exec:input_type -> kindling.v1.ExecRequest
+	37, // 55: kindling.v1.GuestService.WriteStdin:input_type -> kindling.v1.WriteStdinRequest
+	38, // 56: kindling.v1.GuestService.Signal:input_type -> kindling.v1.SignalRequest
+	39, // 57: kindling.v1.GuestService.Resize:input_type -> kindling.v1.ResizeRequest
+	41, // 58: kindling.v1.GuestService.PutFile:input_type -> kindling.v1.PutFileRequest
+	40, // 59: kindling.v1.GuestService.GetFile:input_type -> kindling.v1.FileRequest
+	40, // 60: kindling.v1.GuestService.StatFile:input_type -> kindling.v1.FileRequest
+	45, // 61: kindling.v1.GuestService.ListDir:input_type -> kindling.v1.ListDirRequest
+	40, // 62: kindling.v1.GuestService.MakeDir:input_type -> kindling.v1.FileRequest
+	47, // 63: kindling.v1.GuestService.Chmod:input_type -> kindling.v1.ChmodRequest
+	40, // 64: kindling.v1.GuestService.RemoveFile:input_type -> kindling.v1.FileRequest
+	48, // 65: kindling.v1.GuestService.WatchDir:input_type -> kindling.v1.WatchDirRequest
+	0,  // 66: kindling.v1.PoolService.List:input_type -> kindling.v1.Empty
+	52, // 67: kindling.v1.PoolService.Set:input_type -> kindling.v1.SetPoolRequest
+	2,  // 68: kindling.v1.PoolService.Delete:input_type -> kindling.v1.NameRequest
+	11, // 69: kindling.v1.SandboxService.Create:output_type -> kindling.v1.SandboxResponse
+	11, // 70: kindling.v1.SandboxService.Start:output_type -> kindling.v1.SandboxResponse
+	0,  // 71: kindling.v1.SandboxService.Stop:output_type -> kindling.v1.Empty
+	0,  // 72: kindling.v1.SandboxService.Kill:output_type -> kindling.v1.Empty
+	0,  // 73: kindling.v1.SandboxService.Remove:output_type -> kindling.v1.Empty
+	11, // 74: kindling.v1.SandboxService.Inspect:output_type -> kindling.v1.SandboxResponse
+	15, // 75: kindling.v1.SandboxService.List:output_type -> kindling.v1.ListResponse
+	16, // 76: kindling.v1.SandboxService.Wait:output_type -> kindling.v1.WaitResponse
+	0,  // 77: kindling.v1.SandboxService.Pause:output_type -> kindling.v1.Empty
+	0,  // 78: kindling.v1.SandboxService.Resume:output_type -> kindling.v1.Empty
+	19, // 79: kindling.v1.SandboxService.Snapshot:output_type -> kindling.v1.SnapshotResponse
+	11, // 80: kindling.v1.SandboxService.Restore:output_type -> kindling.v1.SandboxResponse
+	22, // 81: kindling.v1.SandboxService.Console:output_type -> kindling.v1.LogChunk
+	22, // 82: kindling.v1.SandboxService.Logs:output_type -> kindling.v1.LogChunk
+	24, // 83: kindling.v1.SandboxService.AttachDrive:output_type -> kindling.v1.AttachDriveResponse
+	0,  // 84: kindling.v1.SandboxService.DetachDrive:output_type -> kindling.v1.Empty
+	0,  // 85: kindling.v1.SandboxService.SetTimeout:output_type -> kindling.v1.Empty
+	29, // 86: kindling.v1.TemplateService.Create:output_type -> kindling.v1.TemplateResponse
+	30, // 87: kindling.v1.TemplateService.List:output_type -> kindling.v1.ListTemplatesResponse
+	29, // 88: kindling.v1.TemplateService.Inspect:output_type -> kindling.v1.TemplateResponse
+	0,  // 89: kindling.v1.TemplateService.Remove:output_type -> kindling.v1.Empty
+	11, // 90: kindling.v1.TemplateService.Run:output_type -> kindling.v1.SandboxResponse
+	36, // 91: kindling.v1.GuestService.Exec:output_type -> kindling.v1.ExecEvent
+	0,  // 92: kindling.v1.GuestService.WriteStdin:output_type -> kindling.v1.Empty
+	0,  // 93: kindling.v1.GuestService.Signal:output_type -> kindling.v1.Empty
+	0,  // 94: kindling.v1.GuestService.Resize:output_type -> kindling.v1.Empty
+	0,  // 95: kindling.v1.GuestService.PutFile:output_type -> kindling.v1.Empty
+	42, // 96: kindling.v1.GuestService.GetFile:output_type -> kindling.v1.FileChunk
+	44, // 97: kindling.v1.GuestService.StatFile:output_type -> kindling.v1.FileInfoResponse
+	46, // 98: kindling.v1.GuestService.ListDir:output_type -> kindling.v1.ListDirResponse
+	0,  // 99: kindling.v1.GuestService.MakeDir:output_type -> kindling.v1.Empty
+	0,  // 100: kindling.v1.GuestService.Chmod:output_type -> kindling.v1.Empty
+	0,  // 101: kindling.v1.GuestService.RemoveFile:output_type -> kindling.v1.Empty
+	49, // 102: kindling.v1.GuestService.WatchDir:output_type -> kindling.v1.WatchDirEvent
+	51, // 103: kindling.v1.PoolService.List:output_type -> kindling.v1.ListPoolsResponse
+	53, // 104: kindling.v1.PoolService.Set:output_type -> kindling.v1.PoolResponse
+	0,  // 105: kindling.v1.PoolService.Delete:output_type -> kindling.v1.Empty
+	69, // [69:106] is the sub-list for method output_type
+	32, // [32:69] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_kindling_proto_init() }
@@ -2589,15 +4244,22 @@ func file_kindling_proto_init() {
 		return
 	}
 	file_kindling_proto_msgTypes[12].OneofWrappers = []any{}
+	file_kindling_proto_msgTypes[36].OneofWrappers = []any{
+		(*ExecEvent_Started)(nil),
+		(*ExecEvent_Stdout)(nil),
+		(*ExecEvent_Stderr)(nil),
+		(*ExecEvent_Exit)(nil),
+		(*ExecEvent_Failure)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kindling_proto_rawDesc), len(file_kindling_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   37,
+			NumMessages:   58,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   4,
 		},
 		GoTypes:           file_kindling_proto_goTypes,
 		DependencyIndexes: file_kindling_proto_depIdxs,

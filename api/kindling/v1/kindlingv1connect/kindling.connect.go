@@ -40,6 +40,10 @@ const (
 	SandboxServiceName = "kindling.v1.SandboxService"
 	// TemplateServiceName is the fully-qualified name of the TemplateService service.
 	TemplateServiceName = "kindling.v1.TemplateService"
+	// GuestServiceName is the fully-qualified name of the GuestService service.
+	GuestServiceName = "kindling.v1.GuestService"
+	// PoolServiceName is the fully-qualified name of the PoolService service.
+	PoolServiceName = "kindling.v1.PoolService"
 )
 
 // These constants are the fully-qualified names of the RPCs defined in this package. They're
@@ -97,6 +101,36 @@ const (
 	TemplateServiceRemoveProcedure = "/kindling.v1.TemplateService/Remove"
 	// TemplateServiceRunProcedure is the fully-qualified name of the TemplateService's Run RPC.
 	TemplateServiceRunProcedure = "/kindling.v1.TemplateService/Run"
+	// GuestServiceExecProcedure is the fully-qualified name of the GuestService's Exec RPC.
+	GuestServiceExecProcedure = "/kindling.v1.GuestService/Exec"
+	// GuestServiceWriteStdinProcedure is the fully-qualified name of the GuestService's WriteStdin RPC.
+	GuestServiceWriteStdinProcedure = "/kindling.v1.GuestService/WriteStdin"
+	// GuestServiceSignalProcedure is the fully-qualified name of the GuestService's Signal RPC.
+	GuestServiceSignalProcedure = "/kindling.v1.GuestService/Signal"
+	// GuestServiceResizeProcedure is the fully-qualified name of the GuestService's Resize RPC.
+	GuestServiceResizeProcedure = "/kindling.v1.GuestService/Resize"
+	// GuestServicePutFileProcedure is the fully-qualified name of the GuestService's PutFile RPC.
+	GuestServicePutFileProcedure = "/kindling.v1.GuestService/PutFile"
+	// GuestServiceGetFileProcedure is the fully-qualified name of the GuestService's GetFile RPC.
+	GuestServiceGetFileProcedure = "/kindling.v1.GuestService/GetFile"
+	// GuestServiceStatFileProcedure is the fully-qualified name of the GuestService's StatFile RPC.
+	GuestServiceStatFileProcedure = "/kindling.v1.GuestService/StatFile"
+	// GuestServiceListDirProcedure is the fully-qualified name of the GuestService's ListDir RPC.
+	GuestServiceListDirProcedure = "/kindling.v1.GuestService/ListDir"
+	// GuestServiceMakeDirProcedure is the fully-qualified name of the GuestService's MakeDir RPC.
+	GuestServiceMakeDirProcedure = "/kindling.v1.GuestService/MakeDir"
+	// GuestServiceChmodProcedure is the fully-qualified name of the GuestService's Chmod RPC.
+	GuestServiceChmodProcedure = "/kindling.v1.GuestService/Chmod"
+	// GuestServiceRemoveFileProcedure is the fully-qualified name of the GuestService's RemoveFile RPC.
+	GuestServiceRemoveFileProcedure = "/kindling.v1.GuestService/RemoveFile"
+	// GuestServiceWatchDirProcedure is the fully-qualified name of the GuestService's WatchDir RPC.
+	GuestServiceWatchDirProcedure = "/kindling.v1.GuestService/WatchDir"
+	// PoolServiceListProcedure is the fully-qualified name of the PoolService's List RPC.
+	PoolServiceListProcedure = "/kindling.v1.PoolService/List"
+	// PoolServiceSetProcedure is the fully-qualified name of the PoolService's Set RPC.
+	PoolServiceSetProcedure = "/kindling.v1.PoolService/Set"
+	// PoolServiceDeleteProcedure is the fully-qualified name of the PoolService's Delete RPC.
+	PoolServiceDeleteProcedure = "/kindling.v1.PoolService/Delete"
 )
 
 // SandboxServiceClient is a client for the kindling.v1.SandboxService service.
@@ -803,4 +837,526 @@ func (UnimplementedTemplateServiceHandler) Remove(context.Context, *connect.Requ
 
 func (UnimplementedTemplateServiceHandler) Run(context.Context, *connect.Request[v1.RunTemplateRequest]) (*connect.Response[v1.SandboxResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("kindling.v1.TemplateService.Run is not implemented"))
+}
+
+// GuestServiceClient is a client for the kindling.v1.GuestService service.
+type GuestServiceClient interface {
+	// Exec starts a process. The first message is started (or failure when
+	// the program is missing or cannot run); then stdout and stderr chunks;
+	// the last is exit. Ending the call before exit kills the process.
+	Exec(context.Context, *connect.Request[v1.ExecRequest]) (*connect.ServerStreamForClient[v1.ExecEvent], error)
+	// WriteStdin writes to the standard input of a process Exec started with
+	// stdin (or tty); eof closes it after data.
+	WriteStdin(context.Context, *connect.Request[v1.WriteStdinRequest]) (*connect.Response[v1.Empty], error)
+	// Signal sends a signal to a process Exec started.
+	Signal(context.Context, *connect.Request[v1.SignalRequest]) (*connect.Response[v1.Empty], error)
+	// Resize sets the terminal size of a process started with tty.
+	Resize(context.Context, *connect.Request[v1.ResizeRequest]) (*connect.Response[v1.Empty], error)
+	// PutFile writes a file: the first message names it, every message may
+	// carry data. Parent directories are created.
+	PutFile(context.Context) *connect.ClientStreamForClient[v1.PutFileRequest, v1.Empty]
+	// GetFile reads a file in chunks.
+	GetFile(context.Context, *connect.Request[v1.FileRequest]) (*connect.ServerStreamForClient[v1.FileChunk], error)
+	// StatFile describes a path (a symbolic link itself).
+	StatFile(context.Context, *connect.Request[v1.FileRequest]) (*connect.Response[v1.FileInfoResponse], error)
+	// ListDir lists a directory to a depth (1: its entries).
+	ListDir(context.Context, *connect.Request[v1.ListDirRequest]) (*connect.Response[v1.ListDirResponse], error)
+	// MakeDir creates a directory and its parents; an existing one is
+	// already_exists.
+	MakeDir(context.Context, *connect.Request[v1.FileRequest]) (*connect.Response[v1.Empty], error)
+	// Chmod sets a path's permission bits.
+	Chmod(context.Context, *connect.Request[v1.ChmodRequest]) (*connect.Response[v1.Empty], error)
+	// RemoveFile removes a path, recursively.
+	RemoveFile(context.Context, *connect.Request[v1.FileRequest]) (*connect.Response[v1.Empty], error)
+	// WatchDir streams the changes under a directory until the call ends.
+	// The first message (with no event) says the watch is in place.
+	WatchDir(context.Context, *connect.Request[v1.WatchDirRequest]) (*connect.ServerStreamForClient[v1.WatchDirEvent], error)
+}
+
+// NewGuestServiceClient constructs a client for the kindling.v1.GuestService service. By default,
+// it uses the Connect protocol with the binary Protobuf Codec, asks for gzipped responses, and
+// sends uncompressed requests. To use the gRPC or gRPC-Web protocols, supply the connect.WithGRPC()
+// or connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewGuestServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) GuestServiceClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	guestServiceMethods := v1.File_kindling_proto.Services().ByName("GuestService").Methods()
+	return &guestServiceClient{
+		exec: connect.NewClient[v1.ExecRequest, v1.ExecEvent](
+			httpClient,
+			baseURL+GuestServiceExecProcedure,
+			connect.WithSchema(guestServiceMethods.ByName("Exec")),
+			connect.WithClientOptions(opts...),
+		),
+		writeStdin: connect.NewClient[v1.WriteStdinRequest, v1.Empty](
+			httpClient,
+			baseURL+GuestServiceWriteStdinProcedure,
+			connect.WithSchema(guestServiceMethods.ByName("WriteStdin")),
+			connect.WithClientOptions(opts...),
+		),
+		signal: connect.NewClient[v1.SignalRequest, v1.Empty](
+			httpClient,
+			baseURL+GuestServiceSignalProcedure,
+			connect.WithSchema(guestServiceMethods.ByName("Signal")),
+			connect.WithClientOptions(opts...),
+		),
+		resize: connect.NewClient[v1.ResizeRequest, v1.Empty](
+			httpClient,
+			baseURL+GuestServiceResizeProcedure,
+			connect.WithSchema(guestServiceMethods.ByName("Resize")),
+			connect.WithClientOptions(opts...),
+		),
+		putFile: connect.NewClient[v1.PutFileRequest, v1.Empty](
+			httpClient,
+			baseURL+GuestServicePutFileProcedure,
+			connect.WithSchema(guestServiceMethods.ByName("PutFile")),
+			connect.WithClientOptions(opts...),
+		),
+		getFile: connect.NewClient[v1.FileRequest, v1.FileChunk](
+			httpClient,
+			baseURL+GuestServiceGetFileProcedure,
+			connect.WithSchema(guestServiceMethods.ByName("GetFile")),
+			connect.WithClientOptions(opts...),
+		),
+		statFile: connect.NewClient[v1.FileRequest, v1.FileInfoResponse](
+			httpClient,
+			baseURL+GuestServiceStatFileProcedure,
+			connect.WithSchema(guestServiceMethods.ByName("StatFile")),
+			connect.WithClientOptions(opts...),
+		),
+		listDir: connect.NewClient[v1.ListDirRequest, v1.ListDirResponse](
+			httpClient,
+			baseURL+GuestServiceListDirProcedure,
+			connect.WithSchema(guestServiceMethods.ByName("ListDir")),
+			connect.WithClientOptions(opts...),
+		),
+		makeDir: connect.NewClient[v1.FileRequest, v1.Empty](
+			httpClient,
+			baseURL+GuestServiceMakeDirProcedure,
+			connect.WithSchema(guestServiceMethods.ByName("MakeDir")),
+			connect.WithClientOptions(opts...),
+		),
+		chmod: connect.NewClient[v1.ChmodRequest, v1.Empty](
+			httpClient,
+			baseURL+GuestServiceChmodProcedure,
+			connect.WithSchema(guestServiceMethods.ByName("Chmod")),
+			connect.WithClientOptions(opts...),
+		),
+		removeFile: connect.NewClient[v1.FileRequest, v1.Empty](
+			httpClient,
+			baseURL+GuestServiceRemoveFileProcedure,
+			connect.WithSchema(guestServiceMethods.ByName("RemoveFile")),
+			connect.WithClientOptions(opts...),
+		),
+		watchDir: connect.NewClient[v1.WatchDirRequest, v1.WatchDirEvent](
+			httpClient,
+			baseURL+GuestServiceWatchDirProcedure,
+			connect.WithSchema(guestServiceMethods.ByName("WatchDir")),
+			connect.WithClientOptions(opts...),
+		),
+	}
+}
+
+// guestServiceClient implements GuestServiceClient.
+type guestServiceClient struct {
+	exec       *connect.Client[v1.ExecRequest, v1.ExecEvent]
+	writeStdin *connect.Client[v1.WriteStdinRequest, v1.Empty]
+	signal     *connect.Client[v1.SignalRequest, v1.Empty]
+	resize     *connect.Client[v1.ResizeRequest, v1.Empty]
+	putFile    *connect.Client[v1.PutFileRequest, v1.Empty]
+	getFile    *connect.Client[v1.FileRequest, v1.FileChunk]
+	statFile   *connect.Client[v1.FileRequest, v1.FileInfoResponse]
+	listDir    *connect.Client[v1.ListDirRequest, v1.ListDirResponse]
+	makeDir    *connect.Client[v1.FileRequest, v1.Empty]
+	chmod      *connect.Client[v1.ChmodRequest, v1.Empty]
+	removeFile *connect.Client[v1.FileRequest, v1.Empty]
+	watchDir   *connect.Client[v1.WatchDirRequest, v1.WatchDirEvent]
+}
+
+// Exec calls kindling.v1.GuestService.Exec.
+func (c *guestServiceClient) Exec(ctx context.Context, req *connect.Request[v1.ExecRequest]) (*connect.ServerStreamForClient[v1.ExecEvent], error) {
+	return c.exec.CallServerStream(ctx, req)
+}
+
+// WriteStdin calls kindling.v1.GuestService.WriteStdin.
+func (c *guestServiceClient) WriteStdin(ctx context.Context, req *connect.Request[v1.WriteStdinRequest]) (*connect.Response[v1.Empty], error) {
+	return c.writeStdin.CallUnary(ctx, req)
+}
+
+// Signal calls kindling.v1.GuestService.Signal.
+func (c *guestServiceClient) Signal(ctx context.Context, req *connect.Request[v1.SignalRequest]) (*connect.Response[v1.Empty], error) {
+	return c.signal.CallUnary(ctx, req)
+}
+
+// Resize calls kindling.v1.GuestService.Resize.
+func (c *guestServiceClient) Resize(ctx context.Context, req *connect.Request[v1.ResizeRequest]) (*connect.Response[v1.Empty], error) {
+	return c.resize.CallUnary(ctx, req)
+}
+
+// PutFile calls kindling.v1.GuestService.PutFile.
+func (c *guestServiceClient) PutFile(ctx context.Context) *connect.ClientStreamForClient[v1.PutFileRequest, v1.Empty] {
+	return c.putFile.CallClientStream(ctx)
+}
+
+// GetFile calls kindling.v1.GuestService.GetFile.
+func (c *guestServiceClient) GetFile(ctx context.Context, req *connect.Request[v1.FileRequest]) (*connect.ServerStreamForClient[v1.FileChunk], error) {
+	return c.getFile.CallServerStream(ctx, req)
+}
+
+// StatFile calls kindling.v1.GuestService.StatFile.
+func (c *guestServiceClient) StatFile(ctx context.Context, req *connect.Request[v1.FileRequest]) (*connect.Response[v1.FileInfoResponse], error) {
+	return c.statFile.CallUnary(ctx, req)
+}
+
+// ListDir calls kindling.v1.GuestService.ListDir.
+func (c *guestServiceClient) ListDir(ctx context.Context, req *connect.Request[v1.ListDirRequest]) (*connect.Response[v1.ListDirResponse], error) {
+	return c.listDir.CallUnary(ctx, req)
+}
+
+// MakeDir calls kindling.v1.GuestService.MakeDir.
+func (c *guestServiceClient) MakeDir(ctx context.Context, req *connect.Request[v1.FileRequest]) (*connect.Response[v1.Empty], error) {
+	return c.makeDir.CallUnary(ctx, req)
+}
+
+// Chmod calls kindling.v1.GuestService.Chmod.
+func (c *guestServiceClient) Chmod(ctx context.Context, req *connect.Request[v1.ChmodRequest]) (*connect.Response[v1.Empty], error) {
+	return c.chmod.CallUnary(ctx, req)
+}
+
+// RemoveFile calls kindling.v1.GuestService.RemoveFile.
+func (c *guestServiceClient) RemoveFile(ctx context.Context, req *connect.Request[v1.FileRequest]) (*connect.Response[v1.Empty], error) {
+	return c.removeFile.CallUnary(ctx, req)
+}
+
+// WatchDir calls kindling.v1.GuestService.WatchDir.
+func (c *guestServiceClient) WatchDir(ctx context.Context, req *connect.Request[v1.WatchDirRequest]) (*connect.ServerStreamForClient[v1.WatchDirEvent], error) {
+	return c.watchDir.CallServerStream(ctx, req)
+}
+
+// GuestServiceHandler is an implementation of the kindling.v1.GuestService service.
+type GuestServiceHandler interface {
+	// Exec starts a process. The first message is started (or failure when
+	// the program is missing or cannot run); then stdout and stderr chunks;
+	// the last is exit. Ending the call before exit kills the process.
+	Exec(context.Context, *connect.Request[v1.ExecRequest], *connect.ServerStream[v1.ExecEvent]) error
+	// WriteStdin writes to the standard input of a process Exec started with
+	// stdin (or tty); eof closes it after data.
+	WriteStdin(context.Context, *connect.Request[v1.WriteStdinRequest]) (*connect.Response[v1.Empty], error)
+	// Signal sends a signal to a process Exec started.
+	Signal(context.Context, *connect.Request[v1.SignalRequest]) (*connect.Response[v1.Empty], error)
+	// Resize sets the terminal size of a process started with tty.
+	Resize(context.Context, *connect.Request[v1.ResizeRequest]) (*connect.Response[v1.Empty], error)
+	// PutFile writes a file: the first message names it, every message may
+	// carry data. Parent directories are created.
+	PutFile(context.Context, *connect.ClientStream[v1.PutFileRequest]) (*connect.Response[v1.Empty], error)
+	// GetFile reads a file in chunks.
+	GetFile(context.Context, *connect.Request[v1.FileRequest], *connect.ServerStream[v1.FileChunk]) error
+	// StatFile describes a path (a symbolic link itself).
+	StatFile(context.Context, *connect.Request[v1.FileRequest]) (*connect.Response[v1.FileInfoResponse], error)
+	// ListDir lists a directory to a depth (1: its entries).
+	ListDir(context.Context, *connect.Request[v1.ListDirRequest]) (*connect.Response[v1.ListDirResponse], error)
+	// MakeDir creates a directory and its parents; an existing one is
+	// already_exists.
+	MakeDir(context.Context, *connect.Request[v1.FileRequest]) (*connect.Response[v1.Empty], error)
+	// Chmod sets a path's permission bits.
+	Chmod(context.Context, *connect.Request[v1.ChmodRequest]) (*connect.Response[v1.Empty], error)
+	// RemoveFile removes a path, recursively.
+	RemoveFile(context.Context, *connect.Request[v1.FileRequest]) (*connect.Response[v1.Empty], error)
+	// WatchDir streams the changes under a directory until the call ends.
+	// The first message (with no event) says the watch is in place.
+	WatchDir(context.Context, *connect.Request[v1.WatchDirRequest], *connect.ServerStream[v1.WatchDirEvent]) error
+}
+
+// NewGuestServiceHandler builds an HTTP handler from the service implementation. It returns the
+// path on which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewGuestServiceHandler(svc GuestServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	guestServiceMethods := v1.File_kindling_proto.Services().ByName("GuestService").Methods()
+	guestServiceExecHandler := connect.NewServerStreamHandler(
+		GuestServiceExecProcedure,
+		svc.Exec,
+		connect.WithSchema(guestServiceMethods.ByName("Exec")),
+		connect.WithHandlerOptions(opts...),
+	)
+	guestServiceWriteStdinHandler := connect.NewUnaryHandler(
+		GuestServiceWriteStdinProcedure,
+		svc.WriteStdin,
+		connect.WithSchema(guestServiceMethods.ByName("WriteStdin")),
+		connect.WithHandlerOptions(opts...),
+	)
+	guestServiceSignalHandler := connect.NewUnaryHandler(
+		GuestServiceSignalProcedure,
+		svc.Signal,
+		connect.WithSchema(guestServiceMethods.ByName("Signal")),
+		connect.WithHandlerOptions(opts...),
+	)
+	guestServiceResizeHandler := connect.NewUnaryHandler(
+		GuestServiceResizeProcedure,
+		svc.Resize,
+		connect.WithSchema(guestServiceMethods.ByName("Resize")),
+		connect.WithHandlerOptions(opts...),
+	)
+	guestServicePutFileHandler := connect.NewClientStreamHandler(
+		GuestServicePutFileProcedure,
+		svc.PutFile,
+		connect.WithSchema(guestServiceMethods.ByName("PutFile")),
+		connect.WithHandlerOptions(opts...),
+	)
+	guestServiceGetFileHandler := connect.NewServerStreamHandler(
+		GuestServiceGetFileProcedure,
+		svc.GetFile,
+		connect.WithSchema(guestServiceMethods.ByName("GetFile")),
+		connect.WithHandlerOptions(opts...),
+	)
+	guestServiceStatFileHandler := connect.NewUnaryHandler(
+		GuestServiceStatFileProcedure,
+		svc.StatFile,
+		connect.WithSchema(guestServiceMethods.ByName("StatFile")),
+		connect.WithHandlerOptions(opts...),
+	)
+	guestServiceListDirHandler := connect.NewUnaryHandler(
+		GuestServiceListDirProcedure,
+		svc.ListDir,
+		connect.WithSchema(guestServiceMethods.ByName("ListDir")),
+		connect.WithHandlerOptions(opts...),
+	)
+	guestServiceMakeDirHandler := connect.NewUnaryHandler(
+		GuestServiceMakeDirProcedure,
+		svc.MakeDir,
+		connect.WithSchema(guestServiceMethods.ByName("MakeDir")),
+		connect.WithHandlerOptions(opts...),
+	)
+	guestServiceChmodHandler := connect.NewUnaryHandler(
+		GuestServiceChmodProcedure,
+		svc.Chmod,
+		connect.WithSchema(guestServiceMethods.ByName("Chmod")),
+		connect.WithHandlerOptions(opts...),
+	)
+	guestServiceRemoveFileHandler := connect.NewUnaryHandler(
+		GuestServiceRemoveFileProcedure,
+		svc.RemoveFile,
+		connect.WithSchema(guestServiceMethods.ByName("RemoveFile")),
+		connect.WithHandlerOptions(opts...),
+	)
+	guestServiceWatchDirHandler := connect.NewServerStreamHandler(
+		GuestServiceWatchDirProcedure,
+		svc.WatchDir,
+		connect.WithSchema(guestServiceMethods.ByName("WatchDir")),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/kindling.v1.GuestService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case GuestServiceExecProcedure:
+			guestServiceExecHandler.ServeHTTP(w, r)
+		case GuestServiceWriteStdinProcedure:
+			guestServiceWriteStdinHandler.ServeHTTP(w, r)
+		case GuestServiceSignalProcedure:
+			guestServiceSignalHandler.ServeHTTP(w, r)
+		case GuestServiceResizeProcedure:
+			guestServiceResizeHandler.ServeHTTP(w, r)
+		case GuestServicePutFileProcedure:
+			guestServicePutFileHandler.ServeHTTP(w, r)
+		case GuestServiceGetFileProcedure:
+			guestServiceGetFileHandler.ServeHTTP(w, r)
+		case GuestServiceStatFileProcedure:
+			guestServiceStatFileHandler.ServeHTTP(w, r)
+		case GuestServiceListDirProcedure:
+			guestServiceListDirHandler.ServeHTTP(w, r)
+		case GuestServiceMakeDirProcedure:
+			guestServiceMakeDirHandler.ServeHTTP(w, r)
+		case GuestServiceChmodProcedure:
+			guestServiceChmodHandler.ServeHTTP(w, r)
+		case GuestServiceRemoveFileProcedure:
+			guestServiceRemoveFileHandler.ServeHTTP(w, r)
+		case GuestServiceWatchDirProcedure:
+			guestServiceWatchDirHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedGuestServiceHandler returns CodeUnimplemented from all methods.
+type UnimplementedGuestServiceHandler struct{}
+
+func (UnimplementedGuestServiceHandler) Exec(context.Context, *connect.Request[v1.ExecRequest], *connect.ServerStream[v1.ExecEvent]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("kindling.v1.GuestService.Exec is not implemented"))
+}
+
+func (UnimplementedGuestServiceHandler) WriteStdin(context.Context, *connect.Request[v1.WriteStdinRequest]) (*connect.Response[v1.Empty], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("kindling.v1.GuestService.WriteStdin is not implemented"))
+}
+
+func (UnimplementedGuestServiceHandler) Signal(context.Context, *connect.Request[v1.SignalRequest]) (*connect.Response[v1.Empty], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("kindling.v1.GuestService.Signal is not implemented"))
+}
+
+func (UnimplementedGuestServiceHandler) Resize(context.Context, *connect.Request[v1.ResizeRequest]) (*connect.Response[v1.Empty], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("kindling.v1.GuestService.Resize is not implemented"))
+}
+
+func (UnimplementedGuestServiceHandler) PutFile(context.Context, *connect.ClientStream[v1.PutFileRequest]) (*connect.Response[v1.Empty], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("kindling.v1.GuestService.PutFile is not implemented"))
+}
+
+func (UnimplementedGuestServiceHandler) GetFile(context.Context, *connect.Request[v1.FileRequest], *connect.ServerStream[v1.FileChunk]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("kindling.v1.GuestService.GetFile is not implemented"))
+}
+
+func (UnimplementedGuestServiceHandler) StatFile(context.Context, *connect.Request[v1.FileRequest]) (*connect.Response[v1.FileInfoResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("kindling.v1.GuestService.StatFile is not implemented"))
+}
+
+func (UnimplementedGuestServiceHandler) ListDir(context.Context, *connect.Request[v1.ListDirRequest]) (*connect.Response[v1.ListDirResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("kindling.v1.GuestService.ListDir is not implemented"))
+}
+
+func (UnimplementedGuestServiceHandler) MakeDir(context.Context, *connect.Request[v1.FileRequest]) (*connect.Response[v1.Empty], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("kindling.v1.GuestService.MakeDir is not implemented"))
+}
+
+func (UnimplementedGuestServiceHandler) Chmod(context.Context, *connect.Request[v1.ChmodRequest]) (*connect.Response[v1.Empty], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("kindling.v1.GuestService.Chmod is not implemented"))
+}
+
+func (UnimplementedGuestServiceHandler) RemoveFile(context.Context, *connect.Request[v1.FileRequest]) (*connect.Response[v1.Empty], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("kindling.v1.GuestService.RemoveFile is not implemented"))
+}
+
+func (UnimplementedGuestServiceHandler) WatchDir(context.Context, *connect.Request[v1.WatchDirRequest], *connect.ServerStream[v1.WatchDirEvent]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("kindling.v1.GuestService.WatchDir is not implemented"))
+}
+
+// PoolServiceClient is a client for the kindling.v1.PoolService service.
+type PoolServiceClient interface {
+	// List describes every pool, with its counters.
+	List(context.Context, *connect.Request[v1.Empty]) (*connect.Response[v1.ListPoolsResponse], error)
+	// Set creates a pool or changes its size and memory budget; it is kept
+	// across server restarts.
+	Set(context.Context, *connect.Request[v1.SetPoolRequest]) (*connect.Response[v1.PoolResponse], error)
+	// Delete ends a pool and removes its ready clones (claimed ones stay).
+	Delete(context.Context, *connect.Request[v1.NameRequest]) (*connect.Response[v1.Empty], error)
+}
+
+// NewPoolServiceClient constructs a client for the kindling.v1.PoolService service. By default, it
+// uses the Connect protocol with the binary Protobuf Codec, asks for gzipped responses, and sends
+// uncompressed requests. To use the gRPC or gRPC-Web protocols, supply the connect.WithGRPC() or
+// connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewPoolServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) PoolServiceClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	poolServiceMethods := v1.File_kindling_proto.Services().ByName("PoolService").Methods()
+	return &poolServiceClient{
+		list: connect.NewClient[v1.Empty, v1.ListPoolsResponse](
+			httpClient,
+			baseURL+PoolServiceListProcedure,
+			connect.WithSchema(poolServiceMethods.ByName("List")),
+			connect.WithClientOptions(opts...),
+		),
+		set: connect.NewClient[v1.SetPoolRequest, v1.PoolResponse](
+			httpClient,
+			baseURL+PoolServiceSetProcedure,
+			connect.WithSchema(poolServiceMethods.ByName("Set")),
+			connect.WithClientOptions(opts...),
+		),
+		delete: connect.NewClient[v1.NameRequest, v1.Empty](
+			httpClient,
+			baseURL+PoolServiceDeleteProcedure,
+			connect.WithSchema(poolServiceMethods.ByName("Delete")),
+			connect.WithClientOptions(opts...),
+		),
+	}
+}
+
+// poolServiceClient implements PoolServiceClient.
+type poolServiceClient struct {
+	list   *connect.Client[v1.Empty, v1.ListPoolsResponse]
+	set    *connect.Client[v1.SetPoolRequest, v1.PoolResponse]
+	delete *connect.Client[v1.NameRequest, v1.Empty]
+}
+
+// List calls kindling.v1.PoolService.List.
+func (c *poolServiceClient) List(ctx context.Context, req *connect.Request[v1.Empty]) (*connect.Response[v1.ListPoolsResponse], error) {
+	return c.list.CallUnary(ctx, req)
+}
+
+// Set calls kindling.v1.PoolService.Set.
+func (c *poolServiceClient) Set(ctx context.Context, req *connect.Request[v1.SetPoolRequest]) (*connect.Response[v1.PoolResponse], error) {
+	return c.set.CallUnary(ctx, req)
+}
+
+// Delete calls kindling.v1.PoolService.Delete.
+func (c *poolServiceClient) Delete(ctx context.Context, req *connect.Request[v1.NameRequest]) (*connect.Response[v1.Empty], error) {
+	return c.delete.CallUnary(ctx, req)
+}
+
+// PoolServiceHandler is an implementation of the kindling.v1.PoolService service.
+type PoolServiceHandler interface {
+	// List describes every pool, with its counters.
+	List(context.Context, *connect.Request[v1.Empty]) (*connect.Response[v1.ListPoolsResponse], error)
+	// Set creates a pool or changes its size and memory budget; it is kept
+	// across server restarts.
+	Set(context.Context, *connect.Request[v1.SetPoolRequest]) (*connect.Response[v1.PoolResponse], error)
+	// Delete ends a pool and removes its ready clones (claimed ones stay).
+	Delete(context.Context, *connect.Request[v1.NameRequest]) (*connect.Response[v1.Empty], error)
+}
+
+// NewPoolServiceHandler builds an HTTP handler from the service implementation. It returns the path
+// on which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewPoolServiceHandler(svc PoolServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	poolServiceMethods := v1.File_kindling_proto.Services().ByName("PoolService").Methods()
+	poolServiceListHandler := connect.NewUnaryHandler(
+		PoolServiceListProcedure,
+		svc.List,
+		connect.WithSchema(poolServiceMethods.ByName("List")),
+		connect.WithHandlerOptions(opts...),
+	)
+	poolServiceSetHandler := connect.NewUnaryHandler(
+		PoolServiceSetProcedure,
+		svc.Set,
+		connect.WithSchema(poolServiceMethods.ByName("Set")),
+		connect.WithHandlerOptions(opts...),
+	)
+	poolServiceDeleteHandler := connect.NewUnaryHandler(
+		PoolServiceDeleteProcedure,
+		svc.Delete,
+		connect.WithSchema(poolServiceMethods.ByName("Delete")),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/kindling.v1.PoolService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case PoolServiceListProcedure:
+			poolServiceListHandler.ServeHTTP(w, r)
+		case PoolServiceSetProcedure:
+			poolServiceSetHandler.ServeHTTP(w, r)
+		case PoolServiceDeleteProcedure:
+			poolServiceDeleteHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedPoolServiceHandler returns CodeUnimplemented from all methods.
+type UnimplementedPoolServiceHandler struct{}
+
+func (UnimplementedPoolServiceHandler) List(context.Context, *connect.Request[v1.Empty]) (*connect.Response[v1.ListPoolsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("kindling.v1.PoolService.List is not implemented"))
+}
+
+func (UnimplementedPoolServiceHandler) Set(context.Context, *connect.Request[v1.SetPoolRequest]) (*connect.Response[v1.PoolResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("kindling.v1.PoolService.Set is not implemented"))
+}
+
+func (UnimplementedPoolServiceHandler) Delete(context.Context, *connect.Request[v1.NameRequest]) (*connect.Response[v1.Empty], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("kindling.v1.PoolService.Delete is not implemented"))
 }
