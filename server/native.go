@@ -341,3 +341,11 @@ func (t templates) Run(ctx context.Context, req *connect.Request[pb.RunTemplateR
 	}
 	return reply(native(t).info(in), nil)
 }
+
+// needTemplate checks a request's template name is there.
+func needTemplate(name string) error {
+	if name == "" {
+		return fmt.Errorf("no template name given: %w", sandbox.ErrInvalid)
+	}
+	return nil
+}

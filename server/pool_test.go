@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/kindling-vm/kindling/internal/testutil"
 	"github.com/kindling-vm/kindling/sandbox"
+	"github.com/kindling-vm/kindling/sandbox/remote"
 	"github.com/kindling-vm/kindling/server"
 	"github.com/kindling-vm/kindling/template"
 )
@@ -123,5 +125,95 @@ func TestWarmPoolBudget(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if n := len(poolClones(t, r, "small")[sandbox.Paused]); n != 1 {
 		t.Errorf("%d clones within a budget for one", n)
+	}
+}
+
+// The pools in the native API: set, list with counters, resize, a budget
+// of the pool's own, kept across a restart, delete.
+func TestPoolAPI(t *testing.T) {
+	r := newRig(t, server.Config{})
+	makeTemplate(t, r, "base")
+	t.Cleanup(func() {
+		dropPool(t, r, "base")
+		must(t, r.tpl.Remove(context.Background(), "base", true))
+	})
+	ctx := context.Background()
+	c := r.client
+	pool := func() remote.Pool {
+		t.Helper()
+		ps, err := c.ListPools(ctx)
+		must(t, err)
+		if len(ps.Pools) != 1 {
+			t.Fatalf("pools: %+v", ps)
+		}
+		return ps.Pools[0]
+	}
+	p, err := c.SetPool(ctx, "base", 2, 0)
+	must(t, err)
+	if p.Template != "base" || p.Size != 2 {
+		t.Errorf("set: %+v", p)
+	}
+	waitFor(t, "two ready clones", func() bool { return pool().Ready == 2 })
+	if p := pool(); p.MemoryUsedMiB != 2*128 {
+		t.Errorf("two demo clones hold %d MiB, want 256", p.MemoryUsedMiB)
+	}
+	in, err := c.RunTemplate(ctx, "base", template.CloneOptions{})
+	must(t, err)
+	must(t, c.Remove(ctx, in.ID, true))
+	if p := pool(); p.Hits != 1 || p.Misses != 0 {
+		t.Errorf("after a claim: %+v", p)
+	}
+	waitFor(t, "the pool to refill", func() bool { return len(poolClones(t, r, "base")[sandbox.Paused]) == 2 })
+
+	// Smaller: the clones beyond the size go at once.
+	_, err = c.SetPool(ctx, "base", 1, 0)
+	must(t, err)
+	if n := len(poolClones(t, r, "base")[sandbox.Paused]); n != 1 || pool().Ready != 1 {
+		t.Errorf("after resizing to 1: %d paused clones, %+v", n, pool())
+	}
+	// A budget of the pool's own: 200 MiB holds one 128 MiB clone of 3.
+	_, err = c.SetPool(ctx, "base", 3, 200)
+	must(t, err)
+	time.Sleep(300 * time.Millisecond)
+	if p := pool(); p.Ready != 1 || p.MemoryMiB != 200 {
+		t.Errorf("within 200 MiB: %+v", p)
+	}
+
+	// A restarted server on the same root has the pool and its clone.
+	srv2, err := server.New(ctx, server.Config{Runtime: r.rt, Templates: r.tpl})
+	must(t, err)
+	c2 := clientFor(t, serve(t, srv2.Handler(true)))
+	ps, err := c2.ListPools(ctx)
+	if err != nil || len(ps.Pools) != 1 || ps.Pools[0].Size != 3 || ps.Pools[0].MemoryMiB != 200 || ps.Pools[0].Ready != 1 {
+		t.Errorf("after a restart: %+v, %v", ps, err)
+	}
+	srv2.Close()
+
+	for _, tc := range []struct {
+		name      string
+		tpl       string
+		size, mem int
+		want      error
+	}{
+		{"missing template", "nosuch", 1, 0, sandbox.ErrNotFound},
+		{"negative size", "base", -1, 0, sandbox.ErrInvalid},
+		{"too big", "base", server.MaxPoolSize + 1, 0, sandbox.ErrInvalid},
+		{"negative budget", "base", 1, -5, sandbox.ErrInvalid},
+		{"no name", "", 1, 0, sandbox.ErrInvalid},
+	} {
+		if _, err := c.SetPool(ctx, tc.tpl, tc.size, tc.mem); !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+	}
+
+	must(t, c.DeletePool(ctx, "base"))
+	if n := len(poolClones(t, r, "base")[sandbox.Paused]); n != 0 {
+		t.Errorf("%d ready clones left after delete", n)
+	}
+	if ps, err := c.ListPools(ctx); err != nil || len(ps.Pools) != 0 {
+		t.Errorf("after delete: %+v, %v", ps, err)
+	}
+	if err := c.DeletePool(ctx, "base"); !errors.Is(err, sandbox.ErrNotFound) {
+		t.Errorf("delete again: %v, want ErrNotFound", err)
 	}
 }

@@ -78,8 +78,8 @@ func (c Config) Validate() error {
 		}
 	}
 	for name, n := range c.Pools {
-		if n < 0 || n > 1000 || name == "" {
-			return fmt.Errorf("server config: pool %q of %d clones: give a template name and 0 to 1000: %w", name, n, sandbox.ErrInvalid)
+		if n < 0 || n > MaxPoolSize || name == "" {
+			return fmt.Errorf("server config: pool %q of %d clones: give a template name and 0 to %d: %w", name, n, MaxPoolSize, sandbox.ErrInvalid)
 		}
 	}
 	if len(c.Pools) > 0 && c.Templates == nil {
@@ -145,7 +145,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.leases.close()
 		return nil, err
 	}
-	s.pools = newPools(ctx, s, cfg.Pools, cfg.PoolMemoryMiB)
+	if s.pools, err = newPools(ctx, s, cfg.Pools, cfg.PoolMemoryMiB); err != nil {
+		s.leases.close()
+		return nil, err
+	}
 	log.Info("server ready", "root", cfg.Runtime.Root(), "leases", n)
 	return s, nil
 }
@@ -175,6 +178,7 @@ func (s *Server) Handler(trusted bool) http.Handler {
 		// Files are streamed: their bodies are not bound by MaxBodyBytes
 		// as a whole, only message by message.
 		mux.Handle(kindlingv1connect.NewGuestServiceHandler(guest{s}, opts...))
+		mux.Handle(kindlingv1connect.NewPoolServiceHandler(poolService{s}, opts...))
 	}
 	s.e2bRoutes(mux)
 	metricsHandler := s.metrics.handler()

@@ -193,6 +193,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newSnapshotCommand(a),
 		newRestoreCommand(a),
 		newTemplateCommand(a),
+		newPoolCommand(a),
 		newImageCommand(a),
 		newGCCommand(a),
 		newVersionCommand(a),

@@ -116,6 +116,10 @@ func newRunCommand(a *app) *cobra.Command {
 				return usageErrorf(cmd.CommandPath(), "--json needs --detach (in the foreground run prints the console)")
 			}
 			ctx := cmd.Context()
+			if fromTemplate != "" && a.host != "" {
+				o := template.CloneOptions{ID: sf.name, AutoRemove: rm && detach, Verify: verifyTemplate, Labels: sf.labels.m}
+				return runTemplateOnHost(ctx, a, cmd, fromTemplate, o, timeout, detach, asJSON, rm)
+			}
 			if fromTemplate != "" {
 				rt, err := a.runtime()
 				if err != nil {
