@@ -121,7 +121,7 @@ func TestSandboxTrafficRouting(t *testing.T) {
 	}{
 		{"header, unknown sandbox", "", map[string]string{"E2b-Sandbox-Id": "nosuch", "E2b-Sandbox-Port": "49983"}, 404, "not_found"},
 		{"header, bad id", "", map[string]string{"E2b-Sandbox-Id": "../x"}, 400, "bad_request"},
-		{"host, other port", "8080-novsock.sbx.test", nil, 502, "port_not_forwarded"},
+		{"host, other port, no vsock", "8080-novsock.sbx.test", nil, 502, "sandbox_unreachable"},
 		{"host, no vsock", "49983-novsock.sbx.test", nil, 502, "sandbox_unreachable"},
 		{"host, another domain (the API's own /health)", "49983-novsock.other.test", nil, 200, ""},
 	}

@@ -5,8 +5,12 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -70,7 +74,7 @@ func execOut(t *testing.T, g sandbox.Guest, id string, req sandbox.ExecRequest) 
 // real agent of a simulated guest (what a simulated guest may prove: the
 // host side end to end and the agent's behaviour).
 func TestGuestThroughServer(t *testing.T) {
-	r := newRig(t, server.Config{})
+	r := newRig(t, server.Config{Domain: "sbx.test"})
 	in := r.startAgentSandbox(t, "g1")
 	id := in.ID
 	c := r.client
@@ -230,6 +234,49 @@ func TestGuestThroughServer(t *testing.T) {
 		if err := w.Err(); err != nil {
 			t.Errorf("after Close: %v", err)
 		}
+	})
+	t.Run("port forward", func(t *testing.T) {
+		// A free port (the simulated guest may share the host's loopback).
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		must(t, err)
+		port := l.Addr().(*net.TCPAddr).Port
+		must(t, l.Close())
+		must(t, c.PutFile(ctx, id, "/tmp/www/index.html", strings.NewReader("hello from the guest\n"), sandbox.FileOptions{}))
+		p, err := c.Exec(ctx, id, sandbox.ExecRequest{Args: []string{"busybox", "httpd", "-f", "-p", fmt.Sprintf("127.0.0.1:%d", port), "-h", "/tmp/www"},
+			Stdout: io.Discard, Stderr: io.Discard})
+		must(t, err)
+		defer p.Close()
+		get := func(host string, hdr map[string]string) (int, string) {
+			req, err := http.NewRequest("GET", r.url+"/index.html", nil)
+			must(t, err)
+			req.Host = host
+			for k, v := range hdr {
+				req.Header.Set(k, v)
+			}
+			res, err := http.DefaultClient.Do(req)
+			must(t, err)
+			defer res.Body.Close()
+			b, _ := io.ReadAll(res.Body)
+			return res.StatusCode, string(b)
+		}
+		host := fmt.Sprintf("%d-%s.sbx.test", port, id)
+		waitFor(t, "the guest's HTTP server through the proxy", func() bool {
+			code, _ := get(host, nil)
+			return code == 200
+		})
+		for i := range 3 { // kept-alive and new connections alike
+			if code, body := get(host, nil); code != 200 || body != "hello from the guest\n" {
+				t.Errorf("GET %d through %s: %d %q", i, host, code, body)
+			}
+		}
+		if code, body := get("127.0.0.1", map[string]string{"E2b-Sandbox-Id": id, "E2b-Sandbox-Port": strconv.Itoa(port)}); code != 200 || body != "hello from the guest\n" {
+			t.Errorf("GET with E2B's sandbox headers: %d %q", code, body)
+		}
+		must(t, p.Close())
+		waitFor(t, "the port to close", func() bool {
+			code, body := get(host, nil)
+			return code == 502 && strings.Contains(body, "port_not_forwarded")
+		})
 	})
 	t.Run("errors", func(t *testing.T) {
 		if _, err := c.Exec(ctx, "nosuch", sandbox.ExecRequest{Args: []string{"true"}}); !errors.Is(err, sandbox.ErrNotFound) {

@@ -77,9 +77,9 @@ func newProxy(s *Server) *proxy {
 	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			id := pr.In.Context().Value(targetKey{}).(string)
+			t := pr.In.Context().Value(targetKey{}).(target)
 			pr.Out.URL.Scheme = "http"
-			pr.Out.URL.Host = id + ".sandbox:" + strconv.Itoa(agent.Port)
+			pr.Out.URL.Host = t.id + ".sandbox:" + strconv.Itoa(int(t.port))
 			pr.Out.Host = pr.In.Host
 			pr.Out.Header.Del(headerSandboxID)
 			pr.Out.Header.Del(headerSandboxPort)
@@ -92,6 +92,10 @@ func newProxy(s *Server) *proxy {
 				return
 			}
 			s.log.Debug("sandbox traffic", "host", r.Host, "path", r.URL.Path, "err", err)
+			if errors.Is(err, agent.ErrPortClosed) || errors.Is(err, errNoForward) {
+				writeE2BError(w, http.StatusBadGateway, "port_not_forwarded", err.Error())
+				return
+			}
 			writeE2BError(w, http.StatusBadGateway, "sandbox_unreachable", err.Error())
 		},
 	}
@@ -100,15 +104,24 @@ func newProxy(s *Server) *proxy {
 
 type targetKey struct{}
 
+// target is where a proxied request goes.
+type target struct {
+	id   string
+	port uint32
+}
+
+// errNoForward: the sandbox's agent does not serve the port forward (an
+// agent older than it, or a guest without kindling's agent).
+var errNoForward = errors.New("the sandbox's agent does not forward ports (vsock port " + strconv.Itoa(agent.ForwardPort) + " is closed): only the agent's port " + strconv.Itoa(agent.Port) + " is reachable; update the guest's kindling-agent")
+
 // serve forwards r into sandbox id's port.
 func (p *proxy) serve(w http.ResponseWriter, r *http.Request, id string, port uint32) {
 	if err := store.ValidateID(id); err != nil {
 		writeE2BError(w, http.StatusBadRequest, "bad_request", err.Error())
 		return
 	}
-	if port != agent.Port {
-		writeE2BError(w, http.StatusBadGateway, "port_not_forwarded",
-			fmt.Sprintf("port %d of sandbox %q: only the agent's port %d is reachable (the agent does not forward other ports yet)", port, id, agent.Port))
+	if port == 0 || port > 0xffff {
+		writeE2BError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("port %d: give 1 to 65535", port))
 		return
 	}
 	in, err := p.s.rt.Inspect(r.Context(), id)
@@ -127,7 +140,7 @@ func (p *proxy) serve(w http.ResponseWriter, r *http.Request, id string, port ui
 		writeE2BError(w, http.StatusBadGateway, "sandbox_unreachable", fmt.Sprintf("sandbox %q is %s", id, in.Status))
 		return
 	}
-	ctx := context.WithValue(r.Context(), targetKey{}, id)
+	ctx := context.WithValue(r.Context(), targetKey{}, target{id: id, port: port})
 	p.rp.ServeHTTP(w, r.WithContext(ctx))
 }
 
@@ -158,12 +171,31 @@ func (p *proxy) dial(ctx context.Context, _, addr string) (net.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %q: dial its vsock: %w", id, err)
 	}
-	if err := vsockHandshake(ctx, conn, uint32(port)); err != nil {
+	if port == agent.Port {
+		if err := vsockHandshake(ctx, conn, agent.Port); err != nil {
+			_ = conn.Close()
+			return nil, fmt.Errorf("sandbox %q: %w", id, err)
+		}
+		return conn, nil
+	}
+	// Any other port: the agent's forward to the guest's loopback.
+	if err := vsockHandshake(ctx, conn, agent.ForwardPort); err != nil {
+		_ = conn.Close()
+		if errors.Is(err, errVsockClosed) {
+			return nil, fmt.Errorf("sandbox %q, port %d: %w", id, port, errNoForward)
+		}
+		return nil, fmt.Errorf("sandbox %q: %w", id, err)
+	}
+	if err := agent.RequestForward(ctx, conn, uint16(port)); err != nil {
 		_ = conn.Close()
 		return nil, fmt.Errorf("sandbox %q: %w", id, err)
 	}
 	return conn, nil
 }
+
+// errVsockClosed: Firecracker closed a vsock connection in the handshake,
+// which it does when nothing listens on the port in the guest.
+var errVsockClosed = errors.New("nothing listens on the vsock port")
 
 // vsockHandshake asks Firecracker's hybrid vsock for the guest's port. The
 // answer is read a byte at a time so that no guest data is consumed.
@@ -180,7 +212,7 @@ func vsockHandshake(ctx context.Context, conn net.Conn, port uint32) error {
 	for {
 		if _, err := conn.Read(b); err != nil {
 			if errors.Is(err, io.EOF) {
-				return fmt.Errorf("vsock port %d: closed by Firecracker (is the agent listening?)", port)
+				return fmt.Errorf("vsock port %d: closed by Firecracker (is the agent listening?): %w", port, errVsockClosed)
 			}
 			return fmt.Errorf("vsock port %d: handshake: %w", port, err)
 		}

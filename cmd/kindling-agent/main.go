@@ -177,6 +177,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}()
 
 	srv := server.New(cfg)
+	startForward(ctx, o.listen, cl, log)
 	log.Info("agent serving", "addr", ln.Addr().String(), "pid1", pid1, "envd_version", server.EnvdVersion)
 	serr := srv.Serve(ctx, ln)
 	log.Info("agent stopping", "reason", context.Cause(ctx))
