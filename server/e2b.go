@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -428,8 +429,31 @@ func (s *Server) e2bList(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
+	var after *listCursor
 	if v := q.Get("nextToken"); v != "" {
-		writeE2BError(w, http.StatusBadRequest, codeBadRequest, "nextToken: kindlingd lists in one page and hands out no tokens")
+		c, err := parseListCursor(v)
+		if err != nil {
+			writeE2BError(w, http.StatusBadRequest, codeBadRequest, fmt.Sprintf("nextToken %q: not a token this server handed out (X-Next-Token of a list)", v))
+			return
+		}
+		after = &c
+	}
+	var startedAfter time.Time
+	if v := q.Get("startedAfter"); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			writeE2BError(w, http.StatusBadRequest, codeBadRequest, fmt.Sprintf("startedAfter %q: give an RFC 3339 time", v))
+			return
+		}
+		startedAfter = t
+	}
+	asc := false
+	switch o := q.Get("order"); o {
+	case "", "desc":
+	case "asc":
+		asc = true
+	default:
+		writeE2BError(w, http.StatusBadRequest, codeBadRequest, fmt.Sprintf("order %q: give asc or desc", o))
 		return
 	}
 	tplFilter := q.Get("template")
@@ -451,17 +475,73 @@ func (s *Server) e2bList(w http.ResponseWriter, r *http.Request) {
 		if !matches(metadataOf(in, l), labels) {
 			continue
 		}
-		out = append(out, s.detail(in, l, false))
+		d := s.detail(in, l, false)
+		if !startedAfter.IsZero() && d.StartedAt.Before(startedAfter) {
+			continue
+		}
+		out = append(out, d)
 	}
-	if q.Get("order") == "asc" {
-		slices.SortFunc(out, func(a, b e2bDetail) int { return a.StartedAt.Compare(b.StartedAt) })
-	} else {
-		slices.SortFunc(out, func(a, b e2bDetail) int { return b.StartedAt.Compare(a.StartedAt) })
+	// Sorted by start time (newest first unless asc), then ID: a total
+	// order, so that a cursor (the last item's start and ID) says where
+	// the next page begins even as sandboxes come and go meanwhile.
+	cmp := func(a, b e2bDetail) int {
+		if c := a.StartedAt.Compare(b.StartedAt); c != 0 {
+			if asc {
+				return c
+			}
+			return -c
+		}
+		return strings.Compare(a.SandboxID, b.SandboxID)
+	}
+	slices.SortFunc(out, cmp)
+	if len(states) == 0 || states["running"] {
+		running := 0
+		for _, d := range out {
+			if d.State == "running" {
+				running++
+			}
+		}
+		w.Header().Set("X-Total-Running", strconv.Itoa(running))
+	}
+	if after != nil {
+		key := e2bDetail{StartedAt: after.startedAt, SandboxID: after.id}
+		i, _ := slices.BinarySearchFunc(out, key, cmp)
+		for i < len(out) && cmp(out[i], key) <= 0 {
+			i++
+		}
+		out = out[i:]
 	}
 	if len(out) > limit {
 		out = out[:limit]
+		last := out[limit-1]
+		w.Header().Set("X-Next-Token", listCursor{startedAt: last.StartedAt, id: last.SandboxID}.String())
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// listCursor is where a page of the E2B list ends: its last sandbox's
+// start time and ID. Its token is opaque to clients (base64 of
+// "<unix ns>:<id>").
+type listCursor struct {
+	startedAt time.Time
+	id        string
+}
+
+func (c listCursor) String() string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(c.startedAt.UnixNano(), 10) + ":" + c.id))
+}
+
+func parseListCursor(tok string) (listCursor, error) {
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil {
+		return listCursor{}, err
+	}
+	ns, id, ok := strings.Cut(string(b), ":")
+	n, err := strconv.ParseInt(ns, 10, 64)
+	if !ok || err != nil || store.ValidateID(id) != nil {
+		return listCursor{}, fmt.Errorf("malformed list token")
+	}
+	return listCursor{startedAt: time.Unix(0, n), id: id}, nil
 }
 
 func (s *Server) e2bKill(w http.ResponseWriter, r *http.Request) {

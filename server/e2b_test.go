@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -77,7 +79,9 @@ func TestE2BBadInput(t *testing.T) {
 		{"list bad state", "GET", "/v2/sandboxes?state=gone", testKey, "", 400, "bad_request"},
 		{"list bad limit", "GET", "/v2/sandboxes?limit=0", testKey, "", 400, "bad_request"},
 		{"list bad metadata", "GET", "/v2/sandboxes?metadata=a%20b%3Dc", testKey, "", 400, "bad_request"},
-		{"list next token", "GET", "/v2/sandboxes?nextToken=x", testKey, "", 400, "bad_request"},
+		{"list bad next token", "GET", "/v2/sandboxes?nextToken=x", testKey, "", 400, "bad_request"},
+		{"list bad order", "GET", "/v2/sandboxes?order=up", testKey, "", 400, "bad_request"},
+		{"list bad startedAfter", "GET", "/v2/sandboxes?startedAfter=yesterday", testKey, "", 400, "bad_request"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -224,5 +228,85 @@ func TestHTTPServerLimits(t *testing.T) {
 	}
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("cut off after %v", d)
+	}
+}
+
+// The E2B list pages with limit and the X-Next-Token cursor, as the
+// public spec has it; every sandbox comes once, in order, even when one
+// goes between pages.
+func TestE2BListPages(t *testing.T) {
+	r := newRig(t, server.Config{})
+	ctx := context.Background()
+	var ids []string
+	for i := range 5 {
+		id := fmt.Sprintf("page%d", i)
+		_, err := r.rt.Create(ctx, r.idleSpec(id), sandbox.CreateOptions{})
+		must(t, err)
+		_, err = r.rt.Start(ctx, id)
+		must(t, err)
+		ids = append(ids, id)
+	}
+	t.Cleanup(func() {
+		for _, id := range ids {
+			_ = r.rt.Remove(context.Background(), id, true)
+		}
+	})
+	list := func(query string) ([]string, http.Header) {
+		t.Helper()
+		req, err := http.NewRequest("GET", r.url+"/v2/sandboxes?"+query, nil)
+		must(t, err)
+		req.Header.Set("X-API-Key", testKey)
+		res, err := http.DefaultClient.Do(req)
+		must(t, err)
+		defer res.Body.Close()
+		if res.StatusCode != 200 {
+			b, _ := io.ReadAll(res.Body)
+			t.Fatalf("list ?%s: %d %s", query, res.StatusCode, b)
+		}
+		var out []struct {
+			SandboxID string `json:"sandboxID"`
+		}
+		must(t, json.NewDecoder(res.Body).Decode(&out))
+		var got []string
+		for _, s := range out {
+			got = append(got, s.SandboxID)
+		}
+		return got, res.Header
+	}
+	for _, order := range []string{"asc", "desc"} {
+		all, h := list("order=" + order)
+		if len(all) != 5 || h.Get("X-Next-Token") != "" || h.Get("X-Total-Running") != "5" {
+			t.Fatalf("one page (%s): %v, next %q, running %q", order, all, h.Get("X-Next-Token"), h.Get("X-Total-Running"))
+		}
+		var paged []string
+		tok := ""
+		for range 10 {
+			q := "limit=2&order=" + order
+			if tok != "" {
+				q += "&nextToken=" + tok
+			}
+			page, h := list(q)
+			if len(page) > 2 {
+				t.Fatalf("page of %d with limit 2", len(page))
+			}
+			paged = append(paged, page...)
+			if tok = h.Get("X-Next-Token"); tok == "" {
+				break
+			}
+		}
+		if !slices.Equal(paged, all) {
+			t.Errorf("pages (%s) %v, one list %v", order, paged, all)
+		}
+	}
+	// A sandbox removed between pages does not shift the next page.
+	first, h := list("limit=2&order=asc")
+	must(t, r.rt.Remove(ctx, first[0], true))
+	rest, _ := list("limit=10&order=asc&nextToken=" + h.Get("X-Next-Token"))
+	all, _ := list("order=asc")
+	if !slices.Equal(rest, all[1:]) {
+		t.Errorf("after removing %s: the next page %v, want %v", first[0], rest, all[1:])
+	}
+	if status, m := do(t, r, "GET", "/v2/sandboxes?nextToken=bm90LWEtdG9rZW4", testKey, ""); status != 400 || m["error_code"] != "bad_request" {
+		t.Errorf("a forged token: %d %v", status, m)
 	}
 }
