@@ -457,7 +457,7 @@ func (s *Server) e2bList(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tplFilter := q.Get("template")
-	infos, err := s.rt.List(r.Context(), sandbox.ListOptions{})
+	infos, err := s.lister.list(r.Context())
 	if err != nil {
 		writeRuntimeError(w, err)
 		return

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/kindling-vm/kindling/internal/store"
@@ -59,6 +61,9 @@ type leases struct {
 	timers map[string]*time.Timer
 	closed bool
 	wg     sync.WaitGroup // the expiries running
+
+	cacheMu sync.Mutex // guards cache
+	cache   map[string]cachedLease
 }
 
 func openLeases(rt *sandbox.Runtime, log *slog.Logger) (*leases, error) {
@@ -66,21 +71,73 @@ func openLeases(rt *sandbox.Runtime, log *slog.Logger) (*leases, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open the server's leases: %w", err)
 	}
-	return &leases{st: st, rt: rt, log: log, now: time.Now, timers: map[string]*time.Timer{}}, nil
+	return &leases{st: st, rt: rt, log: log, now: time.Now, timers: map[string]*time.Timer{}, cache: map[string]cachedLease{}}, nil
 }
 
 // get returns sandbox id's lease, the zero lease (with the ID) when it has
 // none.
+// A lease read from disk is kept while its state file is unchanged (it is
+// replaced whole on every save, so its inode, size and time tell), so that
+// describing many sandboxes costs a stat each, not a read and a decode.
+// Callers must not change the lease's Metadata map.
 func (ls *leases) get(id string) (lease, error) {
+	if store.ValidateID(id) != nil {
+		return lease{ID: id}, nil
+	}
+	stamp, serr := leaseStamp(filepath.Join(ls.st.Root(), id, leaseFileName))
+	if errors.Is(serr, os.ErrNotExist) {
+		ls.forget(id)
+		return lease{ID: id}, nil
+	}
+	ls.cacheMu.Lock()
+	c, ok := ls.cache[id]
+	ls.cacheMu.Unlock()
+	if ok && serr == nil && c.stamp == stamp {
+		return c.l, nil
+	}
 	var l lease
 	err := ls.st.Load(id, &l)
-	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrInvalidID) {
+	if errors.Is(err, store.ErrNotFound) {
+		ls.forget(id)
 		return lease{ID: id}, nil
 	}
 	if err != nil {
 		return lease{}, err
 	}
+	if serr == nil {
+		ls.cacheMu.Lock()
+		ls.cache[id] = cachedLease{stamp: stamp, l: l}
+		ls.cacheMu.Unlock()
+	}
 	return l, nil
+}
+
+// leaseFileName is the store's state file in a lease's directory.
+const leaseFileName = "state.json"
+
+// fileStamp tells one version of a file from another.
+type fileStamp struct {
+	ino, size uint64
+	mtime     int64
+}
+
+func leaseStamp(path string) (fileStamp, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return fileStamp{}, &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	return fileStamp{ino: st.Ino, size: uint64(st.Size), mtime: st.Mtim.Nano()}, nil
+}
+
+type cachedLease struct {
+	stamp fileStamp
+	l     lease
+}
+
+func (ls *leases) forget(id string) {
+	ls.cacheMu.Lock()
+	delete(ls.cache, id)
+	ls.cacheMu.Unlock()
 }
 
 // put records l and (re-)arms its timer.
@@ -101,6 +158,7 @@ func (ls *leases) put(ctx context.Context, l lease) error {
 func (ls *leases) drop(ctx context.Context, id string) error {
 	ls.disarm(id)
 	err := ls.st.Remove(ctx, id)
+	ls.forget(id)
 	if err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrInvalidID) {
 		return fmt.Errorf("drop the lease of sandbox %q: %w", id, err)
 	}

@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"slices"
@@ -11,28 +12,79 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kindling-vm/kindling/internal/testutil"
 	"github.com/kindling-vm/kindling/sandbox"
 	"github.com/kindling-vm/kindling/server"
 )
 
-// envLoad sets how long TestLoad runs, in seconds; unset skips it.
-const envLoad = "KINDLING_LOAD_SECONDS"
+// The load test's knobs. Without envLoad it runs a short version (CI's):
+// fewer sandboxes, a lower rate, a few seconds, the same assertions.
+const (
+	// envLoad asks for the full run: this many seconds (the issue's
+	// figure is 30) over 50 sandboxes.
+	envLoad = "KINDLING_LOAD_SECONDS"
+	// envLoadRate is the requests a second aimed at (default 1000 in the
+	// full run).
+	envLoadRate = "KINDLING_LOAD_RATE"
+	// envLoadAgents is how many of the sandboxes are simulated guests
+	// with the real agent, which the exec requests go to (default 4 in
+	// the full run, 1 in the short one; 0 for no exec).
+	envLoadAgents = "KINDLING_LOAD_AGENTS"
+)
 
-// 50 sandboxes and 1,000 requests a second (list, inspect) through the
-// native API: no error, and the server's heap bounded. Opt-in (it keeps a
-// machine's cores busy): KINDLING_LOAD_SECONDS=30.
+// loadSettings reads the knobs.
+func loadSettings(t *testing.T) (secs, sandboxes, rate, agents int) {
+	secs, sandboxes, rate, agents = 3, 10, 200, 1
+	if v := os.Getenv(envLoad); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			t.Fatalf("%s=%q: give the seconds to run", envLoad, v)
+		}
+		secs, sandboxes, rate, agents = n, 50, 1000, 4
+	}
+	for _, k := range []struct {
+		env string
+		p   *int
+	}{{envLoadRate, &rate}, {envLoadAgents, &agents}} {
+		if v := os.Getenv(k.env); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				t.Fatalf("%s=%q: give a number", k.env, v)
+			}
+			*k.p = n
+		}
+	}
+	if rate == 0 {
+		t.Fatalf("%s=0: give a rate", envLoadRate)
+	}
+	return secs, sandboxes, rate, min(agents, sandboxes)
+}
+
+// Sandboxes and a steady rate of list, get (inspect) and exec 'true'
+// requests through the native API over its Unix socket: no error, and the
+// heap bounded. The figures (p50, p99 per kind; the rate reached) are
+// logged; they are the host side's and the agent's (simulated guests),
+// not a guest kernel's.
 func TestLoad(t *testing.T) {
-	secs, err := strconv.Atoi(os.Getenv(envLoad))
-	if err != nil || secs <= 0 {
-		t.Skipf("skipping: set %s to the seconds to run (the issue's figure is 30)", envLoad)
+	secs, nsb, rate, nagents := loadSettings(t)
+	if nagents > 0 {
+		if err := simGuestProblem(); err != nil {
+			t.Logf("no exec requests: %v", err)
+			nagents = 0
+		}
 	}
 	r := newRig(t, server.Config{})
 	ctx := context.Background()
-	const n = 50
-	ids := make([]string, n)
+	ids := make([]string, nsb)
+	var agents []string
+	for i := range nagents {
+		ids[i] = fmt.Sprintf("load%02d", i)
+		r.startAgentSandbox(t, ids[i])
+		agents = append(agents, ids[i])
+	}
 	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for i := range n {
+	errs := make(chan error, nsb)
+	for i := nagents; i < nsb; i++ {
 		ids[i] = fmt.Sprintf("load%02d", i)
 		wg.Add(1)
 		go func() {
@@ -46,65 +98,151 @@ func TestLoad(t *testing.T) {
 			}
 		}()
 	}
+	t.Cleanup(func() {
+		for _, id := range ids[nagents:] {
+			_ = r.rt.Remove(context.Background(), id, true)
+		}
+	})
 	wg.Wait()
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		for _, id := range ids {
-			_ = r.rt.Remove(context.Background(), id, true)
+
+	kinds := []string{"list", "get"}
+	if len(agents) > 0 {
+		kinds = append(kinds, "exec")
+	}
+	do := func(kind string, i int) error {
+		switch kind {
+		case "list":
+			infos, err := r.client.List(ctx, sandbox.ListOptions{})
+			if err == nil && len(infos) != nsb {
+				err = fmt.Errorf("list: %d sandboxes, want %d", len(infos), nsb)
+			}
+			return err
+		case "get":
+			_, err := r.client.Inspect(ctx, ids[i%nsb])
+			return err
 		}
-	})
+		p, err := r.client.Exec(ctx, agents[i%len(agents)], sandbox.ExecRequest{Args: []string{"true"}, Stdout: io.Discard, Stderr: io.Discard})
+		if err != nil {
+			return err
+		}
+		defer p.Close()
+		code, err := p.Wait(ctx)
+		if err == nil && code != 0 {
+			err = fmt.Errorf("exec true: exit code %d", code)
+		}
+		return err
+	}
+	// Warm up (connections, caches), then measure.
+	for i := range 20 {
+		if err := do(kinds[i%len(kinds)], i); err != nil {
+			t.Fatalf("warm-up: %v", err)
+		}
+	}
 	var before runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 
-	const rate, workers = 1000, 16
-	tick := time.Second / (rate / workers)
-	deadline := time.Now().Add(time.Duration(secs) * time.Second)
-	var mu sync.Mutex
-	var lat []time.Duration
-	var failures []error
-	for w := range workers {
+	// An open loop: a ticker hands out requests at the rate, workers take
+	// them; a request no worker is free for is counted as missed, so the
+	// rate reached is what the server answered.
+	type result struct {
+		kind string
+		d    time.Duration
+		err  error
+	}
+	const workers = 128
+	jobs := make(chan int, workers)
+	results := make(chan result, 1024)
+	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			next := time.Now()
-			for i := 0; time.Now().Before(deadline); i++ {
-				if d := time.Until(next); d > 0 {
-					time.Sleep(d)
-				}
-				next = next.Add(tick)
+			for i := range jobs {
+				kind := kinds[i%len(kinds)]
 				start := time.Now()
-				var err error
-				if i%2 == 0 {
-					_, err = r.client.List(ctx, sandbox.ListOptions{})
-				} else {
-					_, err = r.client.Inspect(ctx, ids[(w+i)%n])
-				}
-				d := time.Since(start)
-				mu.Lock()
-				lat = append(lat, d)
-				if err != nil {
-					failures = append(failures, err)
-				}
-				mu.Unlock()
+				err := do(kind, i/len(kinds))
+				results <- result{kind, time.Since(start), err}
 			}
 		}()
 	}
+	lat := map[string][]time.Duration{}
+	var failures []error
+	collected := make(chan struct{})
+	go func() {
+		defer close(collected)
+		for res := range results {
+			lat[res.kind] = append(lat[res.kind], res.d)
+			if res.err != nil {
+				failures = append(failures, res.err)
+			}
+		}
+	}()
+	missed := 0
+	start := time.Now()
+	deadline := start.Add(time.Duration(secs) * time.Second)
+	interval := time.Second / time.Duration(rate)
+	for i, next := 0, start; next.Before(deadline); i, next = i+1, next.Add(interval) {
+		if d := time.Until(next); d > 0 {
+			time.Sleep(d)
+		}
+		select {
+		case jobs <- i:
+		default:
+			missed++
+		}
+	}
+	close(jobs)
 	wg.Wait()
+	elapsed := time.Since(start)
+	close(results)
+	<-collected
 	var after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&after)
+
 	if len(failures) > 0 {
-		t.Errorf("%d of %d requests failed, first: %v", len(failures), len(lat), failures[0])
+		t.Errorf("%d requests failed, first: %v", len(failures), failures[0])
 	}
-	slices.Sort(lat)
-	p := func(q float64) time.Duration { return lat[int(q*float64(len(lat)-1))] }
-	t.Logf("%d requests in %ds (%.0f/s) over 50 sandboxes: p50 %v, p99 %v, max %v; heap %d KiB before, %d KiB after",
-		len(lat), secs, float64(len(lat))/float64(secs), p(0.5), p(0.99), lat[len(lat)-1], before.HeapAlloc>>10, after.HeapAlloc>>10)
+	var all []time.Duration
+	for _, k := range kinds {
+		all = append(all, lat[k]...)
+	}
+	if len(all) == 0 {
+		t.Fatal("no request was answered")
+	}
+	pct := func(l []time.Duration, q float64) time.Duration {
+		slices.Sort(l)
+		return l[int(q*float64(len(l)-1))]
+	}
+	load, _ := os.ReadFile("/proc/loadavg")
+	t.Logf("%d sandboxes (%d with an agent), aiming at %d requests/s for %ds: %d answered (%.0f/s), %d not sent (no worker free); load average %s",
+		nsb, len(agents), rate, secs, len(all), float64(len(all))/elapsed.Seconds(), missed, string(load[:min(len(load), 14)]))
+	t.Logf("all: p50 %v, p99 %v", pct(all, 0.5), pct(all, 0.99))
+	for _, k := range kinds {
+		if l := lat[k]; len(l) > 0 {
+			t.Logf("%s: %d, p50 %v, p99 %v, max %v", k, len(l), pct(l, 0.5), pct(l, 0.99), l[len(l)-1])
+		}
+	}
+	t.Logf("heap %d KiB before, %d KiB after (client and server in this process)", before.HeapAlloc>>10, after.HeapAlloc>>10)
 	if after.HeapAlloc > before.HeapAlloc+64<<20 {
 		t.Errorf("heap grew from %d to %d KiB", before.HeapAlloc>>10, after.HeapAlloc>>10)
 	}
+}
+
+// simGuestProblem says why a simulated guest cannot run here, or nil.
+func simGuestProblem() error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("the simulated guest needs root")
+	}
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		return fmt.Errorf("the simulated guest needs loop devices: %w", err)
+	}
+	if _, err := testutil.AgentBinaryPath(); err != nil {
+		return err
+	}
+	return nil
 }

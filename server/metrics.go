@@ -64,7 +64,7 @@ func (c sandboxCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, st := range []sandbox.Status{sandbox.Created, sandbox.Starting, sandbox.Running, sandbox.Paused, sandbox.Exited, sandbox.Orphaned} {
 		counts[string(st)] = 0
 	}
-	if infos, err := c.s.rt.List(ctx, sandbox.ListOptions{}); err == nil {
+	if infos, err := c.s.lister.list(ctx); err == nil {
 		for _, in := range infos {
 			st := string(in.Status)
 			if strings.HasPrefix(st, "broken") {

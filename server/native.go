@@ -117,13 +117,15 @@ func (n native) List(ctx context.Context, req *connect.Request[pb.ListRequest]) 
 			return reply[pb.ListResponse](nil, err)
 		}
 	}
-	infos, err := n.s.rt.List(ctx, sandbox.ListOptions{Labels: req.Msg.GetLabels()})
+	infos, err := n.s.lister.list(ctx)
 	if err != nil {
 		return reply[pb.ListResponse](nil, err)
 	}
-	out := &pb.ListResponse{}
+	out := &pb.ListResponse{Sandboxes: make([]*pb.Sandbox, 0, len(infos))}
 	for _, in := range infos {
-		out.Sandboxes = append(out.Sandboxes, n.info(in).Sandbox)
+		if hasLabels(in, req.Msg.GetLabels()) {
+			out.Sandboxes = append(out.Sandboxes, n.info(in).Sandbox)
+		}
 	}
 	return reply(out, nil)
 }

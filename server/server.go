@@ -105,6 +105,7 @@ type Server struct {
 	tracer  trace.Tracer
 	pools   *pools
 	execs   execs
+	lister  lister
 }
 
 // New returns a server for cfg. It re-adopts what the state root holds: the
@@ -118,6 +119,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{rt: cfg.Runtime, tpl: cfg.Templates, domain: strings.ToLower(cfg.Domain), log: log}
+	s.lister.rt = cfg.Runtime
 	tp := cfg.TracerProvider
 	if tp == nil {
 		tp = noop.NewTracerProvider()
