@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
-	"go.opentelemetry.io/otel"
 
 	"github.com/kindling-vm/kindling/internal/store"
 	"github.com/kindling-vm/kindling/sandbox"
@@ -133,10 +132,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("socket activation passed a tcp socket (%s): give --api-key-file", l.addr)
 		}
 	}
-	// Spans go to the global tracer provider (a no-op unless a build of
-	// kindlingd installs an exporter), the server's request spans being the
-	// parents of the runtime's.
-	tp := otel.GetTracerProvider()
+	// Spans go to OTLP when the standard variables ask for it (otel.go),
+	// the server's request spans being the parents of the runtime's.
+	tp, flushSpans, err := tracing(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := flushSpans(fctx); err != nil {
+			log.Warn("flush spans", "err", err)
+		}
+	}()
 	rtOpts := []sandbox.Option{sandbox.WithLogger(log.With("component", "runtime")), sandbox.WithTracerProvider(tp)}
 	if o.monitor != "" {
 		rtOpts = append(rtOpts, sandbox.WithMonitorExecutable(o.monitor))
