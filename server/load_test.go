@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -182,6 +183,7 @@ func TestLoad(t *testing.T) {
 		}
 	}()
 	missed := 0
+	cpuBefore := cpuTime()
 	start := time.Now()
 	deadline := start.Add(time.Duration(secs) * time.Second)
 	interval := time.Second / time.Duration(rate)
@@ -198,6 +200,7 @@ func TestLoad(t *testing.T) {
 	close(jobs)
 	wg.Wait()
 	elapsed := time.Since(start)
+	cpu := cpuTime() - cpuBefore
 	close(results)
 	<-collected
 	var after runtime.MemStats
@@ -221,7 +224,8 @@ func TestLoad(t *testing.T) {
 	load, _ := os.ReadFile("/proc/loadavg")
 	t.Logf("%d sandboxes (%d with an agent), aiming at %d requests/s for %ds: %d answered (%.0f/s), %d not sent (no worker free); load average %s",
 		nsb, len(agents), rate, secs, len(all), float64(len(all))/elapsed.Seconds(), missed, string(load[:min(len(load), 14)]))
-	t.Logf("all: p50 %v, p99 %v", pct(all, 0.5), pct(all, 0.99))
+	t.Logf("all: p50 %v, p99 %v; CPU of this process (server and client) %v per request, %.2f cores", pct(all, 0.5), pct(all, 0.99),
+		cpu/time.Duration(len(all)), cpu.Seconds()/elapsed.Seconds())
 	for _, k := range kinds {
 		if l := lat[k]; len(l) > 0 {
 			t.Logf("%s: %d, p50 %v, p99 %v, max %v", k, len(l), pct(l, 0.5), pct(l, 0.99), l[len(l)-1])
@@ -231,6 +235,15 @@ func TestLoad(t *testing.T) {
 	if after.HeapAlloc > before.HeapAlloc+64<<20 {
 		t.Errorf("heap grew from %d to %d KiB", before.HeapAlloc>>10, after.HeapAlloc>>10)
 	}
+}
+
+// cpuTime is the CPU time this process has used (user and system).
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // simGuestProblem says why a simulated guest cannot run here, or nil.
