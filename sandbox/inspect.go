@@ -165,12 +165,8 @@ func alive(p procRef) bool {
 	if p.PID <= 0 {
 		return false
 	}
-	st, err := kunix.ProcessStartTime(p.PID)
-	if err != nil || st != p.StartTime {
-		return false
-	}
-	state, err := kunix.ProcessState(p.PID)
-	return err == nil && state != 'Z' && state != 'X'
+	st, state, err := kunix.ProcessStartAndState(p.PID)
+	return err == nil && st == p.StartTime && state != 'Z' && state != 'X'
 }
 
 // strayVMM returns the PID of a VMM the host shows running for the
