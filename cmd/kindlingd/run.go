@@ -71,7 +71,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.domain, "domain", "", "sandbox traffic `DOMAIN`: host <port>-<id>.DOMAIN goes into sandbox <id>")
 	fs.DurationVar(&o.drain, "drain", 10*time.Second, "on SIGTERM or Ctrl-C, how long in-flight requests may take to finish")
 	fs.StringVar(&o.monitor, "monitor", "", "monitor `EXECUTABLE` of the sandboxes it starts (default kindlingd itself)")
-	fs.StringArrayVar(&o.pools, "pool", nil, "keep a warm pool of `TEMPLATE=N` paused clones, claimed by creates from the template; repeatable")
+	fs.StringArrayVar(&o.pools, "pool", nil, "keep a warm pool of `TEMPLATE=N` paused clones, claimed by creates from the template (stored as 'kindling pool set' would; repeatable)")
 	fs.IntVar(&o.poolMemory, "pool-memory", 2048, "bound the guest memory of all warm pools' clones to `MIB` (0: no bound)")
 	fs.BoolVar(&o.debug, "debug", false, "log at debug level")
 	if err := fs.Parse(args); err != nil {
