@@ -194,13 +194,18 @@ func (p *pools) fill(ctx context.Context, pl *pool) {
 	for {
 		err := p.fillOnce(ctx, pl)
 		p.mu.Lock()
+		prev := pl.lastErr
 		pl.lastErr = ""
 		if err != nil && ctx.Err() == nil {
 			pl.lastErr = err.Error()
 		}
 		p.mu.Unlock()
 		if err != nil && ctx.Err() == nil {
-			p.log.Warn("warm pool", "template", pl.Template, "err", err)
+			// Logged when it changes, not at every retry (a removed
+			// template fails the same way until the pool is deleted).
+			if err.Error() != prev {
+				p.log.Warn("warm pool", "template", pl.Template, "err", err)
+			}
 			select {
 			case <-ctx.Done():
 				return
