@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"runtime"
 	"slices"
 	"strconv"
@@ -253,6 +254,12 @@ func simGuestProblem() error {
 	}
 	if _, err := os.Stat("/dev/loop-control"); err != nil {
 		return fmt.Errorf("the simulated guest needs loop devices: %w", err)
+	}
+	if _, err := exec.LookPath("busybox"); err != nil {
+		return fmt.Errorf("the test guest needs a static busybox (install busybox-static): %w", err)
+	}
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		return fmt.Errorf("the test guest's image needs mkfs.ext4 (install e2fsprogs): %w", err)
 	}
 	if _, err := testutil.AgentBinaryPath(); err != nil {
 		return err
