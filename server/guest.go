@@ -38,7 +38,7 @@ type execEntry struct {
 	stdin sync.Mutex // orders writes to the process's input
 }
 
-func (e *execs) add(p sandbox.Process) (string, *execEntry) {
+func (e *execs) add(p sandbox.Process) string {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
 	h := hex.EncodeToString(b)
@@ -49,7 +49,7 @@ func (e *execs) add(p sandbox.Process) (string, *execEntry) {
 	}
 	e.m[h] = ent
 	e.mu.Unlock()
-	return h, ent
+	return h
 }
 
 func (e *execs) drop(h string) {
@@ -131,7 +131,7 @@ func (g guest) Exec(ctx context.Context, req *connect.Request[pb.ExecRequest], s
 		return apiconv.ToConnect(err)
 	}
 	defer p.Close()
-	h, _ := g.s.execs.add(p)
+	h := g.s.execs.add(p)
 	defer g.s.execs.drop(h)
 	if err := out.send(&pb.ExecEvent{Event: &pb.ExecEvent_Started{Started: &pb.ExecStarted{Pid: p.PID(), Handle: h}}}); err != nil {
 		return err
