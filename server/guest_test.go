@@ -19,6 +19,7 @@ import (
 	"github.com/kindling-vm/kindling/agent"
 	"github.com/kindling-vm/kindling/internal/testutil"
 	"github.com/kindling-vm/kindling/sandbox"
+	"github.com/kindling-vm/kindling/sandbox/remote"
 	"github.com/kindling-vm/kindling/server"
 )
 
@@ -312,5 +313,21 @@ func TestGuestWithoutAgent(t *testing.T) {
 	}
 	if err := r.client.PutFile(ctx, "plain", "/x", strings.NewReader("x"), sandbox.FileOptions{}); !errors.Is(err, sandbox.ErrNotSupported) {
 		t.Errorf("put file without an agent: %v, want ErrNotSupported", err)
+	}
+	// On TCP the guest calls need the API key, as every native call.
+	anon, err := remote.New(remote.Config{Host: r.url})
+	must(t, err)
+	defer anon.Close()
+	if _, err := anon.Exec(ctx, "plain", sandbox.ExecRequest{Args: []string{"true"}}); err == nil || !strings.Contains(err.Error(), "API key") {
+		t.Errorf("exec over TCP without a key: %v", err)
+	}
+	if err := anon.PutFile(ctx, "plain", "/x", strings.NewReader("x"), sandbox.FileOptions{}); err == nil || !strings.Contains(err.Error(), "API key") {
+		t.Errorf("put file over TCP without a key: %v", err)
+	}
+	keyed, err := remote.New(remote.Config{Host: r.url, APIKey: testKey})
+	must(t, err)
+	defer keyed.Close()
+	if _, err := keyed.Exec(ctx, "plain", sandbox.ExecRequest{Args: []string{"true"}}); !errors.Is(err, sandbox.ErrNotSupported) {
+		t.Errorf("exec over TCP with the key: %v, want ErrNotSupported", err)
 	}
 }
