@@ -66,6 +66,8 @@ func TestRun(t *testing.T) {
 						t.Errorf("%s on %s: n = %d, want 2", r.Metric, r.Path, r.N)
 					}
 				}
+				// The kindling paths; the server's have rows of their own.
+				pathOrder := []string{pathRaw, pathLib, pathRuntime, pathCLI}
 				want := map[string][]string{
 					"spawn":            {pathRaw, pathLib},
 					"snapshot":         {pathRaw, pathLib},
