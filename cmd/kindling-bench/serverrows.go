@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -49,6 +50,9 @@ func srvConcKey(k int) string   { return fmt.Sprintf("server_concurrent_%d", k) 
 func srvClonesKey(k int) string { return fmt.Sprintf("server_clones_%d", k) }
 func srvMemKth(k int) string    { return fmt.Sprintf("server_mem_%d", k) }
 func srvMemKthP(k int) string   { return fmt.Sprintf("server_mem_%d_pss", k) }
+func srvCPUKey(k int) string    { return fmt.Sprintf("server_cpu_%d", k) }
+func srvFCCPUKey(k int) string  { return fmt.Sprintf("server_fccpu_%d", k) }
+func srvMonCPUKey(k int) string { return fmt.Sprintf("server_moncpu_%d", k) }
 
 // serverScenarioOf names the scenario that measures a server metric (for
 // its errors); ok is false for other metrics.
@@ -60,6 +64,12 @@ func serverScenarioOf(metric string) (string, bool) {
 		return srvMemScen, true
 	case strings.HasPrefix(metric, "server_clones_"):
 		return "server_concurrent_" + strings.TrimPrefix(metric, "server_clones_"), true
+	case strings.HasPrefix(metric, "server_cpu_"):
+		return "server_concurrent_" + strings.TrimPrefix(metric, "server_cpu_"), true
+	case strings.HasPrefix(metric, "server_fccpu_"):
+		return "server_concurrent_" + strings.TrimPrefix(metric, "server_fccpu_"), true
+	case strings.HasPrefix(metric, "server_moncpu_"):
+		return "server_concurrent_" + strings.TrimPrefix(metric, "server_moncpu_"), true
 	}
 	return "", false
 }
@@ -81,7 +91,10 @@ func serverMetricDefs(conc []int) []metricDef {
 		defs = append(defs,
 			metricDef{key: srvConcKey(k), title: fmt.Sprintf("%d creates at once through the API (raw: %d starts)", k, k), kind: kindConc, k: k,
 				targets: map[string]target{pathAPI: {ratioAtLeast, 0.8}}},
-			metricDef{key: srvClonesKey(k), title: fmt.Sprintf("%d template clones at once through the API (raw: %d snapshot loads)", k, k), kind: kindConc, k: k})
+			metricDef{key: srvClonesKey(k), title: fmt.Sprintf("%d template clones at once through the API (raw: %d snapshot loads)", k, k), kind: kindConc, k: k},
+			metricDef{key: srvCPUKey(k), title: fmt.Sprintf("CPU per create, %d at once: kindlingd's share", k), kind: kindTime},
+			metricDef{key: srvMonCPUKey(k), title: fmt.Sprintf("CPU per create, %d at once: the sandbox's monitor", k), kind: kindTime},
+			metricDef{key: srvFCCPUKey(k), title: fmt.Sprintf("CPU per create, %d at once: Firecracker's own (for scale)", k), kind: kindTime})
 	}
 	k := memCount(conc)
 	defs = append(defs,
@@ -271,19 +284,23 @@ func rawLoads(fn func(ctx context.Context, e *env, load func(context.Context) (*
 	}
 }
 
-// atOnce runs start k times at once and returns the wall time until the
-// last one returned; every sandbox or VM started is ended afterwards (not
-// timed), also when some failed.
-func atOnce(k int, start func() (done func() error, err error)) (time.Duration, error) {
+// atOnce runs start(i) for i in [0, k) at once and returns the wall time
+// until the last one returned. Then, when all succeeded, it runs mid (not
+// timed) while everything started still runs; every sandbox or VM started
+// is ended afterwards (not timed), also when some failed.
+func atOnce(k int, start func(i int) (done func() error, err error), mid func() error) (time.Duration, error) {
 	var wg sync.WaitGroup
 	dones := make([]func() error, k)
-	errs := make([]error, 2*k)
+	errs := make([]error, 2*k+1)
 	t0 := time.Now()
 	for i := range k {
-		wg.Go(func() { dones[i], errs[i] = start() })
+		wg.Go(func() { dones[i], errs[i] = start(i) })
 	}
 	wg.Wait()
 	d := time.Since(t0)
+	if mid != nil && errors.Join(errs...) == nil {
+		errs[2*k] = mid()
+	}
 	for i, done := range dones {
 		if done != nil {
 			wg.Go(func() { errs[k+i] = done() })
@@ -295,50 +312,130 @@ func atOnce(k int, start func() (done func() error, err error)) (time.Duration, 
 
 // serverConcurrent starts k sandboxes at once through the API (boots, to
 // the console marker) against k raw starts, and k clones of a template at
-// once (no pool) against k raw snapshot loads.
+// once (no pool) against k raw snapshot loads. While the k booted ones
+// run it also reads what CPU time each start cost the host: kindlingd's
+// (its growth over the batch, shared out) and the sandbox's monitor's,
+// and, for scale, each Firecracker's own.
 func serverConcurrent(k int) scenario {
 	return scenario{key: srvConcKey(k), paths: map[string]setupFunc{
 		pathRaw: rawLoads(func(ctx context.Context, e *env, load func(context.Context) (*rawVM, error)) (sample, error) {
-			starts, err := atOnce(k, func() (func() error, error) {
+			vms := make([]*rawVM, k)
+			var fcCPU float64
+			starts, err := atOnce(k, func(i int) (func() error, error) {
 				vm, err := rawStart(ctx, e, e.halt)
 				if err != nil {
 					return nil, err
 				}
+				vms[i] = vm
 				return func() error { e.rawDone(vm); return nil }, nil
+			}, func() error {
+				for _, vm := range vms {
+					c, err := cpuTime(vm.cmd.Process.Pid)
+					if err != nil {
+						return fmt.Errorf("firecracker: %w", err)
+					}
+					fcCPU += c
+				}
+				return nil
 			})
 			if err != nil {
 				return nil, err
 			}
-			loads, err := atOnce(k, func() (func() error, error) {
+			loads, err := atOnce(k, func(int) (func() error, error) {
 				vm, err := load(ctx)
 				if err != nil {
 					return nil, err
 				}
 				return func() error { e.rawDone(vm); return nil }, nil
-			})
+			}, nil)
 			if err != nil {
 				return nil, err
 			}
-			return sample{srvConcKey(k): seconds(starts), srvClonesKey(k): seconds(loads)}, nil
+			return sample{srvConcKey(k): seconds(starts), srvClonesKey(k): seconds(loads), srvFCCPUKey(k): fcCPU / float64(k)}, nil
 		}),
 		pathAPI: withDaemon(daemonOptions{templates: []string{"plain"}}, func(ctx context.Context, e *env, d *daemon) (sample, error) {
-			starts, err := atOnce(k, func() (func() error, error) {
+			ids := make([]string, k)
+			before, err := cpuTime(d.pid())
+			if err != nil {
+				return nil, fmt.Errorf("kindlingd: %w", err)
+			}
+			var cpu, monCPU, fcCPU float64
+			starts, err := atOnce(k, func(i int) (func() error, error) {
 				id, err := apiStart(ctx, e, d)
+				ids[i] = id
 				return func() error { return apiDone(d, id) }, err
+			}, func() error {
+				after, err := cpuTime(d.pid())
+				if err != nil {
+					return fmt.Errorf("kindlingd: %w", err)
+				}
+				cpu = after - before
+				for _, id := range ids {
+					in, err := d.client.Inspect(ctx, id)
+					if err != nil {
+						return err
+					}
+					mon, err := cpuTime(in.MonitorPID)
+					if err != nil {
+						return fmt.Errorf("monitor of %s: %w", id, err)
+					}
+					fc, err := cpuTime(in.PID)
+					if err != nil {
+						return fmt.Errorf("firecracker of %s: %w", id, err)
+					}
+					monCPU += mon
+					fcCPU += fc
+				}
+				return nil
 			})
 			if err != nil {
 				return nil, err
 			}
-			clones, err := atOnce(k, func() (func() error, error) {
+			clones, err := atOnce(k, func(int) (func() error, error) {
 				in, err := d.client.RunTemplate(ctx, "plain", template.CloneOptions{})
 				return func() error { return apiDone(d, in.ID) }, err
-			})
+			}, nil)
 			if err != nil {
 				return nil, err
 			}
-			return sample{srvConcKey(k): seconds(starts), srvClonesKey(k): seconds(clones)}, nil
+			return sample{srvConcKey(k): seconds(starts), srvClonesKey(k): seconds(clones),
+				srvCPUKey(k): cpu / float64(k), srvMonCPUKey(k): monCPU / float64(k), srvFCCPUKey(k): fcCPU / float64(k)}, nil
 		}),
 	}}
+}
+
+// cpuTime is the CPU time (seconds) the live threads of process pid have
+// run, from /proc/PID/task/*/schedstat (nanoseconds there; a Go process
+// keeps its threads, so none of its time is lost with an exited one).
+func cpuTime(pid int) (float64, error) {
+	if pid <= 0 {
+		return 0, fmt.Errorf("no process to measure (pid %d)", pid)
+	}
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var ns float64
+	for _, t := range tasks {
+		b, err := os.ReadFile(filepath.Join(dir, t.Name(), "schedstat"))
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				continue // the thread ended meanwhile
+			}
+			return 0, err
+		}
+		f := strings.Fields(string(b))
+		if len(f) == 0 {
+			return 0, fmt.Errorf("%s/%s/schedstat: empty", dir, t.Name())
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s/%s/schedstat: %w", dir, t.Name(), err)
+		}
+		ns += v
+	}
+	return ns / 1e9, nil
 }
 
 // serverMemory starts a fresh kindlingd at every iteration and measures
