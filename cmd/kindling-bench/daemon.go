@@ -32,15 +32,21 @@ import (
 // daemonBin is the kindlingd executable, built on first use unless
 // --kindlingd names one.
 type daemonBin struct {
-	once sync.Once
-	path string
-	err  error
+	once    sync.Once
+	path    string
+	monitor string // its --monitor, when --kindlingd-monitor is given
+	err     error
 }
 
 // kindlingd returns the kindlingd executable the server scenarios run.
 func (e *env) kindlingd(ctx context.Context) (string, error) {
 	b := &e.daemon
 	b.once.Do(func() {
+		if b.monitor != "" {
+			if b.monitor, b.err = filepath.Abs(b.monitor); b.err != nil {
+				return
+			}
+		}
 		if b.path != "" {
 			b.path, b.err = filepath.Abs(b.path)
 			return
@@ -121,6 +127,9 @@ func startDaemon(ctx context.Context, e *env, o daemonOptions) (_ *daemon, err e
 		}
 	}
 	args := []string{"--root", root, "--listen", "unix://" + d.sock, "--drain", "2s"}
+	if e.daemon.monitor != "" {
+		args = append(args, "--monitor", e.daemon.monitor)
+	}
 	for name, n := range o.pools {
 		args = append(args, "--pool", fmt.Sprintf("%s=%d", name, n))
 	}

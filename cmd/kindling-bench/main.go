@@ -60,6 +60,7 @@ type config struct {
 	n        int
 	kindling string
 	daemon   string
+	monitor  string
 	asJSON   bool
 	svg      string
 	conc     []int
@@ -75,6 +76,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.n, "n", 50, "measure each operation `N` times per path")
 	fs.StringVar(&c.kindling, "kindling", "", "the kindling executable to measure (default: go build ./cmd/kindling)")
 	fs.StringVar(&c.daemon, "kindlingd", "", "the kindlingd executable the server scenarios run (default: go build ./cmd/kindlingd)")
+	fs.StringVar(&c.monitor, "kindlingd-monitor", "", "have kindlingd start sandboxes with this monitor `EXECUTABLE` (its --monitor; default its own)")
 	fs.BoolVar(&c.phases, "phases", false, "also split the raw and lib starts into phases (the lib's from its debug log, which costs it a little)")
 	fs.BoolVar(&c.asJSON, "json", false, "print the results as JSON instead of a table")
 	fs.StringVar(&c.svg, "svg", "", "also write a bar chart of the ratios to `FILE` (SVG)")
@@ -146,7 +148,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return err
 	}
 	e.phases = cfg.phases
-	e.daemon.path = cfg.daemon
+	e.daemon.path, e.daemon.monitor = cfg.daemon, cfg.monitor
 	defer func() {
 		if cerr := e.close(); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("clean up: %w", cerr))
