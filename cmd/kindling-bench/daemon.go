@@ -51,7 +51,20 @@ func (e *env) kindlingd(ctx context.Context) (string, error) {
 			b.path, b.err = filepath.Abs(b.path)
 			return
 		}
-		b.path, b.err = buildTool(ctx, e.tmp, "./cmd/kindlingd", "kindlingd")
+		// A directory of its own: kindlingd runs a kindling-monitor it
+		// finds next to itself, as an installation would have it.
+		dir := filepath.Join(e.tmp, "kindlingd-bin")
+		if b.err = os.Mkdir(dir, 0o755); b.err != nil {
+			return
+		}
+		if b.path, b.err = buildTool(ctx, dir, "./cmd/kindlingd", "kindlingd"); b.err != nil {
+			return
+		}
+		if modRoot, err := moduleRoot(ctx); err == nil {
+			if _, err := os.Stat(filepath.Join(modRoot, "cmd", "kindling-monitor")); err == nil {
+				_, b.err = buildTool(ctx, dir, "./cmd/kindling-monitor", "kindling-monitor")
+			}
+		}
 	})
 	return b.path, b.err
 }
