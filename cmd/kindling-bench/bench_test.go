@@ -148,6 +148,8 @@ func TestRunRefuses(t *testing.T) {
 		{"bad concurrency", fake, []string{"--concurrency", "x"}, "--concurrency"},
 		{"unknown scenario", fake, []string{"--ops", "nope"}, "no such scenario"},
 		{"extra argument", fake, []string{"extra"}, "unexpected argument"},
+		{"missing kindlingd", fake, []string{"--kindlingd", "/nonexistent/kindlingd"}, "--kindlingd: stat /nonexistent/kindlingd: no such file"},
+		{"monitor not executable", fake, []string{"--kindlingd-monitor", "bench_test.go"}, "not an executable file"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

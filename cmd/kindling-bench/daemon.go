@@ -69,6 +69,22 @@ func (e *env) kindlingd(ctx context.Context) (string, error) {
 	return b.path, b.err
 }
 
+// checkExecutable checks that the path given to flag, if any, is an
+// executable file, before anything is started.
+func checkExecutable(flag, path string) error {
+	if path == "" {
+		return nil
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("%s: %w", flag, err)
+	}
+	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("%s %s: not an executable file", flag, path)
+	}
+	return nil
+}
+
 // buildTool builds the command pkg of kindling's module into dir/name.
 func buildTool(ctx context.Context, dir, pkg, name string) (string, error) {
 	modRoot, err := moduleRoot(ctx)

@@ -129,6 +129,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	} else if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
 		return fmt.Errorf("%s=%q: not an executable file", envFirecracker, fc)
 	}
+	for flag, path := range map[string]string{"--kindlingd": cfg.daemon, "--kindlingd-monitor": cfg.monitor} {
+		if err := checkExecutable(flag, path); err != nil {
+			return err
+		}
+	}
 	scens := scenarios(cfg.conc)
 	if len(cfg.ops) > 0 {
 		scens = slices.DeleteFunc(scens, func(s scenario) bool { return !slices.Contains(cfg.ops, s.key) })
