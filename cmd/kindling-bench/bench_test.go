@@ -7,6 +7,7 @@ import (
 	"encoding/xml"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -66,6 +67,8 @@ func TestRun(t *testing.T) {
 						t.Errorf("%s on %s: n = %d, want 2", r.Metric, r.Path, r.N)
 					}
 				}
+				// The kindling paths; the server's have rows of their own.
+				pathOrder := []string{pathRaw, pathLib, pathRuntime, pathCLI}
 				want := map[string][]string{
 					"spawn":            {pathRaw, pathLib},
 					"snapshot":         {pathRaw, pathLib},
@@ -145,6 +148,8 @@ func TestRunRefuses(t *testing.T) {
 		{"bad concurrency", fake, []string{"--concurrency", "x"}, "--concurrency"},
 		{"unknown scenario", fake, []string{"--ops", "nope"}, "no such scenario"},
 		{"extra argument", fake, []string{"extra"}, "unexpected argument"},
+		{"missing kindlingd", fake, []string{"--kindlingd", "/nonexistent/kindlingd"}, "--kindlingd: stat /nonexistent/kindlingd: no such file"},
+		{"monitor not executable", fake, []string{"--kindlingd-monitor", "bench_test.go"}, "not an executable file"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -192,5 +197,105 @@ func checkChart(t *testing.T, path string, rep Report) {
 	}
 	if want == 0 || bars != want {
 		t.Errorf("chart has %d bars, the report %d ratios", bars, want)
+	}
+}
+
+// TestRunServer runs the server scenarios once against the fake
+// Firecracker: kindlingd is built, started and stopped, every server row
+// is produced on its paths with a plausible value, and nothing is left.
+// It checks no timing against a target.
+func TestRunServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipping: builds kindling and kindlingd and starts fake VMMs")
+	}
+	testutil.CheckLeaks(t)
+	t.Setenv(envFirecracker, testutil.FakeFirecracker(t))
+	tmp := testutil.ShortTempDir(t)
+	t.Setenv("TMPDIR", tmp)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	args := []string{"-n", "1", "--concurrency", "2", "--json", "--ops", "server_start,server_create,server_concurrent_2,server_memory"}
+	if err := run(ctx, args, &stdout, &stderr); err != nil {
+		t.Fatalf("run: %v\nstderr:\n%s", err, stderr.String())
+	}
+	var rep Report
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		t.Fatalf("decode JSON output: %v\n%s", err, stdout.String())
+	}
+	got := map[string]Row{}
+	for _, r := range rep.Rows {
+		got[r.Metric+"/"+r.Path] = r
+	}
+	want := map[string][]string{
+		srvStart:        {pathRaw, pathAPI, pathCLIHost},
+		srvPool:         {pathRaw, pathAPI},
+		srvNoPool:       {pathRaw, pathAPI},
+		srvConcKey(2):   {pathRaw, pathAPI},
+		srvClonesKey(2): {pathRaw, pathAPI},
+		srvCPUKey(2):    {pathAPI},
+		srvMonCPUKey(2): {pathAPI},
+		srvFCCPUKey(2):  {pathRaw, pathAPI},
+		srvRSSIdle:      {pathAPI},
+		srvRSSServing:   {pathAPI},
+		srvRSSPer:       {pathAPI},
+		srvMemFirst:     {pathAPI},
+		srvMemFirstP:    {pathAPI},
+		srvMemKth(2):    {pathAPI},
+		srvMemKthP(2):   {pathAPI},
+	}
+	defs := map[string]metricDef{}
+	for _, d := range serverMetricDefs([]int{2}) {
+		defs[d.key] = d
+		if _, ok := want[d.key]; !ok {
+			t.Errorf("metric %s is not checked by this test", d.key)
+		}
+	}
+	for metric, paths := range want {
+		d, ok := defs[metric]
+		if !ok {
+			t.Errorf("metric %s is not defined", metric)
+			continue
+		}
+		for _, p := range paths {
+			r, ok := got[metric+"/"+p]
+			switch {
+			case !ok:
+				t.Errorf("no row for %s on %s", metric, p)
+				continue
+			case r.Error != "":
+				t.Errorf("%s on %s failed: %s", metric, p, r.Error)
+				continue
+			case r.N != 1:
+				t.Errorf("%s on %s: n = %d, want 1", metric, p, r.N)
+			}
+			switch {
+			case d.kind == kindBytes && metric == srvRSSPer:
+				if r.Median < 0 || r.Median > 64<<20 {
+					t.Errorf("%s on %s = %v bytes, want 0 to 64 MiB", metric, p, r.Median)
+				}
+			case d.kind == kindBytes:
+				// A Go process's resident memory, plus a few files.
+				if r.Median < 1<<20 || r.Median > 1<<30 {
+					t.Errorf("%s on %s = %v bytes, want 1 MiB to 1 GiB", metric, p, r.Median)
+				}
+			default:
+				if r.Median <= 0 || r.Median > opTimeout.Seconds() {
+					t.Errorf("%s on %s = %v s, want within (0, %v]", metric, p, r.Median, opTimeout)
+				}
+				if p != pathRaw && slices.Contains(paths, pathRaw) && (r.Ratio == nil || *r.Ratio <= 0) {
+					t.Errorf("%s on %s has no ratio to raw", metric, p)
+				}
+			}
+			if _, ok := d.targets[p]; ok && (r.Target == "" || r.Met == nil) {
+				t.Errorf("%s on %s: target %q, met %v: want a checked target", metric, p, r.Target, r.Met)
+			}
+		}
+	}
+	if r := got[srvMemFirstP+"/"+pathAPI]; r.Median > got[srvMemFirst+"/"+pathAPI].Median {
+		t.Errorf("the first sandbox's monitor Pss (%v) exceeds its VmRSS (%v)", r.Median, got[srvMemFirst+"/"+pathAPI].Median)
+	}
+	if left, _ := os.ReadDir(tmp); len(left) > 0 {
+		t.Errorf("the bench left %d entries in $TMPDIR, first %s", len(left), left[0].Name())
 	}
 }

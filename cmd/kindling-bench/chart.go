@@ -21,6 +21,8 @@ var pathColors = map[string]string{
 	pathLib:     "#1f77b4",
 	pathRuntime: "#ff7f0e",
 	pathCLI:     "#2ca02c",
+	pathAPI:     "#9467bd",
+	pathCLIHost: "#8c564b",
 }
 
 // Layout of the chart, in SVG user units (pixels).
@@ -84,9 +86,17 @@ func chartSVG(rep *Report) ([]byte, error) {
 		fmt.Sprintf("kindling vs raw, Firecracker %s, n=%d", rep.FirecrackerVersion, rep.N))
 
 	// Legend.
-	paths := []string{pathLib, pathRuntime, pathCLI}
+	var paths []string
+	for _, p := range pathOrder[1:] {
+		for _, r := range rep.Rows {
+			if r.Path == p && r.Ratio != nil {
+				paths = append(paths, p)
+				break
+			}
+		}
+	}
 	for j, p := range paths {
-		lx := float64(chartLeft + 140*j)
+		lx := float64(chartLeft + 120*j)
 		fmt.Fprintf(&w, `<rect x="%.1f" y="38" width="14" height="10" fill="%s"/>`+"\n", lx, pathColors[p])
 		text(&w, lx+20, 47, "start", 12, p)
 	}
@@ -105,12 +115,16 @@ func chartSVG(rep *Report) ([]byte, error) {
 		rowTop := float64(chartTop + chartRow*i)
 		mid := rowTop + chartRow/2
 		text(&w, chartLeft-8, mid+4, "end", 12, titles[m])
-		for j, p := range paths {
-			v, ok := ratio[key{m, p}]
-			if !ok {
-				continue
+		// The row's bars, centred on it (at most three paths share a row).
+		var here []string
+		for _, p := range paths {
+			if _, ok := ratio[key{m, p}]; ok {
+				here = append(here, p)
 			}
-			y := mid + float64(j-1)*chartBar - chartBar/2
+		}
+		for j, p := range here {
+			v := ratio[key{m, p}]
+			y := mid + (float64(j)-float64(len(here)-1)/2)*chartBar - chartBar/2
 			drawn := math.Min(v, chartCap)
 			fmt.Fprintf(&w, `<rect x="%d" y="%.1f" width="%.1f" height="%d" fill="%s"><title>%s %s: %.2f×</title></rect>`+"\n",
 				chartLeft, y, x(drawn)-chartLeft, chartBar-1, pathColors[p], escape(titles[m]), p, v)

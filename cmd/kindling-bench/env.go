@@ -36,7 +36,8 @@ type env struct {
 	phases   bool // also time the phases of a start
 	track    *tracker
 	seq      atomic.Int64
-	agent    agentBox // the agent scenarios' sandbox (agent.go)
+	agent    agentBox  // the agent scenarios' sandbox (agent.go)
+	daemon   daemonBin // the server scenarios' kindlingd (daemon.go)
 }
 
 // marker is what the test guests print; start waits for it on the console.

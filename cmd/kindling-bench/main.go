@@ -59,6 +59,8 @@ const envFirecracker = "KINDLING_FIRECRACKER"
 type config struct {
 	n        int
 	kindling string
+	daemon   string
+	monitor  string
 	asJSON   bool
 	svg      string
 	conc     []int
@@ -73,12 +75,14 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	fs.IntVar(&c.n, "n", 50, "measure each operation `N` times per path")
 	fs.StringVar(&c.kindling, "kindling", "", "the kindling executable to measure (default: go build ./cmd/kindling)")
+	fs.StringVar(&c.daemon, "kindlingd", "", "the kindlingd executable the server scenarios run (default: go build ./cmd/kindlingd)")
+	fs.StringVar(&c.monitor, "kindlingd-monitor", "", "have kindlingd start sandboxes with this monitor `EXECUTABLE` (its --monitor; default its own)")
 	fs.BoolVar(&c.phases, "phases", false, "also split the raw and lib starts into phases (the lib's from its debug log, which costs it a little)")
 	fs.BoolVar(&c.asJSON, "json", false, "print the results as JSON instead of a table")
 	fs.StringVar(&c.svg, "svg", "", "also write a bar chart of the ratios to `FILE` (SVG)")
 	fs.StringVar(&c.tmp, "tmp", "", "make the bench's directories (run dirs, state root, snapshots) under `DIR` (default $TMPDIR or /tmp); a tmpfs such as /run matches kindling's default state root")
 	concFlag := fs.String("concurrency", "20,50", "start this many VMs at once (comma-separated `LIST`)")
-	opsFlag := fs.String("ops", "", "measure only these scenarios (comma-separated: spawn,start,stop,stop_exited,pause,snapshot,restore,clone,agent_exec,agent_files,concurrent_K,clones_K)")
+	opsFlag := fs.String("ops", "", "measure only these scenarios (comma-separated: spawn,start,stop,stop_exited,pause,snapshot,restore,clone,agent_exec,agent_files,concurrent_K,clones_K,server_start,server_create,server_concurrent_K,server_memory)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: %s=PATH kindling-bench [flags]\n\nMeasures kindling against a raw Firecracker client.\n\n", envFirecracker)
 		fs.PrintDefaults()
@@ -125,6 +129,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	} else if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
 		return fmt.Errorf("%s=%q: not an executable file", envFirecracker, fc)
 	}
+	for flag, path := range map[string]string{"--kindlingd": cfg.daemon, "--kindlingd-monitor": cfg.monitor} {
+		if err := checkExecutable(flag, path); err != nil {
+			return err
+		}
+	}
 	scens := scenarios(cfg.conc)
 	if len(cfg.ops) > 0 {
 		scens = slices.DeleteFunc(scens, func(s scenario) bool { return !slices.Contains(cfg.ops, s.key) })
@@ -144,6 +153,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return err
 	}
 	e.phases = cfg.phases
+	e.daemon.path, e.daemon.monitor = cfg.daemon, cfg.monitor
 	defer func() {
 		if cerr := e.close(); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("clean up: %w", cerr))

@@ -120,6 +120,7 @@ func metricDefs(conc []int, phases bool) []metricDef {
 	defs = append(defs,
 		metricDef{key: "fc_rss", title: "Firecracker's own RSS (for scale)", kind: kindBytes},
 	)
+	defs = append(defs, serverMetricDefs(conc)...)
 	return defs
 }
 
@@ -189,6 +190,9 @@ func (r *results) fail(scen, path string, err error) {
 
 // scenarioOf is the scenario that measures a metric.
 func scenarioOf(metric string) string {
+	if s, ok := serverScenarioOf(metric); ok {
+		return s
+	}
 	if k, ok := strings.CutPrefix(metric, "memory_at_"); ok {
 		return "concurrent_" + k
 	}
@@ -325,6 +329,7 @@ func writeTable(w io.Writer, rep *Report) error {
 	}
 	fmt.Fprintln(w, "\nRATIO: path median / raw median (throughput: path / raw). Targets apply to the lib path unless")
 	fmt.Fprintln(w, "they name the CLI; memory is the monitor's RSS plus the sandbox's files, for every path.")
+	fmt.Fprintln(w, "Server rows: api is kindlingd's native API through its Go client, cli-api is kindling --host.")
 	return nil
 }
 

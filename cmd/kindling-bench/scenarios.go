@@ -24,7 +24,7 @@ const (
 	pathCLI     = "cli"
 )
 
-var pathOrder = []string{pathRaw, pathLib, pathRuntime, pathCLI}
+var pathOrder = []string{pathRaw, pathLib, pathRuntime, pathCLI, pathAPI, pathCLIHost}
 
 // sample is what one iteration of one path measured: seconds for times,
 // bytes for memory, keyed by metric.
@@ -340,6 +340,7 @@ func scenarios(conc []int) []scenario {
 	for _, k := range conc {
 		list = append(list, concurrentScenario(k), clonesAtOnce(k))
 	}
+	list = append(list, serverScenarios(conc)...)
 	return list
 }
 
