@@ -50,6 +50,7 @@ type env struct {
 	env      []string // containerd's
 	done     chan struct{}
 	log      *testutil.SyncBuffer
+	ownNet   bool // containerd runs in a new network namespace
 }
 
 // needs skips the test without what a real containerd run needs.
@@ -163,7 +164,15 @@ func startContainerd(t *testing.T) *env {
 // cri set, the CRI plugin is on and cri is its configuration.
 func startContainerdWith(t *testing.T, cri string) *env {
 	t.Helper()
-	e := &env{t: t, dir: testutil.ShortTempDir(t), log: &testutil.SyncBuffer{}}
+	return startContainerdIn(t, cri, false)
+}
+
+// startContainerdIn is startContainerdWith; with ownNet, containerd (and
+// so its CNI plugins, their bridge and its shims) runs in a network
+// namespace of its own, which goes with it.
+func startContainerdIn(t *testing.T, cri string, ownNet bool) *env {
+	t.Helper()
+	e := &env{t: t, dir: testutil.ShortTempDir(t), log: &testutil.SyncBuffer{}, ownNet: ownNet}
 	e.bin = filepath.Join(e.dir, "bin")
 	e.shimRoot = filepath.Join(e.dir, "k")
 	e.sock = filepath.Join(e.dir, "c.sock")
@@ -212,6 +221,9 @@ func (e *env) start() {
 	e.cmd.Env = e.env
 	e.cmd.Stdout, e.cmd.Stderr = e.log, e.log
 	e.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if e.ownNet {
+		e.cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWNET
+	}
 	if err := e.cmd.Start(); err != nil {
 		t.Fatalf("start containerd: %v", err)
 	}
@@ -253,6 +265,13 @@ func (e *env) cleanup() {
 	e.stop()
 	for _, pid := range e.processes() {
 		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	// Mounts a killed containerd left (its pods' network namespaces).
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, l := range strings.Split(string(mounts), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(f[4], e.dir+"/") {
+			syscall.Unmount(f[4], syscall.MNT_DETACH)
+		}
 	}
 }
 

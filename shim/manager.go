@@ -175,6 +175,11 @@ func (s *shimService) Cleanup(ctx context.Context) (*taskapi.DeleteResponse, err
 		}
 		os.RemoveAll(filepath.Join(s.cfg.Root, shimDir, sbID))
 	}
+	if sp, err := readSpec(cwd); err == nil {
+		if err := leavePodNetwork(ctx, sp); err != nil {
+			s.log.Warn("leave the pod's network", "err", err)
+		}
+	}
 	if err := mount.UnmountAll(filepath.Join(cwd, "rootfs"), 0); err != nil {
 		s.log.Warn("unmount rootfs", "err", err)
 	}

@@ -214,6 +214,10 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	if err != nil {
 		return nil, err
 	}
+	pn, err := joinPodNetwork(ctx, sp, s.log)
+	if err != nil {
+		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "%v", err)
+	}
 	vcpus, mem := resources(sp)
 	vmSpec := sandbox.Spec{
 		ID: t.sandboxID, Kernel: s.cfg.Kernel, KernelArgs: image.BootArg, Firecracker: s.cfg.Firecracker,
@@ -223,6 +227,9 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 		Drives:   []sandbox.Disk{{Path: rootfsExt4}},
 		VsockCID: 3, VCPUs: vcpus, MemoryMiB: mem,
 		Labels: map[string]string{"io.containerd.namespace": s.ns, "io.containerd.task": truncate(r.ID, 255)},
+	}
+	if pn != nil {
+		pn.apply(&vmSpec)
 	}
 	if _, err := rt.Create(ctx, vmSpec, sandbox.CreateOptions{}); err != nil {
 		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "create the VM: %v", err)

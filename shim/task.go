@@ -99,6 +99,9 @@ func (s *Service) teardown(ctx context.Context, t *taskState) {
 	if err := removeSandbox(ctx, s.rt, t.sandboxID); err != nil {
 		s.log.Warn("remove VM", "sandbox", t.sandboxID, "err", err)
 	}
+	if err := leavePodNetwork(ctx, t.spec); err != nil {
+		s.log.Warn("leave the pod's network", "task", t.id, "err", err)
+	}
 	if err := os.RemoveAll(t.workDir); err != nil {
 		s.log.Warn("remove task files", "dir", t.workDir, "err", err)
 	}
