@@ -434,9 +434,19 @@ func TestContainerdRun(t *testing.T) {
 	waitStatus(t, e, "t4", "PAUSED")
 	e.ctr("task", "resume", "t4")
 	waitStatus(t, e, "t4", "RUNNING")
-	// Stats is refused (containerd then says it received none).
-	if _, serr, err := e.ctrErr("task", "metrics", "t4"); err == nil || !strings.Contains(serr, "no metrics") {
-		t.Errorf("task metrics: err %v, stderr %q; want no metrics", err, serr)
+	// The guest's figures for the container, as cgroup v2 metrics.
+	out, serr, err = e.ctrErr("task", "metrics", "t4")
+	metric := func(name string) string {
+		for _, l := range strings.Split(out, "\n") {
+			if f := strings.Fields(l); len(f) == 2 && f[0] == name {
+				return f[1]
+			}
+		}
+		return ""
+	}
+	// One process (the sleeping app); its resident memory; the VM's 512 MiB.
+	if err != nil || metric("pids.current") != "1" || metric("memory.usage") == "0" || metric("memory.usage") == "" || metric("memory.usage_limit") != "536870912" {
+		t.Errorf("task metrics: %v, stderr %q:\n%s\nwant 1 process, some memory, a limit of 512 MiB", err, serr, out)
 	}
 	e.ctr("task", "kill", "--signal", "SIGKILL", "t4")
 	waitStatus(t, e, "t4", "STOPPED")

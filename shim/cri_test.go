@@ -21,7 +21,8 @@ import (
 // kindling microVM with runtime handler "kindling"; the pod's containers
 // run in the same VM (CreateContainer, StartContainer, ContainerStatus,
 // the CRI log file, ExecSync, StopContainer, RemoveContainer); stopping and
-// removing the pod leave nothing. The pod uses the host's network (pod
+// removing the pod leave nothing; ContainerStats has the guest's figures,
+// UpdateContainerResources is refused with the reason. The pod uses the host's network (pod
 // networking into the VM is not done yet).
 func TestCRIPodSandbox(t *testing.T) {
 	needs(t)
@@ -143,6 +144,19 @@ func TestCRIPodSandbox(t *testing.T) {
 	}
 	if n := len(e.sandboxPIDs()); n != 1 {
 		t.Errorf("VMMs running for the pod with its containers: %d, want 1", n)
+	}
+	// The container's figures, from the guest.
+	stats, err := rs.ContainerStats(ctx, &runtimeapi.ContainerStatsRequest{ContainerId: sleeper})
+	if err != nil {
+		t.Errorf("ContainerStats: %v", err)
+	} else if m := stats.Stats.GetMemory(); m.GetWorkingSetBytes().GetValue() == 0 || stats.Stats.GetCpu() == nil || m.GetAvailableBytes().GetValue() == 0 {
+		t.Errorf("ContainerStats = %v, want CPU figures and the memory in use and available", stats.Stats)
+	}
+	// Resources cannot change under a running VM: refused with the reason.
+	_, err = rs.UpdateContainerResources(ctx, &runtimeapi.UpdateContainerResourcesRequest{ContainerId: sleeper,
+		Linux: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 128 << 20}})
+	if err == nil || !strings.Contains(err.Error(), "fixed at boot") {
+		t.Errorf("UpdateContainerResources: %v, want it refused (a VM's size is fixed at boot)", err)
 	}
 	if _, err := rs.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: sleeper, Timeout: 1}); err != nil {
 		t.Fatalf("StopContainer: %v\n%s", err, e.shimLogs())

@@ -49,7 +49,7 @@ func (s *Service) createJoined(ctx context.Context, r *taskapi.CreateTaskRequest
 		return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
 	}
 	t := &taskState{id: r.ID, bundle: r.Bundle, spec: sp, sandboxID: pod.sandboxID, vmmPID: pod.vmmPID,
-		client: pod.client, vmGone: pod.vmGone, execs: map[string]*process{}, joined: true,
+		client: pod.client, vmGone: pod.vmGone, vmMemMiB: pod.vmMemMiB, execs: map[string]*process{}, joined: true,
 		init: newProcess("", r.Terminal, r.Stdin, r.Stdout, r.Stderr)}
 	if err := sendRootfs(ctx, r, sp, t.client); err != nil {
 		return nil, err

@@ -71,6 +71,8 @@ type taskState struct {
 	// joined: a container of a pod, in the pod sandbox task's VM; its
 	// rootfs is a directory of the guest, and the VM is not its own.
 	joined bool
+	// vmMemMiB is the VM's memory (the pod's, for a joined container).
+	vmMemMiB int
 	// mounts are the container's extra mounts in the guest.
 	mounts []container.Mount
 	// volumes holds the keys of the host paths copied into the VM (the
@@ -240,6 +242,7 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	if pn != nil {
 		pn.apply(&vmSpec)
 	}
+	t.vmMemMiB = mem
 	if _, err := rt.Create(ctx, vmSpec, sandbox.CreateOptions{}); err != nil {
 		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "create the VM: %v", err)
 	}

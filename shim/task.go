@@ -287,11 +287,6 @@ func (s *Service) CloseIO(ctx context.Context, r *taskapi.CloseIORequest) (*empt
 	return &emptypb.Empty{}, nil
 }
 
-// Update is not supported: a VM's vCPUs and memory are fixed at boot.
-func (s *Service) Update(ctx context.Context, r *taskapi.UpdateTaskRequest) (*emptypb.Empty, error) {
-	return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented, "kindling: update of a task's resources (a VM's vCPUs and memory are fixed at boot)")
-}
-
 // Wait waits for a process to exit.
 func (s *Service) Wait(ctx context.Context, r *taskapi.WaitRequest) (*taskapi.WaitResponse, error) {
 	_, p, err := s.taskProcess(r.ID, r.ExecID)
@@ -305,11 +300,6 @@ func (s *Service) Wait(ctx context.Context, r *taskapi.WaitRequest) (*taskapi.Wa
 	}
 	_, _, _, status, at := p.state()
 	return &taskapi.WaitResponse{ExitStatus: status, ExitedAt: timestamppb.New(at)}, nil
-}
-
-// Stats is not supported yet: the guest's cgroup figures are not read.
-func (s *Service) Stats(ctx context.Context, r *taskapi.StatsRequest) (*taskapi.StatsResponse, error) {
-	return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented, "kindling: task stats (the guest's figures are not collected yet)")
 }
 
 // Connect reports the shim's and the task's host processes.
