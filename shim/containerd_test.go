@@ -533,6 +533,12 @@ func waitStatus(t *testing.T, e *env, id, status string) {
 // the test's files, no sandbox left in the shim's state root.
 func auditLeaks(t *testing.T, e *env, tasks ...string) {
 	t.Helper()
+	auditLeaksNS(t, e, "kindling-test", tasks...)
+}
+
+// auditLeaksNS is auditLeaks for tasks of containerd namespace ns.
+func auditLeaksNS(t *testing.T, e *env, ns string, tasks ...string) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var leaks []string
@@ -562,7 +568,7 @@ func auditLeaks(t *testing.T, e *env, tasks ...string) {
 		// The shims' sockets (containerd's shim library puts them in
 		// /run/containerd/s whatever containerd's own state directory).
 		for _, id := range tasks {
-			h := sha256.Sum256([]byte(filepath.Join(e.sock, "kindling-test", id)))
+			h := sha256.Sum256([]byte(filepath.Join(e.sock, ns, id)))
 			if p := fmt.Sprintf("/run/containerd/s/%x", h); fileExists(p) {
 				leaks = append(leaks, "shim socket "+p)
 			}

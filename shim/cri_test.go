@@ -190,5 +190,5 @@ func TestCRIPodSandbox(t *testing.T) {
 	}
 	conn.Close()
 	e.stop()
-	auditLeaks(t, e, podID)
+	auditLeaksNS(t, e, "k8s.io", podID)
 }

@@ -175,7 +175,11 @@ func (s *shimService) Cleanup(ctx context.Context) (*taskapi.DeleteResponse, err
 		}
 		os.RemoveAll(filepath.Join(s.cfg.Root, shimDir, sbID))
 	}
-	if sp, err := readSpec(cwd); err == nil {
+	// containerd runs this action whenever its connection to a shim
+	// closes, also after a pod's container was deleted normally: only the
+	// task that owns the VM (not a container joined to a pod) may touch
+	// the pod's network.
+	if sp, err := readSpec(cwd); err == nil && sp.Annotations[annContainerType] != "container" {
 		if err := leavePodNetwork(ctx, sp); err != nil {
 			s.log.Warn("leave the pod's network", "err", err)
 		}

@@ -30,6 +30,7 @@ type criEnv struct {
 	*env
 	rs   runtimeapi.RuntimeServiceClient
 	conn *grpc.ClientConn
+	ipam string // host-local's data directory
 }
 
 // testSubnet is the pod network's subnet: it lives in containerd's own
@@ -85,7 +86,7 @@ func startCRI(t *testing.T, podNet bool) *criEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return &criEnv{env: e, rs: runtimeapi.NewRuntimeServiceClient(conn), conn: conn}
+	return &criEnv{env: e, rs: runtimeapi.NewRuntimeServiceClient(conn), conn: conn, ipam: filepath.Join(dir, "ipam")}
 }
 
 // podConfig is a pod's configuration; hostNet puts it on the node's network.
@@ -274,7 +275,7 @@ func TestCRIPodNetwork(t *testing.T) {
 		t.Errorf("the VMM %d still runs after RemovePodSandbox", vmm)
 	}
 	c.stop()
-	auditLeaks(t, c.env, podID)
+	auditLeaksNS(t, c.env, "k8s.io", podID)
 }
 
 func netlinkIn(t *testing.T, nsPath string) *netlink.Handle {

@@ -229,13 +229,35 @@ func (s *Service) Kill(ctx context.Context, r *taskapi.KillRequest) (*emptypb.Em
 	for _, o := range others {
 		o.signal(ctx, sig)
 	}
-	if err := p.signal(ctx, sig); err != nil {
+	if err := p.signal(ctx, sig); err != nil && !signalled(ctx, p, sig, err) {
 		if errors.Is(err, errProcessDone) {
 			return nil, errdefs.ToGRPCf(errdefs.ErrNotFound, "process %s of task %s already finished", idOr(r.ExecID, "init"), r.ID)
 		}
 		return nil, errdefs.ToGRPCf(errdefs.ErrUnknown, "signal %d to %s of task %s: %v", sig, idOr(r.ExecID, "init"), r.ID, err)
 	}
 	return &emptypb.Empty{}, nil
+}
+
+// signalled decides whether a signal whose delivery reported err reached
+// the process after all: the agent's answer can be lost although the
+// signal was delivered (the connection broke as the process died), so a
+// process that exits within a moment counts as signalled, and one still
+// running gets the signal once more.
+func signalled(ctx context.Context, p *process, sig syscall.Signal, err error) bool {
+	if errors.Is(err, errProcessDone) || errors.Is(err, errNotStarted) {
+		return false
+	}
+	select {
+	case <-p.done:
+		return true
+	case <-time.After(time.Second):
+	case <-ctx.Done():
+		return false
+	}
+	if err := p.signal(ctx, sig); err != nil {
+		return errors.Is(err, errProcessDone)
+	}
+	return true
 }
 
 // Exec records an extra process of the task, started by Start.

@@ -140,5 +140,5 @@ func TestCRIVolumes(t *testing.T) {
 	c.removePod(ctx, podID)
 	c.conn.Close()
 	c.stop()
-	auditLeaks(t, c.env, podID)
+	auditLeaksNS(t, c.env, "k8s.io", podID)
 }
