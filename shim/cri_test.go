@@ -192,3 +192,49 @@ func TestCRIPodSandbox(t *testing.T) {
 	e.stop()
 	auditLeaksNS(t, e, "k8s.io", podID)
 }
+
+// containerd restarted under a running pod: the pod and its container
+// are still ready and running, ExecSync reaches the container through the
+// same shim and VM, the container's figures come back, and the pod is
+// stopped and removed as usual.
+func TestCRIRestart(t *testing.T) {
+	needs(t)
+	testutil.CheckLeaks(t)
+	c := startCRI(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pod := c.podConfig("restartpod", true)
+	run, err := c.rs.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: pod, RuntimeHandler: "kindling"})
+	if err != nil {
+		t.Fatalf("RunPodSandbox: %v\n%s", err, c.shimLogs())
+	}
+	id := c.startContainer(ctx, run.PodSandboxId, pod, &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "app"},
+		Command:  []string{"/bin/app", "sleep", "1h"},
+	})
+	vmms := c.sandboxPIDs()
+	c.stop()
+	c.start()
+	if got := c.sandboxPIDs(); len(got) != 1 || len(vmms) != 1 || got[0] != vmms[0] {
+		t.Errorf("VMMs after the restart %v, before %v; want the same one", got, vmms)
+	}
+	st, err := c.rs.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: run.PodSandboxId})
+	if err != nil || st.Status.State != runtimeapi.PodSandboxState_SANDBOX_READY {
+		t.Errorf("pod after the restart: %v, %v; want ready", st.GetStatus().GetState(), err)
+	}
+	cs, err := c.rs.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id})
+	if err != nil || cs.Status.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		t.Errorf("container after the restart: %v, %v; want running", cs.GetStatus().GetState(), err)
+	}
+	ex, err := c.rs.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"/bin/app", "echo", "after restart"}, Timeout: 30})
+	if err != nil || string(ex.Stdout) != "after restart\n" {
+		t.Errorf("ExecSync after the restart: %q, %v\n%s", ex.GetStdout(), err, c.shimLogs())
+	}
+	if _, err := c.rs.ContainerStats(ctx, &runtimeapi.ContainerStatsRequest{ContainerId: id}); err != nil {
+		t.Errorf("ContainerStats after the restart: %v", err)
+	}
+	c.removePod(ctx, run.PodSandboxId)
+	c.conn.Close()
+	c.stop()
+	auditLeaksNS(t, c.env, "k8s.io", run.PodSandboxId)
+}
