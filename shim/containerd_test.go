@@ -226,6 +226,12 @@ state = %q
 	e.cfgPath = cfgPath
 	t.Cleanup(e.cleanup)
 	e.start()
+	if out, _, err := e.ctrErr("version"); err == nil {
+		// Which containerd ran (Debian's, or KINDLING_CONTAINERD's).
+		if _, server, ok := strings.Cut(out, "Server:"); ok {
+			t.Logf("containerd %s", strings.Join(strings.Fields(server), " "))
+		}
+	}
 	return e
 }
 
