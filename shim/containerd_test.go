@@ -65,6 +65,17 @@ func containerdBinary() string {
 	return "containerd"
 }
 
+// needRealVM skips a real-VM test where no Linux guest can boot.
+func needRealVM(t *testing.T) {
+	t.Helper()
+	if os.Getenv("KINDLING_KERNEL") == "" || os.Getenv("KINDLING_FIRECRACKER") == "" {
+		t.Skip("skipping real-VM test: set KINDLING_KERNEL to a Linux guest kernel (virtio-blk, virtio-net, vsock, ext4, CONFIG_IP_PNP) and KINDLING_FIRECRACKER (no Linux guest boots on the machines kindling is developed on)")
+	}
+	if _, err := os.Stat("/dev/kvm"); err != nil {
+		t.Skipf("skipping real-VM test: no /dev/kvm: %v", err)
+	}
+}
+
 // needs skips the test without what a real containerd run needs.
 func needs(t *testing.T) {
 	t.Helper()
@@ -181,13 +192,18 @@ func startContainerd(t *testing.T) *env {
 // cri set, the CRI plugin is on and cri is its configuration.
 func startContainerdWith(t *testing.T, cri string) *env {
 	t.Helper()
-	return startContainerdIn(t, cri, false)
+	return startContainerdIn(t, cri, false, false)
 }
 
 // startContainerdIn is startContainerdWith; with ownNet, containerd (and
 // so its CNI plugins, their bridge and its shims) runs in a network
 // namespace of its own, which goes with it.
-func startContainerdIn(t *testing.T, cri string, ownNet bool) *env {
+//
+// With realVM, the shim boots real VMs: the Linux kernel of
+// KINDLING_KERNEL on the Firecracker of KINDLING_FIRECRACKER (the caller
+// checked them, see needRealVM); else the fake Firecracker's simulated
+// guest with kindling's tiny test guest as the kernel.
+func startContainerdIn(t *testing.T, cri string, ownNet, realVM bool) *env {
 	t.Helper()
 	e := &env{t: t, dir: testutil.ShortTempDir(t), log: &testutil.SyncBuffer{}, ownNet: ownNet}
 	e.bin = filepath.Join(e.dir, "bin")
@@ -198,7 +214,13 @@ func startContainerdIn(t *testing.T, cri string, ownNet bool) *env {
 	}
 	goBuild(t, "./cmd/containerd-shim-kindling-v2", filepath.Join(e.bin, "containerd-shim-kindling-v2"))
 	goBuild(t, "./cmd/kindling-agent", filepath.Join(e.bin, "kindling-agent"))
-	kernel := testutil.GuestKernel(t, guest.Options{Message: "kindling shim test guest", Mode: guest.Halt})
+	var kernel, fc string
+	if realVM {
+		kernel, fc = os.Getenv("KINDLING_KERNEL"), os.Getenv("KINDLING_FIRECRACKER")
+	} else {
+		kernel = testutil.GuestKernel(t, guest.Options{Message: "kindling shim test guest", Mode: guest.Halt})
+		fc = testutil.FakeFirecracker(t)
+	}
 	disabled := `disabled_plugins = ["io.containerd.grpc.v1.cri"]`
 	if cri != "" {
 		disabled = ""
@@ -221,7 +243,7 @@ state = %q
 	e.env = append(os.Environ(),
 		"PATH="+e.bin+":"+os.Getenv("PATH"),
 		"KINDLING_KERNEL="+kernel,
-		"KINDLING_FIRECRACKER="+testutil.FakeFirecracker(t),
+		"KINDLING_FIRECRACKER="+fc,
 		"KINDLING_SHIM_ROOT="+e.shimRoot)
 	e.cfgPath = cfgPath
 	t.Cleanup(e.cleanup)

@@ -43,6 +43,12 @@ const testSubnet = "10.88.77"
 // its bridge, IP leases and namespaces under the test's directory).
 func startCRI(t *testing.T, podNet bool) *criEnv {
 	t.Helper()
+	return startCRIOn(t, podNet, false)
+}
+
+// startCRIOn is startCRI, with realVM as startContainerdIn takes it.
+func startCRIOn(t *testing.T, podNet, realVM bool) *criEnv {
+	t.Helper()
 	dir := testutil.ShortTempDir(t)
 	cniConf := filepath.Join(dir, "cni")
 	if err := os.MkdirAll(cniConf, 0o755); err != nil {
@@ -76,7 +82,7 @@ func startCRI(t *testing.T, podNet bool) *criEnv {
     default_runtime_name = "kindling"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.kindling]
       runtime_type = "io.containerd.kindling.v2"
-`, pauseImage, binDir, cniConf), podNet)
+`, pauseImage, binDir, cniConf), podNet, realVM)
 	img := testImageTar(t, e.dir)
 	if out, serr, err := e.ctrIn("k8s.io", "image", "import", img); err != nil {
 		t.Fatalf("import: %v\n%s%s", err, out, serr)
