@@ -653,16 +653,11 @@ func TestContainerdShimKilled(t *testing.T) {
 	e := startContainerd(t)
 	e.ctr("image", "import", testImageTar(t, e.dir))
 	e.ctr("run", "-d", "--runtime", "io.containerd.kindling.v2", testImage, "k1", "/bin/app", "sleep", "1h")
-	var shim int
-	for _, pid := range e.processes() {
-		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-		if filepath.Base(exe) == "containerd-shim-kindling-v2" {
-			shim = pid
-		}
+	shims := e.shimPIDs()
+	if len(shims) != 1 {
+		t.Fatalf("serving shims: %v, want one", shims)
 	}
-	if shim == 0 {
-		t.Fatal("no shim process found")
-	}
+	shim := shims[0]
 	vmm := e.sandboxPIDs()
 	if len(vmm) == 0 {
 		t.Fatal("no VMM process found")
@@ -685,6 +680,21 @@ func TestContainerdShimKilled(t *testing.T) {
 	e.ctr("container", "delete", "k1")
 	e.stop()
 	auditLeaks(t, e, "k1")
+}
+
+// shimPIDs lists the serving shims: processes of the shim's binary
+// started with containerd's address (the same binary also runs each
+// sandbox's monitor, without arguments).
+func (e *env) shimPIDs() []int {
+	var pids []int
+	for _, pid := range e.processes() {
+		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if filepath.Base(exe) == "containerd-shim-kindling-v2" && bytes.Contains(cmdline, []byte("\x00-address\x00")) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // sandboxPIDs lists the running VMMs of the test's sandboxes.
