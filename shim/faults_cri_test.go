@@ -74,7 +74,7 @@ func TestCRIPodFaults(t *testing.T) {
 	waitFor("the pod's shim exited", func() bool { return len(c.shimPIDs()) == 0 })
 
 	// The shim dies.
-	pod2, _ := start("shimdies")
+	pod2, ctr2 := start("shimdies")
 	netns, _ := filepath.Glob(filepath.Join(c.dir, "state", "*", "netns", "*"))
 	if len(netns) != 1 {
 		t.Fatalf("pod network namespaces: %v, want the pod's", netns)
@@ -95,6 +95,12 @@ func TestCRIPodFaults(t *testing.T) {
 	}
 	waitFor("the VMM ended", func() bool { return len(c.sandboxPIDs()) == 0 })
 	waitFor("the tap taken out of the pod's namespace", func() bool { return !linkIn(t, netns[0], "kdtap0") })
+	// containerd learns that the container ended too (its exit comes from
+	// containerd's own cleanup of the dead shim).
+	waitFor("the container exited", func() bool {
+		st, err := c.rs.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: ctr2})
+		return err == nil && st.Status.State == runtimeapi.ContainerState_CONTAINER_EXITED
+	})
 	c.removePod(ctx, pod2)
 	c.conn.Close()
 	c.stop()

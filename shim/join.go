@@ -51,6 +51,14 @@ func (s *Service) createJoined(ctx context.Context, r *taskapi.CreateTaskRequest
 	t := &taskState{id: r.ID, bundle: r.Bundle, spec: sp, sandboxID: pod.sandboxID, vmmPID: pod.vmmPID,
 		client: pod.client, vmGone: pod.vmGone, vmMemMiB: pod.vmMemMiB, execs: map[string]*process{}, joined: true,
 		init: newProcess("", r.Terminal, r.Stdin, r.Stdout, r.Stderr)}
+	defer func() {
+		if err != nil {
+			// Whatever reached the guest's memory goes again.
+			if rerr := removeJoined(context.WithoutCancel(ctx), t); rerr != nil {
+				s.log.Warn("remove container files", "task", t.id, "err", rerr)
+			}
+		}
+	}()
 	if err := sendRootfs(ctx, r, sp, t.client); err != nil {
 		return nil, err
 	}

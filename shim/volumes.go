@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/containerd/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -149,6 +151,12 @@ func (s *Service) copyVolumes(ctx context.Context, vm *taskState, plan []planned
 			return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "bind mount %s: %v", pm.Destination, err)
 		}
 		if err := sendTree(ctx, vm.client, container.VolumeDir(pm.key), write); err != nil {
+			// A half-made copy would make the next container's fail too.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			if rerr := vm.client.Remove(rctx, container.VolumeDir(pm.key), agent.FileOptions{User: "root"}); rerr != nil && !errors.Is(rerr, agent.ErrNotFound) {
+				s.log.Warn("remove a half-made volume copy", "dir", container.VolumeDir(pm.key), "err", rerr)
+			}
+			cancel()
 			return nil, errdefs.ToGRPCf(errdefs.ErrUnknown, "copy bind mount %s into the guest: %v", pm.Destination, err)
 		}
 		s.mu.Lock()
