@@ -50,6 +50,30 @@ type env struct {
 	env      []string // containerd's
 	done     chan struct{}
 	log      *testutil.SyncBuffer
+	ownNet   bool // containerd runs in a new network namespace
+}
+
+// envContainerd names another containerd binary for the tests (one of
+// release 1.7, built as docs/kubernetes.md says); unset, the containerd
+// on PATH (Debian's 1.6).
+const envContainerd = "KINDLING_CONTAINERD"
+
+func containerdBinary() string {
+	if b := os.Getenv(envContainerd); b != "" {
+		return b
+	}
+	return "containerd"
+}
+
+// needRealVM skips a real-VM test where no Linux guest can boot.
+func needRealVM(t *testing.T) {
+	t.Helper()
+	if os.Getenv("KINDLING_KERNEL") == "" || os.Getenv("KINDLING_FIRECRACKER") == "" {
+		t.Skip("skipping real-VM test: set KINDLING_KERNEL to a Linux guest kernel (virtio-blk, virtio-net, vsock, ext4, CONFIG_IP_PNP) and KINDLING_FIRECRACKER (no Linux guest boots on the machines kindling is developed on)")
+	}
+	if _, err := os.Stat("/dev/kvm"); err != nil {
+		t.Skipf("skipping real-VM test: no /dev/kvm: %v", err)
+	}
 }
 
 // needs skips the test without what a real containerd run needs.
@@ -58,7 +82,12 @@ func needs(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("skipping: containerd and the simulated guest need root")
 	}
-	for _, b := range []string{"containerd", "ctr", "mkfs.ext4"} {
+	if b := os.Getenv(envContainerd); b != "" {
+		if _, err := exec.LookPath(b); err != nil {
+			t.Fatalf("%s=%s: %v", envContainerd, b, err)
+		}
+	}
+	for _, b := range []string{containerdBinary(), "ctr", "mkfs.ext4"} {
 		if _, err := exec.LookPath(b); err != nil {
 			if _, err2 := exec.LookPath("/usr/sbin/" + b); err2 != nil {
 				t.Skipf("skipping: %s not found (install containerd and e2fsprogs): %v", b, err)
@@ -163,7 +192,20 @@ func startContainerd(t *testing.T) *env {
 // cri set, the CRI plugin is on and cri is its configuration.
 func startContainerdWith(t *testing.T, cri string) *env {
 	t.Helper()
-	e := &env{t: t, dir: testutil.ShortTempDir(t), log: &testutil.SyncBuffer{}}
+	return startContainerdIn(t, cri, false, false)
+}
+
+// startContainerdIn is startContainerdWith; with ownNet, containerd (and
+// so its CNI plugins, their bridge and its shims) runs in a network
+// namespace of its own, which goes with it.
+//
+// With realVM, the shim boots real VMs: the Linux kernel of
+// KINDLING_KERNEL on the Firecracker of KINDLING_FIRECRACKER (the caller
+// checked them, see needRealVM); else the fake Firecracker's simulated
+// guest with kindling's tiny test guest as the kernel.
+func startContainerdIn(t *testing.T, cri string, ownNet, realVM bool) *env {
+	t.Helper()
+	e := &env{t: t, dir: testutil.ShortTempDir(t), log: &testutil.SyncBuffer{}, ownNet: ownNet}
 	e.bin = filepath.Join(e.dir, "bin")
 	e.shimRoot = filepath.Join(e.dir, "k")
 	e.sock = filepath.Join(e.dir, "c.sock")
@@ -172,7 +214,13 @@ func startContainerdWith(t *testing.T, cri string) *env {
 	}
 	goBuild(t, "./cmd/containerd-shim-kindling-v2", filepath.Join(e.bin, "containerd-shim-kindling-v2"))
 	goBuild(t, "./cmd/kindling-agent", filepath.Join(e.bin, "kindling-agent"))
-	kernel := testutil.GuestKernel(t, guest.Options{Message: "kindling shim test guest", Mode: guest.Halt})
+	var kernel, fc string
+	if realVM {
+		kernel, fc = os.Getenv("KINDLING_KERNEL"), os.Getenv("KINDLING_FIRECRACKER")
+	} else {
+		kernel = testutil.GuestKernel(t, guest.Options{Message: "kindling shim test guest", Mode: guest.Halt})
+		fc = testutil.FakeFirecracker(t)
+	}
 	disabled := `disabled_plugins = ["io.containerd.grpc.v1.cri"]`
 	if cri != "" {
 		disabled = ""
@@ -195,11 +243,17 @@ state = %q
 	e.env = append(os.Environ(),
 		"PATH="+e.bin+":"+os.Getenv("PATH"),
 		"KINDLING_KERNEL="+kernel,
-		"KINDLING_FIRECRACKER="+testutil.FakeFirecracker(t),
+		"KINDLING_FIRECRACKER="+fc,
 		"KINDLING_SHIM_ROOT="+e.shimRoot)
 	e.cfgPath = cfgPath
 	t.Cleanup(e.cleanup)
 	e.start()
+	if out, _, err := e.ctrErr("version"); err == nil {
+		// Which containerd ran (Debian's, or KINDLING_CONTAINERD's).
+		if _, server, ok := strings.Cut(out, "Server:"); ok {
+			t.Logf("containerd %s", strings.Join(strings.Fields(server), " "))
+		}
+	}
 	return e
 }
 
@@ -208,10 +262,13 @@ func (e *env) start() {
 	t := e.t
 	t.Helper()
 	e.done = make(chan struct{})
-	e.cmd = exec.Command("containerd", "--config", e.cfgPath)
+	e.cmd = exec.Command(containerdBinary(), "--config", e.cfgPath)
 	e.cmd.Env = e.env
 	e.cmd.Stdout, e.cmd.Stderr = e.log, e.log
 	e.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if e.ownNet {
+		e.cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWNET
+	}
 	if err := e.cmd.Start(); err != nil {
 		t.Fatalf("start containerd: %v", err)
 	}
@@ -253,6 +310,13 @@ func (e *env) cleanup() {
 	e.stop()
 	for _, pid := range e.processes() {
 		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	// Mounts a killed containerd left (its pods' network namespaces).
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, l := range strings.Split(string(mounts), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(f[4], e.dir+"/") {
+			syscall.Unmount(f[4], syscall.MNT_DETACH)
+		}
 	}
 }
 
@@ -415,9 +479,19 @@ func TestContainerdRun(t *testing.T) {
 	waitStatus(t, e, "t4", "PAUSED")
 	e.ctr("task", "resume", "t4")
 	waitStatus(t, e, "t4", "RUNNING")
-	// Stats is refused (containerd then says it received none).
-	if _, serr, err := e.ctrErr("task", "metrics", "t4"); err == nil || !strings.Contains(serr, "no metrics") {
-		t.Errorf("task metrics: err %v, stderr %q; want no metrics", err, serr)
+	// The guest's figures for the container, as cgroup v2 metrics.
+	out, serr, err = e.ctrErr("task", "metrics", "t4")
+	metric := func(name string) string {
+		for _, l := range strings.Split(out, "\n") {
+			if f := strings.Fields(l); len(f) == 2 && f[0] == name {
+				return f[1]
+			}
+		}
+		return ""
+	}
+	// One process (the sleeping app); its resident memory; the VM's 512 MiB.
+	if err != nil || metric("pids.current") != "1" || metric("memory.usage") == "0" || metric("memory.usage") == "" || metric("memory.usage_limit") != "536870912" {
+		t.Errorf("task metrics: %v, stderr %q:\n%s\nwant 1 process, some memory, a limit of 512 MiB", err, serr, out)
 	}
 	e.ctr("task", "kill", "--signal", "SIGKILL", "t4")
 	waitStatus(t, e, "t4", "STOPPED")
@@ -504,6 +578,12 @@ func waitStatus(t *testing.T, e *env, id, status string) {
 // the test's files, no sandbox left in the shim's state root.
 func auditLeaks(t *testing.T, e *env, tasks ...string) {
 	t.Helper()
+	auditLeaksNS(t, e, "kindling-test", tasks...)
+}
+
+// auditLeaksNS is auditLeaks for tasks of containerd namespace ns.
+func auditLeaksNS(t *testing.T, e *env, ns string, tasks ...string) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var leaks []string
@@ -533,7 +613,7 @@ func auditLeaks(t *testing.T, e *env, tasks ...string) {
 		// The shims' sockets (containerd's shim library puts them in
 		// /run/containerd/s whatever containerd's own state directory).
 		for _, id := range tasks {
-			h := sha256.Sum256([]byte(filepath.Join(e.sock, "kindling-test", id)))
+			h := sha256.Sum256([]byte(filepath.Join(e.sock, ns, id)))
 			if p := fmt.Sprintf("/run/containerd/s/%x", h); fileExists(p) {
 				leaks = append(leaks, "shim socket "+p)
 			}
@@ -573,16 +653,11 @@ func TestContainerdShimKilled(t *testing.T) {
 	e := startContainerd(t)
 	e.ctr("image", "import", testImageTar(t, e.dir))
 	e.ctr("run", "-d", "--runtime", "io.containerd.kindling.v2", testImage, "k1", "/bin/app", "sleep", "1h")
-	var shim int
-	for _, pid := range e.processes() {
-		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-		if filepath.Base(exe) == "containerd-shim-kindling-v2" {
-			shim = pid
-		}
+	shims := e.shimPIDs()
+	if len(shims) != 1 {
+		t.Fatalf("serving shims: %v, want one", shims)
 	}
-	if shim == 0 {
-		t.Fatal("no shim process found")
-	}
+	shim := shims[0]
 	vmm := e.sandboxPIDs()
 	if len(vmm) == 0 {
 		t.Fatal("no VMM process found")
@@ -605,6 +680,21 @@ func TestContainerdShimKilled(t *testing.T) {
 	e.ctr("container", "delete", "k1")
 	e.stop()
 	auditLeaks(t, e, "k1")
+}
+
+// shimPIDs lists the serving shims: processes of the shim's binary
+// started with containerd's address (the same binary also runs each
+// sandbox's monitor, without arguments).
+func (e *env) shimPIDs() []int {
+	var pids []int
+	for _, pid := range e.processes() {
+		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if filepath.Base(exe) == "containerd-shim-kindling-v2" && bytes.Contains(cmdline, []byte("\x00-address\x00")) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // sandboxPIDs lists the running VMMs of the test's sandboxes.

@@ -21,7 +21,8 @@ import (
 // kindling microVM with runtime handler "kindling"; the pod's containers
 // run in the same VM (CreateContainer, StartContainer, ContainerStatus,
 // the CRI log file, ExecSync, StopContainer, RemoveContainer); stopping and
-// removing the pod leave nothing. The pod uses the host's network (pod
+// removing the pod leave nothing; ContainerStats has the guest's figures,
+// UpdateContainerResources is refused with the reason. The pod uses the host's network (pod
 // networking into the VM is not done yet).
 func TestCRIPodSandbox(t *testing.T) {
 	needs(t)
@@ -144,6 +145,19 @@ func TestCRIPodSandbox(t *testing.T) {
 	if n := len(e.sandboxPIDs()); n != 1 {
 		t.Errorf("VMMs running for the pod with its containers: %d, want 1", n)
 	}
+	// The container's figures, from the guest.
+	stats, err := rs.ContainerStats(ctx, &runtimeapi.ContainerStatsRequest{ContainerId: sleeper})
+	if err != nil {
+		t.Errorf("ContainerStats: %v", err)
+	} else if m := stats.Stats.GetMemory(); m.GetWorkingSetBytes().GetValue() == 0 || stats.Stats.GetCpu() == nil || m.GetAvailableBytes().GetValue() == 0 {
+		t.Errorf("ContainerStats = %v, want CPU figures and the memory in use and available", stats.Stats)
+	}
+	// Resources cannot change under a running VM: refused with the reason.
+	_, err = rs.UpdateContainerResources(ctx, &runtimeapi.UpdateContainerResourcesRequest{ContainerId: sleeper,
+		Linux: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 128 << 20}})
+	if err == nil || !strings.Contains(err.Error(), "fixed at boot") {
+		t.Errorf("UpdateContainerResources: %v, want it refused (a VM's size is fixed at boot)", err)
+	}
 	if _, err := rs.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: sleeper, Timeout: 1}); err != nil {
 		t.Fatalf("StopContainer: %v\n%s", err, e.shimLogs())
 	}
@@ -176,5 +190,51 @@ func TestCRIPodSandbox(t *testing.T) {
 	}
 	conn.Close()
 	e.stop()
-	auditLeaks(t, e, podID)
+	auditLeaksNS(t, e, "k8s.io", podID)
+}
+
+// containerd restarted under a running pod: the pod and its container
+// are still ready and running, ExecSync reaches the container through the
+// same shim and VM, the container's figures come back, and the pod is
+// stopped and removed as usual.
+func TestCRIRestart(t *testing.T) {
+	needs(t)
+	testutil.CheckLeaks(t)
+	c := startCRI(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pod := c.podConfig("restartpod", true)
+	run, err := c.rs.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: pod, RuntimeHandler: "kindling"})
+	if err != nil {
+		t.Fatalf("RunPodSandbox: %v\n%s", err, c.shimLogs())
+	}
+	id := c.startContainer(ctx, run.PodSandboxId, pod, &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "app"},
+		Command:  []string{"/bin/app", "sleep", "1h"},
+	})
+	vmms := c.sandboxPIDs()
+	c.stop()
+	c.start()
+	if got := c.sandboxPIDs(); len(got) != 1 || len(vmms) != 1 || got[0] != vmms[0] {
+		t.Errorf("VMMs after the restart %v, before %v; want the same one", got, vmms)
+	}
+	st, err := c.rs.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: run.PodSandboxId})
+	if err != nil || st.Status.State != runtimeapi.PodSandboxState_SANDBOX_READY {
+		t.Errorf("pod after the restart: %v, %v; want ready", st.GetStatus().GetState(), err)
+	}
+	cs, err := c.rs.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id})
+	if err != nil || cs.Status.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		t.Errorf("container after the restart: %v, %v; want running", cs.GetStatus().GetState(), err)
+	}
+	ex, err := c.rs.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"/bin/app", "echo", "after restart"}, Timeout: 30})
+	if err != nil || string(ex.Stdout) != "after restart\n" {
+		t.Errorf("ExecSync after the restart: %q, %v\n%s", ex.GetStdout(), err, c.shimLogs())
+	}
+	if _, err := c.rs.ContainerStats(ctx, &runtimeapi.ContainerStatsRequest{ContainerId: id}); err != nil {
+		t.Errorf("ContainerStats after the restart: %v", err)
+	}
+	c.removePod(ctx, run.PodSandboxId)
+	c.conn.Close()
+	c.stop()
+	auditLeaksNS(t, c.env, "k8s.io", run.PodSandboxId)
 }

@@ -2,7 +2,6 @@ package shim
 
 import (
 	"archive/tar"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,7 +20,6 @@ import (
 
 	"github.com/kindling-vm/kindling/agent"
 	"github.com/kindling-vm/kindling/agent/container"
-	"github.com/kindling-vm/kindling/image"
 )
 
 // createJoined creates a container of a pod in the VM of the pod's
@@ -46,10 +44,25 @@ func (s *Service) createJoined(ctx context.Context, r *taskapi.CreateTaskRequest
 		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "pod sandbox %s: its VM has ended", podID)
 	default:
 	}
+	plan, err := planMounts(sp, s.log, r.ID)
+	if err != nil {
+		return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
+	}
 	t := &taskState{id: r.ID, bundle: r.Bundle, spec: sp, sandboxID: pod.sandboxID, vmmPID: pod.vmmPID,
-		client: pod.client, vmGone: pod.vmGone, execs: map[string]*process{}, joined: true,
+		client: pod.client, vmGone: pod.vmGone, vmMemMiB: pod.vmMemMiB, execs: map[string]*process{}, joined: true,
 		init: newProcess("", r.Terminal, r.Stdin, r.Stdout, r.Stderr)}
+	defer func() {
+		if err != nil {
+			// Whatever reached the guest's memory goes again.
+			if rerr := removeJoined(context.WithoutCancel(ctx), t); rerr != nil {
+				s.log.Warn("remove container files", "task", t.id, "err", rerr)
+			}
+		}
+	}()
 	if err := sendRootfs(ctx, r, sp, t.client); err != nil {
+		return nil, err
+	}
+	if t.mounts, err = s.copyVolumes(ctx, pod, plan); err != nil {
 		return nil, err
 	}
 	go func() {
@@ -74,24 +87,8 @@ func sendRootfs(ctx context.Context, r *taskapi.CreateTaskRequest, sp *specs.Spe
 		return err
 	}
 	defer unmount()
-	var stderr bytes.Buffer
-	p, err := c.Exec(ctx, agent.ExecConfig{Args: []string{image.AgentPath, container.Arg, "unpack", container.RootfsDir(r.ID)},
-		User: "root", Stdin: true, Stdout: io.Discard, Stderr: &stderr})
-	if err != nil {
+	if err := sendTree(ctx, c, container.RootfsDir(r.ID), func(w io.Writer) error { return writeTar(w, dir) }); err != nil {
 		return errdefs.ToGRPCf(errdefs.ErrUnavailable, "copy the rootfs into the guest: %v", err)
-	}
-	werr := writeTar(p.Stdin, dir)
-	if cerr := p.Stdin.Close(); werr == nil {
-		werr = cerr
-	}
-	code, err := p.Wait(ctx)
-	switch {
-	case err != nil:
-		return errdefs.ToGRPCf(errdefs.ErrUnavailable, "copy the rootfs into the guest: %v", err)
-	case code != 0:
-		return errdefs.ToGRPCf(errdefs.ErrUnknown, "copy the rootfs into the guest: exit %d: %s", code, bytes.TrimSpace(stderr.Bytes()))
-	case werr != nil:
-		return errdefs.ToGRPCf(errdefs.ErrUnknown, "copy the rootfs into the guest: %v", werr)
 	}
 	return nil
 }

@@ -175,6 +175,15 @@ func (s *shimService) Cleanup(ctx context.Context) (*taskapi.DeleteResponse, err
 		}
 		os.RemoveAll(filepath.Join(s.cfg.Root, shimDir, sbID))
 	}
+	// containerd runs this action whenever its connection to a shim
+	// closes, also after a pod's container was deleted normally: only the
+	// task that owns the VM (not a container joined to a pod) may touch
+	// the pod's network.
+	if sp, err := readSpec(cwd); err == nil && sp.Annotations[annContainerType] != "container" {
+		if err := leavePodNetwork(ctx, sp); err != nil {
+			s.log.Warn("leave the pod's network", "err", err)
+		}
+	}
 	if err := mount.UnmountAll(filepath.Join(cwd, "rootfs"), 0); err != nil {
 		s.log.Warn("unmount rootfs", "err", err)
 	}

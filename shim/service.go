@@ -71,6 +71,13 @@ type taskState struct {
 	// joined: a container of a pod, in the pod sandbox task's VM; its
 	// rootfs is a directory of the guest, and the VM is not its own.
 	joined bool
+	// vmMemMiB is the VM's memory (the pod's, for a joined container).
+	vmMemMiB int
+	// mounts are the container's extra mounts in the guest.
+	mounts []container.Mount
+	// volumes holds the keys of the host paths copied into the VM (the
+	// VM's owner only; guarded by Service.mu).
+	volumes map[string]bool
 }
 
 // NewService returns the task service. publish sends an event (errors are
@@ -190,12 +197,16 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 		return nil, errdefs.ToGRPCf(errdefs.ErrAlreadyExists, "task %s", r.ID)
 	}
 	s.mu.Unlock()
+	plan, err := planMounts(sp, s.log, r.ID)
+	if err != nil {
+		return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
+	}
 	rt, err := s.runtime()
 	if err != nil {
 		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "kindling runtime at %s: %v", s.cfg.Root, err)
 	}
 	t := &taskState{id: r.ID, bundle: r.Bundle, spec: sp, sandboxID: SandboxID(s.ns, r.ID),
-		vmGone: make(chan struct{}), execs: map[string]*process{},
+		vmGone: make(chan struct{}), execs: map[string]*process{}, volumes: map[string]bool{},
 		init: newProcess("", r.Terminal, r.Stdin, r.Stdout, r.Stderr)}
 	t.workDir = filepath.Join(s.cfg.Root, shimDir, t.sandboxID)
 	defer func() {
@@ -214,6 +225,10 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	if err != nil {
 		return nil, err
 	}
+	pn, err := joinPodNetwork(ctx, sp, s.log)
+	if err != nil {
+		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "%v", err)
+	}
 	vcpus, mem := resources(sp)
 	vmSpec := sandbox.Spec{
 		ID: t.sandboxID, Kernel: s.cfg.Kernel, KernelArgs: image.BootArg, Firecracker: s.cfg.Firecracker,
@@ -224,6 +239,10 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 		VsockCID: 3, VCPUs: vcpus, MemoryMiB: mem,
 		Labels: map[string]string{"io.containerd.namespace": s.ns, "io.containerd.task": truncate(r.ID, 255)},
 	}
+	if pn != nil {
+		pn.apply(&vmSpec)
+	}
+	t.vmMemMiB = mem
 	if _, err := rt.Create(ctx, vmSpec, sandbox.CreateOptions{}); err != nil {
 		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "create the VM: %v", err)
 	}
@@ -241,6 +260,9 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	if t.client, err = dialAgent(ctx, info.VsockSocket, token); err != nil {
 		return nil, errdefs.ToGRPCf(errdefs.ErrUnavailable, "guest agent of VM %s: %v; console: %s; VMM log: %s",
 			t.sandboxID, err, tail(info.ConsoleLog, 1024), tail(info.FirecrackerLog, 8000))
+	}
+	if t.mounts, err = s.copyVolumes(ctx, t, plan); err != nil {
+		return nil, err
 	}
 	go s.watchVM(t)
 	s.mu.Lock()
@@ -399,7 +421,7 @@ func (s *Service) Start(ctx context.Context, r *taskapi.StartRequest) (*taskapi.
 	var cs container.Spec
 	mode := "run"
 	if r.ExecID == "" {
-		cs, err = initSpec(t, s.log)
+		cs, err = initSpec(t)
 	} else {
 		mode = "exec"
 		cs, err = execSpec(t, p)
@@ -436,7 +458,7 @@ func (s *Service) Start(ctx context.Context, r *taskapi.StartRequest) (*taskapi.
 // guest's root (vda).
 const rootfsDevice = "/dev/vdb"
 
-func initSpec(t *taskState, log *slog.Logger) (container.Spec, error) {
+func initSpec(t *taskState) (container.Spec, error) {
 	sp := t.spec
 	cs := processSpec(t.id, sp.Process)
 	cs.Rootfs = container.Rootfs{Device: rootfsDevice, ReadOnly: sp.Root != nil && sp.Root.Readonly}
@@ -444,16 +466,7 @@ func initSpec(t *taskState, log *slog.Logger) (container.Spec, error) {
 		cs.Rootfs.Device, cs.Rootfs.Dir = "", container.RootfsDir(t.id)
 	}
 	cs.Hostname = sp.Hostname
-	for _, m := range sp.Mounts {
-		switch {
-		case standardMount(m.Destination):
-			// The helper mounts these itself.
-		case m.Type == "tmpfs":
-			cs.Mounts = append(cs.Mounts, container.Mount{Destination: m.Destination, Type: "tmpfs", Options: m.Options})
-		default:
-			log.Warn("mount not carried into the guest (host bind mounts are not supported yet)", "task", t.id, "destination", m.Destination, "type", m.Type, "source", m.Source)
-		}
-	}
+	cs.Mounts = t.mounts
 	return cs, cs.Validate(true)
 }
 

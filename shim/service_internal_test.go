@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/kindling-vm/kindling/agent/container"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -55,27 +57,89 @@ func TestSandboxIDIsStableAndValid(t *testing.T) {
 	}
 }
 
-func TestInitSpecMounts(t *testing.T) {
+func TestInitSpec(t *testing.T) {
 	sp := &specs.Spec{
 		Hostname: "h",
 		Root:     &specs.Root{Path: "rootfs", Readonly: true},
 		Process:  &specs.Process{Args: []string{"/bin/app"}, Env: []string{"A=1"}, Cwd: "/w", User: specs.User{UID: 5, GID: 6, AdditionalGids: []uint32{7}}},
-		Mounts: []specs.Mount{
-			{Destination: "/proc", Type: "proc", Source: "proc"},
-			{Destination: "/dev/shm", Type: "tmpfs", Source: "shm"},
-			{Destination: "/run", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "size=1m"}},
-			{Destination: "/etc/hosts", Type: "bind", Source: "/var/lib/x/hosts", Options: []string{"rbind"}},
-		},
 	}
-	cs, err := initSpec(&taskState{id: "c1", spec: sp}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	mounts := []container.Mount{{Destination: "/run", Type: "tmpfs"}, {Destination: "/etc/hosts", Type: "bind", Source: "/run/kindling/volumes/k/f"}}
+	cs, err := initSpec(&taskState{id: "c1", spec: sp, mounts: mounts})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cs.Mounts) != 1 || cs.Mounts[0].Destination != "/run" || strings.Join(cs.Mounts[0].Options, ",") != "nosuid,size=1m" {
-		t.Errorf("mounts sent to the guest = %+v, want only the /run tmpfs", cs.Mounts)
+	if len(cs.Mounts) != 2 || cs.Mounts[1].Source != mounts[1].Source {
+		t.Errorf("mounts sent to the guest = %+v, want the task's %+v", cs.Mounts, mounts)
 	}
 	if cs.Rootfs.Device != rootfsDevice || !cs.Rootfs.ReadOnly || cs.Hostname != "h" || cs.UID != 5 || cs.GID != 6 || cs.Cwd != "/w" || len(cs.AdditionalGIDs) != 1 {
 		t.Errorf("spec = %+v", cs)
+	}
+}
+
+// planMounts: tmpfs kept, the standard mounts left to the guest, host
+// files and read-only directories copied, read-write directories refused
+// unless they are a kubelet emptyDir, what cannot be copied refused.
+func TestPlanMounts(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "hosts")
+	tree := filepath.Join(dir, "conf")
+	empty := filepath.Join(dir, "pods/u1/volumes/kubernetes.io~empty-dir/cache")
+	for _, d := range []string{tree, empty} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(file, []byte("127.0.0.1 localhost\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(tree, link); err != nil {
+		t.Fatal(err)
+	}
+	rbind := func(dst, src string, opts ...string) specs.Mount {
+		return specs.Mount{Destination: dst, Type: "bind", Source: src, Options: append([]string{"rbind", "rprivate"}, opts...)}
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	tests := []struct {
+		name  string
+		mount specs.Mount
+		want  string // the guest mount's type and source, or the error
+	}{
+		{"proc", specs.Mount{Destination: "/proc", Type: "proc", Source: "proc"}, ""},
+		{"shm", specs.Mount{Destination: "/dev/shm", Type: "tmpfs", Source: "shm"}, ""},
+		{"tmpfs", specs.Mount{Destination: "/run", Type: "tmpfs", Source: "tmpfs", Options: []string{"size=1m"}}, "tmpfs "},
+		{"rw file", rbind("/etc/hosts", file, "rw"), "bind /run/kindling/volumes/*/f"},
+		{"ro dir", rbind("/etc/conf", tree, "ro"), "bind /run/kindling/volumes/* ro"},
+		{"ro dir through a link", rbind("/etc/conf", link, "ro"), "bind /run/kindling/volumes/* ro"},
+		{"rw emptyDir", rbind("/cache", empty, "rw"), "bind /run/kindling/volumes/*"},
+		{"rw dir", rbind("/data", tree, "rw"), "error: read-write host directory " + tree + ": kindling cannot share a host directory live"},
+		{"missing", rbind("/x", filepath.Join(dir, "nope"), "ro"), "error: bind mount /x: source"},
+		{"device", rbind("/dev/null2", "/dev/null", "ro"), "error: source /dev/null is a device: only files and directories"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			plan, err := planMounts(&specs.Spec{Mounts: []specs.Mount{tt.mount}}, log, "c1")
+			var got string
+			switch {
+			case err != nil:
+				got = "error: " + err.Error()
+			case len(plan) == 1:
+				got = plan[0].Type + " " + plan[0].Source
+				if len(plan[0].Options) > 0 && plan[0].Type == "bind" {
+					got += " " + strings.Join(plan[0].Options, ",")
+				}
+			case len(plan) > 1:
+				t.Fatalf("plan = %+v, want at most one mount", plan)
+			}
+			if ok, _ := filepath.Match(tt.want, got); !ok && !(strings.HasPrefix(tt.want, "error: ") && strings.HasPrefix(got, "error: ") && strings.Contains(got, tt.want[len("error: "):])) {
+				t.Errorf("planMounts = %q, want %q", got, tt.want)
+			}
+		})
+	}
+	// Two mounts of one host path share one copy in the guest.
+	plan, err := planMounts(&specs.Spec{Mounts: []specs.Mount{rbind("/a", tree, "ro"), rbind("/b", link, "ro")}}, log, "c1")
+	if err != nil || len(plan) != 2 || plan[0].key != plan[1].key {
+		t.Errorf("two mounts of one directory: %+v, %v; want one key", plan, err)
 	}
 }
 

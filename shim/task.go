@@ -99,6 +99,9 @@ func (s *Service) teardown(ctx context.Context, t *taskState) {
 	if err := removeSandbox(ctx, s.rt, t.sandboxID); err != nil {
 		s.log.Warn("remove VM", "sandbox", t.sandboxID, "err", err)
 	}
+	if err := leavePodNetwork(ctx, t.spec); err != nil {
+		s.log.Warn("leave the pod's network", "task", t.id, "err", err)
+	}
 	if err := os.RemoveAll(t.workDir); err != nil {
 		s.log.Warn("remove task files", "dir", t.workDir, "err", err)
 	}
@@ -226,13 +229,35 @@ func (s *Service) Kill(ctx context.Context, r *taskapi.KillRequest) (*emptypb.Em
 	for _, o := range others {
 		o.signal(ctx, sig)
 	}
-	if err := p.signal(ctx, sig); err != nil {
+	if err := p.signal(ctx, sig); err != nil && !signalled(ctx, p, sig, err) {
 		if errors.Is(err, errProcessDone) {
 			return nil, errdefs.ToGRPCf(errdefs.ErrNotFound, "process %s of task %s already finished", idOr(r.ExecID, "init"), r.ID)
 		}
 		return nil, errdefs.ToGRPCf(errdefs.ErrUnknown, "signal %d to %s of task %s: %v", sig, idOr(r.ExecID, "init"), r.ID, err)
 	}
 	return &emptypb.Empty{}, nil
+}
+
+// signalled decides whether a signal whose delivery reported err reached
+// the process after all: the agent's answer can be lost although the
+// signal was delivered (the connection broke as the process died), so a
+// process that exits within a moment counts as signalled, and one still
+// running gets the signal once more.
+func signalled(ctx context.Context, p *process, sig syscall.Signal, err error) bool {
+	if errors.Is(err, errProcessDone) || errors.Is(err, errNotStarted) {
+		return false
+	}
+	select {
+	case <-p.done:
+		return true
+	case <-time.After(time.Second):
+	case <-ctx.Done():
+		return false
+	}
+	if err := p.signal(ctx, sig); err != nil {
+		return errors.Is(err, errProcessDone)
+	}
+	return true
 }
 
 // Exec records an extra process of the task, started by Start.
@@ -284,11 +309,6 @@ func (s *Service) CloseIO(ctx context.Context, r *taskapi.CloseIORequest) (*empt
 	return &emptypb.Empty{}, nil
 }
 
-// Update is not supported: a VM's vCPUs and memory are fixed at boot.
-func (s *Service) Update(ctx context.Context, r *taskapi.UpdateTaskRequest) (*emptypb.Empty, error) {
-	return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented, "kindling: update of a task's resources (a VM's vCPUs and memory are fixed at boot)")
-}
-
 // Wait waits for a process to exit.
 func (s *Service) Wait(ctx context.Context, r *taskapi.WaitRequest) (*taskapi.WaitResponse, error) {
 	_, p, err := s.taskProcess(r.ID, r.ExecID)
@@ -302,11 +322,6 @@ func (s *Service) Wait(ctx context.Context, r *taskapi.WaitRequest) (*taskapi.Wa
 	}
 	_, _, _, status, at := p.state()
 	return &taskapi.WaitResponse{ExitStatus: status, ExitedAt: timestamppb.New(at)}, nil
-}
-
-// Stats is not supported yet: the guest's cgroup figures are not read.
-func (s *Service) Stats(ctx context.Context, r *taskapi.StatsRequest) (*taskapi.StatsResponse, error) {
-	return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented, "kindling: task stats (the guest's figures are not collected yet)")
 }
 
 // Connect reports the shim's and the task's host processes.

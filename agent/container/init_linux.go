@@ -38,7 +38,11 @@ func initContainer(spec Spec) error {
 		return err
 	}
 	for _, m := range spec.Mounts {
-		if err := mountTmpfs(root, m); err != nil {
+		mount := mountTmpfs
+		if m.Type == "bind" {
+			mount = mountBind
+		}
+		if err := mount(root, m); err != nil {
 			return err
 		}
 	}
@@ -281,6 +285,39 @@ func mountTmpfs(root string, m Mount) error {
 	}
 	if err := unix.Mount("tmpfs", dst, "tmpfs", flags, strings.Join(data, ",")); err != nil {
 		return fmt.Errorf("mount tmpfs at %s: %w", m.Destination, err)
+	}
+	return nil
+}
+
+// mountBind bind-mounts the guest's m.Source (a file or a directory) at
+// m.Destination in the container, making the mount point if the image
+// lacks it, read-only with "ro".
+func mountBind(root string, m Mount) error {
+	dst := filepath.Join(root, filepath.Clean(m.Destination))
+	fi, err := os.Stat(m.Source)
+	if err != nil {
+		return fmt.Errorf("bind mount %s: %w", m.Destination, err)
+	}
+	if fi.IsDir() {
+		err = os.MkdirAll(dst, 0o755)
+	} else if err = os.MkdirAll(filepath.Dir(dst), 0o755); err == nil {
+		var f *os.File
+		if f, err = os.OpenFile(dst, os.O_CREATE|os.O_RDONLY, 0o644); err == nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("bind mount %s: mount point: %w", m.Destination, err)
+	}
+	if err := unix.Mount(m.Source, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind mount %s at %s: %w", m.Source, m.Destination, err)
+	}
+	for _, o := range m.Options {
+		if o == "ro" {
+			if err := unix.Mount("", dst, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+				return fmt.Errorf("make %s read-only: %w", m.Destination, err)
+			}
+		}
 	}
 	return nil
 }

@@ -32,6 +32,13 @@ func Main(args []string) int {
 		}
 		return 0
 	}
+	if len(args) == 2 && args[0] == "stats" {
+		if err := printStats(args[1]); err != nil {
+			fmt.Fprintln(os.Stderr, "kindling-agent container:", err)
+			return 1
+		}
+		return 0
+	}
 	if len(args) != 2 {
 		fmt.Fprintln(os.Stderr, "kindling-agent container: usage: container run|exec SPEC-JSON")
 		return 125

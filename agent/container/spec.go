@@ -49,7 +49,9 @@ type Spec struct {
 	Hostname string `json:"hostname,omitempty"`
 	// Rlimits are set before the command runs.
 	Rlimits []Rlimit `json:"rlimits,omitempty"`
-	// Mounts are extra in-guest file systems ("run" only): tmpfs only.
+	// Mounts are extra mounts ("run" only), in order: a tmpfs, or a bind
+	// mount of a file or directory of the guest (Source; the shim copies
+	// a volume's content there first, see VolumeDir).
 	Mounts []Mount `json:"mounts,omitempty"`
 }
 
@@ -70,12 +72,19 @@ type Rlimit struct {
 	Soft uint64 `json:"soft"`
 }
 
-// Mount is an extra file system mounted in the container at Destination.
+// Mount is an extra file system mounted in the container at Destination:
+// Type "tmpfs", or "bind" of the guest's path Source ("ro" in Options makes
+// it read-only).
 type Mount struct {
 	Destination string   `json:"destination"`
 	Type        string   `json:"type"`
+	Source      string   `json:"source,omitempty"`
 	Options     []string `json:"options,omitempty"`
 }
+
+// VolumeDir is where, in the guest, the shim unpacks (with "container
+// unpack") the content of volume key of a pod's VM, for bind mounts.
+func VolumeDir(key string) string { return "/run/kindling/volumes/" + key }
 
 // Encode gives the spec as the helper's argument.
 func (s Spec) Encode() (string, error) {
@@ -133,8 +142,13 @@ func (s Spec) Validate(run bool) error {
 		return errors.New("container spec: give exactly one of rootfs device and rootfs dir")
 	}
 	for _, m := range s.Mounts {
-		if m.Type != "tmpfs" {
-			return fmt.Errorf("container spec: mount %s: type %q not supported in the guest (tmpfs only)", m.Destination, m.Type)
+		switch {
+		case m.Type == "tmpfs":
+		case m.Type == "bind" && path.IsAbs(m.Source) && path.Clean(m.Source) == m.Source:
+		case m.Type == "bind":
+			return fmt.Errorf("container spec: bind mount %s: source %q: want a clean absolute path of the guest", m.Destination, m.Source)
+		default:
+			return fmt.Errorf("container spec: mount %s: type %q not supported in the guest (tmpfs or bind)", m.Destination, m.Type)
 		}
 		if !path.IsAbs(m.Destination) || path.Clean(m.Destination) == "/" {
 			return fmt.Errorf("container spec: mount destination %q: want an absolute path other than /", m.Destination)

@@ -23,7 +23,10 @@ func TestSpecValidate(t *testing.T) {
 		{"bad rlimit", func(s *Spec) { s.Rlimits = []Rlimit{{Type: "RLIMIT_BOGUS"}} }, true, "unknown rlimit"},
 		{"no rootfs", func(s *Spec) { s.Rootfs = Rootfs{} }, true, "exactly one of rootfs"},
 		{"two rootfs", func(s *Spec) { s.Rootfs.Dir = "/x" }, true, "exactly one of rootfs"},
-		{"bind mount", func(s *Spec) { s.Mounts = []Mount{{Destination: "/x", Type: "bind"}} }, true, "tmpfs only"},
+		{"bind mount without source", func(s *Spec) { s.Mounts = []Mount{{Destination: "/x", Type: "bind"}} }, true, "clean absolute path"},
+		{"bind mount of a relative source", func(s *Spec) { s.Mounts = []Mount{{Destination: "/x", Type: "bind", Source: "run/v"}} }, true, "clean absolute path"},
+		{"bind mount", func(s *Spec) { s.Mounts = []Mount{{Destination: "/x", Type: "bind", Source: "/run/v"}} }, true, ""},
+		{"overlay mount", func(s *Spec) { s.Mounts = []Mount{{Destination: "/x", Type: "overlay"}} }, true, "tmpfs or bind"},
 		{"mount on /", func(s *Spec) { s.Mounts = []Mount{{Destination: "/", Type: "tmpfs"}} }, true, "other than /"},
 	}
 	for _, tt := range tests {

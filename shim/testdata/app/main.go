@@ -5,6 +5,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -48,6 +49,40 @@ func main() {
 			time.Sleep(20 * time.Millisecond)
 		}
 		fmt.Printf("winsize %d %d\n", ws[0], ws[1])
+	case "serve":
+		// serve ADDR TEXT: a TCP server that writes TEXT to each client.
+		ln, err := net.Listen("tcp", args[0])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "app:", err)
+			os.Exit(1)
+		}
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				os.Exit(1)
+			}
+			io.WriteString(c, args[1])
+			c.Close()
+		}
+	case "ifaces":
+		// The network interfaces and their addresses.
+		ifs, _ := net.Interfaces()
+		for _, in := range ifs {
+			addrs, _ := in.Addrs()
+			fmt.Printf("%s %v\n", in.Name, addrs)
+		}
+	case "read":
+		b, err := os.ReadFile(args[0])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "app:", err)
+			os.Exit(1)
+		}
+		os.Stdout.Write(b)
+	case "write":
+		if err := os.WriteFile(args[0], []byte(args[1]), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "app:", err)
+			os.Exit(1)
+		}
 	case "cat":
 		io.Copy(os.Stdout, os.Stdin)
 	default:
