@@ -185,6 +185,8 @@ type Info struct {
 	VsockSocket    string `json:"vsock_socket,omitempty"`
 	// Taps are the sandbox's tap devices.
 	Taps []TapInfo `json:"taps,omitempty"`
+	// Network is the sandbox's CNI or slot network while it is set up.
+	Network *NetworkInfo `json:"network,omitempty"`
 	// Slots are the drive hotplug slots and what they hold.
 	Slots []vmm.Slot `json:"hotplug_slots,omitempty"`
 	// FirecrackerVersion is the running release, once known.
