@@ -86,10 +86,12 @@ func runMonitor(root, id string) int {
 	}
 	say(nil)
 	log.Info("VMM running", "pid", m.State().PID)
+	stopDNS := mon.startDNS()
 
 	for {
 		select {
 		case <-m.Done():
+			stopDNS()
 			status, _ := m.Wait(context.Background())
 			log.Info("VMM exited", "status", status.String())
 			mon.finish(&status, nil)

@@ -420,12 +420,21 @@ func TestCNIBadInputRefusedAtCreate(t *testing.T) {
 		{"unknown network", func(s *Spec) { s.Net = []Net{{CNI: "nosuchnet"}} },
 			`CNI network "nosuchnet": no conflist of that name in ` + confDir},
 		{"bad port", func(s *Spec) { s.CNINetworks = []string{"x"}; s.Ports = []string{"80:http"} }, "80:http"},
-		{"ports without a CNI network", func(s *Spec) { s.Ports = []string{"8080:80"} }, "add --net cni:NETWORK"},
+		{"ports without a network", func(s *Spec) { s.Ports = []string{"8080:80"} }, "add --net slot or --net cni:NETWORK"},
+		{"egress without a network", func(s *Spec) { s.Egress = "deny" }, "an egress policy needs a network"},
+		{"slot and CNI mixed", func(s *Spec) { s.Net = []Net{{Slot: true}, {CNI: "x"}} }, "either a slot or CNI networks"},
+		{"slot and taps mixed", func(s *Spec) { s.Net = []Net{{Slot: true}, {Auto: true}} }, "cannot be mixed"},
+		{"metadata on a slot", func(s *Spec) { s.NetSlot = true; s.Metadata = "{}" }, "not served on CNI networks or slots"},
+		{"bad egress default", func(s *Spec) { s.NetSlot = true; s.Egress = "maybe" }, `egress default "maybe": must be "deny" or "allow"`},
+		{"invalid CIDR", func(s *Spec) { s.NetSlot = true; s.AllowEgress = []string{"10.0.0.0/33"} }, `"10.0.0.0/33"`},
+		{"invalid domain", func(s *Spec) { s.NetSlot = true; s.AllowEgress = []string{"exa_mple..com"} }, `"exa_mple..com"`},
+		{"domain rule on CNI", func(s *Spec) { s.CNINetworks = []string{"x"}; s.AllowEgress = []string{"example.com"} }, "domain rules need the slot's DNS forwarder"},
 		{"metadata on a CNI network", func(s *Spec) { s.CNINetworks = []string{"x"}; s.Metadata = "{}" }, "not served on CNI networks"},
 		{"CNI and taps mixed", func(s *Spec) { s.Net = []Net{{Auto: true}, {CNI: "x"}} }, "cannot be mixed"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			s := base
+			s.Net = nil
 			tt.edit(&s)
 			_, err := r.Create(ctx, s, CreateOptions{})
 			if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
