@@ -194,3 +194,11 @@ func (mon *monitor) startDNS() (stop func()) {
 	}
 	return startSandboxDNS(mon.st, mon.id, &rec, mon.log)
 }
+
+// EgressSetter is the optional live egress change of a Controller.
+type EgressSetter interface {
+	// SetEgress changes a sandbox's egress policy, at once if it runs.
+	SetEgress(ctx context.Context, id string, ch EgressChange) (Info, error)
+}
+
+var _ EgressSetter = (*Runtime)(nil)

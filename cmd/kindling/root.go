@@ -195,6 +195,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newTemplateCommand(a),
 		newImageCommand(a),
 		newGCCommand(a),
+		newEgressCommand(a),
 		newVersionCommand(a),
 		newInstallCommand(a),
 		newUninstallCommand(a),
