@@ -225,3 +225,17 @@ func hasIPArg(args string) bool {
 	}
 	return false
 }
+
+// checkRestoreNetwork refuses to restore a snapshot of a sandbox on CNI
+// networks (dir is the snapshot's directory): its guest keeps the address
+// and MAC its CNI attachment gave it, and a new attachment (a new ADD
+// for the new sandbox) gives others, which the guest would not learn.
+// A slot has the same guest side everywhere, so slots are the way to
+// snapshot, restore and clone a networked sandbox.
+func checkRestoreNetwork(s Spec, dir string) error {
+	if len(s.CNINetworks) == 0 {
+		return nil
+	}
+	return fmt.Errorf("restore the snapshot in %s: its sandbox is on CNI network %q, whose address its guest keeps and a new attachment would not give back: give sandboxes to snapshot or clone --net slot instead: %w",
+		dir, s.CNINetworks[0], ErrNotSupported)
+}

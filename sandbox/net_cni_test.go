@@ -490,3 +490,37 @@ func TestApplyNetworkKernelArg(t *testing.T) {
 		}
 	}
 }
+
+// A snapshot of a sandbox on a CNI network is refused at restore, before
+// anything is made: its guest keeps an address a new ADD would not give.
+func TestCNIRestoreRefused(t *testing.T) {
+	needCNI(t)
+	ctx := context.Background()
+	e := newCNIEnv(t)
+	r, fc := newRuntime(t, false)
+	id := "kdsbx-" + hexID(t, 4)
+	if _, err := r.Create(ctx, e.spec(t, id, fc), CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := r.Remove(context.Background(), id, true); err != nil {
+			t.Errorf("remove: %v", err)
+		}
+		e.checkNothingLeft(t, id, "after rm")
+	})
+	if _, err := r.Start(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	snap := filepath.Join(t.TempDir(), "snap")
+	if _, err := r.Snapshot(ctx, id, snap, SnapshotOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := r.Restore(ctx, snap, RestoreOptions{ID: id + "r", Firecracker: fc})
+	if !errors.Is(err, ErrNotSupported) || !strings.Contains(err.Error(), "--net slot") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("restore: %v, want one line matching ErrNotSupported naming --net slot", err)
+	}
+	if _, err := r.Inspect(ctx, id+"r"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("the refused restore left sandbox %sr: %v", id, err)
+	}
+	e.checkNothingLeft(t, id+"r", "after the refused restore")
+}

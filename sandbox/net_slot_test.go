@@ -332,3 +332,50 @@ func TestNetGuestEgress(t *testing.T) {
 		mustReach(denied, "denied\n")
 	})
 }
+
+// Two sandboxes asking for one host port: the second start is one line
+// naming the first, and leaves nothing of the second behind.
+func TestNetSlotPortConflict(t *testing.T) {
+	e := newSlotEnv(t)
+	r, fc := newRuntime(t, false)
+	ctx := context.Background()
+	ids := []string{"kdslt-" + hexID(t, 4), "kdslt-" + hexID(t, 4)}
+	for _, id := range ids {
+		if _, err := r.Create(ctx, Spec{ID: id, Kernel: haltGuest(t, "port"), Firecracker: fc, NetNS: e.hostNS,
+			Net: []Net{{Slot: true}}, Ports: []string{"18094:80"}}, CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := r.Remove(context.Background(), id, true); err != nil {
+				t.Errorf("remove %s: %v", id, err)
+			}
+		})
+	}
+	in, err := r.Start(ctx, ids[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = r.Start(ctx, ids[1])
+	want := `host port 18094/tcp is already published by sandbox "` + ids[0] + `"`
+	if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("second start: %v, want one line containing %s", err, want)
+	}
+	second, err := r.Inspect(ctx, ids[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.Status != Created || second.Network != nil {
+		t.Errorf("after the refused start: status %s, network %+v", second.Status, second.Network)
+	}
+	inv, err := network.Leaks(ctx, network.LeakOptions{Host: network.Host{NetNS: e.hostPth}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(inv.Links) != 1 || len(inv.Tables) != 1 {
+		t.Errorf("with one sandbox started the host holds links %v, tables %v; want one of each", inv.Links, inv.Tables)
+	}
+	if err := r.Stop(ctx, ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	e.slotGone(t, in.Network, "after stop")
+}

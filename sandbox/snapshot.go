@@ -361,6 +361,9 @@ func (r *Runtime) CreateFromSnapshot(ctx context.Context, dir string, o RestoreO
 	if err != nil {
 		return Info{}, err
 	}
+	if err := checkRestoreNetwork(man.Spec, dir); err != nil {
+		return Info{}, err
+	}
 	spec := man.Spec
 	spec.ID = o.ID
 	spec.Labels = o.Labels
