@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/kindling-vm/kindling/internal/netdev"
 	"github.com/kindling-vm/kindling/network"
 	"github.com/kindling-vm/kindling/vmm"
 )
@@ -160,7 +163,7 @@ func setUpNetwork(ctx context.Context, rec *record, pool *network.Pool, save fun
 		}
 	}()
 	m := netManager(rec.Spec)
-	if rec.Spec.NetSlot && pool != nil && pool.Host().NetNS == m.Host.NetNS {
+	if rec.Spec.NetSlot && pool != nil && sameNetNS(pool.Host().NetNS, m.Host.NetNS) {
 		m.Pool = pool
 	}
 	nrec, err := m.Setup(ctx, ns)
@@ -238,4 +241,32 @@ func checkRestoreNetwork(s Spec, dir string) error {
 	}
 	return fmt.Errorf("restore the snapshot in %s: its sandbox is on CNI network %q, whose address its guest keeps and a new attachment would not give back: give sandboxes to snapshot or clone --net slot instead: %w",
 		dir, s.CNINetworks[0], ErrNotSupported)
+}
+
+// sameNetNS reports whether two host namespace settings (names, paths or
+// "" for the caller's) name one namespace.
+func sameNetNS(a, b string) bool {
+	if a == "" || b == "" {
+		return a == b
+	}
+	pa, err := netdev.ResolveNetNS(a)
+	if err != nil {
+		return false
+	}
+	pb, err := netdev.ResolveNetNS(b)
+	if err != nil {
+		return false
+	}
+	ia := inodeOf(pa)
+	return ia != "" && ia == inodeOf(pb)
+}
+
+// inodeOf returns a namespace file's device and inode, or "" when it
+// cannot be read.
+func inodeOf(path string) string {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return ""
+	}
+	return fmt.Sprintf("%d:%d", st.Dev, st.Ino)
 }

@@ -379,3 +379,61 @@ func TestNetSlotPortConflict(t *testing.T) {
 	}
 	e.slotGone(t, in.Network, "after stop")
 }
+
+// A runtime given a slot pool starts --net slot sandboxes on the pool's
+// slots; one whose host namespace is another builds its own.
+func TestNetSlotFromPool(t *testing.T) {
+	e := newSlotEnv(t)
+	other := newSlotEnv(t)
+	ctx := context.Background()
+	pool, err := network.NewPool(network.Slots{Host: network.Host{NetNS: e.hostPth}}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.Fill(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := pool.Close(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	r, fc := newRuntime(t, false)
+	WithSlotPool(pool)(r)
+	start := func(hostNS string) Info {
+		t.Helper()
+		id := "kdslt-" + hexID(t, 4)
+		if _, err := r.Create(ctx, Spec{ID: id, Kernel: haltGuest(t, "pool"), Firecracker: fc, NetNS: hostNS,
+			Net: []Net{{Slot: true}}}, CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := r.Remove(context.Background(), id, true); err != nil {
+				t.Errorf("remove %s: %v", id, err)
+			}
+		})
+		in, err := r.Start(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return in
+	}
+	// Slots.Create makes a new namespace; a claim hands out one made
+	// before the start.
+	before := map[string]bool{}
+	ents, _ := os.ReadDir(netdev.NetNSDir)
+	for _, e := range ents {
+		before[filepath.Join(netdev.NetNSDir, e.Name())] = true
+	}
+	in := start(e.hostNS)
+	if in.Network == nil || in.Network.Kind != "slot" {
+		t.Fatalf("network %+v", in.Network)
+	}
+	if !before[in.Network.NetNS] {
+		t.Errorf("the sandbox's slot %s was made at its start, not claimed from the pool", in.Network.NetNS)
+	}
+	in2 := start(other.hostNS)
+	if in2.Network == nil || in2.Network.NetNS == in.Network.NetNS {
+		t.Fatalf("a sandbox of another host namespace: network %+v", in2.Network)
+	}
+}
