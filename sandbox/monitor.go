@@ -70,7 +70,12 @@ func runMonitor(root, id string) int {
 		return 1
 	}
 	mon := &monitor{st: st, id: id, log: log}
+	// The guest's resolver is up before the guest boots.
+	stopDNS := mon.startDNS()
 	m, err := mon.start(term)
+	if err != nil {
+		stopDNS()
+	}
 	if errors.Is(err, errAbandoned) {
 		// Not this sandbox's monitor: the Start that spawned it died
 		// before recording it. Its VMM is killed and nothing recorded.
@@ -86,7 +91,6 @@ func runMonitor(root, id string) int {
 	}
 	say(nil)
 	log.Info("VMM running", "pid", m.State().PID)
-	stopDNS := mon.startDNS()
 
 	for {
 		select {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
 
@@ -145,10 +146,11 @@ func TestNetGuestSlotAndClone(t *testing.T) {
 	}
 	reach := func(addr, want string) {
 		t.Helper()
+		// The guest's nc may not listen yet: retry until it answers.
 		var got string
 		var err error
-		for range 100 {
-			if got, err = dialIn(e.hostPth, addr, 2e9); err == nil && got != "" {
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			if got, err = dialIn(e.hostPth, addr, 2*time.Second); err == nil && got != "" || time.Now().After(deadline) {
 				break
 			}
 		}
