@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -473,4 +474,41 @@ func TestNetSlotFromPool(t *testing.T) {
 	if in2.Network == nil || in2.Network.NetNS == in.Network.NetNS {
 		t.Fatalf("a sandbox of another host namespace: network %+v", in2.Network)
 	}
+}
+
+// A slot sandbox whose monitor died is cleaned up by gc: its slot, port
+// and egress tables go.
+func TestNetSlotGCAfterMonitorDied(t *testing.T) {
+	e := newSlotEnv(t)
+	r, fc := newRuntime(t, false)
+	ctx := context.Background()
+	id := "kdslt-" + hexID(t, 4)
+	if _, err := r.Create(ctx, Spec{ID: id, Kernel: haltGuest(t, "gc"), Firecracker: fc, NetNS: e.hostNS,
+		Net: []Net{{Slot: true}}, Ports: []string{"18099:80"}, AllowEgress: []string{"10.9.0.0/16"}}, CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	in, err := r.Start(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := network.Leaks(ctx, network.LeakOptions{Host: network.Host{NetNS: e.hostPth}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(inv.Links) != 1 || len(inv.Tables) != 2 {
+		t.Fatalf("running: host holds links %v, tables %v; want the slot's veth, a port and an egress table", inv.Links, inv.Tables)
+	}
+	if err := syscall.Kill(in.MonitorPID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitExited(t, in.MonitorPID)
+	rep, err := r.Collect(ctx, GCOptions{KillOrphans: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Removed) != 1 || rep.Removed[0] != id {
+		t.Errorf("gc removed %v, want [%s]", rep.Removed, id)
+	}
+	e.slotGone(t, in.Network, "after gc")
+	e.hostEmpty(t)
 }
