@@ -70,7 +70,7 @@ func runMonitor(root, id string) int {
 		return 1
 	}
 	mon := &monitor{st: st, id: id, log: log}
-	// The guest's resolver is up before the guest boots.
+	// The guest's resolver starts with the VMM.
 	stopDNS := mon.startDNS()
 	m, err := mon.start(term)
 	if err != nil {
