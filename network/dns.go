@@ -32,8 +32,11 @@ type DNSForwarder struct {
 	host     Host
 	upstream netip.AddrPort
 
-	mu  sync.Mutex // guards rec
+	mu  sync.Mutex // guards rec and source
 	rec *EgressRecord
+	// source, if set, gives the policy in force for each answer instead
+	// of rec (SetPolicySource).
+	source func() *EgressRecord
 }
 
 // NewDNSForwarder returns a forwarder that asks upstream (dialled from the
@@ -53,10 +56,24 @@ func (f *DNSForwarder) SetPolicy(rec *EgressRecord) {
 	f.mu.Unlock()
 }
 
+// SetPolicySource makes the forwarder ask source for the egress record in
+// force before it learns from each answer, so that a policy changed by
+// another process (the record persisted by the runtime) is followed at
+// once. source returning nil means no policy.
+func (f *DNSForwarder) SetPolicySource(source func() *EgressRecord) {
+	f.mu.Lock()
+	f.source = source
+	f.mu.Unlock()
+}
+
 func (f *DNSForwarder) policy() *EgressRecord {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.rec
+	rec, source := f.rec, f.source
+	f.mu.Unlock()
+	if source != nil {
+		return source()
+	}
+	return rec
 }
 
 // DNSListener holds the sockets a forwarder serves on: UDP, and TCP for

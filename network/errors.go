@@ -19,6 +19,9 @@ var (
 	// ErrConflict: a host port is in use or published by another sandbox;
 	// the pool is empty or closed.
 	ErrConflict = errdefs.ErrConflict
+	// ErrNotSupported: asked of a kind of network that does not do it
+	// (a DNS forwarder for a CNI network).
+	ErrNotSupported = errdefs.ErrNotSupported
 )
 
 // InvalidError reports a value that breaks a rule, as in

@@ -146,3 +146,6 @@ func (p *Pool) Close(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
+
+// Host is the host namespace the pool's slots hang off.
+func (p *Pool) Host() Host { return p.slots.Host }

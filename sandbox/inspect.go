@@ -107,6 +107,7 @@ func (r *Runtime) info(ctx context.Context, rec *record) Info {
 	for _, t := range rec.Taps {
 		in.Taps = append(in.Taps, TapInfo{Name: t.Name, NetNS: t.NetNS, MAC: t.MAC, Created: t.Owned})
 	}
+	in.Network = networkInfo(rec.Network)
 	in.Status = r.reconcile(ctx, rec)
 	if in.Status == Exited && in.Exit == nil && rec.Status != Exited {
 		// The VMM is gone but nobody could record how (the monitor died, or

@@ -123,7 +123,7 @@ func (r *Runtime) Start(ctx context.Context, id string) (_ Info, err error) {
 	if err := r.setUpTaps(ctx, &rec); err != nil {
 		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
 	}
-	if err := setUpNetwork(ctx, &rec, func() error { return l.Save(&rec) }); err != nil {
+	if err := setUpNetwork(ctx, &rec, r.slotPool, func() error { return l.Save(&rec) }); err != nil {
 		releaseTaps(context.WithoutCancel(ctx), &rec)
 		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
 	}

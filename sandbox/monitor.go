@@ -70,7 +70,12 @@ func runMonitor(root, id string) int {
 		return 1
 	}
 	mon := &monitor{st: st, id: id, log: log}
+	// The guest's resolver starts with the VMM.
+	stopDNS := mon.startDNS()
 	m, err := mon.start(term)
+	if err != nil {
+		stopDNS()
+	}
 	if errors.Is(err, errAbandoned) {
 		// Not this sandbox's monitor: the Start that spawned it died
 		// before recording it. Its VMM is killed and nothing recorded.
@@ -90,6 +95,7 @@ func runMonitor(root, id string) int {
 	for {
 		select {
 		case <-m.Done():
+			stopDNS()
 			status, _ := m.Wait(context.Background())
 			log.Info("VMM exited", "status", status.String())
 			mon.finish(&status, nil)

@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/kindling-vm/kindling/internal/netdev"
 	"github.com/kindling-vm/kindling/network"
 	"github.com/kindling-vm/kindling/vmm"
 )
@@ -28,10 +31,14 @@ const (
 var DefaultCNIBinDirs = network.DefaultCNIBinDirs
 
 // SplitNet moves the CNI networks among s.Net (ParseNet's cni:NETWORK) to
-// s.CNINetworks, in order.
+// s.CNINetworks, in order, and a slot (ParseNet's slot) to s.NetSlot.
 func (s *Spec) SplitNet() {
 	var taps []Net
 	for _, n := range s.Net {
+		if n.Slot {
+			s.NetSlot = true
+			continue
+		}
 		if n.CNI != "" {
 			s.CNINetworks = append(s.CNINetworks, n.CNI)
 			continue
@@ -41,51 +48,80 @@ func (s *Spec) SplitNet() {
 	s.Net = taps
 }
 
+// wantsNetwork reports whether the spec asks package network for a
+// network: CNI networks or a slot.
+func (s *Spec) wantsNetwork() bool { return len(s.CNINetworks) > 0 || s.NetSlot }
+
 // netSpec is what the sandbox asks of package network.
 func netSpec(rec *record) (network.Spec, error) {
 	ports, err := network.ParsePorts(rec.Spec.Ports)
 	if err != nil {
 		return network.Spec{}, err
 	}
-	return network.Spec{SandboxID: rec.ID, CNINetworks: rec.Spec.CNINetworks, Ports: ports}, nil
+	eg, err := egressPolicy(rec.Spec)
+	if err != nil {
+		return network.Spec{}, err
+	}
+	return network.Spec{SandboxID: rec.ID, CNINetworks: rec.Spec.CNINetworks, Ports: ports, Egress: eg}, nil
 }
 
 // netManager is the network manager of a sandbox spec: the host side in
-// Spec.NetNS (the caller's namespace when empty), the spec's CNI dirs.
+// Spec.NetNS (the caller's namespace when empty), the spec's CNI dirs,
+// slots in the default range.
 func netManager(s Spec) *network.Manager {
 	h := network.Host{NetNS: s.NetNS}
-	return &network.Manager{Host: h, CNI: network.CNI{ConfDir: s.CNIConfDir, BinDirs: s.CNIBinDirs, Host: h}}
+	return &network.Manager{Host: h, CNI: network.CNI{ConfDir: s.CNIConfDir, BinDirs: s.CNIBinDirs, Host: h},
+		Slots: network.Slots{Host: h}}
 }
 
-// checkNetwork validates the spec's CNI networks and published ports at
-// create and fills in the CNI directories, before anything is made.
+// checkNetwork validates the spec's networks, published ports and egress
+// policy at create and fills in the CNI directories and the host's egress
+// default, before anything is made.
 func checkNetwork(ctx context.Context, spec *Spec) error {
-	if len(spec.CNINetworks) == 0 {
+	if !spec.wantsNetwork() {
 		if len(spec.Ports) > 0 {
-			return specError(fmt.Errorf("publish %q: published ports need a CNI network: add --net cni:NETWORK", spec.Ports[0]))
+			return specError(fmt.Errorf("publish %q: published ports need a network: add --net slot or --net cni:NETWORK", spec.Ports[0]))
+		}
+		if spec.Egress != "" || len(spec.AllowEgress) > 0 {
+			return specError(errors.New("egress: an egress policy needs a network: add --net slot or --net cni:NETWORK"))
 		}
 		return nil
 	}
 	if len(spec.Net) > 0 {
-		return specError(errors.New("net: CNI networks and taps (auto, tap=NAME) cannot be mixed: give only cni:NETWORK interfaces"))
+		return specError(errors.New("net: slots and CNI networks cannot be mixed with taps (auto, tap=NAME): give only slot or cni:NETWORK interfaces"))
+	}
+	if spec.NetSlot && len(spec.CNINetworks) > 0 {
+		return specError(errors.New("net: a sandbox has either a slot or CNI networks: give --net slot or --net cni:NETWORK"))
 	}
 	if spec.Metadata != "" {
-		return specError(errors.New("metadata: the metadata service is not served on CNI networks yet: leave out the metadata or use --net auto"))
+		return specError(errors.New("metadata: the metadata service is not served on CNI networks or slots yet: leave out the metadata or use --net auto"))
 	}
-	if spec.CNIConfDir == "" {
-		spec.CNIConfDir = os.Getenv(EnvCNIConfDir)
+	if err := fillEgress(spec); err != nil {
+		return err
 	}
-	if spec.CNIConfDir == "" {
-		spec.CNIConfDir = DefaultCNIConfDir
-	}
-	if err := absPath(&spec.CNIConfDir); err != nil {
+	eg, err := egressPolicy(*spec)
+	if err != nil {
 		return specError(err)
 	}
-	if len(spec.CNIBinDirs) == 0 {
-		if env := os.Getenv(EnvCNIPath); env != "" {
-			spec.CNIBinDirs = filepath.SplitList(env)
-		} else {
-			spec.CNIBinDirs = append([]string(nil), DefaultCNIBinDirs...)
+	if eg != nil && len(eg.Domains) > 0 && !spec.NetSlot {
+		return specError(fmt.Errorf("allow-egress %q: domain rules need the slot's DNS forwarder: use --net slot, or allow the domain's addresses by CIDR", eg.Domains[0]))
+	}
+	if len(spec.CNINetworks) > 0 {
+		if spec.CNIConfDir == "" {
+			spec.CNIConfDir = os.Getenv(EnvCNIConfDir)
+		}
+		if spec.CNIConfDir == "" {
+			spec.CNIConfDir = DefaultCNIConfDir
+		}
+		if err := absPath(&spec.CNIConfDir); err != nil {
+			return specError(err)
+		}
+		if len(spec.CNIBinDirs) == 0 {
+			if env := os.Getenv(EnvCNIPath); env != "" {
+				spec.CNIBinDirs = filepath.SplitList(env)
+			} else {
+				spec.CNIBinDirs = append([]string(nil), DefaultCNIBinDirs...)
+			}
 		}
 	}
 	ports, err := network.ParsePorts(spec.Ports)
@@ -96,19 +132,20 @@ func checkNetwork(ctx context.Context, spec *Spec) error {
 	for _, p := range ports {
 		spec.Ports = append(spec.Ports, p.String())
 	}
-	err = netManager(*spec).Check(ctx, network.Spec{SandboxID: spec.ID, CNINetworks: spec.CNINetworks, Ports: ports})
+	err = netManager(*spec).Check(ctx, network.Spec{SandboxID: spec.ID, CNINetworks: spec.CNINetworks, Ports: ports, Egress: eg})
 	if err != nil {
 		return specError(err)
 	}
 	return nil
 }
 
-// setUpNetwork builds the sandbox's CNI networks and published ports and
-// records them in rec.Network, saving the record before and after
+// setUpNetwork builds the sandbox's CNI networks or slot (from pool when
+// it serves the same host namespace), published ports and egress policy
+// and records them in rec.Network, saving the record before and after
 // (save), so that a crash in between leaves rec.NetActive for gc to
 // find. On failure nothing is left.
-func setUpNetwork(ctx context.Context, rec *record, save func() error) (err error) {
-	if len(rec.Spec.CNINetworks) == 0 {
+func setUpNetwork(ctx context.Context, rec *record, pool *network.Pool, save func() error) (err error) {
+	if !rec.Spec.wantsNetwork() {
 		return nil
 	}
 	ns, err := netSpec(rec)
@@ -125,7 +162,11 @@ func setUpNetwork(ctx context.Context, rec *record, save func() error) (err erro
 			err = errors.Join(err, releaseNetwork(context.WithoutCancel(ctx), rec), save())
 		}
 	}()
-	nrec, err := netManager(rec.Spec).Setup(ctx, ns)
+	m := netManager(rec.Spec)
+	if rec.Spec.NetSlot && pool != nil && sameNetNS(pool.Host().NetNS, m.Host.NetNS) {
+		m.Pool = pool
+	}
+	nrec, err := m.Setup(ctx, ns)
 	if err != nil {
 		return err
 	}
@@ -186,4 +227,46 @@ func hasIPArg(args string) bool {
 		}
 	}
 	return false
+}
+
+// checkRestoreNetwork refuses to restore a snapshot of a sandbox on CNI
+// networks (dir is the snapshot's directory): its guest keeps the address
+// and MAC its CNI attachment gave it, and a new attachment (a new ADD
+// for the new sandbox) gives others, which the guest would not learn.
+// A slot has the same guest side everywhere, so slots are the way to
+// snapshot, restore and clone a networked sandbox.
+func checkRestoreNetwork(s Spec, dir string) error {
+	if len(s.CNINetworks) == 0 {
+		return nil
+	}
+	return fmt.Errorf("restore the snapshot in %s: its sandbox is on CNI network %q, whose address its guest keeps and a new attachment would not give back: give sandboxes to snapshot or clone --net slot instead: %w",
+		dir, s.CNINetworks[0], ErrNotSupported)
+}
+
+// sameNetNS reports whether two host namespace settings (names, paths or
+// "" for the caller's) name one namespace.
+func sameNetNS(a, b string) bool {
+	if a == "" || b == "" {
+		return a == b
+	}
+	pa, err := netdev.ResolveNetNS(a)
+	if err != nil {
+		return false
+	}
+	pb, err := netdev.ResolveNetNS(b)
+	if err != nil {
+		return false
+	}
+	ia := inodeOf(pa)
+	return ia != "" && ia == inodeOf(pb)
+}
+
+// inodeOf returns a namespace file's device and inode, or "" when it
+// cannot be read.
+func inodeOf(path string) string {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return ""
+	}
+	return fmt.Sprintf("%d:%d", st.Dev, st.Ino)
 }

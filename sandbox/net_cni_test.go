@@ -420,12 +420,21 @@ func TestCNIBadInputRefusedAtCreate(t *testing.T) {
 		{"unknown network", func(s *Spec) { s.Net = []Net{{CNI: "nosuchnet"}} },
 			`CNI network "nosuchnet": no conflist of that name in ` + confDir},
 		{"bad port", func(s *Spec) { s.CNINetworks = []string{"x"}; s.Ports = []string{"80:http"} }, "80:http"},
-		{"ports without a CNI network", func(s *Spec) { s.Ports = []string{"8080:80"} }, "add --net cni:NETWORK"},
+		{"ports without a network", func(s *Spec) { s.Ports = []string{"8080:80"} }, "add --net slot or --net cni:NETWORK"},
+		{"egress without a network", func(s *Spec) { s.Egress = "deny" }, "an egress policy needs a network"},
+		{"slot and CNI mixed", func(s *Spec) { s.Net = []Net{{Slot: true}, {CNI: "x"}} }, "either a slot or CNI networks"},
+		{"slot and taps mixed", func(s *Spec) { s.Net = []Net{{Slot: true}, {Auto: true}} }, "cannot be mixed"},
+		{"metadata on a slot", func(s *Spec) { s.NetSlot = true; s.Metadata = "{}" }, "not served on CNI networks or slots"},
+		{"bad egress default", func(s *Spec) { s.NetSlot = true; s.Egress = "maybe" }, `egress default "maybe": must be "deny" or "allow"`},
+		{"invalid CIDR", func(s *Spec) { s.NetSlot = true; s.AllowEgress = []string{"10.0.0.0/33"} }, `"10.0.0.0/33"`},
+		{"invalid domain", func(s *Spec) { s.NetSlot = true; s.AllowEgress = []string{"exa_mple..com"} }, `"exa_mple..com"`},
+		{"domain rule on CNI", func(s *Spec) { s.CNINetworks = []string{"x"}; s.AllowEgress = []string{"example.com"} }, "domain rules need the slot's DNS forwarder"},
 		{"metadata on a CNI network", func(s *Spec) { s.CNINetworks = []string{"x"}; s.Metadata = "{}" }, "not served on CNI networks"},
 		{"CNI and taps mixed", func(s *Spec) { s.Net = []Net{{Auto: true}, {CNI: "x"}} }, "cannot be mixed"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			s := base
+			s.Net = nil
 			tt.edit(&s)
 			_, err := r.Create(ctx, s, CreateOptions{})
 			if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
@@ -480,4 +489,38 @@ func TestApplyNetworkKernelArg(t *testing.T) {
 			t.Errorf("config = netns %q, interfaces %+v", cfg.NetNS, cfg.NetworkInterfaces)
 		}
 	}
+}
+
+// A snapshot of a sandbox on a CNI network is refused at restore, before
+// anything is made: its guest keeps an address a new ADD would not give.
+func TestCNIRestoreRefused(t *testing.T) {
+	needCNI(t)
+	ctx := context.Background()
+	e := newCNIEnv(t)
+	r, fc := newRuntime(t, false)
+	id := "kdsbx-" + hexID(t, 4)
+	if _, err := r.Create(ctx, e.spec(t, id, fc), CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := r.Remove(context.Background(), id, true); err != nil {
+			t.Errorf("remove: %v", err)
+		}
+		e.checkNothingLeft(t, id, "after rm")
+	})
+	if _, err := r.Start(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	snap := filepath.Join(t.TempDir(), "snap")
+	if _, err := r.Snapshot(ctx, id, snap, SnapshotOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := r.Restore(ctx, snap, RestoreOptions{ID: id + "r", Firecracker: fc})
+	if !errors.Is(err, ErrNotSupported) || !strings.Contains(err.Error(), "--net slot") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("restore: %v, want one line matching ErrNotSupported naming --net slot", err)
+	}
+	if _, err := r.Inspect(ctx, id+"r"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("the refused restore left sandbox %sr: %v", id, err)
+	}
+	e.checkNothingLeft(t, id+"r", "after the refused restore")
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/kindling-vm/kindling/internal/install"
 	"github.com/kindling-vm/kindling/internal/netdev"
 	"github.com/kindling-vm/kindling/internal/store"
+	"github.com/kindling-vm/kindling/network"
 	"github.com/kindling-vm/kindling/vmm"
 )
 
@@ -84,6 +85,8 @@ type Runtime struct {
 	// only if it is one of them or the one configured by default (see
 	// checkExecutables). A path read from disk is never trusted as such.
 	trusted map[string]bool
+	// slotPool gives sandboxes with --net slot their slots (WithSlotPool).
+	slotPool *network.Pool
 }
 
 // Option configures a Runtime.
@@ -185,6 +188,8 @@ type Info struct {
 	VsockSocket    string `json:"vsock_socket,omitempty"`
 	// Taps are the sandbox's tap devices.
 	Taps []TapInfo `json:"taps,omitempty"`
+	// Network is the sandbox's CNI or slot network while it is set up.
+	Network *NetworkInfo `json:"network,omitempty"`
 	// Slots are the drive hotplug slots and what they hold.
 	Slots []vmm.Slot `json:"hotplug_slots,omitempty"`
 	// FirecrackerVersion is the running release, once known.

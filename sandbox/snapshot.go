@@ -301,6 +301,10 @@ type RestoreOptions struct {
 	// Net replaces the snapshot's network interfaces, one for one; nil keeps
 	// the snapshot's (own taps are created anew for the new sandbox).
 	Net []Net `json:"net,omitempty"`
+	// Ports replace the snapshot's published ports (HOSTPORT:GUESTPORT);
+	// nil keeps them, an empty list publishes none (a clone whose source
+	// still holds the host ports).
+	Ports []string `json:"ports"`
 	// AutoRemove removes the sandbox once its VMM exits.
 	AutoRemove bool `json:"auto_remove,omitempty"`
 	// Firecracker is the executable the new sandbox runs; empty for the
@@ -357,6 +361,9 @@ func (r *Runtime) CreateFromSnapshot(ctx context.Context, dir string, o RestoreO
 	if err != nil {
 		return Info{}, err
 	}
+	if err := checkRestoreNetwork(man.Spec, dir); err != nil {
+		return Info{}, err
+	}
 	spec := man.Spec
 	spec.ID = o.ID
 	spec.Labels = o.Labels
@@ -378,6 +385,9 @@ func (r *Runtime) CreateFromSnapshot(ctx context.Context, dir string, o RestoreO
 			return Info{}, fmt.Errorf("%w: the snapshot has %d network interfaces: give as many, or none", ErrInvalidSpec, len(man.Taps))
 		}
 		spec.Net = o.Net
+	}
+	if o.Ports != nil {
+		spec.Ports = o.Ports
 	}
 	rec, err := r.newRecord(spec)
 	if err != nil {

@@ -61,6 +61,17 @@ type Spec struct {
 	// CNIBinDirs are the CNI plugin directories (else KINDLING_CNI_PATH,
 	// colon-separated, else /opt/cni/bin:/usr/lib/cni); Create fills it in.
 	CNIBinDirs []string `toml:"cni_bin_dirs" json:"cni_bin_dirs,omitempty"`
+	// NetSlot gives the sandbox a clone-safe network slot (--net slot):
+	// its own namespace, the same guest address and MAC in every slot,
+	// a unique host-side address (see docs/networking.md).
+	NetSlot bool `toml:"-" json:"net_slot,omitempty"`
+	// Egress is the egress policy, "deny" or "allow" (--egress); empty
+	// leaves egress unwatched unless AllowEgress or KINDLING_EGRESS says
+	// otherwise. It needs a slot or a CNI network.
+	Egress string `toml:"egress" json:"egress,omitempty"`
+	// AllowEgress are the destinations a deny policy lets through: CIDRs,
+	// addresses and domain names (--allow-egress, repeatable).
+	AllowEgress []string `toml:"allow_egress" json:"allow_egress,omitempty"`
 	// VsockCID adds a vsock device with this guest CID (≥ 3); 0 for none.
 	VsockCID uint32 `toml:"vsock" json:"vsock_cid,omitempty"`
 	// Agent says the guest runs kindling-agent (as its init, or started by
@@ -164,7 +175,9 @@ type Disk struct {
 type Net struct {
 	// CNI names a CNI network; parsed flags carry it, Spec.CNINetworks
 	// keeps it (SplitNet).
-	CNI  string `json:"-"`
+	CNI string `json:"-"`
+	// Slot asks for a clone-safe slot (--net slot); Spec.NetSlot keeps it.
+	Slot bool   `json:"-"`
 	Auto bool   `json:"auto,omitempty"`
 	Tap  string `json:"tap,omitempty"`
 	MAC  string `json:"mac,omitempty"`
@@ -246,7 +259,7 @@ func ParseDisk(s string) (Disk, error) {
 func ParseNet(s string) (Net, error) {
 	var n Net
 	bad := func(why string) (Net, error) {
-		return Net{}, fmt.Errorf("net %q: %s (give auto, tap=NAME[,mac=MAC] or cni:NETWORK)", s, why)
+		return Net{}, fmt.Errorf("net %q: %s (give auto, slot, tap=NAME[,mac=MAC] or cni:NETWORK)", s, why)
 	}
 	if s == "" {
 		return bad("empty")
@@ -256,6 +269,9 @@ func ParseNet(s string) (Net, error) {
 			return bad("no network name after cni:")
 		}
 		return Net{CNI: name}, nil
+	}
+	if s == "slot" {
+		return Net{Slot: true}, nil
 	}
 	for _, part := range strings.Split(s, ",") {
 		k, v, hasValue := strings.Cut(part, "=")

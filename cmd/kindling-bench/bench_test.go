@@ -41,6 +41,9 @@ func TestRun(t *testing.T) {
 					if strings.HasPrefix(d.key, "agent_") && agentReady() != nil {
 						continue // not measured here: see agentReady
 					}
+					if strings.HasPrefix(d.key, "net_") && netReady() != nil {
+						continue // not measured here: see netReady
+					}
 					if !strings.Contains(stdout, d.title) {
 						t.Errorf("no row for %q in:\n%s", d.title, stdout)
 					}
@@ -87,6 +90,11 @@ func TestRun(t *testing.T) {
 					"fleet_booted_2":   {pathRuntime, pathCLI},
 					"fleet_clones_2":   {pathRuntime},
 				}
+				if netReady() == nil {
+					for _, m := range []string{"net_setup", "net_setup_pool", "net_start_plain", "net_start_pool"} {
+						want[m] = []string{pathRuntime}
+					}
+				}
 				if agentReady() == nil {
 					want["agent_exec"] = []string{pathRaw, pathRuntime}
 					want["agent_files"] = []string{pathRaw, pathRuntime}
@@ -98,7 +106,7 @@ func TestRun(t *testing.T) {
 							t.Errorf("no row for %s on %s", metric, p)
 							continue
 						}
-						if p != pathRaw && !strings.HasPrefix(metric, "memory") && !strings.HasPrefix(metric, "fleet") && r.Ratio == nil {
+						if p != pathRaw && !strings.HasPrefix(metric, "memory") && !strings.HasPrefix(metric, "fleet") && !strings.HasPrefix(metric, "net_") && r.Ratio == nil {
 							t.Errorf("%s on %s has no ratio to raw", metric, p)
 						}
 					}

@@ -148,6 +148,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		progress("skipping agent_exec and agent_files: %v", err)
 	}
 
+	if err := netReady(); err != nil && len(cfg.ops) == 0 {
+		scens = slices.DeleteFunc(scens, func(s scenario) bool { return strings.HasPrefix(s.key, "net_") })
+		progress("skipping the net_ scenarios: %v", err)
+	}
 	e, err := newEnv(ctx, fc, cfg.kindling, cfg.tmp, progress)
 	if err != nil {
 		return err

@@ -31,6 +31,7 @@ type churner struct {
 	root    string
 	kernel  string
 	rt      *sandbox.Runtime
+	net     *netEnv // with --net slot or cni
 }
 
 // setUp builds or finds what the run needs and opens the state root.
@@ -85,11 +86,21 @@ func setUp(ctx context.Context, c config) (_ *churner, err error) {
 	if ch.rt, err = sandbox.Open(ch.root); err != nil {
 		return nil, err
 	}
+	if c.net == netSlot || c.net == netCNI {
+		if ch.net, err = newNetEnv(c, tmp); err != nil {
+			return nil, err
+		}
+	}
 	return ch, nil
 }
 
 // tearDown removes the temporary directories.
 func (ch *churner) tearDown() {
+	if ch.net != nil {
+		if err := ch.net.close(); err != nil {
+			fmt.Fprintf(os.Stderr, "kindling-churn: %v\n", err)
+		}
+	}
 	if ch.ownRoot && ch.root != "" {
 		os.RemoveAll(ch.root)
 	}
@@ -129,7 +140,7 @@ func (ch *churner) churn(ctx context.Context, stdout io.Writer) error {
 		results = append(results, ch.runPath(ctx, "cli", "churn-c", ch.cliCycle))
 	}
 
-	check := leakCheck{root: ch.root}
+	check := leakCheck{root: ch.root, net: ch.net}
 	for _, r := range results {
 		check.taps = append(check.taps, r.taps...)
 	}
@@ -189,6 +200,9 @@ func (ch *churner) spec(id string) sandbox.Spec {
 	s := sandbox.Spec{ID: id, Kernel: ch.kernel, Firecracker: ch.c.firecracker, VCPUs: ch.c.cpus, MemoryMiB: ch.c.memoryMiB}
 	if ch.c.net == "auto" {
 		s.Net = []sandbox.Net{{Auto: true}}
+	}
+	if ch.net != nil {
+		ch.net.apply(&s)
 	}
 	return s
 }
@@ -258,6 +272,9 @@ func (ch *churner) cliCycle(ctx context.Context, id string, res *cycleResult) []
 		"--cpus", strconv.Itoa(ch.c.cpus), "--memory", strconv.Itoa(ch.c.memoryMiB)}
 	if ch.c.net == "auto" {
 		create = append(create, "--net", "auto")
+	}
+	if ch.net != nil {
+		create = append(create, ch.net.cliArgs()...)
 	}
 	timeout := ch.c.timeout.String()
 	steps := []func(ctx context.Context) error{

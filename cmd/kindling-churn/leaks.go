@@ -48,6 +48,8 @@ type leakCheck struct {
 	root string // the state root
 	// taps are the tap names the run's sandboxes owned.
 	taps []string
+	// net, with --net slot or cni, adds the network package's audit.
+	net *netEnv
 }
 
 // findLeaks compares the host now with base, waiting up to settle for
@@ -73,6 +75,9 @@ func (c leakCheck) leaksNow(base hostSnapshot) []string {
 	}
 	leaks = append(leaks, c.rootLeaks()...)
 	leaks = append(leaks, c.netLeaks(base)...)
+	if c.net != nil {
+		leaks = append(leaks, c.net.leaks(base)...)
+	}
 	return leaks
 }
 

@@ -11,7 +11,14 @@
 //
 // Usage:
 //
-//	kindling-churn [-k 50] [--firecracker PATH | --fake] [--kindling PATH] [--mode both|lib|cli] [--net none|auto]
+//	kindling-churn [-k 50] [--firecracker PATH | --fake] [--kindling PATH] [--mode both|lib|cli]
+//	               [--net none|auto|slot|cni [--publish H:G]... [--allow-egress RULE]...]
+//
+// With --net slot or cni the run makes a network namespace of its own that
+// plays the host (every sandbox's --netns; for cni also a bridge network
+// with host-local addresses in a conf dir of its own), and the leak audit
+// adds the network package's: namespaces, slot veths and taps, nf_tables
+// tables, host-local leases.
 //
 // Its library-path monitors are this program re-executed, which is why main
 // calls sandbox.MonitorMain first. It is a test tool, not part of the
@@ -89,7 +96,9 @@ type config struct {
 	firecracker string
 	fake        bool // build and use the fake Firecracker
 	root        string
-	net         string // "none" or "auto"
+	net         string // "none", "auto", "slot" or "cni"
+	publish     []string
+	allowEgress []string
 	memoryMiB   int
 	cpus        int
 	timeout     time.Duration // bound of each start, stop and remove
@@ -107,7 +116,15 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.firecracker, "firecracker", "", "firecracker `PATH` (default $"+sandbox.EnvFirecracker+")")
 	fs.BoolVar(&c.fake, "fake", false, "build and use kindling's fake Firecracker")
 	fs.StringVar(&c.root, "root", "", "state root `DIR`, empty or new (default: a fresh temporary one, removed at the end)")
-	fs.StringVar(&c.net, "net", "none", "network: none, or auto (a tap per sandbox; needs root)")
+	fs.StringVar(&c.net, "net", "none", "network: none, auto (a tap per sandbox), slot (a clone-safe slot) or cni (a bridge network the run makes); all but none need root")
+	fs.Func("publish", "publish `HOSTPORT:GUESTPORT` from each sandbox (repeatable; --net slot or cni)", func(v string) error {
+		c.publish = append(c.publish, v)
+		return nil
+	})
+	fs.Func("allow-egress", "give each sandbox a deny egress policy allowing `CIDR|DOMAIN` (repeatable; --net slot or cni)", func(v string) error {
+		c.allowEgress = append(c.allowEgress, v)
+		return nil
+	})
 	fs.IntVar(&c.memoryMiB, "memory", 128, "guest memory in `MiB`")
 	fs.IntVar(&c.cpus, "cpus", 1, "vCPUs per sandbox")
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "bound of each start, stop and rm")
@@ -126,10 +143,12 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, usagef("-k %d: give at least 1 cycle", c.k)
 	case c.mode != modeBoth && c.mode != modeLib && c.mode != modeCLI:
 		return c, usagef("--mode %q: give both, lib or cli", c.mode)
-	case c.net != "none" && c.net != "auto":
-		return c, usagef("--net %q: give none or auto", c.net)
-	case c.net == "auto" && os.Geteuid() != 0:
-		return c, usagef("--net auto creates taps and needs root (running as uid %d)", os.Geteuid())
+	case c.net != "none" && c.net != "auto" && c.net != netSlot && c.net != netCNI:
+		return c, usagef("--net %q: give none, auto, slot or cni", c.net)
+	case c.net != "none" && os.Geteuid() != 0:
+		return c, usagef("--net %s creates taps and namespaces and needs root (running as uid %d)", c.net, os.Geteuid())
+	case (len(c.publish) > 0 || len(c.allowEgress) > 0) && c.net != netSlot && c.net != netCNI:
+		return c, usagef("--publish and --allow-egress need --net slot or --net cni")
 	case c.fake && c.firecracker != "":
 		return c, usagef("give --firecracker or --fake, not both")
 	case c.timeout <= 0 || c.settle < 0:

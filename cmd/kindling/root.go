@@ -196,6 +196,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newPoolCommand(a),
 		newImageCommand(a),
 		newGCCommand(a),
+		newEgressCommand(a),
 		newVersionCommand(a),
 		newInstallCommand(a),
 		newUninstallCommand(a),

@@ -50,6 +50,9 @@ type specFlags struct {
 	publish    []string
 	cniConfDir string
 	cniBinDir  string
+	// Egress policy of a slot or CNI sandbox.
+	egress      string
+	allowEgress []string
 }
 
 func (f *specFlags) register(fs *pflag.FlagSet) {
@@ -66,8 +69,10 @@ func (f *specFlags) register(fs *pflag.FlagSet) {
 	fs.Var(&f.cpus, "cpus", "number of vCPUs `N` (default 1)")
 	fs.Var(&f.memory, "memory", "guest memory `SIZE`: MiB (512) or with a unit (512M, 2G) (default 128)")
 	fs.BoolVar(&f.smt, "smt", false, "enable simultaneous multithreading")
-	fs.Var(&f.nets, "net", "network interface `auto|tap=NAME[,mac=MAC]|cni:NETWORK` (repeatable; auto creates a tap, cni: attaches to a CNI network)")
-	fs.StringArrayVarP(&f.publish, "publish", "p", nil, "publish a guest port on the host, `HOSTPORT:GUESTPORT[/tcp|udp]` (repeatable; needs --net cni:NETWORK)")
+	fs.Var(&f.nets, "net", "network interface `auto|slot|tap=NAME[,mac=MAC]|cni:NETWORK` (repeatable; auto creates a tap, slot gives a clone-safe slot, cni: attaches to a CNI network)")
+	fs.StringArrayVarP(&f.publish, "publish", "p", nil, "publish a guest port on the host, `HOSTPORT:GUESTPORT[/tcp|udp]` (repeatable; needs --net slot or --net cni:NETWORK)")
+	fs.StringVar(&f.egress, "egress", "", "egress `POLICY` of a slot or CNI sandbox: deny or allow (default $"+sandbox.EnvEgress+"; deny when --allow-egress is given)")
+	fs.StringArrayVar(&f.allowEgress, "allow-egress", nil, "let the sandbox reach `CIDR|ADDRESS|DOMAIN` under a deny policy (repeatable; a domain, with its subdomains, needs --net slot)")
 	fs.StringVar(&f.cniConfDir, "cni-conf-dir", "", "`DIR` of the CNI networks' conflists (default $"+sandbox.EnvCNIConfDir+", else "+sandbox.DefaultCNIConfDir+")")
 	fs.StringVar(&f.cniBinDir, "cni-bin-dir", "", "CNI plugin directories, colon-separated `DIRS` (default $"+sandbox.EnvCNIPath+", else "+strings.Join(sandbox.DefaultCNIBinDirs, ":")+")")
 	fs.StringVar(&f.netns, "netns", "", "run the VMM in network namespace `NAME|PATH`")
@@ -151,6 +156,10 @@ func (f *specFlags) spec(cmd *cobra.Command) (sandbox.Spec, error) {
 	}
 	if changed("publish") {
 		s.Ports = f.publish
+	}
+	set("egress", &s.Egress, f.egress)
+	if changed("allow-egress") {
+		s.AllowEgress = f.allowEgress
 	}
 	set("cni-conf-dir", &s.CNIConfDir, f.cniConfDir)
 	if changed("cni-bin-dir") {

@@ -66,9 +66,20 @@
 //   - The image is bound to a loop device (LOOP_CONFIGURE, autoclear) and
 //     mounted read-write (read-only for a read-only drive) in a new mount
 //     namespace; its init runs as PID 1 of new PID, UTS, IPC and network
-//     namespaces, pivoted into the image. The network namespace has only lo,
-//     up: network interfaces of the VM are not emulated. A re-execution of the fake (hidden first
-//     argument) does the mounts inside the namespaces and then execs init.
+//     namespaces, pivoted into the image. A re-execution of the fake (hidden
+//     first argument) does the mounts inside the namespaces and then execs
+//     init.
+//   - Network interfaces: before init runs, the fake opens each interface's
+//     host_dev_name tap in its own network namespace, as Firecracker's
+//     virtio-net does (a missing tap is created, non-persistent), makes the
+//     guest's eth0, eth1, … (in the order the interfaces were added) as taps
+//     in the guest's namespace with the interface's guest_mac, and copies
+//     Ethernet frames between each pair. Then it does what a guest kernel
+//     does with a static ip=CLIENT::GW:NETMASK::DEVICE:off argument: the
+//     address on DEVICE (eth0 when empty) and a default route via GW; every
+//     interface and lo are up. ip=dhcp and the DNS fields are not applied
+//     (a kernel puts the resolvers in /proc/net/pnp, which the guest does
+//     not get). The frames are real; the virtio device is not.
 //   - The guest finds /proc, /sys (the host's, read-only), /dev (a tmpfs
 //     with null, zero, full, random, urandom, tty, ptmx -> pts/ptmx, fd,
 //     stdin, stdout, stderr, and console -> /proc/1/fd/1), /dev/pts (a new

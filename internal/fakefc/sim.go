@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kindling-vm/kindling/internal/netdev"
 )
 
 // The contract with the guest agent: the fake shows the guest one extra
@@ -47,6 +49,7 @@ type simPlan struct {
 	drives   []simDrive // the other drives
 	sigstop  bool       // pause with SIGSTOP even where a cgroup freezer works
 	uds      string     // the vsock's host socket: guest connections go to <uds>_<port>
+	nics     []simNIC   // the network interfaces, eth0 first
 }
 
 // simDrive is a drive other than the root, shown in the guest as its
@@ -93,7 +96,7 @@ func (m *vm) simPlan() (simPlan, bool) {
 		drives = append(drives, simDrive{Path: hp, Dev: "/dev/vd" + string(rune('b'+len(drives))), ReadOnly: flag(d, "is_read_only")})
 	}
 	args := str(m.boot, "boot_args")
-	plan := simPlan{image: p, readOnly: flag(root, "is_read_only"), init: defaultInit, hostname: m.id, drives: drives}
+	plan := simPlan{image: p, readOnly: flag(root, "is_read_only"), init: defaultInit, hostname: m.id, drives: drives, nics: m.simNICs()}
 	plan.cmdline = strings.TrimSpace(args + " " + simVsockParam)
 	kernel, initArgs, _ := strings.Cut(" "+args+" ", " -- ")
 	for _, f := range strings.Fields(kernel) {
@@ -127,6 +130,7 @@ type simGuest struct {
 	janitor *exec.Cmd  // removes cg if the fake dies; nil without cg
 	janW    *os.File   // the fake's end of the janitor's pipe
 	hostLn  net.Listener
+	wires   []*netdev.Wire // the network interfaces' frame copiers
 	done    chan struct{}
 
 	mu       sync.Mutex    // guards the fields below
@@ -397,6 +401,13 @@ func (g *simGuest) startInit(plan simPlan, console io.Writer) error {
 				g.log.warn("fc_api", "Simulated guest: no guest-initiated vsock connections: %v", err)
 			}
 		}
+		// The network devices exist and ip= is applied before init runs,
+		// as a guest kernel has done by then.
+		if err := g.wireNet(plan.nics, plan.cmdline); err != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			return fmt.Errorf("network: %w", err)
+		}
 		cfgW.Close()
 		msg = next()
 	}
@@ -453,6 +464,7 @@ func (g *simGuest) cleanup() {
 	if g.hostLn != nil {
 		_ = g.hostLn.Close()
 	}
+	g.closeWires()
 	if g.loop != nil {
 		g.loop.release()
 		if err := g.loop.waitDetached(simTimeout); err != nil {

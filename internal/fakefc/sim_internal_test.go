@@ -135,3 +135,30 @@ func TestSimPlan(t *testing.T) {
 		})
 	}
 }
+
+func TestParseKernelIP(t *testing.T) {
+	for _, tc := range []struct {
+		cmdline string
+		want    string // "" for none
+	}{
+		{"console=ttyS0 ip=10.0.0.2::10.0.0.1:255.255.255.0::eth0:off", "10.0.0.2/24 via 10.0.0.1 on eth0"},
+		{"ip=172.16.0.2::172.16.0.1:255.255.255.252::eth0:off:1.1.1.1", "172.16.0.2/30 via 172.16.0.1 on eth0"},
+		{"ip=10.1.2.3:::255.255.0.0:::off", "10.1.2.3/16 via invalid IP on "},
+		{"ip=10.1.2.3", "10.1.2.3/8 via invalid IP on "},
+		{"ip=10.0.0.2::10.0.0.1:255.255.255.0::eth0:off ip=10.0.0.9::10.0.0.1:255.255.255.0::eth1:off", "10.0.0.9/24 via 10.0.0.1 on eth1"},
+		{"ip=dhcp", ""},
+		{"ip=off", ""},
+		{"ip=10.0.0.2::10.0.0.1:garbage::eth0:off", ""},
+		{"console=ttyS0 -- ip=10.0.0.2::10.0.0.1:255.255.255.0::eth0:off", ""},
+		{"", ""},
+	} {
+		ip, ok := parseKernelIP(lastKernelIP(tc.cmdline))
+		got := ""
+		if ok {
+			got = fmt.Sprintf("%s via %s on %s", ip.addr, ip.gw, ip.device)
+		}
+		if got != tc.want {
+			t.Errorf("%q: %q, want %q", tc.cmdline, got, tc.want)
+		}
+	}
+}
