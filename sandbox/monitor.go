@@ -252,7 +252,13 @@ func (mon *monitor) finish(status *vmm.ExitStatus, startErr error) {
 		mon.log.Error("tear down the network", "err", err)
 	}
 	removeSockets(l.Dir())
+	if err := cleanJail(l.Dir(), &rec); err != nil {
+		mon.log.Error("clean the jail", "err", err)
+	}
 	if rec.AutoRemove && !rec.NetActive {
+		if err := releaseJailID(mon.st.Root(), mon.id, rec.Jail); err != nil {
+			mon.log.Error("release the jail uid", "err", err)
+		}
 		if err := l.Remove(); err != nil {
 			mon.log.Error("auto-remove", "err", err)
 		}

@@ -268,6 +268,9 @@ func (r *Runtime) newRecord(spec Spec) (*record, error) {
 		return nil, err
 	}
 	spec.Firecracker = fc
+	if err := resolveJailer(&spec); err != nil {
+		return nil, err
+	}
 	for _, p := range []*string{&spec.Kernel, &spec.Initrd, &spec.Jailer} {
 		if err := absPath(p); err != nil {
 			return nil, specError(err)
@@ -429,7 +432,7 @@ func vmmConfig(rec *record, dir string) vmm.Config {
 		cfg.Vsock = &vmm.Vsock{CID: s.VsockCID, Path: filepath.Join(dir, vsockName)}
 	}
 	if s.Jailer != "" {
-		cfg.Jailer = &vmm.JailerConfig{Path: s.Jailer, NetNS: s.NetNS}
+		cfg.Jailer = jailerConfig(rec, dir)
 	} else {
 		cfg.NetNS = s.NetNS
 	}

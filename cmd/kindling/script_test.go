@@ -105,6 +105,10 @@ func runScriptsIn(t *testing.T, dir, fc, kind string) {
 			env.Setenv("KINDLING_FIRECRACKER", fc)
 			// Scripts set the fake's settings in FAKEFC: let them through to it.
 			env.Setenv("KINDLING_PASS_ENV", "FAKEFC")
+			// As root sandboxes run under the jailer by default; the
+			// scripts name it where they want it (jailer.txtar clears
+			// this to test the default).
+			env.Setenv("KINDLING_NO_JAILER", "1")
 			if kind == "real" {
 				env.Setenv("KINDLING_JAILER", os.Getenv(testutil.EnvJailer))
 			}

@@ -40,7 +40,15 @@ var fake struct {
 // m.Run's code.
 //
 //	func TestMain(m *testing.M) { testutil.Main(m) }
+//
+// As root, kindling runs sandboxes under the jailer by default; test rigs
+// run the fake Firecracker, which the real jailer cannot jail, so Main sets
+// KINDLING_NO_JAILER=1 unless the environment sets it already. Tests of the
+// jailer policy clear it themselves.
 func Main(m *testing.M) {
+	if _, ok := os.LookupEnv("KINDLING_NO_JAILER"); !ok {
+		os.Setenv("KINDLING_NO_JAILER", "1")
+	}
 	code := m.Run()
 	CleanupBuilds()
 	os.Exit(code)

@@ -1,0 +1,386 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kindling-vm/kindling/internal/guest"
+	"github.com/kindling-vm/kindling/internal/testutil"
+	"github.com/kindling-vm/kindling/vmm"
+)
+
+// asRootWithJailerDefault clears the test rig's jailer opt-out for the
+// test, and skips without root.
+func asRootWithJailerDefault(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: the jailer policy applies to root")
+	}
+	t.Setenv(EnvNoJailer, "")
+}
+
+// TestD4JailerByDefaultAsRoot: as root with no opt-out a sandbox gets the
+// jailer found; with none found it is refused with the fixes, before
+// anything is recorded; --no-jailer and KINDLING_NO_JAILER opt out.
+func TestD4JailerByDefaultAsRoot(t *testing.T) {
+	asRootWithJailerDefault(t)
+	r, fc := newRuntime(t, false)
+	ctx := context.Background()
+	jailer := filepath.Join(t.TempDir(), "jailer")
+	if err := os.WriteFile(jailer, []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("found through KINDLING_JAILER", func(t *testing.T) {
+		t.Setenv("KINDLING_JAILER", jailer)
+		in, err := r.Create(ctx, Spec{ID: "d4-default", Firecracker: fc}, CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Remove(ctx, in.ID, true)
+		if in.Spec.Jailer != jailer {
+			t.Errorf("the sandbox's jailer = %q, want the one found, %q", in.Spec.Jailer, jailer)
+		}
+	})
+	t.Run("none found refused", func(t *testing.T) {
+		t.Setenv("KINDLING_JAILER", "")
+		t.Setenv("PATH", t.TempDir())
+		t.Setenv("KINDLING_INSTALL_DIR", t.TempDir())
+		_, err := r.Create(ctx, Spec{ID: "d4-none", Firecracker: fc}, CreateOptions{})
+		if !errors.Is(err, ErrNoJailer) || !errors.Is(err, ErrInvalid) {
+			t.Fatalf("Create without a jailer as root: %v, want ErrNoJailer", err)
+		}
+		for _, fix := range []string{"--no-jailer", "kindling install firecracker"} {
+			if !strings.Contains(err.Error(), fix) {
+				t.Errorf("the refusal %q does not name the fix %s", err, fix)
+			}
+		}
+		if r.dirExists("d4-none") {
+			t.Error("a refused sandbox was recorded")
+		}
+	})
+	t.Run("opt-outs", func(t *testing.T) {
+		t.Setenv("KINDLING_JAILER", jailer)
+		in, err := r.Create(ctx, Spec{ID: "d4-optout", Firecracker: fc, NoJailer: true}, CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Remove(ctx, in.ID, true)
+		if in.Spec.Jailer != "" {
+			t.Errorf("NoJailer: the sandbox's jailer = %q, want none", in.Spec.Jailer)
+		}
+		t.Setenv(EnvNoJailer, "1")
+		in, err = r.Create(ctx, Spec{ID: "d4-optout-env", Firecracker: fc}, CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Remove(ctx, in.ID, true)
+		if in.Spec.Jailer != "" {
+			t.Errorf("%s=1: the sandbox's jailer = %q, want none", EnvNoJailer, in.Spec.Jailer)
+		}
+		_, err = r.Create(ctx, Spec{ID: "d4-both", Firecracker: fc, Jailer: jailer, NoJailer: true}, CreateOptions{})
+		if !errors.Is(err, ErrInvalidSpec) {
+			t.Errorf("a jailer and no jailer: %v, want ErrInvalidSpec", err)
+		}
+	})
+}
+
+// TestD4CgroupLimitsValidated: cpu and memory limits are checked before
+// anything is recorded, and need the jailer.
+func TestD4CgroupLimitsValidated(t *testing.T) {
+	r, fc := newRuntime(t, false)
+	ctx := context.Background()
+	jailer := filepath.Join(t.TempDir(), "jailer")
+	if err := os.WriteFile(jailer, []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		spec Spec
+		want string // "" for accepted
+	}{
+		{"limits without the jailer", Spec{NoJailer: true, CPULimit: 1}, "without the jailer"},
+		{"negative cpu", Spec{Jailer: jailer, CPULimit: -1}, "cpu limit"},
+		{"cpu too small", Spec{Jailer: jailer, CPULimit: 0.001}, "from 0.01"},
+		{"memory not a size", Spec{Jailer: jailer, MemoryLimit: "lots"}, "memory limit"},
+		{"memory below the guest's", Spec{Jailer: jailer, MemoryLimit: "128M"}, "at least 144M"},
+		{"good", Spec{Jailer: jailer, CPULimit: 0.5, MemoryLimit: "256M"}, ""},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.spec.ID, tt.spec.Firecracker = fmt.Sprintf("lim%d", i), fc
+			in, err := r.Create(ctx, tt.spec, CreateOptions{})
+			if tt.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				r.Remove(ctx, in.ID, true)
+				return
+			}
+			if !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Create: %v, want ErrInvalidSpec saying %q", err, tt.want)
+			}
+			if r.dirExists(tt.spec.ID) {
+				t.Error("a refused sandbox was recorded")
+			}
+		})
+	}
+	if got := cgroupSettings(Spec{CPULimit: 1.5, MemoryLimit: "1G"}, 2); strings.Join(got, ";") != "cpu.max=150000 100000;memory.max=1073741824" {
+		t.Errorf("cgroup v2 settings = %q", got)
+	}
+	if got := cgroupSettings(Spec{CPULimit: 0.5, MemoryLimit: "256"}, 1); strings.Join(got, ";") != "cpu.cfs_period_us=100000;cpu.cfs_quota_us=50000;memory.limit_in_bytes=268435456" {
+		t.Errorf("cgroup v1 settings = %q", got)
+	}
+}
+
+// TestD4UidRangeOnePerSandbox: every jailed sandbox of a root gets a uid of
+// its own from the configured range, kept across restarts, never one a
+// host user has, and given back when the sandbox is removed; a bad range
+// is refused with the fix.
+func TestD4UidRangeOnePerSandbox(t *testing.T) {
+	root := testutil.ShortTempDir(t)
+	t.Setenv(EnvJailIDs, "1610612736-1610612739") // four ids
+	seen := map[int]string{}
+	for i := range 4 {
+		id := fmt.Sprintf("sb%d", i)
+		if err := os.Mkdir(filepath.Join(root, id), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		j, err := allocJailID(root, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.UID < 1610612736 || j.UID > 1610612739 || j.GID != j.UID {
+			t.Errorf("%s got uid %d gid %d, outside the range", id, j.UID, j.GID)
+		}
+		if other, ok := seen[j.UID]; ok {
+			t.Errorf("%s and %s share uid %d", id, other, j.UID)
+		}
+		seen[j.UID] = id
+		again, err := allocJailID(root, id)
+		if err != nil || again.UID != j.UID {
+			t.Errorf("a second allocation for %s gave %v, %v; want its uid %d again", id, again, err, j.UID)
+		}
+	}
+	if _, err := allocJailID(root, "sb4"); !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("a fifth sandbox in a range of four: %v, want a refusal", err)
+	}
+	// Removing a sandbox gives its uid back; a sandbox whose directory is
+	// gone (removed by a monitor that died) loses its uid to the next.
+	var uid0 int
+	for u, id := range seen {
+		if id == "sb0" {
+			uid0 = u
+		}
+	}
+	if err := releaseJailID(root, "sb0", &jailRec{UID: uid0, GID: uid0}); err != nil {
+		t.Fatal(err)
+	}
+	held, err := JailIDsHeld(root)
+	if err != nil || len(held) != 3 || held[uid0] != "" {
+		t.Fatalf("after release, held = %v, %v; want 3 without %d", held, err, uid0)
+	}
+	if err := os.Remove(filepath.Join(root, "sb1")); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"sb5", "sb6"} {
+		if err := os.Mkdir(filepath.Join(root, id), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := allocJailID(root, id); err != nil {
+			t.Fatalf("allocation for %s after one release and one stale: %v", id, err)
+		}
+	}
+	// A uid the host has is never handed out: uid 0's block.
+	t.Setenv(EnvJailIDs, "0-0")
+	if _, err := allocJailID(root, "sb7"); !errors.Is(err, ErrInvalidSpec) {
+		t.Errorf("range 0-0: %v, want refused", err)
+	}
+	t.Setenv(EnvJailIDs, "1-1") // bin or daemon on most hosts, else free
+	if j, err := allocJailID(root, "sb8"); err == nil && hostHasID(j.UID) {
+		t.Errorf("allocated uid %d, which the host has", j.UID)
+	}
+	t.Setenv(EnvJailIDs, "nonsense")
+	if _, err := allocJailID(root, "sb9"); !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), EnvJailIDs) {
+		t.Errorf("a bad range: %v, want a refusal naming %s", err, EnvJailIDs)
+	}
+}
+
+// TestD4JailPathUniquePerStateRoot: two state roots' sandboxes of one ID
+// get different jails and cgroups.
+func TestD4JailPathUniquePerStateRoot(t *testing.T) {
+	rec := &record{ID: "web", Spec: Spec{Jailer: "/bin/jailer", Firecracker: "/bin/firecracker"}}
+	a := jailerConfig(rec, "/run/a/web")
+	b := jailerConfig(rec, "/run/b/web")
+	if a.ChrootBase == b.ChrootBase || a.ParentCgroup == b.ParentCgroup {
+		t.Fatalf("roots /run/a and /run/b share a jail: %+v, %+v", a, b)
+	}
+	if len(a.Cgroups) == 0 {
+		t.Error("a jailed VMM without limits gets no cgroup, by which it is found from the host")
+	}
+}
+
+// realJailRuntime is newRuntime for the real Firecracker and jailer, with
+// the jailer the default (no opt-out, found through KINDLING_JAILER).
+func realJailRuntime(t *testing.T) (*Runtime, string) {
+	t.Helper()
+	asRootWithJailerDefault(t)
+	testutil.Jailer(t) // skips without one
+	if _, err := os.Stat("/dev/kvm"); err != nil {
+		t.Skip("skipping: no /dev/kvm")
+	}
+	return newRuntime(t, true)
+}
+
+// TestD4ChrootRemovedOnEveryEnd runs jailed sandboxes under the real
+// jailer by default (no --jailer given) and checks that each runs as its
+// own unprivileged uid in a cgroup of its own, and that no chroot, cgroup
+// or uid is left after a stop, a guest power-off, a kill of the monitor
+// followed by rm -f, and gc.
+func TestD4ChrootRemovedOnEveryEnd(t *testing.T) {
+	r, fc := realJailRuntime(t)
+	ctx := context.Background()
+	idle := testutil.GuestKernel(t, guest.Options{Message: "jailed idle", Mode: guest.Halt})
+	off := testutil.GuestKernel(t, guest.Options{Message: "jailed off", Mode: guest.PowerOff})
+
+	noneLeft := func(t *testing.T, id string) {
+		t.Helper()
+		if left := JailLeftovers(r.Root(), id); len(left) > 0 {
+			t.Errorf("sandbox %s left %q", id, left)
+		}
+	}
+	start := func(t *testing.T, id, kernel string, limits bool) Info {
+		t.Helper()
+		s := Spec{ID: id, Firecracker: fc, Kernel: kernel}
+		if limits {
+			s.CPULimit, s.MemoryLimit = 0.5, "256M"
+		}
+		in, err := r.Create(ctx, s, CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if in.Spec.Jailer == "" {
+			t.Fatal("as root the sandbox was not given the jailer")
+		}
+		if in, err = r.Start(ctx, id); err != nil {
+			r.Remove(ctx, id, true)
+			t.Fatal(err)
+		}
+		return in
+	}
+
+	t.Run("stop", func(t *testing.T) {
+		in := start(t, "d4stop", idle, true)
+		var rec record
+		if err := r.st.Load(in.ID, &rec); err != nil || rec.Jail == nil {
+			t.Fatalf("record %+v, %v: no jail uid", rec.Jail, err)
+		}
+		uid := statusUID(t, in.PID)
+		if uid != rec.Jail.UID || uid == 0 {
+			t.Errorf("the VMM runs as uid %d, want its own %d", uid, rec.Jail.UID)
+		}
+		if found := jailedVMMs(filepath.Join(r.Root(), in.ID)); len(found) != 1 || found[0].PID != in.PID {
+			t.Errorf("the jailed VMM found from the host: %v, want pid %d", found, in.PID)
+		}
+		if v := vmm.HostCgroupVersion(); v == 1 {
+			b, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", jailRootTag(r.Root()), vmmID(in.ID), "memory.limit_in_bytes"))
+			if strings.TrimSpace(string(b)) != strconv.Itoa(256<<20) {
+				t.Errorf("memory.limit_in_bytes = %q, want 256 MiB", b)
+			}
+		}
+		if err := r.Stop(ctx, in.ID); err != nil {
+			t.Fatal(err)
+		}
+		noneLeft(t, in.ID)
+		if err := r.Remove(ctx, in.ID, false); err != nil {
+			t.Fatal(err)
+		}
+		if held, _ := JailIDsHeld(r.Root()); len(held) != 0 {
+			t.Errorf("uids held after rm: %v", held)
+		}
+	})
+	t.Run("guest power-off", func(t *testing.T) {
+		in := start(t, "d4off", off, false)
+		if _, err := r.Wait(ctx, in.ID); err != nil {
+			t.Fatal(err)
+		}
+		noneLeft(t, in.ID)
+		if err := r.Remove(ctx, in.ID, false); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("monitor killed then rm -f", func(t *testing.T) {
+		in := start(t, "d4kill", idle, false)
+		syscall.Kill(in.MonitorPID, syscall.SIGKILL)
+		deadline := time.Now().Add(5 * time.Second)
+		for syscall.Kill(in.MonitorPID, 0) == nil && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if err := r.Remove(ctx, in.ID, true); err != nil {
+			t.Fatal(err)
+		}
+		noneLeft(t, in.ID)
+		if stillRuns(in.PID) {
+			t.Errorf("the jailed VMM %d runs on after rm -f", in.PID)
+		}
+		if held, _ := JailIDsHeld(r.Root()); len(held) != 0 {
+			t.Errorf("uids held after rm -f: %v", held)
+		}
+	})
+	t.Run("record lost, found from the host", func(t *testing.T) {
+		in := start(t, "d4lost", idle, false)
+		syscall.Kill(in.MonitorPID, syscall.SIGKILL)
+		time.Sleep(50 * time.Millisecond)
+		if err := os.Remove(filepath.Join(r.Root(), in.ID, "state.json")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Collect(ctx, GCOptions{KillOrphans: true}); err != nil {
+			t.Fatal(err)
+		}
+		noneLeft(t, in.ID)
+		if stillRuns(in.PID) {
+			t.Errorf("gc --kill-orphans left the jailed VMM %d of a sandbox without a record", in.PID)
+			syscall.Kill(in.PID, syscall.SIGKILL)
+		}
+		if held, _ := JailIDsHeld(r.Root()); len(held) != 0 {
+			t.Errorf("uids held after gc: %v", held)
+		}
+	})
+}
+
+// statusUID is the real uid of process pid.
+func statusUID(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Uid:"); ok {
+			f := strings.Fields(rest)
+			n, _ := strconv.Atoi(f[0])
+			return n
+		}
+	}
+	t.Fatal("no Uid line")
+	return -1
+}
+
+// stillRuns reports whether process pid exists and is not a zombie (a
+// killed VMM whose monitor died is reaped by init, in its own time).
+func stillRuns(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
+}
