@@ -460,3 +460,33 @@ func removeEmptyJailParents(root string) {
 		os.Remove(p)
 	}
 }
+
+// JailLeftoversOfRoot lists what the jails of any sandbox of root have left
+// on the host: chroots under the root's jail directory, cgroups under its
+// parent cgroup, and uids its sandboxes hold. Empty once every sandbox of
+// root is removed; for audits (kindling-churn).
+func JailLeftoversOfRoot(root string) []string {
+	tag := jailRootTag(root)
+	var left []string
+	base := filepath.Join(jailChrootBase, tag)
+	execs, _ := os.ReadDir(base)
+	for _, e := range execs {
+		ids, _ := os.ReadDir(filepath.Join(base, e.Name()))
+		for _, id := range ids {
+			left = append(left, "chroot "+filepath.Join(base, e.Name(), id.Name()))
+		}
+	}
+	for _, parent := range cgroupCandidates(tag, "") {
+		ents, _ := os.ReadDir(parent)
+		for _, e := range ents {
+			if e.IsDir() {
+				left = append(left, "cgroup "+filepath.Join(parent, e.Name()))
+			}
+		}
+	}
+	held, _ := JailIDsHeld(root)
+	for uid, id := range held {
+		left = append(left, fmt.Sprintf("jail uid %d held for sandbox %s", uid, id))
+	}
+	return left
+}

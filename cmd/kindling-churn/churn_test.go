@@ -181,6 +181,22 @@ func TestLeakCheckFindsLeaks(t *testing.T) {
 			wants: []string{"state root holds", "socket file left", "socket still bound", "names the state root"},
 		},
 		{
+			// D4: a jail uid still allocated to a sandbox of the run (as a
+			// monitor killed before it gave it back leaves it).
+			name: "jail-uid",
+			leak: func(t *testing.T, rt *sandbox.Runtime) func() {
+				dir := filepath.Join(rt.Root(), ".jail-ids")
+				if err := os.MkdirAll(dir, 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(dir, "1610612736"), []byte("gone"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				return func() { os.RemoveAll(dir) }
+			},
+			wants: []string{"jail: jail uid 1610612736 held for sandbox gone"},
+		},
+		{
 			name: "descriptor",
 			leak: func(t *testing.T, _ *sandbox.Runtime) func() {
 				f, err := os.Open(os.DevNull)
