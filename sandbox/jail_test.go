@@ -247,6 +247,22 @@ func realJailRuntime(t *testing.T) (*Runtime, string) {
 // followed by rm -f, and gc.
 func TestD4ChrootRemovedOnEveryEnd(t *testing.T) {
 	r, fc := realJailRuntime(t)
+	testJailEnds(t, r, fc)
+}
+
+// TestD4ChrootRemovedOnEveryEndFake is TestD4ChrootRemovedOnEveryEnd with
+// the fake jailer jailing the fake Firecracker (for real: chroot, cgroup,
+// uid), for machines without a jailer.
+func TestD4ChrootRemovedOnEveryEndFake(t *testing.T) {
+	asRootWithJailerDefault(t)
+	t.Setenv("KINDLING_JAILER", testutil.FakeJailer(t))
+	r, fc := newRuntime(t, false)
+	testJailEnds(t, r, fc)
+}
+
+// testJailEnds is the body of the TestD4ChrootRemovedOnEveryEnd tests: r
+// runs sandboxes under the jailer by default, with the firecracker fc.
+func testJailEnds(t *testing.T, r *Runtime, fc string) {
 	ctx := context.Background()
 	idle := testutil.GuestKernel(t, guest.Options{Message: "jailed idle", Mode: guest.Halt})
 	off := testutil.GuestKernel(t, guest.Options{Message: "jailed off", Mode: guest.PowerOff})
@@ -290,11 +306,12 @@ func TestD4ChrootRemovedOnEveryEnd(t *testing.T) {
 		if found := jailedVMMs(filepath.Join(r.Root(), in.ID)); len(found) != 1 || found[0].PID != in.PID {
 			t.Errorf("the jailed VMM found from the host: %v, want pid %d", found, in.PID)
 		}
-		if v := vmm.HostCgroupVersion(); v == 1 {
-			b, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", jailRootTag(r.Root()), vmmID(in.ID), "memory.limit_in_bytes"))
-			if strings.TrimSpace(string(b)) != strconv.Itoa(256<<20) {
-				t.Errorf("memory.limit_in_bytes = %q, want 256 MiB", b)
-			}
+		limit := filepath.Join("/sys/fs/cgroup", jailRootTag(r.Root()), vmmID(in.ID), "memory.max")
+		if vmm.HostCgroupVersion() == 1 {
+			limit = filepath.Join("/sys/fs/cgroup/memory", jailRootTag(r.Root()), vmmID(in.ID), "memory.limit_in_bytes")
+		}
+		if b, _ := os.ReadFile(limit); strings.TrimSpace(string(b)) != strconv.Itoa(256<<20) {
+			t.Errorf("%s = %q, want 256 MiB", limit, b)
 		}
 		if err := r.Stop(ctx, in.ID); err != nil {
 			t.Fatal(err)

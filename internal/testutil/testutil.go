@@ -97,7 +97,9 @@ func buildFake() (string, error) {
 	}
 	fake.dir = dir
 	out := filepath.Join(dir, "fake-firecracker")
-	if err := goBuild(goBin, root, fakePkg, out); err != nil {
+	// Statically linked, as the real Firecracker is, so that the fake
+	// jailer (FakeJailer) can run it in a chroot.
+	if err := goBuild(goBin, root, fakePkg, out, "CGO_ENABLED=0"); err != nil {
 		return "", err
 	}
 	return out, nil
@@ -105,9 +107,12 @@ func buildFake() (string, error) {
 
 // goBuild builds the main package pkg of the module in root into out. The
 // error holds the compiler's output.
-func goBuild(goBin, root, pkg, out string) error {
+func goBuild(goBin, root, pkg, out string, env ...string) error {
 	cmd := exec.Command(goBin, "build", "-o", out, pkg)
 	cmd.Dir = root
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build %s in %s: %w\n%s", pkg, root, err, b)
 	}
