@@ -14,6 +14,7 @@ import (
 
 	"github.com/kindling-vm/kindling/internal/guest"
 	"github.com/kindling-vm/kindling/internal/testutil"
+	kunix "github.com/kindling-vm/kindling/internal/unix"
 	"github.com/kindling-vm/kindling/vmm"
 )
 
@@ -400,4 +401,69 @@ func stillRuns(pid int) bool {
 	}
 	i := strings.LastIndexByte(string(b), ')')
 	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
+}
+
+// TestD4SnapshotOfJailedSandboxRestores: a jailed sandbox (with a writable
+// root drive of the caller's, root-owned 0600, which its uid gets by an
+// ACL) takes a snapshot owning its files, which restores twice into jailed
+// clones with drive copies of their own; a restore without the jailer is
+// refused with the fix. Nothing is left after.
+func TestD4SnapshotOfJailedSandboxRestores(t *testing.T) {
+	asRootWithJailerDefault(t)
+	t.Setenv("KINDLING_JAILER", testutil.FakeJailer(t))
+	r, fc := newRuntime(t, false)
+	ctx := context.Background()
+	disk := filepath.Join(t.TempDir(), "root.img")
+	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kernel := testutil.GuestKernel(t, guest.Options{Message: "jailed snap", Mode: guest.Halt})
+	in, err := r.Create(ctx, Spec{ID: "jsrc", Firecracker: fc, Kernel: kernel, Rootfs: &Disk{Path: disk}}, CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Remove(ctx, in.ID, true)
+	if in, err = r.Start(ctx, in.ID); err != nil {
+		t.Fatal(err)
+	}
+	var rec record
+	if err := r.st.Load(in.ID, &rec); err != nil || rec.Jail == nil {
+		t.Fatalf("record: %v, jail %v", err, rec.Jail)
+	}
+	if ok, err := kunix.HasUserACL(disk, rec.Jail.UID); err != nil || !ok {
+		t.Errorf("the caller's writable drive has no ACL entry for the sandbox's uid %d (%v)", rec.Jail.UID, err)
+	}
+	snap := filepath.Join(t.TempDir(), "snap")
+	if _, err := r.Snapshot(ctx, in.ID, snap, SnapshotOptions{Own: true}); err != nil {
+		t.Fatalf("snapshot owning its files of a jailed sandbox: %v", err)
+	}
+	for _, id := range []string{"jclone1", "jclone2"} {
+		c, err := r.Restore(ctx, snap, RestoreOptions{ID: id, CopyOwnedDrives: true, Firecracker: fc})
+		if err != nil {
+			t.Fatalf("restore %s: %v", id, err)
+		}
+		if c.Status != Running || c.Spec.Jailer == "" {
+			t.Errorf("clone %s is %s, jailer %q; want running, jailed", id, c.Status, c.Spec.Jailer)
+		}
+		if c.Spec.Rootfs == nil || c.Spec.Rootfs.Path == disk {
+			t.Errorf("clone %s uses the source's drive, not a copy of its own", id)
+		}
+		defer func() {
+			if err := r.Remove(ctx, id, true); err != nil {
+				t.Error(err)
+			}
+			if left := JailLeftovers(r.Root(), id); len(left) > 0 {
+				t.Errorf("clone %s left %q", id, left)
+			}
+		}()
+	}
+	if _, err := r.Restore(ctx, snap, RestoreOptions{ID: "jnojail", NoJailer: true, Firecracker: fc}); !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), "under the jailer") {
+		t.Errorf("restore of a jailed snapshot with NoJailer: %v, want a refusal", err)
+	}
+	if err := r.Stop(ctx, in.ID); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := kunix.HasUserACL(disk, rec.Jail.UID); ok {
+		t.Errorf("the ACL entry for uid %d is left on the caller's drive after stop", rec.Jail.UID)
+	}
 }
