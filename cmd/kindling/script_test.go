@@ -92,6 +92,16 @@ func runScripts(t *testing.T, fc, kind string) {
 
 // runScriptsIn runs the scripts in dir as runScripts does.
 func runScriptsIn(t *testing.T, dir, fc, kind string) {
+	// The jailer that the jailer-by-default scripts use: the fake one with
+	// the fake Firecracker, $KINDLING_JAILER with the real one; root only.
+	defaultJailer := ""
+	if os.Geteuid() == 0 {
+		if kind == "fake" {
+			defaultJailer = testutil.FakeJailer(t)
+		} else {
+			defaultJailer = os.Getenv(testutil.EnvJailer)
+		}
+	}
 	testscript.Run(t, testscript.Params{
 		Dir:                 dir,
 		RequireExplicitExec: true,
@@ -109,6 +119,7 @@ func runScriptsIn(t *testing.T, dir, fc, kind string) {
 			// scripts name it where they want it (jailer.txtar clears
 			// this to test the default).
 			env.Setenv("KINDLING_NO_JAILER", "1")
+			env.Setenv("TEST_JAILER", defaultJailer)
 			if kind == "real" {
 				env.Setenv("KINDLING_JAILER", os.Getenv(testutil.EnvJailer))
 			}
@@ -154,6 +165,9 @@ func runScriptsIn(t *testing.T, dir, fc, kind string) {
 				// The fake Firecracker's simulated guest: root, loop
 				// devices, a static busybox and mkfs.ext4 for the image.
 				return kind == "fake" && simGuestReady() == nil, nil
+			case "defaultjailer":
+				// A jailer for the fake or the real Firecracker, as root.
+				return defaultJailer != "", nil
 			case "jailer":
 				// The jailer runs the real Firecracker only, as root.
 				return kind == "real" && os.Getenv(testutil.EnvJailer) != "" && os.Geteuid() == 0, nil
@@ -382,6 +396,8 @@ func leftovers(root string) []string {
 			if locks, _ := os.ReadDir(filepath.Join(root, e.Name())); len(locks) == 0 {
 				continue
 			}
+		case ".jail-ids": // its lock stays; JailLeftoversOfRoot names held uids
+			continue
 		case imagesDir: // the image store: only images left in it count
 			ims, _ := os.ReadDir(filepath.Join(root, e.Name(), "sha256"))
 			for _, im := range ims {
@@ -391,7 +407,7 @@ func leftovers(root string) []string {
 		}
 		left = append(left, "file "+e.Name())
 	}
-	return left
+	return append(left, sandbox.JailLeftoversOfRoot(root)...)
 }
 
 // removeHostNet deletes the tap "kt<tag>" and the network namespace
