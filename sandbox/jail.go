@@ -16,6 +16,7 @@ import (
 
 	"github.com/kindling-vm/kindling/internal/errdefs"
 	"github.com/kindling-vm/kindling/internal/install"
+	"github.com/kindling-vm/kindling/internal/netdev"
 	"github.com/kindling-vm/kindling/internal/store"
 	kunix "github.com/kindling-vm/kindling/internal/unix"
 	"github.com/kindling-vm/kindling/vmm"
@@ -489,4 +490,17 @@ func JailLeftoversOfRoot(root string) []string {
 		left = append(left, fmt.Sprintf("jail uid %d held for sandbox %s", uid, id))
 	}
 	return left
+}
+
+// tapOwner is the owner a tap the sandbox rec uses must have, so that its
+// jailed Firecracker, running as the sandbox's own uid without
+// CAP_NET_ADMIN, may attach to it: that uid and gid. Nil for a sandbox
+// that is not jailed (or not started yet), whose VMM runs as root. Taps
+// kindling creates get it; a tap the caller names (tap=NAME) must have it
+// already (ip tuntap add ... user UID group GID).
+func tapOwner(rec *record) *netdev.Owner {
+	if rec.Spec.Jailer == "" || rec.Jail == nil {
+		return nil
+	}
+	return &netdev.Owner{UID: rec.Jail.UID, GID: rec.Jail.GID}
 }

@@ -467,3 +467,36 @@ func TestD4SnapshotOfJailedSandboxRestores(t *testing.T) {
 		t.Errorf("the ACL entry for uid %d is left on the caller's drive after stop", rec.Jail.UID)
 	}
 }
+
+// TestD4JailedSandboxAttachesItsTap: a tap kindling creates for a jailed
+// sandbox belongs to the sandbox's uid, so that its Firecracker, which runs
+// as that uid, can attach to it (the real Firecracker opens it at the
+// network interface's PUT).
+func TestD4JailedSandboxAttachesItsTap(t *testing.T) {
+	r, fc := realJailRuntime(t)
+	ctx := context.Background()
+	kernel := testutil.GuestKernel(t, guest.Options{Message: "jailed tap", Mode: guest.Halt})
+	in, err := r.Create(ctx, Spec{ID: "d4tap", Firecracker: fc, Kernel: kernel, Net: []Net{{Auto: true}}}, CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := r.Remove(ctx, in.ID, true); err != nil {
+			t.Error(err)
+		}
+	}()
+	if in, err = r.Start(ctx, in.ID); err != nil {
+		t.Fatalf("start a jailed sandbox with a tap of its own: %v", err)
+	}
+	if in.Status != Running || len(in.Taps) != 1 {
+		t.Fatalf("sandbox %s with taps %v; want running with one", in.Status, in.Taps)
+	}
+	var rec record
+	if err := r.st.Load(in.ID, &rec); err != nil || rec.Jail == nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile("/sys/class/net/" + in.Taps[0].Name + "/owner")
+	if err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(rec.Jail.UID) {
+		t.Errorf("tap %s owner = %q (%v), want the sandbox's uid %d", in.Taps[0].Name, b, err, rec.Jail.UID)
+	}
+}

@@ -336,7 +336,7 @@ func (r *Runtime) setUpTaps(ctx context.Context, rec *record) error {
 			}
 			continue
 		}
-		_, err := netdev.CreateTap(ctx, netdev.TapSpec{Name: t.Name, NetNS: t.NetNS})
+		_, err := netdev.CreateTap(ctx, netdev.TapSpec{Name: t.Name, NetNS: t.NetNS, Owner: tapOwner(rec)})
 		if errors.Is(err, netdev.ErrExists) {
 			// Left from an earlier run of this sandbox: usable if it is a
 			// free tap, not someone else's device.
