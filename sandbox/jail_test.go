@@ -318,6 +318,18 @@ func testJailEnds(t *testing.T, r *Runtime, fc string) {
 			t.Fatal(err)
 		}
 		noneLeft(t, in.ID)
+		// It starts again, in a new jail, as the same uid.
+		again, err := r.Start(ctx, in.ID)
+		if err != nil {
+			t.Fatalf("restart of a stopped jailed sandbox: %v", err)
+		}
+		if uid := statusUID(t, again.PID); uid != rec.Jail.UID {
+			t.Errorf("restarted, the VMM runs as uid %d, want its %d", uid, rec.Jail.UID)
+		}
+		if err := r.Stop(ctx, in.ID); err != nil {
+			t.Fatal(err)
+		}
+		noneLeft(t, in.ID)
 		if err := r.Remove(ctx, in.ID, false); err != nil {
 			t.Fatal(err)
 		}
