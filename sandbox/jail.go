@@ -504,3 +504,17 @@ func tapOwner(rec *record) *netdev.Owner {
 	}
 	return &netdev.Owner{UID: rec.Jail.UID, GID: rec.Jail.GID}
 }
+
+// jailInfo fills in the jail of a jailed sandbox's Info: its uid, its
+// chroot, and the sockets, which are inside the chroot.
+func jailInfo(in *Info, rec *record, dir string) {
+	if rec.Spec.Jailer == "" || store.ValidateID(filepath.Base(dir)) != nil {
+		return
+	}
+	cfg := vmmConfig(rec, dir)
+	in.APISocket, in.VsockSocket = vmm.JailSockets(cfg)
+	in.Chroot, _ = vmm.JailDirs(cfg)
+	if rec.Jail != nil {
+		in.JailUID = rec.Jail.UID
+	}
+}

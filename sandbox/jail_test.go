@@ -300,6 +300,12 @@ func testJailEnds(t *testing.T, r *Runtime, fc string) {
 		if err := r.st.Load(in.ID, &rec); err != nil || rec.Jail == nil {
 			t.Fatalf("record %+v, %v: no jail uid", rec.Jail, err)
 		}
+		if fi, err := os.Stat(in.APISocket); err != nil || fi.Mode().Type() != os.ModeSocket || !strings.HasPrefix(in.APISocket, in.Chroot+"/") {
+			t.Errorf("inspect's api_socket %s (chroot %s): %v, want the socket in the jail", in.APISocket, in.Chroot, err)
+		}
+		if in.JailUID != rec.Jail.UID {
+			t.Errorf("inspect's jail_uid = %d, want %d", in.JailUID, rec.Jail.UID)
+		}
 		uid := statusUID(t, in.PID)
 		if uid != rec.Jail.UID || uid == 0 {
 			t.Errorf("the VMM runs as uid %d, want its own %d", uid, rec.Jail.UID)

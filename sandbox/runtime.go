@@ -192,6 +192,11 @@ type Info struct {
 	// RestoredFrom is the snapshot or template directory the sandbox was
 	// restored from, if it was.
 	RestoredFrom string `json:"restored_from,omitempty"`
+	// JailUID is the uid (and gid) a jailed sandbox's Firecracker runs as,
+	// once it has started; Chroot is its jail on the host, holding the
+	// API and vsock sockets (jail.go).
+	JailUID int    `json:"jail_uid,omitempty"`
+	Chroot  string `json:"chroot,omitempty"`
 }
 
 // TapInfo is a tap device of a sandbox.

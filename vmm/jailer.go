@@ -326,6 +326,15 @@ func CleanJail(c Config) error {
 	return nil
 }
 
+// JailSockets are the host paths of the API socket and the vsock socket
+// (empty without a vsock device) of c's VMM, which must have a jailer:
+// both are inside its jail.
+func JailSockets(c Config) (api, vsock string) {
+	c = c.withDefaults()
+	l := newJailLayout(&c)
+	return l.SocketPathHost, l.VsockPathHost
+}
+
 // JailDirs are the jail's directory on the host (<ChrootBase>/<exec
 // name>/<ID>) and the VMM's cgroup directories for c, which must have a
 // jailer; for audits of what is left.
