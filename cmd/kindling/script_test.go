@@ -33,6 +33,11 @@ import (
 // (testscript re-executes the binary under that name), and the tests.
 func TestMain(m *testing.M) {
 	sandbox.MonitorMain()
+	// The rig runs the fake Firecracker without the jailer (as
+	// testutil.Main does for the other packages).
+	if _, ok := os.LookupEnv(sandbox.EnvNoJailer); !ok {
+		os.Setenv(sandbox.EnvNoJailer, "1")
+	}
 	testscript.Main(cleanupM{m}, map[string]func(){
 		"kindling": func() {
 			sandbox.MonitorMain()
