@@ -518,3 +518,51 @@ func TestD4JailedSandboxAttachesItsTap(t *testing.T) {
 		t.Errorf("tap %s owner = %q (%v), want the sandbox's uid %d", in.Taps[0].Name, b, err, rec.Jail.UID)
 	}
 }
+
+// TestD4HotplugInJail: a writable drive attached to a jailed sandbox is
+// given to its uid by an ACL entry while attached; detaching removes its
+// link from the jail and the entry, and attaching it again (through a new
+// attach of the driver, which counts its names anew) works.
+func TestD4HotplugInJail(t *testing.T) {
+	asRootWithJailerDefault(t)
+	t.Setenv("KINDLING_JAILER", testutil.FakeJailer(t))
+	r, fc := newRuntime(t, false)
+	ctx := context.Background()
+	in, err := r.Create(ctx, Spec{ID: "jhot", Firecracker: fc, Demo: DemoIdle, Placeholders: 1, HotplugWritable: true}, CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := r.Remove(ctx, in.ID, true); err != nil {
+			t.Error(err)
+		}
+	}()
+	if in, err = r.Start(ctx, in.ID); err != nil {
+		t.Fatal(err)
+	}
+	disk := filepath.Join(t.TempDir(), "data.img")
+	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for round := range 2 {
+		slot, err := r.AttachDrive(ctx, in.ID, Disk{Path: disk})
+		if err != nil {
+			t.Fatalf("attach, round %d: %v", round, err)
+		}
+		if ok, err := kunix.HasUserACL(disk, in.JailUID); err != nil || !ok {
+			t.Errorf("round %d: no ACL entry for uid %d on the attached drive (%v)", round, in.JailUID, err)
+		}
+		if err := r.DetachDrive(ctx, in.ID, slot); err != nil {
+			t.Fatalf("detach, round %d: %v", round, err)
+		}
+		if ok, _ := kunix.HasUserACL(disk, in.JailUID); ok {
+			t.Errorf("round %d: the ACL entry for uid %d outlives the detach", round, in.JailUID)
+		}
+		ents, _ := os.ReadDir(filepath.Join(in.Chroot, "root"))
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), "hotplug-") {
+				t.Errorf("round %d: %s is left in the jail after the detach", round, e.Name())
+			}
+		}
+	}
+}
