@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -185,13 +186,16 @@ func jailerConfig(rec *record, dir string) *vmm.JailerConfig {
 	return j
 }
 
-// The jail-id allocations of a state root: <root>/.jail-ids/<uid>, each
-// holding the ID of the sandbox that has it, made and removed under the
-// lock file .jail-ids/.lock.
-const (
-	jailIDsDir  = ".jail-ids"
-	jailIDsLock = ".lock"
-)
+// JailIDRegistry is where the jail uids of every state root on the host are
+// allocated: a file <uid> per uid in use, holding the directory of the
+// sandbox that has it, made and removed under the lock file .lock. It is
+// host-wide, not under a state root, so that sandboxes of two state roots
+// never share a uid (which would let one's escaped VMM signal or read the
+// other's). It is on /run: after a reboot, when no VMM runs, it starts
+// empty, and each sandbox claims its recorded uid again at its next start.
+const JailIDRegistry = "/run/kindling-jail-ids"
+
+const jailIDsLock = ".lock"
 
 // idRange is a range of uids.
 type idRange struct{ first, last int }
@@ -212,65 +216,98 @@ func jailIDRange() (idRange, error) {
 	return idRange{first, last}, nil
 }
 
+// lockJailIDs makes the registry and takes its lock.
+func lockJailIDs() (*store.FileLock, error) {
+	if err := store.MkdirPrivate("jail uid registry", JailIDRegistry); err != nil {
+		return nil, err
+	}
+	return store.LockFile(context.Background(), filepath.Join(JailIDRegistry, jailIDsLock), store.Exclusive)
+}
+
 // allocJailID gives the sandbox id of the state root root a uid (and the
-// gid of the same number) of its own from the configured range: one that
-// no other sandbox of the root holds and that names no user or group of
-// the host. An allocation whose sandbox is gone is taken back.
-func allocJailID(root, id string) (*jailRec, error) {
+// gid of the same number) of its own from the configured range: prefer
+// (its recorded uid, or 0) when that is free, else one that no other
+// sandbox on the host holds and that names no user or group of the host.
+// An allocation whose sandbox directory is gone is taken back.
+func allocJailID(root, id string, prefer int) (*jailRec, error) {
 	rng, err := jailIDRange()
 	if err != nil {
 		return nil, err
 	}
-	dir := filepath.Join(root, jailIDsDir)
-	if err := store.MkdirPrivate("jail id directory", dir); err != nil {
-		return nil, fmt.Errorf("allocate a jail uid: %w", err)
-	}
-	lock, err := store.LockFile(context.Background(), filepath.Join(dir, jailIDsLock), store.Exclusive)
+	lock, err := lockJailIDs()
 	if err != nil {
 		return nil, fmt.Errorf("allocate a jail uid: %w", err)
 	}
 	defer lock.Unlock()
-	size := rng.last - rng.first + 1
-	h := sha256.Sum256([]byte(root + "\x00" + id))
-	start := int(uint64(h[0])<<24|uint64(h[1])<<16|uint64(h[2])<<8|uint64(h[3])) % size
-	for i := range size {
-		uid := rng.first + (start+i)%size
-		name := strconv.Itoa(uid)
-		holder, err := store.ReadFile(filepath.Join(dir, name), 4096)
+	holder := filepath.Join(root, id)
+	// free reports whether uid can be ours; mine, that it is already.
+	check := func(uid int) (free, mine bool, err error) {
+		b, err := store.ReadFile(filepath.Join(JailIDRegistry, strconv.Itoa(uid)), 4096)
 		switch {
-		case err == nil && string(holder) == id:
-			return &jailRec{UID: uid, GID: uid}, nil // ours already
-		case err == nil && sandboxDirExists(root, string(holder)):
-			continue
-		case err != nil && !errors.Is(err, fs.ErrNotExist):
-			return nil, fmt.Errorf("allocate a jail uid: %w", err)
+		case err == nil && string(b) == holder:
+			return true, true, nil
+		case err == nil:
+			if _, serr := os.Lstat(string(b)); serr == nil {
+				return false, false, nil
+			}
+		case !errors.Is(err, fs.ErrNotExist):
+			return false, false, err
 		}
-		if hostHasID(uid) {
-			continue
-		}
-		if err := store.WriteFileAtomic(dir, name, []byte(id)); err != nil {
+		return !hostHasID(uid), false, nil
+	}
+	take := func(uid int) (*jailRec, error) {
+		if err := store.WriteFileAtomic(JailIDRegistry, strconv.Itoa(uid), []byte(holder)); err != nil {
 			return nil, fmt.Errorf("allocate a jail uid: %w", err)
 		}
 		return &jailRec{UID: uid, GID: uid}, nil
 	}
+	if prefer >= rng.first && prefer <= rng.last {
+		free, mine, err := check(prefer)
+		if err != nil {
+			return nil, fmt.Errorf("allocate a jail uid: %w", err)
+		}
+		if mine {
+			return &jailRec{UID: prefer, GID: prefer}, nil
+		}
+		if free {
+			return take(prefer)
+		}
+	}
+	size := rng.last - rng.first + 1
+	h := sha256.Sum256([]byte(holder))
+	start := int(uint64(h[0])<<24|uint64(h[1])<<16|uint64(h[2])<<8|uint64(h[3])) % size
+	for i := range size {
+		uid := rng.first + (start+i)%size
+		free, mine, err := check(uid)
+		if err != nil {
+			return nil, fmt.Errorf("allocate a jail uid: %w", err)
+		}
+		if mine {
+			return &jailRec{UID: uid, GID: uid}, nil
+		}
+		if free {
+			return take(uid)
+		}
+	}
 	return nil, fmt.Errorf("%w: all %d jail uids of %s=%d-%d are in use: remove sandboxes, or give a larger range", ErrInvalidSpec, size, EnvJailIDs, rng.first, rng.last)
 }
 
-// releaseJailID gives back the uid the sandbox id of root holds, if any.
+// releaseJailID gives back the uid the sandbox id of root holds (j, or
+// whichever it holds when j is nil), if any.
 func releaseJailID(root, id string, j *jailRec) error {
-	dir := filepath.Join(root, jailIDsDir)
-	lock, err := store.LockFile(context.Background(), filepath.Join(dir, jailIDsLock), store.Exclusive)
-	if errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(JailIDRegistry); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
+	lock, err := lockJailIDs()
 	if err != nil {
 		return fmt.Errorf("release the jail uid: %w", err)
 	}
 	defer lock.Unlock()
-	names := []string{}
+	holder := filepath.Join(root, id)
+	var names []string
 	if j != nil {
 		names = append(names, strconv.Itoa(j.UID))
-	} else if ents, err := os.ReadDir(dir); err == nil {
+	} else if ents, err := os.ReadDir(JailIDRegistry); err == nil {
 		for _, e := range ents {
 			names = append(names, e.Name())
 		}
@@ -279,8 +316,8 @@ func releaseJailID(root, id string, j *jailRec) error {
 		if _, err := strconv.Atoi(name); err != nil {
 			continue
 		}
-		p := filepath.Join(dir, name)
-		if holder, err := store.ReadFile(p, 4096); err == nil && string(holder) == id {
+		p := filepath.Join(JailIDRegistry, name)
+		if b, err := store.ReadFile(p, 4096); err == nil && string(b) == holder {
 			if err := os.Remove(p); err != nil {
 				return fmt.Errorf("release the jail uid: %w", err)
 			}
@@ -289,11 +326,10 @@ func releaseJailID(root, id string, j *jailRec) error {
 	return nil
 }
 
-// JailIDsHeld lists the jail uids the sandboxes of root hold, by uid; for
-// audits.
+// JailIDsHeld lists the jail uids the sandboxes of root hold, by uid, with
+// the sandbox's ID; for audits.
 func JailIDsHeld(root string) (map[int]string, error) {
-	dir := filepath.Join(root, jailIDsDir)
-	ents, err := os.ReadDir(dir)
+	ents, err := os.ReadDir(JailIDRegistry)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -306,11 +342,13 @@ func JailIDsHeld(root string) (map[int]string, error) {
 		if err != nil {
 			continue
 		}
-		b, err := store.ReadFile(filepath.Join(dir, e.Name()), 4096)
+		b, err := store.ReadFile(filepath.Join(JailIDRegistry, e.Name()), 4096)
 		if err != nil {
-			return nil, err
+			continue // released meanwhile
 		}
-		held[uid] = string(b)
+		if filepath.Dir(string(b)) == filepath.Clean(root) {
+			held[uid] = filepath.Base(string(b))
+		}
 	}
 	return held, nil
 }
@@ -376,8 +414,16 @@ func cleanJail(dir string, rec *record) error {
 // alone: a jailed Firecracker's command line and working directory are the
 // jail's, but its cgroup is <root tag>/<VMM ID> (when it has limits).
 func jailedVMMs(dir string) []procRef {
-	want := "/" + jailRootTag(filepath.Dir(dir)) + "/" + vmmID(filepath.Base(dir))
-	pids, err := kunix.ProcessesInCgroup(want)
+	tag, vid := jailRootTag(filepath.Dir(dir)), vmmID(filepath.Base(dir))
+	// Only a sandbox with a cgroup can have a jailed VMM: do not scan
+	// every process's cgroups for the others.
+	if !slices.ContainsFunc(cgroupCandidates(tag, vid), func(p string) bool {
+		_, err := os.Lstat(p)
+		return err == nil
+	}) {
+		return nil
+	}
+	pids, err := kunix.ProcessesInCgroup("/" + tag + "/" + vid)
 	if err != nil {
 		return nil
 	}
@@ -412,15 +458,38 @@ func hostHasID(uid int) bool {
 // prepareJail gives a jailed sandbox about to start its uid and gid, once
 // for its life; it is called with the sandbox's lock held, before the
 // record is saved as starting.
-func (r *Runtime) prepareJail(rec *record) error {
-	if rec.Spec.Jailer == "" || rec.Jail != nil {
+func (r *Runtime) prepareJail(l *store.Locked, rec *record) error {
+	if rec.Spec.Jailer == "" {
 		return nil
 	}
-	j, err := allocJailID(r.st.Root(), rec.ID)
+	prefer := 0
+	if rec.Jail != nil {
+		prefer = rec.Jail.UID
+	}
+	j, err := allocJailID(r.st.Root(), l.ID(), prefer)
 	if err != nil {
 		return err
 	}
+	if rec.Jail != nil && *rec.Jail == *j {
+		return nil
+	}
+	// Recorded before the monitor is spawned: it reads the record
+	// without the lock and must not see a jailed sandbox without its uid.
+	old := rec.Jail
 	rec.Jail = j
+	if err := l.Save(rec); err != nil {
+		rec.Jail = old
+		return errors.Join(err, releaseJailID(r.st.Root(), l.ID(), j))
+	}
+	return nil
+}
+
+// checkJailUID refuses to run a jailed sandbox whose record holds no jail
+// uid: its Firecracker would run as root.
+func checkJailUID(rec *record) error {
+	if rec.Spec.Jailer != "" && (rec.Jail == nil || rec.Jail.UID == 0) {
+		return fmt.Errorf("%w: sandbox %q runs under the jailer but its record holds no jail uid: start it again", ErrInvalidState, rec.ID)
+	}
 	return nil
 }
 
@@ -428,6 +497,9 @@ func (r *Runtime) prepareJail(rec *record) error {
 // record is lost, the jail is found by its place) and gives back its uid.
 // It is called with the sandbox's lock held, once its VMM has ended.
 func (r *Runtime) releaseJail(dir string, rec *record) error {
+	if rec != nil && rec.Spec.Jailer == "" && rec.Jail == nil {
+		return nil // never jailed
+	}
 	var err error
 	var held *jailRec
 	if rec != nil {

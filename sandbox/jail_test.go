@@ -142,75 +142,98 @@ func TestD4CgroupLimitsValidated(t *testing.T) {
 	}
 }
 
-// TestD4UidRangeOnePerSandbox: every jailed sandbox of a root gets a uid of
-// its own from the configured range, kept across restarts, never one a
-// host user has, and given back when the sandbox is removed; a bad range
-// is refused with the fix.
+// TestD4UidRangeOnePerSandbox: every jailed sandbox gets a uid of its own
+// from the configured range, host-wide (two state roots never share one),
+// kept by the sandbox, never one a host user has, and given back when the
+// sandbox is removed; a bad range is refused with the fix.
 func TestD4UidRangeOnePerSandbox(t *testing.T) {
-	root := testutil.ShortTempDir(t)
-	t.Setenv(EnvJailIDs, "1610612736-1610612739") // four ids
-	seen := map[int]string{}
-	for i := range 4 {
-		id := fmt.Sprintf("sb%d", i)
-		if err := os.Mkdir(filepath.Join(root, id), 0o700); err != nil {
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: the jail uid registry is root's")
+	}
+	roots := []string{testutil.ShortTempDir(t), testutil.ShortTempDir(t)}
+	// A range of four next to the default one, which other tests use.
+	const first = 1610678272
+	t.Setenv(EnvJailIDs, fmt.Sprintf("%d-%d", first, first+3))
+	type sb struct{ root, id string }
+	var all []sb
+	seen := map[int]sb{}
+	alloc := func(s sb) (*jailRec, error) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Join(s.root, s.id), 0o700); err != nil {
 			t.Fatal(err)
 		}
-		j, err := allocJailID(root, id)
-		if err != nil {
-			t.Fatal(err)
+		return allocJailID(s.root, s.id, 0)
+	}
+	t.Cleanup(func() {
+		for _, s := range all {
+			releaseJailID(s.root, s.id, nil)
 		}
-		if j.UID < 1610612736 || j.UID > 1610612739 || j.GID != j.UID {
-			t.Errorf("%s got uid %d gid %d, outside the range", id, j.UID, j.GID)
-		}
-		if other, ok := seen[j.UID]; ok {
-			t.Errorf("%s and %s share uid %d", id, other, j.UID)
-		}
-		seen[j.UID] = id
-		again, err := allocJailID(root, id)
-		if err != nil || again.UID != j.UID {
-			t.Errorf("a second allocation for %s gave %v, %v; want its uid %d again", id, again, err, j.UID)
+	})
+	// Two sandboxes of one ID in each of two roots: four uids.
+	for _, root := range roots {
+		for _, id := range []string{"web", "db"} {
+			s := sb{root, id}
+			all = append(all, s)
+			j, err := alloc(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if j.UID < first || j.UID > first+3 || j.GID != j.UID {
+				t.Errorf("%v got uid %d gid %d, outside the range", s, j.UID, j.GID)
+			}
+			if other, ok := seen[j.UID]; ok {
+				t.Errorf("%v and %v share uid %d", s, other, j.UID)
+			}
+			seen[j.UID] = s
+			if again, err := allocJailID(s.root, s.id, 0); err != nil || again.UID != j.UID {
+				t.Errorf("a second allocation for %v gave %v, %v; want its uid %d again", s, again, err, j.UID)
+			}
 		}
 	}
-	if _, err := allocJailID(root, "sb4"); !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), "in use") {
+	extra := sb{roots[0], "cache"}
+	all = append(all, extra)
+	if _, err := alloc(extra); !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("a fifth sandbox in a range of four: %v, want a refusal", err)
+	}
+	if held, err := JailIDsHeld(roots[0]); err != nil || len(held) != 2 {
+		t.Errorf("JailIDsHeld(first root) = %v, %v; want its two", held, err)
 	}
 	// Removing a sandbox gives its uid back; a sandbox whose directory is
 	// gone (removed by a monitor that died) loses its uid to the next.
-	var uid0 int
-	for u, id := range seen {
-		if id == "sb0" {
-			uid0 = u
-		}
-	}
-	if err := releaseJailID(root, "sb0", &jailRec{UID: uid0, GID: uid0}); err != nil {
+	if err := releaseJailID(roots[0], "web", nil); err != nil {
 		t.Fatal(err)
 	}
-	held, err := JailIDsHeld(root)
-	if err != nil || len(held) != 3 || held[uid0] != "" {
-		t.Fatalf("after release, held = %v, %v; want 3 without %d", held, err, uid0)
-	}
-	if err := os.Remove(filepath.Join(root, "sb1")); err != nil {
+	if err := os.Remove(filepath.Join(roots[1], "db")); err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range []string{"sb5", "sb6"} {
-		if err := os.Mkdir(filepath.Join(root, id), 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := allocJailID(root, id); err != nil {
-			t.Fatalf("allocation for %s after one release and one stale: %v", id, err)
+	for _, s := range []sb{extra, {roots[1], "queue"}} {
+		all = append(all, s)
+		if _, err := alloc(s); err != nil {
+			t.Fatalf("allocation for %v after one release and one stale: %v", s, err)
 		}
 	}
-	// A uid the host has is never handed out: uid 0's block.
+	// A recorded uid is taken again when it is free.
+	if err := releaseJailID(roots[0], "db", nil); err != nil {
+		t.Fatal(err)
+	}
+	if j, err := allocJailID(roots[0], "db", first+3); err != nil || j.UID != first+3 {
+		// first+3 may be held by another; then any free one will do.
+		if err != nil {
+			t.Errorf("re-allocation preferring %d: %v", first+3, err)
+		}
+	}
+	// A uid the host has is never handed out.
 	t.Setenv(EnvJailIDs, "0-0")
-	if _, err := allocJailID(root, "sb7"); !errors.Is(err, ErrInvalidSpec) {
+	if _, err := alloc(sb{roots[0], "root0"}); !errors.Is(err, ErrInvalidSpec) {
 		t.Errorf("range 0-0: %v, want refused", err)
 	}
 	t.Setenv(EnvJailIDs, "1-1") // bin or daemon on most hosts, else free
-	if j, err := allocJailID(root, "sb8"); err == nil && hostHasID(j.UID) {
+	all = append(all, sb{roots[0], "bin"})
+	if j, err := alloc(sb{roots[0], "bin"}); err == nil && hostHasID(j.UID) {
 		t.Errorf("allocated uid %d, which the host has", j.UID)
 	}
 	t.Setenv(EnvJailIDs, "nonsense")
-	if _, err := allocJailID(root, "sb9"); !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), EnvJailIDs) {
+	if _, err := alloc(sb{roots[0], "bad"}); !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), EnvJailIDs) {
 		t.Errorf("a bad range: %v, want a refusal naming %s", err, EnvJailIDs)
 	}
 }

@@ -120,7 +120,7 @@ func (r *Runtime) Start(ctx context.Context, id string) (_ Info, err error) {
 	if err := r.checkExecutables(&rec); err != nil {
 		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
 	}
-	if err := r.prepareJail(&rec); err != nil {
+	if err := r.prepareJail(l, &rec); err != nil {
 		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
 	}
 	if err := r.setUpTaps(ctx, &rec); err != nil {

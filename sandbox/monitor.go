@@ -153,6 +153,9 @@ func (mon *monitor) start(term <-chan os.Signal) (*vmm.Machine, error) {
 		return nil, err
 	}
 	mon.console = console
+	if err := checkJailUID(&rec); err != nil {
+		return nil, err
+	}
 	cfg := vmmConfig(&rec, dir)
 	// Firecracker's log is the sandbox's, not the driver's: made here, it
 	// outlives a failed start (the driver removes only a log it created),

@@ -207,17 +207,19 @@ func TestLeakCheckFindsLeaks(t *testing.T) {
 			// D4: a jail uid still allocated to a sandbox of the run (as a
 			// monitor killed before it gave it back leaves it).
 			name: "jail-uid",
+			root: true,
 			leak: func(t *testing.T, rt *sandbox.Runtime) func() {
-				dir := filepath.Join(rt.Root(), ".jail-ids")
-				if err := os.MkdirAll(dir, 0o700); err != nil {
+				// A uid just above the default range, which no run uses.
+				p := filepath.Join(sandbox.JailIDRegistry, "1610678300")
+				if err := os.MkdirAll(sandbox.JailIDRegistry, 0o700); err != nil {
 					t.Fatal(err)
 				}
-				if err := os.WriteFile(filepath.Join(dir, "1610612736"), []byte("gone"), 0o600); err != nil {
+				if err := os.WriteFile(p, []byte(filepath.Join(rt.Root(), "gone")), 0o600); err != nil {
 					t.Fatal(err)
 				}
-				return func() { os.RemoveAll(dir) }
+				return func() { os.Remove(p) }
 			},
-			wants: []string{"jail: jail uid 1610612736 held for sandbox gone"},
+			wants: []string{"jail: jail uid 1610678300 held for sandbox gone"},
 		},
 		{
 			name: "descriptor",

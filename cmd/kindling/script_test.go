@@ -401,8 +401,6 @@ func leftovers(root string) []string {
 			if locks, _ := os.ReadDir(filepath.Join(root, e.Name())); len(locks) == 0 {
 				continue
 			}
-		case ".jail-ids": // its lock stays; JailLeftoversOfRoot names held uids
-			continue
 		case imagesDir: // the image store: only images left in it count
 			ims, _ := os.ReadDir(filepath.Join(root, e.Name(), "sha256"))
 			for _, im := range ims {
