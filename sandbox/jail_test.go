@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/kindling-vm/kindling/internal/guest"
 	"github.com/kindling-vm/kindling/internal/testutil"
 	kunix "github.com/kindling-vm/kindling/internal/unix"
+	"github.com/kindling-vm/kindling/network"
 	"github.com/kindling-vm/kindling/vmm"
 )
 
@@ -587,5 +589,41 @@ func TestD4HotplugInJail(t *testing.T) {
 				t.Errorf("round %d: %s is left in the jail after the detach", round, e.Name())
 			}
 		}
+	}
+}
+
+// TestD4CNITapOwnedBySandboxUID: the tap a CNI network gives a jailed
+// sandbox belongs to the sandbox's uid (its Firecracker attaches to it as
+// that uid), here under the fake jailer.
+func TestD4CNITapOwnedBySandboxUID(t *testing.T) {
+	needCNI(t)
+	asRootWithJailerDefault(t)
+	t.Setenv("KINDLING_JAILER", testutil.FakeJailer(t))
+	ctx := context.Background()
+	e := newCNIEnv(t)
+	r, fc := newRuntime(t, false)
+	id := "kdsbx-" + hexID(t, 4)
+	if _, err := r.Create(ctx, e.spec(t, id, fc), CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := r.Remove(ctx, id, true); err != nil {
+			t.Error(err)
+		}
+		e.checkNothingLeft(t, id, "after rm")
+	}()
+	in, err := r.Start(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.JailUID == 0 {
+		t.Fatal("the CNI sandbox was not jailed")
+	}
+	out, err := exec.Command("ip", "-n", network.CNINetNSName(id), "-d", "link", "show", "type", "tun").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip link: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), fmt.Sprintf("user %d", in.JailUID)) {
+		t.Errorf("the sandbox's taps are not the jail uid %d's:\n%s", in.JailUID, out)
 	}
 }

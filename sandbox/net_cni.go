@@ -125,7 +125,12 @@ func setUpNetwork(ctx context.Context, rec *record, save func() error) (err erro
 			err = errors.Join(err, releaseNetwork(context.WithoutCancel(ctx), rec), save())
 		}
 	}()
-	nrec, err := netManager(rec.Spec).Setup(ctx, ns)
+	m := netManager(rec.Spec)
+	if o := tapOwner(rec); o != nil {
+		// A jailed Firecracker attaches to its taps as the sandbox's uid.
+		m.CNI.TapOwner = &network.TapOwner{UID: o.UID, GID: o.GID}
+	}
+	nrec, err := m.Setup(ctx, ns)
 	if err != nil {
 		return err
 	}
