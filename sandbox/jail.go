@@ -398,6 +398,15 @@ func cleanJail(dir string, rec *record) error {
 	}
 	cfg := vmmConfig(rec, dir)
 	err := vmm.CleanJail(cfg)
+	// Writable drives hot-plugged when the VMM ended had their ACL entry
+	// too: revoke it, or the next sandbox given this uid could use them.
+	if rec.Machine != nil && rec.Jail != nil && rec.Jail.UID != 0 {
+		for _, sl := range rec.Machine.Pool {
+			if sl.Drive != nil && !sl.Drive.ReadOnly && sl.Drive.Path != "" {
+				err = errors.Join(err, kunix.RevokeUserACL(sl.Drive.Path, rec.Jail.UID))
+			}
+		}
+	}
 	// A jail of another firecracker (the record's may have changed) or of
 	// cgroups since changed is found by its place.
 	for _, p := range JailLeftovers(filepath.Dir(dir), filepath.Base(dir)) {

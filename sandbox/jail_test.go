@@ -557,11 +557,7 @@ func TestD4HotplugInJail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
-		if err := r.Remove(ctx, in.ID, true); err != nil {
-			t.Error(err)
-		}
-	}()
+	defer r.Remove(ctx, in.ID, true) // after a failure; the test removes it
 	if in, err = r.Start(ctx, in.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -589,6 +585,21 @@ func TestD4HotplugInJail(t *testing.T) {
 				t.Errorf("round %d: %s is left in the jail after the detach", round, e.Name())
 			}
 		}
+	}
+	// Attached when its monitor is killed: rm -f revokes the entry, from
+	// the record, so that the uid's next holder cannot use the drive.
+	if _, err := r.AttachDrive(ctx, in.ID, Disk{Path: disk}); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Kill(in.MonitorPID, syscall.SIGKILL)
+	for deadline := time.Now().Add(5 * time.Second); stillRuns(in.MonitorPID) && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := r.Remove(ctx, in.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := kunix.HasUserACL(disk, in.JailUID); ok {
+		t.Errorf("the ACL entry for uid %d on a drive attached when the monitor died outlives rm -f", in.JailUID)
 	}
 }
 
