@@ -445,15 +445,6 @@ func jailedVMMs(dir string) []procRef {
 	return refs
 }
 
-// sandboxDirExists reports whether root has a sandbox directory id.
-func sandboxDirExists(root, id string) bool {
-	if store.ValidateID(id) != nil {
-		return false
-	}
-	_, err := os.Lstat(filepath.Join(root, id))
-	return err == nil
-}
-
 // hostHasID reports whether uid names a user, or a group, of the host.
 func hostHasID(uid int) bool {
 	s := strconv.Itoa(uid)
@@ -523,14 +514,26 @@ func (r *Runtime) releaseJail(dir string, rec *record) error {
 			}
 		}
 	}
-	removeEmptyJailParents(filepath.Dir(dir))
-	return errors.Join(err, releaseJailID(filepath.Dir(dir), filepath.Base(dir), held))
+	err = errors.Join(err, releaseJailID(filepath.Dir(dir), filepath.Base(dir), held))
+	removeEmptyJailParents(filepath.Dir(dir), filepath.Base(dir))
+	return err
 }
 
 // removeEmptyJailParents removes the directories that hold a root's jails
-// and cgroups once no sandbox of the root uses them (a directory in use is
-// not empty, and stays).
-func removeEmptyJailParents(root string) {
+// and cgroups when the sandbox id, being removed, is the root's last: a
+// sandbox that starts meanwhile has its directory already, so the jailer
+// never finds a parent removed under it (and a directory in use is not
+// empty, and stays).
+func removeEmptyJailParents(root, id string) {
+	ents, err := os.ReadDir(root)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if n := e.Name(); n != id && !strings.HasPrefix(n, ".") {
+			return
+		}
+	}
 	tag := jailRootTag(root)
 	base := filepath.Join(jailChrootBase, tag)
 	execs, _ := os.ReadDir(base)

@@ -262,6 +262,7 @@ func (mon *monitor) finish(status *vmm.ExitStatus, startErr error) {
 		if err := releaseJailID(mon.st.Root(), mon.id, rec.Jail); err != nil {
 			mon.log.Error("release the jail uid", "err", err)
 		}
+		removeEmptyJailParents(mon.st.Root(), mon.id)
 		if err := l.Remove(); err != nil {
 			mon.log.Error("auto-remove", "err", err)
 		}
