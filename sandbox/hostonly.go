@@ -45,7 +45,7 @@ func hostVMMs(dir string) []procRef {
 			refs = append(refs, procRef{PID: p.PID, StartTime: p.StartTime})
 		}
 	}
-	return refs
+	return append(refs, jailedVMMs(dir)...)
 }
 
 // lostInfo is the Info of a sandbox whose record is lost (loadErr): its

@@ -104,6 +104,7 @@ func (r *Runtime) info(ctx context.Context, rec *record) Info {
 	if rec.Spec.VsockCID != 0 {
 		in.VsockSocket = filepath.Join(dir, vsockName)
 	}
+	jailInfo(&in, rec, dir)
 	for _, t := range rec.Taps {
 		in.Taps = append(in.Taps, TapInfo{Name: t.Name, NetNS: t.NetNS, MAC: t.MAC, Created: t.Owned})
 	}

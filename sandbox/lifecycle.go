@@ -120,6 +120,9 @@ func (r *Runtime) Start(ctx context.Context, id string) (_ Info, err error) {
 	if err := r.checkExecutables(&rec); err != nil {
 		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
 	}
+	if err := r.prepareJail(l, &rec); err != nil {
+		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
+	}
 	if err := r.setUpTaps(ctx, &rec); err != nil {
 		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
 	}
@@ -333,7 +336,7 @@ func (r *Runtime) setUpTaps(ctx context.Context, rec *record) error {
 			}
 			continue
 		}
-		_, err := netdev.CreateTap(ctx, netdev.TapSpec{Name: t.Name, NetNS: t.NetNS})
+		_, err := netdev.CreateTap(ctx, netdev.TapSpec{Name: t.Name, NetNS: t.NetNS, Owner: tapOwner(rec)})
 		if errors.Is(err, netdev.ErrExists) {
 			// Left from an earlier run of this sandbox: usable if it is a
 			// free tap, not someone else's device.
@@ -573,6 +576,7 @@ func (r *Runtime) settle(ctx context.Context, l *store.Locked, rec *record) erro
 	}
 	err := releaseTaps(context.WithoutCancel(ctx), rec)
 	err = errors.Join(err, releaseNetwork(context.WithoutCancel(ctx), rec))
+	err = errors.Join(err, cleanJail(l.Dir(), rec))
 	removeSockets(l.Dir())
 	return errors.Join(err, l.Save(rec))
 }
@@ -690,6 +694,9 @@ func (r *Runtime) Remove(ctx context.Context, id string, force bool) (err error)
 	if err := releaseNetwork(context.WithoutCancel(ctx), &rec); err != nil {
 		return fmt.Errorf("remove sandbox %q: %w", id, errors.Join(err, l.Save(&rec)))
 	}
+	if err := r.releaseJail(l.Dir(), &rec); err != nil {
+		return fmt.Errorf("remove sandbox %q: %w", id, err)
+	}
 	if err := l.Remove(); err != nil {
 		return fmt.Errorf("remove sandbox %q: %w", id, err)
 	}
@@ -784,6 +791,9 @@ func (r *Runtime) removeLost(ctx context.Context, id string, force bool, loadErr
 	if err := killAll(ctx, procs); err != nil {
 		return fmt.Errorf("remove sandbox %q: %w", id, err)
 	}
+	if err := r.releaseJail(l.Dir(), nil); err != nil {
+		return fmt.Errorf("remove sandbox %q: %w", id, err)
+	}
 	if err := l.Remove(); err != nil {
 		return fmt.Errorf("remove sandbox %q: %w", id, err)
 	}
@@ -806,7 +816,7 @@ func sandboxProcesses(dir string) ([]procRef, error) {
 			refs = append(refs, procRef{PID: p.PID, StartTime: p.StartTime})
 		}
 	}
-	return refs, nil
+	return append(refs, jailedVMMs(dir)...), nil
 }
 
 // killAll SIGKILLs each process and waits until all have exited.

@@ -159,6 +159,9 @@ func (mon *monitor) start(term <-chan os.Signal) (*vmm.Machine, error) {
 		return nil, err
 	}
 	mon.console = console
+	if err := checkJailUID(&rec); err != nil {
+		return nil, err
+	}
 	cfg := vmmConfig(&rec, dir)
 	// Firecracker's log is the sandbox's, not the driver's: made here, it
 	// outlives a failed start (the driver removes only a log it created),
@@ -258,7 +261,14 @@ func (mon *monitor) finish(status *vmm.ExitStatus, startErr error) {
 		mon.log.Error("tear down the network", "err", err)
 	}
 	removeSockets(l.Dir())
+	if err := cleanJail(l.Dir(), &rec); err != nil {
+		mon.log.Error("clean the jail", "err", err)
+	}
 	if rec.AutoRemove && !rec.NetActive {
+		if err := releaseJailID(mon.st.Root(), mon.id, rec.Jail); err != nil {
+			mon.log.Error("release the jail uid", "err", err)
+		}
+		removeEmptyJailParents(mon.st.Root(), mon.id)
 		if err := l.Remove(); err != nil {
 			mon.log.Error("auto-remove", "err", err)
 		}

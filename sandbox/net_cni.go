@@ -163,7 +163,15 @@ func setUpNetwork(ctx context.Context, rec *record, pool *network.Pool, save fun
 		}
 	}()
 	m := netManager(rec.Spec)
-	if rec.Spec.NetSlot && pool != nil && sameNetNS(pool.Host().NetNS, m.Host.NetNS) {
+	owner := tapOwner(rec)
+	if owner != nil {
+		// A jailed Firecracker attaches to its taps as the sandbox's uid;
+		// pooled slots were made before that uid was known, so a jailed
+		// sandbox makes its own slot.
+		o := &network.TapOwner{UID: owner.UID, GID: owner.GID}
+		m.CNI.TapOwner, m.Slots.TapOwner = o, o
+	}
+	if rec.Spec.NetSlot && pool != nil && owner == nil && sameNetNS(pool.Host().NetNS, m.Host.NetNS) {
 		m.Pool = pool
 	}
 	nrec, err := m.Setup(ctx, ns)

@@ -309,6 +309,9 @@ func (r *Runtime) collectOne(ctx context.Context, l *store.Locked, o GCOptions, 
 			// Keep the record, which holds the network, for the next gc.
 			return false, errors.Join(append(errs, err, l.Save(&rec))...)
 		}
+		errs = append(errs, r.releaseJail(l.Dir(), &rec))
+	} else {
+		errs = append(errs, r.releaseJail(l.Dir(), nil))
 	}
 	if err := l.Remove(); err != nil {
 		return false, errors.Join(append(errs, err)...)

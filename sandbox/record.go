@@ -56,6 +56,9 @@ type record struct {
 	RestoreFrom string    `json:"restore_from,omitempty"`
 	StartedAt   time.Time `json:"started_at,omitzero"`
 	Exit        *Exit     `json:"exit,omitempty"`
+	// Jail is the uid and gid a jailed sandbox holds from its first start
+	// until it is removed (jail.go).
+	Jail *jailRec `json:"jail,omitempty"`
 
 	// dirID is the name of the directory the record was read from, which
 	// is the sandbox's ID whatever ID says (a copied or edited state file

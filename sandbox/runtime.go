@@ -197,6 +197,11 @@ type Info struct {
 	// RestoredFrom is the snapshot or template directory the sandbox was
 	// restored from, if it was.
 	RestoredFrom string `json:"restored_from,omitempty"`
+	// JailUID is the uid (and gid) a jailed sandbox's Firecracker runs as,
+	// once it has started; Chroot is its jail on the host, holding the
+	// API and vsock sockets (jail.go).
+	JailUID int    `json:"jail_uid,omitempty"`
+	Chroot  string `json:"chroot,omitempty"`
 }
 
 // TapInfo is a tap device of a sandbox.
@@ -273,6 +278,9 @@ func (r *Runtime) newRecord(spec Spec) (*record, error) {
 		return nil, err
 	}
 	spec.Firecracker = fc
+	if err := resolveJailer(&spec); err != nil {
+		return nil, err
+	}
 	for _, p := range []*string{&spec.Kernel, &spec.Initrd, &spec.Jailer} {
 		if err := absPath(p); err != nil {
 			return nil, specError(err)
@@ -434,7 +442,7 @@ func vmmConfig(rec *record, dir string) vmm.Config {
 		cfg.Vsock = &vmm.Vsock{CID: s.VsockCID, Path: filepath.Join(dir, vsockName)}
 	}
 	if s.Jailer != "" {
-		cfg.Jailer = &vmm.JailerConfig{Path: s.Jailer, NetNS: s.NetNS}
+		cfg.Jailer = jailerConfig(rec, dir)
 	} else {
 		cfg.NetNS = s.NetNS
 	}

@@ -103,7 +103,7 @@ func TestD1SnapshotCannotChooseExecutable(t *testing.T) {
 			m["spec"].(map[string]any)["jailer"] = script
 		})
 		_, err := r.Restore(ctx, snap, RestoreOptions{ID: "jailed", Firecracker: fc})
-		if !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), "restore it with a jailer") {
+		if !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), "restore it under the jailer") {
 			t.Fatalf("restore of a manifest naming a jailer: %v, want a refusal asking for the caller's jailer", err)
 		}
 		assertNotRun(t, marker)

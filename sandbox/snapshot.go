@@ -171,9 +171,6 @@ func prepareSnapshotDir(dir string) (created bool, err error) {
 // is to own (o.Own), writes the snapshot and resumes the sandbox unless
 // o.LeavePaused. It returns the snapshot's manifest.
 func snapshotPaused(ctx context.Context, m *vmm.Machine, rec *record, dir string, o SnapshotOptions) (_ manifest, err error) {
-	if o.Own && rec.Spec.Jailer != "" {
-		return manifest{}, &vmm.NotSupportedError{Op: "a snapshot owning its files of a jailed sandbox"}
-	}
 	switch perr := m.Pause(ctx); {
 	case perr == nil:
 		rec.Status = Paused
@@ -311,10 +308,13 @@ type RestoreOptions struct {
 	// one configured by default (see FindFirecracker). It must be of the
 	// release that wrote the snapshot. A snapshot never chooses it.
 	Firecracker string `json:"firecracker,omitempty"`
-	// Jailer runs the new sandbox's Firecracker through this jailer; it is
-	// required exactly when the snapshotted sandbox was jailed. A snapshot
-	// never chooses it.
+	// Jailer runs the new sandbox's Firecracker through this jailer (as
+	// root, by default the one found). The new sandbox must be jailed
+	// exactly when the snapshotted one was. A snapshot never chooses it.
 	Jailer string `json:"jailer,omitempty"`
+	// NoJailer restores without the jailer even as root: needed for a
+	// snapshot of a sandbox that ran without it.
+	NoJailer bool `json:"no_jailer,omitempty"`
 	// FirecrackerRelease is Firecracker's release ("1.7.0") when the caller
 	// has asked the executable already; empty makes CreateFromSnapshot ask
 	// it (firecracker --version) before comparing it with the snapshot's.
@@ -372,14 +372,7 @@ func (r *Runtime) CreateFromSnapshot(ctx context.Context, dir string, o RestoreO
 	spec.WaitConsole = ""
 	// Nothing in a snapshot chooses a program: the executables are the
 	// caller's, and the snapshot's release is only compared with theirs.
-	if (man.Spec.Jailer != "") != (o.Jailer != "") {
-		what := "was not jailed: restore it without a jailer"
-		if man.Spec.Jailer != "" {
-			what = "was jailed: restore it with a jailer (--jailer)"
-		}
-		return Info{}, fmt.Errorf("%w: the sandbox snapshotted in %s %s", ErrInvalidSpec, dir, what)
-	}
-	spec.Firecracker, spec.Jailer = o.Firecracker, o.Jailer
+	spec.Firecracker, spec.Jailer, spec.NoJailer = o.Firecracker, o.Jailer, o.NoJailer
 	if o.Net != nil {
 		if len(o.Net) != len(man.Taps) {
 			return Info{}, fmt.Errorf("%w: the snapshot has %d network interfaces: give as many, or none", ErrInvalidSpec, len(man.Taps))
@@ -392,6 +385,15 @@ func (r *Runtime) CreateFromSnapshot(ctx context.Context, dir string, o RestoreO
 	rec, err := r.newRecord(spec)
 	if err != nil {
 		return Info{}, err
+	}
+	// The snapshot's paths are the ones its Firecracker saw, in its jail
+	// or not: the restored sandbox must be like it.
+	if (man.Spec.Jailer != "") != (rec.Spec.Jailer != "") {
+		what := "ran without the jailer: restore it without one (--no-jailer)"
+		if man.Spec.Jailer != "" {
+			what = "ran under the jailer: restore it under the jailer (leave out --no-jailer, or give --jailer PATH)"
+		}
+		return Info{}, fmt.Errorf("%w: the sandbox snapshotted in %s %s", ErrInvalidSpec, dir, what)
 	}
 	if err := checkSnapshotRelease(ctx, rec.Spec.Firecracker, o.FirecrackerRelease, man.Snapshot.Firecracker, dir); err != nil {
 		return Info{}, err

@@ -84,7 +84,17 @@ type Spec struct {
 	// Firecracker is the firecracker executable (else KINDLING_FIRECRACKER, else PATH).
 	Firecracker string `toml:"firecracker" json:"firecracker,omitempty"`
 	// Jailer, when set, runs Firecracker through this jailer executable.
+	// As root it defaults to the jailer found (see resolveJailer).
 	Jailer string `toml:"jailer" json:"jailer,omitempty"`
+	// NoJailer runs Firecracker without the jailer even as root.
+	NoJailer bool `toml:"no_jailer" json:"no_jailer,omitempty"`
+	// CPULimit caps the VMM's CPU time, in CPUs (1.5 is one and a half),
+	// through its cgroup; 0 for none. It needs the jailer.
+	CPULimit float64 `toml:"cpu_limit" json:"cpu_limit,omitempty"`
+	// MemoryLimit caps the memory of the VMM (guest and VMM), through
+	// its cgroup: "1G", "640M", MiB when bare; "" for none. It needs the
+	// jailer.
+	MemoryLimit string `toml:"memory_limit" json:"memory_limit,omitempty"`
 	// WaitConsole makes start return only once the console shows this text.
 	WaitConsole string `toml:"wait_console" json:"wait_console,omitempty"`
 	// Placeholders is the size of the drive hotplug pool.

@@ -222,11 +222,19 @@ type JailerConfig struct {
 	ChrootBase string `json:"chroot_base,omitempty"`
 	// NetNS is a network namespace path for Firecracker to join.
 	NetNS string `json:"netns,omitempty"`
-	// CgroupVersion is 1 or 2 (default 2, always passed to the jailer,
-	// whose own default is 1).
+	// CgroupVersion is 1 or 2 (default: the host's, see HostCgroupVersion;
+	// always passed to the jailer, whose own default is 1).
 	CgroupVersion int `json:"cgroup_version,omitempty"`
-	// Cgroups are --cgroup key=value settings.
+	// Cgroups are --cgroup key=value settings, in the files of
+	// CgroupVersion (cpu.max, memory.max with 2; cpu.cfs_quota_us,
+	// memory.limit_in_bytes with 1). The jailer makes the VMM's cgroup
+	// only when there is at least one.
 	Cgroups []string `json:"cgroups,omitempty"`
+	// ParentCgroup is the cgroup (relative to the hierarchy's root) the
+	// VMM's cgroup <ParentCgroup>/<ID> is made in: the jailer's
+	// --parent-cgroup (default: the file name of the firecracker
+	// executable, as the jailer's).
+	ParentCgroup string `json:"parent_cgroup,omitempty"`
 	// NewPIDNS runs Firecracker in a new PID namespace.
 	NewPIDNS bool `json:"new_pid_ns,omitempty"`
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/kindling-vm/kindling/fcapi"
 	"github.com/kindling-vm/kindling/internal/errdefs"
+	kunix "github.com/kindling-vm/kindling/internal/unix"
 )
 
 // ErrPoolExhausted is returned (wrapped) by AttachDrive when every
@@ -132,8 +133,15 @@ func (m *Machine) AttachDrive(ctx context.Context, d Drive) (slotID string, err 
 	jail := m.jail
 	var seq int
 	if jail != nil {
-		jail.seq++
-		seq = jail.seq
+		// A Machine attached from state counts from 0 again: skip the
+		// names an earlier attach still uses.
+		for {
+			jail.seq++
+			seq = jail.seq
+			if _, err := os.Lstat(filepath.Join(jail.layout.ChrootDir, fmt.Sprintf("hotplug-%s-%d", slot.ID, seq))); err != nil {
+				break
+			}
+		}
 	}
 	m.mu.Unlock()
 
@@ -201,7 +209,18 @@ func (m *Machine) DetachDrive(ctx context.Context, id string) (err error) {
 	m.mu.Lock()
 	m.pool[idx].Drive = nil
 	m.pool[idx].AttachedPath = ""
+	jail := m.jail
 	m.mu.Unlock()
+	if jail != nil && slot.AttachedPath != "" {
+		// The drive's link or copy in the jail, and the access given to
+		// the jail's uid on a writable one, go with it.
+		_ = os.Remove(filepath.Join(jail.layout.ChrootDir, slot.AttachedPath))
+		if !slot.Drive.ReadOnly && m.cfg.Jailer.UID != 0 {
+			if err := kunix.RevokeUserACL(slot.Drive.Path, m.cfg.Jailer.UID); err != nil {
+				return fmt.Errorf("detach drive %q: %w", id, err)
+			}
+		}
+	}
 	return nil
 }
 

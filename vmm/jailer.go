@@ -6,7 +6,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 
 	kunix "github.com/kindling-vm/kindling/internal/unix"
@@ -54,10 +57,40 @@ type jailLayout struct {
 	// PIDFile is where the jailer writes Firecracker's PID when it starts
 	// it in a new PID namespace (<ChrootDir>/<ExecName>.pid).
 	PIDFile string
-	// CgroupDir is the cgroup v2 directory the jailer creates for the VMM
-	// when it is given cgroup settings; empty otherwise (it then creates
-	// none, or with v1 one per controller).
-	CgroupDir string
+	// CgroupDirs are the cgroup directories the jailer creates for the
+	// VMM when it is given cgroup settings: <ParentCgroup>/<ID> in the
+	// unified hierarchy (v2), or in each controller's hierarchy that a
+	// setting names (v1). Empty without settings: the jailer then makes
+	// none.
+	CgroupDirs []string
+	// grants are the ACL entries staging gave the jail's user on the
+	// caller's writable files, revoked when the jail is removed. Shared by
+	// the copies of a layout.
+	grants *aclGrants
+}
+
+// aclGrants are the files whose ACL gives the jail's uid access.
+type aclGrants struct {
+	mu    sync.Mutex // guards paths
+	paths []string
+}
+
+func (g *aclGrants) add(path string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.paths = append(g.paths, path)
+}
+
+// revoke removes the entries of uid from every granted file.
+func (g *aclGrants) revoke(uid int) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var errs []error
+	for _, p := range g.paths {
+		errs = append(errs, kunix.RevokeUserACL(p, uid))
+	}
+	g.paths = nil
+	return errors.Join(errs...)
 }
 
 // cgroupRoot is where the unified cgroup v2 hierarchy is mounted.
@@ -93,10 +126,44 @@ func newJailLayout(c *Config) jailLayout {
 		l.VsockPathInJail = "/" + filepath.Base(c.Vsock.Path)
 		l.VsockPathHost = root + l.VsockPathInJail
 	}
-	if j != nil && len(j.Cgroups) > 0 && j.CgroupVersion != 1 {
-		l.CgroupDir = filepath.Join(cgroupRoot, exec, c.ID)
-	}
+	l.CgroupDirs = jailCgroupDirs(c)
+	l.grants = &aclGrants{}
 	return l
+}
+
+// jailCgroupDirs are the cgroup directories the jailer makes for c's VMM
+// (see jailLayout.CgroupDirs).
+func jailCgroupDirs(c *Config) []string {
+	j := c.Jailer
+	if j == nil || len(j.Cgroups) == 0 {
+		return nil
+	}
+	parent := j.ParentCgroup
+	if parent == "" {
+		parent = filepath.Base(c.Firecracker)
+	}
+	if j.CgroupVersion != 1 {
+		return []string{filepath.Join(cgroupRoot, parent, c.ID)}
+	}
+	var dirs []string
+	for _, kv := range j.Cgroups {
+		ctrl, _, _ := strings.Cut(kv, ".")
+		d := filepath.Join(cgroupRoot, ctrl, parent, c.ID)
+		if !slices.Contains(dirs, d) {
+			dirs = append(dirs, d)
+		}
+	}
+	return dirs
+}
+
+// HostCgroupVersion is the cgroup version the jailer should use on this
+// host: 2 when the unified hierarchy is mounted at /sys/fs/cgroup with its
+// controllers, else 1 (a legacy or hybrid host).
+func HostCgroupVersion() int {
+	if _, err := os.Stat(filepath.Join(cgroupRoot, "cgroup.controllers")); err == nil {
+		return 2
+	}
+	return 1
 }
 
 // jailerArgs returns the jailer's arguments (without the jailer's own path)
@@ -125,6 +192,9 @@ func jailerArgs(c *Config, l jailLayout) []string {
 	}
 	for _, kv := range j.Cgroups {
 		args = append(args, "--cgroup", kv)
+	}
+	if j.ParentCgroup != "" {
+		args = append(args, "--parent-cgroup", j.ParentCgroup)
 	}
 	if j.NewPIDNS {
 		args = append(args, "--new-pid-ns")
@@ -164,12 +234,7 @@ func stageJail(c *Config, l jailLayout) (jailed Config, cleanup func() error, er
 		return Config{}, nil, fmt.Errorf("stage jail %q: %w", l.InstanceDir, os.ErrExist)
 	}
 	remove := func() error {
-		err := os.RemoveAll(l.InstanceDir)
-		if l.CgroupDir != "" {
-			if rerr := os.Remove(l.CgroupDir); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
-				err = errors.Join(err, rerr)
-			}
-		}
+		err := errors.Join(l.grants.revoke(j.UID), removeJail(l))
 		if err != nil {
 			return fmt.Errorf("remove jail: %w", err)
 		}
@@ -219,6 +284,66 @@ func stageJail(c *Config, l jailLayout) (jailed Config, cleanup func() error, er
 	return jailed, remove, nil
 }
 
+// removeJail removes what the jailer and stageJail made for l: the jail's
+// tree and the VMM's cgroups (which must be empty: the VMM has exited).
+// What is not there is not an error.
+func removeJail(l jailLayout) error {
+	err := os.RemoveAll(l.InstanceDir)
+	for _, d := range l.CgroupDirs {
+		if rerr := os.Remove(d); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			err = errors.Join(err, rerr)
+		}
+	}
+	return err
+}
+
+// CleanJail removes what running c's VMM under the jailer may have left
+// behind when whatever ran it could not clean up (it was killed): the
+// jail's tree, the VMM's cgroups and the ACL entries of the jail's uid on
+// c's writable drives. It must only be called once that VMM has exited.
+// Nothing there is fine; c without a jailer is a no-op.
+func CleanJail(c Config) error {
+	if c.Jailer == nil {
+		return nil
+	}
+	c = c.withDefaults()
+	if !vmIDRe.MatchString(c.ID) {
+		return fmt.Errorf("clean jail: %w", &ConfigError{Field: "id", Value: strconv.Quote(c.ID), Problem: "not a VMM ID"})
+	}
+	l := newJailLayout(&c)
+	var errs []error
+	if c.Jailer.UID != 0 {
+		for _, d := range c.Drives {
+			if !d.ReadOnly && d.Path != "" {
+				errs = append(errs, kunix.RevokeUserACL(d.Path, c.Jailer.UID))
+			}
+		}
+	}
+	errs = append(errs, removeJail(l))
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("clean jail %s: %w", l.InstanceDir, err)
+	}
+	return nil
+}
+
+// JailSockets are the host paths of the API socket and the vsock socket
+// (empty without a vsock device) of c's VMM, which must have a jailer:
+// both are inside its jail.
+func JailSockets(c Config) (api, vsock string) {
+	c = c.withDefaults()
+	l := newJailLayout(&c)
+	return l.SocketPathHost, l.VsockPathHost
+}
+
+// JailDirs are the jail's directory on the host (<ChrootBase>/<exec
+// name>/<ID>) and the VMM's cgroup directories for c, which must have a
+// jailer; for audits of what is left.
+func JailDirs(c Config) (instance string, cgroups []string) {
+	c = c.withDefaults()
+	l := newJailLayout(&c)
+	return l.InstanceDir, l.CgroupDirs
+}
+
 // stageFile puts the host file src at name (an absolute in-jail path) in the
 // jail, for the jail's uid:gid, and returns name. The caller's file never
 // changes owner or mode. When the jail's user can already use it (read it,
@@ -252,11 +377,32 @@ func (l jailLayout) stageFile(src, name string, uid, gid int, writable bool) (st
 			})
 		}
 	} else if writable {
-		return "", fmt.Errorf("stage %q in jail: %w", src, &ConfigError{
-			Field: "jailer.uid", Value: strconv.Itoa(uid),
-			Problem: fmt.Sprintf("the writable file %q cannot be written by the jail's uid %d (gid %d)", src, uid, gid),
-			Fix:     fmt.Sprintf("give that user access to it yourself (chown %d:%d, or an ACL); kindling never changes the owner of your files", uid, gid),
-		})
+		// The guest's writes must reach the caller's file, so it is used
+		// in place: hard-linked, with an ACL entry giving the jail's uid
+		// read and write, revoked when the jail is removed. Its owner,
+		// group and mode bits stay as they are.
+		if err := os.Link(src, dst); err != nil {
+			if errors.Is(err, syscall.EXDEV) {
+				return "", fmt.Errorf("stage %q in jail: %w", src, &ConfigError{
+					Field:   "jailer.chroot_base",
+					Value:   strconv.Quote(filepath.Dir(l.InstanceDir)),
+					Problem: "on another filesystem than the writable file " + strconv.Quote(src),
+					Fix:     "put the chroot base on the drive's filesystem",
+				})
+			}
+			return "", fmt.Errorf("stage %q in jail: %w", src, err)
+		}
+		if err := kunix.GrantUserACL(src, uid, kunix.ACLRead|kunix.ACLWrite); err != nil {
+			return "", fmt.Errorf("stage %q in jail: %w", src, &ConfigError{
+				Field: "jailer.uid", Value: strconv.Itoa(uid),
+				Problem: fmt.Sprintf("the writable file %q cannot be written by the jail's uid %d, and an ACL entry for it could not be added (%v)", src, uid, err),
+				Fix:     fmt.Sprintf("give that user access yourself (setfacl -m u:%d:rw), or put the file on a filesystem with POSIX ACLs; kindling never changes the owner of your files", uid),
+			})
+		}
+		if l.grants != nil {
+			l.grants.add(src)
+		}
+		return name, nil
 	}
 	if err := copyFile(src, dst); err != nil {
 		return "", fmt.Errorf("stage %q in jail: %w", src, err)

@@ -40,7 +40,8 @@ type SnapshotOptions struct {
 	// instead of the live ones: each file must already hold the drive's
 	// content (copy it while the microVM is paused). CreateSnapshot switches
 	// each drive to its new path for the snapshot and back afterwards, even
-	// when the snapshot fails. Not supported for jailed VMMs.
+	// when the snapshot fails. For a jailed VMM only the recorded host
+	// paths change (its drives are /drive-<ID> in any jail).
 	Relocate []DriveOverride
 }
 
@@ -119,10 +120,10 @@ func (m *Machine) CreateSnapshot(ctx context.Context, o SnapshotOptions) (snap S
 		apiMem = fmt.Sprintf("/snapshot-%d.mem", jail.seq)
 	}
 	m.mu.Unlock()
-	if len(o.Relocate) > 0 {
-		if jail != nil {
-			return Snapshot{}, &NotSupportedError{Op: "create snapshot with relocated drives", Reason: "the VMM is jailed"}
-		}
+	// A jailed VMM's snapshot names its drives by their in-jail paths,
+	// which a jailed restore stages from the host paths the snapshot's
+	// Config records: relocating them is recording the new host paths.
+	if len(o.Relocate) > 0 && jail == nil {
 		back, rerr := m.relocate(ctx, client, o.Relocate)
 		defer func() {
 			// Switch back even if ctx ended: the VMM must keep its own files.
@@ -328,6 +329,11 @@ func Restore(ctx context.Context, rc RestoreConfig, opts ...Option) (m *Machine,
 		final = phaseRunning
 	}
 	drives := driveOverrides(rc)
+	if rc.Config.Jailer != nil {
+		// restoreConfig staged the new files at the drives' in-jail
+		// paths: nothing to switch after the load.
+		drives = nil
+	}
 	// The drives are switched while the loaded microVM is paused.
 	resumeOnLoad := rc.Resume && len(drives) == 0
 	vsockPath := ""
@@ -457,6 +463,19 @@ func restoreConfig(rc RestoreConfig) (Config, error) {
 	// namespace are the caller's, whatever the snapshot's Config says.
 	cfg.Jailer, cfg.NetNS = p.Jailer, p.NetNS
 	cfg.Placeholders = len(snap.Pool)
+	if cfg.Jailer != nil {
+		// A jailed Firecracker's snapshot names its drives /drive-<ID>,
+		// whatever host file is staged there: a drive given at another
+		// path is staged from that path instead of being switched.
+		cfg.Drives = append([]Drive(nil), cfg.Drives...)
+		for _, o := range driveOverrides(rc) {
+			for i := range cfg.Drives {
+				if cfg.Drives[i].ID == o.ID {
+					cfg.Drives[i].Path = o.Path
+				}
+			}
+		}
+	}
 	if cfg.Vsock != nil && p.Vsock != nil && p.Vsock.Path != "" && p.Vsock.Path != cfg.Vsock.Path {
 		// The caller's socket, which the restore asks for as an override
 		// where the release has them: launch must check that one, not the

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/kindling-vm/kindling/fcapi"
@@ -160,20 +159,12 @@ func Attach(ctx context.Context, st MachineState, opts ...Option) (m *Machine, e
 	if st.JailDir != "" && st.Config.Jailer != nil {
 		layout := newJailLayout(&m.cfg)
 		js := &jailState{layout: layout}
-		js.remove = func() error { return removeJail(layout) }
+		cfg := m.cfg
+		js.remove = func() error { return CleanJail(cfg) }
 		m.jail = js
 	}
 	m.mu.Unlock()
 	return m, nil
-}
-
-// removeJail deletes a jail found from state (the staging cleanup of the
-// process that built it is gone).
-func removeJail(l jailLayout) error {
-	if err := os.RemoveAll(l.InstanceDir); err != nil {
-		return fmt.Errorf("remove jail: %w", err)
-	}
-	return nil
 }
 
 // Pause pauses the microVM's vCPUs. Pausing a paused VM is an error

@@ -120,7 +120,7 @@ func (c Config) withDefaults() Config {
 			j.ChrootBase = defaultChrootBase
 		}
 		if j.CgroupVersion == 0 {
-			j.CgroupVersion = defaultCgroupVersion
+			j.CgroupVersion = HostCgroupVersion()
 		}
 		c.Jailer = &j
 	}
@@ -523,6 +523,9 @@ func (v *validator) jailer(c *Config) {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" || strings.ContainsAny(k, "/ ") {
 			v.add(fmt.Sprintf("jailer.cgroups[%d]", i), strconv.Quote(kv), "not file=value", "for example cpu.max=50000 100000")
 		}
+	}
+	if p := j.ParentCgroup; p != "" && (filepath.IsAbs(p) || filepath.Clean(p) != p || strings.HasPrefix(p, "..") || strings.ContainsAny(p, " \n")) {
+		v.add("jailer.parent_cgroup", strconv.Quote(p), "not a relative cgroup path", "for example kindling")
 	}
 	if !filepath.IsAbs(j.ChrootBase) {
 		v.add("jailer.chroot_base", strconv.Quote(j.ChrootBase), "not an absolute path", "")

@@ -386,7 +386,7 @@ func TestWithDefaults(t *testing.T) {
 		{"drive made absolute", d.Drives[0].Path, filepath.Join(wd, "rel.img")},
 		{"vsock made absolute", d.Vsock.Path, filepath.Join(wd, "v.sock")},
 		{"chroot base", d.Jailer.ChrootBase, "/srv/jailer"},
-		{"cgroup version", d.Jailer.CgroupVersion, 2},
+		{"cgroup version is the host's", d.Jailer.CgroupVersion, HostCgroupVersion()},
 		{"caller's drive unchanged", c.Drives[0].Path, "rel.img"},
 		{"caller's vsock unchanged", c.Vsock.Path, "v.sock"},
 		{"caller's jailer unchanged", c.Jailer.ChrootBase, ""},

@@ -181,6 +181,47 @@ func TestLeakCheckFindsLeaks(t *testing.T) {
 			wants: []string{"state root holds", "socket file left", "socket still bound", "names the state root"},
 		},
 		{
+			// D4: a jailed VMM left running (the fake jailer's), which only
+			// its jail and cgroup show.
+			name: "running-jailed-sandbox",
+			root: true,
+			leak: func(t *testing.T, rt *sandbox.Runtime) func() {
+				t.Setenv(sandbox.EnvNoJailer, "")
+				t.Setenv("KINDLING_JAILER", testutil.FakeJailer(t))
+				ctx := context.Background()
+				if _, err := rt.Create(ctx, sandbox.Spec{ID: "jleft", Kernel: kernel, Firecracker: fc, MemoryMiB: 16}, sandbox.CreateOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := rt.Start(ctx, "jleft"); err != nil {
+					t.Fatal(err)
+				}
+				return func() {
+					if err := rt.Remove(ctx, "jleft", true); err != nil {
+						t.Error(err)
+					}
+				}
+			},
+			wants: []string{"jail: chroot /srv/jailer/", "jail: cgroup /sys/fs/cgroup/", "jail: jailed process", "jail: jail uid"},
+		},
+		{
+			// D4: a jail uid still allocated to a sandbox of the run (as a
+			// monitor killed before it gave it back leaves it).
+			name: "jail-uid",
+			root: true,
+			leak: func(t *testing.T, rt *sandbox.Runtime) func() {
+				// A uid just above the default range, which no run uses.
+				p := filepath.Join(sandbox.JailIDRegistry, "1610678300")
+				if err := os.MkdirAll(sandbox.JailIDRegistry, 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(p, []byte(filepath.Join(rt.Root(), "gone")), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				return func() { os.Remove(p) }
+			},
+			wants: []string{"jail: jail uid 1610678300 held for sandbox gone"},
+		},
+		{
 			name: "descriptor",
 			leak: func(t *testing.T, _ *sandbox.Runtime) func() {
 				f, err := os.Open(os.DevNull)

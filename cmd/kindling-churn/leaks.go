@@ -74,6 +74,7 @@ func (c leakCheck) leaksNow(base hostSnapshot) []string {
 		leaks = append(leaks, fmt.Sprintf("goroutines: %d more than before the cycles", d))
 	}
 	leaks = append(leaks, c.rootLeaks()...)
+	leaks = append(leaks, c.jailLeaks()...)
 	leaks = append(leaks, c.netLeaks(base)...)
 	if c.net != nil {
 		leaks = append(leaks, c.net.leaks(base)...)

@@ -39,6 +39,7 @@ func newRestoreCommand(a *app) *cobra.Command {
 		timeout time.Duration
 		fc      string
 		jailer  string
+		noJail  bool
 	)
 	cmd := &cobra.Command{
 		Use:     "restore [flags] DIR",
@@ -63,7 +64,7 @@ func newRestoreCommand(a *app) *cobra.Command {
 			if err := a.preflight(cmd.Context(), fc); err != nil {
 				return err
 			}
-			opts := sandbox.RestoreOptions{ID: name, Net: nets.ns, AutoRemove: rm && detach, Labels: labels.m, Firecracker: fc, Jailer: jailer}
+			opts := sandbox.RestoreOptions{ID: name, Net: nets.ns, AutoRemove: rm && detach, Labels: labels.m, Firecracker: fc, Jailer: jailer, NoJailer: noJail}
 			ctx := cmd.Context()
 			sctx := ctx
 			if timeout > 0 {
@@ -86,7 +87,8 @@ func newRestoreCommand(a *app) *cobra.Command {
 	f.Var(&nets, "net", "network interface `auto|tap=NAME[,mac=MAC]` (repeatable)")
 	addLabelFlag(f, &labels)
 	f.StringVar(&fc, "firecracker", "", "firecracker executable `PATH` (default $"+sandbox.EnvFirecracker+", else PATH); it must be of the snapshot's release")
-	f.StringVar(&jailer, "jailer", "", "run Firecracker through this jailer `PATH` (needed exactly when the snapshotted sandbox was jailed)")
+	f.StringVar(&jailer, "jailer", "", "run Firecracker through this jailer `PATH` (as root the default one; the sandbox must be jailed exactly when the snapshotted one was)")
+	f.BoolVar(&noJail, "no-jailer", false, "restore without the jailer, even as root (for a snapshot of a sandbox that ran without it)")
 	f.BoolVarP(&detach, "detach", "d", false, "return once the sandbox runs, and print its ID")
 	f.BoolVar(&rm, "rm", false, "remove the sandbox once it has exited")
 	addTimeoutFlag(cmd, &timeout)

@@ -33,6 +33,11 @@ import (
 // (testscript re-executes the binary under that name), and the tests.
 func TestMain(m *testing.M) {
 	sandbox.MonitorMain()
+	// The rig runs the fake Firecracker without the jailer (as
+	// testutil.Main does for the other packages).
+	if _, ok := os.LookupEnv(sandbox.EnvNoJailer); !ok {
+		os.Setenv(sandbox.EnvNoJailer, "1")
+	}
 	testscript.Main(cleanupM{m}, map[string]func(){
 		"kindling": func() {
 			sandbox.MonitorMain()
@@ -92,6 +97,16 @@ func runScripts(t *testing.T, fc, kind string) {
 
 // runScriptsIn runs the scripts in dir as runScripts does.
 func runScriptsIn(t *testing.T, dir, fc, kind string) {
+	// The jailer that the jailer-by-default scripts use: the fake one with
+	// the fake Firecracker, $KINDLING_JAILER with the real one; root only.
+	defaultJailer := ""
+	if os.Geteuid() == 0 {
+		if kind == "fake" {
+			defaultJailer = testutil.FakeJailer(t)
+		} else {
+			defaultJailer = os.Getenv(testutil.EnvJailer)
+		}
+	}
 	testscript.Run(t, testscript.Params{
 		Dir:                 dir,
 		RequireExplicitExec: true,
@@ -105,6 +120,11 @@ func runScriptsIn(t *testing.T, dir, fc, kind string) {
 			env.Setenv("KINDLING_FIRECRACKER", fc)
 			// Scripts set the fake's settings in FAKEFC: let them through to it.
 			env.Setenv("KINDLING_PASS_ENV", "FAKEFC")
+			// As root sandboxes run under the jailer by default; the
+			// scripts name it where they want it (jailer.txtar clears
+			// this to test the default).
+			env.Setenv("KINDLING_NO_JAILER", "1")
+			env.Setenv("TEST_JAILER", defaultJailer)
 			if kind == "real" {
 				env.Setenv("KINDLING_JAILER", os.Getenv(testutil.EnvJailer))
 			}
@@ -150,6 +170,9 @@ func runScriptsIn(t *testing.T, dir, fc, kind string) {
 				// The fake Firecracker's simulated guest: root, loop
 				// devices, a static busybox and mkfs.ext4 for the image.
 				return kind == "fake" && simGuestReady() == nil, nil
+			case "defaultjailer":
+				// A jailer for the fake or the real Firecracker, as root.
+				return defaultJailer != "", nil
 			case "jailer":
 				// The jailer runs the real Firecracker only, as root.
 				return kind == "real" && os.Getenv(testutil.EnvJailer) != "" && os.Geteuid() == 0, nil
@@ -387,7 +410,7 @@ func leftovers(root string) []string {
 		}
 		left = append(left, "file "+e.Name())
 	}
-	return left
+	return append(left, sandbox.JailLeftoversOfRoot(root)...)
 }
 
 // removeHostNet deletes the tap "kt<tag>" and the network namespace

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/kindling-vm/kindling/internal/install"
 	"github.com/kindling-vm/kindling/sandbox"
 )
 
@@ -31,6 +32,9 @@ type specFlags struct {
 	hotplugRW   bool
 	firecracker string
 	jailer      string
+	noJailer    bool
+	cpuLimit    float64
+	memoryLimit string
 	config      string
 	waitConsole string
 	demo        string
@@ -81,7 +85,10 @@ func (f *specFlags) register(fs *pflag.FlagSet) {
 	fs.Var(&f.hotplug, "hotplug-slots", "`N` empty drive slots for 'kindling drive add'")
 	fs.BoolVar(&f.hotplugRW, "hotplug-writable", false, "make the hotplug slots take read-write drives (default: read-only)")
 	fs.StringVar(&f.firecracker, "firecracker", "", "firecracker executable `PATH` (default $"+sandbox.EnvFirecracker+", else PATH)")
-	fs.StringVar(&f.jailer, "jailer", "", "run Firecracker through this jailer `PATH`")
+	fs.StringVar(&f.jailer, "jailer", "", "run Firecracker through this jailer `PATH` (as root the default is $"+install.EnvJailer+", else PATH, else the installed one)")
+	fs.BoolVar(&f.noJailer, "no-jailer", false, "run Firecracker without the jailer, even as root (also $"+sandbox.EnvNoJailer+"=1)")
+	fs.Float64Var(&f.cpuLimit, "cpu-limit", 0, "cap the VMM's CPU time at `CPUS` (1.5 is one and a half) through its cgroup; needs the jailer")
+	fs.StringVar(&f.memoryLimit, "memory-limit", "", "cap the VMM's memory (guest and VMM) at `SIZE` (640M, 2G) through its cgroup; needs the jailer")
 	fs.StringVar(&f.config, "config", "", "read the sandbox from a TOML `FILE`; flags given override it")
 	fs.StringVar(&f.waitConsole, "wait-console", "", "start returns only once the console shows `TEXT`")
 	addLabelFlag(fs, &f.labels)
@@ -123,6 +130,13 @@ func (f *specFlags) spec(cmd *cobra.Command) (sandbox.Spec, error) {
 	set("netns", &s.NetNS, f.netns)
 	set("firecracker", &s.Firecracker, f.firecracker)
 	set("jailer", &s.Jailer, f.jailer)
+	set("memory-limit", &s.MemoryLimit, f.memoryLimit)
+	if changed("no-jailer") {
+		s.NoJailer = f.noJailer
+	}
+	if changed("cpu-limit") {
+		s.CPULimit = f.cpuLimit
+	}
 	set("wait-console", &s.WaitConsole, f.waitConsole)
 	set("demo", &s.Demo, f.demo)
 	set("cpu-template", &s.CPUTemplate, f.cpuTemplate)

@@ -21,6 +21,11 @@
 // exits with status 1 and "address already in use" on stderr. The socket
 // file is never removed.
 //
+// # Jailer
+//
+// Started under a name holding "jailer" (testutil.FakeJailer links one),
+// the command plays Firecracker's jailer: see JailerMain.
+//
 // # Emulation settings
 //
 // The environment variable FAKEFC holds a JSON object, all keys optional

@@ -40,7 +40,15 @@ var fake struct {
 // m.Run's code.
 //
 //	func TestMain(m *testing.M) { testutil.Main(m) }
+//
+// As root, kindling runs sandboxes under the jailer by default; test rigs
+// run the fake Firecracker, which the real jailer cannot jail, so Main sets
+// KINDLING_NO_JAILER=1 unless the environment sets it already. Tests of the
+// jailer policy clear it themselves.
 func Main(m *testing.M) {
+	if _, ok := os.LookupEnv("KINDLING_NO_JAILER"); !ok {
+		os.Setenv("KINDLING_NO_JAILER", "1")
+	}
 	code := m.Run()
 	CleanupBuilds()
 	os.Exit(code)
@@ -89,7 +97,9 @@ func buildFake() (string, error) {
 	}
 	fake.dir = dir
 	out := filepath.Join(dir, "fake-firecracker")
-	if err := goBuild(goBin, root, fakePkg, out); err != nil {
+	// Statically linked, as the real Firecracker is, so that the fake
+	// jailer (FakeJailer) can run it in a chroot.
+	if err := goBuild(goBin, root, fakePkg, out, "CGO_ENABLED=0"); err != nil {
 		return "", err
 	}
 	return out, nil
@@ -97,9 +107,12 @@ func buildFake() (string, error) {
 
 // goBuild builds the main package pkg of the module in root into out. The
 // error holds the compiler's output.
-func goBuild(goBin, root, pkg, out string) error {
+func goBuild(goBin, root, pkg, out string, env ...string) error {
 	cmd := exec.Command(goBin, "build", "-o", out, pkg)
 	cmd.Dir = root
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build %s in %s: %w\n%s", pkg, root, err, b)
 	}

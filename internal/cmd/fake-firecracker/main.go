@@ -5,10 +5,17 @@ package main
 
 import (
 	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/kindling-vm/kindling/internal/fakefc"
 )
 
 func main() {
+	// Started under a name holding "jailer" (testutil.FakeJailer's link),
+	// it plays the jailer.
+	if strings.Contains(filepath.Base(os.Args[0]), "jailer") {
+		os.Exit(fakefc.JailerMain(os.Args[1:], os.Stderr))
+	}
 	os.Exit(fakefc.Main(os.Args[1:], os.Stdout, os.Stderr))
 }
