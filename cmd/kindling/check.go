@@ -18,7 +18,7 @@ Each line is ok, warn or fail: /dev/kvm and whether this user can open it
 (with a hint about nested virtualisation when it is missing), the
 Firecracker and jailer executables found and their releases, the cgroup
 version, /dev/net/tun, the state root, tmpfs and user namespaces. A warning
-is something only some uses need (the jailer for --jailer, tun for --net);
+is something only some uses need (the jailer when not root, tun for --net);
 a failure means no sandbox can run until it is fixed. check exits with
 status 1 when a check fails.
 

@@ -167,18 +167,30 @@ func (h *Host) checkFirecracker(ctx context.Context) fcOutcome {
 }
 
 // checkJailer finds the jailer and asks its release, which should be fc's.
-// The jailer is needed only for --jailer, so its problems are warnings.
+// As root sandboxes run under the jailer unless $KINDLING_NO_JAILER opts
+// out, so there its problems fail the check; otherwise they are warnings
+// (the jailer is then needed only for --jailer).
 func (h *Host) checkJailer(ctx context.Context, fc *release) Result {
 	find := h.FindJailer
 	if find == nil {
 		find = LookupJailer
 	}
+	needed := jailerByDefault()
 	warn := func(detail, fix string) Result {
-		return Result{Check: "jailer", Status: Warn, Detail: detail, Fix: fix}
+		st := Warn
+		if needed {
+			st = Fail
+			fix += "; or run sandboxes with --no-jailer"
+		}
+		return Result{Check: "jailer", Status: st, Detail: detail, Fix: fix}
 	}
 	p, err := find(h.Jailer)
 	if err != nil {
-		return warn(err.Error()+" (needed only for --jailer)", "put jailer on PATH, set "+EnvJailer+", or pass --jailer")
+		why := " (needed only for --jailer)"
+		if needed {
+			why = " (as root every sandbox runs under the jailer)"
+		}
+		return warn(err.Error()+why, "run kindling install firecracker, put jailer on PATH, set "+EnvJailer+", or pass --jailer")
 	}
 	if err := checkExecutable(p); err != nil {
 		return warn("jailer "+p+": "+errdefs.PathProblem(err), "give the path of a jailer executable")
@@ -336,4 +348,15 @@ func readTrim(p string) (string, error) {
 func exists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// jailerByDefault reports whether sandboxes started by this process run
+// under the jailer unless told otherwise: as root, without
+// $KINDLING_NO_JAILER (the sandbox package's policy).
+func jailerByDefault() bool {
+	if os.Geteuid() != 0 {
+		return false
+	}
+	off, _ := strconv.ParseBool(os.Getenv("KINDLING_NO_JAILER"))
+	return !off
 }

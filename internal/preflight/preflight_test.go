@@ -493,3 +493,28 @@ func FuzzParseRelease(f *testing.F) {
 		}
 	})
 }
+
+// As root, sandboxes run under the jailer by default: a missing jailer
+// fails the check unless $KINDLING_NO_JAILER opts out.
+func TestCheckJailerNeededAsRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the jailer is the default only as root")
+	}
+	for _, tt := range []struct {
+		env  string
+		want Status
+	}{{"0", Fail}, {"1", Warn}} {
+		t.Run("KINDLING_NO_JAILER="+tt.env, func(t *testing.T) {
+			t.Setenv("KINDLING_NO_JAILER", tt.env)
+			h := fakeHost(t, nil)
+			h.FindJailer = func(string) (string, error) { return "", &notFoundError{name: "jailer"} }
+			r := h.checkJailer(context.Background(), nil)
+			if r.Status != tt.want {
+				t.Errorf("checkJailer = %+v, want status %s", r, tt.want)
+			}
+			if tt.want == Fail && (!strings.Contains(r.Detail, "every sandbox runs under the jailer") || !strings.Contains(r.Fix, "--no-jailer")) {
+				t.Errorf("checkJailer = %+v: want the reason and --no-jailer in the fix", r)
+			}
+		})
+	}
+}
