@@ -76,6 +76,10 @@ type Options struct {
 	// resuming it. Its paused VMM is killed: its drives then hold what the
 	// template's copies hold, and its guest state lives on in the template.
 	Stop bool
+	// Image records the ID of the image the sandbox's root filesystem was
+	// copied from (Template.Image), so that the template counts among the
+	// image's users; empty for none.
+	Image string
 }
 
 // CloneOptions name the sandbox Store.Run starts.
@@ -291,7 +295,11 @@ func (s *Store) lock(ctx context.Context, name string, mode store.LockMode) (*st
 func (s *Store) Create(ctx context.Context, name, from string, o Options) (_ Template, err error) {
 	ctx, end := s.span(ctx, "template.Create", name)
 	defer end(&err)
-	return s.create(ctx, name, from, o, nil)
+	var describe func(*Template)
+	if o.Image != "" {
+		describe = func(t *Template) { t.Image = o.Image }
+	}
+	return s.create(ctx, name, from, o, describe)
 }
 
 // create is Create; describe, when not nil, adds to the manifest before

@@ -149,7 +149,13 @@ func newTemplateCreateCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			tpl, err := ts.Create(cmd.Context(), args[0], id, template.Options{Stop: stop})
+			// A sandbox started with 'run IMAGE' makes a template that
+			// counts among the image's users.
+			var img string
+			if in, err := rt.Inspect(cmd.Context(), id); err == nil {
+				img = in.Spec.Labels[labelImage]
+			}
+			tpl, err := ts.Create(cmd.Context(), args[0], id, template.Options{Stop: stop, Image: img})
 			endProgress()
 			if err != nil {
 				return err
