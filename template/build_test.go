@@ -116,6 +116,9 @@ func newImageRig(t *testing.T) *imageRig {
 	// overrides on restore (v1.16).
 	t.Setenv("FAKEFC", `{"version":"1.16.0"}`)
 	r, fc := newRuntime(t, false)
+	// Registered first, so checked last: no simulated guest left a mount
+	// or a loop device of a file under the state root.
+	t.Cleanup(func() { checkNoSimLeftovers(t, r.Root()) })
 	agentBin, err := testutil.AgentBinaryPath()
 	if err != nil {
 		t.Fatal(err)
@@ -359,5 +362,36 @@ func TestBuildBadInput(t *testing.T) {
 				t.Errorf("the state root holds %v after bad input", names)
 			}
 		})
+	}
+}
+
+// checkNoSimLeftovers fails the test if a mount or a loop device of a file
+// under root is left, after giving the simulated guests' teardown a few
+// seconds.
+func checkNoSimLeftovers(t *testing.T, root string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var left []string
+		mounts, _ := os.ReadFile("/proc/self/mountinfo")
+		for _, l := range strings.Split(string(mounts), "\n") {
+			if strings.Contains(l, root) {
+				left = append(left, "mount: "+l)
+			}
+		}
+		loops, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+		for _, f := range loops {
+			if b, err := os.ReadFile(f); err == nil && strings.HasPrefix(string(b), root) {
+				left = append(left, "loop device on "+strings.TrimSpace(string(b)))
+			}
+		}
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("simulated guests left behind: %s", strings.Join(left, "; "))
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
