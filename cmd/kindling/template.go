@@ -178,6 +178,8 @@ func newTemplateCreateCommand(a *app) *cobra.Command {
 	// set of their own and the ones that make sense here taken over.
 	machine := pflag.NewFlagSet("machine", pflag.ContinueOnError)
 	sf.register(machine)
+	machine.Lookup("kernel").Usage = "guest kernel `PATH` (default $" + envKernel + ")"
+	machine.Lookup("net").Usage = "network interface `auto` (repeatable): a tap created for the builder, and one for each clone"
 	for _, name := range templateImageFlags {
 		fl := machine.Lookup(name)
 		fl.Usage = "with --image: " + fl.Usage
@@ -223,6 +225,16 @@ func buildTemplate(cmd *cobra.Command, a *app, sf *specFlags, name, imageArg str
 	spec, err := imageSpec(cmd, sf, "a template from an image")
 	if err != nil {
 		return err
+	}
+	// Clones get taps of their own: a named tap (one host device) or a
+	// CNI network cannot be given to every clone.
+	if len(spec.CNINetworks) > 0 {
+		return usageErrorf(cmd.CommandPath(), "--net cni:%s does not go with --image: a template's clones need interfaces of their own; give --net auto", spec.CNINetworks[0])
+	}
+	for _, n := range spec.Net {
+		if !n.Auto {
+			return usageErrorf(cmd.CommandPath(), "--net tap=%s does not go with --image: every clone would need that one tap; give --net auto", n.Tap)
+		}
 	}
 	spec.Rootfs = &sandbox.Disk{Path: rfs.Path}
 	// While it runs, the builder is one of the image's users.
