@@ -9,10 +9,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// How Clone made a copy.
+// How Clone made a copy (CloneMethod's answer).
 const (
-	cloneReflink = "reflink" // FICLONE: the copy shares the base's extents
-	cloneSparse  = "sparse"  // the data extents copied, holes left as holes
+	CloneReflink = "reflink" // FICLONE: the copy shares the base's extents
+	CloneSparse  = "sparse"  // the data extents copied, holes left as holes
 )
 
 // Clone makes dst (a new file, mode 0600) a writable copy of the root
@@ -26,6 +26,10 @@ func Clone(base, dst string) error {
 	_, err := clone(base, dst)
 	return err
 }
+
+// CloneMethod is Clone, also saying how the copy was made: CloneReflink
+// or CloneSparse (for a benchmark or a log to report).
+func CloneMethod(base, dst string) (string, error) { return clone(base, dst) }
 
 func clone(base, dst string) (how string, err error) {
 	in, err := os.Open(base)
@@ -50,14 +54,14 @@ func clone(base, dst string) (how string, err error) {
 		}
 	}()
 	if err := unix.IoctlFileClone(int(out.Fd()), int(in.Fd())); err == nil {
-		return cloneReflink, nil
+		return CloneReflink, nil
 	} else if !reflinkUnsupported(err) {
 		return "", fmt.Errorf("clone root filesystem %s: %w", base, err)
 	}
 	if err := copySparse(in, out, fi.Size()); err != nil {
 		return "", fmt.Errorf("clone root filesystem %s: %w", base, err)
 	}
-	return cloneSparse, nil
+	return CloneSparse, nil
 }
 
 // reflinkUnsupported reports whether FICLONE failed because the file

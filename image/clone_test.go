@@ -65,7 +65,7 @@ func TestClone(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Fatal("the copy differs from the base")
 	}
-	if how == cloneSparse {
+	if how == CloneSparse {
 		if a := allocated(t, dst); a > 1<<20 {
 			t.Errorf("sparse copy of %d data bytes takes %d bytes of disk", 3*64<<10, a)
 		}

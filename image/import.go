@@ -185,11 +185,11 @@ func (s *Store) open(ctx context.Context, path, ref string) (*source, func(), er
 		src, err := fromDockerTarball(path, ref)
 		return src, nothing, err
 	case names["oci-layout"] && names["index.json"]:
-		dir, err := os.MkdirTemp(filepath.Join(s.dir, tmpDir), "archive-")
+		dir, l, err := s.archiveDir(ctx)
 		if err != nil {
 			return nil, nothing, fmt.Errorf("import %s: %w", path, err)
 		}
-		cleanup := func() { os.RemoveAll(dir) }
+		cleanup := func() { os.RemoveAll(dir); l.Drop() }
 		if err := unpackArchive(ctx, path, dir); err != nil {
 			cleanup()
 			if diskFull(err) {

@@ -2,6 +2,7 @@ package image
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -493,9 +494,35 @@ func ShortID(id string) string {
 	return h
 }
 
+// archivePrefix starts the name of a directory an OCI archive is unpacked
+// into, in tmpDir; its lock, in locksDir, has the same name.
+const archivePrefix = "archive-"
+
+// archiveDir makes a new directory to unpack an OCI archive into, holding
+// its lock (taken first, so that Clean never sees the directory unlocked
+// while it is in use). The caller removes the directory, then drops the
+// lock.
+func (s *Store) archiveDir(ctx context.Context) (string, *store.FileLock, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", nil, err
+	}
+	name := archivePrefix + hex.EncodeToString(b[:])
+	l, err := store.LockFile(ctx, s.lockPath(name), store.Exclusive)
+	if err != nil {
+		return "", nil, err
+	}
+	dir := filepath.Join(s.dir, tmpDir, name)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		l.Drop()
+		return "", nil, err
+	}
+	return dir, l, nil
+}
+
 // Clean removes what crashed imports left: builds under way in no process
-// (their image is not locked) and image directories without a record. It
-// returns the paths removed.
+// (their image is not locked), image directories without a record, and
+// unpacked OCI archives no import holds. It returns the paths removed.
 func (s *Store) Clean() ([]string, error) {
 	var removed []string
 	var errs []error
@@ -504,6 +531,12 @@ func (s *Store) Clean() ([]string, error) {
 		return nil, fmt.Errorf("clean image store: %w", err)
 	}
 	for _, de := range tmps {
+		if strings.HasPrefix(de.Name(), archivePrefix) {
+			r, err := s.cleanArchive(de.Name())
+			removed = append(removed, r...)
+			errs = append(errs, err)
+			continue
+		}
 		h, _, _ := strings.Cut(de.Name(), "-")
 		if _, ok := idHex(h); !ok {
 			continue
@@ -527,6 +560,24 @@ func (s *Store) Clean() ([]string, error) {
 		}
 	}
 	return removed, errors.Join(errs...)
+}
+
+// cleanArchive removes the unpacked archive name of tmpDir unless an
+// import holds its lock.
+func (s *Store) cleanArchive(name string) ([]string, error) {
+	l, err := store.TryLockFile(s.lockPath(name), store.Exclusive)
+	if errors.Is(err, store.ErrLocked) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer l.Drop()
+	dir := filepath.Join(s.dir, tmpDir, name)
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, err
+	}
+	return []string{dir}, nil
 }
 
 // cleanImage removes the stale builds of image h and its directory if it

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -177,6 +178,36 @@ func TestClean(t *testing.T) {
 	if err != nil || len(removed) != 2 {
 		t.Fatalf("Clean = %v, %v; want the build and the half image", removed, err)
 	}
+	if left := storeLeftovers(t, s); len(left) > 0 {
+		t.Errorf("left: %v", left)
+	}
+}
+
+// TestCleanArchives: an unpacked OCI archive an import holds is kept; one
+// a crashed import left (its lock free) is removed, with its lock.
+func TestCleanArchives(t *testing.T) {
+	s := openStore(t)
+	held, l, err := s.archiveDir(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	crashed, l2, err := s.archiveDir(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2.Unlock() // as a process that died: the lock file stays, unheld
+	removed, err := s.Clean()
+	if err != nil || !slices.Equal(removed, []string{crashed}) {
+		t.Fatalf("Clean = %v, %v; want only %s", removed, err, crashed)
+	}
+	if _, err := os.Stat(held); err != nil {
+		t.Errorf("the archive in use went: %v", err)
+	}
+	if _, err := os.Stat(s.lockPath(filepath.Base(crashed))); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the crashed archive's lock file is left: %v", err)
+	}
+	os.RemoveAll(held)
+	l.Drop()
 	if left := storeLeftovers(t, s); len(left) > 0 {
 		t.Errorf("left: %v", left)
 	}

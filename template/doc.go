@@ -8,7 +8,10 @@
 //
 // It is not a second runtime: a template is made with the runtime's
 // Snapshot (sandbox.SnapshotOptions.Own) and a clone is a sandbox of the
-// runtime, recorded with CreateFromSnapshot and started with Start. The
+// runtime, recorded with CreateFromSnapshot and started with Start. Build
+// makes a template from a root filesystem (an image's, copied with package
+// image's Clone): it boots a builder sandbox, runs setup commands through
+// its agent, and snapshots it. The
 // store lives under the runtime's state root (<root>/.templates) and uses
 // internal/store's atomic write and lock, like the sandboxes' state.
 //

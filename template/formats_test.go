@@ -3,6 +3,7 @@ package template
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -25,6 +26,35 @@ func formatsTemplate() Template {
 		Net:      []Net{{IfaceID: "eth0", Tap: "kd0", MAC: "02:00:00:00:00:01", Auto: true}},
 		VsockCID: 3,
 		Files:    []File{{Name: "vmstate", SHA256: "ab12", Stamp: FileStamp{Size: 10, ModTime: 5}}},
+		Image:    "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+		ImageRef: "app:1",
+		Setup:    []string{"apk add python3", "echo ready > /etc/motd"},
+	}
+}
+
+// TestFormatsOlder reads the golden files of the older formats: they are
+// still accepted, and a format from a newer kindling is not.
+func TestFormatsOlder(t *testing.T) {
+	for v := 1; v < Format; v++ {
+		b, err := os.ReadFile(filepath.Join("testdata", "formats", fmt.Sprintf("template-manifest-v%d.json", v)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tpl Template
+		if err := json.Unmarshal(b, &tpl); err != nil {
+			t.Fatalf("format %d: %v", v, err)
+		}
+		if tpl.Format != v || tpl.Name != "base" {
+			t.Fatalf("format %d's golden file reads as format %d, name %q", v, tpl.Format, tpl.Name)
+		}
+		if err := checkFormat(tpl.Format); err != nil {
+			t.Errorf("format %d: %v", v, err)
+		}
+	}
+	for _, f := range []int{0, Format + 1} {
+		if err := checkFormat(f); !errors.Is(err, ErrNotSupported) {
+			t.Errorf("format %d: %v, want ErrNotSupported", f, err)
+		}
 	}
 }
 

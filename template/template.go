@@ -60,9 +60,10 @@ const (
 	templatesDir         = ".templates"
 	templatesLock        = ".lock"
 	templateManifestName = "kindling-template.json"
-	// Format is the version of the template manifest this package writes
-	// and reads.
-	Format = 1
+	// Format is the version of the template manifest this package writes;
+	// it reads this one and the ones before (version 2 added image,
+	// image_ref and setup).
+	Format = 2
 )
 
 // snapshotManifestName is the sandbox package's manifest in a snapshot
@@ -75,6 +76,10 @@ type Options struct {
 	// resuming it. Its paused VMM is killed: its drives then hold what the
 	// template's copies hold, and its guest state lives on in the template.
 	Stop bool
+	// Image records the ID of the image the sandbox's root filesystem was
+	// copied from (Template.Image), so that the template counts among the
+	// image's users; empty for none.
+	Image string
 }
 
 // CloneOptions name the sandbox Store.Run starts.
@@ -131,6 +136,16 @@ type Template struct {
 	VsockCID uint32 `json:"vsock_cid,omitempty"`
 	// Files are the files the template owns, with their checksums.
 	Files []File `json:"files"`
+	// Image is the ID of the image the template was built from (Build),
+	// ImageRef the name it was given by; empty for a template taken from
+	// a sandbox. The template owns its copy of the image's root
+	// filesystem: the image is only recorded, so that it counts the
+	// template among its users.
+	Image    string `json:"image,omitempty"`
+	ImageRef string `json:"image_ref,omitempty"`
+	// Setup are the commands run in the guest before it was snapshotted
+	// (Build).
+	Setup []string `json:"setup,omitempty"`
 	// Clones are the sandboxes started from the template and not removed
 	// (computed when read, not stored).
 	Clones []string `json:"clones,omitempty"`
@@ -280,7 +295,16 @@ func (s *Store) lock(ctx context.Context, name string, mode store.LockMode) (*st
 func (s *Store) Create(ctx context.Context, name, from string, o Options) (_ Template, err error) {
 	ctx, end := s.span(ctx, "template.Create", name)
 	defer end(&err)
+	var describe func(*Template)
+	if o.Image != "" {
+		describe = func(t *Template) { t.Image = o.Image }
+	}
+	return s.create(ctx, name, from, o, describe)
+}
 
+// create is Create; describe, when not nil, adds to the manifest before
+// it is written.
+func (s *Store) create(ctx context.Context, name, from string, o Options, describe func(*Template)) (_ Template, err error) {
 	tdir, err := s.dir(name)
 	if err != nil {
 		return Template{}, err
@@ -329,6 +353,9 @@ func (s *Store) Create(ctx context.Context, name, from string, o Options) (_ Tem
 		tpl.FirecrackerStamp = stampOf(fi)
 	}
 	tpl.SnapshotFormat = askFirecracker(ctx, tpl.FirecrackerPath, "--snapshot-version")
+	if describe != nil {
+		describe(&tpl)
+	}
 	if err := finish(tdir, &tpl, s.progress); err != nil {
 		return Template{}, fmt.Errorf("create template %q: %w", name, err)
 	}
@@ -424,6 +451,15 @@ func askFirecracker(ctx context.Context, fc, flag string) string {
 	return ""
 }
 
+// checkFormat refuses a manifest format this package cannot read: one
+// from a newer kindling, or none.
+func checkFormat(f int) error {
+	if f < 1 || f > Format {
+		return fmt.Errorf("manifest format %d, this kindling reads 1 to %d: %w", f, Format, ErrNotSupported)
+	}
+	return nil
+}
+
 // read reads template name's manifest and checks that its snapshot's is
 // readable.
 func (s *Store) read(name string) (*Template, error) {
@@ -452,8 +488,8 @@ func (s *Store) read(name string) (*Template, error) {
 	if err := json.Unmarshal(b, &tpl); err != nil {
 		return nil, fmt.Errorf("template %q: manifest: %w: %w", name, err, ErrCorrupt)
 	}
-	if tpl.Format != Format {
-		return nil, fmt.Errorf("template %q: manifest format %d, this kindling reads %d: %w", name, tpl.Format, Format, ErrNotSupported)
+	if err := checkFormat(tpl.Format); err != nil {
+		return nil, fmt.Errorf("template %q: %w", name, err)
 	}
 	tpl.Dir = tdir
 	for _, f := range tpl.Files {

@@ -457,8 +457,11 @@ func TestTemplateStop(t *testing.T) {
 			t.Cleanup(func() { assertTemplatesEmpty(t, r) })
 			ctx := context.Background()
 			spec := templateSource(t, r, fc, "src")
-			if _, err := r.tpl.Create(ctx, "tpl", "src", Options{Stop: true}); err != nil {
+			const img = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+			if tpl, err := r.tpl.Create(ctx, "tpl", "src", Options{Stop: true, Image: img}); err != nil {
 				t.Fatal(err)
+			} else if got, err := r.tpl.Inspect(ctx, "tpl"); err != nil || got.Image != img || tpl.Image != img {
+				t.Fatalf("the template records image %q (read back %q, %v), want %q", tpl.Image, got.Image, err, img)
 			}
 			if in, err := r.rt.Inspect(ctx, "src"); err != nil || in.Status != sandbox.Exited {
 				t.Fatalf("source: %v, %v; want exited", in.Status, err)

@@ -99,6 +99,13 @@ func TestRun(t *testing.T) {
 					want["agent_exec"] = []string{pathRaw, pathRuntime}
 					want["agent_files"] = []string{pathRaw, pathRuntime}
 				}
+				if imageReady() == nil {
+					want["image_import_cold"] = []string{pathRaw, pathLib, pathCLI}
+					want["image_import_cached"] = []string{pathLib, pathCLI}
+					want["rootfs_copy"] = []string{pathRaw, pathLib}
+					want["rootfs_copy_disk"] = []string{pathRaw, pathLib}
+					want["run_image"] = []string{pathRaw, pathCLI}
+				}
 				for metric, paths := range want {
 					for _, p := range paths {
 						r, ok := got[metric+"/"+p]
@@ -106,7 +113,9 @@ func TestRun(t *testing.T) {
 							t.Errorf("no row for %s on %s", metric, p)
 							continue
 						}
-						if p != pathRaw && !strings.HasPrefix(metric, "memory") && !strings.HasPrefix(metric, "fleet") && !strings.HasPrefix(metric, "net_") && r.Ratio == nil {
+						noRatio := strings.HasPrefix(metric, "memory") || strings.HasPrefix(metric, "fleet") || strings.HasPrefix(metric, "net_") ||
+							strings.HasSuffix(metric, "_disk") || metric == "image_import_cached" // bytes or no raw floor
+						if p != pathRaw && !noRatio && r.Ratio == nil {
 							t.Errorf("%s on %s has no ratio to raw", metric, p)
 						}
 					}

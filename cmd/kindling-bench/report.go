@@ -100,6 +100,7 @@ func metricDefs(conc []int, phases bool) []metricDef {
 		metricDef{key: "agent_files", title: "1 MiB up + 1 MiB down through the agent (simulated guest)", kind: kindTime},
 	)
 	defs = append(defs, netMetricDefs()...)
+	defs = append(defs, imageMetricDefs()...)
 	for _, k := range conc {
 		defs = append(defs, metricDef{key: concKey(k), title: fmt.Sprintf("%d VMs started at once (throughput)", k), kind: kindConc, k: k,
 			targets: map[string]target{pathLib: {ratioAtLeast, 0.8}}})

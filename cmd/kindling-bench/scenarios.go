@@ -338,6 +338,7 @@ func scenarios(conc []int) []scenario {
 	list = append(list, cloneScenario())
 	list = append(list, agentScenarios()...)
 	list = append(list, netScenarios()...)
+	list = append(list, imageScenarios()...)
 	for _, k := range conc {
 		list = append(list, concurrentScenario(k), clonesAtOnce(k))
 	}

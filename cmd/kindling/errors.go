@@ -50,6 +50,8 @@ func notFoundHint(path string, c *cobra.Command) string {
 		// internal/install's and image's errors name their own remedy
 		// (a mirror, --version, 'kindling image ls').
 		return ""
+	case path == "kindling template create" && flagValue(c, "image") != "":
+		return "" // the image's error names its remedy ('kindling image ls')
 	case path == "kindling template create": // the source sandbox
 		return "see 'kindling ps'"
 	case strings.HasPrefix(path, "kindling template"), flagValue(c, "template") != "":

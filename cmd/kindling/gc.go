@@ -1,12 +1,16 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/kindling-vm/kindling/internal/store"
 	"github.com/kindling-vm/kindling/sandbox"
 )
 
@@ -18,7 +22,11 @@ IDs it removed, one a line.
 gc never ends a running VM on its own. A sandbox whose state file is missing,
 corrupt or from a newer kindling, or whose monitor is gone, while its VM
 still runs, is reported on stderr and left alone; --kill-orphans kills such
-VMs and removes their sandboxes.`
+VMs and removes their sandboxes.
+
+gc also cleans the image store: what imports that did not finish left
+(build directories no import holds, image directories without a record,
+unpacked OCI archives) is removed, each path named on stderr.`
 
 func newGCCommand(a *app) *cobra.Command {
 	var (
@@ -56,7 +64,7 @@ func newGCCommand(a *app) *cobra.Command {
 			for _, k := range rep.Kept {
 				fmt.Fprintf(a.stderr, "kindling: gc: kept sandbox %s: %s: use the kindling that wrote it, or 'kindling rm -f %s'\n", k.ID, k.Reason, k.ID)
 			}
-			return gcErr
+			return errors.Join(gcErr, cleanImages(a))
 		},
 	}
 	cmd.Flags().BoolVar(&killOrphans, "kill-orphans", false, "kill the VMs of sandboxes that can no longer be managed, and remove those sandboxes")
@@ -75,4 +83,29 @@ func orphanLine(o sandbox.Orphan) string {
 		return fmt.Sprintf("kindling: gc: killed pid %s of sandbox %s (%s) and removed it", strings.Join(pids, ", "), o.ID, o.Reason)
 	}
 	return fmt.Sprintf("kindling: gc: left sandbox %s: %s, and pid %s still runs: 'kindling stop %s' or 'kindling gc --kill-orphans' ends it", o.ID, o.Reason, strings.Join(pids, ", "), o.ID)
+}
+
+// cleanImages removes what unfinished imports left in the image store,
+// naming each path on stderr. A state root without an image store has
+// nothing to clean (and gets none).
+func cleanImages(a *app) error {
+	root := a.root
+	if root == "" {
+		root = store.DefaultRoot()
+	}
+	if _, err := os.Stat(filepath.Join(root, imagesDir)); err != nil {
+		return nil
+	}
+	s, err := a.images()
+	if err != nil {
+		return err
+	}
+	removed, err := s.Clean()
+	for _, p := range removed {
+		fmt.Fprintf(a.stderr, "kindling: gc: removed %s, left by an image import that did not finish\n", p)
+	}
+	if err != nil {
+		return fmt.Errorf("gc: clean the image store: %w", err)
+	}
+	return nil
 }

@@ -219,9 +219,11 @@ func newImagePullCommand(a *app) *cobra.Command {
 }
 
 const imageLsLong = `List the images: NAME (one line per name; <none> for an image without
-one), ID, CREATED, SIZE (of its files) and AGENT (whether a root
-filesystem with the guest agent is built). -q prints only the IDs; --json
-prints each image as 'kindling image inspect' does.`
+one), ID, CREATED, SIZE (of its files), AGENT (whether a root filesystem
+with the guest agent is built) and USERS (how many sandboxes started with
+'run IMAGE' and templates built from it exist; 'image inspect' names
+them). -q prints only the IDs; --json prints each image as 'kindling image
+inspect' does.`
 
 const imageLsExample = `  kindling image ls
   kindling image ls --json`
@@ -247,11 +249,9 @@ func newImageLsCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if list == nil {
-				list = []image.Image{}
-			}
-			return writeList(a.stdout, lf, list, func(im image.Image) string { return im.ID }, func() error {
-				return writeImageTable(a.stdout, list, time.Now())
+			views := imageViews(cmd.Context(), a, list)
+			return writeList(a.stdout, lf, views, func(v imageView) string { return v.ID }, func() error {
+				return writeImageTable(a.stdout, views, time.Now())
 			})
 		},
 	}
@@ -259,8 +259,8 @@ func newImageLsCommand(a *app) *cobra.Command {
 	return cmd
 }
 
-func writeImageTable(w io.Writer, list []image.Image, now time.Time) error {
-	return writeTable(w, "NAME\tID\tCREATED\tSIZE\tAGENT", func(tw io.Writer) {
+func writeImageTable(w io.Writer, list []imageView, now time.Time) error {
+	return writeTable(w, "NAME\tID\tCREATED\tSIZE\tAGENT\tUSERS", func(tw io.Writer) {
 		for _, im := range list {
 			agent := "no"
 			for _, r := range im.RootFS {
@@ -273,7 +273,7 @@ func writeImageTable(w io.Writer, list []image.Image, now time.Time) error {
 				names = []string{"<none>"}
 			}
 			for _, n := range names {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", image.FamiliarRef(n), image.ShortID(im.ID), ago(now, im.Created), byteSize(im.Size), agent)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\n", image.FamiliarRef(n), image.ShortID(im.ID), ago(now, im.Created), byteSize(im.Size), agent, len(im.Users))
 			}
 		}
 	})
@@ -282,8 +282,9 @@ func writeImageTable(w io.Writer, list []image.Image, now time.Time) error {
 const imageInspectLong = `Print images as JSON: ID (the digest of the image's configuration),
 manifest digest, names, platform, creation and import times, layers, size,
 the process defaults (entrypoint, cmd, env, working_dir, user) and the root
-filesystems built from it (per agent, with their paths). NAME is a name, an
-ID, a unique prefix of an ID, or a manifest digest.`
+filesystems built from it (per agent, with their paths), and its users
+(sandboxes started with 'run IMAGE', templates built from it). NAME is a
+name, an ID, a unique prefix of an ID, or a manifest digest.`
 
 const imageInspectExample = `  kindling image inspect alpine:3.20
   kindling image inspect 3f2a | jq -r '.[0].rootfs[0].path'`
@@ -308,16 +309,18 @@ func newImageInspectCommand(a *app) *cobra.Command {
 				}
 				out = append(out, im)
 			}
-			return writeJSON(a.stdout, out)
+			return writeJSON(a.stdout, imageViews(cmd.Context(), a, out))
 		},
 	}
 }
 
 const imageRmLong = `Remove images. NAME as for 'image inspect'; when NAME is one of several
-names of an image, only that name is removed. An image that sandboxes
-started with 'kindling run IMAGE' still exist for is refused unless
---force is given: their own copies go on working, but nothing new can
-start from it.`
+names of an image, only that name is removed. An image that has users —
+sandboxes started with 'kindling run IMAGE', templates built from it with
+'kindling template create --image' — is refused unless --force is given:
+a warning names them; their own copies (the sandboxes', the templates')
+go on working and clones still start from the templates, but no new
+sandbox or template can be made from the image.`
 
 const imageRmExample = `  kindling image rm alpine:3.20
   kindling image rm -f $(kindling image ls -q)`
@@ -339,7 +342,7 @@ func newImageRmCommand(a *app) *cobra.Command {
 			var errs []error
 			for _, n := range args {
 				// Sandboxes started with 'run IMAGE' carry the image's ID
-				// in a label; templates do not refer to images yet.
+				// in a label; templates built from it record it.
 				r, err := s.Remove(cmd.Context(), n, image.RemoveOptions{Force: force, InUse: imageUsers(cmd, a)})
 				if err != nil {
 					errs = append(errs, imageHint(err))

@@ -22,6 +22,7 @@ func TestJSONKeysSnakeCase(t *testing.T) {
 	printed := []any{
 		sandbox.Info{},           // ps, inspect, run/create/start/restore --json
 		template.Template{},      // template ls, inspect, create --json
+		imageView{},              // image ls --json, image inspect
 		vcpuThread{},             // threads --json
 		versionInfo{},            // version --json
 		checkReport{},            // check --json

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -16,6 +18,7 @@ import (
 	"github.com/kindling-vm/kindling/image"
 	"github.com/kindling-vm/kindling/internal/store"
 	"github.com/kindling-vm/kindling/sandbox"
+	"github.com/kindling-vm/kindling/template"
 )
 
 // envKernel names the guest kernel used when neither --kernel nor the
@@ -123,45 +126,22 @@ func runImage(cmd *cobra.Command, a *app, sf *specFlags, im image.Image, command
 	if err := o.exec.check(path); err != nil {
 		return err
 	}
-	var grow int64
-	if o.diskSize != "" {
-		mib, err := sandbox.ParseMemory(o.diskSize)
-		if err != nil {
-			return usageErrorf(path, "--disk-size %q: %v: give a size like 2G", o.diskSize, err)
-		}
-		grow = int64(mib) << 20
-	}
 	rfs, err := agentRootfs(im)
 	if err != nil {
 		return err
 	}
-	if grow != 0 && grow < rfs.Size {
-		return usageErrorf(path, "--disk-size %s is smaller than image %s's root filesystem (%d MiB): give a larger size", o.diskSize, imageName(im), rfs.Size>>20)
-	}
-	spec, err := sf.spec(cmd)
+	grow, err := parseDiskSize(cmd, o.diskSize, im, rfs)
 	if err != nil {
 		return err
 	}
-	if spec.Kernel == "" {
-		spec.Kernel = os.Getenv(envKernel)
-	}
-	if spec.Kernel == "" {
-		return usageErrorf(path, "running an image needs a Linux guest kernel: give --kernel PATH, 'kernel' in the config file, or $%s (see docs/guests.md to get one)", envKernel)
-	}
-	if spec.Kernel, err = filepath.Abs(spec.Kernel); err != nil {
+	spec, err := imageSpec(cmd, sf, "running an image")
+	if err != nil {
 		return err
-	}
-	if _, err := os.Stat(spec.Kernel); err != nil {
-		return fmt.Errorf("guest kernel: %w: give the path of a vmlinux (see docs/guests.md)", err)
 	}
 	if spec.Labels == nil {
 		spec.Labels = map[string]string{}
 	}
 	spec.Labels[labelImage] = im.ID
-	spec.Agent = true
-	if !strings.Contains(" "+spec.KernelArgs, " init=") {
-		spec.KernelArgs = strings.TrimSpace(image.BootArg + " " + spec.KernelArgs)
-	}
 	ctx := cmd.Context()
 	if err := ensureFirecracker(ctx, a, spec.Firecracker, o.autoInstall); err != nil {
 		return err
@@ -205,6 +185,51 @@ func runImage(cmd *cobra.Command, a *app, sf *specFlags, im image.Image, command
 	return endCommandRun(ctx, rt, id, o.rm, runErr)
 }
 
+// imageSpec is the spec of a sandbox that boots an image's root
+// filesystem (set by the caller), from the flags: a Linux guest kernel
+// (--kernel, the config file's, else $KINDLING_KERNEL) that exists, the
+// agent on, and the image's agent as init unless --kernel-args names one.
+// what says what needs the kernel, for its error.
+func imageSpec(cmd *cobra.Command, sf *specFlags, what string) (sandbox.Spec, error) {
+	spec, err := sf.spec(cmd)
+	if err != nil {
+		return sandbox.Spec{}, err
+	}
+	if spec.Kernel == "" {
+		spec.Kernel = os.Getenv(envKernel)
+	}
+	if spec.Kernel == "" {
+		return sandbox.Spec{}, usageErrorf(cmd.CommandPath(), "%s needs a Linux guest kernel: give --kernel PATH, 'kernel' in the config file, or $%s (see docs/guests.md to get one)", what, envKernel)
+	}
+	if spec.Kernel, err = filepath.Abs(spec.Kernel); err != nil {
+		return sandbox.Spec{}, err
+	}
+	if _, err := os.Stat(spec.Kernel); err != nil {
+		return sandbox.Spec{}, fmt.Errorf("guest kernel: %w: give the path of a vmlinux (see docs/guests.md)", err)
+	}
+	spec.Agent = true
+	if !strings.Contains(" "+spec.KernelArgs, " init=") {
+		spec.KernelArgs = strings.TrimSpace(image.BootArg + " " + spec.KernelArgs)
+	}
+	return spec, nil
+}
+
+// parseDiskSize parses --disk-size for image im's root filesystem rfs: 0
+// when not given; a size below the file's is refused.
+func parseDiskSize(cmd *cobra.Command, v string, im image.Image, rfs image.RootFS) (int64, error) {
+	if v == "" {
+		return 0, nil
+	}
+	mib, err := sandbox.ParseMemory(v)
+	if err != nil {
+		return 0, usageErrorf(cmd.CommandPath(), "--disk-size %q: %v: give a size like 2G", v, err)
+	}
+	if size := int64(mib) << 20; size >= rfs.Size {
+		return size, nil
+	}
+	return 0, usageErrorf(cmd.CommandPath(), "--disk-size %s is smaller than image %s's root filesystem (%d MiB): give a larger size", v, imageName(im), rfs.Size>>20)
+}
+
 // prepareImageRootfs makes dst the sandbox's copy of base, grown to grow
 // bytes when that is not 0.
 func prepareImageRootfs(ctx context.Context, base, dst string, grow int64) error {
@@ -217,24 +242,78 @@ func prepareImageRootfs(ctx context.Context, base, dst string, grow int64) error
 	return nil
 }
 
-// imageUsers returns the 'image rm' InUse hook: the sandboxes started from
-// the image (by their label). A state root that cannot be read reports
-// nothing, as no sandbox can be found in it.
+// imageUser is what uses an image: a sandbox started with 'run IMAGE' (or
+// a template's builder, while it runs), or a template built from it.
+type imageUser struct {
+	Kind string `json:"kind"` // "sandbox" or "template"
+	Name string `json:"name"`
+}
+
+func (u imageUser) String() string { return u.Kind + " " + u.Name }
+
+// imageView is an image as 'image ls --json' and 'image inspect' print it:
+// its record and its users.
+type imageView struct {
+	image.Image
+	Users []imageUser `json:"users"`
+}
+
+// imageUsersOf maps image IDs to their users: the sandboxes labelled with
+// the image's ID and the templates built from it. A state root that
+// cannot be read reports nothing, as nothing can be found in it.
+func imageUsersOf(ctx context.Context, a *app) map[string][]imageUser {
+	out := map[string][]imageUser{}
+	rt, err := a.runtime()
+	if err != nil {
+		return out
+	}
+	if list, err := rt.List(ctx, sandbox.ListOptions{}); err == nil {
+		for _, in := range list {
+			if id := in.Spec.Labels[labelImage]; id != "" {
+				out[id] = append(out[id], imageUser{Kind: "sandbox", Name: in.ID})
+			}
+		}
+	}
+	if ts, err := template.Open(rt, a.templateOptions()...); err == nil {
+		if list, err := ts.List(ctx); err == nil {
+			for _, t := range list {
+				if t.Image != "" {
+					out[t.Image] = append(out[t.Image], imageUser{Kind: "template", Name: t.Name})
+				}
+			}
+		}
+	}
+	for id, us := range out {
+		slices.SortFunc(us, func(a, b imageUser) int {
+			return cmp.Or(strings.Compare(b.Kind, a.Kind), strings.Compare(a.Name, b.Name)) // templates first
+		})
+		out[id] = us
+	}
+	return out
+}
+
+// imageViews pairs each image of list with its users; never nil.
+func imageViews(ctx context.Context, a *app, list []image.Image) []imageView {
+	users := imageUsersOf(ctx, a)
+	out := make([]imageView, len(list))
+	for i, im := range list {
+		out[i] = imageView{Image: im, Users: users[im.ID]}
+		if out[i].Users == nil {
+			out[i].Users = []imageUser{}
+		}
+	}
+	return out
+}
+
+// imageUsers returns the 'image rm' InUse hook: the image's users (see
+// imageUsersOf).
 func imageUsers(cmd *cobra.Command, a *app) func(id string) []string {
 	return func(id string) []string {
-		rt, err := a.runtime()
-		if err != nil {
-			return nil
+		var names []string
+		for _, u := range imageUsersOf(cmd.Context(), a)[id] {
+			names = append(names, u.String())
 		}
-		list, err := rt.List(cmd.Context(), sandbox.ListOptions{Labels: map[string]string{labelImage: id}})
-		if err != nil {
-			return nil
-		}
-		var users []string
-		for _, in := range list {
-			users = append(users, "sandbox "+in.ID)
-		}
-		return users
+		return names
 	}
 }
 
