@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -75,12 +76,16 @@ func (n *podNetwork) apply(vm *sandbox.Spec) {
 	vm.KernelArgs += " " + n.guest.KernelIPArg(podIfName)
 }
 
-// leavePodNetwork removes the tap and the redirect from the pod's
-// namespace, if it is still there.
+// leavePodNetwork removes the tap, the redirect and the port forward's
+// loopback redirect from the pod's namespace, if it is still there.
 func leavePodNetwork(ctx context.Context, sp *specs.Spec) error {
 	ns := netnsPath(sp)
 	if ns == "" {
 		return nil
 	}
-	return network.LeaveNetNS(ctx, ns, podIfName, podTap)
+	err := network.LeaveNetNS(ctx, ns, podIfName, podTap)
+	if _, serr := os.Stat(ns); serr == nil {
+		err = errors.Join(err, network.RemoveLoopbackRedirect(ns))
+	}
+	return err
 }
