@@ -11,6 +11,8 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
+
+	"github.com/kindling-vm/kindling/internal/netdev"
 )
 
 // loopbackTable is the nf_tables table (family ip) of RedirectLoopback.
@@ -65,9 +67,13 @@ func RedirectLoopback(nsPath string, to uint16) error {
 }
 
 // RemoveLoopbackRedirect deletes RedirectLoopback's table from nsPath. It
-// is idempotent.
+// is idempotent, and a namespace that is gone is fine (the table went
+// with it).
 func RemoveLoopbackRedirect(nsPath string) error {
 	if nsPath == "" {
+		return nil
+	}
+	if _, err := netdev.ResolveNetNS(nsPath); err != nil {
 		return nil
 	}
 	return deleteTable(nsPath, nftables.TableFamilyIPv4, loopbackTable)

@@ -78,4 +78,7 @@ func TestRedirectLoopback(t *testing.T) {
 	if err := RemoveLoopbackRedirect(ns); err != nil {
 		t.Errorf("second RemoveLoopbackRedirect: %v", err)
 	}
+	if err := RemoveLoopbackRedirect(ns + "-gone"); err != nil {
+		t.Errorf("RemoveLoopbackRedirect of a namespace that is gone: %v", err)
+	}
 }

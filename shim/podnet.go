@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -83,9 +82,5 @@ func leavePodNetwork(ctx context.Context, sp *specs.Spec) error {
 	if ns == "" {
 		return nil
 	}
-	err := network.LeaveNetNS(ctx, ns, podIfName, podTap)
-	if _, serr := os.Stat(ns); serr == nil {
-		err = errors.Join(err, network.RemoveLoopbackRedirect(ns))
-	}
-	return err
+	return errors.Join(network.LeaveNetNS(ctx, ns, podIfName, podTap), network.RemoveLoopbackRedirect(ns))
 }
