@@ -33,8 +33,9 @@ import (
 //     the exit status comes on the error channel.
 //   - Attach to a container started with a TTY and stdin.
 //
-// Removing the pod leaves nothing (the forwarder's listener and its
-// loopback redirect go with the pod).
+// A forward still open when the pod is removed is ended; removing the pod
+// leaves nothing (the forwarder's listener and its loopback redirect go
+// with the pod).
 func TestCRIStreaming(t *testing.T) {
 	needs(t)
 	testutil.CheckLeaks(t)
@@ -188,7 +189,24 @@ func TestCRIStreaming(t *testing.T) {
 		}
 	})
 
+	// A forward left open while the pod goes is ended with it.
+	open, err := dialIn(podNS, "127.0.0.1:8080")
+	if err != nil {
+		t.Fatalf("forward to 127.0.0.1:8080: %v", err)
+	}
+	defer open.Close()
+	if _, err := open.Write([]byte("still here\n")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readN(open, len("still here\n")); err != nil || got != "still here\n" {
+		t.Fatalf("open forward: %q, %v", got, err)
+	}
 	c.removePod(ctx, podID)
+	if got, err := readN(open, 1); err == nil {
+		t.Errorf("a forward open across RemovePodSandbox still reads %q", got)
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Errorf("a forward open across RemovePodSandbox was not ended (read timed out)")
+	}
 	c.conn.Close()
 	c.stop()
 	auditLeaksNS(t, c.env, "k8s.io", podID)
