@@ -75,12 +75,12 @@ func (n *podNetwork) apply(vm *sandbox.Spec) {
 	vm.KernelArgs += " " + n.guest.KernelIPArg(podIfName)
 }
 
-// leavePodNetwork removes the tap and the redirect from the pod's
-// namespace, if it is still there.
+// leavePodNetwork removes the tap, the redirect and the port forward's
+// loopback redirect from the pod's namespace, if it is still there.
 func leavePodNetwork(ctx context.Context, sp *specs.Spec) error {
 	ns := netnsPath(sp)
 	if ns == "" {
 		return nil
 	}
-	return network.LeaveNetNS(ctx, ns, podIfName, podTap)
+	return errors.Join(network.LeaveNetNS(ctx, ns, podIfName, podTap), network.RemoveLoopbackRedirect(ns))
 }

@@ -14,7 +14,8 @@ import (
 
 // The simulated-guest CRI scenarios on real VMs: a pod on the CNI network
 // boots a Linux guest, a server in a container of the pod answers at the
-// pod IP from the node's side of the bridge, a read-only volume and
+// pod IP from the node's side of the bridge and at 127.0.0.1 of the pod's
+// network namespace (CRI's port forward), a read-only volume and
 // ExecSync work in the guest, ContainerStats has figures, and removing the
 // pod leaves nothing. It needs KINDLING_KERNEL, KINDLING_FIRECRACKER and
 // /dev/kvm, and a machine on which that kernel boots.
@@ -62,6 +63,12 @@ func TestCRIRealVM(t *testing.T) {
 	}
 	if err != nil || got != "hello from a real pod" {
 		t.Errorf("fetch %s:8080 from the node = %q, %v; want the pod's server\n%s", podIP, got, err, c.shimLogs())
+	}
+	// CRI's PortForward path: localhost:8080 in the pod's namespace.
+	if vmms := c.sandboxPIDs(); len(vmms) != 1 {
+		t.Errorf("VMMs of the pod: %v, want 1", vmms)
+	} else if got, err := fetchIn(netnsOf(vmms[0]), "127.0.0.1:8080"); err != nil || got != "hello from a real pod" {
+		t.Errorf("fetch 127.0.0.1:8080 in the pod's namespace (port forward) = %q, %v\n%s", got, err, c.shimLogs())
 	}
 	stats, err := c.rs.ContainerStats(ctx, &runtimeapi.ContainerStatsRequest{ContainerId: srv})
 	if err != nil || stats.Stats.GetMemory().GetWorkingSetBytes().GetValue() == 0 {

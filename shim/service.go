@@ -71,6 +71,9 @@ type taskState struct {
 	// joined: a container of a pod, in the pod sandbox task's VM; its
 	// rootfs is a directory of the guest, and the VM is not its own.
 	joined bool
+	// portFwd carries CRI's port forward from the pod's network
+	// namespace into the guest (a VM on a pod network only).
+	portFwd *portForwarder
 	// vmMemMiB is the VM's memory (the pod's, for a joined container).
 	vmMemMiB int
 	// mounts are the container's extra mounts in the guest.
@@ -263,6 +266,13 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	}
 	if t.mounts, err = s.copyVolumes(ctx, t, plan); err != nil {
 		return nil, err
+	}
+	if pn != nil {
+		// Without it the pod still runs; only CRI's PortForward fails.
+		if t.portFwd, err = startPortForward(pn.nsPath, info.VsockSocket, s.log); err != nil {
+			s.log.Warn("CRI port forward into the guest not served", "task", r.ID, "err", err)
+			err = nil
+		}
 	}
 	go s.watchVM(t)
 	s.mu.Lock()

@@ -96,6 +96,9 @@ func (s *Service) teardown(ctx context.Context, t *taskState) {
 	if t.client != nil {
 		t.client.Close()
 	}
+	if err := t.portFwd.close(); err != nil {
+		s.log.Warn("stop the port forward", "task", t.id, "err", err)
+	}
 	if err := removeSandbox(ctx, s.rt, t.sandboxID); err != nil {
 		s.log.Warn("remove VM", "sandbox", t.sandboxID, "err", err)
 	}

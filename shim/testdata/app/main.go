@@ -64,6 +64,20 @@ func main() {
 			io.WriteString(c, args[1])
 			c.Close()
 		}
+	case "echo-serve":
+		// echo-serve ADDR: a TCP server that sends back what it reads.
+		ln, err := net.Listen("tcp", args[0])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "app:", err)
+			os.Exit(1)
+		}
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				os.Exit(1)
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
 	case "ifaces":
 		// The network interfaces and their addresses.
 		ifs, _ := net.Interfaces()
