@@ -1,7 +1,7 @@
 // Package remote is the Go client of a kindling server (kindlingd): a
-// sandbox.Controller (and sandbox.Hotplugger) whose calls go over the
-// server's native API, so code written against sandbox.Controller runs the
-// same against the local runtime and a server.
+// sandbox.Controller (and sandbox.Hotplugger and sandbox.EgressSetter)
+// whose calls go over the server's native API, so code written against
+// sandbox.Controller runs the same against the local runtime and a server.
 //
 // Errors match the same sentinels as the local runtime's (sandbox.ErrNotFound,
 // ErrExists, ErrInvalid, ErrConflict, ErrNotSupported, ErrUnavailable,
