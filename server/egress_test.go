@@ -210,3 +210,65 @@ func TestNativeEgressNoNetwork(t *testing.T) {
 		t.Errorf("the refused change left egress %q, rules %v, network %+v", in.Spec.Egress, in.Spec.AllowEgress, in.Network)
 	}
 }
+
+// A restore through the server takes RestoreOptions.Ports: a clone of a
+// slot sandbox publishes the ports it is given, none with an empty list,
+// and keeps the snapshot's (then held by the source) without one.
+func TestNativeRestorePorts(t *testing.T) {
+	requireNet(t)
+	nsName, _ := hostNS(t)
+	r := newRig(t, server.Config{})
+	ctx := context.Background()
+	c := r.client
+	id := "kdsrv-" + randID(t, 4)
+	var ids []string
+	t.Cleanup(func() {
+		for _, id := range ids {
+			if err := r.rt.Remove(context.Background(), id, true); err != nil {
+				t.Errorf("remove %s: %v", id, err)
+			}
+		}
+	})
+	ids = append(ids, id)
+	_, err := c.Create(ctx, sandbox.Spec{ID: id, Kernel: haltGuest(t, "ports"), Firecracker: r.fc, NetNS: nsName,
+		Net: []sandbox.Net{{Slot: true}}, Ports: []string{"18191:80"}}, sandbox.CreateOptions{})
+	must(t, err)
+	in, err := c.Start(ctx, id)
+	must(t, err)
+	if in.Network == nil || !slices.Equal(in.Network.Ports, []string{"18191:80/tcp"}) {
+		t.Fatalf("the source's network: %+v", in.Network)
+	}
+	snap := t.TempDir() + "/snap"
+	_, err = c.Snapshot(ctx, id, snap, sandbox.SnapshotOptions{})
+	must(t, err)
+
+	tests := []struct {
+		name  string
+		ports []string
+		want  []string
+		err   error
+	}{
+		{"replaced", []string{"18192:80", "18193:53/udp"}, []string{"18192:80/tcp", "18193:53/udp"}, nil},
+		{"none", []string{}, nil, nil},
+		{"kept, held by the source", nil, nil, sandbox.ErrConflict},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cid := "kdsrv-" + randID(t, 4)
+			in, err := c.Restore(ctx, snap, sandbox.RestoreOptions{ID: cid, Ports: tt.ports})
+			if err == nil {
+				ids = append(ids, cid)
+			}
+			if tt.err != nil {
+				if !errors.Is(err, tt.err) || !strings.Contains(err.Error(), "18191") {
+					t.Fatalf("restore: %v, want an error matching %v naming the port", err, tt.err)
+				}
+				return
+			}
+			must(t, err)
+			if in.Network == nil || !slices.Equal(in.Network.Ports, tt.want) || !slices.Equal(in.Spec.Ports, tt.want) {
+				t.Fatalf("the clone's ports: network %+v, spec %v; want %v", in.Network, in.Spec.Ports, tt.want)
+			}
+		})
+	}
+}

@@ -179,6 +179,9 @@ func (n native) Restore(ctx context.Context, req *connect.Request[pb.RestoreRequ
 	if len(m.GetNet()) > 0 {
 		o.Net = apiconv.NetsFromPB(m.GetNet())
 	}
+	if m.GetPorts() != nil {
+		o.Ports = append([]string{}, m.GetPorts().GetPorts()...)
+	}
 	in, err := n.s.rt.Restore(ctx, m.GetDir(), o)
 	if err != nil {
 		return reply[pb.SandboxResponse](nil, err)

@@ -1852,8 +1852,12 @@ type RestoreRequest struct {
 	Firecracker     string            `protobuf:"bytes,6,opt,name=firecracker,proto3" json:"firecracker,omitempty"`
 	CopyOwnedDrives bool              `protobuf:"varint,7,opt,name=copy_owned_drives,json=copyOwnedDrives,proto3" json:"copy_owned_drives,omitempty"`
 	Labels          map[string]string `protobuf:"bytes,8,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// ports, when set, replaces the snapshot's published ports; an empty
+	// list publishes none (a clone whose source still holds the host
+	// ports). Unset keeps the snapshot's.
+	Ports         *PortList `protobuf:"bytes,9,opt,name=ports,proto3" json:"ports,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RestoreRequest) Reset() {
@@ -1935,6 +1939,59 @@ func (x *RestoreRequest) GetLabels() map[string]string {
 	return nil
 }
 
+func (x *RestoreRequest) GetPorts() *PortList {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+// PortList is a list of published ports, HOSTPORT:GUESTPORT[/tcp|udp]: a
+// message so that an empty list differs from none.
+type PortList struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ports         []string               `protobuf:"bytes,1,rep,name=ports,proto3" json:"ports,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PortList) Reset() {
+	*x = PortList{}
+	mi := &file_kindling_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PortList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PortList) ProtoMessage() {}
+
+func (x *PortList) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PortList.ProtoReflect.Descriptor instead.
+func (*PortList) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *PortList) GetPorts() []string {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
 type LogRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1945,7 +2002,7 @@ type LogRequest struct {
 
 func (x *LogRequest) Reset() {
 	*x = LogRequest{}
-	mi := &file_kindling_proto_msgTypes[24]
+	mi := &file_kindling_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1957,7 +2014,7 @@ func (x *LogRequest) String() string {
 func (*LogRequest) ProtoMessage() {}
 
 func (x *LogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[24]
+	mi := &file_kindling_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1970,7 +2027,7 @@ func (x *LogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogRequest.ProtoReflect.Descriptor instead.
 func (*LogRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{24}
+	return file_kindling_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *LogRequest) GetId() string {
@@ -1996,7 +2053,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_kindling_proto_msgTypes[25]
+	mi := &file_kindling_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2008,7 +2065,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[25]
+	mi := &file_kindling_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2021,7 +2078,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{25}
+	return file_kindling_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *LogChunk) GetData() []byte {
@@ -2041,7 +2098,7 @@ type AttachDriveRequest struct {
 
 func (x *AttachDriveRequest) Reset() {
 	*x = AttachDriveRequest{}
-	mi := &file_kindling_proto_msgTypes[26]
+	mi := &file_kindling_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2053,7 +2110,7 @@ func (x *AttachDriveRequest) String() string {
 func (*AttachDriveRequest) ProtoMessage() {}
 
 func (x *AttachDriveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[26]
+	mi := &file_kindling_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2066,7 +2123,7 @@ func (x *AttachDriveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachDriveRequest.ProtoReflect.Descriptor instead.
 func (*AttachDriveRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{26}
+	return file_kindling_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *AttachDriveRequest) GetId() string {
@@ -2092,7 +2149,7 @@ type AttachDriveResponse struct {
 
 func (x *AttachDriveResponse) Reset() {
 	*x = AttachDriveResponse{}
-	mi := &file_kindling_proto_msgTypes[27]
+	mi := &file_kindling_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2104,7 +2161,7 @@ func (x *AttachDriveResponse) String() string {
 func (*AttachDriveResponse) ProtoMessage() {}
 
 func (x *AttachDriveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[27]
+	mi := &file_kindling_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2117,7 +2174,7 @@ func (x *AttachDriveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachDriveResponse.ProtoReflect.Descriptor instead.
 func (*AttachDriveResponse) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{27}
+	return file_kindling_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *AttachDriveResponse) GetSlot() string {
@@ -2137,7 +2194,7 @@ type DetachDriveRequest struct {
 
 func (x *DetachDriveRequest) Reset() {
 	*x = DetachDriveRequest{}
-	mi := &file_kindling_proto_msgTypes[28]
+	mi := &file_kindling_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2149,7 +2206,7 @@ func (x *DetachDriveRequest) String() string {
 func (*DetachDriveRequest) ProtoMessage() {}
 
 func (x *DetachDriveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[28]
+	mi := &file_kindling_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2162,7 +2219,7 @@ func (x *DetachDriveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetachDriveRequest.ProtoReflect.Descriptor instead.
 func (*DetachDriveRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{28}
+	return file_kindling_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DetachDriveRequest) GetId() string {
@@ -2191,7 +2248,7 @@ type SetTimeoutRequest struct {
 
 func (x *SetTimeoutRequest) Reset() {
 	*x = SetTimeoutRequest{}
-	mi := &file_kindling_proto_msgTypes[29]
+	mi := &file_kindling_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2203,7 +2260,7 @@ func (x *SetTimeoutRequest) String() string {
 func (*SetTimeoutRequest) ProtoMessage() {}
 
 func (x *SetTimeoutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[29]
+	mi := &file_kindling_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2216,7 +2273,7 @@ func (x *SetTimeoutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTimeoutRequest.ProtoReflect.Descriptor instead.
 func (*SetTimeoutRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{29}
+	return file_kindling_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SetTimeoutRequest) GetId() string {
@@ -2257,7 +2314,7 @@ type SetEgressRequest struct {
 
 func (x *SetEgressRequest) Reset() {
 	*x = SetEgressRequest{}
-	mi := &file_kindling_proto_msgTypes[30]
+	mi := &file_kindling_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2269,7 +2326,7 @@ func (x *SetEgressRequest) String() string {
 func (*SetEgressRequest) ProtoMessage() {}
 
 func (x *SetEgressRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[30]
+	mi := &file_kindling_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2282,7 +2339,7 @@ func (x *SetEgressRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetEgressRequest.ProtoReflect.Descriptor instead.
 func (*SetEgressRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{30}
+	return file_kindling_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SetEgressRequest) GetId() string {
@@ -2337,7 +2394,7 @@ type Template struct {
 
 func (x *Template) Reset() {
 	*x = Template{}
-	mi := &file_kindling_proto_msgTypes[31]
+	mi := &file_kindling_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2349,7 +2406,7 @@ func (x *Template) String() string {
 func (*Template) ProtoMessage() {}
 
 func (x *Template) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[31]
+	mi := &file_kindling_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2362,7 +2419,7 @@ func (x *Template) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Template.ProtoReflect.Descriptor instead.
 func (*Template) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{31}
+	return file_kindling_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Template) GetName() string {
@@ -2439,7 +2496,7 @@ type CreateTemplateRequest struct {
 
 func (x *CreateTemplateRequest) Reset() {
 	*x = CreateTemplateRequest{}
-	mi := &file_kindling_proto_msgTypes[32]
+	mi := &file_kindling_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2451,7 +2508,7 @@ func (x *CreateTemplateRequest) String() string {
 func (*CreateTemplateRequest) ProtoMessage() {}
 
 func (x *CreateTemplateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[32]
+	mi := &file_kindling_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2464,7 +2521,7 @@ func (x *CreateTemplateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTemplateRequest.ProtoReflect.Descriptor instead.
 func (*CreateTemplateRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{32}
+	return file_kindling_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CreateTemplateRequest) GetName() string {
@@ -2497,7 +2554,7 @@ type TemplateResponse struct {
 
 func (x *TemplateResponse) Reset() {
 	*x = TemplateResponse{}
-	mi := &file_kindling_proto_msgTypes[33]
+	mi := &file_kindling_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2509,7 +2566,7 @@ func (x *TemplateResponse) String() string {
 func (*TemplateResponse) ProtoMessage() {}
 
 func (x *TemplateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[33]
+	mi := &file_kindling_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2522,7 +2579,7 @@ func (x *TemplateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TemplateResponse.ProtoReflect.Descriptor instead.
 func (*TemplateResponse) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{33}
+	return file_kindling_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *TemplateResponse) GetTemplate() *Template {
@@ -2541,7 +2598,7 @@ type ListTemplatesResponse struct {
 
 func (x *ListTemplatesResponse) Reset() {
 	*x = ListTemplatesResponse{}
-	mi := &file_kindling_proto_msgTypes[34]
+	mi := &file_kindling_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2553,7 +2610,7 @@ func (x *ListTemplatesResponse) String() string {
 func (*ListTemplatesResponse) ProtoMessage() {}
 
 func (x *ListTemplatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[34]
+	mi := &file_kindling_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2566,7 +2623,7 @@ func (x *ListTemplatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTemplatesResponse.ProtoReflect.Descriptor instead.
 func (*ListTemplatesResponse) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{34}
+	return file_kindling_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListTemplatesResponse) GetTemplates() []*Template {
@@ -2586,7 +2643,7 @@ type RemoveTemplateRequest struct {
 
 func (x *RemoveTemplateRequest) Reset() {
 	*x = RemoveTemplateRequest{}
-	mi := &file_kindling_proto_msgTypes[35]
+	mi := &file_kindling_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2598,7 +2655,7 @@ func (x *RemoveTemplateRequest) String() string {
 func (*RemoveTemplateRequest) ProtoMessage() {}
 
 func (x *RemoveTemplateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[35]
+	mi := &file_kindling_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2611,7 +2668,7 @@ func (x *RemoveTemplateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveTemplateRequest.ProtoReflect.Descriptor instead.
 func (*RemoveTemplateRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{35}
+	return file_kindling_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RemoveTemplateRequest) GetName() string {
@@ -2641,7 +2698,7 @@ type RunTemplateRequest struct {
 
 func (x *RunTemplateRequest) Reset() {
 	*x = RunTemplateRequest{}
-	mi := &file_kindling_proto_msgTypes[36]
+	mi := &file_kindling_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2653,7 +2710,7 @@ func (x *RunTemplateRequest) String() string {
 func (*RunTemplateRequest) ProtoMessage() {}
 
 func (x *RunTemplateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[36]
+	mi := &file_kindling_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2666,7 +2723,7 @@ func (x *RunTemplateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunTemplateRequest.ProtoReflect.Descriptor instead.
 func (*RunTemplateRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{36}
+	return file_kindling_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RunTemplateRequest) GetName() string {
@@ -2724,7 +2781,7 @@ type ExecRequest struct {
 
 func (x *ExecRequest) Reset() {
 	*x = ExecRequest{}
-	mi := &file_kindling_proto_msgTypes[37]
+	mi := &file_kindling_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2736,7 +2793,7 @@ func (x *ExecRequest) String() string {
 func (*ExecRequest) ProtoMessage() {}
 
 func (x *ExecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[37]
+	mi := &file_kindling_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2749,7 +2806,7 @@ func (x *ExecRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
 func (*ExecRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{37}
+	return file_kindling_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ExecRequest) GetId() string {
@@ -2827,7 +2884,7 @@ type ExecStarted struct {
 
 func (x *ExecStarted) Reset() {
 	*x = ExecStarted{}
-	mi := &file_kindling_proto_msgTypes[38]
+	mi := &file_kindling_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2839,7 +2896,7 @@ func (x *ExecStarted) String() string {
 func (*ExecStarted) ProtoMessage() {}
 
 func (x *ExecStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[38]
+	mi := &file_kindling_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2852,7 +2909,7 @@ func (x *ExecStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecStarted.ProtoReflect.Descriptor instead.
 func (*ExecStarted) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{38}
+	return file_kindling_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ExecStarted) GetPid() uint32 {
@@ -2882,7 +2939,7 @@ type ExecFailure struct {
 
 func (x *ExecFailure) Reset() {
 	*x = ExecFailure{}
-	mi := &file_kindling_proto_msgTypes[39]
+	mi := &file_kindling_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2894,7 +2951,7 @@ func (x *ExecFailure) String() string {
 func (*ExecFailure) ProtoMessage() {}
 
 func (x *ExecFailure) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[39]
+	mi := &file_kindling_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2907,7 +2964,7 @@ func (x *ExecFailure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecFailure.ProtoReflect.Descriptor instead.
 func (*ExecFailure) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{39}
+	return file_kindling_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ExecFailure) GetCmd() string {
@@ -2947,7 +3004,7 @@ type ExecEvent struct {
 
 func (x *ExecEvent) Reset() {
 	*x = ExecEvent{}
-	mi := &file_kindling_proto_msgTypes[40]
+	mi := &file_kindling_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2959,7 +3016,7 @@ func (x *ExecEvent) String() string {
 func (*ExecEvent) ProtoMessage() {}
 
 func (x *ExecEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[40]
+	mi := &file_kindling_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2972,7 +3029,7 @@ func (x *ExecEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecEvent.ProtoReflect.Descriptor instead.
 func (*ExecEvent) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{40}
+	return file_kindling_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ExecEvent) GetEvent() isExecEvent_Event {
@@ -3073,7 +3130,7 @@ type WriteStdinRequest struct {
 
 func (x *WriteStdinRequest) Reset() {
 	*x = WriteStdinRequest{}
-	mi := &file_kindling_proto_msgTypes[41]
+	mi := &file_kindling_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3085,7 +3142,7 @@ func (x *WriteStdinRequest) String() string {
 func (*WriteStdinRequest) ProtoMessage() {}
 
 func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[41]
+	mi := &file_kindling_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3098,7 +3155,7 @@ func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinRequest.ProtoReflect.Descriptor instead.
 func (*WriteStdinRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{41}
+	return file_kindling_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *WriteStdinRequest) GetHandle() string {
@@ -3133,7 +3190,7 @@ type SignalRequest struct {
 
 func (x *SignalRequest) Reset() {
 	*x = SignalRequest{}
-	mi := &file_kindling_proto_msgTypes[42]
+	mi := &file_kindling_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3145,7 +3202,7 @@ func (x *SignalRequest) String() string {
 func (*SignalRequest) ProtoMessage() {}
 
 func (x *SignalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[42]
+	mi := &file_kindling_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3158,7 +3215,7 @@ func (x *SignalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalRequest.ProtoReflect.Descriptor instead.
 func (*SignalRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{42}
+	return file_kindling_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *SignalRequest) GetHandle() string {
@@ -3186,7 +3243,7 @@ type ResizeRequest struct {
 
 func (x *ResizeRequest) Reset() {
 	*x = ResizeRequest{}
-	mi := &file_kindling_proto_msgTypes[43]
+	mi := &file_kindling_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3198,7 +3255,7 @@ func (x *ResizeRequest) String() string {
 func (*ResizeRequest) ProtoMessage() {}
 
 func (x *ResizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[43]
+	mi := &file_kindling_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3211,7 +3268,7 @@ func (x *ResizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizeRequest.ProtoReflect.Descriptor instead.
 func (*ResizeRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{43}
+	return file_kindling_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ResizeRequest) GetHandle() string {
@@ -3247,7 +3304,7 @@ type FileRequest struct {
 
 func (x *FileRequest) Reset() {
 	*x = FileRequest{}
-	mi := &file_kindling_proto_msgTypes[44]
+	mi := &file_kindling_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3259,7 +3316,7 @@ func (x *FileRequest) String() string {
 func (*FileRequest) ProtoMessage() {}
 
 func (x *FileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[44]
+	mi := &file_kindling_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3272,7 +3329,7 @@ func (x *FileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileRequest.ProtoReflect.Descriptor instead.
 func (*FileRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{44}
+	return file_kindling_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *FileRequest) GetId() string {
@@ -3307,7 +3364,7 @@ type PutFileRequest struct {
 
 func (x *PutFileRequest) Reset() {
 	*x = PutFileRequest{}
-	mi := &file_kindling_proto_msgTypes[45]
+	mi := &file_kindling_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3319,7 +3376,7 @@ func (x *PutFileRequest) String() string {
 func (*PutFileRequest) ProtoMessage() {}
 
 func (x *PutFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[45]
+	mi := &file_kindling_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3332,7 +3389,7 @@ func (x *PutFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutFileRequest.ProtoReflect.Descriptor instead.
 func (*PutFileRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{45}
+	return file_kindling_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *PutFileRequest) GetFile() *FileRequest {
@@ -3358,7 +3415,7 @@ type FileChunk struct {
 
 func (x *FileChunk) Reset() {
 	*x = FileChunk{}
-	mi := &file_kindling_proto_msgTypes[46]
+	mi := &file_kindling_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3370,7 +3427,7 @@ func (x *FileChunk) String() string {
 func (*FileChunk) ProtoMessage() {}
 
 func (x *FileChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[46]
+	mi := &file_kindling_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3383,7 +3440,7 @@ func (x *FileChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileChunk.ProtoReflect.Descriptor instead.
 func (*FileChunk) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{46}
+	return file_kindling_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *FileChunk) GetData() []byte {
@@ -3413,7 +3470,7 @@ type FileInfo struct {
 
 func (x *FileInfo) Reset() {
 	*x = FileInfo{}
-	mi := &file_kindling_proto_msgTypes[47]
+	mi := &file_kindling_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3425,7 +3482,7 @@ func (x *FileInfo) String() string {
 func (*FileInfo) ProtoMessage() {}
 
 func (x *FileInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[47]
+	mi := &file_kindling_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3438,7 +3495,7 @@ func (x *FileInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileInfo.ProtoReflect.Descriptor instead.
 func (*FileInfo) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{47}
+	return file_kindling_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *FileInfo) GetName() string {
@@ -3513,7 +3570,7 @@ type FileInfoResponse struct {
 
 func (x *FileInfoResponse) Reset() {
 	*x = FileInfoResponse{}
-	mi := &file_kindling_proto_msgTypes[48]
+	mi := &file_kindling_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3525,7 +3582,7 @@ func (x *FileInfoResponse) String() string {
 func (*FileInfoResponse) ProtoMessage() {}
 
 func (x *FileInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[48]
+	mi := &file_kindling_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3538,7 +3595,7 @@ func (x *FileInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileInfoResponse.ProtoReflect.Descriptor instead.
 func (*FileInfoResponse) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{48}
+	return file_kindling_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *FileInfoResponse) GetFile() *FileInfo {
@@ -3558,7 +3615,7 @@ type ListDirRequest struct {
 
 func (x *ListDirRequest) Reset() {
 	*x = ListDirRequest{}
-	mi := &file_kindling_proto_msgTypes[49]
+	mi := &file_kindling_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3570,7 +3627,7 @@ func (x *ListDirRequest) String() string {
 func (*ListDirRequest) ProtoMessage() {}
 
 func (x *ListDirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[49]
+	mi := &file_kindling_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3583,7 +3640,7 @@ func (x *ListDirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDirRequest.ProtoReflect.Descriptor instead.
 func (*ListDirRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{49}
+	return file_kindling_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListDirRequest) GetDir() *FileRequest {
@@ -3609,7 +3666,7 @@ type ListDirResponse struct {
 
 func (x *ListDirResponse) Reset() {
 	*x = ListDirResponse{}
-	mi := &file_kindling_proto_msgTypes[50]
+	mi := &file_kindling_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3621,7 +3678,7 @@ func (x *ListDirResponse) String() string {
 func (*ListDirResponse) ProtoMessage() {}
 
 func (x *ListDirResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[50]
+	mi := &file_kindling_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3634,7 +3691,7 @@ func (x *ListDirResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDirResponse.ProtoReflect.Descriptor instead.
 func (*ListDirResponse) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{50}
+	return file_kindling_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListDirResponse) GetFiles() []*FileInfo {
@@ -3654,7 +3711,7 @@ type ChmodRequest struct {
 
 func (x *ChmodRequest) Reset() {
 	*x = ChmodRequest{}
-	mi := &file_kindling_proto_msgTypes[51]
+	mi := &file_kindling_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3666,7 +3723,7 @@ func (x *ChmodRequest) String() string {
 func (*ChmodRequest) ProtoMessage() {}
 
 func (x *ChmodRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[51]
+	mi := &file_kindling_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3679,7 +3736,7 @@ func (x *ChmodRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChmodRequest.ProtoReflect.Descriptor instead.
 func (*ChmodRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{51}
+	return file_kindling_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ChmodRequest) GetFile() *FileRequest {
@@ -3706,7 +3763,7 @@ type WatchDirRequest struct {
 
 func (x *WatchDirRequest) Reset() {
 	*x = WatchDirRequest{}
-	mi := &file_kindling_proto_msgTypes[52]
+	mi := &file_kindling_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3718,7 +3775,7 @@ func (x *WatchDirRequest) String() string {
 func (*WatchDirRequest) ProtoMessage() {}
 
 func (x *WatchDirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[52]
+	mi := &file_kindling_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3731,7 +3788,7 @@ func (x *WatchDirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchDirRequest.ProtoReflect.Descriptor instead.
 func (*WatchDirRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{52}
+	return file_kindling_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *WatchDirRequest) GetDir() *FileRequest {
@@ -3760,7 +3817,7 @@ type WatchDirEvent struct {
 
 func (x *WatchDirEvent) Reset() {
 	*x = WatchDirEvent{}
-	mi := &file_kindling_proto_msgTypes[53]
+	mi := &file_kindling_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3772,7 +3829,7 @@ func (x *WatchDirEvent) String() string {
 func (*WatchDirEvent) ProtoMessage() {}
 
 func (x *WatchDirEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[53]
+	mi := &file_kindling_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3785,7 +3842,7 @@ func (x *WatchDirEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchDirEvent.ProtoReflect.Descriptor instead.
 func (*WatchDirEvent) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{53}
+	return file_kindling_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *WatchDirEvent) GetName() string {
@@ -3826,7 +3883,7 @@ type Pool struct {
 
 func (x *Pool) Reset() {
 	*x = Pool{}
-	mi := &file_kindling_proto_msgTypes[54]
+	mi := &file_kindling_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3838,7 +3895,7 @@ func (x *Pool) String() string {
 func (*Pool) ProtoMessage() {}
 
 func (x *Pool) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[54]
+	mi := &file_kindling_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3851,7 +3908,7 @@ func (x *Pool) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pool.ProtoReflect.Descriptor instead.
 func (*Pool) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{54}
+	return file_kindling_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *Pool) GetTemplate() string {
@@ -3922,7 +3979,7 @@ type ListPoolsResponse struct {
 
 func (x *ListPoolsResponse) Reset() {
 	*x = ListPoolsResponse{}
-	mi := &file_kindling_proto_msgTypes[55]
+	mi := &file_kindling_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3934,7 +3991,7 @@ func (x *ListPoolsResponse) String() string {
 func (*ListPoolsResponse) ProtoMessage() {}
 
 func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[55]
+	mi := &file_kindling_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3947,7 +4004,7 @@ func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoolsResponse.ProtoReflect.Descriptor instead.
 func (*ListPoolsResponse) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{55}
+	return file_kindling_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ListPoolsResponse) GetPools() []*Pool {
@@ -3982,7 +4039,7 @@ type SetPoolRequest struct {
 
 func (x *SetPoolRequest) Reset() {
 	*x = SetPoolRequest{}
-	mi := &file_kindling_proto_msgTypes[56]
+	mi := &file_kindling_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3994,7 +4051,7 @@ func (x *SetPoolRequest) String() string {
 func (*SetPoolRequest) ProtoMessage() {}
 
 func (x *SetPoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[56]
+	mi := &file_kindling_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4007,7 +4064,7 @@ func (x *SetPoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPoolRequest.ProtoReflect.Descriptor instead.
 func (*SetPoolRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{56}
+	return file_kindling_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *SetPoolRequest) GetTemplate() string {
@@ -4040,7 +4097,7 @@ type PoolResponse struct {
 
 func (x *PoolResponse) Reset() {
 	*x = PoolResponse{}
-	mi := &file_kindling_proto_msgTypes[57]
+	mi := &file_kindling_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4052,7 +4109,7 @@ func (x *PoolResponse) String() string {
 func (*PoolResponse) ProtoMessage() {}
 
 func (x *PoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[57]
+	mi := &file_kindling_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4065,7 +4122,7 @@ func (x *PoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolResponse.ProtoReflect.Descriptor instead.
 func (*PoolResponse) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{57}
+	return file_kindling_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *PoolResponse) GetPool() *Pool {
@@ -4244,7 +4301,7 @@ const file_kindling_proto_rawDesc = "" +
 	"\x04spec\x18\x05 \x01(\v2\x11.kindling.v1.SpecR\x04spec\x12\x16\n" +
 	"\x06kernel\x18\x06 \x01(\tR\x06kernel\x122\n" +
 	"\x06drives\x18\a \x03(\v2\x1a.kindling.v1.SnapshotDriveR\x06drives\x12$\n" +
-	"\x04taps\x18\b \x03(\v2\x10.kindling.v1.TapR\x04taps\"\xc1\x02\n" +
+	"\x04taps\x18\b \x03(\v2\x10.kindling.v1.TapR\x04taps\"\xee\x02\n" +
 	"\x0eRestoreRequest\x12\x10\n" +
 	"\x03dir\x18\x01 \x01(\tR\x03dir\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\"\n" +
@@ -4253,10 +4310,13 @@ const file_kindling_proto_rawDesc = "" +
 	"autoRemove\x12 \n" +
 	"\vfirecracker\x18\x06 \x01(\tR\vfirecracker\x12*\n" +
 	"\x11copy_owned_drives\x18\a \x01(\bR\x0fcopyOwnedDrives\x12?\n" +
-	"\x06labels\x18\b \x03(\v2'.kindling.v1.RestoreRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\b \x03(\v2'.kindling.v1.RestoreRequest.LabelsEntryR\x06labels\x12+\n" +
+	"\x05ports\x18\t \x01(\v2\x15.kindling.v1.PortListR\x05ports\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"4\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\" \n" +
+	"\bPortList\x12\x14\n" +
+	"\x05ports\x18\x01 \x03(\tR\x05ports\"4\n" +
 	"\n" +
 	"LogRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
@@ -4466,7 +4526,7 @@ func file_kindling_proto_rawDescGZIP() []byte {
 	return file_kindling_proto_rawDescData
 }
 
-var file_kindling_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
+var file_kindling_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
 var file_kindling_proto_goTypes = []any{
 	(*Empty)(nil),                 // 0: kindling.v1.Empty
 	(*IDRequest)(nil),             // 1: kindling.v1.IDRequest
@@ -4492,50 +4552,51 @@ var file_kindling_proto_goTypes = []any{
 	(*SnapshotDrive)(nil),         // 21: kindling.v1.SnapshotDrive
 	(*SnapshotResponse)(nil),      // 22: kindling.v1.SnapshotResponse
 	(*RestoreRequest)(nil),        // 23: kindling.v1.RestoreRequest
-	(*LogRequest)(nil),            // 24: kindling.v1.LogRequest
-	(*LogChunk)(nil),              // 25: kindling.v1.LogChunk
-	(*AttachDriveRequest)(nil),    // 26: kindling.v1.AttachDriveRequest
-	(*AttachDriveResponse)(nil),   // 27: kindling.v1.AttachDriveResponse
-	(*DetachDriveRequest)(nil),    // 28: kindling.v1.DetachDriveRequest
-	(*SetTimeoutRequest)(nil),     // 29: kindling.v1.SetTimeoutRequest
-	(*SetEgressRequest)(nil),      // 30: kindling.v1.SetEgressRequest
-	(*Template)(nil),              // 31: kindling.v1.Template
-	(*CreateTemplateRequest)(nil), // 32: kindling.v1.CreateTemplateRequest
-	(*TemplateResponse)(nil),      // 33: kindling.v1.TemplateResponse
-	(*ListTemplatesResponse)(nil), // 34: kindling.v1.ListTemplatesResponse
-	(*RemoveTemplateRequest)(nil), // 35: kindling.v1.RemoveTemplateRequest
-	(*RunTemplateRequest)(nil),    // 36: kindling.v1.RunTemplateRequest
-	(*ExecRequest)(nil),           // 37: kindling.v1.ExecRequest
-	(*ExecStarted)(nil),           // 38: kindling.v1.ExecStarted
-	(*ExecFailure)(nil),           // 39: kindling.v1.ExecFailure
-	(*ExecEvent)(nil),             // 40: kindling.v1.ExecEvent
-	(*WriteStdinRequest)(nil),     // 41: kindling.v1.WriteStdinRequest
-	(*SignalRequest)(nil),         // 42: kindling.v1.SignalRequest
-	(*ResizeRequest)(nil),         // 43: kindling.v1.ResizeRequest
-	(*FileRequest)(nil),           // 44: kindling.v1.FileRequest
-	(*PutFileRequest)(nil),        // 45: kindling.v1.PutFileRequest
-	(*FileChunk)(nil),             // 46: kindling.v1.FileChunk
-	(*FileInfo)(nil),              // 47: kindling.v1.FileInfo
-	(*FileInfoResponse)(nil),      // 48: kindling.v1.FileInfoResponse
-	(*ListDirRequest)(nil),        // 49: kindling.v1.ListDirRequest
-	(*ListDirResponse)(nil),       // 50: kindling.v1.ListDirResponse
-	(*ChmodRequest)(nil),          // 51: kindling.v1.ChmodRequest
-	(*WatchDirRequest)(nil),       // 52: kindling.v1.WatchDirRequest
-	(*WatchDirEvent)(nil),         // 53: kindling.v1.WatchDirEvent
-	(*Pool)(nil),                  // 54: kindling.v1.Pool
-	(*ListPoolsResponse)(nil),     // 55: kindling.v1.ListPoolsResponse
-	(*SetPoolRequest)(nil),        // 56: kindling.v1.SetPoolRequest
-	(*PoolResponse)(nil),          // 57: kindling.v1.PoolResponse
-	nil,                           // 58: kindling.v1.Spec.LabelsEntry
-	nil,                           // 59: kindling.v1.ListRequest.LabelsEntry
-	nil,                           // 60: kindling.v1.RestoreRequest.LabelsEntry
-	nil,                           // 61: kindling.v1.RunTemplateRequest.LabelsEntry
+	(*PortList)(nil),              // 24: kindling.v1.PortList
+	(*LogRequest)(nil),            // 25: kindling.v1.LogRequest
+	(*LogChunk)(nil),              // 26: kindling.v1.LogChunk
+	(*AttachDriveRequest)(nil),    // 27: kindling.v1.AttachDriveRequest
+	(*AttachDriveResponse)(nil),   // 28: kindling.v1.AttachDriveResponse
+	(*DetachDriveRequest)(nil),    // 29: kindling.v1.DetachDriveRequest
+	(*SetTimeoutRequest)(nil),     // 30: kindling.v1.SetTimeoutRequest
+	(*SetEgressRequest)(nil),      // 31: kindling.v1.SetEgressRequest
+	(*Template)(nil),              // 32: kindling.v1.Template
+	(*CreateTemplateRequest)(nil), // 33: kindling.v1.CreateTemplateRequest
+	(*TemplateResponse)(nil),      // 34: kindling.v1.TemplateResponse
+	(*ListTemplatesResponse)(nil), // 35: kindling.v1.ListTemplatesResponse
+	(*RemoveTemplateRequest)(nil), // 36: kindling.v1.RemoveTemplateRequest
+	(*RunTemplateRequest)(nil),    // 37: kindling.v1.RunTemplateRequest
+	(*ExecRequest)(nil),           // 38: kindling.v1.ExecRequest
+	(*ExecStarted)(nil),           // 39: kindling.v1.ExecStarted
+	(*ExecFailure)(nil),           // 40: kindling.v1.ExecFailure
+	(*ExecEvent)(nil),             // 41: kindling.v1.ExecEvent
+	(*WriteStdinRequest)(nil),     // 42: kindling.v1.WriteStdinRequest
+	(*SignalRequest)(nil),         // 43: kindling.v1.SignalRequest
+	(*ResizeRequest)(nil),         // 44: kindling.v1.ResizeRequest
+	(*FileRequest)(nil),           // 45: kindling.v1.FileRequest
+	(*PutFileRequest)(nil),        // 46: kindling.v1.PutFileRequest
+	(*FileChunk)(nil),             // 47: kindling.v1.FileChunk
+	(*FileInfo)(nil),              // 48: kindling.v1.FileInfo
+	(*FileInfoResponse)(nil),      // 49: kindling.v1.FileInfoResponse
+	(*ListDirRequest)(nil),        // 50: kindling.v1.ListDirRequest
+	(*ListDirResponse)(nil),       // 51: kindling.v1.ListDirResponse
+	(*ChmodRequest)(nil),          // 52: kindling.v1.ChmodRequest
+	(*WatchDirRequest)(nil),       // 53: kindling.v1.WatchDirRequest
+	(*WatchDirEvent)(nil),         // 54: kindling.v1.WatchDirEvent
+	(*Pool)(nil),                  // 55: kindling.v1.Pool
+	(*ListPoolsResponse)(nil),     // 56: kindling.v1.ListPoolsResponse
+	(*SetPoolRequest)(nil),        // 57: kindling.v1.SetPoolRequest
+	(*PoolResponse)(nil),          // 58: kindling.v1.PoolResponse
+	nil,                           // 59: kindling.v1.Spec.LabelsEntry
+	nil,                           // 60: kindling.v1.ListRequest.LabelsEntry
+	nil,                           // 61: kindling.v1.RestoreRequest.LabelsEntry
+	nil,                           // 62: kindling.v1.RunTemplateRequest.LabelsEntry
 }
 var file_kindling_proto_depIdxs = []int32{
 	3,  // 0: kindling.v1.Spec.rootfs:type_name -> kindling.v1.Disk
 	3,  // 1: kindling.v1.Spec.drives:type_name -> kindling.v1.Disk
 	4,  // 2: kindling.v1.Spec.net:type_name -> kindling.v1.Net
-	58, // 3: kindling.v1.Spec.labels:type_name -> kindling.v1.Spec.LabelsEntry
+	59, // 3: kindling.v1.Spec.labels:type_name -> kindling.v1.Spec.LabelsEntry
 	7,  // 4: kindling.v1.Network.interfaces:type_name -> kindling.v1.NetInterface
 	6,  // 5: kindling.v1.Network.egress:type_name -> kindling.v1.EgressPolicy
 	5,  // 6: kindling.v1.Sandbox.spec:type_name -> kindling.v1.Spec
@@ -4545,109 +4606,110 @@ var file_kindling_proto_depIdxs = []int32{
 	8,  // 10: kindling.v1.Sandbox.network:type_name -> kindling.v1.Network
 	5,  // 11: kindling.v1.CreateRequest.spec:type_name -> kindling.v1.Spec
 	12, // 12: kindling.v1.SandboxResponse.sandbox:type_name -> kindling.v1.Sandbox
-	59, // 13: kindling.v1.ListRequest.labels:type_name -> kindling.v1.ListRequest.LabelsEntry
+	60, // 13: kindling.v1.ListRequest.labels:type_name -> kindling.v1.ListRequest.LabelsEntry
 	12, // 14: kindling.v1.ListResponse.sandboxes:type_name -> kindling.v1.Sandbox
 	9,  // 15: kindling.v1.WaitResponse.exit:type_name -> kindling.v1.Exit
 	5,  // 16: kindling.v1.SnapshotResponse.spec:type_name -> kindling.v1.Spec
 	21, // 17: kindling.v1.SnapshotResponse.drives:type_name -> kindling.v1.SnapshotDrive
 	10, // 18: kindling.v1.SnapshotResponse.taps:type_name -> kindling.v1.Tap
 	4,  // 19: kindling.v1.RestoreRequest.net:type_name -> kindling.v1.Net
-	60, // 20: kindling.v1.RestoreRequest.labels:type_name -> kindling.v1.RestoreRequest.LabelsEntry
-	3,  // 21: kindling.v1.AttachDriveRequest.disk:type_name -> kindling.v1.Disk
-	31, // 22: kindling.v1.TemplateResponse.template:type_name -> kindling.v1.Template
-	31, // 23: kindling.v1.ListTemplatesResponse.templates:type_name -> kindling.v1.Template
-	61, // 24: kindling.v1.RunTemplateRequest.labels:type_name -> kindling.v1.RunTemplateRequest.LabelsEntry
-	38, // 25: kindling.v1.ExecEvent.started:type_name -> kindling.v1.ExecStarted
-	39, // 26: kindling.v1.ExecEvent.failure:type_name -> kindling.v1.ExecFailure
-	44, // 27: kindling.v1.PutFileRequest.file:type_name -> kindling.v1.FileRequest
-	47, // 28: kindling.v1.FileInfoResponse.file:type_name -> kindling.v1.FileInfo
-	44, // 29: kindling.v1.ListDirRequest.dir:type_name -> kindling.v1.FileRequest
-	47, // 30: kindling.v1.ListDirResponse.files:type_name -> kindling.v1.FileInfo
-	44, // 31: kindling.v1.ChmodRequest.file:type_name -> kindling.v1.FileRequest
-	44, // 32: kindling.v1.WatchDirRequest.dir:type_name -> kindling.v1.FileRequest
-	54, // 33: kindling.v1.ListPoolsResponse.pools:type_name -> kindling.v1.Pool
-	54, // 34: kindling.v1.PoolResponse.pool:type_name -> kindling.v1.Pool
-	13, // 35: kindling.v1.SandboxService.Create:input_type -> kindling.v1.CreateRequest
-	1,  // 36: kindling.v1.SandboxService.Start:input_type -> kindling.v1.IDRequest
-	15, // 37: kindling.v1.SandboxService.Stop:input_type -> kindling.v1.StopRequest
-	1,  // 38: kindling.v1.SandboxService.Kill:input_type -> kindling.v1.IDRequest
-	16, // 39: kindling.v1.SandboxService.Remove:input_type -> kindling.v1.RemoveRequest
-	1,  // 40: kindling.v1.SandboxService.Inspect:input_type -> kindling.v1.IDRequest
-	17, // 41: kindling.v1.SandboxService.List:input_type -> kindling.v1.ListRequest
-	1,  // 42: kindling.v1.SandboxService.Wait:input_type -> kindling.v1.IDRequest
-	1,  // 43: kindling.v1.SandboxService.Pause:input_type -> kindling.v1.IDRequest
-	1,  // 44: kindling.v1.SandboxService.Resume:input_type -> kindling.v1.IDRequest
-	20, // 45: kindling.v1.SandboxService.Snapshot:input_type -> kindling.v1.SnapshotRequest
-	23, // 46: kindling.v1.SandboxService.Restore:input_type -> kindling.v1.RestoreRequest
-	24, // 47: kindling.v1.SandboxService.Console:input_type -> kindling.v1.LogRequest
-	24, // 48: kindling.v1.SandboxService.Logs:input_type -> kindling.v1.LogRequest
-	26, // 49: kindling.v1.SandboxService.AttachDrive:input_type -> kindling.v1.AttachDriveRequest
-	28, // 50: kindling.v1.SandboxService.DetachDrive:input_type -> kindling.v1.DetachDriveRequest
-	29, // 51: kindling.v1.SandboxService.SetTimeout:input_type -> kindling.v1.SetTimeoutRequest
-	30, // 52: kindling.v1.SandboxService.SetEgress:input_type -> kindling.v1.SetEgressRequest
-	32, // 53: kindling.v1.TemplateService.Create:input_type -> kindling.v1.CreateTemplateRequest
-	0,  // 54: kindling.v1.TemplateService.List:input_type -> kindling.v1.Empty
-	2,  // 55: kindling.v1.TemplateService.Inspect:input_type -> kindling.v1.NameRequest
-	35, // 56: kindling.v1.TemplateService.Remove:input_type -> kindling.v1.RemoveTemplateRequest
-	36, // 57: kindling.v1.TemplateService.Run:input_type -> kindling.v1.RunTemplateRequest
-	37, // 58: kindling.v1.GuestService.Exec:input_type -> kindling.v1.ExecRequest
-	41, // 59: kindling.v1.GuestService.WriteStdin:input_type -> kindling.v1.WriteStdinRequest
-	42, // 60: kindling.v1.GuestService.Signal:input_type -> kindling.v1.SignalRequest
-	43, // 61: kindling.v1.GuestService.Resize:input_type -> kindling.v1.ResizeRequest
-	45, // 62: kindling.v1.GuestService.PutFile:input_type -> kindling.v1.PutFileRequest
-	44, // 63: kindling.v1.GuestService.GetFile:input_type -> kindling.v1.FileRequest
-	44, // 64: kindling.v1.GuestService.StatFile:input_type -> kindling.v1.FileRequest
-	49, // 65: kindling.v1.GuestService.ListDir:input_type -> kindling.v1.ListDirRequest
-	44, // 66: kindling.v1.GuestService.MakeDir:input_type -> kindling.v1.FileRequest
-	51, // 67: kindling.v1.GuestService.Chmod:input_type -> kindling.v1.ChmodRequest
-	44, // 68: kindling.v1.GuestService.RemoveFile:input_type -> kindling.v1.FileRequest
-	52, // 69: kindling.v1.GuestService.WatchDir:input_type -> kindling.v1.WatchDirRequest
-	0,  // 70: kindling.v1.PoolService.List:input_type -> kindling.v1.Empty
-	56, // 71: kindling.v1.PoolService.Set:input_type -> kindling.v1.SetPoolRequest
-	2,  // 72: kindling.v1.PoolService.Delete:input_type -> kindling.v1.NameRequest
-	14, // 73: kindling.v1.SandboxService.Create:output_type -> kindling.v1.SandboxResponse
-	14, // 74: kindling.v1.SandboxService.Start:output_type -> kindling.v1.SandboxResponse
-	0,  // 75: kindling.v1.SandboxService.Stop:output_type -> kindling.v1.Empty
-	0,  // 76: kindling.v1.SandboxService.Kill:output_type -> kindling.v1.Empty
-	0,  // 77: kindling.v1.SandboxService.Remove:output_type -> kindling.v1.Empty
-	14, // 78: kindling.v1.SandboxService.Inspect:output_type -> kindling.v1.SandboxResponse
-	18, // 79: kindling.v1.SandboxService.List:output_type -> kindling.v1.ListResponse
-	19, // 80: kindling.v1.SandboxService.Wait:output_type -> kindling.v1.WaitResponse
-	0,  // 81: kindling.v1.SandboxService.Pause:output_type -> kindling.v1.Empty
-	0,  // 82: kindling.v1.SandboxService.Resume:output_type -> kindling.v1.Empty
-	22, // 83: kindling.v1.SandboxService.Snapshot:output_type -> kindling.v1.SnapshotResponse
-	14, // 84: kindling.v1.SandboxService.Restore:output_type -> kindling.v1.SandboxResponse
-	25, // 85: kindling.v1.SandboxService.Console:output_type -> kindling.v1.LogChunk
-	25, // 86: kindling.v1.SandboxService.Logs:output_type -> kindling.v1.LogChunk
-	27, // 87: kindling.v1.SandboxService.AttachDrive:output_type -> kindling.v1.AttachDriveResponse
-	0,  // 88: kindling.v1.SandboxService.DetachDrive:output_type -> kindling.v1.Empty
-	0,  // 89: kindling.v1.SandboxService.SetTimeout:output_type -> kindling.v1.Empty
-	14, // 90: kindling.v1.SandboxService.SetEgress:output_type -> kindling.v1.SandboxResponse
-	33, // 91: kindling.v1.TemplateService.Create:output_type -> kindling.v1.TemplateResponse
-	34, // 92: kindling.v1.TemplateService.List:output_type -> kindling.v1.ListTemplatesResponse
-	33, // 93: kindling.v1.TemplateService.Inspect:output_type -> kindling.v1.TemplateResponse
-	0,  // 94: kindling.v1.TemplateService.Remove:output_type -> kindling.v1.Empty
-	14, // 95: kindling.v1.TemplateService.Run:output_type -> kindling.v1.SandboxResponse
-	40, // 96: kindling.v1.GuestService.Exec:output_type -> kindling.v1.ExecEvent
-	0,  // 97: kindling.v1.GuestService.WriteStdin:output_type -> kindling.v1.Empty
-	0,  // 98: kindling.v1.GuestService.Signal:output_type -> kindling.v1.Empty
-	0,  // 99: kindling.v1.GuestService.Resize:output_type -> kindling.v1.Empty
-	0,  // 100: kindling.v1.GuestService.PutFile:output_type -> kindling.v1.Empty
-	46, // 101: kindling.v1.GuestService.GetFile:output_type -> kindling.v1.FileChunk
-	48, // 102: kindling.v1.GuestService.StatFile:output_type -> kindling.v1.FileInfoResponse
-	50, // 103: kindling.v1.GuestService.ListDir:output_type -> kindling.v1.ListDirResponse
-	0,  // 104: kindling.v1.GuestService.MakeDir:output_type -> kindling.v1.Empty
-	0,  // 105: kindling.v1.GuestService.Chmod:output_type -> kindling.v1.Empty
-	0,  // 106: kindling.v1.GuestService.RemoveFile:output_type -> kindling.v1.Empty
-	53, // 107: kindling.v1.GuestService.WatchDir:output_type -> kindling.v1.WatchDirEvent
-	55, // 108: kindling.v1.PoolService.List:output_type -> kindling.v1.ListPoolsResponse
-	57, // 109: kindling.v1.PoolService.Set:output_type -> kindling.v1.PoolResponse
-	0,  // 110: kindling.v1.PoolService.Delete:output_type -> kindling.v1.Empty
-	73, // [73:111] is the sub-list for method output_type
-	35, // [35:73] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	61, // 20: kindling.v1.RestoreRequest.labels:type_name -> kindling.v1.RestoreRequest.LabelsEntry
+	24, // 21: kindling.v1.RestoreRequest.ports:type_name -> kindling.v1.PortList
+	3,  // 22: kindling.v1.AttachDriveRequest.disk:type_name -> kindling.v1.Disk
+	32, // 23: kindling.v1.TemplateResponse.template:type_name -> kindling.v1.Template
+	32, // 24: kindling.v1.ListTemplatesResponse.templates:type_name -> kindling.v1.Template
+	62, // 25: kindling.v1.RunTemplateRequest.labels:type_name -> kindling.v1.RunTemplateRequest.LabelsEntry
+	39, // 26: kindling.v1.ExecEvent.started:type_name -> kindling.v1.ExecStarted
+	40, // 27: kindling.v1.ExecEvent.failure:type_name -> kindling.v1.ExecFailure
+	45, // 28: kindling.v1.PutFileRequest.file:type_name -> kindling.v1.FileRequest
+	48, // 29: kindling.v1.FileInfoResponse.file:type_name -> kindling.v1.FileInfo
+	45, // 30: kindling.v1.ListDirRequest.dir:type_name -> kindling.v1.FileRequest
+	48, // 31: kindling.v1.ListDirResponse.files:type_name -> kindling.v1.FileInfo
+	45, // 32: kindling.v1.ChmodRequest.file:type_name -> kindling.v1.FileRequest
+	45, // 33: kindling.v1.WatchDirRequest.dir:type_name -> kindling.v1.FileRequest
+	55, // 34: kindling.v1.ListPoolsResponse.pools:type_name -> kindling.v1.Pool
+	55, // 35: kindling.v1.PoolResponse.pool:type_name -> kindling.v1.Pool
+	13, // 36: kindling.v1.SandboxService.Create:input_type -> kindling.v1.CreateRequest
+	1,  // 37: kindling.v1.SandboxService.Start:input_type -> kindling.v1.IDRequest
+	15, // 38: kindling.v1.SandboxService.Stop:input_type -> kindling.v1.StopRequest
+	1,  // 39: kindling.v1.SandboxService.Kill:input_type -> kindling.v1.IDRequest
+	16, // 40: kindling.v1.SandboxService.Remove:input_type -> kindling.v1.RemoveRequest
+	1,  // 41: kindling.v1.SandboxService.Inspect:input_type -> kindling.v1.IDRequest
+	17, // 42: kindling.v1.SandboxService.List:input_type -> kindling.v1.ListRequest
+	1,  // 43: kindling.v1.SandboxService.Wait:input_type -> kindling.v1.IDRequest
+	1,  // 44: kindling.v1.SandboxService.Pause:input_type -> kindling.v1.IDRequest
+	1,  // 45: kindling.v1.SandboxService.Resume:input_type -> kindling.v1.IDRequest
+	20, // 46: kindling.v1.SandboxService.Snapshot:input_type -> kindling.v1.SnapshotRequest
+	23, // 47: kindling.v1.SandboxService.Restore:input_type -> kindling.v1.RestoreRequest
+	25, // 48: kindling.v1.SandboxService.Console:input_type -> kindling.v1.LogRequest
+	25, // 49: kindling.v1.SandboxService.Logs:input_type -> kindling.v1.LogRequest
+	27, // 50: kindling.v1.SandboxService.AttachDrive:input_type -> kindling.v1.AttachDriveRequest
+	29, // 51: kindling.v1.SandboxService.DetachDrive:input_type -> kindling.v1.DetachDriveRequest
+	30, // 52: kindling.v1.SandboxService.SetTimeout:input_type -> kindling.v1.SetTimeoutRequest
+	31, // 53: kindling.v1.SandboxService.SetEgress:input_type -> kindling.v1.SetEgressRequest
+	33, // 54: kindling.v1.TemplateService.Create:input_type -> kindling.v1.CreateTemplateRequest
+	0,  // 55: kindling.v1.TemplateService.List:input_type -> kindling.v1.Empty
+	2,  // 56: kindling.v1.TemplateService.Inspect:input_type -> kindling.v1.NameRequest
+	36, // 57: kindling.v1.TemplateService.Remove:input_type -> kindling.v1.RemoveTemplateRequest
+	37, // 58: kindling.v1.TemplateService.Run:input_type -> kindling.v1.RunTemplateRequest
+	38, // 59: kindling.v1.GuestService.Exec:input_type -> kindling.v1.ExecRequest
+	42, // 60: kindling.v1.GuestService.WriteStdin:input_type -> kindling.v1.WriteStdinRequest
+	43, // 61: kindling.v1.GuestService.Signal:input_type -> kindling.v1.SignalRequest
+	44, // 62: kindling.v1.GuestService.Resize:input_type -> kindling.v1.ResizeRequest
+	46, // 63: kindling.v1.GuestService.PutFile:input_type -> kindling.v1.PutFileRequest
+	45, // 64: kindling.v1.GuestService.GetFile:input_type -> kindling.v1.FileRequest
+	45, // 65: kindling.v1.GuestService.StatFile:input_type -> kindling.v1.FileRequest
+	50, // 66: kindling.v1.GuestService.ListDir:input_type -> kindling.v1.ListDirRequest
+	45, // 67: kindling.v1.GuestService.MakeDir:input_type -> kindling.v1.FileRequest
+	52, // 68: kindling.v1.GuestService.Chmod:input_type -> kindling.v1.ChmodRequest
+	45, // 69: kindling.v1.GuestService.RemoveFile:input_type -> kindling.v1.FileRequest
+	53, // 70: kindling.v1.GuestService.WatchDir:input_type -> kindling.v1.WatchDirRequest
+	0,  // 71: kindling.v1.PoolService.List:input_type -> kindling.v1.Empty
+	57, // 72: kindling.v1.PoolService.Set:input_type -> kindling.v1.SetPoolRequest
+	2,  // 73: kindling.v1.PoolService.Delete:input_type -> kindling.v1.NameRequest
+	14, // 74: kindling.v1.SandboxService.Create:output_type -> kindling.v1.SandboxResponse
+	14, // 75: kindling.v1.SandboxService.Start:output_type -> kindling.v1.SandboxResponse
+	0,  // 76: kindling.v1.SandboxService.Stop:output_type -> kindling.v1.Empty
+	0,  // 77: kindling.v1.SandboxService.Kill:output_type -> kindling.v1.Empty
+	0,  // 78: kindling.v1.SandboxService.Remove:output_type -> kindling.v1.Empty
+	14, // 79: kindling.v1.SandboxService.Inspect:output_type -> kindling.v1.SandboxResponse
+	18, // 80: kindling.v1.SandboxService.List:output_type -> kindling.v1.ListResponse
+	19, // 81: kindling.v1.SandboxService.Wait:output_type -> kindling.v1.WaitResponse
+	0,  // 82: kindling.v1.SandboxService.Pause:output_type -> kindling.v1.Empty
+	0,  // 83: kindling.v1.SandboxService.Resume:output_type -> kindling.v1.Empty
+	22, // 84: kindling.v1.SandboxService.Snapshot:output_type -> kindling.v1.SnapshotResponse
+	14, // 85: kindling.v1.SandboxService.Restore:output_type -> kindling.v1.SandboxResponse
+	26, // 86: kindling.v1.SandboxService.Console:output_type -> kindling.v1.LogChunk
+	26, // 87: kindling.v1.SandboxService.Logs:output_type -> kindling.v1.LogChunk
+	28, // 88: kindling.v1.SandboxService.AttachDrive:output_type -> kindling.v1.AttachDriveResponse
+	0,  // 89: kindling.v1.SandboxService.DetachDrive:output_type -> kindling.v1.Empty
+	0,  // 90: kindling.v1.SandboxService.SetTimeout:output_type -> kindling.v1.Empty
+	14, // 91: kindling.v1.SandboxService.SetEgress:output_type -> kindling.v1.SandboxResponse
+	34, // 92: kindling.v1.TemplateService.Create:output_type -> kindling.v1.TemplateResponse
+	35, // 93: kindling.v1.TemplateService.List:output_type -> kindling.v1.ListTemplatesResponse
+	34, // 94: kindling.v1.TemplateService.Inspect:output_type -> kindling.v1.TemplateResponse
+	0,  // 95: kindling.v1.TemplateService.Remove:output_type -> kindling.v1.Empty
+	14, // 96: kindling.v1.TemplateService.Run:output_type -> kindling.v1.SandboxResponse
+	41, // 97: kindling.v1.GuestService.Exec:output_type -> kindling.v1.ExecEvent
+	0,  // 98: kindling.v1.GuestService.WriteStdin:output_type -> kindling.v1.Empty
+	0,  // 99: kindling.v1.GuestService.Signal:output_type -> kindling.v1.Empty
+	0,  // 100: kindling.v1.GuestService.Resize:output_type -> kindling.v1.Empty
+	0,  // 101: kindling.v1.GuestService.PutFile:output_type -> kindling.v1.Empty
+	47, // 102: kindling.v1.GuestService.GetFile:output_type -> kindling.v1.FileChunk
+	49, // 103: kindling.v1.GuestService.StatFile:output_type -> kindling.v1.FileInfoResponse
+	51, // 104: kindling.v1.GuestService.ListDir:output_type -> kindling.v1.ListDirResponse
+	0,  // 105: kindling.v1.GuestService.MakeDir:output_type -> kindling.v1.Empty
+	0,  // 106: kindling.v1.GuestService.Chmod:output_type -> kindling.v1.Empty
+	0,  // 107: kindling.v1.GuestService.RemoveFile:output_type -> kindling.v1.Empty
+	54, // 108: kindling.v1.GuestService.WatchDir:output_type -> kindling.v1.WatchDirEvent
+	56, // 109: kindling.v1.PoolService.List:output_type -> kindling.v1.ListPoolsResponse
+	58, // 110: kindling.v1.PoolService.Set:output_type -> kindling.v1.PoolResponse
+	0,  // 111: kindling.v1.PoolService.Delete:output_type -> kindling.v1.Empty
+	74, // [74:112] is the sub-list for method output_type
+	36, // [36:74] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_kindling_proto_init() }
@@ -4656,7 +4718,7 @@ func file_kindling_proto_init() {
 		return
 	}
 	file_kindling_proto_msgTypes[15].OneofWrappers = []any{}
-	file_kindling_proto_msgTypes[40].OneofWrappers = []any{
+	file_kindling_proto_msgTypes[41].OneofWrappers = []any{
 		(*ExecEvent_Started)(nil),
 		(*ExecEvent_Stdout)(nil),
 		(*ExecEvent_Stderr)(nil),
@@ -4669,7 +4731,7 @@ func file_kindling_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kindling_proto_rawDesc), len(file_kindling_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   62,
+			NumMessages:   63,
 			NumExtensions: 0,
 			NumServices:   4,
 		},
