@@ -336,7 +336,7 @@ func (t templates) Run(ctx context.Context, req *connect.Request[pb.RunTemplateR
 	// A plain run (no ID, labels or options of its own) is served from the
 	// template's warm pool when it has a clone ready.
 	if m.GetId() == "" && len(m.GetLabels()) == 0 && !m.GetAutoRemove() && !m.GetVerify() {
-		if in, ok := t.s.pools.claim(ctx, m.GetName()); ok {
+		if in, ok, err := t.s.pools.claim(ctx, m.GetName(), nil); ok && err == nil {
 			return reply(native(t).info(in), nil)
 		}
 	}
