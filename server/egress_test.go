@@ -14,6 +14,7 @@ import (
 	"github.com/google/nftables"
 
 	"github.com/kindling-vm/kindling/internal/netdev"
+	"github.com/kindling-vm/kindling/internal/testutil"
 	"github.com/kindling-vm/kindling/network"
 	"github.com/kindling-vm/kindling/sandbox"
 	"github.com/kindling-vm/kindling/server"
@@ -101,8 +102,17 @@ func allowed4(t *testing.T, nsPath string) []string {
 // The egress policy of a slot sandbox through kindlingd: the server shows
 // it in the sandbox's description, changes it in the kernel at once, and
 // refuses bad changes and sandboxes without a slot or CNI network.
-func TestNativeEgress(t *testing.T) {
+func TestNativeEgress(t *testing.T) { testNativeEgress(t, false) }
+
+// The same with the real Firecracker of $KINDLING_FIRECRACKER running the
+// test guest on the slot's tap.
+func TestNativeEgressReal(t *testing.T) { testNativeEgress(t, true) }
+
+func testNativeEgress(t *testing.T, real bool) {
 	requireNet(t)
+	if real {
+		cfgFirecracker = testutil.Firecracker(t)
+	}
 	nsName, nsPath := hostNS(t)
 	r := newRig(t, server.Config{})
 	ctx := context.Background()
@@ -214,8 +224,16 @@ func TestNativeEgressNoNetwork(t *testing.T) {
 // A restore through the server takes RestoreOptions.Ports: a clone of a
 // slot sandbox publishes the ports it is given, none with an empty list,
 // and keeps the snapshot's (then held by the source) without one.
-func TestNativeRestorePorts(t *testing.T) {
+func TestNativeRestorePorts(t *testing.T) { testNativeRestorePorts(t, false) }
+
+// The same with the real Firecracker of $KINDLING_FIRECRACKER.
+func TestNativeRestorePortsReal(t *testing.T) { testNativeRestorePorts(t, true) }
+
+func testNativeRestorePorts(t *testing.T, real bool) {
 	requireNet(t)
+	if real {
+		cfgFirecracker = testutil.Firecracker(t)
+	}
 	nsName, _ := hostNS(t)
 	r := newRig(t, server.Config{})
 	ctx := context.Background()
