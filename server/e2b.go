@@ -363,6 +363,10 @@ type e2bDetail struct {
 	EnvdVersion     string            `json:"envdVersion"`
 	EnvdAccessToken string            `json:"envdAccessToken,omitempty"`
 	Domain          *string           `json:"domain,omitempty"`
+	// AllowInternetAccess and Network say the egress policy, for a
+	// sandbox that has one (e2bNetworkOf).
+	AllowInternetAccess *bool           `json:"allowInternetAccess,omitempty"`
+	Network             *e2bNetworkView `json:"network,omitempty"`
 }
 
 func (s *Server) detail(in sandbox.Info, l lease, withToken bool) e2bDetail {
@@ -372,6 +376,7 @@ func (s *Server) detail(in sandbox.Info, l lease, withToken bool) e2bDetail {
 	if withToken {
 		d.EnvdAccessToken = l.AccessToken
 	}
+	d.AllowInternetAccess, d.Network = e2bNetworkOf(in)
 	return d
 }
 

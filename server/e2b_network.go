@@ -158,3 +158,26 @@ func (s *Server) e2bSetNetwork(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
+
+// e2bNetworkView is the part of E2B's SandboxNetworkConfig a sandbox's
+// description shows.
+type e2bNetworkView struct {
+	AllowOut []string `json:"allowOut,omitempty"`
+	DenyOut  []string `json:"denyOut,omitempty"`
+}
+
+// e2bNetworkOf is the egress policy of sandbox in as E2B describes it: a
+// deny policy is no internet access, a denyOut of everything and its
+// rules as allowOut; an allow policy is internet access with its rules.
+// Both are nil for a sandbox without a policy.
+func e2bNetworkOf(in sandbox.Info) (*bool, *e2bNetworkView) {
+	if in.Spec.Egress == "" {
+		return nil, nil
+	}
+	internet := in.Spec.Egress != network.EgressDeny
+	v := &e2bNetworkView{AllowOut: in.Spec.AllowEgress}
+	if !internet {
+		v.DenyOut = []string{"0.0.0.0/0"}
+	}
+	return &internet, v
+}

@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -98,6 +99,11 @@ func TestE2BNetwork(t *testing.T) {
 
 	id := create(`{"templateID":"slot","allow_internet_access":false,"network":{"allowOut":["10.9.0.0/16","*.example.com"]}}`)
 	check(id, "deny", []string{"10.9.0.0/16"}, []string{"example.com"})
+	status, m := do(t, r, "GET", "/sandboxes/"+id, testKey, "")
+	if got := fmt.Sprint(m["allowInternetAccess"], " ", m["network"]); status != http.StatusOK ||
+		got != "false map[allowOut:[10.9.0.0/16 example.com] denyOut:[0.0.0.0/0]]" {
+		t.Errorf("GET /sandboxes/%s: status %d, network %s", id, status, got)
+	}
 
 	t.Run("update replaces the policy", func(t *testing.T) {
 		if status, m := do(t, r, "PUT", "/sandboxes/"+id+"/network", testKey, `{"allowOut":["10.10.0.0/16"]}`); status != http.StatusNoContent {
