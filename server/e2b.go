@@ -67,6 +67,7 @@ func (s *Server) e2bRoutes(mux *http.ServeMux) {
 	route("/v2/sandboxes", map[string]http.HandlerFunc{"GET": s.e2bList, "POST": s.e2bCreate})
 	route("/sandboxes/{id}", map[string]http.HandlerFunc{"GET": s.e2bGet, "DELETE": s.e2bKill})
 	route("/sandboxes/{id}/timeout", map[string]http.HandlerFunc{"POST": s.e2bTimeout})
+	route("/sandboxes/{id}/network", map[string]http.HandlerFunc{"PUT": s.e2bSetNetwork})
 	route("/sandboxes/{id}/pause", map[string]http.HandlerFunc{"POST": s.e2bPause})
 	route("/sandboxes/{id}/resume", map[string]http.HandlerFunc{"POST": s.e2bResume})
 	route("/sandboxes/{id}/connect", map[string]http.HandlerFunc{"POST": s.e2bConnect})
@@ -107,9 +108,14 @@ type newSandboxBody struct {
 	Metadata   map[string]string `json:"metadata"`
 	EnvVars    map[string]string `json:"envVars"`
 	Secure     *bool             `json:"secure"`
+	// AllowInternetAccess and Network's allowOut and denyOut set the
+	// egress policy of a sandbox whose template has a slot network
+	// (parseE2BEgress); validate fills egress from them.
+	AllowInternetAccess *bool       `json:"allow_internet_access"`
+	Network             *e2bNetwork `json:"network"`
+	egress              *e2bEgress
 	// Settings kindlingd does not have; a request that sets them is
 	// refused rather than half served.
-	Network      json.RawMessage `json:"network"`
 	VolumeMounts json.RawMessage `json:"volumeMounts"`
 	MCP          json.RawMessage `json:"mcp"`
 	IAM          json.RawMessage `json:"iam"`
@@ -142,7 +148,11 @@ func (b *newSandboxBody) validate() error {
 			return bad("envVars: %q: a name must be non-empty without '=' or NUL, a value without NUL", k)
 		}
 	}
-	for name, raw := range map[string]json.RawMessage{"network": b.Network, "volumeMounts": b.VolumeMounts, "mcp": b.MCP, "iam": b.IAM} {
+	var err error
+	if b.egress, err = parseE2BEgress(b.Network, b.AllowInternetAccess); err != nil {
+		return err
+	}
+	for name, raw := range map[string]json.RawMessage{"volumeMounts": b.VolumeMounts, "mcp": b.MCP, "iam": b.IAM} {
 		if len(raw) > 0 && string(raw) != "null" {
 			return fmt.Errorf("%s: not supported by kindlingd: %w", name, sandbox.ErrNotSupported)
 		}
@@ -215,7 +225,16 @@ func (s *Server) e2bCreate(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("template %q has no vsock device: its sandboxes' agent cannot be reached (make it from a sandbox with --vsock)", body.TemplateID))
 		return
 	}
-	l, err := s.createE2B(r.Context(), body)
+	var egress *sandbox.EgressChange
+	if body.egress.set() {
+		if err := s.needSlot(body.TemplateID, tpl.Dir); err != nil {
+			writeRuntimeError(w, err)
+			return
+		}
+		ch := body.egress.change(templateEgress(tpl.Dir), false)
+		egress = &ch
+	}
+	l, err := s.createE2B(r.Context(), body, egress)
 	if err != nil {
 		writeRuntimeError(w, err)
 		return
@@ -223,11 +242,22 @@ func (s *Server) e2bCreate(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, s.e2bSandbox(l))
 }
 
-// createE2B clones the template, gives its agent the request's environment
-// and a fresh access token, and records the sandbox's lease. A sandbox that
-// fails on the way is removed.
-func (s *Server) createE2B(ctx context.Context, body newSandboxBody) (_ lease, err error) {
-	in, ok := s.pools.claim(ctx, body.TemplateID)
+// createE2B clones the template, gives it egress (when not nil), gives its
+// agent the request's environment and a fresh access token, and records
+// the sandbox's lease. A sandbox that fails on the way is removed.
+//
+// A warm pool's clone gets its egress policy before it resumes; a fresh
+// clone only once it runs (template.Store.Run starts it), so its guest
+// runs for the few milliseconds between under its template's policy.
+func (s *Server) createE2B(ctx context.Context, body newSandboxBody, egress *sandbox.EgressChange) (_ lease, err error) {
+	var prepare func(context.Context, string) error
+	if egress != nil {
+		prepare = func(ctx context.Context, id string) error { return s.setE2BEgress(ctx, id, *egress) }
+	}
+	in, ok, err := s.pools.claim(ctx, body.TemplateID, prepare)
+	if err != nil {
+		return lease{}, err
+	}
 	if !ok {
 		if in, err = s.tpl.Run(ctx, body.TemplateID, template.CloneOptions{}); err != nil {
 			return lease{}, err
@@ -239,6 +269,11 @@ func (s *Server) createE2B(ctx context.Context, body newSandboxBody) (_ lease, e
 			err = errors.Join(err, s.rt.Remove(bg, in.ID, true), s.leases.drop(bg, in.ID))
 		}
 	}()
+	if egress != nil && !ok {
+		if err := s.setE2BEgress(ctx, in.ID, *egress); err != nil {
+			return lease{}, err
+		}
+	}
 	// The agent's token: the runtime's own for the sandbox when the runtime
 	// keeps one (then the runtime's guest calls and the E2B client share
 	// it), else a fresh one the server gives the agent.
@@ -328,6 +363,10 @@ type e2bDetail struct {
 	EnvdVersion     string            `json:"envdVersion"`
 	EnvdAccessToken string            `json:"envdAccessToken,omitempty"`
 	Domain          *string           `json:"domain,omitempty"`
+	// AllowInternetAccess and Network say the egress policy, for a
+	// sandbox that has one (e2bNetworkOf).
+	AllowInternetAccess *bool           `json:"allowInternetAccess,omitempty"`
+	Network             *e2bNetworkView `json:"network,omitempty"`
 }
 
 func (s *Server) detail(in sandbox.Info, l lease, withToken bool) e2bDetail {
@@ -337,6 +376,7 @@ func (s *Server) detail(in sandbox.Info, l lease, withToken bool) e2bDetail {
 	if withToken {
 		d.EnvdAccessToken = l.AccessToken
 	}
+	d.AllowInternetAccess, d.Network = e2bNetworkOf(in)
 	return d
 }
 

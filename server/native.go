@@ -179,6 +179,9 @@ func (n native) Restore(ctx context.Context, req *connect.Request[pb.RestoreRequ
 	if len(m.GetNet()) > 0 {
 		o.Net = apiconv.NetsFromPB(m.GetNet())
 	}
+	if m.GetPorts() != nil {
+		o.Ports = append([]string{}, m.GetPorts().GetPorts()...)
+	}
 	in, err := n.s.rt.Restore(ctx, m.GetDir(), o)
 	if err != nil {
 		return reply[pb.SandboxResponse](nil, err)
@@ -333,7 +336,7 @@ func (t templates) Run(ctx context.Context, req *connect.Request[pb.RunTemplateR
 	// A plain run (no ID, labels or options of its own) is served from the
 	// template's warm pool when it has a clone ready.
 	if m.GetId() == "" && len(m.GetLabels()) == 0 && !m.GetAutoRemove() && !m.GetVerify() {
-		if in, ok := t.s.pools.claim(ctx, m.GetName()); ok {
+		if in, ok, err := t.s.pools.claim(ctx, m.GetName(), nil); ok && err == nil {
 			return reply(native(t).info(in), nil)
 		}
 	}

@@ -287,21 +287,23 @@ func (p *pools) take(pl *pool) (string, bool) {
 }
 
 // claim takes a ready clone of template name and resumes it; ok is false
-// when the pool had none (a miss: the caller clones as usual).
-func (p *pools) claim(ctx context.Context, name string) (sandbox.Info, bool) {
+// when the pool had none (a miss: the caller clones as usual). prepare,
+// when not nil, is done to the clone before it resumes; when it fails the
+// clone is removed and its error returned.
+func (p *pools) claim(ctx context.Context, name string, prepare func(context.Context, string) error) (sandbox.Info, bool, error) {
 	for {
 		p.mu.Lock()
 		pl := p.m[name]
 		if pl == nil {
 			p.mu.Unlock()
-			return sandbox.Info{}, false
+			return sandbox.Info{}, false, nil
 		}
 		id, ok := p.take(pl)
 		if !ok {
 			pl.misses++
 			p.mu.Unlock()
 			p.claims.WithLabelValues(name, "miss").Inc()
-			return sandbox.Info{}, false
+			return sandbox.Info{}, false, nil
 		}
 		n := len(pl.ready)
 		p.mu.Unlock()
@@ -313,13 +315,20 @@ func (p *pools) claim(ctx context.Context, name string) (sandbox.Info, bool) {
 		in, err := p.rt.Inspect(ctx, id)
 		if err == nil {
 			p.release(pl, guestMiB(in.Spec.MemoryMiB))
+			if prepare != nil {
+				if err := prepare(ctx, id); err != nil {
+					// The clone is the caller's now: it is not put back.
+					rmErr := p.rt.Remove(context.WithoutCancel(ctx), id, true)
+					return sandbox.Info{}, false, errors.Join(err, rmErr)
+				}
+			}
 			if err = p.rt.Resume(ctx, id); err == nil {
 				in.Status = sandbox.Running
 				p.mu.Lock()
 				pl.hits++
 				p.mu.Unlock()
 				p.claims.WithLabelValues(name, "hit").Inc()
-				return in, true
+				return in, true, nil
 			}
 		}
 		// Gone or broken meanwhile: drop it and try the next.

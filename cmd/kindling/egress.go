@@ -40,7 +40,7 @@ func newEgressCommand(a *app) *cobra.Command {
 			}
 			es, ok := rt.(sandbox.EgressSetter)
 			if !ok {
-				return fmt.Errorf("egress of sandbox %q: the server does not change egress policies yet: run kindling on the sandbox's host without --host", id)
+				return fmt.Errorf("egress of sandbox %q: this runtime cannot change egress policies: run kindling on the sandbox's host without --host", id)
 			}
 			in, err := es.SetEgress(cmd.Context(), id, ch)
 			if err != nil {

@@ -175,7 +175,7 @@ func NetsToPB(ns []sandbox.Net) []*pb.Net {
 	}
 	out := make([]*pb.Net, len(ns))
 	for i, n := range ns {
-		out[i] = &pb.Net{Auto: n.Auto, Tap: n.Tap, Mac: n.MAC}
+		out[i] = &pb.Net{Auto: n.Auto, Tap: n.Tap, Mac: n.MAC, Slot: n.Slot}
 	}
 	return out
 }
@@ -187,7 +187,7 @@ func NetsFromPB(ns []*pb.Net) []sandbox.Net {
 	}
 	out := make([]sandbox.Net, len(ns))
 	for i, n := range ns {
-		out[i] = sandbox.Net{Auto: n.GetAuto(), Tap: n.GetTap(), MAC: n.GetMac()}
+		out[i] = sandbox.Net{Auto: n.GetAuto(), Tap: n.GetTap(), MAC: n.GetMac(), Slot: n.GetSlot()}
 	}
 	return out
 }
@@ -204,7 +204,7 @@ func SpecToPB(s sandbox.Spec) *pb.Spec {
 		Agent: s.Agent, CniNetworks: s.CNINetworks, Ports: s.Ports, CniConfDir: s.CNIConfDir,
 		CniBinDirs: s.CNIBinDirs, CpuTemplate: s.CPUTemplate, VmmLogLevel: s.VMMLogLevel,
 		DriveRate: s.DriveRate, NetRate: s.NetRate, Balloon: s.Balloon, Entropy: s.Entropy,
-		Metadata: s.Metadata,
+		Metadata: s.Metadata, NetSlot: s.NetSlot, Egress: s.Egress, AllowEgress: s.AllowEgress,
 	}
 	for _, d := range s.Drives {
 		p.Drives = append(p.Drives, diskToPB(&d))
@@ -227,7 +227,7 @@ func SpecFromPB(p *pb.Spec) sandbox.Spec {
 		Agent: p.GetAgent(), CNINetworks: p.GetCniNetworks(), Ports: p.GetPorts(), CNIConfDir: p.GetCniConfDir(),
 		CNIBinDirs: p.GetCniBinDirs(), CPUTemplate: p.GetCpuTemplate(), VMMLogLevel: p.GetVmmLogLevel(),
 		DriveRate: p.GetDriveRate(), NetRate: p.GetNetRate(), Balloon: p.GetBalloon(), Entropy: p.GetEntropy(),
-		Metadata: p.GetMetadata(),
+		Metadata: p.GetMetadata(), NetSlot: p.GetNetSlot(), Egress: p.GetEgress(), AllowEgress: p.GetAllowEgress(),
 	}
 	for _, d := range p.GetDrives() {
 		s.Drives = append(s.Drives, *diskFromPB(d))
@@ -279,6 +279,7 @@ func InfoToPB(in sandbox.Info, endAt time.Time) *pb.Sandbox {
 		Dir: in.Dir, ApiSocket: in.APISocket, ConsoleLog: in.ConsoleLog,
 		FirecrackerLog: in.FirecrackerLog, VsockSocket: in.VsockSocket, Taps: TapsToPB(in.Taps),
 		FirecrackerVersion: in.FirecrackerVersion, RestoredFrom: in.RestoredFrom, EndAt: timeString(endAt),
+		Network: NetworkToPB(in.Network), RecordId: in.RecordID,
 	}
 	for _, s := range in.Slots {
 		ps := &pb.Slot{Id: s.ID, Placeholder: s.Placeholder, ReadOnly: s.ReadOnly, AttachedPath: s.AttachedPath}
@@ -302,6 +303,7 @@ func InfoFromPB(p *pb.Sandbox) sandbox.Info {
 		Dir: p.GetDir(), APISocket: p.GetApiSocket(), ConsoleLog: p.GetConsoleLog(),
 		FirecrackerLog: p.GetFirecrackerLog(), VsockSocket: p.GetVsockSocket(), Taps: TapsFromPB(p.GetTaps()),
 		FirecrackerVersion: p.GetFirecrackerVersion(), RestoredFrom: p.GetRestoredFrom(),
+		Network: NetworkFromPB(p.GetNetwork()), RecordID: p.GetRecordId(),
 	}
 	for _, s := range p.GetSlots() {
 		slot := vmm.Slot{ID: s.GetId(), Placeholder: s.GetPlaceholder(), ReadOnly: s.GetReadOnly(), AttachedPath: s.GetAttachedPath()}

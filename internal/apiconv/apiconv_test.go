@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"reflect"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/kindling-vm/kindling/internal/errdefs"
+	"github.com/kindling-vm/kindling/network"
 	"github.com/kindling-vm/kindling/sandbox"
 	"github.com/kindling-vm/kindling/vmm"
 )
@@ -66,13 +68,22 @@ func TestInfoRoundTrip(t *testing.T) {
 		Dir: "/r/web", APISocket: "/r/web/fc.sock", ConsoleLog: "/r/web/console.log", FirecrackerLog: "/r/web/firecracker.log",
 		VsockSocket: "/r/web/vsock.sock", Taps: []sandbox.TapInfo{{Name: "t0", NetNS: "ns", MAC: "02:00:00:00:00:01", Created: true}},
 		Slots:              []vmm.Slot{{ID: "pool0", Placeholder: "/p0", ReadOnly: true, Drive: &vmm.Drive{Path: "/d", ReadOnly: true}, AttachedPath: "/d"}, {ID: "pool1", Placeholder: "/p1"}},
-		FirecrackerVersion: "1.14.2", RestoredFrom: "/snap",
+		FirecrackerVersion: "1.14.2", RestoredFrom: "/snap", RecordID: "web-copy",
+		Network: &sandbox.NetworkInfo{Kind: "slot", NetNS: "/run/netns/kd-web", HostAddress: "10.200.0.6",
+			Interfaces: []sandbox.NetInterfaceInfo{
+				{Tap: "kd0", Address: "10.0.2.2/30", Gateway: "10.0.2.1", MAC: "02:00:00:00:00:03"},
+				{Network: "web", Tap: "kd1", Address: "10.88.0.5/16", MAC: "02:00:00:00:00:04"},
+			},
+			Ports: []string{"8080:80/tcp"},
+			Egress: &network.EgressPolicy{Default: "deny", CIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"),
+				netip.MustParsePrefix("2001:db8::1/128")}, Domains: []string{"pypi.org"}}},
 		Spec: sandbox.Spec{ID: "web", Kernel: "/k", Demo: "idle", Initrd: "/i", KernelArgs: "a=b", Rootfs: &sandbox.Disk{Path: "/root.ext4", ReadOnly: true},
-			Drives: []sandbox.Disk{{Path: "/d1"}}, VCPUs: 2, MemoryMiB: 256, SMT: true, Net: []sandbox.Net{{Auto: true, MAC: "02:00:00:00:00:02"}, {Tap: "tap1"}},
+			Drives: []sandbox.Disk{{Path: "/d1"}}, VCPUs: 2, MemoryMiB: 256, SMT: true, Net: []sandbox.Net{{Auto: true, MAC: "02:00:00:00:00:02"}, {Tap: "tap1"}, {Slot: true}},
 			NetNS: "ns", VsockCID: 3, Firecracker: "/fc", Jailer: "/j", WaitConsole: "ready", Placeholders: 2, HotplugWritable: true,
 			Labels: map[string]string{"a": "b"}, Agent: true, CNINetworks: []string{"web"}, Ports: []string{"8080:80"},
 			CNIConfDir: "/cni/conf", CNIBinDirs: []string{"/cni/bin"}, CPUTemplate: "T2", VMMLogLevel: "Debug",
-			DriveRate: "10MB/s", NetRate: "1MB/s", Balloon: "64M", Entropy: true, Metadata: "{}"},
+			DriveRate: "10MB/s", NetRate: "1MB/s", Balloon: "64M", Entropy: true, Metadata: "{}",
+			NetSlot: true, Egress: "deny", AllowEgress: []string{"10.0.0.0/8", "2001:db8::1", "pypi.org"}},
 	}
 	// Every field of a spec crosses the wire but the config file's own
 	// spellings: a field added to sandbox.Spec and not to the API fails here.
@@ -80,6 +91,14 @@ func TestInfoRoundTrip(t *testing.T) {
 	for i := range sv.NumField() {
 		if name := sv.Type().Field(i).Name; name != "Memory" && name != "NetFlags" && sv.Field(i).IsZero() {
 			t.Errorf("the test spec leaves %s unset: set it (and carry it in apiconv)", name)
+		}
+	}
+	// The same for a description, and for a network's description.
+	for _, v := range []reflect.Value{reflect.ValueOf(in), reflect.ValueOf(*in.Network), reflect.ValueOf(*in.Network.Egress)} {
+		for i := range v.NumField() {
+			if v.Field(i).IsZero() {
+				t.Errorf("the test %s leaves %s unset: set it (and carry it in apiconv)", v.Type().Name(), v.Type().Field(i).Name)
+			}
 		}
 	}
 	got := InfoFromPB(InfoToPB(in, time.Time{}))

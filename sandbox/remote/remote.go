@@ -1,7 +1,7 @@
 // Package remote is the Go client of a kindling server (kindlingd): a
-// sandbox.Controller (and sandbox.Hotplugger) whose calls go over the
-// server's native API, so code written against sandbox.Controller runs the
-// same against the local runtime and a server.
+// sandbox.Controller (and sandbox.Hotplugger and sandbox.EgressSetter)
+// whose calls go over the server's native API, so code written against
+// sandbox.Controller runs the same against the local runtime and a server.
 //
 // Errors match the same sentinels as the local runtime's (sandbox.ErrNotFound,
 // ErrExists, ErrInvalid, ErrConflict, ErrNotSupported, ErrUnavailable,
@@ -272,8 +272,12 @@ func (c *Client) Snapshot(ctx context.Context, id, dir string, o sandbox.Snapsho
 // Restore starts a new sandbox from the snapshot in dir, on the server's
 // host.
 func (c *Client) Restore(ctx context.Context, dir string, o sandbox.RestoreOptions) (sandbox.Info, error) {
-	res, err := call(ctx, c.sb.Restore, &pb.RestoreRequest{Dir: dir, Id: o.ID, Net: apiconv.NetsToPB(o.Net),
-		AutoRemove: o.AutoRemove, Firecracker: o.Firecracker, CopyOwnedDrives: o.CopyOwnedDrives, Labels: o.Labels})
+	req := &pb.RestoreRequest{Dir: dir, Id: o.ID, Net: apiconv.NetsToPB(o.Net),
+		AutoRemove: o.AutoRemove, Firecracker: o.Firecracker, CopyOwnedDrives: o.CopyOwnedDrives, Labels: o.Labels}
+	if o.Ports != nil {
+		req.Ports = &pb.PortList{Ports: o.Ports}
+	}
+	res, err := call(ctx, c.sb.Restore, req)
 	if err != nil {
 		return sandbox.Info{}, err
 	}

@@ -213,12 +213,14 @@ func (x *Disk) GetReadOnly() bool {
 	return false
 }
 
-// Net is a network interface: a tap kindling creates (auto) or one by name.
+// Net is a network interface: a tap kindling creates (auto) or one by
+// name, or (slot) a clone-safe network slot.
 type Net struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Auto          bool                   `protobuf:"varint,1,opt,name=auto,proto3" json:"auto,omitempty"`
 	Tap           string                 `protobuf:"bytes,2,opt,name=tap,proto3" json:"tap,omitempty"`
 	Mac           string                 `protobuf:"bytes,3,opt,name=mac,proto3" json:"mac,omitempty"`
+	Slot          bool                   `protobuf:"varint,4,opt,name=slot,proto3" json:"slot,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -274,6 +276,13 @@ func (x *Net) GetMac() string {
 	return ""
 }
 
+func (x *Net) GetSlot() bool {
+	if x != nil {
+		return x.Slot
+	}
+	return false
+}
+
 // Spec is what a sandbox is made of (sandbox.Spec).
 type Spec struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
@@ -308,8 +317,16 @@ type Spec struct {
 	Balloon         string                 `protobuf:"bytes,29,opt,name=balloon,proto3" json:"balloon,omitempty"`
 	Entropy         bool                   `protobuf:"varint,30,opt,name=entropy,proto3" json:"entropy,omitempty"`
 	Metadata        string                 `protobuf:"bytes,31,opt,name=metadata,proto3" json:"metadata,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// net_slot gives the sandbox a clone-safe network slot (--net slot).
+	NetSlot bool `protobuf:"varint,32,opt,name=net_slot,json=netSlot,proto3" json:"net_slot,omitempty"`
+	// egress is the egress policy's default, "deny" or "allow"; empty for
+	// none (or the host's default).
+	Egress string `protobuf:"bytes,33,opt,name=egress,proto3" json:"egress,omitempty"`
+	// allow_egress are the rules a deny policy lets through: CIDRs,
+	// addresses and domain names, as given.
+	AllowEgress   []string `protobuf:"bytes,34,rep,name=allow_egress,json=allowEgress,proto3" json:"allow_egress,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Spec) Reset() {
@@ -559,6 +576,261 @@ func (x *Spec) GetMetadata() string {
 	return ""
 }
 
+func (x *Spec) GetNetSlot() bool {
+	if x != nil {
+		return x.NetSlot
+	}
+	return false
+}
+
+func (x *Spec) GetEgress() string {
+	if x != nil {
+		return x.Egress
+	}
+	return ""
+}
+
+func (x *Spec) GetAllowEgress() []string {
+	if x != nil {
+		return x.AllowEgress
+	}
+	return nil
+}
+
+// EgressPolicy is an egress policy as it is in force.
+type EgressPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// default is "deny" or "allow".
+	Default string `protobuf:"bytes,1,opt,name=default,proto3" json:"default,omitempty"`
+	// cidrs are the allowed networks (an address is a /32 or /128).
+	Cidrs []string `protobuf:"bytes,2,rep,name=cidrs,proto3" json:"cidrs,omitempty"`
+	// domains are allowed with their subdomains.
+	Domains       []string `protobuf:"bytes,3,rep,name=domains,proto3" json:"domains,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EgressPolicy) Reset() {
+	*x = EgressPolicy{}
+	mi := &file_kindling_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EgressPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EgressPolicy) ProtoMessage() {}
+
+func (x *EgressPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EgressPolicy.ProtoReflect.Descriptor instead.
+func (*EgressPolicy) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *EgressPolicy) GetDefault() string {
+	if x != nil {
+		return x.Default
+	}
+	return ""
+}
+
+func (x *EgressPolicy) GetCidrs() []string {
+	if x != nil {
+		return x.Cidrs
+	}
+	return nil
+}
+
+func (x *EgressPolicy) GetDomains() []string {
+	if x != nil {
+		return x.Domains
+	}
+	return nil
+}
+
+// NetInterface is one guest interface of a sandbox's network.
+type NetInterface struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// network is the CNI network; empty for a slot.
+	Network string `protobuf:"bytes,1,opt,name=network,proto3" json:"network,omitempty"`
+	// tap is the VMM's tap, in the network's netns.
+	Tap string `protobuf:"bytes,2,opt,name=tap,proto3" json:"tap,omitempty"`
+	// address is the guest's address and prefix (10.1.2.3/24).
+	Address       string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	Gateway       string `protobuf:"bytes,4,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	Mac           string `protobuf:"bytes,5,opt,name=mac,proto3" json:"mac,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetInterface) Reset() {
+	*x = NetInterface{}
+	mi := &file_kindling_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetInterface) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetInterface) ProtoMessage() {}
+
+func (x *NetInterface) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetInterface.ProtoReflect.Descriptor instead.
+func (*NetInterface) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *NetInterface) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
+}
+
+func (x *NetInterface) GetTap() string {
+	if x != nil {
+		return x.Tap
+	}
+	return ""
+}
+
+func (x *NetInterface) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *NetInterface) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
+func (x *NetInterface) GetMac() string {
+	if x != nil {
+		return x.Mac
+	}
+	return ""
+}
+
+// Network is a started sandbox's CNI or slot network (sandbox.NetworkInfo).
+type Network struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind is "cni" or "slot".
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// netns is the namespace the VMM runs in.
+	Netns string `protobuf:"bytes,2,opt,name=netns,proto3" json:"netns,omitempty"`
+	// host_address is where the server's host reaches the sandbox.
+	HostAddress string          `protobuf:"bytes,3,opt,name=host_address,json=hostAddress,proto3" json:"host_address,omitempty"`
+	Interfaces  []*NetInterface `protobuf:"bytes,4,rep,name=interfaces,proto3" json:"interfaces,omitempty"`
+	// ports are the published ports, HOSTPORT:GUESTPORT/PROTO.
+	Ports []string `protobuf:"bytes,5,rep,name=ports,proto3" json:"ports,omitempty"`
+	// egress is the egress policy in force; absent for none (open).
+	Egress        *EgressPolicy `protobuf:"bytes,6,opt,name=egress,proto3" json:"egress,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Network) Reset() {
+	*x = Network{}
+	mi := &file_kindling_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Network) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Network) ProtoMessage() {}
+
+func (x *Network) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Network.ProtoReflect.Descriptor instead.
+func (*Network) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Network) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Network) GetNetns() string {
+	if x != nil {
+		return x.Netns
+	}
+	return ""
+}
+
+func (x *Network) GetHostAddress() string {
+	if x != nil {
+		return x.HostAddress
+	}
+	return ""
+}
+
+func (x *Network) GetInterfaces() []*NetInterface {
+	if x != nil {
+		return x.Interfaces
+	}
+	return nil
+}
+
+func (x *Network) GetPorts() []string {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+func (x *Network) GetEgress() *EgressPolicy {
+	if x != nil {
+		return x.Egress
+	}
+	return nil
+}
+
 // Exit says how a sandbox's VMM ended.
 type Exit struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -572,7 +844,7 @@ type Exit struct {
 
 func (x *Exit) Reset() {
 	*x = Exit{}
-	mi := &file_kindling_proto_msgTypes[6]
+	mi := &file_kindling_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -584,7 +856,7 @@ func (x *Exit) String() string {
 func (*Exit) ProtoMessage() {}
 
 func (x *Exit) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[6]
+	mi := &file_kindling_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -597,7 +869,7 @@ func (x *Exit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Exit.ProtoReflect.Descriptor instead.
 func (*Exit) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{6}
+	return file_kindling_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Exit) GetCode() int32 {
@@ -641,7 +913,7 @@ type Tap struct {
 
 func (x *Tap) Reset() {
 	*x = Tap{}
-	mi := &file_kindling_proto_msgTypes[7]
+	mi := &file_kindling_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -653,7 +925,7 @@ func (x *Tap) String() string {
 func (*Tap) ProtoMessage() {}
 
 func (x *Tap) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[7]
+	mi := &file_kindling_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -666,7 +938,7 @@ func (x *Tap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tap.ProtoReflect.Descriptor instead.
 func (*Tap) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{7}
+	return file_kindling_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Tap) GetName() string {
@@ -713,7 +985,7 @@ type Slot struct {
 
 func (x *Slot) Reset() {
 	*x = Slot{}
-	mi := &file_kindling_proto_msgTypes[8]
+	mi := &file_kindling_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -725,7 +997,7 @@ func (x *Slot) String() string {
 func (*Slot) ProtoMessage() {}
 
 func (x *Slot) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[8]
+	mi := &file_kindling_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -738,7 +1010,7 @@ func (x *Slot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Slot.ProtoReflect.Descriptor instead.
 func (*Slot) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{8}
+	return file_kindling_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Slot) GetId() string {
@@ -805,14 +1077,19 @@ type Sandbox struct {
 	FirecrackerVersion string                 `protobuf:"bytes,17,opt,name=firecracker_version,json=firecrackerVersion,proto3" json:"firecracker_version,omitempty"`
 	RestoredFrom       string                 `protobuf:"bytes,18,opt,name=restored_from,json=restoredFrom,proto3" json:"restored_from,omitempty"`
 	// end_at is when the server's lease ends the sandbox; empty for none.
-	EndAt         string `protobuf:"bytes,19,opt,name=end_at,json=endAt,proto3" json:"end_at,omitempty"`
+	EndAt string `protobuf:"bytes,19,opt,name=end_at,json=endAt,proto3" json:"end_at,omitempty"`
+	// network is the sandbox's CNI or slot network while it is set up.
+	Network *Network `protobuf:"bytes,20,opt,name=network,proto3" json:"network,omitempty"`
+	// record_id is set when the sandbox's state file names another ID than
+	// its directory; id is what counts.
+	RecordId      string `protobuf:"bytes,21,opt,name=record_id,json=recordId,proto3" json:"record_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Sandbox) Reset() {
 	*x = Sandbox{}
-	mi := &file_kindling_proto_msgTypes[9]
+	mi := &file_kindling_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -824,7 +1101,7 @@ func (x *Sandbox) String() string {
 func (*Sandbox) ProtoMessage() {}
 
 func (x *Sandbox) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[9]
+	mi := &file_kindling_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -837,7 +1114,7 @@ func (x *Sandbox) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sandbox.ProtoReflect.Descriptor instead.
 func (*Sandbox) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{9}
+	return file_kindling_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Sandbox) GetId() string {
@@ -973,6 +1250,20 @@ func (x *Sandbox) GetEndAt() string {
 	return ""
 }
 
+func (x *Sandbox) GetNetwork() *Network {
+	if x != nil {
+		return x.Network
+	}
+	return nil
+}
+
+func (x *Sandbox) GetRecordId() string {
+	if x != nil {
+		return x.RecordId
+	}
+	return ""
+}
+
 type CreateRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Spec          *Spec                  `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
@@ -983,7 +1274,7 @@ type CreateRequest struct {
 
 func (x *CreateRequest) Reset() {
 	*x = CreateRequest{}
-	mi := &file_kindling_proto_msgTypes[10]
+	mi := &file_kindling_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -995,7 +1286,7 @@ func (x *CreateRequest) String() string {
 func (*CreateRequest) ProtoMessage() {}
 
 func (x *CreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[10]
+	mi := &file_kindling_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1008,7 +1299,7 @@ func (x *CreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRequest.ProtoReflect.Descriptor instead.
 func (*CreateRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{10}
+	return file_kindling_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CreateRequest) GetSpec() *Spec {
@@ -1034,7 +1325,7 @@ type SandboxResponse struct {
 
 func (x *SandboxResponse) Reset() {
 	*x = SandboxResponse{}
-	mi := &file_kindling_proto_msgTypes[11]
+	mi := &file_kindling_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1046,7 +1337,7 @@ func (x *SandboxResponse) String() string {
 func (*SandboxResponse) ProtoMessage() {}
 
 func (x *SandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[11]
+	mi := &file_kindling_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1059,7 +1350,7 @@ func (x *SandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SandboxResponse.ProtoReflect.Descriptor instead.
 func (*SandboxResponse) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{11}
+	return file_kindling_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SandboxResponse) GetSandbox() *Sandbox {
@@ -1080,7 +1371,7 @@ type StopRequest struct {
 
 func (x *StopRequest) Reset() {
 	*x = StopRequest{}
-	mi := &file_kindling_proto_msgTypes[12]
+	mi := &file_kindling_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1092,7 +1383,7 @@ func (x *StopRequest) String() string {
 func (*StopRequest) ProtoMessage() {}
 
 func (x *StopRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[12]
+	mi := &file_kindling_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1105,7 +1396,7 @@ func (x *StopRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopRequest.ProtoReflect.Descriptor instead.
 func (*StopRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{12}
+	return file_kindling_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StopRequest) GetId() string {
@@ -1132,7 +1423,7 @@ type RemoveRequest struct {
 
 func (x *RemoveRequest) Reset() {
 	*x = RemoveRequest{}
-	mi := &file_kindling_proto_msgTypes[13]
+	mi := &file_kindling_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1144,7 +1435,7 @@ func (x *RemoveRequest) String() string {
 func (*RemoveRequest) ProtoMessage() {}
 
 func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[13]
+	mi := &file_kindling_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1157,7 +1448,7 @@ func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
 func (*RemoveRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{13}
+	return file_kindling_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RemoveRequest) GetId() string {
@@ -1184,7 +1475,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_kindling_proto_msgTypes[14]
+	mi := &file_kindling_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1196,7 +1487,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[14]
+	mi := &file_kindling_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1209,7 +1500,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{14}
+	return file_kindling_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListRequest) GetLabels() map[string]string {
@@ -1228,7 +1519,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_kindling_proto_msgTypes[15]
+	mi := &file_kindling_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1240,7 +1531,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[15]
+	mi := &file_kindling_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1253,7 +1544,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{15}
+	return file_kindling_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListResponse) GetSandboxes() []*Sandbox {
@@ -1272,7 +1563,7 @@ type WaitResponse struct {
 
 func (x *WaitResponse) Reset() {
 	*x = WaitResponse{}
-	mi := &file_kindling_proto_msgTypes[16]
+	mi := &file_kindling_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1284,7 +1575,7 @@ func (x *WaitResponse) String() string {
 func (*WaitResponse) ProtoMessage() {}
 
 func (x *WaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[16]
+	mi := &file_kindling_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1297,7 +1588,7 @@ func (x *WaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitResponse.ProtoReflect.Descriptor instead.
 func (*WaitResponse) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{16}
+	return file_kindling_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *WaitResponse) GetExit() *Exit {
@@ -1319,7 +1610,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_kindling_proto_msgTypes[17]
+	mi := &file_kindling_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1331,7 +1622,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[17]
+	mi := &file_kindling_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1344,7 +1635,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{17}
+	return file_kindling_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SnapshotRequest) GetId() string {
@@ -1388,7 +1679,7 @@ type SnapshotDrive struct {
 
 func (x *SnapshotDrive) Reset() {
 	*x = SnapshotDrive{}
-	mi := &file_kindling_proto_msgTypes[18]
+	mi := &file_kindling_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1400,7 +1691,7 @@ func (x *SnapshotDrive) String() string {
 func (*SnapshotDrive) ProtoMessage() {}
 
 func (x *SnapshotDrive) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[18]
+	mi := &file_kindling_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1413,7 +1704,7 @@ func (x *SnapshotDrive) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotDrive.ProtoReflect.Descriptor instead.
 func (*SnapshotDrive) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{18}
+	return file_kindling_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SnapshotDrive) GetId() string {
@@ -1467,7 +1758,7 @@ type SnapshotResponse struct {
 
 func (x *SnapshotResponse) Reset() {
 	*x = SnapshotResponse{}
-	mi := &file_kindling_proto_msgTypes[19]
+	mi := &file_kindling_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1479,7 +1770,7 @@ func (x *SnapshotResponse) String() string {
 func (*SnapshotResponse) ProtoMessage() {}
 
 func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[19]
+	mi := &file_kindling_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1492,7 +1783,7 @@ func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{19}
+	return file_kindling_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SnapshotResponse) GetDir() string {
@@ -1561,13 +1852,17 @@ type RestoreRequest struct {
 	Firecracker     string            `protobuf:"bytes,6,opt,name=firecracker,proto3" json:"firecracker,omitempty"`
 	CopyOwnedDrives bool              `protobuf:"varint,7,opt,name=copy_owned_drives,json=copyOwnedDrives,proto3" json:"copy_owned_drives,omitempty"`
 	Labels          map[string]string `protobuf:"bytes,8,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// ports, when set, replaces the snapshot's published ports; an empty
+	// list publishes none (a clone whose source still holds the host
+	// ports). Unset keeps the snapshot's.
+	Ports         *PortList `protobuf:"bytes,9,opt,name=ports,proto3" json:"ports,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RestoreRequest) Reset() {
 	*x = RestoreRequest{}
-	mi := &file_kindling_proto_msgTypes[20]
+	mi := &file_kindling_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1579,7 +1874,7 @@ func (x *RestoreRequest) String() string {
 func (*RestoreRequest) ProtoMessage() {}
 
 func (x *RestoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[20]
+	mi := &file_kindling_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1592,7 +1887,7 @@ func (x *RestoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreRequest.ProtoReflect.Descriptor instead.
 func (*RestoreRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{20}
+	return file_kindling_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RestoreRequest) GetDir() string {
@@ -1644,6 +1939,59 @@ func (x *RestoreRequest) GetLabels() map[string]string {
 	return nil
 }
 
+func (x *RestoreRequest) GetPorts() *PortList {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+// PortList is a list of published ports, HOSTPORT:GUESTPORT[/tcp|udp]: a
+// message so that an empty list differs from none.
+type PortList struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ports         []string               `protobuf:"bytes,1,rep,name=ports,proto3" json:"ports,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PortList) Reset() {
+	*x = PortList{}
+	mi := &file_kindling_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PortList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PortList) ProtoMessage() {}
+
+func (x *PortList) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PortList.ProtoReflect.Descriptor instead.
+func (*PortList) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *PortList) GetPorts() []string {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
 type LogRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1654,7 +2002,7 @@ type LogRequest struct {
 
 func (x *LogRequest) Reset() {
 	*x = LogRequest{}
-	mi := &file_kindling_proto_msgTypes[21]
+	mi := &file_kindling_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1666,7 +2014,7 @@ func (x *LogRequest) String() string {
 func (*LogRequest) ProtoMessage() {}
 
 func (x *LogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[21]
+	mi := &file_kindling_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1679,7 +2027,7 @@ func (x *LogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogRequest.ProtoReflect.Descriptor instead.
 func (*LogRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{21}
+	return file_kindling_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *LogRequest) GetId() string {
@@ -1705,7 +2053,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_kindling_proto_msgTypes[22]
+	mi := &file_kindling_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1717,7 +2065,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[22]
+	mi := &file_kindling_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1730,7 +2078,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{22}
+	return file_kindling_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *LogChunk) GetData() []byte {
@@ -1750,7 +2098,7 @@ type AttachDriveRequest struct {
 
 func (x *AttachDriveRequest) Reset() {
 	*x = AttachDriveRequest{}
-	mi := &file_kindling_proto_msgTypes[23]
+	mi := &file_kindling_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1762,7 +2110,7 @@ func (x *AttachDriveRequest) String() string {
 func (*AttachDriveRequest) ProtoMessage() {}
 
 func (x *AttachDriveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[23]
+	mi := &file_kindling_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1775,7 +2123,7 @@ func (x *AttachDriveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachDriveRequest.ProtoReflect.Descriptor instead.
 func (*AttachDriveRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{23}
+	return file_kindling_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *AttachDriveRequest) GetId() string {
@@ -1801,7 +2149,7 @@ type AttachDriveResponse struct {
 
 func (x *AttachDriveResponse) Reset() {
 	*x = AttachDriveResponse{}
-	mi := &file_kindling_proto_msgTypes[24]
+	mi := &file_kindling_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1813,7 +2161,7 @@ func (x *AttachDriveResponse) String() string {
 func (*AttachDriveResponse) ProtoMessage() {}
 
 func (x *AttachDriveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[24]
+	mi := &file_kindling_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1826,7 +2174,7 @@ func (x *AttachDriveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachDriveResponse.ProtoReflect.Descriptor instead.
 func (*AttachDriveResponse) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{24}
+	return file_kindling_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *AttachDriveResponse) GetSlot() string {
@@ -1846,7 +2194,7 @@ type DetachDriveRequest struct {
 
 func (x *DetachDriveRequest) Reset() {
 	*x = DetachDriveRequest{}
-	mi := &file_kindling_proto_msgTypes[25]
+	mi := &file_kindling_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1858,7 +2206,7 @@ func (x *DetachDriveRequest) String() string {
 func (*DetachDriveRequest) ProtoMessage() {}
 
 func (x *DetachDriveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[25]
+	mi := &file_kindling_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1871,7 +2219,7 @@ func (x *DetachDriveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetachDriveRequest.ProtoReflect.Descriptor instead.
 func (*DetachDriveRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{25}
+	return file_kindling_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DetachDriveRequest) GetId() string {
@@ -1900,7 +2248,7 @@ type SetTimeoutRequest struct {
 
 func (x *SetTimeoutRequest) Reset() {
 	*x = SetTimeoutRequest{}
-	mi := &file_kindling_proto_msgTypes[26]
+	mi := &file_kindling_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1912,7 +2260,7 @@ func (x *SetTimeoutRequest) String() string {
 func (*SetTimeoutRequest) ProtoMessage() {}
 
 func (x *SetTimeoutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[26]
+	mi := &file_kindling_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1925,7 +2273,7 @@ func (x *SetTimeoutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTimeoutRequest.ProtoReflect.Descriptor instead.
 func (*SetTimeoutRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{26}
+	return file_kindling_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SetTimeoutRequest) GetId() string {
@@ -1949,6 +2297,86 @@ func (x *SetTimeoutRequest) GetPause() bool {
 	return false
 }
 
+type SetEgressRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// default, if set, replaces the policy's default: "deny" or "allow".
+	Default string `protobuf:"bytes,2,opt,name=default,proto3" json:"default,omitempty"`
+	// allow adds rules (CIDRs, addresses, domains); revoke removes rules as
+	// they were given.
+	Allow  []string `protobuf:"bytes,3,rep,name=allow,proto3" json:"allow,omitempty"`
+	Revoke []string `protobuf:"bytes,4,rep,name=revoke,proto3" json:"revoke,omitempty"`
+	// clear drops every rule before allow is added.
+	Clear         bool `protobuf:"varint,5,opt,name=clear,proto3" json:"clear,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetEgressRequest) Reset() {
+	*x = SetEgressRequest{}
+	mi := &file_kindling_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetEgressRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetEgressRequest) ProtoMessage() {}
+
+func (x *SetEgressRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetEgressRequest.ProtoReflect.Descriptor instead.
+func (*SetEgressRequest) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *SetEgressRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *SetEgressRequest) GetDefault() string {
+	if x != nil {
+		return x.Default
+	}
+	return ""
+}
+
+func (x *SetEgressRequest) GetAllow() []string {
+	if x != nil {
+		return x.Allow
+	}
+	return nil
+}
+
+func (x *SetEgressRequest) GetRevoke() []string {
+	if x != nil {
+		return x.Revoke
+	}
+	return nil
+}
+
+func (x *SetEgressRequest) GetClear() bool {
+	if x != nil {
+		return x.Clear
+	}
+	return false
+}
+
 type Template struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1966,7 +2394,7 @@ type Template struct {
 
 func (x *Template) Reset() {
 	*x = Template{}
-	mi := &file_kindling_proto_msgTypes[27]
+	mi := &file_kindling_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1978,7 +2406,7 @@ func (x *Template) String() string {
 func (*Template) ProtoMessage() {}
 
 func (x *Template) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[27]
+	mi := &file_kindling_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1991,7 +2419,7 @@ func (x *Template) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Template.ProtoReflect.Descriptor instead.
 func (*Template) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{27}
+	return file_kindling_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Template) GetName() string {
@@ -2068,7 +2496,7 @@ type CreateTemplateRequest struct {
 
 func (x *CreateTemplateRequest) Reset() {
 	*x = CreateTemplateRequest{}
-	mi := &file_kindling_proto_msgTypes[28]
+	mi := &file_kindling_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2080,7 +2508,7 @@ func (x *CreateTemplateRequest) String() string {
 func (*CreateTemplateRequest) ProtoMessage() {}
 
 func (x *CreateTemplateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[28]
+	mi := &file_kindling_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2093,7 +2521,7 @@ func (x *CreateTemplateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTemplateRequest.ProtoReflect.Descriptor instead.
 func (*CreateTemplateRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{28}
+	return file_kindling_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CreateTemplateRequest) GetName() string {
@@ -2126,7 +2554,7 @@ type TemplateResponse struct {
 
 func (x *TemplateResponse) Reset() {
 	*x = TemplateResponse{}
-	mi := &file_kindling_proto_msgTypes[29]
+	mi := &file_kindling_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2138,7 +2566,7 @@ func (x *TemplateResponse) String() string {
 func (*TemplateResponse) ProtoMessage() {}
 
 func (x *TemplateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[29]
+	mi := &file_kindling_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2151,7 +2579,7 @@ func (x *TemplateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TemplateResponse.ProtoReflect.Descriptor instead.
 func (*TemplateResponse) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{29}
+	return file_kindling_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *TemplateResponse) GetTemplate() *Template {
@@ -2170,7 +2598,7 @@ type ListTemplatesResponse struct {
 
 func (x *ListTemplatesResponse) Reset() {
 	*x = ListTemplatesResponse{}
-	mi := &file_kindling_proto_msgTypes[30]
+	mi := &file_kindling_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2182,7 +2610,7 @@ func (x *ListTemplatesResponse) String() string {
 func (*ListTemplatesResponse) ProtoMessage() {}
 
 func (x *ListTemplatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[30]
+	mi := &file_kindling_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2195,7 +2623,7 @@ func (x *ListTemplatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTemplatesResponse.ProtoReflect.Descriptor instead.
 func (*ListTemplatesResponse) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{30}
+	return file_kindling_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListTemplatesResponse) GetTemplates() []*Template {
@@ -2215,7 +2643,7 @@ type RemoveTemplateRequest struct {
 
 func (x *RemoveTemplateRequest) Reset() {
 	*x = RemoveTemplateRequest{}
-	mi := &file_kindling_proto_msgTypes[31]
+	mi := &file_kindling_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2227,7 +2655,7 @@ func (x *RemoveTemplateRequest) String() string {
 func (*RemoveTemplateRequest) ProtoMessage() {}
 
 func (x *RemoveTemplateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[31]
+	mi := &file_kindling_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2240,7 +2668,7 @@ func (x *RemoveTemplateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveTemplateRequest.ProtoReflect.Descriptor instead.
 func (*RemoveTemplateRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{31}
+	return file_kindling_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RemoveTemplateRequest) GetName() string {
@@ -2270,7 +2698,7 @@ type RunTemplateRequest struct {
 
 func (x *RunTemplateRequest) Reset() {
 	*x = RunTemplateRequest{}
-	mi := &file_kindling_proto_msgTypes[32]
+	mi := &file_kindling_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2282,7 +2710,7 @@ func (x *RunTemplateRequest) String() string {
 func (*RunTemplateRequest) ProtoMessage() {}
 
 func (x *RunTemplateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[32]
+	mi := &file_kindling_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2295,7 +2723,7 @@ func (x *RunTemplateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunTemplateRequest.ProtoReflect.Descriptor instead.
 func (*RunTemplateRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{32}
+	return file_kindling_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RunTemplateRequest) GetName() string {
@@ -2353,7 +2781,7 @@ type ExecRequest struct {
 
 func (x *ExecRequest) Reset() {
 	*x = ExecRequest{}
-	mi := &file_kindling_proto_msgTypes[33]
+	mi := &file_kindling_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2365,7 +2793,7 @@ func (x *ExecRequest) String() string {
 func (*ExecRequest) ProtoMessage() {}
 
 func (x *ExecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[33]
+	mi := &file_kindling_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2378,7 +2806,7 @@ func (x *ExecRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
 func (*ExecRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{33}
+	return file_kindling_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ExecRequest) GetId() string {
@@ -2456,7 +2884,7 @@ type ExecStarted struct {
 
 func (x *ExecStarted) Reset() {
 	*x = ExecStarted{}
-	mi := &file_kindling_proto_msgTypes[34]
+	mi := &file_kindling_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2468,7 +2896,7 @@ func (x *ExecStarted) String() string {
 func (*ExecStarted) ProtoMessage() {}
 
 func (x *ExecStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[34]
+	mi := &file_kindling_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2481,7 +2909,7 @@ func (x *ExecStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecStarted.ProtoReflect.Descriptor instead.
 func (*ExecStarted) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{34}
+	return file_kindling_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ExecStarted) GetPid() uint32 {
@@ -2511,7 +2939,7 @@ type ExecFailure struct {
 
 func (x *ExecFailure) Reset() {
 	*x = ExecFailure{}
-	mi := &file_kindling_proto_msgTypes[35]
+	mi := &file_kindling_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2523,7 +2951,7 @@ func (x *ExecFailure) String() string {
 func (*ExecFailure) ProtoMessage() {}
 
 func (x *ExecFailure) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[35]
+	mi := &file_kindling_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2536,7 +2964,7 @@ func (x *ExecFailure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecFailure.ProtoReflect.Descriptor instead.
 func (*ExecFailure) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{35}
+	return file_kindling_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ExecFailure) GetCmd() string {
@@ -2576,7 +3004,7 @@ type ExecEvent struct {
 
 func (x *ExecEvent) Reset() {
 	*x = ExecEvent{}
-	mi := &file_kindling_proto_msgTypes[36]
+	mi := &file_kindling_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2588,7 +3016,7 @@ func (x *ExecEvent) String() string {
 func (*ExecEvent) ProtoMessage() {}
 
 func (x *ExecEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[36]
+	mi := &file_kindling_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2601,7 +3029,7 @@ func (x *ExecEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecEvent.ProtoReflect.Descriptor instead.
 func (*ExecEvent) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{36}
+	return file_kindling_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ExecEvent) GetEvent() isExecEvent_Event {
@@ -2702,7 +3130,7 @@ type WriteStdinRequest struct {
 
 func (x *WriteStdinRequest) Reset() {
 	*x = WriteStdinRequest{}
-	mi := &file_kindling_proto_msgTypes[37]
+	mi := &file_kindling_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2714,7 +3142,7 @@ func (x *WriteStdinRequest) String() string {
 func (*WriteStdinRequest) ProtoMessage() {}
 
 func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[37]
+	mi := &file_kindling_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2727,7 +3155,7 @@ func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinRequest.ProtoReflect.Descriptor instead.
 func (*WriteStdinRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{37}
+	return file_kindling_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *WriteStdinRequest) GetHandle() string {
@@ -2762,7 +3190,7 @@ type SignalRequest struct {
 
 func (x *SignalRequest) Reset() {
 	*x = SignalRequest{}
-	mi := &file_kindling_proto_msgTypes[38]
+	mi := &file_kindling_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2774,7 +3202,7 @@ func (x *SignalRequest) String() string {
 func (*SignalRequest) ProtoMessage() {}
 
 func (x *SignalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[38]
+	mi := &file_kindling_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2787,7 +3215,7 @@ func (x *SignalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalRequest.ProtoReflect.Descriptor instead.
 func (*SignalRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{38}
+	return file_kindling_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *SignalRequest) GetHandle() string {
@@ -2815,7 +3243,7 @@ type ResizeRequest struct {
 
 func (x *ResizeRequest) Reset() {
 	*x = ResizeRequest{}
-	mi := &file_kindling_proto_msgTypes[39]
+	mi := &file_kindling_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2827,7 +3255,7 @@ func (x *ResizeRequest) String() string {
 func (*ResizeRequest) ProtoMessage() {}
 
 func (x *ResizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[39]
+	mi := &file_kindling_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2840,7 +3268,7 @@ func (x *ResizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizeRequest.ProtoReflect.Descriptor instead.
 func (*ResizeRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{39}
+	return file_kindling_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ResizeRequest) GetHandle() string {
@@ -2876,7 +3304,7 @@ type FileRequest struct {
 
 func (x *FileRequest) Reset() {
 	*x = FileRequest{}
-	mi := &file_kindling_proto_msgTypes[40]
+	mi := &file_kindling_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2888,7 +3316,7 @@ func (x *FileRequest) String() string {
 func (*FileRequest) ProtoMessage() {}
 
 func (x *FileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[40]
+	mi := &file_kindling_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2901,7 +3329,7 @@ func (x *FileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileRequest.ProtoReflect.Descriptor instead.
 func (*FileRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{40}
+	return file_kindling_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *FileRequest) GetId() string {
@@ -2936,7 +3364,7 @@ type PutFileRequest struct {
 
 func (x *PutFileRequest) Reset() {
 	*x = PutFileRequest{}
-	mi := &file_kindling_proto_msgTypes[41]
+	mi := &file_kindling_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2948,7 +3376,7 @@ func (x *PutFileRequest) String() string {
 func (*PutFileRequest) ProtoMessage() {}
 
 func (x *PutFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[41]
+	mi := &file_kindling_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2961,7 +3389,7 @@ func (x *PutFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutFileRequest.ProtoReflect.Descriptor instead.
 func (*PutFileRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{41}
+	return file_kindling_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *PutFileRequest) GetFile() *FileRequest {
@@ -2987,7 +3415,7 @@ type FileChunk struct {
 
 func (x *FileChunk) Reset() {
 	*x = FileChunk{}
-	mi := &file_kindling_proto_msgTypes[42]
+	mi := &file_kindling_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2999,7 +3427,7 @@ func (x *FileChunk) String() string {
 func (*FileChunk) ProtoMessage() {}
 
 func (x *FileChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[42]
+	mi := &file_kindling_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3012,7 +3440,7 @@ func (x *FileChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileChunk.ProtoReflect.Descriptor instead.
 func (*FileChunk) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{42}
+	return file_kindling_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *FileChunk) GetData() []byte {
@@ -3042,7 +3470,7 @@ type FileInfo struct {
 
 func (x *FileInfo) Reset() {
 	*x = FileInfo{}
-	mi := &file_kindling_proto_msgTypes[43]
+	mi := &file_kindling_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3054,7 +3482,7 @@ func (x *FileInfo) String() string {
 func (*FileInfo) ProtoMessage() {}
 
 func (x *FileInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[43]
+	mi := &file_kindling_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3067,7 +3495,7 @@ func (x *FileInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileInfo.ProtoReflect.Descriptor instead.
 func (*FileInfo) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{43}
+	return file_kindling_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *FileInfo) GetName() string {
@@ -3142,7 +3570,7 @@ type FileInfoResponse struct {
 
 func (x *FileInfoResponse) Reset() {
 	*x = FileInfoResponse{}
-	mi := &file_kindling_proto_msgTypes[44]
+	mi := &file_kindling_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3154,7 +3582,7 @@ func (x *FileInfoResponse) String() string {
 func (*FileInfoResponse) ProtoMessage() {}
 
 func (x *FileInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[44]
+	mi := &file_kindling_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3167,7 +3595,7 @@ func (x *FileInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileInfoResponse.ProtoReflect.Descriptor instead.
 func (*FileInfoResponse) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{44}
+	return file_kindling_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *FileInfoResponse) GetFile() *FileInfo {
@@ -3187,7 +3615,7 @@ type ListDirRequest struct {
 
 func (x *ListDirRequest) Reset() {
 	*x = ListDirRequest{}
-	mi := &file_kindling_proto_msgTypes[45]
+	mi := &file_kindling_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3199,7 +3627,7 @@ func (x *ListDirRequest) String() string {
 func (*ListDirRequest) ProtoMessage() {}
 
 func (x *ListDirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[45]
+	mi := &file_kindling_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3212,7 +3640,7 @@ func (x *ListDirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDirRequest.ProtoReflect.Descriptor instead.
 func (*ListDirRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{45}
+	return file_kindling_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListDirRequest) GetDir() *FileRequest {
@@ -3238,7 +3666,7 @@ type ListDirResponse struct {
 
 func (x *ListDirResponse) Reset() {
 	*x = ListDirResponse{}
-	mi := &file_kindling_proto_msgTypes[46]
+	mi := &file_kindling_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3250,7 +3678,7 @@ func (x *ListDirResponse) String() string {
 func (*ListDirResponse) ProtoMessage() {}
 
 func (x *ListDirResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[46]
+	mi := &file_kindling_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3263,7 +3691,7 @@ func (x *ListDirResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDirResponse.ProtoReflect.Descriptor instead.
 func (*ListDirResponse) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{46}
+	return file_kindling_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListDirResponse) GetFiles() []*FileInfo {
@@ -3283,7 +3711,7 @@ type ChmodRequest struct {
 
 func (x *ChmodRequest) Reset() {
 	*x = ChmodRequest{}
-	mi := &file_kindling_proto_msgTypes[47]
+	mi := &file_kindling_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3295,7 +3723,7 @@ func (x *ChmodRequest) String() string {
 func (*ChmodRequest) ProtoMessage() {}
 
 func (x *ChmodRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[47]
+	mi := &file_kindling_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3308,7 +3736,7 @@ func (x *ChmodRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChmodRequest.ProtoReflect.Descriptor instead.
 func (*ChmodRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{47}
+	return file_kindling_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ChmodRequest) GetFile() *FileRequest {
@@ -3335,7 +3763,7 @@ type WatchDirRequest struct {
 
 func (x *WatchDirRequest) Reset() {
 	*x = WatchDirRequest{}
-	mi := &file_kindling_proto_msgTypes[48]
+	mi := &file_kindling_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3347,7 +3775,7 @@ func (x *WatchDirRequest) String() string {
 func (*WatchDirRequest) ProtoMessage() {}
 
 func (x *WatchDirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[48]
+	mi := &file_kindling_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3360,7 +3788,7 @@ func (x *WatchDirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchDirRequest.ProtoReflect.Descriptor instead.
 func (*WatchDirRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{48}
+	return file_kindling_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *WatchDirRequest) GetDir() *FileRequest {
@@ -3389,7 +3817,7 @@ type WatchDirEvent struct {
 
 func (x *WatchDirEvent) Reset() {
 	*x = WatchDirEvent{}
-	mi := &file_kindling_proto_msgTypes[49]
+	mi := &file_kindling_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3401,7 +3829,7 @@ func (x *WatchDirEvent) String() string {
 func (*WatchDirEvent) ProtoMessage() {}
 
 func (x *WatchDirEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[49]
+	mi := &file_kindling_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3414,7 +3842,7 @@ func (x *WatchDirEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchDirEvent.ProtoReflect.Descriptor instead.
 func (*WatchDirEvent) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{49}
+	return file_kindling_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *WatchDirEvent) GetName() string {
@@ -3455,7 +3883,7 @@ type Pool struct {
 
 func (x *Pool) Reset() {
 	*x = Pool{}
-	mi := &file_kindling_proto_msgTypes[50]
+	mi := &file_kindling_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3467,7 +3895,7 @@ func (x *Pool) String() string {
 func (*Pool) ProtoMessage() {}
 
 func (x *Pool) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[50]
+	mi := &file_kindling_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3480,7 +3908,7 @@ func (x *Pool) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pool.ProtoReflect.Descriptor instead.
 func (*Pool) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{50}
+	return file_kindling_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *Pool) GetTemplate() string {
@@ -3551,7 +3979,7 @@ type ListPoolsResponse struct {
 
 func (x *ListPoolsResponse) Reset() {
 	*x = ListPoolsResponse{}
-	mi := &file_kindling_proto_msgTypes[51]
+	mi := &file_kindling_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3563,7 +3991,7 @@ func (x *ListPoolsResponse) String() string {
 func (*ListPoolsResponse) ProtoMessage() {}
 
 func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[51]
+	mi := &file_kindling_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3576,7 +4004,7 @@ func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoolsResponse.ProtoReflect.Descriptor instead.
 func (*ListPoolsResponse) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{51}
+	return file_kindling_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ListPoolsResponse) GetPools() []*Pool {
@@ -3611,7 +4039,7 @@ type SetPoolRequest struct {
 
 func (x *SetPoolRequest) Reset() {
 	*x = SetPoolRequest{}
-	mi := &file_kindling_proto_msgTypes[52]
+	mi := &file_kindling_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3623,7 +4051,7 @@ func (x *SetPoolRequest) String() string {
 func (*SetPoolRequest) ProtoMessage() {}
 
 func (x *SetPoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[52]
+	mi := &file_kindling_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3636,7 +4064,7 @@ func (x *SetPoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPoolRequest.ProtoReflect.Descriptor instead.
 func (*SetPoolRequest) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{52}
+	return file_kindling_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *SetPoolRequest) GetTemplate() string {
@@ -3669,7 +4097,7 @@ type PoolResponse struct {
 
 func (x *PoolResponse) Reset() {
 	*x = PoolResponse{}
-	mi := &file_kindling_proto_msgTypes[53]
+	mi := &file_kindling_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3681,7 +4109,7 @@ func (x *PoolResponse) String() string {
 func (*PoolResponse) ProtoMessage() {}
 
 func (x *PoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kindling_proto_msgTypes[53]
+	mi := &file_kindling_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3694,7 +4122,7 @@ func (x *PoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolResponse.ProtoReflect.Descriptor instead.
 func (*PoolResponse) Descriptor() ([]byte, []int) {
-	return file_kindling_proto_rawDescGZIP(), []int{53}
+	return file_kindling_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *PoolResponse) GetPool() *Pool {
@@ -3716,11 +4144,12 @@ const file_kindling_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"7\n" +
 	"\x04Disk\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x1b\n" +
-	"\tread_only\x18\x02 \x01(\bR\breadOnly\"=\n" +
+	"\tread_only\x18\x02 \x01(\bR\breadOnly\"Q\n" +
 	"\x03Net\x12\x12\n" +
 	"\x04auto\x18\x01 \x01(\bR\x04auto\x12\x10\n" +
 	"\x03tap\x18\x02 \x01(\tR\x03tap\x12\x10\n" +
-	"\x03mac\x18\x03 \x01(\tR\x03mac\"\xf0\a\n" +
+	"\x03mac\x18\x03 \x01(\tR\x03mac\x12\x12\n" +
+	"\x04slot\x18\x04 \x01(\bR\x04slot\"\xc6\b\n" +
 	"\x04Spec\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06kernel\x18\x02 \x01(\tR\x06kernel\x12\x12\n" +
@@ -3758,10 +4187,32 @@ const file_kindling_proto_rawDesc = "" +
 	"\bnet_rate\x18\x1c \x01(\tR\anetRate\x12\x18\n" +
 	"\aballoon\x18\x1d \x01(\tR\aballoon\x12\x18\n" +
 	"\aentropy\x18\x1e \x01(\bR\aentropy\x12\x1a\n" +
-	"\bmetadata\x18\x1f \x01(\tR\bmetadata\x1a9\n" +
+	"\bmetadata\x18\x1f \x01(\tR\bmetadata\x12\x19\n" +
+	"\bnet_slot\x18  \x01(\bR\anetSlot\x12\x16\n" +
+	"\x06egress\x18! \x01(\tR\x06egress\x12!\n" +
+	"\fallow_egress\x18\" \x03(\tR\vallowEgress\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"X\n" +
+	"\fEgressPolicy\x12\x18\n" +
+	"\adefault\x18\x01 \x01(\tR\adefault\x12\x14\n" +
+	"\x05cidrs\x18\x02 \x03(\tR\x05cidrs\x12\x18\n" +
+	"\adomains\x18\x03 \x03(\tR\adomains\"\x80\x01\n" +
+	"\fNetInterface\x12\x18\n" +
+	"\anetwork\x18\x01 \x01(\tR\anetwork\x12\x10\n" +
+	"\x03tap\x18\x02 \x01(\tR\x03tap\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x18\n" +
+	"\agateway\x18\x04 \x01(\tR\agateway\x12\x10\n" +
+	"\x03mac\x18\x05 \x01(\tR\x03mac\"\xda\x01\n" +
+	"\aNetwork\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x14\n" +
+	"\x05netns\x18\x02 \x01(\tR\x05netns\x12!\n" +
+	"\fhost_address\x18\x03 \x01(\tR\vhostAddress\x129\n" +
+	"\n" +
+	"interfaces\x18\x04 \x03(\v2\x19.kindling.v1.NetInterfaceR\n" +
+	"interfaces\x12\x14\n" +
+	"\x05ports\x18\x05 \x03(\tR\x05ports\x121\n" +
+	"\x06egress\x18\x06 \x01(\v2\x19.kindling.v1.EgressPolicyR\x06egress\"X\n" +
 	"\x04Exit\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x16\n" +
 	"\x06signal\x18\x02 \x01(\tR\x06signal\x12\x0e\n" +
@@ -3779,7 +4230,7 @@ const file_kindling_proto_rawDesc = "" +
 	"\n" +
 	"drive_path\x18\x04 \x01(\tR\tdrivePath\x12&\n" +
 	"\x0fdrive_read_only\x18\x05 \x01(\bR\rdriveReadOnly\x12#\n" +
-	"\rattached_path\x18\x06 \x01(\tR\fattachedPath\"\xe2\x04\n" +
+	"\rattached_path\x18\x06 \x01(\tR\fattachedPath\"\xaf\x05\n" +
 	"\aSandbox\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12%\n" +
@@ -3805,7 +4256,9 @@ const file_kindling_proto_rawDesc = "" +
 	"\x05slots\x18\x10 \x03(\v2\x11.kindling.v1.SlotR\x05slots\x12/\n" +
 	"\x13firecracker_version\x18\x11 \x01(\tR\x12firecrackerVersion\x12#\n" +
 	"\rrestored_from\x18\x12 \x01(\tR\frestoredFrom\x12\x15\n" +
-	"\x06end_at\x18\x13 \x01(\tR\x05endAt\"W\n" +
+	"\x06end_at\x18\x13 \x01(\tR\x05endAt\x12.\n" +
+	"\anetwork\x18\x14 \x01(\v2\x14.kindling.v1.NetworkR\anetwork\x12\x1b\n" +
+	"\trecord_id\x18\x15 \x01(\tR\brecordId\"W\n" +
 	"\rCreateRequest\x12%\n" +
 	"\x04spec\x18\x01 \x01(\v2\x11.kindling.v1.SpecR\x04spec\x12\x1f\n" +
 	"\vauto_remove\x18\x02 \x01(\bR\n" +
@@ -3848,7 +4301,7 @@ const file_kindling_proto_rawDesc = "" +
 	"\x04spec\x18\x05 \x01(\v2\x11.kindling.v1.SpecR\x04spec\x12\x16\n" +
 	"\x06kernel\x18\x06 \x01(\tR\x06kernel\x122\n" +
 	"\x06drives\x18\a \x03(\v2\x1a.kindling.v1.SnapshotDriveR\x06drives\x12$\n" +
-	"\x04taps\x18\b \x03(\v2\x10.kindling.v1.TapR\x04taps\"\xc1\x02\n" +
+	"\x04taps\x18\b \x03(\v2\x10.kindling.v1.TapR\x04taps\"\xee\x02\n" +
 	"\x0eRestoreRequest\x12\x10\n" +
 	"\x03dir\x18\x01 \x01(\tR\x03dir\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\"\n" +
@@ -3857,10 +4310,13 @@ const file_kindling_proto_rawDesc = "" +
 	"autoRemove\x12 \n" +
 	"\vfirecracker\x18\x06 \x01(\tR\vfirecracker\x12*\n" +
 	"\x11copy_owned_drives\x18\a \x01(\bR\x0fcopyOwnedDrives\x12?\n" +
-	"\x06labels\x18\b \x03(\v2'.kindling.v1.RestoreRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\b \x03(\v2'.kindling.v1.RestoreRequest.LabelsEntryR\x06labels\x12+\n" +
+	"\x05ports\x18\t \x01(\v2\x15.kindling.v1.PortListR\x05ports\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"4\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\" \n" +
+	"\bPortList\x12\x14\n" +
+	"\x05ports\x18\x01 \x03(\tR\x05ports\"4\n" +
 	"\n" +
 	"LogRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
@@ -3879,7 +4335,13 @@ const file_kindling_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
 	"timeout_ms\x18\x02 \x01(\x03R\ttimeoutMs\x12\x14\n" +
-	"\x05pause\x18\x03 \x01(\bR\x05pause\"\xed\x01\n" +
+	"\x05pause\x18\x03 \x01(\bR\x05pause\"\x80\x01\n" +
+	"\x10SetEgressRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\adefault\x18\x02 \x01(\tR\adefault\x12\x14\n" +
+	"\x05allow\x18\x03 \x03(\tR\x05allow\x12\x16\n" +
+	"\x06revoke\x18\x04 \x03(\tR\x06revoke\x12\x14\n" +
+	"\x05clear\x18\x05 \x01(\bR\x05clear\"\xed\x01\n" +
 	"\bTemplate\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
 	"\x03dir\x18\x02 \x01(\tR\x03dir\x12\x1d\n" +
@@ -4005,7 +4467,7 @@ const file_kindling_proto_rawDesc = "" +
 	"\n" +
 	"memory_mib\x18\x03 \x01(\x05R\tmemoryMib\"5\n" +
 	"\fPoolResponse\x12%\n" +
-	"\x04pool\x18\x01 \x01(\v2\x11.kindling.v1.PoolR\x04pool2\xb9\b\n" +
+	"\x04pool\x18\x01 \x01(\v2\x11.kindling.v1.PoolR\x04pool2\x83\t\n" +
 	"\x0eSandboxService\x12B\n" +
 	"\x06Create\x12\x1a.kindling.v1.CreateRequest\x1a\x1c.kindling.v1.SandboxResponse\x12=\n" +
 	"\x05Start\x12\x16.kindling.v1.IDRequest\x1a\x1c.kindling.v1.SandboxResponse\x124\n" +
@@ -4024,7 +4486,8 @@ const file_kindling_proto_rawDesc = "" +
 	"\vAttachDrive\x12\x1f.kindling.v1.AttachDriveRequest\x1a .kindling.v1.AttachDriveResponse\x12B\n" +
 	"\vDetachDrive\x12\x1f.kindling.v1.DetachDriveRequest\x1a\x12.kindling.v1.Empty\x12@\n" +
 	"\n" +
-	"SetTimeout\x12\x1e.kindling.v1.SetTimeoutRequest\x1a\x12.kindling.v1.Empty2\xea\x02\n" +
+	"SetTimeout\x12\x1e.kindling.v1.SetTimeoutRequest\x1a\x12.kindling.v1.Empty\x12H\n" +
+	"\tSetEgress\x12\x1d.kindling.v1.SetEgressRequest\x1a\x1c.kindling.v1.SandboxResponse2\xea\x02\n" +
 	"\x0fTemplateService\x12K\n" +
 	"\x06Create\x12\".kindling.v1.CreateTemplateRequest\x1a\x1d.kindling.v1.TemplateResponse\x12>\n" +
 	"\x04List\x12\x12.kindling.v1.Empty\x1a\".kindling.v1.ListTemplatesResponse\x12B\n" +
@@ -4063,7 +4526,7 @@ func file_kindling_proto_rawDescGZIP() []byte {
 	return file_kindling_proto_rawDescData
 }
 
-var file_kindling_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
+var file_kindling_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
 var file_kindling_proto_goTypes = []any{
 	(*Empty)(nil),                 // 0: kindling.v1.Empty
 	(*IDRequest)(nil),             // 1: kindling.v1.IDRequest
@@ -4071,171 +4534,182 @@ var file_kindling_proto_goTypes = []any{
 	(*Disk)(nil),                  // 3: kindling.v1.Disk
 	(*Net)(nil),                   // 4: kindling.v1.Net
 	(*Spec)(nil),                  // 5: kindling.v1.Spec
-	(*Exit)(nil),                  // 6: kindling.v1.Exit
-	(*Tap)(nil),                   // 7: kindling.v1.Tap
-	(*Slot)(nil),                  // 8: kindling.v1.Slot
-	(*Sandbox)(nil),               // 9: kindling.v1.Sandbox
-	(*CreateRequest)(nil),         // 10: kindling.v1.CreateRequest
-	(*SandboxResponse)(nil),       // 11: kindling.v1.SandboxResponse
-	(*StopRequest)(nil),           // 12: kindling.v1.StopRequest
-	(*RemoveRequest)(nil),         // 13: kindling.v1.RemoveRequest
-	(*ListRequest)(nil),           // 14: kindling.v1.ListRequest
-	(*ListResponse)(nil),          // 15: kindling.v1.ListResponse
-	(*WaitResponse)(nil),          // 16: kindling.v1.WaitResponse
-	(*SnapshotRequest)(nil),       // 17: kindling.v1.SnapshotRequest
-	(*SnapshotDrive)(nil),         // 18: kindling.v1.SnapshotDrive
-	(*SnapshotResponse)(nil),      // 19: kindling.v1.SnapshotResponse
-	(*RestoreRequest)(nil),        // 20: kindling.v1.RestoreRequest
-	(*LogRequest)(nil),            // 21: kindling.v1.LogRequest
-	(*LogChunk)(nil),              // 22: kindling.v1.LogChunk
-	(*AttachDriveRequest)(nil),    // 23: kindling.v1.AttachDriveRequest
-	(*AttachDriveResponse)(nil),   // 24: kindling.v1.AttachDriveResponse
-	(*DetachDriveRequest)(nil),    // 25: kindling.v1.DetachDriveRequest
-	(*SetTimeoutRequest)(nil),     // 26: kindling.v1.SetTimeoutRequest
-	(*Template)(nil),              // 27: kindling.v1.Template
-	(*CreateTemplateRequest)(nil), // 28: kindling.v1.CreateTemplateRequest
-	(*TemplateResponse)(nil),      // 29: kindling.v1.TemplateResponse
-	(*ListTemplatesResponse)(nil), // 30: kindling.v1.ListTemplatesResponse
-	(*RemoveTemplateRequest)(nil), // 31: kindling.v1.RemoveTemplateRequest
-	(*RunTemplateRequest)(nil),    // 32: kindling.v1.RunTemplateRequest
-	(*ExecRequest)(nil),           // 33: kindling.v1.ExecRequest
-	(*ExecStarted)(nil),           // 34: kindling.v1.ExecStarted
-	(*ExecFailure)(nil),           // 35: kindling.v1.ExecFailure
-	(*ExecEvent)(nil),             // 36: kindling.v1.ExecEvent
-	(*WriteStdinRequest)(nil),     // 37: kindling.v1.WriteStdinRequest
-	(*SignalRequest)(nil),         // 38: kindling.v1.SignalRequest
-	(*ResizeRequest)(nil),         // 39: kindling.v1.ResizeRequest
-	(*FileRequest)(nil),           // 40: kindling.v1.FileRequest
-	(*PutFileRequest)(nil),        // 41: kindling.v1.PutFileRequest
-	(*FileChunk)(nil),             // 42: kindling.v1.FileChunk
-	(*FileInfo)(nil),              // 43: kindling.v1.FileInfo
-	(*FileInfoResponse)(nil),      // 44: kindling.v1.FileInfoResponse
-	(*ListDirRequest)(nil),        // 45: kindling.v1.ListDirRequest
-	(*ListDirResponse)(nil),       // 46: kindling.v1.ListDirResponse
-	(*ChmodRequest)(nil),          // 47: kindling.v1.ChmodRequest
-	(*WatchDirRequest)(nil),       // 48: kindling.v1.WatchDirRequest
-	(*WatchDirEvent)(nil),         // 49: kindling.v1.WatchDirEvent
-	(*Pool)(nil),                  // 50: kindling.v1.Pool
-	(*ListPoolsResponse)(nil),     // 51: kindling.v1.ListPoolsResponse
-	(*SetPoolRequest)(nil),        // 52: kindling.v1.SetPoolRequest
-	(*PoolResponse)(nil),          // 53: kindling.v1.PoolResponse
-	nil,                           // 54: kindling.v1.Spec.LabelsEntry
-	nil,                           // 55: kindling.v1.ListRequest.LabelsEntry
-	nil,                           // 56: kindling.v1.RestoreRequest.LabelsEntry
-	nil,                           // 57: kindling.v1.RunTemplateRequest.LabelsEntry
+	(*EgressPolicy)(nil),          // 6: kindling.v1.EgressPolicy
+	(*NetInterface)(nil),          // 7: kindling.v1.NetInterface
+	(*Network)(nil),               // 8: kindling.v1.Network
+	(*Exit)(nil),                  // 9: kindling.v1.Exit
+	(*Tap)(nil),                   // 10: kindling.v1.Tap
+	(*Slot)(nil),                  // 11: kindling.v1.Slot
+	(*Sandbox)(nil),               // 12: kindling.v1.Sandbox
+	(*CreateRequest)(nil),         // 13: kindling.v1.CreateRequest
+	(*SandboxResponse)(nil),       // 14: kindling.v1.SandboxResponse
+	(*StopRequest)(nil),           // 15: kindling.v1.StopRequest
+	(*RemoveRequest)(nil),         // 16: kindling.v1.RemoveRequest
+	(*ListRequest)(nil),           // 17: kindling.v1.ListRequest
+	(*ListResponse)(nil),          // 18: kindling.v1.ListResponse
+	(*WaitResponse)(nil),          // 19: kindling.v1.WaitResponse
+	(*SnapshotRequest)(nil),       // 20: kindling.v1.SnapshotRequest
+	(*SnapshotDrive)(nil),         // 21: kindling.v1.SnapshotDrive
+	(*SnapshotResponse)(nil),      // 22: kindling.v1.SnapshotResponse
+	(*RestoreRequest)(nil),        // 23: kindling.v1.RestoreRequest
+	(*PortList)(nil),              // 24: kindling.v1.PortList
+	(*LogRequest)(nil),            // 25: kindling.v1.LogRequest
+	(*LogChunk)(nil),              // 26: kindling.v1.LogChunk
+	(*AttachDriveRequest)(nil),    // 27: kindling.v1.AttachDriveRequest
+	(*AttachDriveResponse)(nil),   // 28: kindling.v1.AttachDriveResponse
+	(*DetachDriveRequest)(nil),    // 29: kindling.v1.DetachDriveRequest
+	(*SetTimeoutRequest)(nil),     // 30: kindling.v1.SetTimeoutRequest
+	(*SetEgressRequest)(nil),      // 31: kindling.v1.SetEgressRequest
+	(*Template)(nil),              // 32: kindling.v1.Template
+	(*CreateTemplateRequest)(nil), // 33: kindling.v1.CreateTemplateRequest
+	(*TemplateResponse)(nil),      // 34: kindling.v1.TemplateResponse
+	(*ListTemplatesResponse)(nil), // 35: kindling.v1.ListTemplatesResponse
+	(*RemoveTemplateRequest)(nil), // 36: kindling.v1.RemoveTemplateRequest
+	(*RunTemplateRequest)(nil),    // 37: kindling.v1.RunTemplateRequest
+	(*ExecRequest)(nil),           // 38: kindling.v1.ExecRequest
+	(*ExecStarted)(nil),           // 39: kindling.v1.ExecStarted
+	(*ExecFailure)(nil),           // 40: kindling.v1.ExecFailure
+	(*ExecEvent)(nil),             // 41: kindling.v1.ExecEvent
+	(*WriteStdinRequest)(nil),     // 42: kindling.v1.WriteStdinRequest
+	(*SignalRequest)(nil),         // 43: kindling.v1.SignalRequest
+	(*ResizeRequest)(nil),         // 44: kindling.v1.ResizeRequest
+	(*FileRequest)(nil),           // 45: kindling.v1.FileRequest
+	(*PutFileRequest)(nil),        // 46: kindling.v1.PutFileRequest
+	(*FileChunk)(nil),             // 47: kindling.v1.FileChunk
+	(*FileInfo)(nil),              // 48: kindling.v1.FileInfo
+	(*FileInfoResponse)(nil),      // 49: kindling.v1.FileInfoResponse
+	(*ListDirRequest)(nil),        // 50: kindling.v1.ListDirRequest
+	(*ListDirResponse)(nil),       // 51: kindling.v1.ListDirResponse
+	(*ChmodRequest)(nil),          // 52: kindling.v1.ChmodRequest
+	(*WatchDirRequest)(nil),       // 53: kindling.v1.WatchDirRequest
+	(*WatchDirEvent)(nil),         // 54: kindling.v1.WatchDirEvent
+	(*Pool)(nil),                  // 55: kindling.v1.Pool
+	(*ListPoolsResponse)(nil),     // 56: kindling.v1.ListPoolsResponse
+	(*SetPoolRequest)(nil),        // 57: kindling.v1.SetPoolRequest
+	(*PoolResponse)(nil),          // 58: kindling.v1.PoolResponse
+	nil,                           // 59: kindling.v1.Spec.LabelsEntry
+	nil,                           // 60: kindling.v1.ListRequest.LabelsEntry
+	nil,                           // 61: kindling.v1.RestoreRequest.LabelsEntry
+	nil,                           // 62: kindling.v1.RunTemplateRequest.LabelsEntry
 }
 var file_kindling_proto_depIdxs = []int32{
 	3,  // 0: kindling.v1.Spec.rootfs:type_name -> kindling.v1.Disk
 	3,  // 1: kindling.v1.Spec.drives:type_name -> kindling.v1.Disk
 	4,  // 2: kindling.v1.Spec.net:type_name -> kindling.v1.Net
-	54, // 3: kindling.v1.Spec.labels:type_name -> kindling.v1.Spec.LabelsEntry
-	5,  // 4: kindling.v1.Sandbox.spec:type_name -> kindling.v1.Spec
-	6,  // 5: kindling.v1.Sandbox.exit:type_name -> kindling.v1.Exit
-	7,  // 6: kindling.v1.Sandbox.taps:type_name -> kindling.v1.Tap
-	8,  // 7: kindling.v1.Sandbox.slots:type_name -> kindling.v1.Slot
-	5,  // 8: kindling.v1.CreateRequest.spec:type_name -> kindling.v1.Spec
-	9,  // 9: kindling.v1.SandboxResponse.sandbox:type_name -> kindling.v1.Sandbox
-	55, // 10: kindling.v1.ListRequest.labels:type_name -> kindling.v1.ListRequest.LabelsEntry
-	9,  // 11: kindling.v1.ListResponse.sandboxes:type_name -> kindling.v1.Sandbox
-	6,  // 12: kindling.v1.WaitResponse.exit:type_name -> kindling.v1.Exit
-	5,  // 13: kindling.v1.SnapshotResponse.spec:type_name -> kindling.v1.Spec
-	18, // 14: kindling.v1.SnapshotResponse.drives:type_name -> kindling.v1.SnapshotDrive
-	7,  // 15: kindling.v1.SnapshotResponse.taps:type_name -> kindling.v1.Tap
-	4,  // 16: kindling.v1.RestoreRequest.net:type_name -> kindling.v1.Net
-	56, // 17: kindling.v1.RestoreRequest.labels:type_name -> kindling.v1.RestoreRequest.LabelsEntry
-	3,  // 18: kindling.v1.AttachDriveRequest.disk:type_name -> kindling.v1.Disk
-	27, // 19: kindling.v1.TemplateResponse.template:type_name -> kindling.v1.Template
-	27, // 20: kindling.v1.ListTemplatesResponse.templates:type_name -> kindling.v1.Template
-	57, // 21: kindling.v1.RunTemplateRequest.labels:type_name -> kindling.v1.RunTemplateRequest.LabelsEntry
-	34, // 22: kindling.v1.ExecEvent.started:type_name -> kindling.v1.ExecStarted
-	35, // 23: kindling.v1.ExecEvent.failure:type_name -> kindling.v1.ExecFailure
-	40, // 24: kindling.v1.PutFileRequest.file:type_name -> kindling.v1.FileRequest
-	43, // 25: kindling.v1.FileInfoResponse.file:type_name -> kindling.v1.FileInfo
-	40, // 26: kindling.v1.ListDirRequest.dir:type_name -> kindling.v1.FileRequest
-	43, // 27: kindling.v1.ListDirResponse.files:type_name -> kindling.v1.FileInfo
-	40, // 28: kindling.v1.ChmodRequest.file:type_name -> kindling.v1.FileRequest
-	40, // 29: kindling.v1.WatchDirRequest.dir:type_name -> kindling.v1.FileRequest
-	50, // 30: kindling.v1.ListPoolsResponse.pools:type_name -> kindling.v1.Pool
-	50, // 31: kindling.v1.PoolResponse.pool:type_name -> kindling.v1.Pool
-	10, // 32: kindling.v1.SandboxService.Create:input_type -> kindling.v1.CreateRequest
-	1,  // 33: kindling.v1.SandboxService.Start:input_type -> kindling.v1.IDRequest
-	12, // 34: kindling.v1.SandboxService.Stop:input_type -> kindling.v1.StopRequest
-	1,  // 35: kindling.v1.SandboxService.Kill:input_type -> kindling.v1.IDRequest
-	13, // 36: kindling.v1.SandboxService.Remove:input_type -> kindling.v1.RemoveRequest
-	1,  // 37: kindling.v1.SandboxService.Inspect:input_type -> kindling.v1.IDRequest
-	14, // 38: kindling.v1.SandboxService.List:input_type -> kindling.v1.ListRequest
-	1,  // 39: kindling.v1.SandboxService.Wait:input_type -> kindling.v1.IDRequest
-	1,  // 40: kindling.v1.SandboxService.Pause:input_type -> kindling.v1.IDRequest
-	1,  // 41: kindling.v1.SandboxService.Resume:input_type -> kindling.v1.IDRequest
-	17, // 42: kindling.v1.SandboxService.Snapshot:input_type -> kindling.v1.SnapshotRequest
-	20, // 43: kindling.v1.SandboxService.Restore:input_type -> kindling.v1.RestoreRequest
-	21, // 44: kindling.v1.SandboxService.Console:input_type -> kindling.v1.LogRequest
-	21, // 45: kindling.v1.SandboxService.Logs:input_type -> kindling.v1.LogRequest
-	23, // 46: kindling.v1.SandboxService.AttachDrive:input_type -> kindling.v1.AttachDriveRequest
-	25, // 47: kindling.v1.SandboxService.DetachDrive:input_type -> kindling.v1.DetachDriveRequest
-	26, // 48: kindling.v1.SandboxService.SetTimeout:input_type -> kindling.v1.SetTimeoutRequest
-	28, // 49: kindling.v1.TemplateService.Create:input_type -> kindling.v1.CreateTemplateRequest
-	0,  // 50: kindling.v1.TemplateService.List:input_type -> kindling.v1.Empty
-	2,  // 51: kindling.v1.TemplateService.Inspect:input_type -> kindling.v1.NameRequest
-	31, // 52: kindling.v1.TemplateService.Remove:input_type -> kindling.v1.RemoveTemplateRequest
-	32, // 53: kindling.v1.TemplateService.Run:input_type -> kindling.v1.RunTemplateRequest
-	33, // 54: kindling.v1.GuestService.Exec:input_type -> kindling.v1.ExecRequest
-	37, // 55: kindling.v1.GuestService.WriteStdin:input_type -> kindling.v1.WriteStdinRequest
-	38, // 56: kindling.v1.GuestService.Signal:input_type -> kindling.v1.SignalRequest
-	39, // 57: kindling.v1.GuestService.Resize:input_type -> kindling.v1.ResizeRequest
-	41, // 58: kindling.v1.GuestService.PutFile:input_type -> kindling.v1.PutFileRequest
-	40, // 59: kindling.v1.GuestService.GetFile:input_type -> kindling.v1.FileRequest
-	40, // 60: kindling.v1.GuestService.StatFile:input_type -> kindling.v1.FileRequest
-	45, // 61: kindling.v1.GuestService.ListDir:input_type -> kindling.v1.ListDirRequest
-	40, // 62: kindling.v1.GuestService.MakeDir:input_type -> kindling.v1.FileRequest
-	47, // 63: kindling.v1.GuestService.Chmod:input_type -> kindling.v1.ChmodRequest
-	40, // 64: kindling.v1.GuestService.RemoveFile:input_type -> kindling.v1.FileRequest
-	48, // 65: kindling.v1.GuestService.WatchDir:input_type -> kindling.v1.WatchDirRequest
-	0,  // 66: kindling.v1.PoolService.List:input_type -> kindling.v1.Empty
-	52, // 67: kindling.v1.PoolService.Set:input_type -> kindling.v1.SetPoolRequest
-	2,  // 68: kindling.v1.PoolService.Delete:input_type -> kindling.v1.NameRequest
-	11, // 69: kindling.v1.SandboxService.Create:output_type -> kindling.v1.SandboxResponse
-	11, // 70: kindling.v1.SandboxService.Start:output_type -> kindling.v1.SandboxResponse
-	0,  // 71: kindling.v1.SandboxService.Stop:output_type -> kindling.v1.Empty
-	0,  // 72: kindling.v1.SandboxService.Kill:output_type -> kindling.v1.Empty
-	0,  // 73: kindling.v1.SandboxService.Remove:output_type -> kindling.v1.Empty
-	11, // 74: kindling.v1.SandboxService.Inspect:output_type -> kindling.v1.SandboxResponse
-	15, // 75: kindling.v1.SandboxService.List:output_type -> kindling.v1.ListResponse
-	16, // 76: kindling.v1.SandboxService.Wait:output_type -> kindling.v1.WaitResponse
-	0,  // 77: kindling.v1.SandboxService.Pause:output_type -> kindling.v1.Empty
-	0,  // 78: kindling.v1.SandboxService.Resume:output_type -> kindling.v1.Empty
-	19, // 79: kindling.v1.SandboxService.Snapshot:output_type -> kindling.v1.SnapshotResponse
-	11, // 80: kindling.v1.SandboxService.Restore:output_type -> kindling.v1.SandboxResponse
-	22, // 81: kindling.v1.SandboxService.Console:output_type -> kindling.v1.LogChunk
-	22, // 82: kindling.v1.SandboxService.Logs:output_type -> kindling.v1.LogChunk
-	24, // 83: kindling.v1.SandboxService.AttachDrive:output_type -> kindling.v1.AttachDriveResponse
-	0,  // 84: kindling.v1.SandboxService.DetachDrive:output_type -> kindling.v1.Empty
-	0,  // 85: kindling.v1.SandboxService.SetTimeout:output_type -> kindling.v1.Empty
-	29, // 86: kindling.v1.TemplateService.Create:output_type -> kindling.v1.TemplateResponse
-	30, // 87: kindling.v1.TemplateService.List:output_type -> kindling.v1.ListTemplatesResponse
-	29, // 88: kindling.v1.TemplateService.Inspect:output_type -> kindling.v1.TemplateResponse
-	0,  // 89: kindling.v1.TemplateService.Remove:output_type -> kindling.v1.Empty
-	11, // 90: kindling.v1.TemplateService.Run:output_type -> kindling.v1.SandboxResponse
-	36, // 91: kindling.v1.GuestService.Exec:output_type -> kindling.v1.ExecEvent
-	0,  // 92: kindling.v1.GuestService.WriteStdin:output_type -> kindling.v1.Empty
-	0,  // 93: kindling.v1.GuestService.Signal:output_type -> kindling.v1.Empty
-	0,  // 94: kindling.v1.GuestService.Resize:output_type -> kindling.v1.Empty
-	0,  // 95: kindling.v1.GuestService.PutFile:output_type -> kindling.v1.Empty
-	42, // 96: kindling.v1.GuestService.GetFile:output_type -> kindling.v1.FileChunk
-	44, // 97: kindling.v1.GuestService.StatFile:output_type -> kindling.v1.FileInfoResponse
-	46, // 98: kindling.v1.GuestService.ListDir:output_type -> kindling.v1.ListDirResponse
-	0,  // 99: kindling.v1.GuestService.MakeDir:output_type -> kindling.v1.Empty
-	0,  // 100: kindling.v1.GuestService.Chmod:output_type -> kindling.v1.Empty
-	0,  // 101: kindling.v1.GuestService.RemoveFile:output_type -> kindling.v1.Empty
-	49, // 102: kindling.v1.GuestService.WatchDir:output_type -> kindling.v1.WatchDirEvent
-	51, // 103: kindling.v1.PoolService.List:output_type -> kindling.v1.ListPoolsResponse
-	53, // 104: kindling.v1.PoolService.Set:output_type -> kindling.v1.PoolResponse
-	0,  // 105: kindling.v1.PoolService.Delete:output_type -> kindling.v1.Empty
-	69, // [69:106] is the sub-list for method output_type
-	32, // [32:69] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	59, // 3: kindling.v1.Spec.labels:type_name -> kindling.v1.Spec.LabelsEntry
+	7,  // 4: kindling.v1.Network.interfaces:type_name -> kindling.v1.NetInterface
+	6,  // 5: kindling.v1.Network.egress:type_name -> kindling.v1.EgressPolicy
+	5,  // 6: kindling.v1.Sandbox.spec:type_name -> kindling.v1.Spec
+	9,  // 7: kindling.v1.Sandbox.exit:type_name -> kindling.v1.Exit
+	10, // 8: kindling.v1.Sandbox.taps:type_name -> kindling.v1.Tap
+	11, // 9: kindling.v1.Sandbox.slots:type_name -> kindling.v1.Slot
+	8,  // 10: kindling.v1.Sandbox.network:type_name -> kindling.v1.Network
+	5,  // 11: kindling.v1.CreateRequest.spec:type_name -> kindling.v1.Spec
+	12, // 12: kindling.v1.SandboxResponse.sandbox:type_name -> kindling.v1.Sandbox
+	60, // 13: kindling.v1.ListRequest.labels:type_name -> kindling.v1.ListRequest.LabelsEntry
+	12, // 14: kindling.v1.ListResponse.sandboxes:type_name -> kindling.v1.Sandbox
+	9,  // 15: kindling.v1.WaitResponse.exit:type_name -> kindling.v1.Exit
+	5,  // 16: kindling.v1.SnapshotResponse.spec:type_name -> kindling.v1.Spec
+	21, // 17: kindling.v1.SnapshotResponse.drives:type_name -> kindling.v1.SnapshotDrive
+	10, // 18: kindling.v1.SnapshotResponse.taps:type_name -> kindling.v1.Tap
+	4,  // 19: kindling.v1.RestoreRequest.net:type_name -> kindling.v1.Net
+	61, // 20: kindling.v1.RestoreRequest.labels:type_name -> kindling.v1.RestoreRequest.LabelsEntry
+	24, // 21: kindling.v1.RestoreRequest.ports:type_name -> kindling.v1.PortList
+	3,  // 22: kindling.v1.AttachDriveRequest.disk:type_name -> kindling.v1.Disk
+	32, // 23: kindling.v1.TemplateResponse.template:type_name -> kindling.v1.Template
+	32, // 24: kindling.v1.ListTemplatesResponse.templates:type_name -> kindling.v1.Template
+	62, // 25: kindling.v1.RunTemplateRequest.labels:type_name -> kindling.v1.RunTemplateRequest.LabelsEntry
+	39, // 26: kindling.v1.ExecEvent.started:type_name -> kindling.v1.ExecStarted
+	40, // 27: kindling.v1.ExecEvent.failure:type_name -> kindling.v1.ExecFailure
+	45, // 28: kindling.v1.PutFileRequest.file:type_name -> kindling.v1.FileRequest
+	48, // 29: kindling.v1.FileInfoResponse.file:type_name -> kindling.v1.FileInfo
+	45, // 30: kindling.v1.ListDirRequest.dir:type_name -> kindling.v1.FileRequest
+	48, // 31: kindling.v1.ListDirResponse.files:type_name -> kindling.v1.FileInfo
+	45, // 32: kindling.v1.ChmodRequest.file:type_name -> kindling.v1.FileRequest
+	45, // 33: kindling.v1.WatchDirRequest.dir:type_name -> kindling.v1.FileRequest
+	55, // 34: kindling.v1.ListPoolsResponse.pools:type_name -> kindling.v1.Pool
+	55, // 35: kindling.v1.PoolResponse.pool:type_name -> kindling.v1.Pool
+	13, // 36: kindling.v1.SandboxService.Create:input_type -> kindling.v1.CreateRequest
+	1,  // 37: kindling.v1.SandboxService.Start:input_type -> kindling.v1.IDRequest
+	15, // 38: kindling.v1.SandboxService.Stop:input_type -> kindling.v1.StopRequest
+	1,  // 39: kindling.v1.SandboxService.Kill:input_type -> kindling.v1.IDRequest
+	16, // 40: kindling.v1.SandboxService.Remove:input_type -> kindling.v1.RemoveRequest
+	1,  // 41: kindling.v1.SandboxService.Inspect:input_type -> kindling.v1.IDRequest
+	17, // 42: kindling.v1.SandboxService.List:input_type -> kindling.v1.ListRequest
+	1,  // 43: kindling.v1.SandboxService.Wait:input_type -> kindling.v1.IDRequest
+	1,  // 44: kindling.v1.SandboxService.Pause:input_type -> kindling.v1.IDRequest
+	1,  // 45: kindling.v1.SandboxService.Resume:input_type -> kindling.v1.IDRequest
+	20, // 46: kindling.v1.SandboxService.Snapshot:input_type -> kindling.v1.SnapshotRequest
+	23, // 47: kindling.v1.SandboxService.Restore:input_type -> kindling.v1.RestoreRequest
+	25, // 48: kindling.v1.SandboxService.Console:input_type -> kindling.v1.LogRequest
+	25, // 49: kindling.v1.SandboxService.Logs:input_type -> kindling.v1.LogRequest
+	27, // 50: kindling.v1.SandboxService.AttachDrive:input_type -> kindling.v1.AttachDriveRequest
+	29, // 51: kindling.v1.SandboxService.DetachDrive:input_type -> kindling.v1.DetachDriveRequest
+	30, // 52: kindling.v1.SandboxService.SetTimeout:input_type -> kindling.v1.SetTimeoutRequest
+	31, // 53: kindling.v1.SandboxService.SetEgress:input_type -> kindling.v1.SetEgressRequest
+	33, // 54: kindling.v1.TemplateService.Create:input_type -> kindling.v1.CreateTemplateRequest
+	0,  // 55: kindling.v1.TemplateService.List:input_type -> kindling.v1.Empty
+	2,  // 56: kindling.v1.TemplateService.Inspect:input_type -> kindling.v1.NameRequest
+	36, // 57: kindling.v1.TemplateService.Remove:input_type -> kindling.v1.RemoveTemplateRequest
+	37, // 58: kindling.v1.TemplateService.Run:input_type -> kindling.v1.RunTemplateRequest
+	38, // 59: kindling.v1.GuestService.Exec:input_type -> kindling.v1.ExecRequest
+	42, // 60: kindling.v1.GuestService.WriteStdin:input_type -> kindling.v1.WriteStdinRequest
+	43, // 61: kindling.v1.GuestService.Signal:input_type -> kindling.v1.SignalRequest
+	44, // 62: kindling.v1.GuestService.Resize:input_type -> kindling.v1.ResizeRequest
+	46, // 63: kindling.v1.GuestService.PutFile:input_type -> kindling.v1.PutFileRequest
+	45, // 64: kindling.v1.GuestService.GetFile:input_type -> kindling.v1.FileRequest
+	45, // 65: kindling.v1.GuestService.StatFile:input_type -> kindling.v1.FileRequest
+	50, // 66: kindling.v1.GuestService.ListDir:input_type -> kindling.v1.ListDirRequest
+	45, // 67: kindling.v1.GuestService.MakeDir:input_type -> kindling.v1.FileRequest
+	52, // 68: kindling.v1.GuestService.Chmod:input_type -> kindling.v1.ChmodRequest
+	45, // 69: kindling.v1.GuestService.RemoveFile:input_type -> kindling.v1.FileRequest
+	53, // 70: kindling.v1.GuestService.WatchDir:input_type -> kindling.v1.WatchDirRequest
+	0,  // 71: kindling.v1.PoolService.List:input_type -> kindling.v1.Empty
+	57, // 72: kindling.v1.PoolService.Set:input_type -> kindling.v1.SetPoolRequest
+	2,  // 73: kindling.v1.PoolService.Delete:input_type -> kindling.v1.NameRequest
+	14, // 74: kindling.v1.SandboxService.Create:output_type -> kindling.v1.SandboxResponse
+	14, // 75: kindling.v1.SandboxService.Start:output_type -> kindling.v1.SandboxResponse
+	0,  // 76: kindling.v1.SandboxService.Stop:output_type -> kindling.v1.Empty
+	0,  // 77: kindling.v1.SandboxService.Kill:output_type -> kindling.v1.Empty
+	0,  // 78: kindling.v1.SandboxService.Remove:output_type -> kindling.v1.Empty
+	14, // 79: kindling.v1.SandboxService.Inspect:output_type -> kindling.v1.SandboxResponse
+	18, // 80: kindling.v1.SandboxService.List:output_type -> kindling.v1.ListResponse
+	19, // 81: kindling.v1.SandboxService.Wait:output_type -> kindling.v1.WaitResponse
+	0,  // 82: kindling.v1.SandboxService.Pause:output_type -> kindling.v1.Empty
+	0,  // 83: kindling.v1.SandboxService.Resume:output_type -> kindling.v1.Empty
+	22, // 84: kindling.v1.SandboxService.Snapshot:output_type -> kindling.v1.SnapshotResponse
+	14, // 85: kindling.v1.SandboxService.Restore:output_type -> kindling.v1.SandboxResponse
+	26, // 86: kindling.v1.SandboxService.Console:output_type -> kindling.v1.LogChunk
+	26, // 87: kindling.v1.SandboxService.Logs:output_type -> kindling.v1.LogChunk
+	28, // 88: kindling.v1.SandboxService.AttachDrive:output_type -> kindling.v1.AttachDriveResponse
+	0,  // 89: kindling.v1.SandboxService.DetachDrive:output_type -> kindling.v1.Empty
+	0,  // 90: kindling.v1.SandboxService.SetTimeout:output_type -> kindling.v1.Empty
+	14, // 91: kindling.v1.SandboxService.SetEgress:output_type -> kindling.v1.SandboxResponse
+	34, // 92: kindling.v1.TemplateService.Create:output_type -> kindling.v1.TemplateResponse
+	35, // 93: kindling.v1.TemplateService.List:output_type -> kindling.v1.ListTemplatesResponse
+	34, // 94: kindling.v1.TemplateService.Inspect:output_type -> kindling.v1.TemplateResponse
+	0,  // 95: kindling.v1.TemplateService.Remove:output_type -> kindling.v1.Empty
+	14, // 96: kindling.v1.TemplateService.Run:output_type -> kindling.v1.SandboxResponse
+	41, // 97: kindling.v1.GuestService.Exec:output_type -> kindling.v1.ExecEvent
+	0,  // 98: kindling.v1.GuestService.WriteStdin:output_type -> kindling.v1.Empty
+	0,  // 99: kindling.v1.GuestService.Signal:output_type -> kindling.v1.Empty
+	0,  // 100: kindling.v1.GuestService.Resize:output_type -> kindling.v1.Empty
+	0,  // 101: kindling.v1.GuestService.PutFile:output_type -> kindling.v1.Empty
+	47, // 102: kindling.v1.GuestService.GetFile:output_type -> kindling.v1.FileChunk
+	49, // 103: kindling.v1.GuestService.StatFile:output_type -> kindling.v1.FileInfoResponse
+	51, // 104: kindling.v1.GuestService.ListDir:output_type -> kindling.v1.ListDirResponse
+	0,  // 105: kindling.v1.GuestService.MakeDir:output_type -> kindling.v1.Empty
+	0,  // 106: kindling.v1.GuestService.Chmod:output_type -> kindling.v1.Empty
+	0,  // 107: kindling.v1.GuestService.RemoveFile:output_type -> kindling.v1.Empty
+	54, // 108: kindling.v1.GuestService.WatchDir:output_type -> kindling.v1.WatchDirEvent
+	56, // 109: kindling.v1.PoolService.List:output_type -> kindling.v1.ListPoolsResponse
+	58, // 110: kindling.v1.PoolService.Set:output_type -> kindling.v1.PoolResponse
+	0,  // 111: kindling.v1.PoolService.Delete:output_type -> kindling.v1.Empty
+	74, // [74:112] is the sub-list for method output_type
+	36, // [36:74] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_kindling_proto_init() }
@@ -4243,8 +4717,8 @@ func file_kindling_proto_init() {
 	if File_kindling_proto != nil {
 		return
 	}
-	file_kindling_proto_msgTypes[12].OneofWrappers = []any{}
-	file_kindling_proto_msgTypes[36].OneofWrappers = []any{
+	file_kindling_proto_msgTypes[15].OneofWrappers = []any{}
+	file_kindling_proto_msgTypes[41].OneofWrappers = []any{
 		(*ExecEvent_Started)(nil),
 		(*ExecEvent_Stdout)(nil),
 		(*ExecEvent_Stderr)(nil),
@@ -4257,7 +4731,7 @@ func file_kindling_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kindling_proto_rawDesc), len(file_kindling_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   58,
+			NumMessages:   63,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

@@ -91,6 +91,9 @@ const (
 	// SandboxServiceSetTimeoutProcedure is the fully-qualified name of the SandboxService's SetTimeout
 	// RPC.
 	SandboxServiceSetTimeoutProcedure = "/kindling.v1.SandboxService/SetTimeout"
+	// SandboxServiceSetEgressProcedure is the fully-qualified name of the SandboxService's SetEgress
+	// RPC.
+	SandboxServiceSetEgressProcedure = "/kindling.v1.SandboxService/SetEgress"
 	// TemplateServiceCreateProcedure is the fully-qualified name of the TemplateService's Create RPC.
 	TemplateServiceCreateProcedure = "/kindling.v1.TemplateService/Create"
 	// TemplateServiceListProcedure is the fully-qualified name of the TemplateService's List RPC.
@@ -170,6 +173,10 @@ type SandboxServiceClient interface {
 	// SetTimeout gives the sandbox a lifetime: after timeout_ms from now the
 	// server kills and removes it (or pauses it, with pause). 0 clears it.
 	SetTimeout(context.Context, *connect.Request[v1.SetTimeoutRequest]) (*connect.Response[v1.Empty], error)
+	// SetEgress changes a sandbox's egress policy (one with a slot or CNI
+	// network): at once while it runs, and in its spec for its next start.
+	// A bad rule changes nothing (invalid_argument).
+	SetEgress(context.Context, *connect.Request[v1.SetEgressRequest]) (*connect.Response[v1.SandboxResponse], error)
 }
 
 // NewSandboxServiceClient constructs a client for the kindling.v1.SandboxService service. By
@@ -285,6 +292,12 @@ func NewSandboxServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(sandboxServiceMethods.ByName("SetTimeout")),
 			connect.WithClientOptions(opts...),
 		),
+		setEgress: connect.NewClient[v1.SetEgressRequest, v1.SandboxResponse](
+			httpClient,
+			baseURL+SandboxServiceSetEgressProcedure,
+			connect.WithSchema(sandboxServiceMethods.ByName("SetEgress")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -307,6 +320,7 @@ type sandboxServiceClient struct {
 	attachDrive *connect.Client[v1.AttachDriveRequest, v1.AttachDriveResponse]
 	detachDrive *connect.Client[v1.DetachDriveRequest, v1.Empty]
 	setTimeout  *connect.Client[v1.SetTimeoutRequest, v1.Empty]
+	setEgress   *connect.Client[v1.SetEgressRequest, v1.SandboxResponse]
 }
 
 // Create calls kindling.v1.SandboxService.Create.
@@ -394,6 +408,11 @@ func (c *sandboxServiceClient) SetTimeout(ctx context.Context, req *connect.Requ
 	return c.setTimeout.CallUnary(ctx, req)
 }
 
+// SetEgress calls kindling.v1.SandboxService.SetEgress.
+func (c *sandboxServiceClient) SetEgress(ctx context.Context, req *connect.Request[v1.SetEgressRequest]) (*connect.Response[v1.SandboxResponse], error) {
+	return c.setEgress.CallUnary(ctx, req)
+}
+
 // SandboxServiceHandler is an implementation of the kindling.v1.SandboxService service.
 type SandboxServiceHandler interface {
 	// Create records a new sandbox from a spec, in the created state.
@@ -431,6 +450,10 @@ type SandboxServiceHandler interface {
 	// SetTimeout gives the sandbox a lifetime: after timeout_ms from now the
 	// server kills and removes it (or pauses it, with pause). 0 clears it.
 	SetTimeout(context.Context, *connect.Request[v1.SetTimeoutRequest]) (*connect.Response[v1.Empty], error)
+	// SetEgress changes a sandbox's egress policy (one with a slot or CNI
+	// network): at once while it runs, and in its spec for its next start.
+	// A bad rule changes nothing (invalid_argument).
+	SetEgress(context.Context, *connect.Request[v1.SetEgressRequest]) (*connect.Response[v1.SandboxResponse], error)
 }
 
 // NewSandboxServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -542,6 +565,12 @@ func NewSandboxServiceHandler(svc SandboxServiceHandler, opts ...connect.Handler
 		connect.WithSchema(sandboxServiceMethods.ByName("SetTimeout")),
 		connect.WithHandlerOptions(opts...),
 	)
+	sandboxServiceSetEgressHandler := connect.NewUnaryHandler(
+		SandboxServiceSetEgressProcedure,
+		svc.SetEgress,
+		connect.WithSchema(sandboxServiceMethods.ByName("SetEgress")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/kindling.v1.SandboxService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case SandboxServiceCreateProcedure:
@@ -578,6 +607,8 @@ func NewSandboxServiceHandler(svc SandboxServiceHandler, opts ...connect.Handler
 			sandboxServiceDetachDriveHandler.ServeHTTP(w, r)
 		case SandboxServiceSetTimeoutProcedure:
 			sandboxServiceSetTimeoutHandler.ServeHTTP(w, r)
+		case SandboxServiceSetEgressProcedure:
+			sandboxServiceSetEgressHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -653,6 +684,10 @@ func (UnimplementedSandboxServiceHandler) DetachDrive(context.Context, *connect.
 
 func (UnimplementedSandboxServiceHandler) SetTimeout(context.Context, *connect.Request[v1.SetTimeoutRequest]) (*connect.Response[v1.Empty], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("kindling.v1.SandboxService.SetTimeout is not implemented"))
+}
+
+func (UnimplementedSandboxServiceHandler) SetEgress(context.Context, *connect.Request[v1.SetEgressRequest]) (*connect.Response[v1.SandboxResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("kindling.v1.SandboxService.SetEgress is not implemented"))
 }
 
 // TemplateServiceClient is a client for the kindling.v1.TemplateService service.
