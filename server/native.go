@@ -51,7 +51,11 @@ func (n native) Create(ctx context.Context, req *connect.Request[pb.CreateReques
 	if req.Msg.GetSpec() == nil {
 		return reply[pb.SandboxResponse](nil, fmt.Errorf("no spec given: %w", sandbox.ErrInvalid))
 	}
-	in, err := n.s.rt.Create(ctx, apiconv.SpecFromPB(req.Msg.GetSpec()), sandbox.CreateOptions{AutoRemove: req.Msg.GetAutoRemove()})
+	spec := apiconv.SpecFromPB(req.Msg.GetSpec())
+	if err := checkNamedExecutables(spec.Firecracker, spec.Jailer, spec.CNIBinDirs); err != nil {
+		return reply[pb.SandboxResponse](nil, err)
+	}
+	in, err := n.s.rt.Create(ctx, spec, sandbox.CreateOptions{AutoRemove: req.Msg.GetAutoRemove()})
 	if err != nil {
 		return reply[pb.SandboxResponse](nil, err)
 	}
@@ -175,7 +179,11 @@ func (n native) Restore(ctx context.Context, req *connect.Request[pb.RestoreRequ
 		return reply[pb.SandboxResponse](nil, fmt.Errorf("no snapshot directory given: %w", sandbox.ErrInvalid))
 	}
 	o := sandbox.RestoreOptions{ID: m.GetId(), AutoRemove: m.GetAutoRemove(), Firecracker: m.GetFirecracker(),
-		CopyOwnedDrives: m.GetCopyOwnedDrives(), Labels: m.GetLabels()}
+		CopyOwnedDrives: m.GetCopyOwnedDrives(), Labels: m.GetLabels(),
+		Jailer: m.GetJailer(), NoJailer: m.GetNoJailer()}
+	if err := checkNamedExecutables(o.Firecracker, o.Jailer, nil); err != nil {
+		return reply[pb.SandboxResponse](nil, err)
+	}
 	if len(m.GetNet()) > 0 {
 		o.Net = apiconv.NetsFromPB(m.GetNet())
 	}

@@ -204,3 +204,46 @@ func TestNativeTemplates(t *testing.T) {
 	must(t, c.Remove(ctx, "clone1", true))
 	must(t, c.RemoveTemplate(ctx, "base", false))
 }
+
+// A request never chooses a program for kindlingd to run: a firecracker,
+// jailer or CNI plugin directory other than the server's is refused before
+// anything is made, and the server's own firecracker is accepted.
+func TestNativeNamedExecutables(t *testing.T) {
+	r := newRig(t, server.Config{})
+	c := r.client
+	ctx := context.Background()
+	script := filepath.Join(t.TempDir(), "not-firecracker")
+	must(t, os.WriteFile(script, []byte("#!/bin/sh\ntouch "+script+".ran\n"), 0o755))
+	for _, tt := range []struct {
+		name string
+		spec sandbox.Spec
+		want string
+	}{
+		{"firecracker", sandbox.Spec{ID: "fc", Demo: sandbox.DemoIdle, Firecracker: script}, "runs only the firecracker it was configured with"},
+		{"jailer", sandbox.Spec{ID: "jail", Demo: sandbox.DemoIdle, Firecracker: r.fc, Jailer: script}, "runs only the jailer it was configured with"},
+		{"cni", sandbox.Spec{ID: "cni", Demo: sandbox.DemoIdle, Firecracker: r.fc, CNIBinDirs: []string{filepath.Dir(script)}}, "CNI plugins of its own configuration"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := c.Create(ctx, tt.spec, sandbox.CreateOptions{})
+			if !errors.Is(err, sandbox.ErrInvalid) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Create = %v, want ErrInvalid saying %q", err, tt.want)
+			}
+			if _, err := c.Inspect(ctx, tt.spec.ID); !errors.Is(err, sandbox.ErrNotFound) {
+				t.Errorf("after the refusal, Inspect = %v, want not found", err)
+			}
+		})
+	}
+	_, err := c.Restore(ctx, t.TempDir(), sandbox.RestoreOptions{ID: "restored", Firecracker: script})
+	if !errors.Is(err, sandbox.ErrInvalid) || !strings.Contains(err.Error(), "runs only the firecracker") {
+		t.Errorf("Restore naming another firecracker = %v, want ErrInvalid", err)
+	}
+	if _, err := os.Stat(script + ".ran"); err == nil {
+		t.Error("the named program ran")
+	}
+	if _, err := c.Create(ctx, r.idleSpec("ok"), sandbox.CreateOptions{}); err != nil {
+		t.Errorf("Create naming the server's own firecracker: %v", err)
+	}
+	if err := c.Remove(ctx, "ok", false); err != nil {
+		t.Errorf("Remove: %v", err)
+	}
+}

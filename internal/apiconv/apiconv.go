@@ -205,6 +205,7 @@ func SpecToPB(s sandbox.Spec) *pb.Spec {
 		CniBinDirs: s.CNIBinDirs, CpuTemplate: s.CPUTemplate, VmmLogLevel: s.VMMLogLevel,
 		DriveRate: s.DriveRate, NetRate: s.NetRate, Balloon: s.Balloon, Entropy: s.Entropy,
 		Metadata: s.Metadata, NetSlot: s.NetSlot, Egress: s.Egress, AllowEgress: s.AllowEgress,
+		NoJailer: s.NoJailer, CpuLimit: s.CPULimit, MemoryLimit: s.MemoryLimit,
 	}
 	for _, d := range s.Drives {
 		p.Drives = append(p.Drives, diskToPB(&d))
@@ -228,6 +229,7 @@ func SpecFromPB(p *pb.Spec) sandbox.Spec {
 		CNIBinDirs: p.GetCniBinDirs(), CPUTemplate: p.GetCpuTemplate(), VMMLogLevel: p.GetVmmLogLevel(),
 		DriveRate: p.GetDriveRate(), NetRate: p.GetNetRate(), Balloon: p.GetBalloon(), Entropy: p.GetEntropy(),
 		Metadata: p.GetMetadata(), NetSlot: p.GetNetSlot(), Egress: p.GetEgress(), AllowEgress: p.GetAllowEgress(),
+		NoJailer: p.GetNoJailer(), CPULimit: p.GetCpuLimit(), MemoryLimit: p.GetMemoryLimit(),
 	}
 	for _, d := range p.GetDrives() {
 		s.Drives = append(s.Drives, *diskFromPB(d))
@@ -280,6 +282,7 @@ func InfoToPB(in sandbox.Info, endAt time.Time) *pb.Sandbox {
 		FirecrackerLog: in.FirecrackerLog, VsockSocket: in.VsockSocket, Taps: TapsToPB(in.Taps),
 		FirecrackerVersion: in.FirecrackerVersion, RestoredFrom: in.RestoredFrom, EndAt: timeString(endAt),
 		Network: NetworkToPB(in.Network), RecordId: in.RecordID,
+		JailUid: int32(in.JailUID), Chroot: in.Chroot,
 	}
 	for _, s := range in.Slots {
 		ps := &pb.Slot{Id: s.ID, Placeholder: s.Placeholder, ReadOnly: s.ReadOnly, AttachedPath: s.AttachedPath}
@@ -304,6 +307,7 @@ func InfoFromPB(p *pb.Sandbox) sandbox.Info {
 		FirecrackerLog: p.GetFirecrackerLog(), VsockSocket: p.GetVsockSocket(), Taps: TapsFromPB(p.GetTaps()),
 		FirecrackerVersion: p.GetFirecrackerVersion(), RestoredFrom: p.GetRestoredFrom(),
 		Network: NetworkFromPB(p.GetNetwork()), RecordID: p.GetRecordId(),
+		JailUID: int(p.GetJailUid()), Chroot: p.GetChroot(),
 	}
 	for _, s := range p.GetSlots() {
 		slot := vmm.Slot{ID: s.GetId(), Placeholder: s.GetPlaceholder(), ReadOnly: s.GetReadOnly(), AttachedPath: s.GetAttachedPath()}

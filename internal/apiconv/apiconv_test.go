@@ -68,7 +68,7 @@ func TestInfoRoundTrip(t *testing.T) {
 		Dir: "/r/web", APISocket: "/r/web/fc.sock", ConsoleLog: "/r/web/console.log", FirecrackerLog: "/r/web/firecracker.log",
 		VsockSocket: "/r/web/vsock.sock", Taps: []sandbox.TapInfo{{Name: "t0", NetNS: "ns", MAC: "02:00:00:00:00:01", Created: true}},
 		Slots:              []vmm.Slot{{ID: "pool0", Placeholder: "/p0", ReadOnly: true, Drive: &vmm.Drive{Path: "/d", ReadOnly: true}, AttachedPath: "/d"}, {ID: "pool1", Placeholder: "/p1"}},
-		FirecrackerVersion: "1.14.2", RestoredFrom: "/snap", RecordID: "web-copy",
+		FirecrackerVersion: "1.14.2", RestoredFrom: "/snap", RecordID: "web-copy", JailUID: 1610612736, Chroot: "/srv/jailer/k1/firecracker/web/root",
 		Network: &sandbox.NetworkInfo{Kind: "slot", NetNS: "/run/netns/kd-web", HostAddress: "10.200.0.6",
 			Interfaces: []sandbox.NetInterfaceInfo{
 				{Tap: "kd0", Address: "10.0.2.2/30", Gateway: "10.0.2.1", MAC: "02:00:00:00:00:03"},
@@ -83,7 +83,8 @@ func TestInfoRoundTrip(t *testing.T) {
 			Labels: map[string]string{"a": "b"}, Agent: true, CNINetworks: []string{"web"}, Ports: []string{"8080:80"},
 			CNIConfDir: "/cni/conf", CNIBinDirs: []string{"/cni/bin"}, CPUTemplate: "T2", VMMLogLevel: "Debug",
 			DriveRate: "10MB/s", NetRate: "1MB/s", Balloon: "64M", Entropy: true, Metadata: "{}",
-			NetSlot: true, Egress: "deny", AllowEgress: []string{"10.0.0.0/8", "2001:db8::1", "pypi.org"}},
+			NetSlot: true, Egress: "deny", AllowEgress: []string{"10.0.0.0/8", "2001:db8::1", "pypi.org"},
+			NoJailer: true, CPULimit: 1.5, MemoryLimit: "512M"},
 	}
 	// Every field of a spec crosses the wire but the config file's own
 	// spellings: a field added to sandbox.Spec and not to the API fails here.

@@ -273,7 +273,8 @@ func (c *Client) Snapshot(ctx context.Context, id, dir string, o sandbox.Snapsho
 // host.
 func (c *Client) Restore(ctx context.Context, dir string, o sandbox.RestoreOptions) (sandbox.Info, error) {
 	req := &pb.RestoreRequest{Dir: dir, Id: o.ID, Net: apiconv.NetsToPB(o.Net),
-		AutoRemove: o.AutoRemove, Firecracker: o.Firecracker, CopyOwnedDrives: o.CopyOwnedDrives, Labels: o.Labels}
+		AutoRemove: o.AutoRemove, Firecracker: o.Firecracker, CopyOwnedDrives: o.CopyOwnedDrives, Labels: o.Labels,
+		Jailer: o.Jailer, NoJailer: o.NoJailer}
 	if o.Ports != nil {
 		req.Ports = &pb.PortList{Ports: o.Ports}
 	}

@@ -324,7 +324,14 @@ type Spec struct {
 	Egress string `protobuf:"bytes,33,opt,name=egress,proto3" json:"egress,omitempty"`
 	// allow_egress are the rules a deny policy lets through: CIDRs,
 	// addresses and domain names, as given.
-	AllowEgress   []string `protobuf:"bytes,34,rep,name=allow_egress,json=allowEgress,proto3" json:"allow_egress,omitempty"`
+	AllowEgress []string `protobuf:"bytes,34,rep,name=allow_egress,json=allowEgress,proto3" json:"allow_egress,omitempty"`
+	// no_jailer runs Firecracker without the jailer even when the server runs
+	// as root (where the jailer is the default).
+	NoJailer bool `protobuf:"varint,35,opt,name=no_jailer,json=noJailer,proto3" json:"no_jailer,omitempty"`
+	// cpu_limit caps the VMM's CPU time in CPUs (the jail's cgroup).
+	CpuLimit float64 `protobuf:"fixed64,36,opt,name=cpu_limit,json=cpuLimit,proto3" json:"cpu_limit,omitempty"`
+	// memory_limit caps the VMM's memory, as "512M" (the jail's cgroup).
+	MemoryLimit   string `protobuf:"bytes,37,opt,name=memory_limit,json=memoryLimit,proto3" json:"memory_limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -595,6 +602,27 @@ func (x *Spec) GetAllowEgress() []string {
 		return x.AllowEgress
 	}
 	return nil
+}
+
+func (x *Spec) GetNoJailer() bool {
+	if x != nil {
+		return x.NoJailer
+	}
+	return false
+}
+
+func (x *Spec) GetCpuLimit() float64 {
+	if x != nil {
+		return x.CpuLimit
+	}
+	return 0
+}
+
+func (x *Spec) GetMemoryLimit() string {
+	if x != nil {
+		return x.MemoryLimit
+	}
+	return ""
 }
 
 // EgressPolicy is an egress policy as it is in force.
@@ -1082,7 +1110,11 @@ type Sandbox struct {
 	Network *Network `protobuf:"bytes,20,opt,name=network,proto3" json:"network,omitempty"`
 	// record_id is set when the sandbox's state file names another ID than
 	// its directory; id is what counts.
-	RecordId      string `protobuf:"bytes,21,opt,name=record_id,json=recordId,proto3" json:"record_id,omitempty"`
+	RecordId string `protobuf:"bytes,21,opt,name=record_id,json=recordId,proto3" json:"record_id,omitempty"`
+	// jail_uid is the uid (and gid) a jailed sandbox's Firecracker runs as;
+	// chroot is its jail on the host.
+	JailUid       int32  `protobuf:"varint,22,opt,name=jail_uid,json=jailUid,proto3" json:"jail_uid,omitempty"`
+	Chroot        string `protobuf:"bytes,23,opt,name=chroot,proto3" json:"chroot,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1260,6 +1292,20 @@ func (x *Sandbox) GetNetwork() *Network {
 func (x *Sandbox) GetRecordId() string {
 	if x != nil {
 		return x.RecordId
+	}
+	return ""
+}
+
+func (x *Sandbox) GetJailUid() int32 {
+	if x != nil {
+		return x.JailUid
+	}
+	return 0
+}
+
+func (x *Sandbox) GetChroot() string {
+	if x != nil {
+		return x.Chroot
 	}
 	return ""
 }
@@ -1855,7 +1901,13 @@ type RestoreRequest struct {
 	// ports, when set, replaces the snapshot's published ports; an empty
 	// list publishes none (a clone whose source still holds the host
 	// ports). Unset keeps the snapshot's.
-	Ports         *PortList `protobuf:"bytes,9,opt,name=ports,proto3" json:"ports,omitempty"`
+	Ports *PortList `protobuf:"bytes,9,opt,name=ports,proto3" json:"ports,omitempty"`
+	// jailer names the jailer executable, which the server runs only if it
+	// is one the server itself was configured with (as firecracker).
+	Jailer string `protobuf:"bytes,10,opt,name=jailer,proto3" json:"jailer,omitempty"`
+	// no_jailer restores without the jailer even when the server runs as
+	// root; the snapshot must have been taken without one.
+	NoJailer      bool `protobuf:"varint,11,opt,name=no_jailer,json=noJailer,proto3" json:"no_jailer,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1944,6 +1996,20 @@ func (x *RestoreRequest) GetPorts() *PortList {
 		return x.Ports
 	}
 	return nil
+}
+
+func (x *RestoreRequest) GetJailer() string {
+	if x != nil {
+		return x.Jailer
+	}
+	return ""
+}
+
+func (x *RestoreRequest) GetNoJailer() bool {
+	if x != nil {
+		return x.NoJailer
+	}
+	return false
 }
 
 // PortList is a list of published ports, HOSTPORT:GUESTPORT[/tcp|udp]: a
@@ -4149,7 +4215,7 @@ const file_kindling_proto_rawDesc = "" +
 	"\x04auto\x18\x01 \x01(\bR\x04auto\x12\x10\n" +
 	"\x03tap\x18\x02 \x01(\tR\x03tap\x12\x10\n" +
 	"\x03mac\x18\x03 \x01(\tR\x03mac\x12\x12\n" +
-	"\x04slot\x18\x04 \x01(\bR\x04slot\"\xc6\b\n" +
+	"\x04slot\x18\x04 \x01(\bR\x04slot\"\xa3\t\n" +
 	"\x04Spec\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06kernel\x18\x02 \x01(\tR\x06kernel\x12\x12\n" +
@@ -4190,7 +4256,10 @@ const file_kindling_proto_rawDesc = "" +
 	"\bmetadata\x18\x1f \x01(\tR\bmetadata\x12\x19\n" +
 	"\bnet_slot\x18  \x01(\bR\anetSlot\x12\x16\n" +
 	"\x06egress\x18! \x01(\tR\x06egress\x12!\n" +
-	"\fallow_egress\x18\" \x03(\tR\vallowEgress\x1a9\n" +
+	"\fallow_egress\x18\" \x03(\tR\vallowEgress\x12\x1b\n" +
+	"\tno_jailer\x18# \x01(\bR\bnoJailer\x12\x1b\n" +
+	"\tcpu_limit\x18$ \x01(\x01R\bcpuLimit\x12!\n" +
+	"\fmemory_limit\x18% \x01(\tR\vmemoryLimit\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"X\n" +
@@ -4230,7 +4299,7 @@ const file_kindling_proto_rawDesc = "" +
 	"\n" +
 	"drive_path\x18\x04 \x01(\tR\tdrivePath\x12&\n" +
 	"\x0fdrive_read_only\x18\x05 \x01(\bR\rdriveReadOnly\x12#\n" +
-	"\rattached_path\x18\x06 \x01(\tR\fattachedPath\"\xaf\x05\n" +
+	"\rattached_path\x18\x06 \x01(\tR\fattachedPath\"\xe2\x05\n" +
 	"\aSandbox\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12%\n" +
@@ -4258,7 +4327,9 @@ const file_kindling_proto_rawDesc = "" +
 	"\rrestored_from\x18\x12 \x01(\tR\frestoredFrom\x12\x15\n" +
 	"\x06end_at\x18\x13 \x01(\tR\x05endAt\x12.\n" +
 	"\anetwork\x18\x14 \x01(\v2\x14.kindling.v1.NetworkR\anetwork\x12\x1b\n" +
-	"\trecord_id\x18\x15 \x01(\tR\brecordId\"W\n" +
+	"\trecord_id\x18\x15 \x01(\tR\brecordId\x12\x19\n" +
+	"\bjail_uid\x18\x16 \x01(\x05R\ajailUid\x12\x16\n" +
+	"\x06chroot\x18\x17 \x01(\tR\x06chroot\"W\n" +
 	"\rCreateRequest\x12%\n" +
 	"\x04spec\x18\x01 \x01(\v2\x11.kindling.v1.SpecR\x04spec\x12\x1f\n" +
 	"\vauto_remove\x18\x02 \x01(\bR\n" +
@@ -4301,7 +4372,7 @@ const file_kindling_proto_rawDesc = "" +
 	"\x04spec\x18\x05 \x01(\v2\x11.kindling.v1.SpecR\x04spec\x12\x16\n" +
 	"\x06kernel\x18\x06 \x01(\tR\x06kernel\x122\n" +
 	"\x06drives\x18\a \x03(\v2\x1a.kindling.v1.SnapshotDriveR\x06drives\x12$\n" +
-	"\x04taps\x18\b \x03(\v2\x10.kindling.v1.TapR\x04taps\"\xee\x02\n" +
+	"\x04taps\x18\b \x03(\v2\x10.kindling.v1.TapR\x04taps\"\xa3\x03\n" +
 	"\x0eRestoreRequest\x12\x10\n" +
 	"\x03dir\x18\x01 \x01(\tR\x03dir\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\"\n" +
@@ -4311,7 +4382,10 @@ const file_kindling_proto_rawDesc = "" +
 	"\vfirecracker\x18\x06 \x01(\tR\vfirecracker\x12*\n" +
 	"\x11copy_owned_drives\x18\a \x01(\bR\x0fcopyOwnedDrives\x12?\n" +
 	"\x06labels\x18\b \x03(\v2'.kindling.v1.RestoreRequest.LabelsEntryR\x06labels\x12+\n" +
-	"\x05ports\x18\t \x01(\v2\x15.kindling.v1.PortListR\x05ports\x1a9\n" +
+	"\x05ports\x18\t \x01(\v2\x15.kindling.v1.PortListR\x05ports\x12\x16\n" +
+	"\x06jailer\x18\n" +
+	" \x01(\tR\x06jailer\x12\x1b\n" +
+	"\tno_jailer\x18\v \x01(\bR\bnoJailer\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\" \n" +
