@@ -177,6 +177,19 @@ func (c *Client) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 
 var errHandshakeTimeout = errors.New("handshake timed out")
 
+// VsockConnect makes Firecracker's hybrid-vsock handshake on conn, a
+// connection to a VM's vsock socket, for the guest's port. The answer is
+// read a byte at a time, so no byte of the guest's stream is consumed. A
+// port nothing listens on in the guest gives an error matching
+// ErrNoListener; ctx bounds the handshake.
+func VsockConnect(ctx context.Context, conn net.Conn, port uint32) error {
+	err := handshake(ctx, conn, port)
+	if errors.Is(err, errHandshakeTimeout) {
+		err = fmt.Errorf("vsock port %d: no answer to CONNECT: %w", port, context.DeadlineExceeded)
+	}
+	return err
+}
+
 // handshake asks Firecracker for a connection to the guest's port. It
 // reads the answer a byte at a time so as not to consume guest data.
 func handshake(ctx context.Context, conn net.Conn, port uint32) error {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -172,16 +171,16 @@ func (p *proxy) dial(ctx context.Context, _, addr string) (net.Conn, error) {
 		return nil, fmt.Errorf("sandbox %q: dial its vsock: %w", id, err)
 	}
 	if port == agent.Port {
-		if err := vsockHandshake(ctx, conn, agent.Port); err != nil {
+		if err := agent.VsockConnect(ctx, conn, agent.Port); err != nil {
 			_ = conn.Close()
 			return nil, fmt.Errorf("sandbox %q: %w", id, err)
 		}
 		return conn, nil
 	}
 	// Any other port: the agent's forward to the guest's loopback.
-	if err := vsockHandshake(ctx, conn, agent.ForwardPort); err != nil {
+	if err := agent.VsockConnect(ctx, conn, agent.ForwardPort); err != nil {
 		_ = conn.Close()
-		if errors.Is(err, errVsockClosed) {
+		if errors.Is(err, agent.ErrNoListener) {
 			return nil, fmt.Errorf("sandbox %q, port %d: %w", id, port, errNoForward)
 		}
 		return nil, fmt.Errorf("sandbox %q: %w", id, err)
@@ -191,42 +190,6 @@ func (p *proxy) dial(ctx context.Context, _, addr string) (net.Conn, error) {
 		return nil, fmt.Errorf("sandbox %q: %w", id, err)
 	}
 	return conn, nil
-}
-
-// errVsockClosed: Firecracker closed a vsock connection in the handshake,
-// which it does when nothing listens on the port in the guest.
-var errVsockClosed = errors.New("nothing listens on the vsock port")
-
-// vsockHandshake asks Firecracker's hybrid vsock for the guest's port. The
-// answer is read a byte at a time so that no guest data is consumed.
-func vsockHandshake(ctx context.Context, conn net.Conn, port uint32) error {
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-		defer func() { _ = conn.SetDeadline(time.Time{}) }()
-	}
-	if _, err := fmt.Fprintf(conn, "CONNECT %d\n", port); err != nil {
-		return fmt.Errorf("vsock port %d: handshake: %w", port, err)
-	}
-	var line []byte
-	b := make([]byte, 1)
-	for {
-		if _, err := conn.Read(b); err != nil {
-			if errors.Is(err, io.EOF) {
-				return fmt.Errorf("vsock port %d: closed by Firecracker (is the agent listening?): %w", port, errVsockClosed)
-			}
-			return fmt.Errorf("vsock port %d: handshake: %w", port, err)
-		}
-		if b[0] == '\n' {
-			break
-		}
-		if line = append(line, b[0]); len(line) > 64 {
-			return fmt.Errorf("vsock port %d: handshake answer too long", port)
-		}
-	}
-	if f := strings.Fields(string(line)); len(f) != 2 || f[0] != "OK" {
-		return fmt.Errorf("vsock port %d: unexpected handshake answer %q", port, line)
-	}
-	return nil
 }
 
 // forget closes the idle connections to a sandbox that is gone.

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"strings"
 	"sync"
 	"time"
 
@@ -175,7 +174,7 @@ func dialGuestPort(ctx context.Context, vsock string, port uint16) (net.Conn, er
 	if err != nil {
 		return nil, fmt.Errorf("dial the VM's vsock: %w", err)
 	}
-	if err := vsockConnect(ctx, conn, agent.ForwardPort); err != nil {
+	if err := agent.VsockConnect(ctx, conn, agent.ForwardPort); err != nil {
 		_ = conn.Close()
 		return nil, err
 	}
@@ -184,37 +183,4 @@ func dialGuestPort(ctx context.Context, vsock string, port uint16) (net.Conn, er
 		return nil, err
 	}
 	return conn, nil
-}
-
-// vsockConnect is Firecracker's hybrid-vsock handshake for the guest's
-// port. The answer is read a byte at a time so that no guest byte is
-// consumed.
-func vsockConnect(ctx context.Context, conn net.Conn, port uint32) error {
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-		defer func() { _ = conn.SetDeadline(time.Time{}) }()
-	}
-	if _, err := fmt.Fprintf(conn, "CONNECT %d\n", port); err != nil {
-		return fmt.Errorf("vsock port %d: %w", port, err)
-	}
-	var line []byte
-	b := make([]byte, 1)
-	for {
-		if _, err := conn.Read(b); err != nil {
-			if errors.Is(err, io.EOF) {
-				return fmt.Errorf("vsock port %d: closed by the VMM (the guest's agent does not serve it)", port)
-			}
-			return fmt.Errorf("vsock port %d: %w", port, err)
-		}
-		if b[0] == '\n' {
-			break
-		}
-		if line = append(line, b[0]); len(line) > 64 {
-			return fmt.Errorf("vsock port %d: handshake answer too long", port)
-		}
-	}
-	if f := strings.Fields(string(line)); len(f) != 2 || f[0] != "OK" {
-		return fmt.Errorf("vsock port %d: unexpected handshake answer %q", port, line)
-	}
-	return nil
 }

@@ -41,7 +41,7 @@ func TestDialGuestPort(t *testing.T) {
 			r.ReadString('\n')
 			io.WriteString(c, "ERR dial tcp 127.0.0.1:8080: connect: connection refused\n")
 		}},
-		{name: "agent without a forward", wantErr: "does not serve it", serve: func(*bufio.Reader, net.Conn) {}},
+		{name: "agent without a forward", wantErr: "nothing listens on the vsock port", serve: func(*bufio.Reader, net.Conn) {}},
 		{name: "bad handshake", wantErr: "unexpected handshake answer", serve: func(_ *bufio.Reader, c net.Conn) {
 			io.WriteString(c, "NOPE\n")
 		}},
