@@ -88,7 +88,7 @@ func (s *Service) Delete(ctx context.Context, r *taskapi.DeleteRequest) (*taskap
 // teardown ends the task's VM and removes everything the shim made for it.
 func (s *Service) teardown(ctx context.Context, t *taskState) {
 	if t.joined {
-		if err := removeJoined(ctx, t); err != nil {
+		if err := s.removeJoined(ctx, t); err != nil {
 			s.log.Warn("remove container files", "task", t.id, "err", err)
 		}
 		return
