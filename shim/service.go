@@ -403,6 +403,10 @@ func (s *Service) onExit(t *taskState, p *process) func(uint32, time.Time) {
 		if p.id == "" {
 			pid = t.vmmPID
 		}
+		// Not before a Kill that is still signalling p has answered.
+		p.signalling.Lock()
+		//lint:ignore SA2001 a barrier, not a critical section
+		p.signalling.Unlock()
 		s.publish(topicExit, &events.TaskExit{ContainerID: t.id, ID: idOr(p.id, t.id), Pid: pid, ExitStatus: status, ExitedAt: timestamppb.New(at)})
 		if p.id == "" {
 			// The init is gone: so is the container, and every exec in it.

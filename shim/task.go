@@ -229,10 +229,13 @@ func (s *Service) Kill(ctx context.Context, r *taskapi.KillRequest) (*emptypb.Em
 	case !started:
 		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "exec %s of task %s not started", r.ExecID, r.ID)
 	}
+	p.signalling.RLock()
 	for _, o := range others {
 		o.signal(ctx, sig)
 	}
-	if err := p.signal(ctx, sig); err != nil && !signalled(ctx, p, sig, err) {
+	err = p.signal(ctx, sig)
+	p.signalling.RUnlock()
+	if err != nil && !signalled(ctx, p, sig, err) {
 		if errors.Is(err, errProcessDone) {
 			return nil, errdefs.ToGRPCf(errdefs.ErrNotFound, "process %s of task %s already finished", idOr(r.ExecID, "init"), r.ID)
 		}
