@@ -35,6 +35,10 @@ func TestMain(m *testing.M) { testutil.Main(m) }
 const (
 	testImage  = "docker.io/kindling/shim-test:1"
 	pauseImage = "docker.io/kindling/shim-pause:1"
+	// testImage2 is testImage with one more layer: /etc/image.
+	testImage2 = "docker.io/kindling/shim-test:2"
+	// image2Marker is /etc/image's content in testImage2.
+	image2Marker = "the second image"
 )
 
 // env is a containerd of the test's own, with the kindling shim on its
@@ -115,8 +119,9 @@ func goBuild(t *testing.T, pkg, out string) {
 	}
 }
 
-// testImageTar writes a docker-save tarball of the test's two images, whose
-// only file is the static test program at /bin/app.
+// testImageTar writes a docker-save tarball of the test's images, whose
+// only file is the static test program at /bin/app (and /etc/image in
+// testImage2).
 func testImageTar(t *testing.T, dir string) string {
 	t.Helper()
 	app := filepath.Join(dir, "app")
@@ -166,8 +171,29 @@ func testImageTar(t *testing.T, dir string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var buf2 bytes.Buffer
+	tw = tar.NewWriter(&buf2)
+	for _, h := range []*tar.Header{
+		{Name: "etc/", Typeflag: tar.TypeDir, Mode: 0o755},
+		{Name: "etc/image", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(image2Marker))},
+	} {
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tw.Write([]byte(image2Marker))
+	tw.Close()
+	layer2Data := buf2.Bytes()
+	layer2, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(layer2Data)), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	img2, err := mutate.AppendLayers(img, layer2)
+	if err != nil {
+		t.Fatal(err)
+	}
 	refs := map[name.Reference]v1.Image{}
-	for ref, im := range map[string]v1.Image{testImage: img, pauseImage: pause} {
+	for ref, im := range map[string]v1.Image{testImage: img, pauseImage: pause, testImage2: img2} {
 		r, err := name.ParseReference(ref)
 		if err != nil {
 			t.Fatal(err)

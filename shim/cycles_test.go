@@ -20,9 +20,10 @@ import (
 const envCycles = "KINDLING_SHIM_CYCLES"
 
 // The leak audit of the issue: pods on a CNI network created and deleted
-// through CRI, each with its VM, a container and an exec; then no VMM,
-// monitor, shim, namespace, tap, mount, loop device, IP lease, socket or
-// state file is left, and the test process holds no more than before.
+// through CRI, each with its VM, a container (its root a hot-plugged
+// drive) and an exec; then no VMM, monitor, shim, namespace, tap, mount,
+// loop device, container root file, drive slot, IP lease, socket or state
+// file is left, and the test process holds no more than before.
 func TestCRIPodCycles(t *testing.T) {
 	needs(t)
 	n := 100
@@ -43,6 +44,8 @@ func TestCRIPodCycles(t *testing.T) {
 	nsGlob := filepath.Join(c.dir, "state", "*", "netns", "*")
 	leaseGlob := filepath.Join(c.ipam, "*", testSubnet+".*")
 	var pods []string
+	roots := fileIDs{} // the containers' root drives, by inode
+	rootGlob := filepath.Join(c.shimRoot, ".shim", "ctd-*", "join-*.ext4")
 	start := time.Now()
 	for i := range n {
 		pod := c.podConfig(fmt.Sprintf("cycle%d", i), false)
@@ -62,8 +65,17 @@ func TestCRIPodCycles(t *testing.T) {
 		if got := len(c.sandboxPIDs()); got != 1 {
 			t.Fatalf("cycle %d: %d VMMs running, want the pod's one", i, got)
 		}
+		// The container's root is a drive of the pod's VM.
+		files, _ := filepath.Glob(rootGlob)
+		if len(files) != 1 {
+			t.Fatalf("cycle %d: container root files %v, want the container's", i, files)
+		}
+		roots.add(files...)
 		// What the audit below looks for is where it looks.
 		if i == 0 {
+			if held := roots.heldByLoops(); len(held) != 1 {
+				t.Fatalf("loop devices on the container's root drive: %v, want the guest's one", held)
+			}
 			if ns, _ := filepath.Glob(nsGlob); len(ns) != 1 {
 				t.Fatalf("pod network namespaces at %s: %v, want the pod's", nsGlob, ns)
 			}
@@ -102,4 +114,8 @@ func TestCRIPodCycles(t *testing.T) {
 	c.conn.Close()
 	c.stop()
 	auditLeaksNS(t, c.env, "k8s.io", pods...)
+	// No loop device of the guests' is left on a container's root drive.
+	if held := roots.heldByLoops(); len(held) != 0 {
+		t.Errorf("loop devices left on the containers' removed root files: %v", held)
+	}
 }

@@ -3,30 +3,24 @@ package shim
 import (
 	"archive/tar"
 	"context"
-	"errors"
-	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"syscall"
-	"time"
 
 	"github.com/containerd/containerd/api/events"
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/mount"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-
-	"github.com/kindling-vm/kindling/agent"
-	"github.com/kindling-vm/kindling/agent/container"
 )
 
 // createJoined creates a container of a pod in the VM of the pod's
 // sandbox task, which this shim runs (containerd sends a pod's containers
-// to the sandbox's shim). Its root filesystem is sent into the guest as a
-// tar stream through the agent and unpacked on the guest's /run: it
-// needs no drive hotplug, so it works the same in the simulated guest.
+// to the sandbox's shim). Its root filesystem is an ext4 built from the
+// bundle's rootfs, hot-plugged into a free drive slot of the pod's VM
+// (see podSlots); the guest mounts that device as the container's root.
 func (s *Service) createJoined(ctx context.Context, r *taskapi.CreateTaskRequest, sp *specs.Spec) (_ *taskapi.CreateTaskResponse, err error) {
 	podID := sp.Annotations[annSandboxID]
 	s.mu.Lock()
@@ -51,15 +45,18 @@ func (s *Service) createJoined(ctx context.Context, r *taskapi.CreateTaskRequest
 	t := &taskState{id: r.ID, bundle: r.Bundle, spec: sp, sandboxID: pod.sandboxID, vmmPID: pod.vmmPID,
 		client: pod.client, vmGone: pod.vmGone, vmMemMiB: pod.vmMemMiB, execs: map[string]*process{}, joined: true,
 		init: newProcess("", r.Terminal, r.Stdin, r.Stdout, r.Stderr)}
+	if err := s.reserveSlot(pod, t); err != nil {
+		return nil, err
+	}
 	defer func() {
 		if err != nil {
-			// Whatever reached the guest's memory goes again.
-			if rerr := removeJoined(context.WithoutCancel(ctx), t); rerr != nil {
+			// The slot, its drive and the ext4 go again.
+			if rerr := s.removeJoined(context.WithoutCancel(ctx), t); rerr != nil {
 				s.log.Warn("remove container files", "task", t.id, "err", rerr)
 			}
 		}
 	}()
-	if err := sendRootfs(ctx, r, sp, t.client); err != nil {
+	if err := s.attachRootfs(ctx, r, sp, t); err != nil {
 		return nil, err
 	}
 	if t.mounts, err = s.copyVolumes(ctx, pod, plan); err != nil {
@@ -77,20 +74,6 @@ func (s *Service) createJoined(ctx context.Context, r *taskapi.CreateTaskRequest
 	s.publish(topicCreate, &events.TaskCreate{ContainerID: r.ID, Bundle: r.Bundle, Rootfs: r.Rootfs,
 		IO: &events.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}, Pid: t.vmmPID})
 	return &taskapi.CreateTaskResponse{Pid: t.vmmPID}, nil
-}
-
-// sendRootfs streams the bundle's rootfs (containerd's mounts mounted for
-// the time of the copy) as a tar into the guest's "container unpack".
-func sendRootfs(ctx context.Context, r *taskapi.CreateTaskRequest, sp *specs.Spec, c *agent.Client) error {
-	dir, unmount, err := mountRootfs(r, sp)
-	if err != nil {
-		return err
-	}
-	defer unmount()
-	if err := sendTree(ctx, c, container.RootfsDir(r.ID), func(w io.Writer) error { return writeTar(w, dir) }); err != nil {
-		return errdefs.ToGRPCf(errdefs.ErrUnavailable, "copy the rootfs into the guest: %v", err)
-	}
-	return nil
 }
 
 // mountRootfs mounts containerd's rootfs mounts (if any) on the bundle's
@@ -182,20 +165,4 @@ func writeTar(w io.Writer, dir string) error {
 		return err
 	}
 	return tw.Close()
-}
-
-// removeJoined removes a joined container's rootfs from the guest.
-func removeJoined(ctx context.Context, t *taskState) error {
-	select {
-	case <-t.vmGone:
-		return nil // the guest's /run went with it
-	default:
-	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	err := t.client.Remove(ctx, container.RootfsDir(t.id), agent.FileOptions{User: "root"})
-	if err != nil && !errors.Is(err, agent.ErrNotFound) {
-		return fmt.Errorf("remove the rootfs of %s from the guest: %w", t.id, err)
-	}
-	return nil
 }

@@ -26,6 +26,13 @@ type process struct {
 	stderr   string
 	execProc *specs.Process // an exec's process spec
 
+	// signalling is read-held by Kill while it signals the process: the
+	// exit is published only once no Kill is still signalling, so that
+	// containerd gets Kill's answer before the exit it causes (CRI deletes
+	// a task on its exit and closes that task's connection, which would
+	// cut off an answer still on its way).
+	signalling sync.RWMutex
+
 	mu       sync.Mutex
 	proc     *agent.Process // nil until started
 	pid      uint32

@@ -69,8 +69,13 @@ type taskState struct {
 	execs     map[string]*process
 	paused    bool
 	// joined: a container of a pod, in the pod sandbox task's VM; its
-	// rootfs is a directory of the guest, and the VM is not its own.
+	// rootfs is an ext4 in a hotplug slot of that VM, and the VM is not
+	// its own.
 	joined bool
+	// rootExt4, rootSlot and rootDevice are a joined container's root:
+	// its ext4 on the host (in the pod's workDir), the slot holding it
+	// ("" once given back) and the guest's device of that slot.
+	rootExt4, rootSlot, rootDevice string
 	// portFwd carries CRI's port forward from the pod's network
 	// namespace into the guest (a VM on a pod network only).
 	portFwd *portForwarder
@@ -242,6 +247,10 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 		VsockCID: 3, VCPUs: vcpus, MemoryMiB: mem,
 		Labels: map[string]string{"io.containerd.namespace": s.ns, "io.containerd.task": truncate(r.ID, 255)},
 	}
+	if sp.Annotations[annContainerType] == "sandbox" {
+		// The pod's other containers get their roots hot-plugged.
+		vmSpec.Placeholders, vmSpec.HotplugWritable = podSlots, true
+	}
 	if pn != nil {
 		pn.apply(&vmSpec)
 	}
@@ -394,6 +403,10 @@ func (s *Service) onExit(t *taskState, p *process) func(uint32, time.Time) {
 		if p.id == "" {
 			pid = t.vmmPID
 		}
+		// Not before a Kill that is still signalling p has answered.
+		p.signalling.Lock()
+		//lint:ignore SA2001 a barrier, not a critical section
+		p.signalling.Unlock()
 		s.publish(topicExit, &events.TaskExit{ContainerID: t.id, ID: idOr(p.id, t.id), Pid: pid, ExitStatus: status, ExitedAt: timestamppb.New(at)})
 		if p.id == "" {
 			// The init is gone: so is the container, and every exec in it.
@@ -473,7 +486,7 @@ func initSpec(t *taskState) (container.Spec, error) {
 	cs := processSpec(t.id, sp.Process)
 	cs.Rootfs = container.Rootfs{Device: rootfsDevice, ReadOnly: sp.Root != nil && sp.Root.Readonly}
 	if t.joined {
-		cs.Rootfs.Device, cs.Rootfs.Dir = "", container.RootfsDir(t.id)
+		cs.Rootfs.Device = t.rootDevice
 	}
 	cs.Hostname = sp.Hostname
 	cs.Mounts = t.mounts

@@ -88,7 +88,7 @@ func (s *Service) Delete(ctx context.Context, r *taskapi.DeleteRequest) (*taskap
 // teardown ends the task's VM and removes everything the shim made for it.
 func (s *Service) teardown(ctx context.Context, t *taskState) {
 	if t.joined {
-		if err := removeJoined(ctx, t); err != nil {
+		if err := s.removeJoined(ctx, t); err != nil {
 			s.log.Warn("remove container files", "task", t.id, "err", err)
 		}
 		return
@@ -229,10 +229,13 @@ func (s *Service) Kill(ctx context.Context, r *taskapi.KillRequest) (*emptypb.Em
 	case !started:
 		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "exec %s of task %s not started", r.ExecID, r.ID)
 	}
+	p.signalling.RLock()
 	for _, o := range others {
 		o.signal(ctx, sig)
 	}
-	if err := p.signal(ctx, sig); err != nil && !signalled(ctx, p, sig, err) {
+	err = p.signal(ctx, sig)
+	p.signalling.RUnlock()
+	if err != nil && !signalled(ctx, p, sig, err) {
 		if errors.Is(err, errProcessDone) {
 			return nil, errdefs.ToGRPCf(errdefs.ErrNotFound, "process %s of task %s already finished", idOr(r.ExecID, "init"), r.ID)
 		}

@@ -22,8 +22,7 @@
 // every signal it gets to it, and exits as it exits (same code, or killed by
 // the same signal). "exec" joins a running container's namespaces and runs
 // one more process there, kept the same way. "unpack DIR" writes a tar
-// stream from stdin into a new directory (a joined container's root, a
-// volume's copy); "stats ID" prints the container's Stats as JSON.
+// stream from stdin into a new directory (a volume's copy); "stats ID" prints the container's Stats as JSON.
 //
 // The shim (host side) imports this package for Spec, Arg and the paths;
 // cmd/kindling-agent calls Main.

@@ -21,11 +21,6 @@ const StateDir = "/run/kindling/containers"
 // init's PID, once the init runs the container's command.
 func PIDFile(id string) string { return path.Join(StateDir, id, "pid") }
 
-// RootfsDir is where, in the guest, the shim unpacks (with
-// "container unpack DIR", a tar stream on stdin) the root filesystem of a
-// container that joins a running pod's VM: on the guest's /run, a tmpfs.
-func RootfsDir(id string) string { return "/run/kindling/rootfs/" + id }
-
 // Spec is what the shim asks the guest to run: a container's init ("run")
 // or one more process in it ("exec"). It travels as JSON in one argument.
 type Spec struct {

@@ -160,10 +160,16 @@ func (fc *server) patchDrive(r *request) (reply, error) {
 		}
 	}
 	rep, err := fc.vm.patchDevice(func(m *vm) []object { return m.drives }, "drive_id", o, "Drive update error: Unable to patch the block device: Invalid block device ID %q.")
-	if err == nil {
-		fc.vm.log.info("fc_api", "Updated block device %q.", r.id)
+	if err != nil {
+		return rep, err
 	}
-	return rep, err
+	if p, set := o["path_on_host"].(string); set {
+		if err := fc.vm.swapSimDrive(r.id, p); err != nil {
+			return reply{}, badRequest("Drive update error: Unable to patch the block device: %v", err)
+		}
+	}
+	fc.vm.log.info("fc_api", "Updated block device %q.", r.id)
+	return rep, nil
 }
 
 func (fc *server) putNet(r *request) (reply, error) {

@@ -94,8 +94,10 @@
 //     Missing mount points are created in the image.
 //   - Other drives appear as their backing files (not block devices) bound
 //     at /dev/vdb, /dev/vdc, ... in the order they were added (the root is
-//     vda), read-only when the drive is; a PATCH of a drive after boot does
-//     not reach the guest.
+//     vda), read-only when the drive is. A PATCH of a drive's path_on_host
+//     after boot binds the new file at the same /dev/vdX (Firecracker's
+//     backing-file swap; see simswap.go for what differs: a file already
+//     open on the node keeps the old backing).
 //   - init's stdin is /dev/null; its stdout and stderr are a pipe the fake
 //     copies to the serial console (its stdout, or the PUT /serial file),
 //     so that opening /dev/console appends to the console too.

@@ -55,6 +55,7 @@ type simPlan struct {
 // simDrive is a drive other than the root, shown in the guest as its
 // backing file bound at the device path a guest kernel would give it.
 type simDrive struct {
+	ID       string `json:"-"`    // the drive's drive_id
 	Path     string `json:"path"` // absolute path on the host
 	Dev      string `json:"dev"`  // e.g. /dev/vdb
 	ReadOnly bool   `json:"read_only"`
@@ -93,7 +94,7 @@ func (m *vm) simPlan() (simPlan, bool) {
 		if abs, err := filepath.Abs(hp); err == nil {
 			hp = abs
 		}
-		drives = append(drives, simDrive{Path: hp, Dev: "/dev/vd" + string(rune('b'+len(drives))), ReadOnly: flag(d, "is_read_only")})
+		drives = append(drives, simDrive{ID: str(d, "drive_id"), Path: hp, Dev: "/dev/vd" + string(rune('b'+len(drives))), ReadOnly: flag(d, "is_read_only")})
 	}
 	args := str(m.boot, "boot_args")
 	plan := simPlan{image: p, readOnly: flag(root, "is_read_only"), init: defaultInit, hostname: m.id, drives: drives, nics: m.simNICs()}
@@ -137,6 +138,7 @@ type simGuest struct {
 	paused   bool          // frozen by PATCH /vm
 	running  chan struct{} // closed while the guest runs, replaced on pause
 	stopping bool          // the fake is ending the guest itself: no power-off exit
+	drives   []simDrive    // the drives shown at /dev/vdX, as last swapped
 }
 
 // stageError is a line the stage process reports: its root is ready
@@ -184,6 +186,7 @@ func bootSim(plan simPlan, id string, console io.Writer, log *logger, onPowerOff
 		return nil, fmt.Errorf("root drive %s: %w", plan.image, err)
 	}
 	g.loop = loop
+	g.drives = append([]simDrive(nil), plan.drives...)
 	name := fmt.Sprintf("%s-%d", cgroupSafe(id), os.Getpid())
 	if plan.sigstop {
 		log.info("fc_api", "Simulated guest: pause will stop its processes with SIGSTOP, as FAKEFC asks.")

@@ -118,7 +118,7 @@ func TestSimPlan(t *testing.T) {
 			},
 			want: simPlan{
 				image: img, readOnly: true, init: "/sbin/init", hostname: "vm-1", cmdline: "kindling.vsock=unix:/run/kindling-vsock",
-				drives: []simDrive{{Path: "/srv/a.img", Dev: "/dev/vdb", ReadOnly: true}, {Path: "/srv/b.img", Dev: "/dev/vdc"}},
+				drives: []simDrive{{ID: "a", Path: "/srv/a.img", Dev: "/dev/vdb", ReadOnly: true}, {ID: "b", Path: "/srv/b.img", Dev: "/dev/vdc"}},
 			},
 		},
 	}
