@@ -575,23 +575,6 @@ func writeManifest(dir string, man *manifest) error {
 	return store.WriteFileAtomic(dir, manifestName, b)
 }
 
-// restoreMachine loads the snapshot rec was created from into a new VMM
-// configured like cfg.
-func restoreMachine(ctx context.Context, cfg vmm.Config, rec *record, opts []vmm.Option) (*vmm.Machine, error) {
-	man, err := readManifest(rec.RestoreFrom)
-	if err != nil {
-		return nil, err
-	}
-	rc := vmm.RestoreConfig{Snapshot: man.Snapshot, Config: cfg, Resume: true}
-	snapIfaces := man.Snapshot.Config.NetworkInterfaces
-	for i, iface := range cfg.NetworkInterfaces {
-		if i < len(snapIfaces) && snapIfaces[i].TapName != iface.TapName {
-			rc.NetworkOverrides = append(rc.NetworkOverrides, vmm.NetworkOverride{IfaceID: snapIfaces[i].ID, TapName: iface.TapName})
-		}
-	}
-	return vmm.Restore(ctx, rc, opts...)
-}
-
 // cloneSpec copies s deeply enough that its paths can be rewritten
 // without touching s.
 func cloneSpec(s Spec) Spec {

@@ -12,13 +12,6 @@ import (
 	"github.com/kindling-vm/kindling/vmm"
 )
 
-// Environment of a monitor process naming the executables its starter
-// checked: the monitor runs these, after comparing them with the record.
-const (
-	envMonitorFirecracker = "KINDLING_MONITOR_FIRECRACKER"
-	envMonitorJailer      = "KINDLING_MONITOR_JAILER"
-)
-
 // WithExecutables names firecracker and jailer executables the caller
 // trusts besides the default ones (found through $KINDLING_FIRECRACKER,
 // $KINDLING_JAILER, PATH and the installed release): Start runs a sandbox
@@ -79,18 +72,6 @@ func (r *Runtime) checkExecutables(rec *record) error {
 		return fmt.Errorf("%w: sandbox %q was created to run %s %s, which is not the one configured now: "+
 			"give it to start (--%s) or set %s=%s if you trust that file, or create the sandbox again",
 			ErrInvalidSpec, rec.ID, e.kind, e.path, e.kind, e.kind.Env(), e.path)
-	}
-	return nil
-}
-
-// monitorExecutables returns what a monitor's environment names of the
-// executables to run, checked against its record: the record's must be
-// the ones its starter checked.
-func monitorExecutables(rec *record) error {
-	fc, jailer := os.Getenv(envMonitorFirecracker), os.Getenv(envMonitorJailer)
-	if fc != rec.Spec.Firecracker || jailer != rec.Spec.Jailer {
-		return fmt.Errorf("%w: the record of sandbox %q names firecracker %q and jailer %q, its starter checked %q and %q: "+
-			"the record changed during the start", ErrInvalidSpec, rec.ID, rec.Spec.Firecracker, rec.Spec.Jailer, fc, jailer)
 	}
 	return nil
 }
