@@ -383,7 +383,7 @@ func (r *Runtime) CreateFromSnapshot(ctx context.Context, dir string, o RestoreO
 	if err != nil {
 		return Info{}, err
 	}
-	if err := checkSnapshotRelease(ctx, rec.Spec.Firecracker, o.FirecrackerRelease, man.Snapshot.Firecracker, dir); err != nil {
+	if err := r.checkSnapshotRelease(ctx, rec.Spec.Firecracker, o.FirecrackerRelease, man.Snapshot.Firecracker, dir); err != nil {
 		return Info{}, err
 	}
 	rec.RestoreFrom, rec.AutoRemove = dir, o.AutoRemove

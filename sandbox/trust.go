@@ -80,7 +80,7 @@ func (r *Runtime) checkExecutables(rec *record) error {
 // firecracker executable whose release cannot load a snapshot written by
 // release want ("1.7.0"; empty skips the check, as for old manifests).
 // have is fc's release when the caller knows it already.
-func checkSnapshotRelease(ctx context.Context, fc, have, want, dir string) error {
+func (r *Runtime) checkSnapshotRelease(ctx context.Context, fc, have, want, dir string) error {
 	if want == "" {
 		return nil
 	}
@@ -92,7 +92,7 @@ func checkSnapshotRelease(ctx context.Context, fc, have, want, dir string) error
 	if have != "" {
 		v, err = fcapi.ParseVersion(have)
 	} else {
-		v, err = vmm.ExecutableRelease(ctx, fc)
+		v, err = r.executableRelease(ctx, fc)
 	}
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidSpec, err)
