@@ -60,6 +60,18 @@ func (r *Runtime) Start(ctx context.Context, id string) (_ Info, err error) {
 	if err := r.checkExecutables(&rec); err != nil {
 		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
 	}
+	// A previous run's networks may still be held: its monitor tears them
+	// down after recording the exit, without the lock in between (see
+	// MonitorMain), or failed to. They go first, under the lock, so that
+	// each is deleted once and never mistaken for this run's.
+	if rec.NetActive || rec.Network != nil {
+		if err := releaseNetwork(ctx, &rec); err != nil {
+			return Info{}, fmt.Errorf("start sandbox %q: tear down the networks of its previous run: %w", id, err)
+		}
+		if err := l.Save(&rec); err != nil {
+			return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
+		}
+	}
 	if err := r.setUpTaps(ctx, &rec); err != nil {
 		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
 	}

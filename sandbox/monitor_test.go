@@ -287,3 +287,51 @@ func TestSmallMonitorReleasesCNINetworks(t *testing.T) {
 	}
 	e.checkNothingLeft(t, id, "after rm")
 }
+
+// A start finds the networks of a previous run still held (its monitor
+// tears them down after recording the exit, or failed to): it tears them
+// down first, then sets up its own, and nothing is left at the end.
+func TestStartTearsDownHeldNetworks(t *testing.T) {
+	needCNI(t)
+	ctx := context.Background()
+	e := newCNIEnv(t)
+	r, fc := newRuntime(t, false)
+	id := "kdsbx-" + hexID(t, 4)
+	if _, err := r.Create(ctx, e.spec(t, id, fc, "18091:80"), CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// What a run left: the networks set up and recorded.
+	l, err := r.st.Lock(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec record
+	if err := l.Load(&rec); err != nil {
+		t.Fatal(err)
+	}
+	ns, err := netSpec(&rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nrec, err := netManager(rec.Spec).Setup(ctx, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.NetActive, rec.Network = true, nrec
+	if err := l.Save(&rec); err != nil {
+		t.Fatal(err)
+	}
+	l.Unlock()
+
+	if _, err := r.Start(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	e.checkNetworkUp(t, r, id, 18091)
+	if err := r.Stop(ctx, id, StopGrace(0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Remove(ctx, id, false); err != nil {
+		t.Fatal(err)
+	}
+	e.checkNothingLeft(t, id, "after rm")
+}
