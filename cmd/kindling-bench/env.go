@@ -215,6 +215,9 @@ func buildKindling(ctx context.Context, dir string) (string, error) {
 	for _, name := range []string{"kindling", sandbox.MonitorExecutableName} {
 		cmd := exec.CommandContext(ctx, goBin, "build", "-o", filepath.Join(dir, name), "./cmd/"+name)
 		cmd.Dir = modRoot
+		// Static, as the README builds them: no dynamic loader at each
+		// start.
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if b, err := cmd.CombinedOutput(); err != nil {
 			return "", fmt.Errorf("build %s in %s: %w: %s (or give --kindling PATH)", name, modRoot, err, strings.TrimSpace(string(b)))
 		}
