@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/kindling-vm/kindling/internal/guest"
 	"github.com/kindling-vm/kindling/internal/monitor"
 	"github.com/kindling-vm/kindling/internal/testutil"
+	kunix "github.com/kindling-vm/kindling/internal/unix"
 	"github.com/kindling-vm/kindling/vmm"
 )
 
@@ -400,4 +402,56 @@ func TestSmallMonitorJailEnds(t *testing.T) {
 			t.Errorf("the root's jail parent %s is left", p)
 		}
 	}
+
+	// A VMM that dies with a writable drive hot-plugged: its monitor
+	// revokes the uid's ACL entry on it (from the record) with the jail.
+	in, err = r.Create(ctx, Spec{ID: "d4hot", Firecracker: fc, Demo: DemoIdle, Placeholders: 1, HotplugWritable: true}, CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Remove(ctx, in.ID, true) // after a failure; the test removes it
+	if in, err = r.Start(ctx, in.ID); err != nil {
+		t.Fatal(err)
+	}
+	disk := filepath.Join(t.TempDir(), "data.img")
+	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.AttachDrive(ctx, in.ID, Disk{Path: disk}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := kunix.HasUserACL(disk, in.JailUID); err != nil || !ok {
+		t.Fatalf("no ACL entry for uid %d on the attached drive (%v)", in.JailUID, err)
+	}
+	if err := syscall.Kill(in.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	exit, err := r.Wait(ctx, in.ID)
+	if err != nil || exit == nil || exit.Signal == "" {
+		t.Fatalf("wait = %+v, %v; want the VMM killed", exit, err)
+	}
+	if ok, _ := kunix.HasUserACL(disk, in.JailUID); ok {
+		t.Errorf("the ACL entry for uid %d on a drive attached when the VMM died outlives its end", in.JailUID)
+	}
+	if left := JailLeftovers(r.Root(), in.ID); len(left) > 0 {
+		t.Errorf("the dead VMM's jail left %q", left)
+	}
+	if err := r.Remove(ctx, in.ID, false); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSmallMonitorJailEndsRealVM is testJailEnds under the real jailer and
+// Firecracker (KINDLING_FIRECRACKER, KINDLING_JAILER) with the small
+// monitor.
+func TestSmallMonitorJailEndsRealVM(t *testing.T) {
+	asRootWithJailerDefault(t)
+	testutil.Jailer(t) // skips without one
+	if _, err := os.Stat("/dev/kvm"); err != nil {
+		t.Skip("skipping: no /dev/kvm")
+	}
+	fc := testutil.Firecracker(t)
+	dir := smallMonitorDir(t)
+	r := openWith(t, WithMonitorExecutable(filepath.Join(dir, "sandbox.test")))
+	testJailEnds(t, r, fc)
 }
