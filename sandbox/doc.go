@@ -23,5 +23,8 @@
 // and does not import fcapi. Templates, built on its snapshots, are package
 // template. The kindling CLI is its main importer; programs that embed it
 // must call MonitorMain first thing in main, because the monitor is the
-// program itself, re-executed.
+// program itself, re-executed, unless the small kindling-monitor
+// (MonitorExecutableName) is installed next to it — and even then the
+// program is run to tear down a sandbox's CNI networks and, for the VM's
+// life, to run the DNS forwarder of a sandbox on a slot network.
 package sandbox

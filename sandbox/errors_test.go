@@ -3,7 +3,6 @@ package sandbox
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -268,18 +267,5 @@ func TestErrNotSupportedEveryEntryPoint(t *testing.T) {
 	})
 	if _, err := r.Inspect(ctx, "copy"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("the refused restore left its sandbox: %v", err)
-	}
-}
-
-// An error of the monitor keeps its kind across the start report.
-func TestReportKeepsKind(t *testing.T) {
-	for _, k := range errorKinds {
-		err := reportError(startReport{Error: "boom", Kind: kindCode(fmt.Errorf("x: %w", k.err))})
-		if !errors.Is(err, k.err) || err.Error() != "boom" {
-			t.Errorf("%s: rebuilt %v, matching %v: %v", k.code, err, k.err, errors.Is(err, k.err))
-		}
-	}
-	if err := reportError(startReport{Error: "plain"}); errors.Is(err, ErrNotFound) || err.Error() != "plain" {
-		t.Errorf("an error of no kind rebuilt as %v", err)
 	}
 }

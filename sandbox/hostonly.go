@@ -92,24 +92,3 @@ func (r *Runtime) dirExists(id string) bool {
 	_, err = os.Lstat(dir)
 	return err == nil
 }
-
-// prepareRunFiles makes the sandbox directory dir ready for a VMM that
-// opens its files by path, following symlinks: Firecracker's log is
-// created here, never through a link, so that it appends to a file of
-// kindling's. (The driver refuses anything but a socket at the socket
-// paths, so a socket is never bound through a link.)
-func prepareRunFiles(dir string) error {
-	f, err := store.OpenInDir("sandbox directory", dir, fcLogName, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		return fmt.Errorf("prepare the VMM's log: %w", err)
-	}
-	fi, err := f.Stat()
-	f.Close()
-	if err == nil && !fi.Mode().IsRegular() {
-		err = fmt.Errorf("%s is not a regular file", f.Name())
-	}
-	if err != nil {
-		return fmt.Errorf("prepare the VMM's log: %w", err)
-	}
-	return nil
-}

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,80 +15,19 @@ import (
 	"time"
 
 	"github.com/kindling-vm/kindling/internal/errdefs"
+	"github.com/kindling-vm/kindling/internal/monitor"
 	"github.com/kindling-vm/kindling/internal/netdev"
 	"github.com/kindling-vm/kindling/internal/store"
 	kunix "github.com/kindling-vm/kindling/internal/unix"
 	"github.com/kindling-vm/kindling/vmm"
 )
 
-// Environment of a monitor process: the state root and the sandbox ID.
-const (
-	envMonitorRoot = "KINDLING_MONITOR_ROOT"
-	envMonitorID   = "KINDLING_MONITOR_ID"
-)
-
 // monitorArg0 is the monitor's argv[0], which names it in ps.
-const monitorArg0 = "kindling-monitor"
+const monitorArg0 = monitor.Arg0
 
-// readyFD is the monitor's descriptor for its start report (ExtraFiles[0]).
-const readyFD = 3
-
-// startReport is what a monitor writes on its ready pipe once the VMM runs
-// or failed to start.
-type startReport struct {
-	Error string `json:"error,omitempty"`
-	// Kind names the sentinel the error matched (see kindCode), so that
-	// the error Start returns matches it too.
-	Kind string `json:"kind,omitempty"`
-}
-
-// errorKinds are the sentinels an error keeps across the monitor's report,
-// by the code it travels as.
-var errorKinds = []struct {
-	code string
-	err  error
-}{
-	{"not_found", ErrNotFound},
-	{"exists", ErrExists},
-	{"not_supported", ErrNotSupported},
-	{"invalid", ErrInvalid},
-	{"conflict", ErrConflict},
-	{"unavailable", ErrUnavailable},
-	{"corrupt", ErrCorrupt},
-}
-
-// kindCode is the code of the first sentinel err matches, "" for none.
-func kindCode(err error) string {
-	for _, k := range errorKinds {
-		if errors.Is(err, k.err) {
-			return k.code
-		}
-	}
-	return ""
-}
-
-// reportedError is an error read from a monitor's report: its text, and
-// the sentinel it matched in the monitor.
-type reportedError struct {
-	msg  string
-	kind error
-}
-
-func (e *reportedError) Error() string { return e.msg }
-
-// Is reports whether target is the sentinel the error matched.
-func (e *reportedError) Is(target error) bool { return e.kind != nil && target == e.kind }
-
-// reportError rebuilds the error of a start report.
-func reportError(rep startReport) error {
-	e := &reportedError{msg: rep.Error}
-	for _, k := range errorKinds {
-		if k.code == rep.Kind {
-			e.kind = k.err
-		}
-	}
-	return e
-}
+// startReport is what a monitor writes on its report pipe once the VMM
+// runs or failed to start.
+type startReport = monitor.Report
 
 // Start starts a created (or exited) sandbox: it creates the sandbox's own
 // taps, then starts its monitor, which spawns and boots the VMM. Start
@@ -120,6 +60,18 @@ func (r *Runtime) Start(ctx context.Context, id string) (_ Info, err error) {
 	if err := r.checkExecutables(&rec); err != nil {
 		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
 	}
+	// A previous run's networks may still be held: its monitor tears them
+	// down after recording the exit, without the lock in between (see
+	// MonitorMain), or failed to. They go first, under the lock, so that
+	// each is deleted once and never mistaken for this run's.
+	if rec.NetActive || rec.Network != nil {
+		if err := releaseNetwork(ctx, &rec); err != nil {
+			return Info{}, fmt.Errorf("start sandbox %q: tear down the networks of its previous run: %w", id, err)
+		}
+		if err := l.Save(&rec); err != nil {
+			return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
+		}
+	}
 	if err := r.prepareJail(l, &rec); err != nil {
 		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
 	}
@@ -138,7 +90,12 @@ func (r *Runtime) Start(ctx context.Context, id string) (_ Info, err error) {
 			_ = l.Save(&rec)
 		}
 	}
-	mon, report, err := r.spawnMonitor(l.Dir(), &rec)
+	plan, err := r.monitorPlan(&rec, l.Dir())
+	if err != nil {
+		release()
+		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
+	}
+	mon, report, err := r.spawnMonitor(l.Dir(), &rec, plan)
 	if err != nil {
 		release()
 		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
@@ -186,8 +143,9 @@ type monitorProc struct {
 }
 
 // spawnMonitor starts the monitor of sandbox id, detached in its own session,
-// with its output in the sandbox's monitor log and a pipe for its report.
-func (r *Runtime) spawnMonitor(dir string, rec *record) (*monitorProc, *os.File, error) {
+// with its plan on its stdin, its output in the sandbox's monitor log and a
+// pipe for its report.
+func (r *Runtime) spawnMonitor(dir string, rec *record, plan []byte) (*monitorProc, *os.File, error) {
 	id := rec.ID
 	logf, err := store.OpenInDir("sandbox directory", dir, monitorLogName, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
@@ -201,9 +159,9 @@ func (r *Runtime) spawnMonitor(dir string, rec *record) (*monitorProc, *os.File,
 	defer pw.Close()
 	cmd := exec.Command(r.monitorExe)
 	cmd.Args = []string{monitorArg0, id}
-	cmd.Env = append(monitorEnv(os.Environ()), envMonitorRoot+"="+r.st.Root(), envMonitorID+"="+id,
-		envMonitorFirecracker+"="+rec.Spec.Firecracker, envMonitorJailer+"="+rec.Spec.Jailer)
+	cmd.Env = append(monitorEnv(os.Environ()), monitor.EnvRoot+"="+r.st.Root(), monitor.EnvID+"="+id)
 	cmd.Dir = dir
+	cmd.Stdin = bytes.NewReader(plan)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = []*os.File{pw}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -321,10 +279,7 @@ func (m *monitorProc) awaitReport(ctx context.Context, report *os.File) error {
 	if res.err != nil {
 		return res.err
 	}
-	if res.rep.Error != "" {
-		return reportError(res.rep)
-	}
-	return nil
+	return res.rep.Err()
 }
 
 // setUpTaps creates the taps the sandbox owns and checks the ones it uses.

@@ -8,273 +8,195 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
-	"time"
 
+	"github.com/kindling-vm/kindling/internal/monitor"
 	"github.com/kindling-vm/kindling/internal/store"
-	kunix "github.com/kindling-vm/kindling/internal/unix"
 	"github.com/kindling-vm/kindling/vmm"
 )
 
 // startTimeout bounds a monitor's start of the VMM when the caller gave no
 // deadline of its own (the caller can still abort earlier with SIGTERM).
-const startTimeout = 60 * time.Second
+const startTimeout = monitor.StartTimeout
+
+// MonitorExecutableName is the file name of the small monitor executable
+// (cmd/kindling-monitor): a Runtime runs it as each sandbox's monitor when
+// it is in the directory of the program that would otherwise be the
+// monitor (see WithMonitorExecutable).
+const MonitorExecutableName = "kindling-monitor"
 
 // MonitorMain runs the sandbox monitor and exits, when this process was
-// started as one by a Runtime; otherwise it returns at once. Programs that
-// embed the runtime call it first thing in main.
+// started as one by a Runtime (or, for a small monitor, to tear down a
+// sandbox's networks or run its DNS forwarder); otherwise it returns at
+// once. Programs that embed the runtime call it first thing in main.
 func MonitorMain() {
-	root, id := os.Getenv(envMonitorRoot), os.Getenv(envMonitorID)
-	if root == "" || id == "" {
+	if !monitor.Requested() {
 		return
 	}
-	os.Unsetenv(envMonitorRoot)
-	os.Unsetenv(envMonitorID)
-	// The executables stay in the environment until start compares them
-	// with the record (monitorExecutables), then go too.
-	// The report pipe must not leak into the VMM: the starter reads until
-	// every copy of its write end is closed.
-	syscall.CloseOnExec(readyFD)
-	os.Exit(runMonitor(root, id))
+	switch h := os.Getenv(monitor.EnvRelease); h {
+	case "":
+		os.Exit(monitor.Main(monitor.Hooks{ReleaseNetwork: releaseNetworkOf, StartDNS: startDNSOf}))
+	case monitor.ReleaseNetwork:
+		os.Exit(releaseMain())
+	case monitor.HelperDNS:
+		os.Exit(dnsMain())
+	default:
+		fmt.Fprintf(os.Stderr, "%s=%q: a monitor's helper does %q or %q: install kindling-monitor from the same build as this program\n",
+			monitor.EnvRelease, h, monitor.ReleaseNetwork, monitor.HelperDNS)
+		os.Exit(2)
+	}
 }
 
-// runMonitor is the monitor: it starts the sandbox's VMM as its child,
-// records it, waits for it to exit, records how, and releases the sandbox's
-// host resources. Its log (stderr) is the sandbox's monitor.log.
-func runMonitor(root, id string) int {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("sandbox", id)
-	report := os.NewFile(readyFD, "report")
-	reported := false
-	say := func(err error) {
-		if reported {
-			return
-		}
-		reported = true
-		var rep startReport
-		if err != nil {
-			rep.Error, rep.Kind = err.Error(), kindCode(err)
-		}
-		b, _ := json.Marshal(rep)
-		if _, werr := report.Write(b); werr != nil {
-			log.Info("nobody awaits the start report", "err", werr)
-		}
-		report.Close()
-	}
+// dnsMain runs the DNS forwarder of the sandbox the environment names
+// until SIGTERM, for its small monitor, which does not link package
+// network. It closes the monitor's pipe once the forwarder is up.
+func dnsMain() int {
+	root, id := os.Getenv(monitor.EnvRoot), os.Getenv(monitor.EnvID)
+	syscall.CloseOnExec(monitor.ReportFD)
+	up := os.NewFile(monitor.ReportFD, "ready")
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("sandbox", id, "helper", monitor.HelperDNS)
 	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
 	term := make(chan os.Signal, 1)
 	signal.Notify(term, syscall.SIGTERM, syscall.SIGINT)
-
 	st, err := store.Open(root)
 	if err != nil {
-		say(err)
+		log.Error("DNS forwarder", "err", err)
 		return 1
 	}
-	mon := &monitor{st: st, id: id, log: log}
-	// The guest's resolver starts with the VMM.
-	stopDNS := mon.startDNS()
-	m, err := mon.start(term)
-	if err != nil {
-		stopDNS()
+	stop := startDNSOf(st, id, log)
+	if up != nil {
+		up.Close()
 	}
-	if errors.Is(err, errAbandoned) {
-		// Not this sandbox's monitor: the Start that spawned it died
-		// before recording it. Its VMM is killed and nothing recorded.
-		log.Error("start abandoned", "err", err)
-		say(err)
-		return 1
-	}
-	if err != nil {
-		log.Error("start failed", "err", err)
-		mon.finish(nil, err)
-		say(err)
-		return 1
-	}
-	say(nil)
-	log.Info("VMM running", "pid", m.State().PID)
-
-	for {
-		select {
-		case <-m.Done():
-			stopDNS()
-			status, _ := m.Wait(context.Background())
-			log.Info("VMM exited", "status", status.String())
-			mon.finish(&status, nil)
-			return 0
-		case sig := <-term:
-			log.Info("stopping the VMM", "signal", sig.String())
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			if err := m.Stop(ctx); err != nil {
-				log.Error("stop", "err", err)
-			}
-			cancel()
-		}
-	}
+	<-term
+	stop()
+	return 0
 }
 
-// monitor holds what the monitor process works with.
-type monitor struct {
-	st  *store.Store
-	id  string
-	log *slog.Logger
-	// console is the bounded console log; nil until start opens it.
-	console *consoleLog
-}
-
-// errAbandoned: the record does not name this process as the sandbox's
-// starting monitor.
-var errAbandoned = errors.New("the record does not name this monitor: its start was abandoned")
-
-// start boots the VMM and records it as running. A SIGTERM on term aborts
-// the start.
-func (mon *monitor) start(term <-chan os.Signal) (*vmm.Machine, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
-	defer cancel()
-	go func() {
-		select {
-		case <-term:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-
-	var rec record
-	if err := mon.st.Load(mon.id, &rec); err != nil {
-		return nil, err
-	}
-	err := monitorExecutables(&rec)
-	os.Unsetenv(envMonitorFirecracker)
-	os.Unsetenv(envMonitorJailer)
-	if err != nil {
-		return nil, err
-	}
-	dir, err := mon.st.Dir(mon.id)
-	if err != nil {
-		return nil, err
-	}
-	if err := prepareRunFiles(dir); err != nil {
-		return nil, err
-	}
-	console, err := openConsoleLog(dir, consoleName, 0, mon.log)
-	if err != nil {
-		return nil, err
-	}
-	mon.console = console
-	if err := checkJailUID(&rec); err != nil {
-		return nil, err
-	}
-	cfg := vmmConfig(&rec, dir)
-	// Firecracker's log is the sandbox's, not the driver's: made here, it
-	// outlives a failed start (the driver removes only a log it created),
-	// so 'kindling logs --vmm' can tell why, until the sandbox is removed.
-	if err := touch(cfg.LogPath); err != nil {
-		return nil, err
-	}
-	cfg.Console = console
-	opts := []vmm.Option{vmm.WithLogger(mon.log)}
-	if rec.Spec.HotplugWritable {
-		opts = append(opts, vmm.WithPlaceholderAccess(vmm.PlaceholdersReadWrite))
-	}
-
-	var m *vmm.Machine
-	if rec.RestoreFrom != "" {
-		m, err = restoreMachine(ctx, cfg, &rec, opts)
-	} else {
-		m, err = vmm.New(cfg, opts...)
-		if err == nil {
-			err = m.Start(ctx)
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-
-	l, err := mon.st.Lock(ctx, mon.id)
+// releaseMain tears down the networks of the sandbox the environment
+// names, for its small monitor, which does not link package network.
+func releaseMain() int {
+	root, id := os.Getenv(monitor.EnvRoot), os.Getenv(monitor.EnvID)
+	st, err := store.Open(root)
 	if err == nil {
-		defer l.Unlock()
-		err = l.Load(&rec)
-	}
-	if err == nil && (rec.Status != Starting || rec.Monitor == nil || rec.Monitor.PID != os.Getpid()) {
-		// The Start that spawned this monitor holds the lock until it has
-		// recorded it; a record that does not name it means that Start
-		// died first, and a VMM nobody can find must not run.
-		err = errAbandoned
-	}
-	if err == nil {
-		state := m.State()
-		rec.Status, rec.Machine, rec.StartedAt = Running, &state, time.Now().UTC()
-		err = l.Save(&rec)
+		err = releaseNetworkOf(context.Background(), st, id)
 	}
 	if err != nil {
-		stopCtx, stopCancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer stopCancel()
-		return nil, errors.Join(fmt.Errorf("record the running VMM: %w", err), m.Kill(stopCtx))
+		fmt.Fprintf(os.Stderr, "tear down the networks of sandbox %q: %v\n", id, err)
+		return 1
 	}
-	return m, nil
+	fmt.Fprintf(os.Stderr, "%s: tore down the networks of sandbox %q\n", monitor.ReleaseLogPrefix, id)
+	return 0
 }
 
-// touch creates the file path, empty, unless it exists.
-func touch(path string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+// releaseNetworkOf tears down the CNI networks of the exited sandbox id
+// under its lock, and removes the sandbox if it was created to be removed
+// and nothing is left. A second call finds nothing to do: the record says
+// once the networks are gone, so each is deleted exactly once.
+func releaseNetworkOf(ctx context.Context, st *store.Store, id string) error {
+	l, err := st.Lock(ctx, id)
 	if err != nil {
-		return fmt.Errorf("create %s: %w", path, err)
-	}
-	return f.Close()
-}
-
-// finish records how the VMM ended (status), or why it never started
-// (startErr), releases the sandbox's host resources, and removes the
-// sandbox if it was created to be removed.
-func (mon *monitor) finish(status *vmm.ExitStatus, startErr error) {
-	if mon.console != nil {
-		mon.console.Close()
-	}
-	ctx := context.Background()
-	l, err := mon.st.Lock(ctx, mon.id)
-	if err != nil {
-		mon.log.Error("record the exit", "err", err)
-		return
+		return err
 	}
 	defer l.Unlock()
 	var rec record
 	if err := l.Load(&rec); err != nil {
-		mon.log.Error("record the exit", "err", err)
-		return
+		return err
 	}
-	exit := &Exit{Code: -1, At: time.Now().UTC()}
-	switch {
-	case startErr != nil:
-		exit.Error = startErr.Error()
-	case status != nil && status.Signal != 0:
-		exit.Signal = kunix.SignalName(status.Signal)
-	case status != nil && !status.Unknown:
-		exit.Code = status.Code
-	default:
-		exit.Error = "exit status unknown"
+	if rec.Status != Exited {
+		// Started again meanwhile: its networks are the new run's.
+		return nil
 	}
-	// rec.Monitor stays: Wait and gc wait on it until this process is gone.
-	rec.Status, rec.Exit = Exited, exit
-	if err := releaseTaps(ctx, &rec); err != nil {
-		mon.log.Error("release taps", "err", err)
-	}
-	if err := releaseNetwork(ctx, &rec); err != nil {
-		// The record keeps the network: stop, rm or gc try again.
-		mon.log.Error("tear down the network", "err", err)
-	}
-	removeSockets(l.Dir())
-	if err := cleanJail(l.Dir(), &rec); err != nil {
-		mon.log.Error("clean the jail", "err", err)
-	}
-	if rec.AutoRemove && !rec.NetActive {
-		if err := releaseJailID(mon.st.Root(), mon.id, rec.Jail); err != nil {
-			mon.log.Error("release the jail uid", "err", err)
+	err = releaseNetwork(ctx, &rec)
+	if rec.AutoRemove && !rec.NetActive && rec.Network == nil {
+		// Its monitor cleaned the jail when the VMM ended; the uid goes
+		// with the sandbox.
+		if jerr := releaseJailID(st.Root(), id, rec.Jail); jerr != nil {
+			err = errors.Join(err, jerr)
 		}
-		removeEmptyJailParents(mon.st.Root(), mon.id)
-		if err := l.Remove(); err != nil {
-			mon.log.Error("auto-remove", "err", err)
+		removeEmptyJailParents(st.Root(), id)
+		return errors.Join(err, l.Remove())
+	}
+	if serr := l.Save(&rec); err == nil {
+		err = serr
+	}
+	return err
+}
+
+// monitorPlan is what the monitor of rec, living in dir, is told to start:
+// the VMM's configuration built from the record here, in the starter, so
+// that the monitor runs what its caller checked and needs no part of this
+// package.
+func (r *Runtime) monitorPlan(rec *record, dir string) ([]byte, error) {
+	if err := checkJailUID(rec); err != nil {
+		return nil, err
+	}
+	cfg := vmmConfig(rec, dir)
+	p := monitor.Plan{
+		Version:               monitor.PlanVersion,
+		Config:                cfg,
+		PlaceholdersReadWrite: rec.Spec.HotplugWritable,
+		Console:               consoleName,
+		Sockets:               []string{apiSocketName, vsockName},
+		Helper:                r.fullMonitorExe,
+		DNS:                   rec.Network != nil && rec.Network.Slot != nil,
+		Jail:                  jailPlan(rec, dir, cfg),
+	}
+	if rec.RestoreFrom != "" {
+		rp, err := restorePlan(cfg, rec)
+		if err != nil {
+			return nil, err
 		}
-		return
+		p.Restore = rp
 	}
-	if err := l.Save(&rec); err != nil {
-		mon.log.Error("record the exit", "err", err)
+	b, err := json.Marshal(&p)
+	if err != nil {
+		return nil, fmt.Errorf("encode the monitor's plan: %w", err)
 	}
+	return b, nil
+}
+
+// restorePlan is the snapshot rec was created from, to be loaded into a
+// VMM configured like cfg: the taps that moved since are overridden.
+func restorePlan(cfg vmm.Config, rec *record) (*monitor.Restore, error) {
+	man, err := readManifest(rec.RestoreFrom)
+	if err != nil {
+		return nil, err
+	}
+	rp := &monitor.Restore{Snapshot: man.Snapshot}
+	snapIfaces := man.Snapshot.Config.NetworkInterfaces
+	for i, iface := range cfg.NetworkInterfaces {
+		if i < len(snapIfaces) && snapIfaces[i].TapName != iface.TapName {
+			rp.NetworkOverrides = append(rp.NetworkOverrides, monitor.NetworkOverride{IfaceID: snapIfaces[i].ID, TapName: iface.TapName})
+		}
+	}
+	return rp, nil
+}
+
+// MonitorExecutableFor returns the executable a Runtime whose monitor
+// program (one that calls MonitorMain) is program starts as each sandbox's
+// monitor: the small kindling-monitor in program's directory when it is
+// there, else program itself (small false). Both come from the caller's
+// install, never from anything on disk that a sandbox's record names.
+func MonitorExecutableFor(program string) (path string, small bool) {
+	return findMonitor(program)
+}
+
+// findMonitor is MonitorExecutableFor.
+func findMonitor(full string) (exe string, small bool) {
+	p := filepath.Join(filepath.Dir(full), MonitorExecutableName)
+	if p == full {
+		return full, true
+	}
+	if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
+		return p, true
+	}
+	return full, false
+}
+
+// MonitorExecutable returns the executable this runtime starts as each
+// sandbox's monitor, and whether it is the small kindling-monitor (false:
+// the full program re-executed, which costs each sandbox more memory).
+func (r *Runtime) MonitorExecutable() (path string, small bool) {
+	return r.monitorExe, r.smallMonitor
 }

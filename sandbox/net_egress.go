@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"sync"
 
 	"github.com/kindling-vm/kindling/internal/store"
 	"github.com/kindling-vm/kindling/network"
@@ -185,23 +184,16 @@ func startSandboxDNS(st *store.Store, id string, rec *record, log *slog.Logger) 
 	}
 }
 
-// startDNS starts the sandbox's DNS forwarder (startSandboxDNS) from the
-// record the sandbox's Start saved, beside the VMM's start rather than
-// before it: binding its sockets takes a fraction of a millisecond, a
-// guest's boot far longer. stop waits for the start, then stops it.
-func (mon *monitor) startDNS() (stop func()) {
-	started := make(chan func(), 1)
-	go func() {
-		var rec record
-		if err := mon.st.Load(mon.id, &rec); err != nil {
-			mon.log.Error("DNS forwarder", "err", err)
-			started <- func() {}
-			return
-		}
-		started <- startSandboxDNS(mon.st, mon.id, &rec, mon.log)
-	}()
-	var once sync.Once
-	return func() { once.Do(func() { (<-started)() }) }
+// startDNSOf starts the DNS forwarder of sandbox id (startSandboxDNS) from
+// the record its Start saved; it is the monitor's Hooks.StartDNS, and what
+// the helper a small monitor runs for it does (dnsMain).
+func startDNSOf(st *store.Store, id string, log *slog.Logger) (stop func()) {
+	var rec record
+	if err := st.Load(id, &rec); err != nil {
+		log.Error("DNS forwarder", "err", err)
+		return func() {}
+	}
+	return startSandboxDNS(st, id, &rec, log)
 }
 
 // EgressSetter is the optional live egress change of a Controller.

@@ -65,10 +65,16 @@ const EnvFirecracker = "KINDLING_FIRECRACKER"
 // Runtime manages the sandboxes under one state root. Its methods are safe
 // for concurrent use, also from several processes.
 type Runtime struct {
-	st         *store.Store
-	log        *slog.Logger
-	tp         trace.TracerProvider
+	st  *store.Store
+	log *slog.Logger
+	tp  trace.TracerProvider
+	// monitorExe is the executable started as each sandbox's monitor:
+	// kindling-monitor when found next to fullMonitorExe, else that.
 	monitorExe string
+	// fullMonitorExe is the program that calls MonitorMain (this program,
+	// or WithMonitorExecutable's); smallMonitor: monitorExe is not it.
+	fullMonitorExe string
+	smallMonitor   bool
 	// agentTimeout bounds the waits for guest agents (WithAgentTimeout).
 	agentTimeout time.Duration
 	// guests caches what calls to guest agents need (guest.go).
@@ -119,10 +125,13 @@ func (r *Runtime) vmmOptions() []vmm.Option {
 	return []vmm.Option{vmm.WithLogger(r.log), vmm.WithTracerProvider(r.tp)}
 }
 
-// WithMonitorExecutable sets the executable started as each sandbox's
-// monitor (default: this program, which must call MonitorMain).
+// WithMonitorExecutable sets the program that is each sandbox's monitor
+// (default: this program); it must call MonitorMain. When the small
+// monitor, kindling-monitor (MonitorExecutableName), is in the same
+// directory, that runs instead, and the program is run only to tear down
+// a sandbox's CNI networks at its end.
 func WithMonitorExecutable(path string) Option {
-	return func(r *Runtime) { r.monitorExe = path }
+	return func(r *Runtime) { r.fullMonitorExe = path }
 }
 
 // Open opens the state root (creating it if needed). An empty root means
@@ -139,13 +148,14 @@ func Open(root string, opts ...Option) (*Runtime, error) {
 	for _, o := range opts {
 		o(r)
 	}
-	if r.monitorExe == "" {
+	if r.fullMonitorExe == "" {
 		exe, err := os.Executable()
 		if err != nil {
 			return nil, fmt.Errorf("find the monitor executable: %w", err)
 		}
-		r.monitorExe = exe
+		r.fullMonitorExe = exe
 	}
+	r.monitorExe, r.smallMonitor = findMonitor(r.fullMonitorExe)
 	return r, nil
 }
 

@@ -395,7 +395,7 @@ func (r *Runtime) CreateFromSnapshot(ctx context.Context, dir string, o RestoreO
 		}
 		return Info{}, fmt.Errorf("%w: the sandbox snapshotted in %s %s", ErrInvalidSpec, dir, what)
 	}
-	if err := checkSnapshotRelease(ctx, rec.Spec.Firecracker, o.FirecrackerRelease, man.Snapshot.Firecracker, dir); err != nil {
+	if err := r.checkSnapshotRelease(ctx, rec.Spec.Firecracker, o.FirecrackerRelease, man.Snapshot.Firecracker, dir); err != nil {
 		return Info{}, err
 	}
 	rec.RestoreFrom, rec.AutoRemove = dir, o.AutoRemove
@@ -585,23 +585,6 @@ func writeManifest(dir string, man *manifest) error {
 		return err
 	}
 	return store.WriteFileAtomic(dir, manifestName, b)
-}
-
-// restoreMachine loads the snapshot rec was created from into a new VMM
-// configured like cfg.
-func restoreMachine(ctx context.Context, cfg vmm.Config, rec *record, opts []vmm.Option) (*vmm.Machine, error) {
-	man, err := readManifest(rec.RestoreFrom)
-	if err != nil {
-		return nil, err
-	}
-	rc := vmm.RestoreConfig{Snapshot: man.Snapshot, Config: cfg, Resume: true}
-	snapIfaces := man.Snapshot.Config.NetworkInterfaces
-	for i, iface := range cfg.NetworkInterfaces {
-		if i < len(snapIfaces) && snapIfaces[i].TapName != iface.TapName {
-			rc.NetworkOverrides = append(rc.NetworkOverrides, vmm.NetworkOverride{IfaceID: snapIfaces[i].ID, TapName: iface.TapName})
-		}
-	}
-	return vmm.Restore(ctx, rc, opts...)
 }
 
 // cloneSpec copies s deeply enough that its paths can be rewritten

@@ -12,13 +12,6 @@ import (
 	"github.com/kindling-vm/kindling/vmm"
 )
 
-// Environment of a monitor process naming the executables its starter
-// checked: the monitor runs these, after comparing them with the record.
-const (
-	envMonitorFirecracker = "KINDLING_MONITOR_FIRECRACKER"
-	envMonitorJailer      = "KINDLING_MONITOR_JAILER"
-)
-
 // WithExecutables names firecracker and jailer executables the caller
 // trusts besides the default ones (found through $KINDLING_FIRECRACKER,
 // $KINDLING_JAILER, PATH and the installed release): Start runs a sandbox
@@ -83,23 +76,11 @@ func (r *Runtime) checkExecutables(rec *record) error {
 	return nil
 }
 
-// monitorExecutables returns what a monitor's environment names of the
-// executables to run, checked against its record: the record's must be
-// the ones its starter checked.
-func monitorExecutables(rec *record) error {
-	fc, jailer := os.Getenv(envMonitorFirecracker), os.Getenv(envMonitorJailer)
-	if fc != rec.Spec.Firecracker || jailer != rec.Spec.Jailer {
-		return fmt.Errorf("%w: the record of sandbox %q names firecracker %q and jailer %q, its starter checked %q and %q: "+
-			"the record changed during the start", ErrInvalidSpec, rec.ID, rec.Spec.Firecracker, rec.Spec.Jailer, fc, jailer)
-	}
-	return nil
-}
-
 // checkSnapshotRelease refuses, before anything is recorded or spawned, a
 // firecracker executable whose release cannot load a snapshot written by
 // release want ("1.7.0"; empty skips the check, as for old manifests).
 // have is fc's release when the caller knows it already.
-func checkSnapshotRelease(ctx context.Context, fc, have, want, dir string) error {
+func (r *Runtime) checkSnapshotRelease(ctx context.Context, fc, have, want, dir string) error {
 	if want == "" {
 		return nil
 	}
@@ -111,7 +92,7 @@ func checkSnapshotRelease(ctx context.Context, fc, have, want, dir string) error
 	if have != "" {
 		v, err = fcapi.ParseVersion(have)
 	} else {
-		v, err = vmm.ExecutableRelease(ctx, fc)
+		v, err = r.executableRelease(ctx, fc)
 	}
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidSpec, err)

@@ -86,6 +86,7 @@ func TestRun(t *testing.T) {
 					"concurrent_2":     pathOrder,
 					"concurrent_3":     pathOrder,
 					"memory":           pathOrder,
+					"memory_pss":       pathOrder,
 					"memory_at_2":      {pathRuntime, pathCLI},
 					"fleet_booted_2":   {pathRuntime, pathCLI},
 					"fleet_clones_2":   {pathRuntime},

@@ -211,13 +211,19 @@ func buildKindling(ctx context.Context, dir string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("build kindling: %w (or give --kindling PATH)", err)
 	}
-	out := filepath.Join(dir, "kindling")
-	cmd := exec.CommandContext(ctx, goBin, "build", "-o", out, "./cmd/kindling")
-	cmd.Dir = modRoot
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build kindling in %s: %w: %s (or give --kindling PATH)", modRoot, err, strings.TrimSpace(string(b)))
+	// kindling-monitor goes next to kindling, as an install puts it, so
+	// that each sandbox's monitor is the small executable.
+	for _, name := range []string{"kindling", sandbox.MonitorExecutableName} {
+		cmd := exec.CommandContext(ctx, goBin, "build", "-o", filepath.Join(dir, name), "./cmd/"+name)
+		cmd.Dir = modRoot
+		// Static, as the README builds them: no dynamic loader at each
+		// start.
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("build %s in %s: %w: %s (or give --kindling PATH)", name, modRoot, err, strings.TrimSpace(string(b)))
+		}
 	}
-	return out, nil
+	return filepath.Join(dir, "kindling"), nil
 }
 
 // moduleRoot finds kindling's module: next to this source file when it is
@@ -293,4 +299,13 @@ func (t *tracker) all() ([]*rawVM, []*vmm.Machine, []string) {
 	}
 	t.raws, t.machines, t.sandboxes = map[*rawVM]struct{}{}, map[*vmm.Machine]struct{}{}, map[string]struct{}{}
 	return raws, ms, ids
+}
+
+// monitorText says which executable the runtime's monitors run.
+func monitorText(rt *sandbox.Runtime) string {
+	exe, small := rt.MonitorExecutable()
+	if small {
+		return exe + " (the small monitor)"
+	}
+	return exe + " (kindling re-executed: no kindling-monitor next to it)"
 }

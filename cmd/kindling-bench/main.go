@@ -169,6 +169,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		Firecracker:        fc,
 		FirecrackerVersion: firecrackerVersion(ctx, fc),
 		Kindling:           kindlingVersion(ctx, e.kindling),
+		Monitor:            monitorText(e.rt),
 		N:                  cfg.n,
 		Concurrency:        cfg.conc,
 		CPUs:               runtime.NumCPU(),

@@ -202,9 +202,12 @@ func dirBytes(dir string) (float64, error) {
 
 // sandboxMemory measures what a sandbox of the runtime or CLI path costs
 // beyond its Firecracker: "memory" is the monitor's VmRSS plus the files in
-// the sandbox's directory; "memory_private" counts only the monitor's
-// anonymous memory (RssAnon: its executable's pages are shared by every
-// monitor) plus the files. "fc_rss" is Firecracker's own VmRSS.
+// the sandbox's directory; "memory_pss" counts the monitor's Pss instead
+// (its executable's pages divided among the processes that map them: with
+// one sandbox running, the monitor alone maps kindling-monitor, so this is
+// what the first sandbox costs); "memory_private" counts only the
+// monitor's anonymous memory (RssAnon: its executable's pages are shared
+// by every monitor) plus the files. "fc_rss" is Firecracker's own VmRSS.
 func sandboxMemory(ctx context.Context, e *env, id string) (sample, error) {
 	in, err := e.rt.Inspect(ctx, id)
 	if err != nil {
@@ -218,6 +221,10 @@ func sandboxMemory(ctx context.Context, e *env, id string) (sample, error) {
 	if err != nil {
 		return nil, fmt.Errorf("monitor of %s: %w", id, err)
 	}
+	pss, err := smapsRollup(in.MonitorPID, "Pss")
+	if err != nil {
+		return nil, fmt.Errorf("monitor of %s: %w", id, err)
+	}
 	files, err := dirBytes(in.Dir)
 	if err != nil {
 		return nil, err
@@ -226,7 +233,7 @@ func sandboxMemory(ctx context.Context, e *env, id string) (sample, error) {
 	if err != nil {
 		return nil, fmt.Errorf("firecracker of %s: %w", id, err)
 	}
-	return sample{"memory": mon + files, "memory_private": anon + files, "fc_rss": fcRSS}, nil
+	return sample{"memory": mon + files, "memory_pss": pss + files, "memory_private": anon + files, "fc_rss": fcRSS}, nil
 }
 
 // sharedMemory is what each of the sandboxes ids costs beyond its

@@ -108,6 +108,8 @@ func metricDefs(conc []int, phases bool) []metricDef {
 	defs = append(defs,
 		metricDef{key: "memory", title: "host memory per sandbox beyond Firecracker", kind: kindBytes,
 			targets: map[string]target{pathRaw: mem, pathLib: mem, pathRuntime: mem, pathCLI: mem}},
+		metricDef{key: "memory_pss", title: "memory per sandbox, monitor's Pss instead of VmRSS", kind: kindBytes,
+			targets: map[string]target{pathRaw: mem, pathLib: mem, pathRuntime: mem, pathCLI: mem}},
 		metricDef{key: "memory_private", title: "memory per sandbox, monitor's RssAnon instead of VmRSS", kind: kindBytes},
 	)
 	for _, k := range conc {
@@ -133,9 +135,11 @@ type Report struct {
 	Firecracker        string    `json:"firecracker"`
 	FirecrackerVersion string    `json:"firecracker_version"`
 	Kindling           string    `json:"kindling"`
-	N                  int       `json:"n"`
-	Concurrency        []int     `json:"concurrency"`
-	CPUs               int       `json:"cpus"`
+	// Monitor is the executable of the runtime and CLI paths' monitors.
+	Monitor     string `json:"monitor"`
+	N           int    `json:"n"`
+	Concurrency []int  `json:"concurrency"`
+	CPUs        int    `json:"cpus"`
 	// LoadBefore and LoadAfter are /proc/loadavg's 1-minute load average
 	// when the run began and ended: other work on the host shows there.
 	LoadBefore string `json:"load_before"`
@@ -205,7 +209,7 @@ func scenarioOf(metric string) string {
 		return "clones_" + k
 	}
 	switch metric {
-	case "memory", "memory_private", "fc_rss", "start_api", "start_config", "start_instance", "start_console":
+	case "memory", "memory_pss", "memory_private", "fc_rss", "start_api", "start_config", "start_instance", "start_console":
 		return "start"
 	case "resume":
 		return "pause"
@@ -303,6 +307,9 @@ func writeTable(w io.Writer, rep *Report) error {
 	fmt.Fprintf(w, "kindling-bench %s\n", rep.Date.Format(time.RFC3339))
 	fmt.Fprintf(w, "firecracker %s (%s), kindling %s, n=%d per path, %d CPUs, load average %s before, %s after\n\n",
 		rep.FirecrackerVersion, filepath.Base(rep.Firecracker), rep.Kindling, rep.N, rep.CPUs, rep.LoadBefore, rep.LoadAfter)
+	if rep.Monitor != "" {
+		fmt.Fprintf(w, "monitor: %s\n\n", rep.Monitor)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "OPERATION\tPATH\tMEDIAN\tP90\tRATIO\tTARGET\tMET\t")
 	last := ""

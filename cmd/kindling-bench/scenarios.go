@@ -99,7 +99,7 @@ func scenarios(conc []int) []scenario {
 				if err != nil {
 					return nil, err
 				}
-				s := sample{"start": seconds(t1.Sub(t0)), "memory": files, "memory_private": files, "fc_rss": rss}
+				s := sample{"start": seconds(t1.Sub(t0)), "memory": files, "memory_pss": files, "memory_private": files, "fc_rss": rss}
 				if e.phases {
 					addPhases(s, t0, ph.api, ph.config, ph.instance, t1)
 				}
@@ -128,7 +128,7 @@ func scenarios(conc []int) []scenario {
 				if err != nil {
 					return nil, err
 				}
-				s := sample{"start": seconds(t1.Sub(t0)), "memory": files, "memory_private": files, "fc_rss": rss}
+				s := sample{"start": seconds(t1.Sub(t0)), "memory": files, "memory_pss": files, "memory_private": files, "fc_rss": rss}
 				if clock != nil {
 					addPhases(s, t0, clock.when(apiReadyMsg), clock.when(stepDoneMsg+" metrics"),
 						clock.when(stepDoneMsg+" instance-start"), t1)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -52,7 +53,7 @@ func newCheckCommand(a *app) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			h := a.preflightHost(firecracker)
 			h.Jailer = jailer
-			rs := h.Check(cmd.Context())
+			rs := append(h.Check(cmd.Context()), checkMonitor())
 			failed := preflight.Failed(rs)
 			var err error
 			if asJSON {
@@ -74,6 +75,26 @@ func newCheckCommand(a *app) *cobra.Command {
 	f.StringVar(&jailer, "jailer", "", "check this jailer executable `PATH` (default $"+preflight.EnvJailer+", else PATH)")
 	addJSONFlag(cmd, &asJSON)
 	return cmd
+}
+
+// checkMonitor says which executable each sandbox's monitor runs: the
+// small kindling-monitor next to this program, or this program again.
+func checkMonitor() preflight.Result {
+	r := preflight.Result{Check: "monitor", Status: preflight.OK}
+	self, err := os.Executable()
+	if err != nil {
+		r.Status, r.Detail = preflight.Warn, fmt.Sprintf("cannot find this program's executable: %v", err)
+		return r
+	}
+	exe, small := sandbox.MonitorExecutableFor(self)
+	if small {
+		r.Detail = exe + ": each sandbox's monitor is the small kindling-monitor"
+		return r
+	}
+	r.Status = preflight.Warn
+	r.Detail = "no " + sandbox.MonitorExecutableName + " next to " + self + ": each sandbox's monitor re-executes kindling, which costs more memory per sandbox"
+	r.Fix = "install kindling-monitor in the same directory as kindling: go install ./cmd/kindling ./cmd/kindling-monitor"
+	return r
 }
 
 // writeChecks prints one aligned line a check, its fix on the line below,

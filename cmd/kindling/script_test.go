@@ -397,6 +397,8 @@ func leftovers(root string) []string {
 		switch e.Name() {
 		case ".kernels": // the demo guest, kept for the next run
 			continue
+		case ".releases": // firecracker releases asked by restores, kept
+			continue
 		case ".locks":
 			if locks, _ := os.ReadDir(filepath.Join(root, e.Name())); len(locks) == 0 {
 				continue

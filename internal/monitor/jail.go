@@ -1,0 +1,125 @@
+package monitor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/kindling-vm/kindling/internal/errdefs"
+	"github.com/kindling-vm/kindling/internal/store"
+	kunix "github.com/kindling-vm/kindling/internal/unix"
+	"github.com/kindling-vm/kindling/vmm"
+)
+
+// checkJail refuses a plan that would run a jailed VMM as root: the
+// starter gives every jailed sandbox a uid of its own first.
+func checkJail(p *Plan) error {
+	if j := p.Config.Jailer; j != nil && (j.UID == 0 || j.GID == 0) {
+		return fmt.Errorf("%w: the plan runs the VMM under the jailer with no uid of its own: start the sandbox again", errdefs.ErrInvalid)
+	}
+	if p.Config.Jailer != nil && p.Jail == nil {
+		return fmt.Errorf("read the monitor plan: %w: it runs the VMM under the jailer and says nothing of the jail's cleanup", errdefs.ErrCorrupt)
+	}
+	if j := p.Jail; j != nil {
+		for _, path := range append(append(append([]string{j.IDFile, j.IDLock}, j.Chroots...), j.Cgroups...), j.Parents...) {
+			if path != "" && (!filepath.IsAbs(path) || filepath.Clean(path) != path || path == "/") {
+				return fmt.Errorf("read the monitor plan: %w: jail path %q is not a clean absolute path", errdefs.ErrCorrupt, path)
+			}
+		}
+	}
+	return nil
+}
+
+// cleanJail removes what the ended VMM's jail left: its chroot, its
+// cgroups, and the ACL entries of its uid on the writable drives, those
+// hot-plugged when it ended (pool, from the record) included.
+func (mon *monitor) cleanJail(pool []vmm.Slot) error {
+	j := mon.plan.Jail
+	cfg := mon.plan.Config
+	if j == nil || cfg.Jailer == nil {
+		return nil
+	}
+	err := vmm.CleanJail(cfg)
+	if uid := cfg.Jailer.UID; uid != 0 {
+		for _, sl := range pool {
+			if sl.Drive != nil && !sl.Drive.ReadOnly && sl.Drive.Path != "" {
+				err = errors.Join(err, kunix.RevokeUserACL(sl.Drive.Path, uid))
+			}
+		}
+	}
+	for _, p := range j.Chroots {
+		if rerr := os.RemoveAll(p); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+	}
+	for _, p := range j.Cgroups {
+		if rerr := os.Remove(p); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			err = errors.Join(err, rerr)
+		}
+	}
+	return err
+}
+
+// releaseJail gives back the jail uid of the sandbox being removed and,
+// when it is its state root's last, removes the root's jail parents. It
+// runs with the sandbox's lock held.
+func (mon *monitor) releaseJail() error {
+	j := mon.plan.Jail
+	if j == nil {
+		return nil
+	}
+	var err error
+	if j.IDFile != "" && j.IDLock != "" {
+		err = releaseJailID(j.IDFile, j.IDLock, filepath.Join(mon.st.Root(), mon.id))
+	}
+	removeEmptyParents(mon.st.Root(), mon.id, j.Parents)
+	return err
+}
+
+// releaseJailID removes the registry file idFile, under the registry's
+// lock, when it still names holder (the uid is not another sandbox's
+// since).
+func releaseJailID(idFile, idLock, holder string) error {
+	if _, err := os.Stat(filepath.Dir(idLock)); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	lock, err := store.LockFile(context.Background(), idLock, store.Exclusive)
+	if err != nil {
+		return fmt.Errorf("release the jail uid: %w", err)
+	}
+	defer lock.Unlock()
+	b, err := store.ReadFile(idFile, 4096)
+	if errors.Is(err, fs.ErrNotExist) || (err == nil && string(b) != holder) {
+		return nil
+	}
+	if err == nil {
+		err = os.Remove(idFile)
+	}
+	if err != nil {
+		return fmt.Errorf("release the jail uid: %w", err)
+	}
+	return nil
+}
+
+// removeEmptyParents removes the directories parents, those empty, when
+// the sandbox id being removed is the last of the state root: a sandbox
+// that starts meanwhile has its directory already, so its jailer never
+// finds a parent removed under it.
+func removeEmptyParents(root, id string, parents []string) {
+	ents, err := os.ReadDir(root)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if n := e.Name(); n != id && !strings.HasPrefix(n, ".") {
+			return
+		}
+	}
+	for _, p := range parents {
+		os.Remove(p)
+	}
+}

@@ -1,0 +1,178 @@
+package monitor
+
+import (
+	"errors"
+
+	"github.com/kindling-vm/kindling/internal/errdefs"
+	"github.com/kindling-vm/kindling/vmm"
+)
+
+// Environment of a monitor process.
+const (
+	// EnvRoot is the state root of the monitor's sandbox.
+	EnvRoot = "KINDLING_MONITOR_ROOT"
+	// EnvID is the sandbox's ID.
+	EnvID = "KINDLING_MONITOR_ID"
+	// EnvRelease makes the program that calls sandbox.MonitorMain do one
+	// piece of a sandbox's work for its small monitor instead of
+	// monitoring it: the small monitor runs its starter's program so for
+	// the work it does not link. Its values are ReleaseNetwork and
+	// HelperDNS.
+	EnvRelease = "KINDLING_MONITOR_RELEASE"
+)
+
+// What a helper run with EnvRelease does.
+const (
+	// ReleaseNetwork tears down the sandbox's CNI networks, then exits.
+	ReleaseNetwork = "network"
+	// HelperDNS runs the DNS forwarder of the sandbox's slot until SIGTERM.
+	// It closes its descriptor ReportFD once the forwarder is up (or has
+	// failed, which it logs: the guest then has no resolver).
+	HelperDNS = "dns"
+)
+
+// ReleaseLogPrefix starts the line the network tear-down helper logs
+// (into the monitor's log) once it is done.
+const ReleaseLogPrefix = "kindling-release"
+
+// Arg0 is a monitor's argv[0], which names it in ps (and by which a
+// sandbox's processes are found when its record is lost).
+const Arg0 = "kindling-monitor"
+
+// ReportFD is the monitor's descriptor for its start report
+// (exec.Cmd.ExtraFiles[0]).
+const ReportFD = 3
+
+// PlanVersion is the version of Plan this package reads. A monitor
+// executable of another build refuses a plan of another version, with an
+// error that says to install kindling-monitor from the same build.
+const PlanVersion = 2
+
+// maxPlanSize bounds the plan read from stdin.
+const maxPlanSize = 4 << 20
+
+// Plan is what a monitor is told to start, on its stdin. Its starter
+// builds it from the sandbox's record after checking it (the executables
+// it names are the caller's, see sandbox's trust rules): the monitor runs
+// what the plan says, never what a file on disk says.
+type Plan struct {
+	Version int `json:"version"`
+	// Config is the VMM's configuration; Config.RunDir is the sandbox's
+	// directory.
+	Config vmm.Config `json:"config"`
+	// Restore, when set, loads a snapshot instead of booting.
+	Restore *Restore `json:"restore,omitempty"`
+	// PlaceholdersReadWrite makes the hotplug placeholders writable.
+	PlaceholdersReadWrite bool `json:"placeholders_read_write,omitempty"`
+	// Console is the name of the console log in the sandbox's directory.
+	Console string `json:"console"`
+	// Sockets are names of files in the sandbox's directory removed once
+	// the VMM is gone (its API and vsock sockets).
+	Sockets []string `json:"sockets,omitempty"`
+	// Helper is the program (one that calls sandbox.MonitorMain) run with
+	// EnvRelease=network when the sandbox holds CNI networks at its end and
+	// the monitor has no Hooks.ReleaseNetwork of its own, and with
+	// EnvRelease=dns for DNS when the monitor has no Hooks.StartDNS.
+	Helper string `json:"helper,omitempty"`
+	// DNS: the sandbox has a slot network, whose DNS forwarder runs while
+	// the VMM does (started with it, stopped before the network is torn
+	// down).
+	DNS bool `json:"dns,omitempty"`
+	// Jail is what the monitor of a sandbox run under the jailer (Config.
+	// Jailer) cleans once its VMM has ended; nil without the jailer.
+	Jail *Jail `json:"jail,omitempty"`
+}
+
+// Jail is what a jailed sandbox's VMM leaves on the host besides what
+// vmm.CleanJail(Config) removes, as its starter found it: the monitor
+// removes it at every end, and gives back the jail uid when it removes
+// the sandbox.
+type Jail struct {
+	// Chroots are the jail directories of the sandbox's VMM ID under each
+	// Firecracker's directory of the state root's jail base (a previous
+	// run's may be of another Firecracker), removed with all they hold.
+	Chroots []string `json:"chroots,omitempty"`
+	// Cgroups are the VMM's cgroup directories, in every hierarchy.
+	Cgroups []string `json:"cgroups,omitempty"`
+	// IDFile is the sandbox's file in the host's jail-uid registry, which
+	// holds the sandbox's directory while the sandbox holds the uid, and
+	// IDLock the registry's lock file.
+	IDFile string `json:"id_file,omitempty"`
+	IDLock string `json:"id_lock,omitempty"`
+	// Parents are the directories holding the state root's jails and
+	// cgroups, removed (those empty) with the root's last sandbox.
+	Parents []string `json:"parents,omitempty"`
+}
+
+// Restore is the snapshot a restored sandbox starts from.
+type Restore struct {
+	Snapshot vmm.Snapshot `json:"snapshot"`
+	// NetworkOverrides swap the snapshot's taps for the sandbox's.
+	NetworkOverrides []NetworkOverride `json:"network_overrides,omitempty"`
+}
+
+// NetworkOverride is a vmm.NetworkOverride with JSON names.
+type NetworkOverride struct {
+	IfaceID string `json:"iface_id"`
+	TapName string `json:"tap_name"`
+}
+
+// Report is what a monitor writes on its report descriptor once the VMM
+// runs or failed to start.
+type Report struct {
+	Error string `json:"error,omitempty"`
+	// Kind names the sentinel the error matched (see KindCode), so that
+	// the error the starter returns matches it too.
+	Kind string `json:"kind,omitempty"`
+}
+
+// errorKinds are the sentinels an error keeps across the report, by the
+// code it travels as.
+var errorKinds = []struct {
+	code string
+	err  error
+}{
+	{"not_found", errdefs.ErrNotFound},
+	{"exists", errdefs.ErrExists},
+	{"not_supported", errdefs.ErrNotSupported},
+	{"invalid", errdefs.ErrInvalid},
+	{"conflict", errdefs.ErrConflict},
+	{"unavailable", errdefs.ErrUnavailable},
+	{"corrupt", errdefs.ErrCorrupt},
+}
+
+// KindCode is the code of the first sentinel err matches, "" for none.
+func KindCode(err error) string {
+	for _, k := range errorKinds {
+		if errors.Is(err, k.err) {
+			return k.code
+		}
+	}
+	return ""
+}
+
+// reportedError is an error read from a report: its text, and the sentinel
+// it matched in the monitor.
+type reportedError struct {
+	msg  string
+	kind error
+}
+
+func (e *reportedError) Error() string { return e.msg }
+
+// Is reports whether target is the sentinel the error matched.
+func (e *reportedError) Is(target error) bool { return e.kind != nil && target == e.kind }
+
+// Err rebuilds the error of a report; nil when it reports success.
+func (r Report) Err() error {
+	if r.Error == "" {
+		return nil
+	}
+	e := &reportedError{msg: r.Error}
+	for _, k := range errorKinds {
+		if k.code == r.Kind {
+			e.kind = k.err
+		}
+	}
+	return e
+}
