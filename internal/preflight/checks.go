@@ -211,7 +211,7 @@ func (h *Host) checkJailer(ctx context.Context, fc *release) Result {
 // --cgroup-version 2, which needs the unified hierarchy.
 func (h *Host) checkCgroup() Result {
 	base := h.sys("fs/cgroup")
-	const fix = "boot with systemd.unified_cgroup_hierarchy=1 for cgroup v2 (kindling runs the jailer with --cgroup-version 2)"
+	const fix = "boot with systemd.unified_cgroup_hierarchy=1 for cgroup v2 (until then kindling runs the jailer with cgroup v1)"
 	r := Result{Check: "cgroup", Status: Warn, Fix: fix}
 	switch {
 	case exists(filepath.Join(base, "cgroup.controllers")):
