@@ -602,3 +602,14 @@ func jailInfo(in *Info, rec *record, dir string) {
 		in.JailUID = rec.Jail.UID
 	}
 }
+
+// vsockPath is the host path of the vsock socket of the sandbox rec living
+// in dir: in its directory, or, jailed, inside its chroot, where the
+// jailed Firecracker made it.
+func vsockPath(rec *record, dir string) string {
+	if rec.Spec.Jailer == "" || store.ValidateID(filepath.Base(dir)) != nil {
+		return filepath.Join(dir, vsockName)
+	}
+	_, vsock := vmm.JailSockets(vmmConfig(rec, dir))
+	return vsock
+}
