@@ -261,7 +261,9 @@ func (j *jailState) leaveVMMCgroups(pid int) error {
 // "cpu,cpuacct", "name=systemd", "" for v2) to the hierarchy's mount point.
 func cgroupMounts() map[string]string {
 	out := map[string]string{}
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	// This thread's: the fake's (its leader's) is the jail's, which shows
+	// no cgroup mount.
+	b, err := os.ReadFile("/proc/thread-self/mountinfo")
 	if err != nil {
 		return out
 	}
