@@ -213,7 +213,7 @@ func (c *guestCache) get(r *Runtime, id string) (*guestEntry, error) {
 	if err := r.st.Load(id, &rec); err != nil {
 		return nil, r.loadError(id, err)
 	}
-	client, err := agent.New(agent.Config{VsockPath: filepath.Join(dir, vsockName), AccessToken: tok,
+	client, err := agent.New(agent.Config{VsockPath: vsockPath(&rec, dir), AccessToken: tok,
 		DialTimeout: r.agentTimeout, RequestTimeout: r.agentTimeout})
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %q: %w", id, err)

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/kindling-vm/kindling/internal/errdefs"
 	"github.com/kindling-vm/kindling/internal/install"
@@ -398,6 +399,14 @@ func cleanJail(dir string, rec *record) error {
 	}
 	cfg := vmmConfig(rec, dir)
 	err := vmm.CleanJail(cfg)
+	if err != nil {
+		if waitCgroupsGone(cfg, jailCgroupWait) {
+			// The VMM's last threads were still leaving its cgroup.
+			err = vmm.CleanJail(cfg)
+		} else if held := cgroupHolders(cfg); held != "" {
+			err = fmt.Errorf("%w (the cgroup still holds %s)", err, held)
+		}
+	}
 	// Writable drives hot-plugged when the VMM ended had their ACL entry
 	// too: revoke it, or the next sandbox given this uid could use them.
 	if rec.Machine != nil && rec.Jail != nil && rec.Jail.UID != 0 {
@@ -601,4 +610,57 @@ func jailInfo(in *Info, rec *record, dir string) {
 	if rec.Jail != nil {
 		in.JailUID = rec.Jail.UID
 	}
+}
+
+// vsockPath is the host path of the vsock socket of the sandbox rec living
+// in dir: in its directory, or, jailed, inside its chroot, where the
+// jailed Firecracker made it.
+func vsockPath(rec *record, dir string) string {
+	if rec.Spec.Jailer == "" || store.ValidateID(filepath.Base(dir)) != nil {
+		return filepath.Join(dir, vsockName)
+	}
+	_, vsock := vmm.JailSockets(vmmConfig(rec, dir))
+	return vsock
+}
+
+// jailCgroupWait bounds how long cleanJail waits for a dead VMM's cgroup to
+// empty.
+const jailCgroupWait = 3 * time.Second
+
+// waitCgroupsGone removes the VMM cgroups of cfg that are busy (the
+// threads of a VMM just killed or ended may not all have left it yet),
+// trying until they are gone or timeout passes; it reports whether they
+// are all gone.
+func waitCgroupsGone(cfg vmm.Config, timeout time.Duration) bool {
+	_, cgs := vmm.JailDirs(cfg)
+	deadline := time.Now().Add(timeout)
+	for {
+		busy := false
+		for _, c := range cgs {
+			if err := os.Remove(c); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				busy = true
+			}
+		}
+		if !busy {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// cgroupHolders names the processes still in the VMM cgroups of cfg.
+func cgroupHolders(cfg vmm.Config) string {
+	_, cgs := vmm.JailDirs(cfg)
+	var out []string
+	for _, c := range cgs {
+		b, _ := os.ReadFile(filepath.Join(c, "cgroup.procs"))
+		for _, p := range strings.Fields(string(b)) {
+			comm, _ := os.ReadFile("/proc/" + p + "/comm")
+			out = append(out, fmt.Sprintf("PID %s (%s)", p, strings.TrimSpace(string(comm))))
+		}
+	}
+	return strings.Join(out, ", ")
 }

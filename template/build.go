@@ -144,9 +144,6 @@ func (s *Store) Build(ctx context.Context, name string, o BuildOptions) (_ Templ
 	if spec.Rootfs.ReadOnly {
 		return Template{}, fmt.Errorf("%w: template %q: the root filesystem is read-only: setup commands need a writable one", sandbox.ErrInvalidSpec, name)
 	}
-	if spec.Jailer != "" {
-		return Template{}, fmt.Errorf("template %q: %w", name, &vmm.NotSupportedError{Op: "a template of a jailed sandbox (the template owns copies of its files)"})
-	}
 	for i, c := range o.Run {
 		if strings.TrimSpace(c) == "" {
 			return Template{}, fmt.Errorf("%w: template %q: setup command %d is empty: give a command", sandbox.ErrInvalidSpec, name, i+1)

@@ -576,8 +576,18 @@ func checkRestore(ctx context.Context, c *fcapi.Client, rc RestoreConfig) (vsock
 		}
 		return rc.VsockOverride, nil
 	}
-	if snapVsock != nil && rc.Config.Vsock != nil && rc.Config.Vsock.Path != "" && rc.Config.Vsock.Path != snapVsock.Path &&
-		caps.Check(fcapi.FeatureVsockOverride) == nil {
+	if snapVsock == nil || rc.Config.Vsock == nil || rc.Config.Vsock.Path == "" || caps.Check(fcapi.FeatureVsockOverride) != nil {
+		return "", nil
+	}
+	if rc.Config.Jailer != nil {
+		// Jailed, Firecracker sees the socket at its in-jail path, which
+		// each jail has of its own: override only a change of that path.
+		if p := "/" + filepath.Base(rc.Config.Vsock.Path); p != "/"+filepath.Base(snapVsock.Path) {
+			return p, nil
+		}
+		return "", nil
+	}
+	if rc.Config.Vsock.Path != snapVsock.Path {
 		return rc.Config.Vsock.Path, nil
 	}
 	return "", nil

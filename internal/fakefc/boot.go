@@ -115,6 +115,13 @@ func (fc *server) bootSimulated() (bool, error) {
 	}
 	plan.sigstop = fc.settings.SimSIGSTOP
 	plan.uds = str(m.vsock, "uds_path")
+	rootFile, err := jailPlan(&plan)
+	if err != nil {
+		return false, err
+	}
+	if rootFile != nil {
+		defer rootFile.Close()
+	}
 	g, err := bootSim(plan, m.id, m.console, m.log, fc.simPowerOff)
 	if errors.Is(err, errNoInit) {
 		m.log.warn("fc_api", "Not a simulated guest: %v", err)

@@ -25,7 +25,10 @@ import (
 // it chroots (no pivot_root in a mount namespace of its own), makes no
 // device nodes (the fake Firecracker needs none), keeps FAKEFC in the
 // environment (so the emulated release is the one the test asked for) and
-// refuses --new-pid-ns and --daemonize with ErrNotEmulated. The executable
+// refuses --new-pid-ns and --daemonize with ErrNotEmulated. For the
+// simulated guest it also leaves the executable the host's root directory
+// open, its capabilities (as ambient ones, dropped from the effective set
+// at once) and the cgroups it was started in (simjail.go). The executable
 // must be statically linked, as the real Firecracker is. The fake Firecracker's
 // command runs JailerMain when it is started under a name containing
 // "jailer".
@@ -134,6 +137,12 @@ func jail(f JailerFlags) error {
 	if err := os.Chmod(root, 0o700); err != nil {
 		return err
 	}
+	// The cgroups the jailer was started in, where the simulated guest's
+	// processes go (simjail.go).
+	outer, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return err
+	}
 	if err := joinCgroups(f); err != nil {
 		return err
 	}
@@ -147,6 +156,12 @@ func jail(f JailerFlags) error {
 		}
 		unix.Close(fd)
 	}
+	// For the simulated guest (simjail.go): the host's root, open across
+	// the exec.
+	hostRoot, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return fmt.Errorf("open the host's root: %w", err)
+	}
 	if err := unix.Chroot(root); err != nil {
 		return fmt.Errorf("chroot %s: %w", root, err)
 	}
@@ -159,10 +174,19 @@ func jail(f JailerFlags) error {
 	if err := syscall.Setresgid(f.GID, f.GID, f.GID); err != nil {
 		return fmt.Errorf("setgid %d: %w", f.GID, err)
 	}
+	// Keep this thread's capabilities across the change of uid, for the
+	// simulated guest (simjail.go).
+	if err := unix.Prctl(unix.PR_SET_KEEPCAPS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("keep capabilities: %w", err)
+	}
 	if err := syscall.Setresuid(f.UID, f.UID, f.UID); err != nil {
 		return fmt.Errorf("setuid %d: %w", f.UID, err)
 	}
-	var env []string
+	if err := keepCapsAcrossExec(); err != nil {
+		return err
+	}
+	env := []string{envJailHostRoot + "=" + strconv.Itoa(hostRoot),
+		envJailOuterCgroups + "=" + strings.ReplaceAll(strings.TrimSpace(string(outer)), "\n", ";")}
 	if v, ok := os.LookupEnv(EnvSettings); ok {
 		env = append(env, EnvSettings+"="+v)
 	}
@@ -255,4 +279,30 @@ func copyExec(src, dst string) error {
 		return err
 	}
 	return out.Close()
+}
+
+// keepCapsAcrossExec makes this thread's permitted capabilities ambient,
+// so that the executable, run as the jail's uid, has them (and drops them
+// from its effective set at once: simjail.go).
+func keepCapsAcrossExec() error {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("capget: %w", err)
+	}
+	for i := range data {
+		data[i].Inheritable = data[i].Permitted
+	}
+	if err := unix.Capset(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("capset: %w", err)
+	}
+	for c := 0; c < 64; c++ {
+		if data[c/32].Permitted&(1<<(c%32)) == 0 {
+			continue
+		}
+		if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_RAISE, uintptr(c), 0, 0); err != nil {
+			return fmt.Errorf("keep capability %d: %w", c, err)
+		}
+	}
+	return nil
 }

@@ -147,6 +147,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			return runJanitor(args[1:])
 		}
 	}
+	if err := dropJailCaps(); err != nil {
+		fmt.Fprintf(stderr, "fake-firecracker: under the fake jailer: %v\n", err)
+		return ExitError
+	}
 	settings, err := ParseSettings(os.Getenv(EnvSettings))
 	if err != nil {
 		fmt.Fprintf(stderr, "fake-firecracker: %v\n", err)

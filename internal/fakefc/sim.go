@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -157,6 +158,7 @@ var simThread = sync.OnceValue(func() chan<- func() {
 	ch := make(chan func())
 	go func() {
 		runtime.LockOSThread() // never unlocked
+		simThreadTID.Store(int32(unix.Gettid()))
 		for f := range ch {
 			f()
 		}
@@ -164,8 +166,16 @@ var simThread = sync.OnceValue(func() chan<- func() {
 	return ch
 })
 
-// onSimThread runs f on simThread and waits for it.
+// simThreadTID is simThread's thread ID once it runs.
+var simThreadTID atomic.Int32
+
+// onSimThread runs f on simThread and waits for it; called on simThread,
+// it runs f at once.
 func onSimThread(f func()) {
+	if tid := simThreadTID.Load(); tid != 0 && int(tid) == unix.Gettid() {
+		f()
+		return
+	}
 	done := make(chan struct{})
 	simThread() <- func() { f(); close(done) }
 	<-done
@@ -175,7 +185,15 @@ func onSimThread(f func()) {
 // serial console. onPowerOff runs (once the guest is cleaned up) when init
 // ends on its own. An image without the init program gives an error
 // matching errNoInit, and nothing is left behind.
-func bootSim(plan simPlan, id string, console io.Writer, log *logger, onPowerOff func()) (*simGuest, error) {
+func bootSim(plan simPlan, id string, console io.Writer, log *logger, onPowerOff func()) (g *simGuest, err error) {
+	if e := onSim(func() { g, err = bootSimHere(plan, id, console, log, onPowerOff) }); e != nil {
+		return nil, e
+	}
+	return g, err
+}
+
+// bootSimHere is bootSim on the thread the simulated guest's work runs on.
+func bootSimHere(plan simPlan, id string, console io.Writer, log *logger, onPowerOff func()) (*simGuest, error) {
 	if euid := os.Geteuid(); euid != 0 {
 		return nil, fmt.Errorf("booting the ext4 root filesystem %s as a simulated guest needs root (running as uid %d)", plan.image, euid)
 	}
@@ -289,6 +307,11 @@ func (g *simGuest) startJanitor() error {
 		return err
 	}
 	g.janitor, g.janW = cmd, w
+	if j := currentJail(); j != nil {
+		if err := j.leaveVMMCgroups(cmd.Process.Pid); err != nil {
+			g.log.warn("fc_api", "Simulated guest: cgroup janitor: %v", err)
+		}
+	}
 	return nil
 }
 
@@ -366,6 +389,14 @@ func (g *simGuest) startInit(plan simPlan, console io.Writer) error {
 		return fmt.Errorf("start the guest's stage process: %w", err)
 	}
 	g.cmd, g.pid = cmd, cmd.Process.Pid
+	if j := currentJail(); j != nil {
+		// Before the stage has its configuration: it forks nothing yet.
+		if err := j.leaveVMMCgroups(g.pid); err != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			return fmt.Errorf("the guest's stage process: %w", err)
+		}
+	}
 	if err := json.NewEncoder(cfgW).Encode(cfg); err != nil {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
@@ -463,7 +494,9 @@ func exitText(err error) string {
 
 // cleanup releases the loop device (waiting for the kernel to detach it),
 // removes the cgroup and lets the janitor go. init must have ended.
-func (g *simGuest) cleanup() {
+func (g *simGuest) cleanup() { _ = onSim(g.cleanupHere) }
+
+func (g *simGuest) cleanupHere() {
 	if g.hostLn != nil {
 		_ = g.hostLn.Close()
 	}
@@ -486,7 +519,14 @@ func (g *simGuest) cleanup() {
 }
 
 // pause freezes every process of the guest.
-func (g *simGuest) pause() error {
+func (g *simGuest) pause() (err error) {
+	if e := onSim(func() { err = g.pauseHere() }); e != nil {
+		return e
+	}
+	return err
+}
+
+func (g *simGuest) pauseHere() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.paused {
@@ -522,7 +562,14 @@ func (g *simGuest) syncRoot() {
 }
 
 // resume thaws the guest.
-func (g *simGuest) resume() error {
+func (g *simGuest) resume() (err error) {
+	if e := onSim(func() { err = g.resumeHere() }); e != nil {
+		return e
+	}
+	return err
+}
+
+func (g *simGuest) resumeHere() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if !g.paused {
@@ -543,7 +590,7 @@ func (g *simGuest) resume() error {
 // ctrlAltDel sends SIGTERM to the guest's init (delivered once a paused
 // guest is resumed).
 func (g *simGuest) ctrlAltDel() {
-	_ = syscall.Kill(g.pid, syscall.SIGTERM)
+	_ = onSim(func() { _ = syscall.Kill(g.pid, syscall.SIGTERM) })
 }
 
 // stop kills the guest (init's death ends its PID namespace), and waits
@@ -553,7 +600,7 @@ func (g *simGuest) stop() {
 	g.mu.Lock()
 	g.stopping = true
 	g.mu.Unlock()
-	_ = syscall.Kill(g.pid, syscall.SIGKILL)
+	_ = onSim(func() { _ = syscall.Kill(g.pid, syscall.SIGKILL) })
 	<-g.done
 }
 
@@ -574,7 +621,12 @@ func (g *simGuest) dialPort(port uint32) (net.Conn, error) {
 	default:
 	}
 	path := fmt.Sprintf("/proc/%d/root%s/%d", g.pid, simVsockDir, port)
-	return net.DialTimeout("unix", path, simTimeout)
+	var c net.Conn
+	var err error
+	if e := onSim(func() { c, err = net.DialTimeout("unix", path, simTimeout) }); e != nil {
+		return nil, e
+	}
+	return c, err
 }
 
 // handleSIGTERM makes a SIGTERM of the fake end the guest first (so that

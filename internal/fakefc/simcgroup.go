@@ -28,7 +28,9 @@ type simCgroup struct {
 // cgroup2Mount returns where the cgroup v2 hierarchy is mounted (the
 // unified hierarchy of a hybrid host too), or "" when it is not.
 func cgroup2Mount() string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	// This thread's view: under the fake jailer the process's is the
+	// jail's, which holds no cgroup mount (simjail.go).
+	b, err := os.ReadFile("/proc/thread-self/mountinfo")
 	if err != nil {
 		return ""
 	}
