@@ -400,10 +400,10 @@ func cleanJail(dir string, rec *record) error {
 	cfg := vmmConfig(rec, dir)
 	err := vmm.CleanJail(cfg)
 	if err != nil {
-		if waitCgroupsGone(cfg, jailCgroupWait) {
+		if vmm.WaitJailCgroupsGone(cfg, jailCgroupWait) {
 			// The VMM's last threads were still leaving its cgroup.
 			err = vmm.CleanJail(cfg)
-		} else if held := cgroupHolders(cfg); held != "" {
+		} else if held := vmm.JailCgroupHolders(cfg); held != "" {
 			err = fmt.Errorf("%w (the cgroup still holds %s)", err, held)
 		}
 	}
@@ -626,41 +626,3 @@ func vsockPath(rec *record, dir string) string {
 // jailCgroupWait bounds how long cleanJail waits for a dead VMM's cgroup to
 // empty.
 const jailCgroupWait = 3 * time.Second
-
-// waitCgroupsGone removes the VMM cgroups of cfg that are busy (the
-// threads of a VMM just killed or ended may not all have left it yet),
-// trying until they are gone or timeout passes; it reports whether they
-// are all gone.
-func waitCgroupsGone(cfg vmm.Config, timeout time.Duration) bool {
-	_, cgs := vmm.JailDirs(cfg)
-	deadline := time.Now().Add(timeout)
-	for {
-		busy := false
-		for _, c := range cgs {
-			if err := os.Remove(c); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				busy = true
-			}
-		}
-		if !busy {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// cgroupHolders names the processes still in the VMM cgroups of cfg.
-func cgroupHolders(cfg vmm.Config) string {
-	_, cgs := vmm.JailDirs(cfg)
-	var out []string
-	for _, c := range cgs {
-		b, _ := os.ReadFile(filepath.Join(c, "cgroup.procs"))
-		for _, p := range strings.Fields(string(b)) {
-			comm, _ := os.ReadFile("/proc/" + p + "/comm")
-			out = append(out, fmt.Sprintf("PID %s (%s)", p, strings.TrimSpace(string(comm))))
-		}
-	}
-	return strings.Join(out, ", ")
-}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	kunix "github.com/kindling-vm/kindling/internal/unix"
 )
@@ -486,4 +488,44 @@ func copyFile(src, dst string) (err error) {
 	}
 	_, err = io.Copy(out, in)
 	return err
+}
+
+// WaitJailCgroupsGone removes the cgroups of c's jailed VMM that are still
+// busy (the threads of a VMM just killed or ended may not all have left
+// yet), trying until they are gone or timeout passes; it reports whether
+// they are all gone. CleanJail fails on a busy cgroup; callers that have
+// just seen the VMM end wait here and clean again.
+func WaitJailCgroupsGone(c Config, timeout time.Duration) bool {
+	_, cgs := JailDirs(c)
+	deadline := time.Now().Add(timeout)
+	for {
+		busy := false
+		for _, cg := range cgs {
+			if err := os.Remove(cg); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				busy = true
+			}
+		}
+		if !busy {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// JailCgroupHolders names the processes still in the cgroups of c's jailed
+// VMM, for an error that says what holds them.
+func JailCgroupHolders(c Config) string {
+	_, cgs := JailDirs(c)
+	var out []string
+	for _, cg := range cgs {
+		b, _ := os.ReadFile(filepath.Join(cg, "cgroup.procs"))
+		for _, p := range strings.Fields(string(b)) {
+			comm, _ := os.ReadFile("/proc/" + p + "/comm")
+			out = append(out, fmt.Sprintf("PID %s (%s)", p, strings.TrimSpace(string(comm))))
+		}
+	}
+	return strings.Join(out, ", ")
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/kindling-vm/kindling/internal/errdefs"
 	"github.com/kindling-vm/kindling/internal/store"
@@ -34,6 +35,10 @@ func checkJail(p *Plan) error {
 	return nil
 }
 
+// jailCgroupWait bounds how long cleanJail waits for an ended VMM's
+// threads to leave its cgroups (as the sandbox package's cleanJail does).
+const jailCgroupWait = 3 * time.Second
+
 // cleanJail removes what the ended VMM's jail left: its chroot, its
 // cgroups, and the ACL entries of its uid on the writable drives, those
 // hot-plugged when it ended (pool, from the record) included.
@@ -44,6 +49,14 @@ func (mon *monitor) cleanJail(pool []vmm.Slot) error {
 		return nil
 	}
 	err := vmm.CleanJail(cfg)
+	if err != nil {
+		if vmm.WaitJailCgroupsGone(cfg, jailCgroupWait) {
+			// The VMM's last threads were still leaving its cgroup.
+			err = vmm.CleanJail(cfg)
+		} else if held := vmm.JailCgroupHolders(cfg); held != "" {
+			err = fmt.Errorf("%w (the cgroup still holds %s)", err, held)
+		}
+	}
 	if uid := cfg.Jailer.UID; uid != 0 {
 		for _, sl := range pool {
 			if sl.Drive != nil && !sl.Drive.ReadOnly && sl.Drive.Path != "" {
