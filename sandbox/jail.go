@@ -503,11 +503,12 @@ func checkJailUID(rec *record) error {
 }
 
 // releaseJail cleans what the jail of the sandbox in dir left (rec nil: its
-// record is lost, the jail is found by its place) and gives back its uid.
-// It is called with the sandbox's lock held, once its VMM has ended.
+// record is lost, the jail is found by its place), removes its copy
+// directory and gives back its uid. It is called with the sandbox's lock
+// held, once its VMM has ended, when the sandbox is removed.
 func (r *Runtime) releaseJail(dir string, rec *record) error {
 	if rec != nil && rec.Spec.Jailer == "" && rec.Jail == nil {
-		return nil // never jailed
+		return removeCopyDir(dir, rec) // never jailed
 	}
 	var err error
 	var held *jailRec
@@ -523,7 +524,7 @@ func (r *Runtime) releaseJail(dir string, rec *record) error {
 			}
 		}
 	}
-	err = errors.Join(err, releaseJailID(filepath.Dir(dir), filepath.Base(dir), held))
+	err = errors.Join(err, releaseJailID(filepath.Dir(dir), filepath.Base(dir), held), removeCopyDir(dir, rec))
 	removeEmptyJailParents(filepath.Dir(dir), filepath.Base(dir))
 	return err
 }
@@ -550,6 +551,7 @@ func removeEmptyJailParents(root, id string) {
 		os.Remove(filepath.Join(base, e.Name()))
 	}
 	os.Remove(base)
+	os.Remove(jailCopiesDir(root))
 	for _, p := range cgroupCandidates(tag, "") {
 		os.Remove(p)
 	}
@@ -557,7 +559,7 @@ func removeEmptyJailParents(root, id string) {
 
 // JailLeftoversOfRoot lists what the jails of any sandbox of root have left
 // on the host: chroots under the root's jail directory, cgroups under its
-// parent cgroup, and uids its sandboxes hold. Empty once every sandbox of
+// parent cgroup, uids its sandboxes hold, and copy directories of drives. Empty once every sandbox of
 // root is removed; for audits (kindling-churn).
 func JailLeftoversOfRoot(root string) []string {
 	tag := jailRootTag(root)
@@ -581,6 +583,10 @@ func JailLeftoversOfRoot(root string) []string {
 	held, _ := JailIDsHeld(root)
 	for uid, id := range held {
 		left = append(left, fmt.Sprintf("jail uid %d held for sandbox %s", uid, id))
+	}
+	copies, _ := os.ReadDir(jailCopiesDir(root))
+	for _, e := range copies {
+		left = append(left, "drive copies "+filepath.Join(jailCopiesDir(root), e.Name()))
 	}
 	return left
 }

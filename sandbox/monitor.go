@@ -114,6 +114,7 @@ func releaseNetworkOf(ctx context.Context, st *store.Store, id string) error {
 		if jerr := releaseJailID(st.Root(), id, rec.Jail); jerr != nil {
 			err = errors.Join(err, jerr)
 		}
+		err = errors.Join(err, removeCopyDir(l.Dir(), &rec))
 		removeEmptyJailParents(st.Root(), id)
 		return errors.Join(err, l.Remove())
 	}

@@ -59,6 +59,10 @@ type record struct {
 	// Jail is the uid and gid a jailed sandbox holds from its first start
 	// until it is removed (jail.go).
 	Jail *jailRec `json:"jail,omitempty"`
+	// CopyDir is the directory outside the sandbox's directory holding its
+	// own copies of drives, when it has one (rootfscopy.go); it goes with
+	// the sandbox.
+	CopyDir string `json:"copy_dir,omitempty"`
 
 	// dirID is the name of the directory the record was read from, which
 	// is the sandbox's ID whatever ID says (a copied or edited state file

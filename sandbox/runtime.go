@@ -242,7 +242,11 @@ func (r *Runtime) Create(ctx context.Context, spec Spec, opts CreateOptions) (_ 
 	ctx, end := r.span(ctx, "sandbox.Create", spec.ID)
 	defer end(&err)
 
-	rec, err := r.newRecord(spec)
+	var copied []string
+	if opts.CopyRootfs != nil && spec.Rootfs != nil {
+		copied = []string{spec.Rootfs.Path}
+	}
+	rec, err := r.newRecord(spec, copied...)
 	if err != nil {
 		return Info{}, err
 	}
@@ -267,8 +271,10 @@ func (r *Runtime) Create(ctx context.Context, spec Spec, opts CreateOptions) (_ 
 	return r.info(ctx, rec), nil
 }
 
-// newRecord checks and completes spec and returns the sandbox's first record.
-func (r *Runtime) newRecord(spec Spec) (*record, error) {
+// newRecord checks and completes spec and returns the sandbox's first
+// record. The drive files copied are only read: the sandbox gets its own
+// copies of them (rootfscopy.go), so they are checked as read-only.
+func (r *Runtime) newRecord(spec Spec, copied ...string) (*record, error) {
 	if spec.ID == "" {
 		spec.ID = store.NewID()
 	}
@@ -342,6 +348,7 @@ func (r *Runtime) newRecord(spec Spec) (*record, error) {
 		return nil, specError(err)
 	}
 	cfg := vmmConfig(rec, dir)
+	markCopied(&cfg, copied)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

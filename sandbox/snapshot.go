@@ -382,7 +382,15 @@ func (r *Runtime) CreateFromSnapshot(ctx context.Context, dir string, o RestoreO
 	if o.Ports != nil {
 		spec.Ports = o.Ports
 	}
-	rec, err := r.newRecord(spec)
+	var copied []string
+	if o.CopyOwnedDrives {
+		for _, d := range man.info(dir).Drives {
+			if d.Owned && !d.ReadOnly {
+				copied = append(copied, d.Path)
+			}
+		}
+	}
+	rec, err := r.newRecord(spec, copied...)
 	if err != nil {
 		return Info{}, err
 	}
@@ -408,25 +416,29 @@ func (r *Runtime) CreateFromSnapshot(ctx context.Context, dir string, o RestoreO
 	}
 	defer l.Unlock()
 	if o.CopyOwnedDrives {
-		err := copyOwnedDrives(l.Dir(), rec, man.info(dir))
+		cd, err := copyDir(l, rec)
+		if err == nil {
+			err = copyOwnedDrives(cd, rec, man.info(dir))
+		}
 		if err == nil {
 			err = l.Save(rec)
 		}
 		if err != nil {
-			return Info{}, errors.Join(fmt.Errorf("restore into sandbox %q: %w", rec.ID, err), l.Remove())
+			return Info{}, errors.Join(fmt.Errorf("restore into sandbox %q: %w", rec.ID, err), removeCopyDir(l.Dir(), rec), l.Remove())
 		}
 	}
 	if rec.Spec.Agent {
 		if err := restoredToken(l.Dir(), dir); err != nil {
-			return Info{}, errors.Join(fmt.Errorf("restore into sandbox %q: %w", rec.ID, err), l.Remove())
+			return Info{}, errors.Join(fmt.Errorf("restore into sandbox %q: %w", rec.ID, err), removeCopyDir(l.Dir(), rec), l.Remove())
 		}
 	}
 	r.log.Debug("recorded sandbox", "sandbox", rec.ID, "status", rec.Status, "snapshot", dir)
 	return r.info(ctx, rec), nil
 }
 
-// copyOwnedDrives gives the sandbox rec, living in dir, a copy of every
-// writable drive the snapshot owns, and points rec's spec at them.
+// copyOwnedDrives gives the sandbox rec a copy, in its copy directory dir
+// (copyDir), of every writable drive the snapshot owns, and points rec's
+// spec at them.
 func copyOwnedDrives(dir string, rec *record, snap SnapshotInfo) error {
 	own := func(p *string) error {
 		for _, d := range snap.Drives {

@@ -32,6 +32,13 @@ type rig struct {
 // cleanup it fails the test if a sandbox was left.
 func newRuntime(t *testing.T, real bool) (*rig, string) {
 	t.Helper()
+	return newRuntimeIn(t, real, "")
+}
+
+// newRuntimeIn is newRuntime with the state root root (a new temporary
+// directory when empty).
+func newRuntimeIn(t *testing.T, real bool, root string) (*rig, string) {
+	t.Helper()
 	testutil.CheckLeaks(t)
 	fc := ""
 	if real {
@@ -39,7 +46,10 @@ func newRuntime(t *testing.T, real bool) (*rig, string) {
 	} else {
 		fc = testutil.FakeFirecracker(t)
 	}
-	rt, err := sandbox.Open(testutil.ShortTempDir(t))
+	if root == "" {
+		root = testutil.ShortTempDir(t)
+	}
+	rt, err := sandbox.Open(root)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,7 @@ func checkJail(p *Plan) error {
 		return fmt.Errorf("read the monitor plan: %w: it runs the VMM under the jailer and says nothing of the jail's cleanup", errdefs.ErrCorrupt)
 	}
 	if j := p.Jail; j != nil {
-		for _, path := range append(append(append([]string{j.IDFile, j.IDLock}, j.Chroots...), j.Cgroups...), j.Parents...) {
+		for _, path := range append(append(append([]string{j.IDFile, j.IDLock, j.Copies}, j.Chroots...), j.Cgroups...), j.Parents...) {
 			if path != "" && (!filepath.IsAbs(path) || filepath.Clean(path) != path || path == "/") {
 				return fmt.Errorf("read the monitor plan: %w: jail path %q is not a clean absolute path", errdefs.ErrCorrupt, path)
 			}
@@ -77,9 +77,9 @@ func (mon *monitor) cleanJail(pool []vmm.Slot) error {
 	return err
 }
 
-// releaseJail gives back the jail uid of the sandbox being removed and,
-// when it is its state root's last, removes the root's jail parents. It
-// runs with the sandbox's lock held.
+// releaseJail gives back the jail uid of the sandbox being removed,
+// removes its drive copies and, when it is its state root's last, the
+// root's jail parents. It runs with the sandbox's lock held.
 func (mon *monitor) releaseJail() error {
 	j := mon.plan.Jail
 	if j == nil {
@@ -88,6 +88,11 @@ func (mon *monitor) releaseJail() error {
 	var err error
 	if j.IDFile != "" && j.IDLock != "" {
 		err = releaseJailID(j.IDFile, j.IDLock, filepath.Join(mon.st.Root(), mon.id))
+	}
+	if j.Copies != "" {
+		if rerr := os.RemoveAll(j.Copies); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("remove the drive copies: %w", rerr))
+		}
 	}
 	removeEmptyParents(mon.st.Root(), mon.id, j.Parents)
 	return err

@@ -102,6 +102,9 @@ type Jail struct {
 	// Parents are the directories holding the state root's jails and
 	// cgroups, removed (those empty) with the root's last sandbox.
 	Parents []string `json:"parents,omitempty"`
+	// Copies is the sandbox's directory of its own drive copies outside
+	// its directory, if it has one, removed with the sandbox.
+	Copies string `json:"copies,omitempty"`
 }
 
 // Restore is the snapshot a restored sandbox starts from.
