@@ -190,3 +190,45 @@ func TestD4JailedRootfsCopyAutoRemoved(t *testing.T) {
 		t.Errorf("auto-remove left the copy directory %s (%v)", cd, err)
 	}
 }
+
+// TestD4JailedRootfsCopyLostRecord: a jailed sandbox whose record is lost
+// has its copy directory counted as a leftover of its state root, and
+// gc removes it, found by its place.
+func TestD4JailedRootfsCopyLostRecord(t *testing.T) {
+	r, fc := tmpfsJailRuntime(t)
+	ctx := context.Background()
+	src := filepath.Join(r.Root(), ".base.ext4")
+	if err := os.WriteFile(src, []byte("base"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	id := "d4lost"
+	in, err := r.Create(ctx, Spec{ID: id, Kernel: haltGuest(t, "lost"), Firecracker: fc, Rootfs: &Disk{Path: src}}, CreateOptions{CopyRootfs: appendCopy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cd := filepath.Join(jailCopiesDir(r.Root()), id)
+	want := "drive copies " + cd
+	if left := JailLeftoversOfRoot(r.Root()); len(left) != 1 || left[0] != want {
+		t.Errorf("leftovers of the root with a sandbox = %q; want [%q]", left, want)
+	}
+	// A corrupt record, then none at all.
+	for i, lose := range []func(state string) error{
+		func(state string) error { return os.WriteFile(state, []byte("{not json"), 0o600) },
+		os.Remove,
+	} {
+		if i > 0 {
+			if _, err := r.Create(ctx, Spec{ID: id, Kernel: haltGuest(t, "lost"), Firecracker: fc, Rootfs: &Disk{Path: src}}, CreateOptions{CopyRootfs: appendCopy}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := lose(filepath.Join(in.Dir, "state.json")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.GC(ctx); err != nil {
+			t.Fatalf("gc: %v", err)
+		}
+		if _, err := os.Lstat(cd); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("gc of the sandbox with its record lost (%d) left %s (%v)", i, cd, err)
+		}
+	}
+}

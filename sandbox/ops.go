@@ -203,6 +203,9 @@ func (r *Runtime) Collect(ctx context.Context, o GCOptions) (rep GCReport, err e
 	})
 	rep.Removed = append(rep.Removed, cleaned...)
 	errs = append(errs, err)
+	for _, p := range cleaned {
+		errs = append(errs, r.removeCleanedCopyDir(p))
+	}
 	entries, err := r.st.List()
 	if err != nil {
 		return rep, errors.Join(append(errs, err)...)

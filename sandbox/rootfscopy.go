@@ -155,3 +155,19 @@ func markCopied(cfg *vmm.Config, copied []string) {
 		}
 	}
 }
+
+// removeCleanedCopyDir removes the copy directory, if any, of the
+// sandbox whose directory p gc removed for want of a state file (p is
+// one of the paths the store's clean removed), while no sandbox of its ID
+// is there again.
+func (r *Runtime) removeCleanedCopyDir(p string) error {
+	if filepath.Dir(p) != filepath.Clean(r.st.Root()) || store.ValidateID(filepath.Base(p)) != nil {
+		return nil
+	}
+	if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	err := removeCopyDir(p, nil)
+	removeEmptyJailParents(filepath.Dir(p), filepath.Base(p))
+	return err
+}
