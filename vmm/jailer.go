@@ -375,7 +375,7 @@ func (l jailLayout) stageFile(src, name string, uid, gid int, writable bool) (st
 				Field:   "jailer.chroot_base",
 				Value:   strconv.Quote(filepath.Dir(l.InstanceDir)),
 				Problem: "on another filesystem than the writable file " + strconv.Quote(src),
-				Fix:     "keep the drive (for kindling's own copies, the state root: --root) on the chroot base's filesystem, or run without the jailer (--no-jailer)",
+				Fix:     "keep the drive on the chroot base's filesystem, or run without the jailer (--no-jailer)",
 			})
 		}
 	} else if writable {
@@ -389,7 +389,7 @@ func (l jailLayout) stageFile(src, name string, uid, gid int, writable bool) (st
 					Field:   "jailer.chroot_base",
 					Value:   strconv.Quote(filepath.Dir(l.InstanceDir)),
 					Problem: "on another filesystem than the writable file " + strconv.Quote(src),
-					Fix:     "keep the drive (for kindling's own copies, the state root: --root) on the chroot base's filesystem, or run without the jailer (--no-jailer)",
+					Fix:     "keep the drive on the chroot base's filesystem, or run without the jailer (--no-jailer)",
 				})
 			}
 			return "", fmt.Errorf("stage %q in jail: %w", src, err)

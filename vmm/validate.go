@@ -567,7 +567,7 @@ func (v *validator) sameFilesystem(c *Config) {
 		if st.Dev != bst.Dev {
 			v.add(fmt.Sprintf("drives[%d].path", i), strconv.Quote(d.Path),
 				"writable, and on another filesystem than the jailer's chroot base "+strconv.Quote(c.Jailer.ChrootBase),
-				"a jailed VMM gets a writable drive by a hard link into its chroot: keep the drive (for kindling's own copies, the state root: --root) on that filesystem, make it read-only, or run without the jailer (--no-jailer)")
+				"a jailed VMM gets a writable drive by a hard link into its chroot: keep the drive on that filesystem, make it read-only, or run without the jailer (--no-jailer)")
 		}
 	}
 }
