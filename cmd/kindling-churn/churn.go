@@ -220,6 +220,7 @@ func (ch *churner) libCycle(ctx context.Context, id string, res *cycleResult) []
 		},
 		func(ctx context.Context) error {
 			in, err := ch.rt.Start(ctx, id)
+			ch.net.saw(in)
 			if err == nil && (in.Status != sandbox.Running || in.PID == 0 || in.MonitorPID == 0) {
 				err = fmt.Errorf("started, but status %s, pid %d, monitor pid %d", in.Status, in.PID, in.MonitorPID)
 			}
@@ -302,6 +303,11 @@ func (ch *churner) cliCycle(ctx context.Context, id string, res *cycleResult) []
 		},
 		func(ctx context.Context) error {
 			_, err := ch.kindling(ctx, "start", "--timeout", timeout, "--firecracker", ch.c.firecracker, id)
+			if ch.net != nil {
+				if in, ierr := ch.rt.Inspect(ctx, id); ierr == nil {
+					ch.net.saw(in)
+				}
+			}
 			return err
 		},
 		func(ctx context.Context) error {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -38,6 +39,26 @@ type netEnv struct {
 	network string // CNI only
 	ports   []string
 	egress  []string
+
+	mu sync.Mutex
+	// slots are the slot namespaces this run's sandboxes were given. Slot
+	// names are the host's ("kdslot-<N>", lowest free first), shared with
+	// every other runtime on it, so the audit counts only these.
+	slots map[string]bool
+}
+
+// saw notes the slot namespace of a started sandbox of this run; e may be
+// nil (a run without --net).
+func (e *netEnv) saw(in sandbox.Info) {
+	if e == nil || in.Network == nil || in.Network.Kind != "slot" || in.Network.NetNS == "" {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.slots == nil {
+		e.slots = map[string]bool{}
+	}
+	e.slots[filepath.Base(in.Network.NetNS)] = true
 }
 
 // newNetEnv makes the host namespace (and the conflist) under tmp.
@@ -135,8 +156,9 @@ func (e *netEnv) cliArgs() []string {
 
 // leaks is the network package's audit, narrowed to this run: links and
 // tables in its host namespace, leases of its network held by its
-// sandboxes, and the sandbox and slot namespaces that appeared during the
-// run.
+// sandboxes, its sandboxes' CNI namespaces and the slot namespaces its
+// sandboxes were given (a slot left by a failed set-up still shows as its
+// host veth in the run's host namespace).
 func (e *netEnv) leaks(base hostSnapshot) []string {
 	inv, err := network.Leaks(context.Background(), network.LeakOptions{
 		Host: network.Host{NetNS: e.hostPth}, CNIConfDir: e.confDir,
@@ -146,7 +168,10 @@ func (e *netEnv) leaks(base hostSnapshot) []string {
 	}
 	var leaks []string
 	for _, n := range inv.NetNS {
-		if !base.netns[filepath.Join(netdev.NetNSDir, n)] && (strings.HasPrefix(n, "kdslot-") || strings.Contains(n, "churn-")) {
+		e.mu.Lock()
+		ours := e.slots[n]
+		e.mu.Unlock()
+		if !base.netns[filepath.Join(netdev.NetNSDir, n)] && (ours || strings.Contains(n, "churn-")) {
 			leaks = append(leaks, "network namespace left: "+n)
 		}
 	}

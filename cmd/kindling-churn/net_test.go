@@ -9,6 +9,7 @@ import (
 
 	"github.com/kindling-vm/kindling/internal/testutil"
 	"github.com/kindling-vm/kindling/network"
+	"github.com/kindling-vm/kindling/sandbox"
 )
 
 func needNetRoot(t *testing.T) {
@@ -40,6 +41,7 @@ func TestNetLeakAuditFindsSlot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.saw(sandbox.Info{Network: &sandbox.NetworkInfo{Kind: "slot", NetNS: rec.NetNS}})
 	leaks := strings.Join(e.leaks(base), "\n")
 	if !strings.Contains(leaks, "network namespace left: kdslot-") || !strings.Contains(leaks, "link left in the host namespace: "+rec.HostVeth) {
 		t.Errorf("audit with a slot left: %q", leaks)
