@@ -90,6 +90,18 @@ func readAgent(path string) (*agentFile, error) {
 	return &agentFile{path: path, sha: hex.EncodeToString(h.Sum(nil))}, nil
 }
 
+// AgentDigest is the SHA-256 (hex) of the guest agent executable at path:
+// the key under which an image keeps the root filesystem built with it
+// (RootFS.Agent, Image.RootFSFor). A file that is not an ELF executable is
+// refused as ErrInvalid.
+func AgentDigest(path string) (string, error) {
+	a, err := readAgent(path)
+	if err != nil {
+		return "", err
+	}
+	return a.sha, nil
+}
+
 // rootfsFile names the root filesystem built with agent sha ("" for none).
 func rootfsFile(agentSHA string) string {
 	if agentSHA == "" {

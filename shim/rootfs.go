@@ -2,8 +2,6 @@ package shim
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -94,7 +92,7 @@ func mkfs(ctx context.Context, dir, dst string, headroomMiB int64) (err error) {
 // nothing else. It is built once per agent binary under root and shared,
 // read-only, by every VM.
 func baseRootfs(ctx context.Context, root, agent string) (string, error) {
-	sum, err := fileSHA256(agent)
+	sum, err := image.AgentDigest(agent)
 	if err != nil {
 		return "", fmt.Errorf("read guest agent: %w", err)
 	}
@@ -147,19 +145,6 @@ func baseRootfs(ctx context.Context, root, agent string) (string, error) {
 		return "", err
 	}
 	return dst, nil
-}
-
-func fileSHA256(p string) (string, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func copyFile(src, dst string, mode os.FileMode) error {

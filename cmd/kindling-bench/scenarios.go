@@ -349,38 +349,16 @@ func scenarios(conc []int) []scenario {
 // rawRestoreSetup snapshots a raw VM once, then times raw snapshot loads
 // (spawn, load with resume) as metric.
 func rawRestoreSetup(metric string) setupFunc {
-	return func(ctx context.Context, e *env) (iterFunc, func(), error) {
-		vm, err := rawStart(ctx, e, e.halt)
+	return rawLoads(func(ctx context.Context, e *env, load func(context.Context) (*rawVM, error)) (sample, error) {
+		t0 := time.Now()
+		vm, err := load(ctx)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		src, err := e.newDir("src")
-		if err != nil {
-			e.rawDone(vm)
-			return nil, nil, err
-		}
-		state, mem := filepath.Join(src, "snapshot.state"), filepath.Join(src, "snapshot.mem")
-		err = vm.client.do(ctx, http.MethodPatch, "/vm", `{"state":"Paused"}`)
-		if err == nil {
-			err = vm.client.do(ctx, http.MethodPut, "/snapshot/create",
-				fmt.Sprintf(`{"snapshot_type":"Full","snapshot_path":%q,"mem_file_path":%q}`, state, mem))
-		}
+		d := time.Since(t0)
 		e.rawDone(vm)
-		if err != nil {
-			os.RemoveAll(src)
-			return nil, nil, err
-		}
-		return func(ctx context.Context) (sample, error) {
-			t0 := time.Now()
-			vm, err := rawRestore(ctx, e, state, mem)
-			if err != nil {
-				return nil, err
-			}
-			d := time.Since(t0)
-			e.rawDone(vm)
-			return sample{metric: seconds(d)}, nil
-		}, func() { os.RemoveAll(src) }, nil
-	}
+		return sample{metric: seconds(d)}, nil
+	})
 }
 
 // libStop starts a VM through the library and times its Stop as metric;

@@ -3,11 +3,8 @@ package main
 import (
 	"cmp"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -81,7 +78,7 @@ func agentRootfs(im image.Image) (image.RootFS, error) {
 		return image.RootFS{}, fmt.Errorf("image %s was stored without the guest agent: import or pull it again with --agent PATH (or $%s)", imageName(im), envAgent)
 	}
 	if p := os.Getenv(envAgent); p != "" {
-		if sha, err := fileSHA256(p); err == nil {
+		if sha, err := image.AgentDigest(p); err == nil {
 			if r, ok := im.RootFSFor(sha); ok {
 				return r, nil
 			}
@@ -315,18 +312,4 @@ func imageUsers(cmd *cobra.Command, a *app) func(id string) []string {
 		}
 		return names
 	}
-}
-
-// fileSHA256 is the SHA-256 (hex) of the file at path.
-func fileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
