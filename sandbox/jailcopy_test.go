@@ -169,7 +169,8 @@ func TestD4JailedRootfsCopyAutoRemoved(t *testing.T) {
 	if _, err := os.Stat(cd); err != nil {
 		t.Fatalf("copy directory: %v", err)
 	}
-	if _, err := r.Start(ctx, id); err != nil {
+	in, err := r.Start(ctx, id)
+	if err != nil {
 		r.Remove(ctx, id, true)
 		t.Fatal(err)
 	}
@@ -185,6 +186,10 @@ func TestD4JailedRootfsCopyAutoRemoved(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// The monitor removes the sandbox, then exits: its files on the
+	// tmpfs (monitor.log) stay open until it has, and a directory it
+	// removed is no longer its cwd's path for waitNoProcesses.
+	waitExited(t, in.MonitorPID)
 	waitNoProcesses(t, "after the auto-removed sandbox ended", r.Root())
 	if _, err := os.Lstat(cd); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("auto-remove left the copy directory %s (%v)", cd, err)
