@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -33,7 +34,7 @@ type specFlags struct {
 	firecracker string
 	jailer      string
 	noJailer    bool
-	cpuLimit    float64
+	cpuLimit    cpuLimitValue
 	memoryLimit string
 	config      string
 	waitConsole string
@@ -87,7 +88,7 @@ func (f *specFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.firecracker, "firecracker", "", "firecracker executable `PATH` (default $"+sandbox.EnvFirecracker+", else PATH)")
 	fs.StringVar(&f.jailer, "jailer", "", "run Firecracker through this jailer `PATH` (as root the default is $"+install.EnvJailer+", else PATH, else the installed one)")
 	fs.BoolVar(&f.noJailer, "no-jailer", false, "run Firecracker without the jailer, even as root (also $"+sandbox.EnvNoJailer+"=1)")
-	fs.Float64Var(&f.cpuLimit, "cpu-limit", 0, "cap the VMM's CPU time at `CPUS` (1.5 is one and a half) through its cgroup; needs the jailer")
+	fs.Var(&f.cpuLimit, "cpu-limit", "cap the VMM's CPU time at `CPUS` (1.5 is one and a half) through its cgroup; needs the jailer")
 	fs.StringVar(&f.memoryLimit, "memory-limit", "", "cap the VMM's memory (guest and VMM) at `SIZE` (640M, 2G) through its cgroup; needs the jailer")
 	fs.StringVar(&f.config, "config", "", "read the sandbox from a TOML `FILE`; flags given override it")
 	fs.StringVar(&f.waitConsole, "wait-console", "", "start returns only once the console shows `TEXT`")
@@ -135,7 +136,7 @@ func (f *specFlags) spec(cmd *cobra.Command) (sandbox.Spec, error) {
 		s.NoJailer = f.noJailer
 	}
 	if changed("cpu-limit") {
-		s.CPULimit = f.cpuLimit
+		s.CPULimit = f.cpuLimit.n
 	}
 	set("wait-console", &s.WaitConsole, f.waitConsole)
 	set("demo", &s.Demo, f.demo)
@@ -263,6 +264,28 @@ func (v *intValue) String() string {
 }
 
 func (v *intValue) Type() string { return "int" }
+
+// cpuLimitValue is the --cpu-limit flag: a number of CPUs, fractions
+// allowed. Its range is checked with the rest of the spec.
+type cpuLimitValue struct{ n float64 }
+
+func (v *cpuLimitValue) Set(s string) error {
+	n, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil || math.IsNaN(n) || math.IsInf(n, 0) {
+		return fmt.Errorf("cpu limit %q is not a number of CPUs: give one like 0.5 or 1.5", s)
+	}
+	v.n = n
+	return nil
+}
+
+func (v *cpuLimitValue) String() string {
+	if v.n == 0 {
+		return ""
+	}
+	return strconv.FormatFloat(v.n, 'f', -1, 64)
+}
+
+func (v *cpuLimitValue) Type() string { return "float" }
 
 // memoryValue is a memory size flag read by sandbox.ParseMemory.
 type memoryValue struct{ mib int }
