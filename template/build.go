@@ -172,6 +172,9 @@ func (s *Store) Build(ctx context.Context, name string, o BuildOptions) (_ Templ
 		spec.Labels = map[string]string{}
 	}
 	spec.Labels[LabelBuild] = name
+	if owner := ownerLabel(); owner != "" {
+		spec.Labels[LabelBuildOwner] = owner
+	}
 
 	created, err := s.rt.Create(ctx, spec, sandbox.CreateOptions{
 		CopyRootfs: func(ctx context.Context, src, dst string) error {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -26,7 +27,10 @@ VMs and removes their sandboxes.
 
 gc also cleans the image store: what imports that did not finish left
 (build directories no import holds, image directories without a record,
-unpacked OCI archives) is removed, each path named on stderr.`
+unpacked OCI archives) is removed, each path named on stderr.
+
+A template build that was killed (SIGKILL, a crash) leaves its builder
+sandbox running; gc removes the builders whose build process is gone.`
 
 func newGCCommand(a *app) *cobra.Command {
 	var (
@@ -44,8 +48,10 @@ func newGCCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			builders, bErr := cleanBuilders(cmd.Context(), a)
 			rep, gcErr := rt.Collect(cmd.Context(), sandbox.GCOptions{KillOrphans: killOrphans})
-			removed := rep.Removed
+			gcErr = errors.Join(bErr, gcErr)
+			removed := append(builders, rep.Removed...)
 			if removed == nil {
 				removed = []string{}
 			}
@@ -88,6 +94,23 @@ func orphanLine(o sandbox.Orphan) string {
 // cleanImages removes what unfinished imports left in the image store,
 // naming each path on stderr. A state root without an image store has
 // nothing to clean (and gets none).
+// cleanBuilders removes the builder sandboxes of template builds that were
+// killed, each named on stderr, and returns their IDs.
+func cleanBuilders(ctx context.Context, a *app) ([]string, error) {
+	ts, err := a.templates()
+	if err != nil {
+		return nil, err
+	}
+	removed, err := ts.CleanBuilders(ctx)
+	for _, id := range removed {
+		fmt.Fprintf(a.stderr, "kindling: gc: removed sandbox %s, the builder of a template build that was killed\n", id)
+	}
+	if err != nil {
+		return removed, fmt.Errorf("gc: %w", err)
+	}
+	return removed, nil
+}
+
 func cleanImages(a *app) error {
 	root := a.root
 	if root == "" {
