@@ -115,7 +115,10 @@
 //     "OK <n>\n" and copies both ways, or closes the connection when
 //     nothing listens there.
 //   - PATCH /vm Paused freezes the guest with a cgroup v2 freezer
-//     (<cgroup2 mount>/kindling-sim/<id>-<fake pid>), or, without one (or
+//     (<cgroup2 mount>/kindling-sim/<id>-<fake pid>-<fake start time>,
+//     the start time being field 22 of /proc/<pid>/stat, so that a recycled
+//     PID never names the same cgroup; the log says "Simulated guest:
+//     cgroup DIR freezes it."), or, without one (or
 //     with "sim_sigstop":true in FAKEFC), stops every process of its PID
 //     namespace with SIGSTOP; Resumed thaws it. A connection made while the
 //     guest is paused is answered once it is resumed.

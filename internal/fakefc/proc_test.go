@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -35,7 +36,21 @@ type proc struct {
 	stderr *testutil.SyncBuffer
 	state  procState // how the process ended, for messages
 	client *http.Client
+	id     fakeID // read at spawn: the PID may name another process later
 }
+
+// fakeID tells one process apart from every other, earlier or later, that
+// had the same PID.
+type fakeID struct {
+	pid   int
+	start uint64 // start time, clock ticks since boot (/proc/PID/stat field 22)
+}
+
+// suffix is how the names of the process's simulated guests' cgroups end.
+func (f fakeID) suffix() string { return fmt.Sprintf("-%d-%d", f.pid, f.start) }
+
+// fakeID returns the process's identity, as read when it was spawned.
+func (p *proc) fakeID() fakeID { return p.id }
 
 // procState prints how a process ended, as %v prints *os.ProcessState:
 // "<nil>" while it runs.
@@ -72,6 +87,12 @@ func spawn(t testing.TB, o spawnOpts) *proc {
 		NoWait: o.noWait,
 	})
 	p := &proc{t: t, vmm: v, cmd: v.Cmd, dir: v.Dir, sock: v.Sock, stdout: v.Stdout, stderr: v.Stderr, state: procState{v}}
+	p.id.pid = v.Cmd.Process.Pid
+	if start, err := kunix.ProcessStartTime(p.id.pid); err == nil {
+		p.id.start = start
+	} else if !o.noWait {
+		t.Fatalf("start time of the spawned process %d: %v", p.id.pid, err)
+	}
 	p.client = &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kindling-vm/kindling/internal/netdev"
+	kunix "github.com/kindling-vm/kindling/internal/unix"
 )
 
 // The contract with the guest agent: the fake shows the guest one extra
@@ -197,6 +198,10 @@ func bootSimHere(plan simPlan, id string, console io.Writer, log *logger, onPowe
 	if euid := os.Geteuid(); euid != 0 {
 		return nil, fmt.Errorf("booting the ext4 root filesystem %s as a simulated guest needs root (running as uid %d)", plan.image, euid)
 	}
+	name, err := simCgroupName(id)
+	if err != nil {
+		return nil, err
+	}
 	g := &simGuest{log: log, done: make(chan struct{}), running: make(chan struct{})}
 	close(g.running)
 	loop, err := attachLoop(plan.image, plan.readOnly, "kindling-sim:"+id)
@@ -205,13 +210,13 @@ func bootSimHere(plan simPlan, id string, console io.Writer, log *logger, onPowe
 	}
 	g.loop = loop
 	g.drives = append([]simDrive(nil), plan.drives...)
-	name := fmt.Sprintf("%s-%d", cgroupSafe(id), os.Getpid())
 	if plan.sigstop {
 		log.info("fc_api", "Simulated guest: pause will stop its processes with SIGSTOP, as FAKEFC asks.")
 	} else if cg, err := newSimCgroup(name); err != nil {
 		log.warn("fc_api", "Simulated guest: no cgroup freezer (%v); pause will stop its processes with SIGSTOP.", err)
 	} else {
 		g.cg = cg
+		log.info("fc_api", "Simulated guest: cgroup %s freezes it.", cg.dir)
 		if err := g.startJanitor(); err != nil {
 			// Without a janitor a killed fake would leave the cgroup.
 			g.dropCgroup(fmt.Errorf("start the cgroup janitor: %w", err))
@@ -278,6 +283,19 @@ func bridgeToHost(c net.Conn, uds string, local uint32) {
 		return
 	}
 	splice(c, r, hc)
+}
+
+// simCgroupName is the name of the cgroup of the simulated guest of VM id
+// run by this process: <id>-<pid>-<start time>. The process's start time
+// (in clock ticks since boot) tells it apart from an earlier process that
+// had the same PID, so that no two fakes, now or hours apart, ever share
+// or mistake each other's cgroup.
+func simCgroupName(id string) (string, error) {
+	start, err := kunix.ProcessStartTime(os.Getpid())
+	if err != nil {
+		return "", fmt.Errorf("name the simulated guest's cgroup: %w", err)
+	}
+	return fmt.Sprintf("%s-%d-%d", cgroupSafe(id), os.Getpid(), start), nil
 }
 
 // cgroupSafe keeps the characters of id that are safe in a directory name.

@@ -223,16 +223,17 @@ func loopsOf(img string) []string {
 	return out
 }
 
-// simCgroups returns the cgroups of simulated guests of the fake with PID
-// fakePID.
-func simCgroups(fakePID int) []string {
+// simCgroups returns the cgroups of simulated guests of the fake fake:
+// <cgroup2 mount>/kindling-sim/<id>-<pid>-<start time>. A fake that had the
+// same PID before does not count.
+func simCgroups(fake fakeID) []string {
 	b, _ := os.ReadFile("/proc/self/mountinfo")
 	var out []string
 	for line := range strings.SplitSeq(string(b), "\n") {
 		pre, post, ok := strings.Cut(line, " - ")
 		f := strings.Fields(pre)
 		if ok && strings.HasPrefix(post, "cgroup2 ") && len(f) >= 5 {
-			m, _ := filepath.Glob(filepath.Join(f[4], "kindling-sim", fmt.Sprintf("*-%d", fakePID)))
+			m, _ := filepath.Glob(filepath.Join(f[4], "kindling-sim", "*"+fake.suffix()))
 			out = append(out, m...)
 		}
 	}
@@ -245,8 +246,9 @@ func alive(pid int) bool {
 	return err == nil && st != 'Z'
 }
 
-// janitors returns the PIDs of janitor processes of the fake fakePID.
-func janitors(fakePID int) []int {
+// janitors returns the PIDs of janitor processes of the fake fake (their
+// last argument is its cgroup).
+func janitors(fake fakeID) []int {
 	var out []int
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
@@ -255,17 +257,17 @@ func janitors(fakePID int) []int {
 			continue
 		}
 		b, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if bytes.Contains(b, []byte("__kindling-sim-janitor")) && bytes.Contains(b, fmt.Appendf(nil, "-%d\x00", fakePID)) && alive(pid) {
+		if bytes.Contains(b, []byte("__kindling-sim-janitor")) && bytes.HasSuffix(b, []byte(fake.suffix()+"\x00")) && alive(pid) {
 			out = append(out, pid)
 		}
 	}
 	return out
 }
 
-// checkGone waits until nothing of the simulated guest of the fake fakePID
+// checkGone waits until nothing of the simulated guest of the fake fake
 // with init initPID and image img is left: no process, loop device, cgroup
 // or janitor.
-func checkGone(t *testing.T, fakePID, initPID int, img string) {
+func checkGone(t *testing.T, fake fakeID, initPID int, img string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -276,10 +278,10 @@ func checkGone(t *testing.T, fakePID, initPID int, img string) {
 		if l := loopsOf(img); len(l) > 0 {
 			left = append(left, fmt.Sprintf("loop devices %v", l))
 		}
-		if c := simCgroups(fakePID); len(c) > 0 {
+		if c := simCgroups(fake); len(c) > 0 {
 			left = append(left, fmt.Sprintf("cgroups %v", c))
 		}
-		if j := janitors(fakePID); len(j) > 0 {
+		if j := janitors(fake); len(j) > 0 {
 			left = append(left, fmt.Sprintf("janitors %v", j))
 		}
 		if len(left) == 0 {
@@ -318,13 +320,25 @@ func TestSimGuestBoot(t *testing.T) {
 	v.must(204, "PUT", "/drives/ro", fmt.Sprintf(`{"drive_id":"ro","path_on_host":%q,"is_root_device":false,"is_read_only":true}`, ro))
 	v.must(204, "PUT", "/actions", `{"action_type":"InstanceStart"}`)
 	v.waitOutput("siminit: up")
-	fakePID, pid := v.cmd.Process.Pid, v.initPID(t)
+	fake, pid := v.fakeID(), v.initPID(t)
 	if !strings.Contains(v.stdout.String(), "siminit: up boot=1 pid=1 host=simhost\n") {
 		t.Errorf("console: %q, want the init's line with pid 1 and host simhost", v.stdout)
 	}
 	loops := loopsOf(v.img)
 	if len(loops) != 1 {
 		t.Fatalf("loop devices of the image while the guest runs: %v, want one", loops)
+	}
+	// The guest's cgroup is named after the VM and this very fake (its PID
+	// and start time), and the log says which it is.
+	if cgs := simCgroups(fake); len(cgs) == 1 {
+		if filepath.Base(cgs[0]) != "test-vm"+fake.suffix() {
+			t.Errorf("the guest's cgroup is %s, want test-vm%s", cgs[0], fake.suffix())
+		}
+		if !strings.Contains(v.stdout.String(), "Simulated guest: cgroup "+cgs[0]+" freezes it.") {
+			t.Errorf("the fake's log does not name the guest's cgroup %s:\n%s", cgs[0], v.stdout)
+		}
+	} else if !strings.Contains(v.stdout.String(), "no cgroup freezer") {
+		t.Errorf("cgroups of the guest: %v, want one (or the log saying there is no freezer):\n%s", cgs, v.stdout)
 	}
 	// The guest's mounts live in its own namespace: none shows on the host.
 	dev := "/dev/" + filepath.Base(filepath.Dir(filepath.Dir(loops[0])))
@@ -443,7 +457,7 @@ func TestSimGuestBoot(t *testing.T) {
 	if !strings.Contains(v.stdout.String(), "init ended (signal: interrupt)") {
 		t.Errorf("the fake's log does not show init ended by the power-off:\n%s", v.stdout)
 	}
-	checkGone(t, fakePID, pid, v.img)
+	checkGone(t, fake, pid, v.img)
 	if got := debugfsCat(t, v.img, "/etc/written"); got != "hello from the guest" {
 		t.Errorf("file written by the guest, read from the image: %q", got)
 	}
@@ -462,8 +476,8 @@ func TestSimGuestPause(t *testing.T) {
 func testSimGuestPause(t *testing.T, settings string) {
 	testutil.CheckLeaks(t)
 	v := bootSimVM(t, simOpts{settings: settings})
-	fakePID, pid := v.cmd.Process.Pid, v.initPID(t)
-	if settings == "" && len(simCgroups(fakePID)) == 0 {
+	fake, pid := v.fakeID(), v.initPID(t)
+	if settings == "" && len(simCgroups(fake)) == 0 {
 		t.Skipf("skipping: the fake found no usable cgroup v2 freezer on this host:\n%s", v.stdout)
 	}
 
@@ -500,7 +514,7 @@ func testSimGuestPause(t *testing.T, settings string) {
 	}
 
 	v.must(204, "PATCH", "/vm", `{"state":"Paused"}`)
-	if cg := simCgroups(fakePID); len(cg) == 1 {
+	if cg := simCgroups(fake); len(cg) == 1 {
 		if b, err := os.ReadFile(filepath.Join(cg[0], "cgroup.events")); err != nil || !strings.Contains(string(b), "frozen 1") {
 			t.Errorf("paused guest's cgroup.events: %q (%v), want frozen 1", b, err)
 		}
@@ -548,7 +562,7 @@ func testSimGuestPause(t *testing.T, settings string) {
 		t.Errorf("fake ended with code %d signal %v after Ctrl-Alt-Del, want exit 0", code, sig)
 	}
 	v.waitOutput("siminit: SIGTERM, exiting")
-	checkGone(t, fakePID, pid, v.img)
+	checkGone(t, fake, pid, v.img)
 }
 
 func TestSimGuestKilled(t *testing.T) {
@@ -556,7 +570,7 @@ func TestSimGuestKilled(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGTERM} {
 		t.Run(sig.String(), func(t *testing.T) {
 			v := bootSimVM(t, simOpts{})
-			fakePID, pid := v.cmd.Process.Pid, v.initPID(t)
+			fake, pid := v.fakeID(), v.initPID(t)
 			// Frozen, the guest must die too.
 			v.must(204, "PATCH", "/vm", `{"state":"Paused"}`)
 			if err := v.cmd.Process.Signal(sig); err != nil {
@@ -565,7 +579,7 @@ func TestSimGuestKilled(t *testing.T) {
 			if _, got := v.waitExit(10 * time.Second); got != sig {
 				t.Errorf("fake ended by signal %v, want %v", got, sig)
 			}
-			checkGone(t, fakePID, pid, v.img)
+			checkGone(t, fake, pid, v.img)
 			// The image is whole again: it mounts, and a new guest boots from it.
 			v2 := bootSimVM(t, simOpts{img: v.img})
 			if in := v2.info(t); in.Boots != 2 {
@@ -580,7 +594,7 @@ func TestSimGuestSnapshot(t *testing.T) {
 	// 1.16 takes a vsock_override: the old socket file stays, as with
 	// Firecracker.
 	v := bootSimVM(t, simOpts{settings: settingsFor("1.16.1", "")})
-	fakePID, pid := v.cmd.Process.Pid, v.initPID(t)
+	fake, pid := v.fakeID(), v.initPID(t)
 	if a := v.ask(t, "write /etc/before snapshot"); a != "ok\n" {
 		t.Fatalf("write: %q", a)
 	}
@@ -598,7 +612,7 @@ func TestSimGuestSnapshot(t *testing.T) {
 		t.Errorf("snapshot state does not say simulated (%v): %s", err, b)
 	}
 	v.kill()
-	checkGone(t, fakePID, pid, v.img)
+	checkGone(t, fake, pid, v.img)
 
 	for _, resume := range []bool{true, false} {
 		t.Run(fmt.Sprintf("resume_vm=%t", resume), func(t *testing.T) {
@@ -617,12 +631,12 @@ func TestSimGuestSnapshot(t *testing.T) {
 			if got := rv.ask(t, "ping"); got != "pong\n" {
 				t.Errorf("ping after restore: %q", got)
 			}
-			rPID, rInit := r.cmd.Process.Pid, rv.initPID(t)
+			rFake, rInit := r.fakeID(), rv.initPID(t)
 			rv.ask(t, "poweroff")
 			if code, _ := r.waitExit(10 * time.Second); code != 0 {
 				t.Errorf("restored fake exit %d after power-off", code)
 			}
-			checkGone(t, rPID, rInit, v.img)
+			checkGone(t, rFake, rInit, v.img)
 		})
 	}
 	if got := debugfsCat(t, v.img, "/etc/before"); got != "snapshot" {
@@ -802,8 +816,9 @@ func TestSimGuestsSideBySide(t *testing.T) {
 	}
 	const n = 3
 	type booted struct {
-		v             *simVM
-		fakePID, init int
+		v    *simVM
+		fake fakeID
+		init int
 	}
 	guests := make([]booted, n)
 	for i := range guests {
@@ -834,7 +849,7 @@ func TestSimGuestsSideBySide(t *testing.T) {
 	for i := range guests {
 		g := &guests[i]
 		g.v.waitOutput("siminit: up")
-		g.fakePID, g.init = g.v.cmd.Process.Pid, g.v.initPID(t)
+		g.fake, g.init = g.v.fakeID(), g.v.initPID(t)
 		if in := g.v.info(t); in.Hostname != fmt.Sprintf("guest%d", i) || in.PID != 1 {
 			t.Errorf("guest %d: hostname %q pid %d", i, in.Hostname, in.PID)
 		}
@@ -849,6 +864,6 @@ func TestSimGuestsSideBySide(t *testing.T) {
 		if code, _ := g.v.waitExit(10 * time.Second); code != 0 {
 			t.Errorf("guest %d: fake exit %d after power-off", i, code)
 		}
-		checkGone(t, g.fakePID, g.init, g.v.img)
+		checkGone(t, g.fake, g.init, g.v.img)
 	}
 }

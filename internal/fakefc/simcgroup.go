@@ -122,11 +122,10 @@ func (cg *simCgroup) setFrozen(frozen bool, timeout time.Duration) error {
 
 // destroy kills every process left in the cgroup, waits up to timeout for
 // them to go, and removes the cgroup (and the shared parent, if empty). A
-// cgroup already gone is not an error.
+// cgroup already gone is not an error. The kernel may refuse the removal
+// (EBUSY) for a moment after the last process left: it is tried again
+// until timeout.
 func (cg *simCgroup) destroy(timeout time.Duration) error {
-	if _, err := os.Stat(cg.dir); errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
 	deadline := time.Now().Add(timeout)
 	for {
 		populated, err := cg.events("populated")
@@ -137,15 +136,19 @@ func (cg *simCgroup) destroy(timeout time.Duration) error {
 			return err
 		}
 		if populated == "0" {
-			break
-		}
-		if time.Now().After(deadline) {
+			err := cg.remove()
+			if !errors.Is(err, syscall.EBUSY) {
+				return err
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%w (still busy after %v)", err, timeout)
+			}
+		} else if time.Now().After(deadline) {
 			return fmt.Errorf("cgroup %s still has processes after %v", cg.dir, timeout)
 		}
 		cg.killAll()
 		time.Sleep(2 * time.Millisecond)
 	}
-	return cg.remove()
 }
 
 // killAll sends SIGKILL to every process of the cgroup: through cgroup.kill

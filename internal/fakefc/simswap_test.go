@@ -30,7 +30,7 @@ func TestSimGuestDriveSwap(t *testing.T) {
 	v.must(204, "PUT", "/drives/pool1", fmt.Sprintf(`{"drive_id":"pool1","path_on_host":%q,"is_root_device":false,"is_read_only":true}`, slotRO))
 	v.must(204, "PUT", "/actions", `{"action_type":"InstanceStart"}`)
 	v.waitOutput("siminit: up")
-	fakePID, pid := v.cmd.Process.Pid, v.initPID(t)
+	fake, pid := v.fakeID(), v.initPID(t)
 
 	patch := func(id, path string) {
 		t.Helper()
@@ -98,5 +98,5 @@ func TestSimGuestDriveSwap(t *testing.T) {
 	if code, sig := v.waitExit(10 * time.Second); code != 0 {
 		t.Errorf("fake ended with code %d signal %v, want 0\nstdout: %s", code, sig, v.stdout)
 	}
-	checkGone(t, fakePID, pid, v.img)
+	checkGone(t, fake, pid, v.img)
 }
