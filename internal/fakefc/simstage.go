@@ -291,6 +291,13 @@ func makeDevices(dir string) error {
 	return nil
 }
 
+// janitorTimeout bounds the janitor's wait for the guest's processes to
+// end and its cgroup to go. Longer than the fake's own (simTimeout): the
+// janitor works in the background, and on a loaded host a guest's end (its
+// root file system written out as its mount namespace goes) can take a
+// while.
+const janitorTimeout = 30 * time.Second
+
 // runJanitor is the janitor process: it waits until the fake closes its
 // end of the pipe on descriptor 3 (it ends or is killed), then kills what is
 // left in the guest's cgroup and removes the cgroup.
@@ -302,7 +309,7 @@ func runJanitor(args []string) int {
 	p := os.NewFile(3, "janitor-pipe")
 	_ = readAllString(p)
 	cg := &simCgroup{dir: args[0]}
-	if err := cg.destroy(5 * time.Second); err != nil {
+	if err := cg.destroy(janitorTimeout); err != nil {
 		fmt.Fprintf(os.Stderr, "fake-firecracker: janitor: %v\n", err)
 		return ExitError
 	}
