@@ -202,6 +202,9 @@ type guestInfo struct {
 	Dev      []string `json:"dev"`
 	Boots    int      `json:"boots"`
 	Ifaces   []string `json:"ifaces"`
+	// PDeathSig is init's parent-death signal: 9 (SIGKILL) for it to die
+	// with the fake.
+	PDeathSig int `json:"pdeathsig"`
 }
 
 func (v *simVM) info(t *testing.T) guestInfo {
@@ -413,6 +416,9 @@ func TestSimGuestBoot(t *testing.T) {
 	if in.PID != 1 || in.Hostname != "simhost" {
 		t.Errorf("guest sees pid %d hostname %q, want 1 and simhost", in.PID, in.Hostname)
 	}
+	if in.PDeathSig != int(syscall.SIGKILL) {
+		t.Errorf("init's parent-death signal is %d, want %d (SIGKILL)", in.PDeathSig, syscall.SIGKILL)
+	}
 	wantCmdline := simBootArgs + " ip=10.0.0.2::10.0.0.1:255.255.255.0:simhost::off kindling.vsock=unix:/run/kindling-vsock\n"
 	if in.Cmdline != wantCmdline {
 		t.Errorf("/proc/cmdline = %q, want %q", in.Cmdline, wantCmdline)
@@ -584,6 +590,27 @@ func testSimGuestPause(t *testing.T, settings string) {
 	}
 	v.waitOutput("siminit: SIGTERM, exiting")
 	checkGone(t, fake, pid, v.img)
+}
+
+// The guest dies with the fake even where no janitor kills what is left
+// in its cgroup (here: pause by SIGSTOP, so no cgroup): init has SIGKILL as
+// its parent-death signal, whichever thread of the stage process exec'd it.
+// Before the stage set it on the thread that execs, about one boot in
+// eight left init without one, and a killed fake left its guest running,
+// reparented to the host's init.
+func TestSimGuestDiesWithTheFake(t *testing.T) {
+	needRoot(t)
+	img := simRootfs(t, true)
+	settings := settingsFor("1.14.2", `"sim_sigstop":true`)
+	for i := range 10 {
+		v := bootSimVM(t, simOpts{img: img, settings: settings})
+		fake, pid := v.fakeID(), v.initPID(t)
+		if in := v.info(t); in.PDeathSig != int(syscall.SIGKILL) {
+			t.Errorf("boot %d: init's parent-death signal is %d, want %d (SIGKILL)", i, in.PDeathSig, syscall.SIGKILL)
+		}
+		v.kill()
+		checkGone(t, fake, pid, img)
+	}
 }
 
 func TestSimGuestKilled(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -142,6 +143,16 @@ func stage(cfg stageConfig, ready func() error) error {
 	}
 	if err := ready(); err != nil {
 		return fmt.Errorf("wait for the fake: %w", err)
+	}
+	// The parent-death signal that makes init die with the fake is a
+	// thread's, not the process's: the fake set it on this process's
+	// main thread, and an exec from another thread (wherever the Go
+	// scheduler has this goroutine) makes that thread the process, without
+	// it. So the thread that execs sets it too. Until the exec the main
+	// thread's stands in for it: no moment goes without one.
+	runtime.LockOSThread()
+	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
+		return fmt.Errorf("set the parent-death signal: %w", err)
 	}
 	argv := append([]string{cfg.Init}, cfg.Args...)
 	if err := unix.Exec(cfg.Init, argv, cfg.Env); err != nil {
