@@ -114,14 +114,17 @@
 //     <uds_path>_<port> on the host, as Firecracker does, answers
 //     "OK <n>\n" and copies both ways, or closes the connection when
 //     nothing listens there.
-//   - PATCH /vm Paused freezes the guest with a cgroup v2 freezer
-//     (<cgroup2 mount>/kindling-sim/<id>-<fake pid>-<fake start time>,
-//     the start time being field 22 of /proc/<pid>/stat, so that a recycled
-//     PID never names the same cgroup; the log says "Simulated guest:
-//     cgroup DIR freezes it."), or, without one (or
-//     with "sim_sigstop":true in FAKEFC), stops every process of its PID
-//     namespace with SIGSTOP; Resumed thaws it. A connection made while the
-//     guest is paused is answered once it is resumed.
+//   - PATCH /vm Paused freezes the guest with a cgroup v2 freezer, or,
+//     without one (or with "sim_sigstop":true in FAKEFC), stops every
+//     process of its PID namespace with SIGSTOP; Resumed thaws it. A
+//     connection made while the guest is paused is answered once it is
+//     resumed. The guest's cgroup is <cgroup2 mount>/kindling-sim/<id>-
+//     <fake pid>-<fake start time>, plus -t<tag> when the environment sets
+//     KINDLING_SIM_CGROUP_TAG (EnvCgroupTag, set by the tests' leak
+//     checks); the start time is field 22 of /proc/<pid>/stat, so a
+//     recycled PID never names the same cgroup. The log says "Simulated
+//     guest: cgroup DIR freezes it." Booting a guest also removes the
+//     cgroups, older than a minute and empty, of fakes no longer running.
 //   - SendCtrlAltDel sends SIGTERM to init. When init ends, for any reason
 //     (e.g. reboot(2) in the PID namespace, which kills init), the fake
 //     waits until the mount and the loop device are gone and the cgroup is
@@ -130,7 +133,10 @@
 //     of the signal. A SIGKILL of the fake kills init (PR_SET_PDEATHSIG)
 //     and with it the PID namespace; the mount goes with the namespace, the
 //     loop device detaches itself, and a janitor process (the fake
-//     re-executed, in its own session) removes the cgroup.
+//     re-executed, in its own session, started before the cgroup is made)
+//     removes the cgroup. The janitor works in / with an empty
+//     environment, so that nothing that looks for a sandbox's processes by
+//     their directory or environment takes it for one and kills it.
 //   - A snapshot of a simulated guest records "simulated": true in the
 //     state file; its processes are not saved. Loading it boots init afresh
 //     from the root drive's image: at once with resume_vm, else at the

@@ -24,7 +24,8 @@ import (
 // removes nothing when the VMM exits. It differs from the real one in that
 // it chroots (no pivot_root in a mount namespace of its own), makes no
 // device nodes (the fake Firecracker needs none), keeps FAKEFC in the
-// environment (so the emulated release is the one the test asked for) and
+// environment (so the emulated release is the one the test asked for), and
+// KINDLING_SIM_CGROUP_TAG (EnvCgroupTag, for the tests' leak checks), and
 // refuses --new-pid-ns and --daemonize with ErrNotEmulated. For the
 // simulated guest it also leaves the executable the host's root directory
 // open, its capabilities (as ambient ones, dropped from the effective set
@@ -187,8 +188,10 @@ func jail(f JailerFlags) error {
 	}
 	env := []string{envJailHostRoot + "=" + strconv.Itoa(hostRoot),
 		envJailOuterCgroups + "=" + strings.ReplaceAll(strings.TrimSpace(string(outer)), "\n", ";")}
-	if v, ok := os.LookupEnv(EnvSettings); ok {
-		env = append(env, EnvSettings+"="+v)
+	for _, k := range []string{EnvSettings, EnvCgroupTag} {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
 	}
 	argv := append([]string{"/" + exec, "--id", f.ID}, f.Args...)
 	return fmt.Errorf("exec %s: %w", exec, syscall.Exec("/"+exec, argv, env))

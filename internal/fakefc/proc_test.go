@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -46,8 +47,20 @@ type fakeID struct {
 	start uint64 // start time, clock ticks since boot (/proc/PID/stat field 22)
 }
 
-// suffix is how the names of the process's simulated guests' cgroups end.
+// suffix is how the names of the process's simulated guests' cgroups end,
+// before the tag (see owns).
 func (f fakeID) suffix() string { return fmt.Sprintf("-%d-%d", f.pid, f.start) }
+
+// cgroupTagRE matches the tag a fake adds to its cgroups' names when
+// fakefc.EnvCgroupTag is set.
+var cgroupTagRE = regexp.MustCompile(`^-t[0-9A-Za-z_]+$`)
+
+// owns reports whether the cgroup name is one the process made: it ends
+// with the process's PID and start time, and perhaps a tag.
+func (f fakeID) owns(name string) bool {
+	i := strings.LastIndex(name, f.suffix())
+	return i > 0 && (i+len(f.suffix()) == len(name) || cgroupTagRE.MatchString(name[i+len(f.suffix()):]))
+}
 
 // fakeID returns the process's identity, as read when it was spawned.
 func (p *proc) fakeID() fakeID { return p.id }
@@ -70,6 +83,7 @@ type spawnOpts struct {
 	args     []string // extra arguments after --api-sock and --id
 	dir      string   // working directory for files; a new short one when ""
 	noWait   bool     // do not wait for the API socket
+	env      []string // added to the environment
 }
 
 // spawn starts a process, waits for its API socket unless o.noWait, and
@@ -82,7 +96,7 @@ func spawn(t testing.TB, o spawnOpts) *proc {
 	v := testutil.StartVMM(t, testutil.VMMConfig{
 		Path:   o.bin,
 		Args:   append([]string{"--id", "test-vm"}, o.args...),
-		Env:    []string{fakefc.EnvSettings + "=" + o.settings},
+		Env:    append([]string{fakefc.EnvSettings + "=" + o.settings}, o.env...),
 		Dir:    o.dir,
 		NoWait: o.noWait,
 	})

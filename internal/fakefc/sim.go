@@ -12,7 +12,9 @@ import (
 	"os/signal"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -212,15 +214,10 @@ func bootSimHere(plan simPlan, id string, console io.Writer, log *logger, onPowe
 	g.drives = append([]simDrive(nil), plan.drives...)
 	if plan.sigstop {
 		log.info("fc_api", "Simulated guest: pause will stop its processes with SIGSTOP, as FAKEFC asks.")
-	} else if cg, err := newSimCgroup(name); err != nil {
+	} else if err := g.startCgroup(name); err != nil {
 		log.warn("fc_api", "Simulated guest: no cgroup freezer (%v); pause will stop its processes with SIGSTOP.", err)
 	} else {
-		g.cg = cg
-		log.info("fc_api", "Simulated guest: cgroup %s freezes it.", cg.dir)
-		if err := g.startJanitor(); err != nil {
-			// Without a janitor a killed fake would leave the cgroup.
-			g.dropCgroup(fmt.Errorf("start the cgroup janitor: %w", err))
-		}
+		log.info("fc_api", "Simulated guest: cgroup %s freezes it.", g.cg.dir)
 	}
 	if err := g.startInit(plan, console); err != nil {
 		g.cleanup()
@@ -285,17 +282,66 @@ func bridgeToHost(c net.Conn, uds string, local uint32) {
 	splice(c, r, hc)
 }
 
+// EnvCgroupTag names the environment variable whose value, when set, the
+// fake adds to the names of its simulated guests' cgroups, so that a test
+// can tell the cgroups of its own fakes from those of other tests running
+// on the same host (testutil.CheckLeaks sets it). It starts with KINDLING_
+// so that kindling's monitor passes it on to Firecracker.
+const EnvCgroupTag = "KINDLING_SIM_CGROUP_TAG"
+
+// maxCgroupTag bounds the tag's length in a cgroup name.
+const maxCgroupTag = 40
+
 // simCgroupName is the name of the cgroup of the simulated guest of VM id
-// run by this process: <id>-<pid>-<start time>. The process's start time
-// (in clock ticks since boot) tells it apart from an earlier process that
-// had the same PID, so that no two fakes, now or hours apart, ever share
-// or mistake each other's cgroup.
+// run by this process: <id>-<pid>-<start time>, then -t<tag> when
+// $KINDLING_SIM_CGROUP_TAG is set. The process's start time (in clock
+// ticks since boot, field 22 of /proc/<pid>/stat) tells it apart from an
+// earlier process that had the same PID, so that no two fakes, now or
+// hours apart, share or mistake each other's cgroup.
 func simCgroupName(id string) (string, error) {
 	start, err := kunix.ProcessStartTime(os.Getpid())
 	if err != nil {
 		return "", fmt.Errorf("name the simulated guest's cgroup: %w", err)
 	}
-	return fmt.Sprintf("%s-%d-%d", cgroupSafe(id), os.Getpid(), start), nil
+	name := fmt.Sprintf("%s-%d-%d", cgroupSafe(id), os.Getpid(), start)
+	if tag := cgroupTag(os.Getenv(EnvCgroupTag)); tag != "" {
+		name += "-t" + tag
+	}
+	return name, nil
+}
+
+// cgroupTag keeps the letters, digits and underscores of tag, at most
+// maxCgroupTag of them.
+func cgroupTag(tag string) string {
+	tag = strings.Map(func(r rune) rune {
+		if r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' {
+			return r
+		}
+		return -1
+	}, tag)
+	if len(tag) > maxCgroupTag {
+		tag = tag[:maxCgroupTag]
+	}
+	return tag
+}
+
+// simCgroupNameRE matches the end of a name made by simCgroupName: the
+// creator's PID and start time, and the tag.
+var simCgroupNameRE = regexp.MustCompile(`-([0-9]+)-([0-9]+)(?:-t[0-9A-Za-z_]+)?$`)
+
+// simCgroupCreator returns the PID and start time of the fake that made
+// the cgroup name; ok is false for a name simCgroupName did not make.
+func simCgroupCreator(name string) (pid int, start uint64, ok bool) {
+	m := simCgroupNameRE.FindStringSubmatch(name)
+	if m == nil {
+		return 0, 0, false
+	}
+	pid, err1 := strconv.Atoi(m[1])
+	start, err2 := strconv.ParseUint(m[2], 10, 64)
+	if err1 != nil || err2 != nil || pid <= 0 {
+		return 0, 0, false
+	}
+	return pid, start, true
 }
 
 // cgroupSafe keeps the characters of id that are safe in a directory name.
@@ -308,16 +354,47 @@ func cgroupSafe(id string) string {
 	}, id)
 }
 
-// startJanitor spawns the janitor, which removes the guest's cgroup once
-// the fake's end of its pipe closes, so that even a SIGKILL of the fake
+// startCgroup makes the guest's cgroup name, after its janitor: however
+// the fake ends once the cgroup exists, a janitor is there to remove it.
+// Cgroups that earlier fakes left are swept first (sweepSimCgroups).
+func (g *simGuest) startCgroup(name string) error {
+	dir, err := simCgroupDir(name)
+	if err != nil {
+		return err
+	}
+	sweepSimCgroups(filepath.Dir(dir))
+	// Without a janitor a killed fake would leave the cgroup.
+	if err := g.startJanitor(dir); err != nil {
+		return fmt.Errorf("start the cgroup janitor: %w", err)
+	}
+	cg, err := newSimCgroup(dir)
+	if err != nil {
+		g.stopJanitor()
+		return err
+	}
+	g.cg = cg
+	return nil
+}
+
+// startJanitor spawns the janitor, which removes the cgroup dir once the
+// fake's end of its pipe closes, so that even a SIGKILL of the fake
 // leaves no cgroup behind.
-func (g *simGuest) startJanitor() error {
+//
+// The janitor outlives the fake, and must not be taken for one of the
+// sandbox's processes then: those are found, by kindling and by the
+// tests' leak checks, by a working directory, an argument or an
+// environment value naming the sandbox's directory or state root, and
+// killed; a janitor killed before it is done leaves the cgroup. So it
+// works in / and gets no environment (it needs none).
+func (g *simGuest) startJanitor(dir string) error {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	cmd := exec.Command("/proc/self/exe", janitorArg, g.cg.dir)
+	cmd := exec.Command("/proc/self/exe", janitorArg, dir)
+	cmd.Dir = "/"
+	cmd.Env = []string{}
 	cmd.ExtraFiles = []*os.File{r}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -333,6 +410,17 @@ func (g *simGuest) startJanitor() error {
 	return nil
 }
 
+// stopJanitor lets the janitor go (it removes the cgroup, if still there)
+// and waits for it to exit.
+func (g *simGuest) stopJanitor() {
+	if g.janitor == nil {
+		return
+	}
+	g.janW.Close()
+	_ = g.janitor.Wait()
+	g.janitor, g.janW = nil, nil
+}
+
 // dropCgroup gives up the cgroup freezer, for the reason err: pause then
 // stops the guest's processes with SIGSTOP.
 func (g *simGuest) dropCgroup(err error) {
@@ -341,11 +429,7 @@ func (g *simGuest) dropCgroup(err error) {
 		g.log.warn("fc_api", "Simulated guest: %v", err)
 	}
 	g.cg = nil
-	if g.janitor != nil {
-		g.janW.Close()
-		_ = g.janitor.Wait()
-		g.janitor = nil
-	}
+	g.stopJanitor()
 }
 
 // startInit spawns the stage process in new namespaces, sends it its
@@ -530,10 +614,7 @@ func (g *simGuest) cleanupHere() {
 			g.log.warn("fc_api", "Simulated guest: %v", err)
 		}
 	}
-	if g.janitor != nil {
-		g.janW.Close()
-		_ = g.janitor.Wait()
-	}
+	g.stopJanitor()
 }
 
 // pause freezes every process of the guest.

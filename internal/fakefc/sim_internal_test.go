@@ -5,7 +5,10 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
+
+	kunix "github.com/kindling-vm/kindling/internal/unix"
 )
 
 func TestParseConnect(t *testing.T) {
@@ -160,5 +163,57 @@ func TestParseKernelIP(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("%q: %q, want %q", tc.cmdline, got, tc.want)
 		}
+	}
+}
+
+func TestSimCgroupCreator(t *testing.T) {
+	tests := []struct {
+		name  string
+		pid   int
+		start uint64
+		ok    bool
+	}{
+		{"box-123-456789", 123, 456789, true},
+		{"a-b-c-1-2", 1, 2, true},
+		{"box-123-456789-t99_1234", 123, 456789, true},
+		{"box-123-456789-t", 0, 0, false},
+		{"box-123-456789-tx-y", 0, 0, false},
+		{"box-26825", 0, 0, false},
+		{"box-0-5", 0, 0, false},
+		{"box-123-x", 0, 0, false},
+		{"123-456", 0, 0, false},
+	}
+	for _, tt := range tests {
+		pid, start, ok := simCgroupCreator(tt.name)
+		if pid != tt.pid || start != tt.start || ok != tt.ok {
+			t.Errorf("simCgroupCreator(%q) = %d, %d, %t, want %d, %d, %t", tt.name, pid, start, ok, tt.pid, tt.start, tt.ok)
+		}
+	}
+}
+
+func TestSimCgroupName(t *testing.T) {
+	start, err := kunix.ProcessStartTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := fmt.Sprintf("-%d-%d", os.Getpid(), start)
+	for _, tt := range []struct{ id, tag, want string }{
+		{"box", "", "box" + base},
+		{"a/b c", "", "a_b_c" + base},
+		{"box", "12_34", "box" + base + "-t12_34"},
+		{"box", "1-2.3/4", "box" + base + "-t1234"},
+		{"box", strings.Repeat("x", 50), "box" + base + "-t" + strings.Repeat("x", maxCgroupTag)},
+		{"box", "-./", "box" + base},
+	} {
+		t.Run(tt.want, func(t *testing.T) {
+			t.Setenv(EnvCgroupTag, tt.tag)
+			got, err := simCgroupName(tt.id)
+			if err != nil || got != tt.want {
+				t.Fatalf("simCgroupName(%q) with tag %q = %q, %v; want %q", tt.id, tt.tag, got, err, tt.want)
+			}
+			if pid, st, ok := simCgroupCreator(got); !ok || pid != os.Getpid() || st != start {
+				t.Errorf("simCgroupCreator(%q) = %d, %d, %t: not this process", got, pid, st, ok)
+			}
+		})
 	}
 }

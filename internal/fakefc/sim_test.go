@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -19,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kindling-vm/kindling/internal/fakefc"
 	"github.com/kindling-vm/kindling/internal/gotool"
 	"github.com/kindling-vm/kindling/internal/testutil"
 	kunix "github.com/kindling-vm/kindling/internal/unix"
@@ -98,6 +100,8 @@ type simOpts struct {
 	bootArgs string // simBootArgs when ""
 	readOnly bool
 	settings string
+	dir      string   // the fake's working directory; a new one when ""
+	env      []string // added to the fake's environment
 }
 
 // configureSim spawns a fake and configures a VM with a vsock and an ext4
@@ -113,7 +117,7 @@ func configureSim(t *testing.T, o simOpts) *simVM {
 	if o.settings == "" {
 		o.settings = settingsFor("1.14.2", "")
 	}
-	p := spawn(t, spawnOpts{settings: o.settings})
+	p := spawn(t, spawnOpts{settings: o.settings, dir: o.dir, env: o.env})
 	v := &simVM{proc: p, img: o.img, uds: filepath.Join(p.dir, "v.sock")}
 	// Not a test guest: a kernel the fake does not emulate, so a VM that
 	// does not boot as a simulated guest prints the generic console line.
@@ -198,6 +202,9 @@ type guestInfo struct {
 	Dev      []string `json:"dev"`
 	Boots    int      `json:"boots"`
 	Ifaces   []string `json:"ifaces"`
+	// PDeathSig is init's parent-death signal: 9 (SIGKILL) for it to die
+	// with the fake.
+	PDeathSig int `json:"pdeathsig"`
 }
 
 func (v *simVM) info(t *testing.T) guestInfo {
@@ -223,18 +230,31 @@ func loopsOf(img string) []string {
 	return out
 }
 
-// simCgroups returns the cgroups of simulated guests of the fake fake:
-// <cgroup2 mount>/kindling-sim/<id>-<pid>-<start time>. A fake that had the
-// same PID before does not count.
-func simCgroups(fake fakeID) []string {
+// cgroup2Mounts returns the mount points of the cgroup v2 hierarchy.
+func cgroup2Mounts() []string {
 	b, _ := os.ReadFile("/proc/self/mountinfo")
 	var out []string
 	for line := range strings.SplitSeq(string(b), "\n") {
 		pre, post, ok := strings.Cut(line, " - ")
 		f := strings.Fields(pre)
 		if ok && strings.HasPrefix(post, "cgroup2 ") && len(f) >= 5 {
-			m, _ := filepath.Glob(filepath.Join(f[4], "kindling-sim", "*"+fake.suffix()))
-			out = append(out, m...)
+			out = append(out, f[4])
+		}
+	}
+	return out
+}
+
+// simCgroups returns the cgroups of simulated guests of the fake fake:
+// <cgroup2 mount>/kindling-sim/<id>-<pid>-<start time>[-t<tag>]. A fake
+// that had the same PID before does not count.
+func simCgroups(fake fakeID) []string {
+	var out []string
+	for _, mnt := range cgroup2Mounts() {
+		ents, _ := os.ReadDir(filepath.Join(mnt, "kindling-sim"))
+		for _, e := range ents {
+			if e.IsDir() && fake.owns(e.Name()) {
+				out = append(out, filepath.Join(mnt, "kindling-sim", e.Name()))
+			}
 		}
 	}
 	return out
@@ -257,7 +277,7 @@ func janitors(fake fakeID) []int {
 			continue
 		}
 		b, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if bytes.Contains(b, []byte("__kindling-sim-janitor")) && bytes.HasSuffix(b, []byte(fake.suffix()+"\x00")) && alive(pid) {
+		if bytes.Contains(b, []byte("__kindling-sim-janitor\x00")) && fake.owns(filepath.Base(strings.TrimSuffix(string(b), "\x00"))) && alive(pid) {
 			out = append(out, pid)
 		}
 	}
@@ -331,8 +351,12 @@ func TestSimGuestBoot(t *testing.T) {
 	// The guest's cgroup is named after the VM and this very fake (its PID
 	// and start time), and the log says which it is.
 	if cgs := simCgroups(fake); len(cgs) == 1 {
-		if filepath.Base(cgs[0]) != "test-vm"+fake.suffix() {
-			t.Errorf("the guest's cgroup is %s, want test-vm%s", cgs[0], fake.suffix())
+		want := "test-vm" + fake.suffix()
+		if tag := os.Getenv(fakefc.EnvCgroupTag); tag != "" {
+			want += "-t" + tag
+		}
+		if filepath.Base(cgs[0]) != want {
+			t.Errorf("the guest's cgroup is %s, want %s", cgs[0], want)
 		}
 		if !strings.Contains(v.stdout.String(), "Simulated guest: cgroup "+cgs[0]+" freezes it.") {
 			t.Errorf("the fake's log does not name the guest's cgroup %s:\n%s", cgs[0], v.stdout)
@@ -391,6 +415,9 @@ func TestSimGuestBoot(t *testing.T) {
 	in := v.info(t)
 	if in.PID != 1 || in.Hostname != "simhost" {
 		t.Errorf("guest sees pid %d hostname %q, want 1 and simhost", in.PID, in.Hostname)
+	}
+	if in.PDeathSig != int(syscall.SIGKILL) {
+		t.Errorf("init's parent-death signal is %d, want %d (SIGKILL)", in.PDeathSig, syscall.SIGKILL)
 	}
 	wantCmdline := simBootArgs + " ip=10.0.0.2::10.0.0.1:255.255.255.0:simhost::off kindling.vsock=unix:/run/kindling-vsock\n"
 	if in.Cmdline != wantCmdline {
@@ -563,6 +590,27 @@ func testSimGuestPause(t *testing.T, settings string) {
 	}
 	v.waitOutput("siminit: SIGTERM, exiting")
 	checkGone(t, fake, pid, v.img)
+}
+
+// The guest dies with the fake even where no janitor kills what is left
+// in its cgroup (here: pause by SIGSTOP, so no cgroup): init has SIGKILL as
+// its parent-death signal, whichever thread of the stage process exec'd it.
+// Before the stage set it on the thread that execs, about one boot in
+// eight left init without one, and a killed fake left its guest running,
+// reparented to the host's init.
+func TestSimGuestDiesWithTheFake(t *testing.T) {
+	needRoot(t)
+	img := simRootfs(t, true)
+	settings := settingsFor("1.14.2", `"sim_sigstop":true`)
+	for i := range 10 {
+		v := bootSimVM(t, simOpts{img: img, settings: settings})
+		fake, pid := v.fakeID(), v.initPID(t)
+		if in := v.info(t); in.PDeathSig != int(syscall.SIGKILL) {
+			t.Errorf("boot %d: init's parent-death signal is %d, want %d (SIGKILL)", i, in.PDeathSig, syscall.SIGKILL)
+		}
+		v.kill()
+		checkGone(t, fake, pid, img)
+	}
 }
 
 func TestSimGuestKilled(t *testing.T) {
@@ -866,4 +914,122 @@ func TestSimGuestsSideBySide(t *testing.T) {
 		}
 		checkGone(t, g.fake, g.init, g.v.img)
 	}
+}
+
+// The janitor outlives the fake, so it must not look like one of the
+// sandbox's processes: kindling, and the leak checks of its tests, find
+// those by a working directory, argument or environment value naming the
+// sandbox's directory or state root (kunix.ProcessesUsingDir), and kill
+// them. A janitor killed before it was done left its guest's cgroup
+// behind: the cgroups that other packages' tests leaked on the CI host.
+func TestSimGuestJanitorStandsApart(t *testing.T) {
+	needRoot(t)
+	// As kindling's monitor starts Firecracker: in the sandbox's
+	// directory, with the state root in its environment.
+	dir := testutil.ShortTempDir(t)
+	v := bootSimVM(t, simOpts{dir: dir, env: []string{"KINDLING_ROOT=" + dir}})
+	fake, pid := v.fakeID(), v.initPID(t)
+	if len(simCgroups(fake)) == 0 {
+		t.Skipf("skipping: the fake found no usable cgroup v2 freezer on this host, so runs no janitor:\n%s", v.stdout)
+	}
+	js := janitors(fake)
+	if len(js) != 1 {
+		t.Fatalf("janitors of the fake: %v, want one", js)
+	}
+	if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", js[0])); err != nil || cwd != "/" {
+		t.Errorf("the janitor works in %q (%v), want /", cwd, err)
+	}
+	if env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", js[0])); err != nil || len(env) != 0 {
+		t.Errorf("the janitor's environment: %q (%v), want none", env, err)
+	}
+	procs, err := kunix.ProcessesUsingDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fakeFound bool
+	for _, p := range procs {
+		if p.PID == js[0] {
+			t.Errorf("the janitor (pid %d, %q, cwd %s) is among the processes using %s", p.PID, p.Args, p.Cwd, dir)
+		}
+		fakeFound = fakeFound || p.PID == fake.pid
+	}
+	if !fakeFound {
+		t.Errorf("the fake (pid %d) is not among the processes using %s: %+v", fake.pid, dir, procs)
+	}
+	v.kill()
+	checkGone(t, fake, pid, v.img)
+}
+
+// A guest's boot removes the cgroups that fakes no longer running left
+// empty (their janitor killed, or never started), and only those.
+func TestSimGuestSweepsLeftCgroups(t *testing.T) {
+	needRoot(t)
+	mnts := cgroup2Mounts()
+	if len(mnts) == 0 {
+		t.Skip("skipping: no cgroup v2 hierarchy mounted")
+	}
+	parent := filepath.Join(mnts[0], "kindling-sim")
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	self := os.Getpid()
+	start, err := kunix.ProcessStartTime(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Names with this process's PID: made by a process that runs (this
+	// one), or by one that had its PID before (another start time).
+	pre := fmt.Sprintf("sweeptest%d", self)
+	tests := []struct {
+		name    string
+		young   bool // made just now
+		busy    bool // a process in it
+		removed bool
+	}{
+		{name: fmt.Sprintf("%s-dead-%d-%d", pre, self, start+1), removed: true},
+		{name: fmt.Sprintf("%s-deadtagged-%d-%d-tsome_tag1", pre, self, start+1), removed: true},
+		{name: fmt.Sprintf("%s-live-%d-%d", pre, self, start)},
+		{name: fmt.Sprintf("%s-young-%d-%d", pre, self, start+1), young: true},
+		{name: fmt.Sprintf("%s-busy-%d-%d", pre, self, start+1), busy: true},
+		{name: fmt.Sprintf("%s-oldform-%d", pre, self)},
+		{name: fmt.Sprintf("%s-badtag-%d-%d-t-x", pre, self, start+1)},
+	}
+	for _, tt := range tests {
+		dir := filepath.Join(parent, tt.name)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = os.Remove(dir) })
+		if tt.busy {
+			d, err := os.Open(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command("sleep", "60")
+			cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(d.Fd())}
+			err = cmd.Start()
+			d.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		}
+		if !tt.young {
+			old := time.Now().Add(-2 * time.Minute)
+			if err := os.Chtimes(dir, old, old); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	v := bootSimVM(t, simOpts{})
+	for _, tt := range tests {
+		_, err := os.Stat(filepath.Join(parent, tt.name))
+		if gone := errors.Is(err, os.ErrNotExist); gone != tt.removed {
+			t.Errorf("cgroup %s: removed %t (%v), want %t", tt.name, gone, err, tt.removed)
+		}
+	}
+	fake, pid := v.fakeID(), v.initPID(t)
+	v.ask(t, "poweroff")
+	v.waitExit(10 * time.Second)
+	checkGone(t, fake, pid, v.img)
 }

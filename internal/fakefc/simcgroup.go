@@ -49,15 +49,20 @@ func cgroup2Mount() string {
 	return ""
 }
 
-// newSimCgroup creates the cgroup kindling-sim/<name> under the cgroup v2
-// mount and checks that it has a freezer.
-func newSimCgroup(name string) (*simCgroup, error) {
+// simCgroupDir is the directory of the cgroup name of a simulated guest:
+// kindling-sim/<name> under the cgroup v2 mount.
+func simCgroupDir(name string) (string, error) {
 	mnt := cgroup2Mount()
 	if mnt == "" {
-		return nil, errors.New("no cgroup v2 hierarchy mounted")
+		return "", errors.New("no cgroup v2 hierarchy mounted")
 	}
-	parent := filepath.Join(mnt, simCgroupParent)
-	dir := filepath.Join(parent, name)
+	return filepath.Join(mnt, simCgroupParent, name), nil
+}
+
+// newSimCgroup creates the cgroup dir (from simCgroupDir), and its parent
+// when missing, and checks that it has a freezer.
+func newSimCgroup(dir string) (*simCgroup, error) {
+	parent := filepath.Dir(dir)
 	// Another fake may remove the shared parent between the two mkdirs
 	// (its last guest ended): then make it again.
 	for try := 0; ; try++ {
@@ -78,6 +83,46 @@ func newSimCgroup(name string) (*simCgroup, error) {
 		return nil, fmt.Errorf("cgroup %s has no freezer: %w", dir, err)
 	}
 	return cg, nil
+}
+
+// sweepAge is how old a cgroup must be before sweepSimCgroups may remove
+// it: a fake makes its guest's cgroup moments before the guest starts in
+// it, so a young empty cgroup may be one being set up (by a fake whose
+// PID this process cannot see, in another PID namespace).
+const sweepAge = time.Minute
+
+// sweepSimCgroups removes the cgroups under parent (the kindling-sim
+// directory) that fakes no longer running left behind, empty: one whose
+// janitor was killed before it was done, or a fake killed before it could
+// start one. A cgroup whose creator (named in the cgroup's name, see
+// simCgroupName) still runs, that still holds processes or that is younger
+// than sweepAge is left alone, as are names of any other form.
+func sweepSimCgroups(parent string) {
+	ents, err := os.ReadDir(parent)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		pid, start, ok := simCgroupCreator(e.Name())
+		if !ok {
+			continue
+		}
+		if st, err := kunix.ProcessStartTime(pid); err == nil && st == start {
+			continue // its fake still runs
+		}
+		cg := &simCgroup{dir: filepath.Join(parent, e.Name())}
+		fi, err := os.Stat(cg.dir)
+		if err != nil || time.Since(fi.ModTime()) < sweepAge {
+			continue
+		}
+		if populated, err := cg.events("populated"); err != nil || populated != "0" {
+			continue // its janitor may still be ending its processes
+		}
+		_ = os.Remove(cg.dir) // not the parent: this fake is about to use it
+	}
 }
 
 // events returns the value of key in cgroup.events ("populated", "frozen").

@@ -223,18 +223,21 @@ func onSim(f func()) error {
 // before it forks anything) or its janitor, from the VMM's cgroups back to
 // those the fake jailer was started in: a real guest has no processes on
 // the host, so none may count in, or keep busy, the cgroup the jailer made
-// for the VMM. It runs on the simulation thread.
+// for the VMM. Only the hierarchies where pid is in the fake's own cgroup
+// (the VMM's, inherited) are changed: the stage starts in the guest's
+// cgroup (kindling-sim/..., in the v2 hierarchy), where it must stay for
+// its freezer and its janitor to reach it. It runs on the simulation
+// thread.
 func (j *jailState) leaveVMMCgroups(pid int) error {
 	if j.outer == "" {
 		return nil
 	}
-	outer := map[string]string{} // controllers -> path
-	for _, l := range strings.Split(j.outer, ";") {
-		if _, rest, ok := strings.Cut(l, ":"); ok {
-			ctrls, path, _ := strings.Cut(rest, ":")
-			outer[ctrls] = path
-		}
+	outer := cgroupPaths(j.outer, ";")
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", os.Getpid()))
+	if err != nil {
+		return err
 	}
+	vmm := cgroupPaths(string(b), "\n")
 	own, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
 	if err != nil {
 		return err
@@ -246,7 +249,7 @@ func (j *jailState) leaveVMMCgroups(pid int) error {
 		ctrls, path, _ := strings.Cut(rest, ":")
 		want, ok := outer[ctrls]
 		mnt := mounts[ctrls]
-		if !ok || want == path || mnt == "" {
+		if !ok || want == path || mnt == "" || path != vmm[ctrls] {
 			continue
 		}
 		f := filepath.Join(mnt, want, "cgroup.procs")
@@ -255,6 +258,20 @@ func (j *jailState) leaveVMMCgroups(pid int) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// cgroupPaths maps the controllers field of each line of cgroups (lines of
+// /proc/PID/cgroup, "hierarchy-ID:controllers:path", separated by sep) to
+// the path.
+func cgroupPaths(cgroups, sep string) map[string]string {
+	out := map[string]string{}
+	for _, l := range strings.Split(strings.TrimSpace(cgroups), sep) {
+		if _, rest, ok := strings.Cut(l, ":"); ok {
+			ctrls, path, _ := strings.Cut(rest, ":")
+			out[ctrls] = path
+		}
+	}
+	return out
 }
 
 // cgroupMounts maps the controllers field of /proc/self/cgroup ("pids",

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -142,6 +143,16 @@ func stage(cfg stageConfig, ready func() error) error {
 	}
 	if err := ready(); err != nil {
 		return fmt.Errorf("wait for the fake: %w", err)
+	}
+	// The parent-death signal that makes init die with the fake is a
+	// thread's, not the process's: the fake set it on this process's
+	// main thread, and an exec from another thread (wherever the Go
+	// scheduler has this goroutine) makes that thread the process, without
+	// it. So the thread that execs sets it too. Until the exec the main
+	// thread's stands in for it: no moment goes without one.
+	runtime.LockOSThread()
+	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
+		return fmt.Errorf("set the parent-death signal: %w", err)
 	}
 	argv := append([]string{cfg.Init}, cfg.Args...)
 	if err := unix.Exec(cfg.Init, argv, cfg.Env); err != nil {
@@ -291,6 +302,13 @@ func makeDevices(dir string) error {
 	return nil
 }
 
+// janitorTimeout bounds the janitor's wait for the guest's processes to
+// end and its cgroup to go. Longer than the fake's own (simTimeout): the
+// janitor works in the background, and on a loaded host a guest's end (its
+// root file system written out as its mount namespace goes) can take a
+// while.
+const janitorTimeout = 30 * time.Second
+
 // runJanitor is the janitor process: it waits until the fake closes its
 // end of the pipe on descriptor 3 (it ends or is killed), then kills what is
 // left in the guest's cgroup and removes the cgroup.
@@ -302,7 +320,7 @@ func runJanitor(args []string) int {
 	p := os.NewFile(3, "janitor-pipe")
 	_ = readAllString(p)
 	cg := &simCgroup{dir: args[0]}
-	if err := cg.destroy(5 * time.Second); err != nil {
+	if err := cg.destroy(janitorTimeout); err != nil {
 		fmt.Fprintf(os.Stderr, "fake-firecracker: janitor: %v\n", err)
 		return ExitError
 	}

@@ -4,8 +4,8 @@
 // -short), spawning a Firecracker-like process with its socket, log and
 // output captured (StartVMM), short temporary directories for Unix sockets,
 // test guest kernels, ext4 images built from a directory (Ext4FromDir, for
-// simulated guests), and leak checks for child processes, file descriptors
-// and goroutines.
+// simulated guests), and leak checks for child processes, file descriptors,
+// goroutines and the cgroups of the simulated guests of the test's fakes.
 //
 // Every package's tests import it; a package using FakeFirecracker should
 // call Main from its TestMain so the fake's build directory is removed.

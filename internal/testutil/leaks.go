@@ -31,20 +31,29 @@ const leakEnv = "KINDLING_CHECK_LEAKS"
 // and state; a live one is then killed, not reaped), each leaked descriptor
 // (with its link target) and the goroutine count difference (with a dump).
 //
+// It also tags, through the environment, the fake Firecrackers the test
+// starts (directly or through kindling), and fails the test naming each
+// cgroup of a simulated guest of theirs left at cleanup (after up to ten
+// seconds, for their janitors); such a cgroup is then removed. Cgroups of
+// other test processes' fakes are not counted.
+//
 // Call it first in the test, so that its cleanup, registered first, runs
 // last. The test must not be parallel: CheckLeaks calls t.Setenv, which
 // panics in a parallel test.
 func CheckLeaks(t testing.TB) {
 	t.Helper()
 	t.Setenv(leakEnv, t.Name())
+	tag := simCgroupTag()
+	t.Setenv(envSimCgroupTag, tag)
 	primeRuntime()
-	before := takeSnapshot()
+	before := takeSnapshot(tag)
 	t.Cleanup(func() {
-		deadline := time.Now().Add(settleTimeout)
+		start := time.Now()
 		var l leaks
 		for {
-			l = before.diff(takeSnapshot())
-			if l.empty() || time.Now().After(deadline) {
+			l = before.diff(takeSnapshot(tag))
+			waited := time.Since(start)
+			if l.empty() || waited > simCgroupSettle || (waited > settleTimeout && !l.onlyCgroups()) {
 				break
 			}
 			time.Sleep(10 * time.Millisecond)
@@ -54,6 +63,9 @@ func CheckLeaks(t testing.TB) {
 		}
 		t.Errorf("%s", l.report())
 		l.killChildren()
+		for _, dir := range l.cgroups {
+			removeSimCgroup(dir)
+		}
 	})
 }
 
@@ -79,23 +91,28 @@ type child struct {
 
 type snapshot struct {
 	children   map[int]child
-	fds        map[int]string // descriptor -> readlink target
-	goroutines map[int]string // goroutine ID -> its stack
+	fds        map[int]string  // descriptor -> readlink target
+	goroutines map[int]string  // goroutine ID -> its stack
+	cgroups    map[string]bool // simulated guests' cgroups of this process's fakes
 }
 
 type leaks struct {
 	children   []child
 	fds        []int
 	fdTargets  map[int]string
-	goroutines int    // how many started since and still running
-	dump       string // their stacks
+	goroutines int      // how many started since and still running
+	dump       string   // their stacks
+	cgroups    []string // simulated guests' cgroups made since and still there
 }
 
-func takeSnapshot() snapshot {
+// takeSnapshot records the process's state; tag is the one CheckLeaks
+// gives this process's fakes (see simcgroup.go).
+func takeSnapshot(tag string) snapshot {
 	return snapshot{
 		children:   children(),
 		fds:        openFDs(),
 		goroutines: goroutines(),
+		cgroups:    taggedSimCgroups(tag),
 	}
 }
 
@@ -141,10 +158,22 @@ func (s snapshot) diff(now snapshot) leaks {
 		dump = append(dump, now.goroutines[id])
 	}
 	l.goroutines, l.dump = len(ids), strings.Join(dump, "\n\n")
+	for dir := range now.cgroups {
+		if !s.cgroups[dir] {
+			l.cgroups = append(l.cgroups, dir)
+		}
+	}
+	sort.Strings(l.cgroups)
 	return l
 }
 
 func (l leaks) empty() bool {
+	return len(l.children) == 0 && len(l.fds) == 0 && l.goroutines == 0 && len(l.cgroups) == 0
+}
+
+// onlyCgroups reports whether the leaks are cgroups alone, which CheckLeaks
+// waits longer for.
+func (l leaks) onlyCgroups() bool {
 	return len(l.children) == 0 && len(l.fds) == 0 && l.goroutines == 0
 }
 
@@ -156,6 +185,9 @@ func (l leaks) report() string {
 	}
 	for _, fd := range l.fds {
 		fmt.Fprintf(&b, "\n  leaked file descriptor: fd %d -> %s", fd, l.fdTargets[fd])
+	}
+	for _, dir := range l.cgroups {
+		fmt.Fprintf(&b, "\n  leaked cgroup of a simulated guest of the test's fake Firecracker: %s (populated %s)", dir, cgroupPopulated(dir))
 	}
 	if l.goroutines > 0 {
 		fmt.Fprintf(&b, "\n  leaked goroutines: %d started during the test and still running:\n%s", l.goroutines, l.dump)

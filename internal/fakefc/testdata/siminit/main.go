@@ -10,7 +10,8 @@
 //	ping             answers "pong"
 //	echo             copies everything after the line back until EOF
 //	info             answers a JSON object (pid, hostname, cmdline, mounts, dev,
-//	                 boots, network interfaces)
+//	                 boots, network interfaces, and the parent-death signal
+//	                 its main thread had when it started)
 //	write PATH TEXT  writes TEXT to PATH, syncs, answers "ok" (or "error ...")
 //	cat PATH         answers PATH's contents (or "error ...")
 //	console TEXT     writes TEXT and a newline to /dev/console, answers "ok"
@@ -31,10 +32,26 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"unsafe"
 )
 
 // port is the vsock port siminit listens on.
 const port = 1024
+
+// pdeathsig is the parent-death signal (PR_GET_PDEATHSIG) of the main
+// thread, the one that was exec'd, read before the runtime's other
+// threads matter: a process's parent-death signal is its threads' own,
+// and only a thread that has one gets the process killed when the
+// parent dies.
+var pdeathsig int32
+
+func init() {
+	// Package initialisation runs on the main thread.
+	const prGetPdeathsig = 2
+	if _, _, e := syscall.RawSyscall(syscall.SYS_PRCTL, prGetPdeathsig, uintptr(unsafe.Pointer(&pdeathsig)), 0); e != 0 {
+		pdeathsig = -1
+	}
+}
 
 func main() {
 	if err := run(); err != nil {
@@ -126,6 +143,7 @@ func serve(c net.Conn, dir, cmdline string, boots int) {
 		_ = json.NewEncoder(c).Encode(map[string]any{
 			"pid": os.Getpid(), "hostname": host, "cmdline": cmdline,
 			"mounts": string(mounts), "dev": dev, "boots": boots, "ifaces": ifaces,
+			"pdeathsig": pdeathsig,
 		})
 	case "write":
 		path, text, _ := strings.Cut(arg, " ")
