@@ -147,6 +147,16 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.leases.close()
 		return nil, err
 	}
+	// A server killed during a template build left its builder running.
+	if s.tpl != nil {
+		removed, err := s.tpl.CleanBuilders(ctx)
+		for _, id := range removed {
+			log.Info("removed the builder of a template build that was killed", "sandbox", id)
+		}
+		if err != nil {
+			log.Warn("clean template builders", "err", err)
+		}
+	}
 	if s.pools, err = newPools(ctx, s, cfg.Pools, cfg.PoolMemoryMiB); err != nil {
 		s.leases.close()
 		return nil, err
