@@ -39,6 +39,12 @@ type Store struct {
 	now func() time.Time
 }
 
+// StateRootDir is the image store's directory in a state root, shared by
+// the CLI and kindlingd. Its leading '.' keeps it out of the sandbox
+// namespace (no sandbox ID starts with '.'), so sandbox listing and gc
+// never take it for a sandbox.
+const StateRootDir = ".images"
+
 // Open opens the image store in dir, creating it (mode 0700) if needed.
 func Open(dir string) (*Store, error) {
 	if dir == "" {

@@ -42,6 +42,14 @@ type Config struct {
 	Runtime *sandbox.Runtime
 	// Templates is the runtime's template store; nil serves no templates.
 	Templates *template.Store
+	// ImageDir is the directory of the image store (see docs/images.md),
+	// image.StateRootDir in the runtime's state root for kindlingd; it is
+	// opened (and made) on the first image call. Empty serves no images.
+	ImageDir string
+	// Agent is the guest agent binary injected into the root filesystems
+	// of the images the server pulls or imports; empty builds them
+	// without one (they cannot be run until imported again with one).
+	Agent string
 	// APIKeys are the keys a client may give (X-API-Key, or
 	// Authorization: Bearer). The E2B API always needs one; the native API
 	// needs one on listeners that are not Trusted. No keys: the E2B API
@@ -96,6 +104,7 @@ func (c Config) Validate() error {
 type Server struct {
 	rt      *sandbox.Runtime
 	tpl     *template.Store
+	images  imageConfig
 	keys    [][]byte
 	domain  string
 	log     *slog.Logger
@@ -118,7 +127,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{rt: cfg.Runtime, tpl: cfg.Templates, domain: strings.ToLower(cfg.Domain), log: log}
+	s := &Server{rt: cfg.Runtime, tpl: cfg.Templates, images: imageConfig{cfg.ImageDir, cfg.Agent}, domain: strings.ToLower(cfg.Domain), log: log}
 	s.lister.rt = cfg.Runtime
 	tp := cfg.TracerProvider
 	if tp == nil {
@@ -191,6 +200,7 @@ func (s *Server) Handler(trusted bool) http.Handler {
 		// as a whole, only message by message.
 		mux.Handle(kindlingv1connect.NewGuestServiceHandler(guest{s}, opts...))
 		mux.Handle(kindlingv1connect.NewPoolServiceHandler(poolService{s}, opts...))
+		mux.Handle(kindlingv1connect.NewImageServiceHandler(imageService{s}, opts...))
 	}
 	s.e2bRoutes(mux)
 	metricsHandler := s.metrics.handler()

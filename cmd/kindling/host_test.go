@@ -99,6 +99,10 @@ func TestHost(t *testing.T) {
 	}
 	must("stop", "web")
 	must("rm", "web")
+	// A server run without an image store says so.
+	if _, errs, code := cli("image", "ls"); code != 1 || !strings.Contains(errs, "keeps no image store") {
+		t.Errorf("image ls on a server without images: exit %d: %s", code, errs)
+	}
 	if infos, _ := rt.List(context.Background(), sandbox.ListOptions{}); len(infos) != 0 {
 		t.Errorf("left on the server: %+v", infos)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,16 +15,15 @@ import (
 
 	"github.com/kindling-vm/kindling/image"
 	"github.com/kindling-vm/kindling/internal/store"
+	"github.com/kindling-vm/kindling/sandbox/remote"
 )
 
 // envAgent names the guest agent binary injected into images when --agent
 // is not given.
 const envAgent = "KINDLING_AGENT"
 
-// imagesDir is the image store's directory in the state root. Its leading
-// '.' keeps it out of the sandbox namespace (no sandbox ID starts with
-// '.'), so sandbox listing and gc never take it for a sandbox.
-const imagesDir = ".images"
+// imagesDir is the image store's directory in the state root.
+const imagesDir = image.StateRootDir
 
 // images opens the image store of the state root.
 func (a *app) images() (*image.Store, error) {
@@ -122,19 +122,44 @@ func (f *addFlags) progress(a *app) (func(image.Event), func()) {
 	return d.update, d.finish
 }
 
-// finish prints the result of an import or pull.
-// add runs an import or a pull (do) with these flags: it checks them,
-// opens the store, shows the progress and prints the image.
-func (f *addFlags) add(a *app, cmd *cobra.Command, do func(*image.Store, image.BuildOptions, func(image.Event)) (image.Image, error)) error {
+// add runs an import or a pull with these flags: it checks them, shows
+// the progress and prints the image. local does it in this host's store;
+// with --host, viaServer has the server do it in its own.
+func (f *addFlags) add(a *app, cmd *cobra.Command,
+	local func(*image.Store, image.BuildOptions, func(image.Event)) (image.Image, error),
+	viaServer func(*remote.Client, func(image.Event)) (remote.Image, error),
+) error {
 	if err := f.check(cmd); err != nil {
 		return err
+	}
+	if a.host != "" {
+		if cmd.Flags().Changed("agent") {
+			return usageErrorf(cmd.CommandPath(), "--agent goes with a local image store: with --host the server injects its own agent (kindlingd --agent)")
+		}
+		c, err := a.imageClient()
+		if err != nil {
+			return err
+		}
+		fn, done := f.progress(a)
+		im, err := viaServer(c, fn)
+		done()
+		if err != nil {
+			return addErr(cmd, err)
+		}
+		f.agent = ""
+		for _, r := range im.RootFS {
+			if r.Agent != "" {
+				f.agent = r.Agent
+			}
+		}
+		return f.finish(a, im.Image)
 	}
 	s, err := a.images()
 	if err != nil {
 		return err
 	}
 	fn, done := f.progress(a)
-	im, err := do(s, image.BuildOptions{Agent: f.agent}, fn)
+	im, err := local(s, image.BuildOptions{Agent: f.agent}, fn)
 	done()
 	if err != nil {
 		return addErr(cmd, err)
@@ -142,6 +167,7 @@ func (f *addFlags) add(a *app, cmd *cobra.Command, do func(*image.Store, image.B
 	return f.finish(a, im)
 }
 
+// finish prints the result of an import or pull.
 func (f *addFlags) finish(a *app, im image.Image) error {
 	if f.asJSON {
 		return json.NewEncoder(a.stdout).Encode(struct {
@@ -182,6 +208,14 @@ func newImageImportCommand(a *app) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return f.add(a, cmd, func(s *image.Store, b image.BuildOptions, fn func(image.Event)) (image.Image, error) {
 				return s.Import(cmd.Context(), args[0], image.ImportOptions{BuildOptions: b, Ref: ref, Tags: tags, Progress: fn})
+			}, func(c *remote.Client, fn func(image.Event)) (remote.Image, error) {
+				// The server reads the path on its host; made absolute
+				// here, it means there what it means here on one host.
+				path, err := filepath.Abs(args[0])
+				if err != nil {
+					return remote.Image{}, err
+				}
+				return c.ImportImage(cmd.Context(), path, ref, tags, fn)
 			})
 		},
 	}
@@ -211,6 +245,8 @@ func newImagePullCommand(a *app) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return f.add(a, cmd, func(s *image.Store, b image.BuildOptions, fn func(image.Event)) (image.Image, error) {
 				return s.Pull(cmd.Context(), args[0], image.PullOptions{BuildOptions: b, Progress: fn})
+			}, func(c *remote.Client, fn func(image.Event)) (remote.Image, error) {
+				return c.PullImage(cmd.Context(), args[0], fn)
 			})
 		},
 	}
@@ -241,15 +277,10 @@ func newImageLsCommand(a *app) *cobra.Command {
 			if err := lf.check(cmd); err != nil {
 				return err
 			}
-			s, err := a.images()
+			views, err := listImageViews(cmd.Context(), a)
 			if err != nil {
 				return err
 			}
-			list, err := s.List(cmd.Context())
-			if err != nil {
-				return err
-			}
-			views := imageViews(cmd.Context(), a, list)
 			return writeList(a.stdout, lf, views, func(v imageView) string { return v.ID }, func() error {
 				return writeImageTable(a.stdout, views, time.Now())
 			})
@@ -297,19 +328,11 @@ func newImageInspectCommand(a *app) *cobra.Command {
 		Example: imageInspectExample,
 		Args:    someArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := a.images()
+			out, err := inspectImageViews(cmd.Context(), a, args)
 			if err != nil {
-				return err
+				return imageHint(err)
 			}
-			out := make([]image.Image, 0, len(args))
-			for _, n := range args {
-				im, err := s.Inspect(cmd.Context(), n)
-				if err != nil {
-					return imageHint(err)
-				}
-				out = append(out, im)
-			}
-			return writeJSON(a.stdout, imageViews(cmd.Context(), a, out))
+			return writeJSON(a.stdout, out)
 		},
 	}
 }
@@ -335,15 +358,13 @@ func newImageRmCommand(a *app) *cobra.Command {
 		Example: imageRmExample,
 		Args:    someArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := a.images()
+			remove, err := imageRemover(cmd, a, force)
 			if err != nil {
 				return err
 			}
 			var errs []error
 			for _, n := range args {
-				// Sandboxes started with 'run IMAGE' carry the image's ID
-				// in a label; templates built from it record it.
-				r, err := s.Remove(cmd.Context(), n, image.RemoveOptions{Force: force, InUse: imageUsers(cmd, a)})
+				r, err := remove(n)
 				if err != nil {
 					errs = append(errs, imageHint(err))
 					continue
@@ -436,4 +457,104 @@ func (d *progressDisplay) finish() {
 	if d.shown {
 		fmt.Fprint(d.w, "\r\033[K")
 	}
+}
+
+// imageClient returns the client of the server --host names, whose image
+// store the image commands then use.
+func (a *app) imageClient() (*remote.Client, error) {
+	c, err := a.controller()
+	if err != nil {
+		return nil, err
+	}
+	return c.(*remote.Client), nil
+}
+
+// listImageViews lists the images of the store the commands use (this
+// host's, or the server's with --host) with their users.
+func listImageViews(ctx context.Context, a *app) ([]imageView, error) {
+	if a.host != "" {
+		c, err := a.imageClient()
+		if err != nil {
+			return nil, err
+		}
+		list, err := c.ListImages(ctx)
+		return remoteImageViews(list), err
+	}
+	s, err := a.images()
+	if err != nil {
+		return nil, err
+	}
+	list, err := s.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return imageViews(ctx, a, list), nil
+}
+
+// inspectImageViews describes the images names designate, as
+// listImageViews.
+func inspectImageViews(ctx context.Context, a *app, names []string) ([]imageView, error) {
+	if a.host != "" {
+		c, err := a.imageClient()
+		if err != nil {
+			return nil, err
+		}
+		out := make([]remote.Image, 0, len(names))
+		for _, n := range names {
+			im, err := c.InspectImage(ctx, n)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, im)
+		}
+		return remoteImageViews(out), nil
+	}
+	s, err := a.images()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]image.Image, 0, len(names))
+	for _, n := range names {
+		im, err := s.Inspect(ctx, n)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, im)
+	}
+	return imageViews(ctx, a, out), nil
+}
+
+// remoteImageViews are a server's images as the image commands print
+// them; never nil.
+func remoteImageViews(list []remote.Image) []imageView {
+	out := make([]imageView, len(list))
+	for i, im := range list {
+		out[i] = imageView{Image: im.Image, Users: im.Users}
+		if out[i].Users == nil {
+			out[i].Users = []imageUser{}
+		}
+	}
+	return out
+}
+
+// imageRemover returns what 'image rm' calls for each name: a removal in
+// this host's store, refused while the image has users (sandboxes started
+// with 'run IMAGE' carry its ID in a label; templates built from it record
+// it) unless forced, or the same done by the server --host names.
+func imageRemover(cmd *cobra.Command, a *app, force bool) (func(name string) (image.Removed, error), error) {
+	ctx := cmd.Context()
+	if a.host != "" {
+		c, err := a.imageClient()
+		if err != nil {
+			return nil, err
+		}
+		return func(name string) (image.Removed, error) { return c.RemoveImage(ctx, name, force) }, nil
+	}
+	s, err := a.images()
+	if err != nil {
+		return nil, err
+	}
+	return func(name string) (image.Removed, error) {
+		return s.Remove(ctx, name, image.RemoveOptions{Force: force, InUse: imageUsers(cmd, a)})
+	}, nil
 }

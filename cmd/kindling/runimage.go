@@ -1,13 +1,11 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -25,7 +23,7 @@ const envKernel = "KINDLING_KERNEL"
 // labelImage is the sandbox label that records the ID of the image a
 // sandbox was started from; 'image rm' refuses an image that sandboxes
 // still carry it for.
-const labelImage = "kindling.image"
+const labelImage = template.LabelImage
 
 // runImageOptions are the flags of run that matter to 'run IMAGE'.
 type runImageOptions struct {
@@ -241,12 +239,7 @@ func prepareImageRootfs(ctx context.Context, base, dst string, grow int64) error
 
 // imageUser is what uses an image: a sandbox started with 'run IMAGE' (or
 // a template's builder, while it runs), or a template built from it.
-type imageUser struct {
-	Kind string `json:"kind"` // "sandbox" or "template"
-	Name string `json:"name"`
-}
-
-func (u imageUser) String() string { return u.Kind + " " + u.Name }
+type imageUser = template.ImageUser
 
 // imageView is an image as 'image ls --json' and 'image inspect' print it:
 // its record and its users.
@@ -259,33 +252,12 @@ type imageView struct {
 // the image's ID and the templates built from it. A state root that
 // cannot be read reports nothing, as nothing can be found in it.
 func imageUsersOf(ctx context.Context, a *app) map[string][]imageUser {
-	out := map[string][]imageUser{}
 	rt, err := a.runtime()
 	if err != nil {
-		return out
+		return map[string][]imageUser{}
 	}
-	if list, err := rt.List(ctx, sandbox.ListOptions{}); err == nil {
-		for _, in := range list {
-			if id := in.Spec.Labels[labelImage]; id != "" {
-				out[id] = append(out[id], imageUser{Kind: "sandbox", Name: in.ID})
-			}
-		}
-	}
-	if ts, err := template.Open(rt, a.templateOptions()...); err == nil {
-		if list, err := ts.List(ctx); err == nil {
-			for _, t := range list {
-				if t.Image != "" {
-					out[t.Image] = append(out[t.Image], imageUser{Kind: "template", Name: t.Name})
-				}
-			}
-		}
-	}
-	for id, us := range out {
-		slices.SortFunc(us, func(a, b imageUser) int {
-			return cmp.Or(strings.Compare(b.Kind, a.Kind), strings.Compare(a.Name, b.Name)) // templates first
-		})
-		out[id] = us
-	}
+	ts, _ := template.Open(rt, a.templateOptions()...)
+	out, _ := template.ImageUsers(ctx, rt, ts)
 	return out
 }
 

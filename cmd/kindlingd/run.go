@@ -21,11 +21,15 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/kindling-vm/kindling/image"
 	"github.com/kindling-vm/kindling/internal/store"
 	"github.com/kindling-vm/kindling/sandbox"
 	"github.com/kindling-vm/kindling/server"
 	"github.com/kindling-vm/kindling/template"
 )
+
+// envAgent names the default guest agent binary, as for kindling.
+const envAgent = "KINDLING_AGENT"
 
 // Files kindlingd keeps at the top of the state root.
 const (
@@ -47,6 +51,7 @@ type options struct {
 	debug       bool
 	pools       []string
 	poolMemory  int
+	agent       string
 }
 
 const usage = `kindlingd serves the sandboxes of one state root: kindling's native API
@@ -73,6 +78,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.monitor, "monitor", "", "monitor `EXECUTABLE` of the sandboxes it starts (default kindlingd itself)")
 	fs.StringArrayVar(&o.pools, "pool", nil, "keep a warm pool of `TEMPLATE=N` paused clones, claimed by creates from the template (stored as 'kindling pool set' would; repeatable)")
 	fs.IntVar(&o.poolMemory, "pool-memory", 2048, "bound the guest memory of all warm pools' clones to `MIB` (0: no bound)")
+	fs.StringVar(&o.agent, "agent", os.Getenv(envAgent), "guest agent `FILE` injected into the images it pulls or imports (default $"+envAgent+"; without one they cannot be run)")
 	fs.BoolVar(&o.debug, "debug", false, "log at debug level")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -88,6 +94,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.poolMemory < 0 {
 		return o, &usageError{fmt.Errorf("--pool-memory %d: must not be negative", o.poolMemory)}
+	}
+	if o.agent != "" {
+		if fi, err := os.Stat(o.agent); err != nil || !fi.Mode().IsRegular() {
+			return o, &usageError{fmt.Errorf("--agent %s: not a file: give the kindling-agent binary (go build ./cmd/kindling-agent)", o.agent)}
+		}
 	}
 	if o.drain <= 0 {
 		return o, &usageError{fmt.Errorf("--drain %v: must be positive", o.drain)}
@@ -166,7 +177,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv, err := server.New(ctx, server.Config{Runtime: rt, Templates: tpl, APIKeys: keys, Domain: o.domain, Logger: log,
+	srv, err := server.New(ctx, server.Config{Runtime: rt, Templates: tpl, ImageDir: filepath.Join(rt.Root(), image.StateRootDir), Agent: o.agent, APIKeys: keys, Domain: o.domain, Logger: log,
 		TracerProvider: tp, Pools: pools, PoolMemoryMiB: o.poolMemory})
 	if err != nil {
 		return err

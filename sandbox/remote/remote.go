@@ -62,6 +62,7 @@ type Client struct {
 	tpl   kindlingv1connect.TemplateServiceClient
 	guest kindlingv1connect.GuestServiceClient
 	pool  kindlingv1connect.PoolServiceClient
+	img   kindlingv1connect.ImageServiceClient
 	host  string
 }
 
@@ -98,6 +99,7 @@ func New(cfg Config) (*Client, error) {
 		tpl:   kindlingv1connect.NewTemplateServiceClient(hc, base, opts...),
 		guest: kindlingv1connect.NewGuestServiceClient(hc, base, opts...),
 		pool:  kindlingv1connect.NewPoolServiceClient(hc, base, opts...),
+		img:   kindlingv1connect.NewImageServiceClient(hc, base, opts...),
 		host:  cfg.Host,
 	}, nil
 }

@@ -1,8 +1,9 @@
 // kindling's native API: what kindlingd serves and package sandbox/remote
 // calls. One RPC per operation of the runtime (sandbox.Controller and its
-// optional capabilities) and of the template store. Served with the
-// Connect protocol, so the same definitions are spoken as gRPC (HTTP/2),
-// gRPC-Web and Connect (binary or JSON over HTTP/1.1, for curl).
+// optional capabilities), of the template and image stores and of the
+// warm pools. Served with the Connect protocol, so the same definitions
+// are spoken as gRPC (HTTP/2), gRPC-Web and Connect (binary or JSON over
+// HTTP/1.1, for curl).
 //
 // Errors carry a Connect code, one per kindling error kind (see
 // docs/server.md): not_found, already_exists, invalid_argument,
@@ -4198,6 +4199,781 @@ func (x *PoolResponse) GetPool() *Pool {
 	return nil
 }
 
+// Image is an image of the store (image.Image), with its users.
+type Image struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Digest        string                 `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	Refs          []string               `protobuf:"bytes,3,rep,name=refs,proto3" json:"refs,omitempty"`
+	Platform      string                 `protobuf:"bytes,4,opt,name=platform,proto3" json:"platform,omitempty"`
+	Created       string                 `protobuf:"bytes,5,opt,name=created,proto3" json:"created,omitempty"`
+	Imported      string                 `protobuf:"bytes,6,opt,name=imported,proto3" json:"imported,omitempty"`
+	Source        string                 `protobuf:"bytes,7,opt,name=source,proto3" json:"source,omitempty"`
+	Layers        int32                  `protobuf:"varint,8,opt,name=layers,proto3" json:"layers,omitempty"`
+	Size          int64                  `protobuf:"varint,9,opt,name=size,proto3" json:"size,omitempty"`
+	Config        *ImageConfig           `protobuf:"bytes,10,opt,name=config,proto3" json:"config,omitempty"`
+	Rootfs        []*ImageRootFS         `protobuf:"bytes,11,rep,name=rootfs,proto3" json:"rootfs,omitempty"`
+	Users         []*ImageUser           `protobuf:"bytes,12,rep,name=users,proto3" json:"users,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Image) Reset() {
+	*x = Image{}
+	mi := &file_kindling_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Image) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Image) ProtoMessage() {}
+
+func (x *Image) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Image.ProtoReflect.Descriptor instead.
+func (*Image) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *Image) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Image) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *Image) GetRefs() []string {
+	if x != nil {
+		return x.Refs
+	}
+	return nil
+}
+
+func (x *Image) GetPlatform() string {
+	if x != nil {
+		return x.Platform
+	}
+	return ""
+}
+
+func (x *Image) GetCreated() string {
+	if x != nil {
+		return x.Created
+	}
+	return ""
+}
+
+func (x *Image) GetImported() string {
+	if x != nil {
+		return x.Imported
+	}
+	return ""
+}
+
+func (x *Image) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Image) GetLayers() int32 {
+	if x != nil {
+		return x.Layers
+	}
+	return 0
+}
+
+func (x *Image) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *Image) GetConfig() *ImageConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+func (x *Image) GetRootfs() []*ImageRootFS {
+	if x != nil {
+		return x.Rootfs
+	}
+	return nil
+}
+
+func (x *Image) GetUsers() []*ImageUser {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+// ImageConfig is the process an image runs and its defaults.
+type ImageConfig struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Env           []string               `protobuf:"bytes,1,rep,name=env,proto3" json:"env,omitempty"`
+	WorkingDir    string                 `protobuf:"bytes,2,opt,name=working_dir,json=workingDir,proto3" json:"working_dir,omitempty"`
+	User          string                 `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
+	Entrypoint    []string               `protobuf:"bytes,4,rep,name=entrypoint,proto3" json:"entrypoint,omitempty"`
+	Cmd           []string               `protobuf:"bytes,5,rep,name=cmd,proto3" json:"cmd,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImageConfig) Reset() {
+	*x = ImageConfig{}
+	mi := &file_kindling_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImageConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImageConfig) ProtoMessage() {}
+
+func (x *ImageConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImageConfig.ProtoReflect.Descriptor instead.
+func (*ImageConfig) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *ImageConfig) GetEnv() []string {
+	if x != nil {
+		return x.Env
+	}
+	return nil
+}
+
+func (x *ImageConfig) GetWorkingDir() string {
+	if x != nil {
+		return x.WorkingDir
+	}
+	return ""
+}
+
+func (x *ImageConfig) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *ImageConfig) GetEntrypoint() []string {
+	if x != nil {
+		return x.Entrypoint
+	}
+	return nil
+}
+
+func (x *ImageConfig) GetCmd() []string {
+	if x != nil {
+		return x.Cmd
+	}
+	return nil
+}
+
+// ImageRootFS is a root filesystem built from an image, per agent.
+type ImageRootFS struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AgentSha256   string                 `protobuf:"bytes,1,opt,name=agent_sha256,json=agentSha256,proto3" json:"agent_sha256,omitempty"`
+	File          string                 `protobuf:"bytes,2,opt,name=file,proto3" json:"file,omitempty"`
+	Path          string                 `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
+	Size          int64                  `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImageRootFS) Reset() {
+	*x = ImageRootFS{}
+	mi := &file_kindling_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImageRootFS) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImageRootFS) ProtoMessage() {}
+
+func (x *ImageRootFS) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImageRootFS.ProtoReflect.Descriptor instead.
+func (*ImageRootFS) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *ImageRootFS) GetAgentSha256() string {
+	if x != nil {
+		return x.AgentSha256
+	}
+	return ""
+}
+
+func (x *ImageRootFS) GetFile() string {
+	if x != nil {
+		return x.File
+	}
+	return ""
+}
+
+func (x *ImageRootFS) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *ImageRootFS) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+// ImageUser is a sandbox or a template made from an image.
+type ImageUser struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImageUser) Reset() {
+	*x = ImageUser{}
+	mi := &file_kindling_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImageUser) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImageUser) ProtoMessage() {}
+
+func (x *ImageUser) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImageUser.ProtoReflect.Descriptor instead.
+func (*ImageUser) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *ImageUser) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *ImageUser) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type ImageResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Image         *Image                 `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImageResponse) Reset() {
+	*x = ImageResponse{}
+	mi := &file_kindling_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImageResponse) ProtoMessage() {}
+
+func (x *ImageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImageResponse.ProtoReflect.Descriptor instead.
+func (*ImageResponse) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *ImageResponse) GetImage() *Image {
+	if x != nil {
+		return x.Image
+	}
+	return nil
+}
+
+type ListImagesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Images        []*Image               `protobuf:"bytes,1,rep,name=images,proto3" json:"images,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListImagesResponse) Reset() {
+	*x = ListImagesResponse{}
+	mi := &file_kindling_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListImagesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListImagesResponse) ProtoMessage() {}
+
+func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListImagesResponse.ProtoReflect.Descriptor instead.
+func (*ListImagesResponse) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *ListImagesResponse) GetImages() []*Image {
+	if x != nil {
+		return x.Images
+	}
+	return nil
+}
+
+type PullImageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ref           string                 `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PullImageRequest) Reset() {
+	*x = PullImageRequest{}
+	mi := &file_kindling_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PullImageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PullImageRequest) ProtoMessage() {}
+
+func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PullImageRequest.ProtoReflect.Descriptor instead.
+func (*PullImageRequest) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *PullImageRequest) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+type ImportImageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// path is a file or directory on the server's host.
+	Path string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	// ref picks one image of an archive or layout holding several.
+	Ref string `protobuf:"bytes,2,opt,name=ref,proto3" json:"ref,omitempty"`
+	// tags are more names to give the image.
+	Tags          []string `protobuf:"bytes,3,rep,name=tags,proto3" json:"tags,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportImageRequest) Reset() {
+	*x = ImportImageRequest{}
+	mi := &file_kindling_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportImageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportImageRequest) ProtoMessage() {}
+
+func (x *ImportImageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportImageRequest.ProtoReflect.Descriptor instead.
+func (*ImportImageRequest) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *ImportImageRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *ImportImageRequest) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+func (x *ImportImageRequest) GetTags() []string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+// ImageEvent is a step of a pull or an import (image.Event); the last
+// event of a stream has image set and nothing else.
+type ImageEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Event         string                 `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Layer         int32                  `protobuf:"varint,3,opt,name=layer,proto3" json:"layer,omitempty"`
+	Layers        int32                  `protobuf:"varint,4,opt,name=layers,proto3" json:"layers,omitempty"`
+	Digest        string                 `protobuf:"bytes,5,opt,name=digest,proto3" json:"digest,omitempty"`
+	Bytes         int64                  `protobuf:"varint,6,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Size          int64                  `protobuf:"varint,7,opt,name=size,proto3" json:"size,omitempty"`
+	LayerDone     bool                   `protobuf:"varint,8,opt,name=layer_done,json=layerDone,proto3" json:"layer_done,omitempty"`
+	Total         int64                  `protobuf:"varint,9,opt,name=total,proto3" json:"total,omitempty"`
+	Rate          float64                `protobuf:"fixed64,10,opt,name=rate,proto3" json:"rate,omitempty"`
+	Image         *Image                 `protobuf:"bytes,11,opt,name=image,proto3" json:"image,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImageEvent) Reset() {
+	*x = ImageEvent{}
+	mi := &file_kindling_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImageEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImageEvent) ProtoMessage() {}
+
+func (x *ImageEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImageEvent.ProtoReflect.Descriptor instead.
+func (*ImageEvent) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *ImageEvent) GetEvent() string {
+	if x != nil {
+		return x.Event
+	}
+	return ""
+}
+
+func (x *ImageEvent) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ImageEvent) GetLayer() int32 {
+	if x != nil {
+		return x.Layer
+	}
+	return 0
+}
+
+func (x *ImageEvent) GetLayers() int32 {
+	if x != nil {
+		return x.Layers
+	}
+	return 0
+}
+
+func (x *ImageEvent) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *ImageEvent) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *ImageEvent) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *ImageEvent) GetLayerDone() bool {
+	if x != nil {
+		return x.LayerDone
+	}
+	return false
+}
+
+func (x *ImageEvent) GetTotal() int64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+func (x *ImageEvent) GetRate() float64 {
+	if x != nil {
+		return x.Rate
+	}
+	return 0
+}
+
+func (x *ImageEvent) GetImage() *Image {
+	if x != nil {
+		return x.Image
+	}
+	return nil
+}
+
+type RemoveImageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Force         bool                   `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveImageRequest) Reset() {
+	*x = RemoveImageRequest{}
+	mi := &file_kindling_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveImageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveImageRequest) ProtoMessage() {}
+
+func (x *RemoveImageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveImageRequest.ProtoReflect.Descriptor instead.
+func (*RemoveImageRequest) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *RemoveImageRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RemoveImageRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+type RemoveImageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// untagged is set when only that name of the image was removed.
+	Untagged string `protobuf:"bytes,2,opt,name=untagged,proto3" json:"untagged,omitempty"`
+	Deleted  bool   `protobuf:"varint,3,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	// warning is set when a forced removal went ahead while in use.
+	Warning       string `protobuf:"bytes,4,opt,name=warning,proto3" json:"warning,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveImageResponse) Reset() {
+	*x = RemoveImageResponse{}
+	mi := &file_kindling_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveImageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveImageResponse) ProtoMessage() {}
+
+func (x *RemoveImageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kindling_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveImageResponse.ProtoReflect.Descriptor instead.
+func (*RemoveImageResponse) Descriptor() ([]byte, []int) {
+	return file_kindling_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *RemoveImageResponse) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RemoveImageResponse) GetUntagged() string {
+	if x != nil {
+		return x.Untagged
+	}
+	return ""
+}
+
+func (x *RemoveImageResponse) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
+func (x *RemoveImageResponse) GetWarning() string {
+	if x != nil {
+		return x.Warning
+	}
+	return ""
+}
+
 var File_kindling_proto protoreflect.FileDescriptor
 
 const file_kindling_proto_rawDesc = "" +
@@ -4541,7 +5317,71 @@ const file_kindling_proto_rawDesc = "" +
 	"\n" +
 	"memory_mib\x18\x03 \x01(\x05R\tmemoryMib\"5\n" +
 	"\fPoolResponse\x12%\n" +
-	"\x04pool\x18\x01 \x01(\v2\x11.kindling.v1.PoolR\x04pool2\x83\t\n" +
+	"\x04pool\x18\x01 \x01(\v2\x11.kindling.v1.PoolR\x04pool\"\xeb\x02\n" +
+	"\x05Image\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\tR\x06digest\x12\x12\n" +
+	"\x04refs\x18\x03 \x03(\tR\x04refs\x12\x1a\n" +
+	"\bplatform\x18\x04 \x01(\tR\bplatform\x12\x18\n" +
+	"\acreated\x18\x05 \x01(\tR\acreated\x12\x1a\n" +
+	"\bimported\x18\x06 \x01(\tR\bimported\x12\x16\n" +
+	"\x06source\x18\a \x01(\tR\x06source\x12\x16\n" +
+	"\x06layers\x18\b \x01(\x05R\x06layers\x12\x12\n" +
+	"\x04size\x18\t \x01(\x03R\x04size\x120\n" +
+	"\x06config\x18\n" +
+	" \x01(\v2\x18.kindling.v1.ImageConfigR\x06config\x120\n" +
+	"\x06rootfs\x18\v \x03(\v2\x18.kindling.v1.ImageRootFSR\x06rootfs\x12,\n" +
+	"\x05users\x18\f \x03(\v2\x16.kindling.v1.ImageUserR\x05users\"\x86\x01\n" +
+	"\vImageConfig\x12\x10\n" +
+	"\x03env\x18\x01 \x03(\tR\x03env\x12\x1f\n" +
+	"\vworking_dir\x18\x02 \x01(\tR\n" +
+	"workingDir\x12\x12\n" +
+	"\x04user\x18\x03 \x01(\tR\x04user\x12\x1e\n" +
+	"\n" +
+	"entrypoint\x18\x04 \x03(\tR\n" +
+	"entrypoint\x12\x10\n" +
+	"\x03cmd\x18\x05 \x03(\tR\x03cmd\"l\n" +
+	"\vImageRootFS\x12!\n" +
+	"\fagent_sha256\x18\x01 \x01(\tR\vagentSha256\x12\x12\n" +
+	"\x04file\x18\x02 \x01(\tR\x04file\x12\x12\n" +
+	"\x04path\x18\x03 \x01(\tR\x04path\x12\x12\n" +
+	"\x04size\x18\x04 \x01(\x03R\x04size\"3\n" +
+	"\tImageUser\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"9\n" +
+	"\rImageResponse\x12(\n" +
+	"\x05image\x18\x01 \x01(\v2\x12.kindling.v1.ImageR\x05image\"@\n" +
+	"\x12ListImagesResponse\x12*\n" +
+	"\x06images\x18\x01 \x03(\v2\x12.kindling.v1.ImageR\x06images\"$\n" +
+	"\x10PullImageRequest\x12\x10\n" +
+	"\x03ref\x18\x01 \x01(\tR\x03ref\"N\n" +
+	"\x12ImportImageRequest\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x10\n" +
+	"\x03ref\x18\x02 \x01(\tR\x03ref\x12\x12\n" +
+	"\x04tags\x18\x03 \x03(\tR\x04tags\"\x95\x02\n" +
+	"\n" +
+	"ImageEvent\x12\x14\n" +
+	"\x05event\x18\x01 \x01(\tR\x05event\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x14\n" +
+	"\x05layer\x18\x03 \x01(\x05R\x05layer\x12\x16\n" +
+	"\x06layers\x18\x04 \x01(\x05R\x06layers\x12\x16\n" +
+	"\x06digest\x18\x05 \x01(\tR\x06digest\x12\x14\n" +
+	"\x05bytes\x18\x06 \x01(\x03R\x05bytes\x12\x12\n" +
+	"\x04size\x18\a \x01(\x03R\x04size\x12\x1d\n" +
+	"\n" +
+	"layer_done\x18\b \x01(\bR\tlayerDone\x12\x14\n" +
+	"\x05total\x18\t \x01(\x03R\x05total\x12\x12\n" +
+	"\x04rate\x18\n" +
+	" \x01(\x01R\x04rate\x12(\n" +
+	"\x05image\x18\v \x01(\v2\x12.kindling.v1.ImageR\x05image\">\n" +
+	"\x12RemoveImageRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"u\n" +
+	"\x13RemoveImageResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
+	"\buntagged\x18\x02 \x01(\tR\buntagged\x12\x18\n" +
+	"\adeleted\x18\x03 \x01(\bR\adeleted\x12\x18\n" +
+	"\awarning\x18\x04 \x01(\tR\awarning2\x83\t\n" +
 	"\x0eSandboxService\x12B\n" +
 	"\x06Create\x12\x1a.kindling.v1.CreateRequest\x1a\x1c.kindling.v1.SandboxResponse\x12=\n" +
 	"\x05Start\x12\x16.kindling.v1.IDRequest\x1a\x1c.kindling.v1.SandboxResponse\x124\n" +
@@ -4586,7 +5426,13 @@ const file_kindling_proto_rawDesc = "" +
 	"\vPoolService\x12:\n" +
 	"\x04List\x12\x12.kindling.v1.Empty\x1a\x1e.kindling.v1.ListPoolsResponse\x12=\n" +
 	"\x03Set\x12\x1b.kindling.v1.SetPoolRequest\x1a\x19.kindling.v1.PoolResponse\x126\n" +
-	"\x06Delete\x12\x18.kindling.v1.NameRequest\x1a\x12.kindling.v1.EmptyB<Z:github.com/kindling-vm/kindling/api/kindling/v1;kindlingv1b\x06proto3"
+	"\x06Delete\x12\x18.kindling.v1.NameRequest\x1a\x12.kindling.v1.Empty2\xe1\x02\n" +
+	"\fImageService\x12;\n" +
+	"\x04List\x12\x12.kindling.v1.Empty\x1a\x1f.kindling.v1.ListImagesResponse\x12?\n" +
+	"\aInspect\x12\x18.kindling.v1.NameRequest\x1a\x1a.kindling.v1.ImageResponse\x12@\n" +
+	"\x04Pull\x12\x1d.kindling.v1.PullImageRequest\x1a\x17.kindling.v1.ImageEvent0\x01\x12D\n" +
+	"\x06Import\x12\x1f.kindling.v1.ImportImageRequest\x1a\x17.kindling.v1.ImageEvent0\x01\x12K\n" +
+	"\x06Remove\x12\x1f.kindling.v1.RemoveImageRequest\x1a .kindling.v1.RemoveImageResponseB<Z:github.com/kindling-vm/kindling/api/kindling/v1;kindlingv1b\x06proto3"
 
 var (
 	file_kindling_proto_rawDescOnce sync.Once
@@ -4600,7 +5446,7 @@ func file_kindling_proto_rawDescGZIP() []byte {
 	return file_kindling_proto_rawDescData
 }
 
-var file_kindling_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
+var file_kindling_proto_msgTypes = make([]protoimpl.MessageInfo, 74)
 var file_kindling_proto_goTypes = []any{
 	(*Empty)(nil),                 // 0: kindling.v1.Empty
 	(*IDRequest)(nil),             // 1: kindling.v1.IDRequest
@@ -4661,16 +5507,27 @@ var file_kindling_proto_goTypes = []any{
 	(*ListPoolsResponse)(nil),     // 56: kindling.v1.ListPoolsResponse
 	(*SetPoolRequest)(nil),        // 57: kindling.v1.SetPoolRequest
 	(*PoolResponse)(nil),          // 58: kindling.v1.PoolResponse
-	nil,                           // 59: kindling.v1.Spec.LabelsEntry
-	nil,                           // 60: kindling.v1.ListRequest.LabelsEntry
-	nil,                           // 61: kindling.v1.RestoreRequest.LabelsEntry
-	nil,                           // 62: kindling.v1.RunTemplateRequest.LabelsEntry
+	(*Image)(nil),                 // 59: kindling.v1.Image
+	(*ImageConfig)(nil),           // 60: kindling.v1.ImageConfig
+	(*ImageRootFS)(nil),           // 61: kindling.v1.ImageRootFS
+	(*ImageUser)(nil),             // 62: kindling.v1.ImageUser
+	(*ImageResponse)(nil),         // 63: kindling.v1.ImageResponse
+	(*ListImagesResponse)(nil),    // 64: kindling.v1.ListImagesResponse
+	(*PullImageRequest)(nil),      // 65: kindling.v1.PullImageRequest
+	(*ImportImageRequest)(nil),    // 66: kindling.v1.ImportImageRequest
+	(*ImageEvent)(nil),            // 67: kindling.v1.ImageEvent
+	(*RemoveImageRequest)(nil),    // 68: kindling.v1.RemoveImageRequest
+	(*RemoveImageResponse)(nil),   // 69: kindling.v1.RemoveImageResponse
+	nil,                           // 70: kindling.v1.Spec.LabelsEntry
+	nil,                           // 71: kindling.v1.ListRequest.LabelsEntry
+	nil,                           // 72: kindling.v1.RestoreRequest.LabelsEntry
+	nil,                           // 73: kindling.v1.RunTemplateRequest.LabelsEntry
 }
 var file_kindling_proto_depIdxs = []int32{
 	3,  // 0: kindling.v1.Spec.rootfs:type_name -> kindling.v1.Disk
 	3,  // 1: kindling.v1.Spec.drives:type_name -> kindling.v1.Disk
 	4,  // 2: kindling.v1.Spec.net:type_name -> kindling.v1.Net
-	59, // 3: kindling.v1.Spec.labels:type_name -> kindling.v1.Spec.LabelsEntry
+	70, // 3: kindling.v1.Spec.labels:type_name -> kindling.v1.Spec.LabelsEntry
 	7,  // 4: kindling.v1.Network.interfaces:type_name -> kindling.v1.NetInterface
 	6,  // 5: kindling.v1.Network.egress:type_name -> kindling.v1.EgressPolicy
 	5,  // 6: kindling.v1.Sandbox.spec:type_name -> kindling.v1.Spec
@@ -4680,19 +5537,19 @@ var file_kindling_proto_depIdxs = []int32{
 	8,  // 10: kindling.v1.Sandbox.network:type_name -> kindling.v1.Network
 	5,  // 11: kindling.v1.CreateRequest.spec:type_name -> kindling.v1.Spec
 	12, // 12: kindling.v1.SandboxResponse.sandbox:type_name -> kindling.v1.Sandbox
-	60, // 13: kindling.v1.ListRequest.labels:type_name -> kindling.v1.ListRequest.LabelsEntry
+	71, // 13: kindling.v1.ListRequest.labels:type_name -> kindling.v1.ListRequest.LabelsEntry
 	12, // 14: kindling.v1.ListResponse.sandboxes:type_name -> kindling.v1.Sandbox
 	9,  // 15: kindling.v1.WaitResponse.exit:type_name -> kindling.v1.Exit
 	5,  // 16: kindling.v1.SnapshotResponse.spec:type_name -> kindling.v1.Spec
 	21, // 17: kindling.v1.SnapshotResponse.drives:type_name -> kindling.v1.SnapshotDrive
 	10, // 18: kindling.v1.SnapshotResponse.taps:type_name -> kindling.v1.Tap
 	4,  // 19: kindling.v1.RestoreRequest.net:type_name -> kindling.v1.Net
-	61, // 20: kindling.v1.RestoreRequest.labels:type_name -> kindling.v1.RestoreRequest.LabelsEntry
+	72, // 20: kindling.v1.RestoreRequest.labels:type_name -> kindling.v1.RestoreRequest.LabelsEntry
 	24, // 21: kindling.v1.RestoreRequest.ports:type_name -> kindling.v1.PortList
 	3,  // 22: kindling.v1.AttachDriveRequest.disk:type_name -> kindling.v1.Disk
 	32, // 23: kindling.v1.TemplateResponse.template:type_name -> kindling.v1.Template
 	32, // 24: kindling.v1.ListTemplatesResponse.templates:type_name -> kindling.v1.Template
-	62, // 25: kindling.v1.RunTemplateRequest.labels:type_name -> kindling.v1.RunTemplateRequest.LabelsEntry
+	73, // 25: kindling.v1.RunTemplateRequest.labels:type_name -> kindling.v1.RunTemplateRequest.LabelsEntry
 	39, // 26: kindling.v1.ExecEvent.started:type_name -> kindling.v1.ExecStarted
 	40, // 27: kindling.v1.ExecEvent.failure:type_name -> kindling.v1.ExecFailure
 	45, // 28: kindling.v1.PutFileRequest.file:type_name -> kindling.v1.FileRequest
@@ -4703,87 +5560,103 @@ var file_kindling_proto_depIdxs = []int32{
 	45, // 33: kindling.v1.WatchDirRequest.dir:type_name -> kindling.v1.FileRequest
 	55, // 34: kindling.v1.ListPoolsResponse.pools:type_name -> kindling.v1.Pool
 	55, // 35: kindling.v1.PoolResponse.pool:type_name -> kindling.v1.Pool
-	13, // 36: kindling.v1.SandboxService.Create:input_type -> kindling.v1.CreateRequest
-	1,  // 37: kindling.v1.SandboxService.Start:input_type -> kindling.v1.IDRequest
-	15, // 38: kindling.v1.SandboxService.Stop:input_type -> kindling.v1.StopRequest
-	1,  // 39: kindling.v1.SandboxService.Kill:input_type -> kindling.v1.IDRequest
-	16, // 40: kindling.v1.SandboxService.Remove:input_type -> kindling.v1.RemoveRequest
-	1,  // 41: kindling.v1.SandboxService.Inspect:input_type -> kindling.v1.IDRequest
-	17, // 42: kindling.v1.SandboxService.List:input_type -> kindling.v1.ListRequest
-	1,  // 43: kindling.v1.SandboxService.Wait:input_type -> kindling.v1.IDRequest
-	1,  // 44: kindling.v1.SandboxService.Pause:input_type -> kindling.v1.IDRequest
-	1,  // 45: kindling.v1.SandboxService.Resume:input_type -> kindling.v1.IDRequest
-	20, // 46: kindling.v1.SandboxService.Snapshot:input_type -> kindling.v1.SnapshotRequest
-	23, // 47: kindling.v1.SandboxService.Restore:input_type -> kindling.v1.RestoreRequest
-	25, // 48: kindling.v1.SandboxService.Console:input_type -> kindling.v1.LogRequest
-	25, // 49: kindling.v1.SandboxService.Logs:input_type -> kindling.v1.LogRequest
-	27, // 50: kindling.v1.SandboxService.AttachDrive:input_type -> kindling.v1.AttachDriveRequest
-	29, // 51: kindling.v1.SandboxService.DetachDrive:input_type -> kindling.v1.DetachDriveRequest
-	30, // 52: kindling.v1.SandboxService.SetTimeout:input_type -> kindling.v1.SetTimeoutRequest
-	31, // 53: kindling.v1.SandboxService.SetEgress:input_type -> kindling.v1.SetEgressRequest
-	33, // 54: kindling.v1.TemplateService.Create:input_type -> kindling.v1.CreateTemplateRequest
-	0,  // 55: kindling.v1.TemplateService.List:input_type -> kindling.v1.Empty
-	2,  // 56: kindling.v1.TemplateService.Inspect:input_type -> kindling.v1.NameRequest
-	36, // 57: kindling.v1.TemplateService.Remove:input_type -> kindling.v1.RemoveTemplateRequest
-	37, // 58: kindling.v1.TemplateService.Run:input_type -> kindling.v1.RunTemplateRequest
-	38, // 59: kindling.v1.GuestService.Exec:input_type -> kindling.v1.ExecRequest
-	42, // 60: kindling.v1.GuestService.WriteStdin:input_type -> kindling.v1.WriteStdinRequest
-	43, // 61: kindling.v1.GuestService.Signal:input_type -> kindling.v1.SignalRequest
-	44, // 62: kindling.v1.GuestService.Resize:input_type -> kindling.v1.ResizeRequest
-	46, // 63: kindling.v1.GuestService.PutFile:input_type -> kindling.v1.PutFileRequest
-	45, // 64: kindling.v1.GuestService.GetFile:input_type -> kindling.v1.FileRequest
-	45, // 65: kindling.v1.GuestService.StatFile:input_type -> kindling.v1.FileRequest
-	50, // 66: kindling.v1.GuestService.ListDir:input_type -> kindling.v1.ListDirRequest
-	45, // 67: kindling.v1.GuestService.MakeDir:input_type -> kindling.v1.FileRequest
-	52, // 68: kindling.v1.GuestService.Chmod:input_type -> kindling.v1.ChmodRequest
-	45, // 69: kindling.v1.GuestService.RemoveFile:input_type -> kindling.v1.FileRequest
-	53, // 70: kindling.v1.GuestService.WatchDir:input_type -> kindling.v1.WatchDirRequest
-	0,  // 71: kindling.v1.PoolService.List:input_type -> kindling.v1.Empty
-	57, // 72: kindling.v1.PoolService.Set:input_type -> kindling.v1.SetPoolRequest
-	2,  // 73: kindling.v1.PoolService.Delete:input_type -> kindling.v1.NameRequest
-	14, // 74: kindling.v1.SandboxService.Create:output_type -> kindling.v1.SandboxResponse
-	14, // 75: kindling.v1.SandboxService.Start:output_type -> kindling.v1.SandboxResponse
-	0,  // 76: kindling.v1.SandboxService.Stop:output_type -> kindling.v1.Empty
-	0,  // 77: kindling.v1.SandboxService.Kill:output_type -> kindling.v1.Empty
-	0,  // 78: kindling.v1.SandboxService.Remove:output_type -> kindling.v1.Empty
-	14, // 79: kindling.v1.SandboxService.Inspect:output_type -> kindling.v1.SandboxResponse
-	18, // 80: kindling.v1.SandboxService.List:output_type -> kindling.v1.ListResponse
-	19, // 81: kindling.v1.SandboxService.Wait:output_type -> kindling.v1.WaitResponse
-	0,  // 82: kindling.v1.SandboxService.Pause:output_type -> kindling.v1.Empty
-	0,  // 83: kindling.v1.SandboxService.Resume:output_type -> kindling.v1.Empty
-	22, // 84: kindling.v1.SandboxService.Snapshot:output_type -> kindling.v1.SnapshotResponse
-	14, // 85: kindling.v1.SandboxService.Restore:output_type -> kindling.v1.SandboxResponse
-	26, // 86: kindling.v1.SandboxService.Console:output_type -> kindling.v1.LogChunk
-	26, // 87: kindling.v1.SandboxService.Logs:output_type -> kindling.v1.LogChunk
-	28, // 88: kindling.v1.SandboxService.AttachDrive:output_type -> kindling.v1.AttachDriveResponse
-	0,  // 89: kindling.v1.SandboxService.DetachDrive:output_type -> kindling.v1.Empty
-	0,  // 90: kindling.v1.SandboxService.SetTimeout:output_type -> kindling.v1.Empty
-	14, // 91: kindling.v1.SandboxService.SetEgress:output_type -> kindling.v1.SandboxResponse
-	34, // 92: kindling.v1.TemplateService.Create:output_type -> kindling.v1.TemplateResponse
-	35, // 93: kindling.v1.TemplateService.List:output_type -> kindling.v1.ListTemplatesResponse
-	34, // 94: kindling.v1.TemplateService.Inspect:output_type -> kindling.v1.TemplateResponse
-	0,  // 95: kindling.v1.TemplateService.Remove:output_type -> kindling.v1.Empty
-	14, // 96: kindling.v1.TemplateService.Run:output_type -> kindling.v1.SandboxResponse
-	41, // 97: kindling.v1.GuestService.Exec:output_type -> kindling.v1.ExecEvent
-	0,  // 98: kindling.v1.GuestService.WriteStdin:output_type -> kindling.v1.Empty
-	0,  // 99: kindling.v1.GuestService.Signal:output_type -> kindling.v1.Empty
-	0,  // 100: kindling.v1.GuestService.Resize:output_type -> kindling.v1.Empty
-	0,  // 101: kindling.v1.GuestService.PutFile:output_type -> kindling.v1.Empty
-	47, // 102: kindling.v1.GuestService.GetFile:output_type -> kindling.v1.FileChunk
-	49, // 103: kindling.v1.GuestService.StatFile:output_type -> kindling.v1.FileInfoResponse
-	51, // 104: kindling.v1.GuestService.ListDir:output_type -> kindling.v1.ListDirResponse
-	0,  // 105: kindling.v1.GuestService.MakeDir:output_type -> kindling.v1.Empty
-	0,  // 106: kindling.v1.GuestService.Chmod:output_type -> kindling.v1.Empty
-	0,  // 107: kindling.v1.GuestService.RemoveFile:output_type -> kindling.v1.Empty
-	54, // 108: kindling.v1.GuestService.WatchDir:output_type -> kindling.v1.WatchDirEvent
-	56, // 109: kindling.v1.PoolService.List:output_type -> kindling.v1.ListPoolsResponse
-	58, // 110: kindling.v1.PoolService.Set:output_type -> kindling.v1.PoolResponse
-	0,  // 111: kindling.v1.PoolService.Delete:output_type -> kindling.v1.Empty
-	74, // [74:112] is the sub-list for method output_type
-	36, // [36:74] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	60, // 36: kindling.v1.Image.config:type_name -> kindling.v1.ImageConfig
+	61, // 37: kindling.v1.Image.rootfs:type_name -> kindling.v1.ImageRootFS
+	62, // 38: kindling.v1.Image.users:type_name -> kindling.v1.ImageUser
+	59, // 39: kindling.v1.ImageResponse.image:type_name -> kindling.v1.Image
+	59, // 40: kindling.v1.ListImagesResponse.images:type_name -> kindling.v1.Image
+	59, // 41: kindling.v1.ImageEvent.image:type_name -> kindling.v1.Image
+	13, // 42: kindling.v1.SandboxService.Create:input_type -> kindling.v1.CreateRequest
+	1,  // 43: kindling.v1.SandboxService.Start:input_type -> kindling.v1.IDRequest
+	15, // 44: kindling.v1.SandboxService.Stop:input_type -> kindling.v1.StopRequest
+	1,  // 45: kindling.v1.SandboxService.Kill:input_type -> kindling.v1.IDRequest
+	16, // 46: kindling.v1.SandboxService.Remove:input_type -> kindling.v1.RemoveRequest
+	1,  // 47: kindling.v1.SandboxService.Inspect:input_type -> kindling.v1.IDRequest
+	17, // 48: kindling.v1.SandboxService.List:input_type -> kindling.v1.ListRequest
+	1,  // 49: kindling.v1.SandboxService.Wait:input_type -> kindling.v1.IDRequest
+	1,  // 50: kindling.v1.SandboxService.Pause:input_type -> kindling.v1.IDRequest
+	1,  // 51: kindling.v1.SandboxService.Resume:input_type -> kindling.v1.IDRequest
+	20, // 52: kindling.v1.SandboxService.Snapshot:input_type -> kindling.v1.SnapshotRequest
+	23, // 53: kindling.v1.SandboxService.Restore:input_type -> kindling.v1.RestoreRequest
+	25, // 54: kindling.v1.SandboxService.Console:input_type -> kindling.v1.LogRequest
+	25, // 55: kindling.v1.SandboxService.Logs:input_type -> kindling.v1.LogRequest
+	27, // 56: kindling.v1.SandboxService.AttachDrive:input_type -> kindling.v1.AttachDriveRequest
+	29, // 57: kindling.v1.SandboxService.DetachDrive:input_type -> kindling.v1.DetachDriveRequest
+	30, // 58: kindling.v1.SandboxService.SetTimeout:input_type -> kindling.v1.SetTimeoutRequest
+	31, // 59: kindling.v1.SandboxService.SetEgress:input_type -> kindling.v1.SetEgressRequest
+	33, // 60: kindling.v1.TemplateService.Create:input_type -> kindling.v1.CreateTemplateRequest
+	0,  // 61: kindling.v1.TemplateService.List:input_type -> kindling.v1.Empty
+	2,  // 62: kindling.v1.TemplateService.Inspect:input_type -> kindling.v1.NameRequest
+	36, // 63: kindling.v1.TemplateService.Remove:input_type -> kindling.v1.RemoveTemplateRequest
+	37, // 64: kindling.v1.TemplateService.Run:input_type -> kindling.v1.RunTemplateRequest
+	38, // 65: kindling.v1.GuestService.Exec:input_type -> kindling.v1.ExecRequest
+	42, // 66: kindling.v1.GuestService.WriteStdin:input_type -> kindling.v1.WriteStdinRequest
+	43, // 67: kindling.v1.GuestService.Signal:input_type -> kindling.v1.SignalRequest
+	44, // 68: kindling.v1.GuestService.Resize:input_type -> kindling.v1.ResizeRequest
+	46, // 69: kindling.v1.GuestService.PutFile:input_type -> kindling.v1.PutFileRequest
+	45, // 70: kindling.v1.GuestService.GetFile:input_type -> kindling.v1.FileRequest
+	45, // 71: kindling.v1.GuestService.StatFile:input_type -> kindling.v1.FileRequest
+	50, // 72: kindling.v1.GuestService.ListDir:input_type -> kindling.v1.ListDirRequest
+	45, // 73: kindling.v1.GuestService.MakeDir:input_type -> kindling.v1.FileRequest
+	52, // 74: kindling.v1.GuestService.Chmod:input_type -> kindling.v1.ChmodRequest
+	45, // 75: kindling.v1.GuestService.RemoveFile:input_type -> kindling.v1.FileRequest
+	53, // 76: kindling.v1.GuestService.WatchDir:input_type -> kindling.v1.WatchDirRequest
+	0,  // 77: kindling.v1.PoolService.List:input_type -> kindling.v1.Empty
+	57, // 78: kindling.v1.PoolService.Set:input_type -> kindling.v1.SetPoolRequest
+	2,  // 79: kindling.v1.PoolService.Delete:input_type -> kindling.v1.NameRequest
+	0,  // 80: kindling.v1.ImageService.List:input_type -> kindling.v1.Empty
+	2,  // 81: kindling.v1.ImageService.Inspect:input_type -> kindling.v1.NameRequest
+	65, // 82: kindling.v1.ImageService.Pull:input_type -> kindling.v1.PullImageRequest
+	66, // 83: kindling.v1.ImageService.Import:input_type -> kindling.v1.ImportImageRequest
+	68, // 84: kindling.v1.ImageService.Remove:input_type -> kindling.v1.RemoveImageRequest
+	14, // 85: kindling.v1.SandboxService.Create:output_type -> kindling.v1.SandboxResponse
+	14, // 86: kindling.v1.SandboxService.Start:output_type -> kindling.v1.SandboxResponse
+	0,  // 87: kindling.v1.SandboxService.Stop:output_type -> kindling.v1.Empty
+	0,  // 88: kindling.v1.SandboxService.Kill:output_type -> kindling.v1.Empty
+	0,  // 89: kindling.v1.SandboxService.Remove:output_type -> kindling.v1.Empty
+	14, // 90: kindling.v1.SandboxService.Inspect:output_type -> kindling.v1.SandboxResponse
+	18, // 91: kindling.v1.SandboxService.List:output_type -> kindling.v1.ListResponse
+	19, // 92: kindling.v1.SandboxService.Wait:output_type -> kindling.v1.WaitResponse
+	0,  // 93: kindling.v1.SandboxService.Pause:output_type -> kindling.v1.Empty
+	0,  // 94: kindling.v1.SandboxService.Resume:output_type -> kindling.v1.Empty
+	22, // 95: kindling.v1.SandboxService.Snapshot:output_type -> kindling.v1.SnapshotResponse
+	14, // 96: kindling.v1.SandboxService.Restore:output_type -> kindling.v1.SandboxResponse
+	26, // 97: kindling.v1.SandboxService.Console:output_type -> kindling.v1.LogChunk
+	26, // 98: kindling.v1.SandboxService.Logs:output_type -> kindling.v1.LogChunk
+	28, // 99: kindling.v1.SandboxService.AttachDrive:output_type -> kindling.v1.AttachDriveResponse
+	0,  // 100: kindling.v1.SandboxService.DetachDrive:output_type -> kindling.v1.Empty
+	0,  // 101: kindling.v1.SandboxService.SetTimeout:output_type -> kindling.v1.Empty
+	14, // 102: kindling.v1.SandboxService.SetEgress:output_type -> kindling.v1.SandboxResponse
+	34, // 103: kindling.v1.TemplateService.Create:output_type -> kindling.v1.TemplateResponse
+	35, // 104: kindling.v1.TemplateService.List:output_type -> kindling.v1.ListTemplatesResponse
+	34, // 105: kindling.v1.TemplateService.Inspect:output_type -> kindling.v1.TemplateResponse
+	0,  // 106: kindling.v1.TemplateService.Remove:output_type -> kindling.v1.Empty
+	14, // 107: kindling.v1.TemplateService.Run:output_type -> kindling.v1.SandboxResponse
+	41, // 108: kindling.v1.GuestService.Exec:output_type -> kindling.v1.ExecEvent
+	0,  // 109: kindling.v1.GuestService.WriteStdin:output_type -> kindling.v1.Empty
+	0,  // 110: kindling.v1.GuestService.Signal:output_type -> kindling.v1.Empty
+	0,  // 111: kindling.v1.GuestService.Resize:output_type -> kindling.v1.Empty
+	0,  // 112: kindling.v1.GuestService.PutFile:output_type -> kindling.v1.Empty
+	47, // 113: kindling.v1.GuestService.GetFile:output_type -> kindling.v1.FileChunk
+	49, // 114: kindling.v1.GuestService.StatFile:output_type -> kindling.v1.FileInfoResponse
+	51, // 115: kindling.v1.GuestService.ListDir:output_type -> kindling.v1.ListDirResponse
+	0,  // 116: kindling.v1.GuestService.MakeDir:output_type -> kindling.v1.Empty
+	0,  // 117: kindling.v1.GuestService.Chmod:output_type -> kindling.v1.Empty
+	0,  // 118: kindling.v1.GuestService.RemoveFile:output_type -> kindling.v1.Empty
+	54, // 119: kindling.v1.GuestService.WatchDir:output_type -> kindling.v1.WatchDirEvent
+	56, // 120: kindling.v1.PoolService.List:output_type -> kindling.v1.ListPoolsResponse
+	58, // 121: kindling.v1.PoolService.Set:output_type -> kindling.v1.PoolResponse
+	0,  // 122: kindling.v1.PoolService.Delete:output_type -> kindling.v1.Empty
+	64, // 123: kindling.v1.ImageService.List:output_type -> kindling.v1.ListImagesResponse
+	63, // 124: kindling.v1.ImageService.Inspect:output_type -> kindling.v1.ImageResponse
+	67, // 125: kindling.v1.ImageService.Pull:output_type -> kindling.v1.ImageEvent
+	67, // 126: kindling.v1.ImageService.Import:output_type -> kindling.v1.ImageEvent
+	69, // 127: kindling.v1.ImageService.Remove:output_type -> kindling.v1.RemoveImageResponse
+	85, // [85:128] is the sub-list for method output_type
+	42, // [42:85] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_kindling_proto_init() }
@@ -4805,9 +5678,9 @@ func file_kindling_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kindling_proto_rawDesc), len(file_kindling_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   63,
+			NumMessages:   74,
 			NumExtensions: 0,
-			NumServices:   4,
+			NumServices:   5,
 		},
 		GoTypes:           file_kindling_proto_goTypes,
 		DependencyIndexes: file_kindling_proto_depIdxs,

@@ -1,8 +1,9 @@
 // kindling's native API: what kindlingd serves and package sandbox/remote
 // calls. One RPC per operation of the runtime (sandbox.Controller and its
-// optional capabilities) and of the template store. Served with the
-// Connect protocol, so the same definitions are spoken as gRPC (HTTP/2),
-// gRPC-Web and Connect (binary or JSON over HTTP/1.1, for curl).
+// optional capabilities), of the template and image stores and of the
+// warm pools. Served with the Connect protocol, so the same definitions
+// are spoken as gRPC (HTTP/2), gRPC-Web and Connect (binary or JSON over
+// HTTP/1.1, for curl).
 //
 // Errors carry a Connect code, one per kindling error kind (see
 // docs/server.md): not_found, already_exists, invalid_argument,
@@ -44,6 +45,8 @@ const (
 	GuestServiceName = "kindling.v1.GuestService"
 	// PoolServiceName is the fully-qualified name of the PoolService service.
 	PoolServiceName = "kindling.v1.PoolService"
+	// ImageServiceName is the fully-qualified name of the ImageService service.
+	ImageServiceName = "kindling.v1.ImageService"
 )
 
 // These constants are the fully-qualified names of the RPCs defined in this package. They're
@@ -134,6 +137,16 @@ const (
 	PoolServiceSetProcedure = "/kindling.v1.PoolService/Set"
 	// PoolServiceDeleteProcedure is the fully-qualified name of the PoolService's Delete RPC.
 	PoolServiceDeleteProcedure = "/kindling.v1.PoolService/Delete"
+	// ImageServiceListProcedure is the fully-qualified name of the ImageService's List RPC.
+	ImageServiceListProcedure = "/kindling.v1.ImageService/List"
+	// ImageServiceInspectProcedure is the fully-qualified name of the ImageService's Inspect RPC.
+	ImageServiceInspectProcedure = "/kindling.v1.ImageService/Inspect"
+	// ImageServicePullProcedure is the fully-qualified name of the ImageService's Pull RPC.
+	ImageServicePullProcedure = "/kindling.v1.ImageService/Pull"
+	// ImageServiceImportProcedure is the fully-qualified name of the ImageService's Import RPC.
+	ImageServiceImportProcedure = "/kindling.v1.ImageService/Import"
+	// ImageServiceRemoveProcedure is the fully-qualified name of the ImageService's Remove RPC.
+	ImageServiceRemoveProcedure = "/kindling.v1.ImageService/Remove"
 )
 
 // SandboxServiceClient is a client for the kindling.v1.SandboxService service.
@@ -1394,4 +1407,194 @@ func (UnimplementedPoolServiceHandler) Set(context.Context, *connect.Request[v1.
 
 func (UnimplementedPoolServiceHandler) Delete(context.Context, *connect.Request[v1.NameRequest]) (*connect.Response[v1.Empty], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("kindling.v1.PoolService.Delete is not implemented"))
+}
+
+// ImageServiceClient is a client for the kindling.v1.ImageService service.
+type ImageServiceClient interface {
+	// List describes every image, with its users.
+	List(context.Context, *connect.Request[v1.Empty]) (*connect.Response[v1.ListImagesResponse], error)
+	// Inspect describes one image: name is a name, an ID, a unique prefix
+	// of an ID or a manifest digest.
+	Inspect(context.Context, *connect.Request[v1.NameRequest]) (*connect.Response[v1.ImageResponse], error)
+	// Pull fetches an image from a registry and builds its root filesystem.
+	Pull(context.Context, *connect.Request[v1.PullImageRequest]) (*connect.ServerStreamForClient[v1.ImageEvent], error)
+	// Import reads a docker save tarball, an OCI archive or an OCI image
+	// layout directory on the server's host.
+	Import(context.Context, *connect.Request[v1.ImportImageRequest]) (*connect.ServerStreamForClient[v1.ImageEvent], error)
+	// Remove deletes an image, or only the name given when the image has
+	// several; one in use by sandboxes or templates only with force.
+	Remove(context.Context, *connect.Request[v1.RemoveImageRequest]) (*connect.Response[v1.RemoveImageResponse], error)
+}
+
+// NewImageServiceClient constructs a client for the kindling.v1.ImageService service. By default,
+// it uses the Connect protocol with the binary Protobuf Codec, asks for gzipped responses, and
+// sends uncompressed requests. To use the gRPC or gRPC-Web protocols, supply the connect.WithGRPC()
+// or connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewImageServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) ImageServiceClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	imageServiceMethods := v1.File_kindling_proto.Services().ByName("ImageService").Methods()
+	return &imageServiceClient{
+		list: connect.NewClient[v1.Empty, v1.ListImagesResponse](
+			httpClient,
+			baseURL+ImageServiceListProcedure,
+			connect.WithSchema(imageServiceMethods.ByName("List")),
+			connect.WithClientOptions(opts...),
+		),
+		inspect: connect.NewClient[v1.NameRequest, v1.ImageResponse](
+			httpClient,
+			baseURL+ImageServiceInspectProcedure,
+			connect.WithSchema(imageServiceMethods.ByName("Inspect")),
+			connect.WithClientOptions(opts...),
+		),
+		pull: connect.NewClient[v1.PullImageRequest, v1.ImageEvent](
+			httpClient,
+			baseURL+ImageServicePullProcedure,
+			connect.WithSchema(imageServiceMethods.ByName("Pull")),
+			connect.WithClientOptions(opts...),
+		),
+		_import: connect.NewClient[v1.ImportImageRequest, v1.ImageEvent](
+			httpClient,
+			baseURL+ImageServiceImportProcedure,
+			connect.WithSchema(imageServiceMethods.ByName("Import")),
+			connect.WithClientOptions(opts...),
+		),
+		remove: connect.NewClient[v1.RemoveImageRequest, v1.RemoveImageResponse](
+			httpClient,
+			baseURL+ImageServiceRemoveProcedure,
+			connect.WithSchema(imageServiceMethods.ByName("Remove")),
+			connect.WithClientOptions(opts...),
+		),
+	}
+}
+
+// imageServiceClient implements ImageServiceClient.
+type imageServiceClient struct {
+	list    *connect.Client[v1.Empty, v1.ListImagesResponse]
+	inspect *connect.Client[v1.NameRequest, v1.ImageResponse]
+	pull    *connect.Client[v1.PullImageRequest, v1.ImageEvent]
+	_import *connect.Client[v1.ImportImageRequest, v1.ImageEvent]
+	remove  *connect.Client[v1.RemoveImageRequest, v1.RemoveImageResponse]
+}
+
+// List calls kindling.v1.ImageService.List.
+func (c *imageServiceClient) List(ctx context.Context, req *connect.Request[v1.Empty]) (*connect.Response[v1.ListImagesResponse], error) {
+	return c.list.CallUnary(ctx, req)
+}
+
+// Inspect calls kindling.v1.ImageService.Inspect.
+func (c *imageServiceClient) Inspect(ctx context.Context, req *connect.Request[v1.NameRequest]) (*connect.Response[v1.ImageResponse], error) {
+	return c.inspect.CallUnary(ctx, req)
+}
+
+// Pull calls kindling.v1.ImageService.Pull.
+func (c *imageServiceClient) Pull(ctx context.Context, req *connect.Request[v1.PullImageRequest]) (*connect.ServerStreamForClient[v1.ImageEvent], error) {
+	return c.pull.CallServerStream(ctx, req)
+}
+
+// Import calls kindling.v1.ImageService.Import.
+func (c *imageServiceClient) Import(ctx context.Context, req *connect.Request[v1.ImportImageRequest]) (*connect.ServerStreamForClient[v1.ImageEvent], error) {
+	return c._import.CallServerStream(ctx, req)
+}
+
+// Remove calls kindling.v1.ImageService.Remove.
+func (c *imageServiceClient) Remove(ctx context.Context, req *connect.Request[v1.RemoveImageRequest]) (*connect.Response[v1.RemoveImageResponse], error) {
+	return c.remove.CallUnary(ctx, req)
+}
+
+// ImageServiceHandler is an implementation of the kindling.v1.ImageService service.
+type ImageServiceHandler interface {
+	// List describes every image, with its users.
+	List(context.Context, *connect.Request[v1.Empty]) (*connect.Response[v1.ListImagesResponse], error)
+	// Inspect describes one image: name is a name, an ID, a unique prefix
+	// of an ID or a manifest digest.
+	Inspect(context.Context, *connect.Request[v1.NameRequest]) (*connect.Response[v1.ImageResponse], error)
+	// Pull fetches an image from a registry and builds its root filesystem.
+	Pull(context.Context, *connect.Request[v1.PullImageRequest], *connect.ServerStream[v1.ImageEvent]) error
+	// Import reads a docker save tarball, an OCI archive or an OCI image
+	// layout directory on the server's host.
+	Import(context.Context, *connect.Request[v1.ImportImageRequest], *connect.ServerStream[v1.ImageEvent]) error
+	// Remove deletes an image, or only the name given when the image has
+	// several; one in use by sandboxes or templates only with force.
+	Remove(context.Context, *connect.Request[v1.RemoveImageRequest]) (*connect.Response[v1.RemoveImageResponse], error)
+}
+
+// NewImageServiceHandler builds an HTTP handler from the service implementation. It returns the
+// path on which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewImageServiceHandler(svc ImageServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	imageServiceMethods := v1.File_kindling_proto.Services().ByName("ImageService").Methods()
+	imageServiceListHandler := connect.NewUnaryHandler(
+		ImageServiceListProcedure,
+		svc.List,
+		connect.WithSchema(imageServiceMethods.ByName("List")),
+		connect.WithHandlerOptions(opts...),
+	)
+	imageServiceInspectHandler := connect.NewUnaryHandler(
+		ImageServiceInspectProcedure,
+		svc.Inspect,
+		connect.WithSchema(imageServiceMethods.ByName("Inspect")),
+		connect.WithHandlerOptions(opts...),
+	)
+	imageServicePullHandler := connect.NewServerStreamHandler(
+		ImageServicePullProcedure,
+		svc.Pull,
+		connect.WithSchema(imageServiceMethods.ByName("Pull")),
+		connect.WithHandlerOptions(opts...),
+	)
+	imageServiceImportHandler := connect.NewServerStreamHandler(
+		ImageServiceImportProcedure,
+		svc.Import,
+		connect.WithSchema(imageServiceMethods.ByName("Import")),
+		connect.WithHandlerOptions(opts...),
+	)
+	imageServiceRemoveHandler := connect.NewUnaryHandler(
+		ImageServiceRemoveProcedure,
+		svc.Remove,
+		connect.WithSchema(imageServiceMethods.ByName("Remove")),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/kindling.v1.ImageService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case ImageServiceListProcedure:
+			imageServiceListHandler.ServeHTTP(w, r)
+		case ImageServiceInspectProcedure:
+			imageServiceInspectHandler.ServeHTTP(w, r)
+		case ImageServicePullProcedure:
+			imageServicePullHandler.ServeHTTP(w, r)
+		case ImageServiceImportProcedure:
+			imageServiceImportHandler.ServeHTTP(w, r)
+		case ImageServiceRemoveProcedure:
+			imageServiceRemoveHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedImageServiceHandler returns CodeUnimplemented from all methods.
+type UnimplementedImageServiceHandler struct{}
+
+func (UnimplementedImageServiceHandler) List(context.Context, *connect.Request[v1.Empty]) (*connect.Response[v1.ListImagesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("kindling.v1.ImageService.List is not implemented"))
+}
+
+func (UnimplementedImageServiceHandler) Inspect(context.Context, *connect.Request[v1.NameRequest]) (*connect.Response[v1.ImageResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("kindling.v1.ImageService.Inspect is not implemented"))
+}
+
+func (UnimplementedImageServiceHandler) Pull(context.Context, *connect.Request[v1.PullImageRequest], *connect.ServerStream[v1.ImageEvent]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("kindling.v1.ImageService.Pull is not implemented"))
+}
+
+func (UnimplementedImageServiceHandler) Import(context.Context, *connect.Request[v1.ImportImageRequest], *connect.ServerStream[v1.ImageEvent]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("kindling.v1.ImageService.Import is not implemented"))
+}
+
+func (UnimplementedImageServiceHandler) Remove(context.Context, *connect.Request[v1.RemoveImageRequest]) (*connect.Response[v1.RemoveImageResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("kindling.v1.ImageService.Remove is not implemented"))
 }
