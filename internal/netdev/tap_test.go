@@ -456,3 +456,61 @@ func attach(t *testing.T, name string) int {
 	t.Cleanup(func() { closeFD(fd) })
 	return fd
 }
+
+// SetTapOwner hands a tap made without an owner to one; a tap in use and
+// a missing one are refused.
+func TestSetTapOwner(t *testing.T) {
+	testutil.CheckLeaks(t)
+	needRoot(t)
+	nsName, nsPath := newTestNetNS(t)
+	name := testTapName(t)
+	if _, err := CreateTap(t.Context(), TapSpec{Name: name, NetNS: nsName}); err != nil {
+		t.Fatal(err)
+	}
+	deleteAtCleanup(t, name, nsPath)
+	owner := func() (uint32, uint32) {
+		t.Helper()
+		link, err := linkIn(t, nsPath, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tun := link.(*netlink.Tuntap)
+		if tun.NonPersist {
+			t.Error("the tap is no longer persistent")
+		}
+		return tun.Owner, tun.Group
+	}
+	if err := SetTapOwner(name, nsName, Owner{UID: 12345, GID: 12346}); err != nil {
+		t.Fatal(err)
+	}
+	if u, g := owner(); u != 12345 || g != 12346 {
+		t.Errorf("owner %d:%d, want 12345:12346", u, g)
+	}
+	if link, err := linkIn(t, nsPath, name); err != nil || link.(*netlink.Tuntap).Flags&(netlink.TUNTAP_VNET_HDR|netlink.TUNTAP_NO_PI) != netlink.TUNTAP_VNET_HDR|netlink.TUNTAP_NO_PI {
+		t.Errorf("after SetTapOwner: %+v, %v; want the flags CreateTap gave", link, err)
+	}
+	if err := SetTapOwner(name, nsPath, Owner{UID: 23456, GID: -1}); err != nil {
+		t.Fatal(err)
+	}
+	if u, g := owner(); u != 23456 || g != 12346 {
+		t.Errorf("owner %d:%d, want 23456:12346", u, g)
+	}
+	f, err := AttachTap(name, nsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = SetTapOwner(name, nsPath, Owner{UID: 1, GID: 1})
+	_ = f.Close()
+	if !errors.Is(err, ErrBusy) {
+		t.Errorf("SetTapOwner of an attached tap: %v, want ErrBusy", err)
+	}
+	if u, _ := owner(); u != 23456 {
+		t.Errorf("a refused SetTapOwner changed the owner to %d", u)
+	}
+	if err := SetTapOwner("kdnosuch0", nsPath, Owner{UID: 1, GID: -1}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("SetTapOwner of a missing tap: %v, want ErrNotFound", err)
+	}
+	if err := SetTapOwner(name, nsPath, Owner{UID: -1, GID: -1}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("SetTapOwner with no ids: %v, want ErrInvalid", err)
+	}
+}
