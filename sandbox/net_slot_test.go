@@ -587,3 +587,66 @@ func TestNetSlotJailed(t *testing.T) {
 		})
 	}
 }
+
+// The host's default egress policy (KINDLING_EGRESS) applies to a slot
+// sandbox whose spec says none: recorded at create, so it holds whatever
+// the variable says at start, and in force once started. A spec's own
+// setting wins, and a sandbox without a network is not touched by it.
+func TestNetSlotHostEgressDefault(t *testing.T) {
+	e := newSlotEnv(t)
+	r, fc := newRuntime(t, false)
+	ctx := context.Background()
+	create := func(edit func(*Spec)) string {
+		t.Helper()
+		id := "kdslt-" + hexID(t, 4)
+		s := Spec{ID: id, Kernel: haltGuest(t, "host egress"), Firecracker: fc, NetNS: e.hostNS, Net: []Net{{Slot: true}}}
+		if edit != nil {
+			edit(&s)
+		}
+		if _, err := r.Create(ctx, s, CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := r.Remove(context.Background(), id, true); err != nil {
+				t.Errorf("remove %s: %v", id, err)
+			}
+		})
+		return id
+	}
+	t.Setenv(EnvEgress, network.EgressDeny)
+	denied := create(nil)
+	allowed := create(func(s *Spec) { s.Egress = network.EgressAllow })
+	plain := create(func(s *Spec) { s.Net, s.NetNS = nil, "" })
+	t.Setenv(EnvEgress, "")
+	for id, want := range map[string]string{denied: network.EgressDeny, allowed: network.EgressAllow, plain: ""} {
+		in, err := r.Inspect(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if in.Spec.Egress != want {
+			t.Errorf("sandbox %s: spec egress %q after create, want %q", id, in.Spec.Egress, want)
+		}
+	}
+	for id, want := range map[string]string{denied: network.EgressDeny, allowed: network.EgressAllow} {
+		in, err := r.Start(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if in.Network == nil || in.Network.Egress == nil || in.Network.Egress.Default != want || len(in.Network.Egress.CIDRs)+len(in.Network.Egress.Domains) != 0 {
+			t.Errorf("sandbox %s started: network %+v, want egress %s with no rules", id, in.Network, want)
+		}
+	}
+	inv, err := network.Leaks(ctx, network.LeakOptions{Host: network.Host{NetNS: e.hostPth}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(inv.Tables); n != 2 {
+		t.Errorf("the host namespace holds tables %v, want the two sandboxes' egress tables", inv.Tables)
+	}
+	for _, id := range []string{denied, allowed} {
+		if err := r.Stop(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.hostEmpty(t)
+}
