@@ -89,6 +89,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringArrayVar(&o.pools, "pool", nil, "keep a warm pool of `TEMPLATE=N` paused clones, claimed by creates from the template (stored as 'kindling pool set' would; repeatable)")
 	fs.IntVar(&o.poolMemory, "pool-memory", 2048, "bound the guest memory of all warm pools' clones to `MIB` (0: no bound)")
 	fs.IntVar(&o.slotPool, "slot-pool", defaultSlotPool(), "keep `N` clone-safe network slots ready for --net slot sandboxes, made after the first such start and removed at shutdown (0: none, each start makes its own; default 4 as root, else 0)")
+	fs.Lookup("slot-pool").DefValue = "0" // its usage says the default, which depends on the user
 	fs.BoolVar(&o.debug, "debug", false, "log at debug level")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
