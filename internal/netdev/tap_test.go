@@ -3,6 +3,7 @@ package netdev
 import (
 	"context"
 	"errors"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -495,6 +496,13 @@ func TestSetTapOwner(t *testing.T) {
 	if u, g := owner(); u != 23456 || g != 12346 {
 		t.Errorf("owner %d:%d, want 23456:12346", u, g)
 	}
+	// The owner attaches without privilege; another uid may not.
+	if err := attachAs(nsPath, name, 23456, 12346); err != nil {
+		t.Errorf("uid 23456, the tap's owner, attaching: %v", err)
+	}
+	if err := attachAs(nsPath, name, 34567, 12346); !errors.Is(err, unix.EPERM) {
+		t.Errorf("uid 34567 attaching to uid 23456's tap: %v, want EPERM", err)
+	}
 	f, err := AttachTap(name, nsPath)
 	if err != nil {
 		t.Fatal(err)
@@ -513,4 +521,50 @@ func TestSetTapOwner(t *testing.T) {
 	if err := SetTapOwner(name, nsPath, Owner{UID: -1, GID: -1}); !errors.Is(err, ErrInvalid) {
 		t.Errorf("SetTapOwner with no ids: %v, want ErrInvalid", err)
 	}
+}
+
+// attachAs attaches to the tap name in the namespace nsPath as uid and
+// gid (with no capabilities: what changing every uid away from 0 leaves a
+// thread), from a thread of its own that is then discarded, and detaches.
+func attachAs(nsPath, name string, uid, gid int) error {
+	done := make(chan error, 1)
+	go func() {
+		// Never unlocked: the goroutine ends locked and the runtime ends
+		// the thread, which can change neither its uid nor its namespace
+		// back.
+		runtime.LockOSThread()
+		done <- func() error {
+			ns, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			defer closeFD(ns)
+			if err := unix.Setns(ns, unix.CLONE_NEWNET); err != nil {
+				return err
+			}
+			// Opened as root: the device node may be root's alone (the
+			// jailer makes one the jail's uid may open); attaching is
+			// what the tap's owner governs, checked at TUNSETIFF.
+			fd, err := unix.Open(tunDevice, unix.O_RDWR|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			defer closeFD(fd)
+			// Raw: this thread only, not the whole process as
+			// unix.Setresuid would.
+			if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, uintptr(gid), uintptr(gid), uintptr(gid)); e != 0 {
+				return e
+			}
+			if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(uid), uintptr(uid), uintptr(uid)); e != 0 {
+				return e
+			}
+			ifr, err := unix.NewIfreq(name)
+			if err != nil {
+				return err
+			}
+			ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+			return unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
+		}()
+	}()
+	return <-done
 }
