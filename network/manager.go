@@ -30,7 +30,8 @@ type Manager struct {
 	CNI   CNI
 	Slots Slots
 	// Pool, if set, gives the slots (it must be made from the same Slots
-	// and Host); a slot is always destroyed at the end, not put back.
+	// and Host; a claimed slot's tap is handed to Slots.TapOwner when that
+	// is set); a slot is always destroyed at the end, not put back.
 	Pool *Pool
 	// TracerProvider, if set, gets a span per Setup, SetEgress, Teardown
 	// and TeardownID.
@@ -136,6 +137,10 @@ func (m *Manager) Setup(ctx context.Context, spec Spec) (_ *Record, err error) {
 	} else {
 		if m.Pool != nil {
 			rec.Slot, err = m.Pool.Claim(ctx)
+			if err == nil && m.Slots.TapOwner != nil {
+				// The pool made its slots before their user was known.
+				err = netdev.SetTapOwner(rec.Slot.Tap, rec.Slot.NetNS, *m.Slots.TapOwner.netdev())
+			}
 		} else {
 			rec.Slot, err = m.slots().Create(ctx)
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 
 	"github.com/google/nftables"
@@ -237,6 +238,24 @@ func (s Slots) wire(ctx context.Context, rec *SlotRecord, gw netip.Addr) error {
 	return s.natTable(rec)
 }
 
+// reusedSlotNetNS reports whether the namespace name holds a veth0: a
+// slot wired by someone since this record's slot was destroyed. A missing
+// namespace, or one without veth0 (what a destroy that stopped between the
+// veth and the namespace leaves), is not.
+func reusedSlotNetNS(name string) bool {
+	path := filepath.Join(netdev.NetNSDir, name)
+	if _, err := os.Stat(path); err != nil {
+		return false
+	}
+	h, err := netlinkIn(path)
+	if err != nil {
+		return false
+	}
+	defer h.Close()
+	_, err = h.LinkByName(slotVethInside)
+	return err == nil
+}
+
 // addrUp adds addr (if valid) to the link name and brings it up.
 func addrUp(h *netlink.Handle, name string, addr netip.Prefix) error {
 	l, err := h.LinkByName(name)
@@ -298,25 +317,40 @@ func (s Slots) natTable(rec *SlotRecord) error {
 
 // Destroy deletes the slot's host veth (at once, rather than when the
 // kernel gets round to the namespace) and its namespace, with the tap and
-// the NAT table in it. It is idempotent.
+// the NAT table in it. It is idempotent. Namespace names are shared by
+// every process on the host, so a repeated call leaves alone a slot made
+// since at the same index from another host namespace: once this slot's
+// host veth is gone (its peer, veth0, went with it), a namespace of that
+// name holding a veth0 is another slot's. (Within one host namespace the
+// host veth's name is the index's too; the runtime's bookkeeping, which
+// forgets a slot once its Destroy returned nil, keeps that case away.)
 func (s Slots) Destroy(ctx context.Context, rec *SlotRecord) error {
 	if rec == nil {
 		return nil
 	}
 	var errs []error
+	vethGone := false
 	if h, err := netlinkIn(s.Host.NetNS); err != nil {
 		errs = append(errs, err)
 	} else {
-		if l, err := h.LinkByName(rec.HostVeth); rec.HostVeth != "" && err == nil {
+		l, err := h.LinkByName(rec.HostVeth)
+		switch {
+		case rec.HostVeth == "":
+		case err == nil:
 			if err := h.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
 				errs = append(errs, fmt.Errorf("delete veth %s: %w", rec.HostVeth, err))
 			}
+		case errors.As(err, new(netlink.LinkNotFoundError)):
+			vethGone = true
 		}
 		h.Close()
 	}
 	name := s.prefix() + fmt.Sprint(rec.Index)
 	if rec.NetNS != "" {
 		name = filepath.Base(rec.NetNS) // as made, whatever this Slots' prefix
+	}
+	if vethGone && reusedSlotNetNS(name) {
+		return nil
 	}
 	if err := netdev.DeleteNetNS(name); err != nil {
 		errs = append(errs, err)

@@ -208,3 +208,63 @@ func TestSlotSkipsForeignVeth(t *testing.T) {
 		t.Errorf("the namespace of the failed slot 0: %v, want it removed", err)
 	}
 }
+
+// A repeated Destroy of a slot whose index has been taken since by a slot
+// of another host namespace leaves that slot alone (namespace names are
+// host-wide: another runtime's stale record must not delete a live slot),
+// and a slot whose destroy stopped after its veth still loses its
+// namespace.
+func TestSlotDestroyLeavesReusedIndex(t *testing.T) {
+	needRoot(t)
+	w := newWorld(t)
+	s := w.slots()
+	other := Slots{Host: newHost(t), NamePrefix: testSlotPrefix}
+	ctx := context.Background()
+	old, err := s.Create(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Destroy(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	reused, err := other.CreateAt(ctx, old.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := other.Destroy(context.Background(), reused); err != nil {
+			t.Error(err)
+		}
+	})
+	if reused.NetNS != old.NetNS {
+		t.Fatalf("slot %+v does not reuse %+v's namespace name", reused, old)
+	}
+	if err := s.Destroy(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := netdev.ResolveNetNS(reused.NetNS); err != nil {
+		t.Errorf("the new slot's namespace after a stale Destroy: %v", err)
+	}
+	if _, err := nlIn(t, other.Host.NetNS).LinkByName(reused.HostVeth); err != nil {
+		t.Errorf("the new slot's veth after a stale Destroy: %v", err)
+	}
+
+	half, err := s.Create(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := nlIn(t, w.host.NetNS)
+	l, err := h.LinkByName(half.HostVeth)
+	if err == nil {
+		err = h.LinkDel(l)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Destroy(ctx, half); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := netdev.ResolveNetNS(half.NetNS); !errors.Is(err, netdev.ErrNotFound) {
+		t.Errorf("a slot without its veth: namespace after Destroy: %v", err)
+	}
+}

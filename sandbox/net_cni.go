@@ -165,13 +165,13 @@ func setUpNetwork(ctx context.Context, rec *record, pool *network.Pool, save fun
 	m := netManager(rec.Spec)
 	owner := tapOwner(rec)
 	if owner != nil {
-		// A jailed Firecracker attaches to its taps as the sandbox's uid;
-		// pooled slots were made before that uid was known, so a jailed
-		// sandbox makes its own slot.
+		// A jailed Firecracker attaches to its taps as the sandbox's uid:
+		// new taps are made its, and a pooled slot's tap, made before that
+		// uid was known, is handed to it when claimed.
 		o := &network.TapOwner{UID: owner.UID, GID: owner.GID}
 		m.CNI.TapOwner, m.Slots.TapOwner = o, o
 	}
-	if rec.Spec.NetSlot && pool != nil && owner == nil && sameNetNS(pool.Host().NetNS, m.Host.NetNS) {
+	if rec.Spec.NetSlot && pool != nil && sameNetNS(pool.Host().NetNS, m.Host.NetNS) {
 		m.Pool = pool
 	}
 	nrec, err := m.Setup(ctx, ns)

@@ -3,15 +3,18 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/kindling-vm/kindling/internal/netdev"
@@ -510,5 +513,140 @@ func TestNetSlotGCAfterMonitorDied(t *testing.T) {
 		t.Errorf("gc removed %v, want [%s]", rep.Removed, id)
 	}
 	e.slotGone(t, in.Network, "after gc")
+	e.hostEmpty(t)
+}
+
+// A jailed sandbox (its Firecracker runs as the sandbox's uid) starts on a
+// slot, fresh or from the pool, in the slot's namespace, and the slot's tap
+// is that uid's. (The simulated guest cannot make its eth0 in a jail, which
+// has no /proc: the guest here is one that halts, and that the uid may
+// attach to its tap is the kernel's rule, tested in internal/netdev.)
+func TestNetSlotJailed(t *testing.T) {
+	asRootWithJailerDefault(t)
+	requireNet(t)
+	t.Setenv("KINDLING_JAILER", testutil.FakeJailer(t))
+	ctx := context.Background()
+	for _, pooled := range []bool{false, true} {
+		t.Run(map[bool]string{false: "fresh slot", true: "pooled slot"}[pooled], func(t *testing.T) {
+			e := newSlotEnv(t)
+			r, fc := newRuntime(t, false)
+			before := map[string]bool{}
+			if pooled {
+				pool, err := network.NewPool(network.Slots{Host: network.Host{NetNS: e.hostPth}}, 1)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := pool.Fill(ctx); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() {
+					if err := pool.Close(context.Background()); err != nil {
+						t.Error(err)
+					}
+				})
+				WithSlotPool(pool)(r)
+				ents, _ := os.ReadDir(netdev.NetNSDir)
+				for _, e := range ents {
+					before[filepath.Join(netdev.NetNSDir, e.Name())] = true
+				}
+			}
+			id := "kdslt-" + hexID(t, 4)
+			if _, err := r.Create(ctx, Spec{ID: id, Kernel: haltGuest(t, "jailed slot"), Firecracker: fc, NetNS: e.hostNS,
+				Net: []Net{{Slot: true}}}, CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			var in Info
+			t.Cleanup(func() {
+				if err := r.Remove(context.Background(), id, true); err != nil {
+					t.Errorf("remove %s: %v", id, err)
+				}
+				e.slotGone(t, in.Network, "after rm")
+			})
+			in, err := r.Start(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if in.Spec.Jailer == "" || in.JailUID == 0 || in.Network == nil || in.Network.Kind != "slot" {
+				t.Fatalf("jailer %q, uid %d, network %+v: want a jailed sandbox on a slot", in.Spec.Jailer, in.JailUID, in.Network)
+			}
+			if pooled != before[in.Network.NetNS] {
+				t.Errorf("slot %s: made before the start %v, want %v", in.Network.NetNS, before[in.Network.NetNS], pooled)
+			}
+			link, err := nsHandle(t, in.Network.NetNS).LinkByName(network.SlotTap)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tun, ok := link.(*netlink.Tuntap); !ok || tun.Owner != uint32(in.JailUID) {
+				t.Errorf("the slot's tap %+v is not the jail uid %d's", link, in.JailUID)
+			}
+			vmmNS, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", in.PID))
+			if err != nil || vmmNS != "net:["+strconv.FormatUint(inode(t, in.Network.NetNS), 10)+"]" {
+				t.Errorf("the VMM's namespace %q (%v), want the slot's %s", vmmNS, err, in.Network.NetNS)
+			}
+			checkVMMJailed(t, in)
+		})
+	}
+}
+
+// The host's default egress policy (KINDLING_EGRESS) applies to a slot
+// sandbox whose spec says none: recorded at create, so it holds whatever
+// the variable says at start, and in force once started. A spec's own
+// setting wins, and a sandbox without a network is not touched by it.
+func TestNetSlotHostEgressDefault(t *testing.T) {
+	e := newSlotEnv(t)
+	r, fc := newRuntime(t, false)
+	ctx := context.Background()
+	create := func(edit func(*Spec)) string {
+		t.Helper()
+		id := "kdslt-" + hexID(t, 4)
+		s := Spec{ID: id, Kernel: haltGuest(t, "host egress"), Firecracker: fc, NetNS: e.hostNS, Net: []Net{{Slot: true}}}
+		if edit != nil {
+			edit(&s)
+		}
+		if _, err := r.Create(ctx, s, CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := r.Remove(context.Background(), id, true); err != nil {
+				t.Errorf("remove %s: %v", id, err)
+			}
+		})
+		return id
+	}
+	t.Setenv(EnvEgress, network.EgressDeny)
+	denied := create(nil)
+	allowed := create(func(s *Spec) { s.Egress = network.EgressAllow })
+	plain := create(func(s *Spec) { s.Net, s.NetNS = nil, "" })
+	t.Setenv(EnvEgress, "")
+	for id, want := range map[string]string{denied: network.EgressDeny, allowed: network.EgressAllow, plain: ""} {
+		in, err := r.Inspect(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if in.Spec.Egress != want {
+			t.Errorf("sandbox %s: spec egress %q after create, want %q", id, in.Spec.Egress, want)
+		}
+	}
+	for id, want := range map[string]string{denied: network.EgressDeny, allowed: network.EgressAllow} {
+		in, err := r.Start(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if in.Network == nil || in.Network.Egress == nil || in.Network.Egress.Default != want || len(in.Network.Egress.CIDRs)+len(in.Network.Egress.Domains) != 0 {
+			t.Errorf("sandbox %s started: network %+v, want egress %s with no rules", id, in.Network, want)
+		}
+	}
+	inv, err := network.Leaks(ctx, network.LeakOptions{Host: network.Host{NetNS: e.hostPth}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(inv.Tables); n != 2 {
+		t.Errorf("the host namespace holds tables %v, want the two sandboxes' egress tables", inv.Tables)
+	}
+	for _, id := range []string{denied, allowed} {
+		if err := r.Stop(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
 	e.hostEmpty(t)
 }

@@ -290,3 +290,38 @@ func testNativeRestorePorts(t *testing.T, real bool) {
 		})
 	}
 }
+
+// A published port through kindlingd's native API: the create carries
+// -p, and the server's runtime publishes it on the server's host (here a
+// namespace of the test's own) at start and takes it down at stop.
+func TestNativePublishedPort(t *testing.T) {
+	requireNet(t)
+	nsName, nsPath := hostNS(t)
+	r := newRig(t, server.Config{})
+	ctx := context.Background()
+	id := "kdsrv-" + randID(t, 4)
+	_, err := r.client.Create(ctx, sandbox.Spec{ID: id, Kernel: haltGuest(t, "ports"), Firecracker: r.fc, NetNS: nsName,
+		Net: []sandbox.Net{{Slot: true}}, Ports: []string{"18096:80"}}, sandbox.CreateOptions{})
+	must(t, err)
+	t.Cleanup(func() {
+		if err := r.rt.Remove(context.Background(), id, true); err != nil {
+			t.Errorf("remove %s: %v", id, err)
+		}
+	})
+	in, err := r.client.Start(ctx, id)
+	must(t, err)
+	if in.Network == nil || !slices.Equal(in.Network.Ports, []string{"18096:80/tcp"}) {
+		t.Fatalf("Info.Network through the server = %+v, want port 18096:80/tcp published", in.Network)
+	}
+	inv, err := network.Leaks(ctx, network.LeakOptions{Host: network.Host{NetNS: nsPath}})
+	must(t, err)
+	if len(inv.Tables) != 1 || !strings.HasPrefix(inv.Tables[0], "ip kindling_p_") {
+		t.Errorf("the server's host holds tables %v, want the sandbox's port table", inv.Tables)
+	}
+	must(t, r.client.Stop(ctx, id))
+	inv, err = network.Leaks(ctx, network.LeakOptions{Host: network.Host{NetNS: nsPath}})
+	must(t, err)
+	if len(inv.Tables) != 0 {
+		t.Errorf("after stop the server's host holds tables %v", inv.Tables)
+	}
+}

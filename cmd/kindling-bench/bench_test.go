@@ -92,7 +92,7 @@ func TestRun(t *testing.T) {
 					"fleet_clones_2":   {pathRuntime},
 				}
 				if netReady() == nil {
-					for _, m := range []string{"net_setup", "net_setup_pool", "net_start_plain", "net_start_pool"} {
+					for _, m := range []string{"net_setup", "net_setup_pool", "net_start_plain", "net_start_fresh", "net_start_pool"} {
 						want[m] = []string{pathRuntime}
 					}
 				}

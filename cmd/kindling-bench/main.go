@@ -82,7 +82,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.svg, "svg", "", "also write a bar chart of the ratios to `FILE` (SVG)")
 	fs.StringVar(&c.tmp, "tmp", "", "make the bench's directories (run dirs, state root, snapshots) under `DIR` (default $TMPDIR or /tmp); a tmpfs such as /run matches kindling's default state root")
 	concFlag := fs.String("concurrency", "20,50", "start this many VMs at once (comma-separated `LIST`)")
-	opsFlag := fs.String("ops", "", "measure only these scenarios (comma-separated: spawn,start,stop,stop_exited,pause,snapshot,restore,clone,agent_exec,agent_files,concurrent_K,clones_K,server_start,server_create,server_concurrent_K,server_memory)")
+	opsFlag := fs.String("ops", "", "measure only these scenarios (comma-separated: spawn,start,stop,stop_exited,pause,snapshot,restore,clone,agent_exec,agent_files,concurrent_K,clones_K,server_start,server_create,server_concurrent_K,server_memory,net_setup,net_setup_pool,net_start)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: %s=PATH kindling-bench [flags]\n\nMeasures kindling against a raw Firecracker client.\n\n", envFirecracker)
 		fs.PrintDefaults()

@@ -113,9 +113,11 @@ func netSetup(key string, pooled bool) setupFunc {
 }
 
 // netStart measures whole starts through the runtime: with no network,
-// and with --net slot given a slot from the pool (sandbox.WithSlotPool),
-// in the same iteration, so their difference is what the pooled slot adds
-// to a start. The runtime is a second one, on a root of its own.
+// with --net slot making a fresh slot, and with --net slot given a slot
+// from the pool (sandbox.WithSlotPool), in the same iteration, so their
+// differences are what each kind of slot adds to a start. The runtimes
+// are others than the bench's, on roots of their own; they share the
+// stand-in host namespace.
 func netStart(ctx context.Context, e *env) (iterFunc, func(), error) {
 	h, drop, err := netHost(e)
 	if err != nil {
@@ -125,9 +127,12 @@ func netStart(ctx context.Context, e *env) (iterFunc, func(), error) {
 	if err == nil {
 		err = pool.Fill(ctx)
 	}
-	var rt *sandbox.Runtime
+	var rt, fresh *sandbox.Runtime
 	if err == nil {
 		rt, err = sandbox.Open(filepath.Join(e.tmp, "netroot"), sandbox.WithMonitorExecutable(e.kindling), sandbox.WithSlotPool(pool))
+	}
+	if err == nil {
+		fresh, err = sandbox.Open(filepath.Join(e.tmp, "netroot-fresh"), sandbox.WithMonitorExecutable(e.kindling))
 	}
 	if err != nil {
 		if pool != nil {
@@ -139,7 +144,7 @@ func netStart(ctx context.Context, e *env) (iterFunc, func(), error) {
 		_ = pool.Close(context.Background())
 		_ = drop()
 	}
-	start := func(ctx context.Context, slot bool) (time.Duration, error) {
+	start := func(ctx context.Context, rt *sandbox.Runtime, slot bool) (time.Duration, error) {
 		id := e.newID("ns")
 		spec := sandbox.Spec{ID: id, Kernel: e.halt, Firecracker: e.fc, WaitConsole: e.marker}
 		if slot {
@@ -157,16 +162,20 @@ func netStart(ctx context.Context, e *env) (iterFunc, func(), error) {
 		return d, err
 	}
 	return func(ctx context.Context) (sample, error) {
-		plain, err := start(ctx, false)
+		plain, err := start(ctx, rt, false)
+		if err != nil {
+			return nil, err
+		}
+		made, err := start(ctx, fresh, true)
 		if err != nil {
 			return nil, err
 		}
 		waitReady(ctx, pool)
-		slot, err := start(ctx, true)
+		slot, err := start(ctx, rt, true)
 		if err != nil {
 			return nil, err
 		}
-		return sample{"net_start_plain": seconds(plain), "net_start_pool": seconds(slot)}, nil
+		return sample{"net_start_plain": seconds(plain), "net_start_fresh": seconds(made), "net_start_pool": seconds(slot)}, nil
 	}, teardown, nil
 }
 
@@ -186,7 +195,8 @@ func netMetricDefs() []metricDef {
 		{key: "net_setup", title: "network set-up of a sandbox: a fresh slot (namespace, veth, tap, NAT)", kind: kindTime},
 		{key: "net_setup_pool", title: "network set-up of a sandbox: a slot from the pool", kind: kindTime,
 			targets: map[string]target{pathRuntime: {absBelow, 0.001}}},
-		{key: "net_start_plain", title: "start, no network (baseline of the next row)", kind: kindTime},
+		{key: "net_start_plain", title: "start, no network (baseline of the next rows)", kind: kindTime},
+		{key: "net_start_fresh", title: "start with --net slot, a fresh slot (no pool)", kind: kindTime},
 		{key: "net_start_pool", title: "start with --net slot from the pool", kind: kindTime},
 	}
 }

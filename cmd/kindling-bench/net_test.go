@@ -36,7 +36,7 @@ func TestRunNet(t *testing.T) {
 	for _, r := range rep.Rows {
 		got[r.Metric] = r
 	}
-	for _, m := range []string{"net_setup", "net_setup_pool", "net_start_plain", "net_start_pool"} {
+	for _, m := range []string{"net_setup", "net_setup_pool", "net_start_plain", "net_start_fresh", "net_start_pool"} {
 		r, ok := got[m]
 		if !ok || r.Path != pathRuntime || r.Error != "" || r.N != 3 {
 			t.Errorf("row %s: %+v (present %v)", m, r, ok)

@@ -46,7 +46,9 @@ func newEgressCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return writeJSON(a.stdout, egressView{ID: in.ID, Default: in.Spec.Egress, Allow: in.Spec.AllowEgress})
+			// An empty rule list prints as [], not null.
+			allow := append([]string{}, in.Spec.AllowEgress...)
+			return writeJSON(a.stdout, egressView{ID: in.ID, Default: in.Spec.Egress, Allow: allow})
 		},
 	}
 	fs := cmd.Flags()

@@ -86,13 +86,19 @@ func startDaemon(t *testing.T, root string, args ...string) *daemon {
 // startCmd runs cmd, a kindlingd serving sock, and waits until it serves.
 func startCmd(t *testing.T, root, sock string, cmd *exec.Cmd) *daemon {
 	t.Helper()
+	return startCmdWith(t, root, sock, cmd, cmd.Start)
+}
+
+// startCmdWith is startCmd with start starting cmd.
+func startCmdWith(t *testing.T, root, sock string, cmd *exec.Cmd, start func() error) *daemon {
+	t.Helper()
 	d := &daemon{root: root, sock: sock, stderr: &testutil.SyncBuffer{}, done: make(chan struct{})}
 	d.cmd = cmd
 	d.cmd.Env = append(os.Environ(), sandbox.EnvFirecracker+"="+testutil.FakeFirecracker(t))
 	d.cmd.Stderr = d.stderr
 	out := &testutil.SyncBuffer{}
 	d.cmd.Stdout = out
-	if err := d.cmd.Start(); err != nil {
+	if err := start(); err != nil {
 		t.Fatal(err)
 	}
 	go func() { d.err = d.cmd.Wait(); close(d.done) }()

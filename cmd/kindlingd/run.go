@@ -23,6 +23,7 @@ import (
 
 	"github.com/kindling-vm/kindling/image"
 	"github.com/kindling-vm/kindling/internal/store"
+	"github.com/kindling-vm/kindling/network"
 	"github.com/kindling-vm/kindling/sandbox"
 	"github.com/kindling-vm/kindling/server"
 	"github.com/kindling-vm/kindling/template"
@@ -52,6 +53,20 @@ type options struct {
 	pools       []string
 	poolMemory  int
 	agent       string
+	slotPool    int
+}
+
+// maxSlotPool bounds --slot-pool: each ready slot is a namespace, a veth
+// pair and a tap held on the host.
+const maxSlotPool = 1000
+
+// defaultSlotPool is --slot-pool's default: slots need root (CAP_NET_ADMIN),
+// so an unprivileged kindlingd keeps none.
+func defaultSlotPool() int {
+	if os.Geteuid() == 0 {
+		return 4
+	}
+	return 0
 }
 
 const usage = `kindlingd serves the sandboxes of one state root: kindling's native API
@@ -79,6 +94,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringArrayVar(&o.pools, "pool", nil, "keep a warm pool of `TEMPLATE=N` paused clones, claimed by creates from the template (stored as 'kindling pool set' would; repeatable)")
 	fs.IntVar(&o.poolMemory, "pool-memory", 2048, "bound the guest memory of all warm pools' clones to `MIB` (0: no bound)")
 	fs.StringVar(&o.agent, "agent", os.Getenv(envAgent), "guest agent `FILE` injected into the images it pulls or imports (default $"+envAgent+"; without one they cannot be run)")
+	fs.IntVar(&o.slotPool, "slot-pool", defaultSlotPool(), "keep `N` clone-safe network slots ready for --net slot sandboxes, made after the first such start and removed at shutdown (0: none, each start makes its own; default 4 as root, else 0)")
+	fs.Lookup("slot-pool").DefValue = "0" // its usage says the default, which depends on the user
 	fs.BoolVar(&o.debug, "debug", false, "log at debug level")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -99,6 +116,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		if fi, err := os.Stat(o.agent); err != nil || !fi.Mode().IsRegular() {
 			return o, &usageError{fmt.Errorf("--agent %s: not a file: give the kindling-agent binary (go build ./cmd/kindling-agent)", o.agent)}
 		}
+	}
+	if o.slotPool < 0 || o.slotPool > maxSlotPool {
+		return o, &usageError{fmt.Errorf("--slot-pool %d: give 0 to %d", o.slotPool, maxSlotPool)}
 	}
 	if o.drain <= 0 {
 		return o, &usageError{fmt.Errorf("--drain %v: must be positive", o.drain)}
@@ -159,6 +179,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	rtOpts := []sandbox.Option{sandbox.WithLogger(log.With("component", "runtime")), sandbox.WithTracerProvider(tp)}
 	if o.monitor != "" {
 		rtOpts = append(rtOpts, sandbox.WithMonitorExecutable(o.monitor))
+	}
+	if o.slotPool > 0 {
+		// The pool makes nothing until a --net slot sandbox claims its first
+		// slot (which that start makes itself), so a server whose sandboxes
+		// never ask for a slot changes nothing on the host's network. Slots
+		// hang off kindlingd's own network namespace: sandboxes whose spec
+		// names another (--netns) make their own.
+		sp, err := network.NewPool(network.Slots{}, o.slotPool)
+		if err != nil {
+			return &usageError{fmt.Errorf("--slot-pool: %w", err)}
+		}
+		defer func() {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			if err := sp.Close(cctx); err != nil {
+				log.Error("remove the slot pool's ready slots", "err", err)
+			}
+		}()
+		rtOpts = append(rtOpts, sandbox.WithSlotPool(sp))
 	}
 	rt, err := sandbox.Open(o.root, rtOpts...)
 	if err != nil {

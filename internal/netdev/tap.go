@@ -186,6 +186,70 @@ func createTapHere(ctx context.Context, spec TapSpec, nsPath string) (*Tap, erro
 	return tapFromLink(link, nsPath), nil
 }
 
+// SetTapOwner hands the existing tap name in the network namespace netns
+// (a name or path; "" for the current one) to owner, as CreateTap's
+// TapSpec.Owner would have: a tap made ahead of time (a pooled network
+// slot's) for a VMM whose unprivileged user is known only later. It needs
+// CAP_NET_ADMIN and a tap no process is attached to (else ErrBusy); a
+// missing tap is ErrNotFound.
+func SetTapOwner(name, netns string, owner Owner) error {
+	if err := (TapSpec{Name: name, Owner: &owner}).Validate(); err != nil {
+		return fmt.Errorf("set owner of tap: %w", err)
+	}
+	nsPath, err := resolveOptionalNetNS(netns)
+	if err != nil {
+		return fmt.Errorf("set owner of tap %q: %w", name, err)
+	}
+	err = Do(nsPath, func() error {
+		h, err := newHandle(context.Background())
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		tun, err := lookupTuntap(h, name)
+		if err != nil {
+			return err
+		}
+		if err := checkUsable(tun); err != nil {
+			return err
+		}
+		fd, err := unix.Open(tunDevice, unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("open %s: %w", tunDevice, err)
+		}
+		// The device is persistent: closing the descriptor detaches it
+		// and leaves it.
+		defer closeFD(fd)
+		ifr, err := unix.NewIfreq(name)
+		if err != nil {
+			return err
+		}
+		// The flags CreateTap gave it: attaching sets the device's flags.
+		ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+			if errors.Is(err, unix.EBUSY) {
+				return fmt.Errorf("a process is already attached to it: %w", ErrBusy)
+			}
+			return fmt.Errorf("TUNSETIFF: %w", err)
+		}
+		if owner.UID >= 0 {
+			if err := unix.IoctlSetInt(fd, unix.TUNSETOWNER, owner.UID); err != nil {
+				return fmt.Errorf("set owner uid %d: %w", owner.UID, err)
+			}
+		}
+		if owner.GID >= 0 {
+			if err := unix.IoctlSetInt(fd, unix.TUNSETGROUP, owner.GID); err != nil {
+				return fmt.Errorf("set owner gid %d: %w", owner.GID, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("set owner of tap %q in %s: %w", name, nsDesc(nsPath), err)
+	}
+	return nil
+}
+
 // DeleteTap deletes the tap device name in the network namespace netns (a
 // name or path; "" for the current one). It is idempotent: a tap that does
 // not exist is not an error, and DeleteTap returns nil. It refuses, with

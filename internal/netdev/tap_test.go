@@ -3,6 +3,7 @@ package netdev
 import (
 	"context"
 	"errors"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -455,4 +456,115 @@ func attach(t *testing.T, name string) int {
 	}
 	t.Cleanup(func() { closeFD(fd) })
 	return fd
+}
+
+// SetTapOwner hands a tap made without an owner to one; a tap in use and
+// a missing one are refused.
+func TestSetTapOwner(t *testing.T) {
+	testutil.CheckLeaks(t)
+	needRoot(t)
+	nsName, nsPath := newTestNetNS(t)
+	name := testTapName(t)
+	if _, err := CreateTap(t.Context(), TapSpec{Name: name, NetNS: nsName}); err != nil {
+		t.Fatal(err)
+	}
+	deleteAtCleanup(t, name, nsPath)
+	owner := func() (uint32, uint32) {
+		t.Helper()
+		link, err := linkIn(t, nsPath, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tun := link.(*netlink.Tuntap)
+		if tun.NonPersist {
+			t.Error("the tap is no longer persistent")
+		}
+		return tun.Owner, tun.Group
+	}
+	if err := SetTapOwner(name, nsName, Owner{UID: 12345, GID: 12346}); err != nil {
+		t.Fatal(err)
+	}
+	if u, g := owner(); u != 12345 || g != 12346 {
+		t.Errorf("owner %d:%d, want 12345:12346", u, g)
+	}
+	if link, err := linkIn(t, nsPath, name); err != nil || link.(*netlink.Tuntap).Flags&(netlink.TUNTAP_VNET_HDR|netlink.TUNTAP_NO_PI) != netlink.TUNTAP_VNET_HDR|netlink.TUNTAP_NO_PI {
+		t.Errorf("after SetTapOwner: %+v, %v; want the flags CreateTap gave", link, err)
+	}
+	if err := SetTapOwner(name, nsPath, Owner{UID: 23456, GID: -1}); err != nil {
+		t.Fatal(err)
+	}
+	if u, g := owner(); u != 23456 || g != 12346 {
+		t.Errorf("owner %d:%d, want 23456:12346", u, g)
+	}
+	// The owner attaches without privilege; another uid may not.
+	if err := attachAs(nsPath, name, 23456, 12346); err != nil {
+		t.Errorf("uid 23456, the tap's owner, attaching: %v", err)
+	}
+	if err := attachAs(nsPath, name, 34567, 12346); !errors.Is(err, unix.EPERM) {
+		t.Errorf("uid 34567 attaching to uid 23456's tap: %v, want EPERM", err)
+	}
+	f, err := AttachTap(name, nsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = SetTapOwner(name, nsPath, Owner{UID: 1, GID: 1})
+	_ = f.Close()
+	if !errors.Is(err, ErrBusy) {
+		t.Errorf("SetTapOwner of an attached tap: %v, want ErrBusy", err)
+	}
+	if u, _ := owner(); u != 23456 {
+		t.Errorf("a refused SetTapOwner changed the owner to %d", u)
+	}
+	if err := SetTapOwner("kdnosuch0", nsPath, Owner{UID: 1, GID: -1}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("SetTapOwner of a missing tap: %v, want ErrNotFound", err)
+	}
+	if err := SetTapOwner(name, nsPath, Owner{UID: -1, GID: -1}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("SetTapOwner with no ids: %v, want ErrInvalid", err)
+	}
+}
+
+// attachAs attaches to the tap name in the namespace nsPath as uid and
+// gid (with no capabilities: what changing every uid away from 0 leaves a
+// thread), from a thread of its own that is then discarded, and detaches.
+func attachAs(nsPath, name string, uid, gid int) error {
+	done := make(chan error, 1)
+	go func() {
+		// Never unlocked: the goroutine ends locked and the runtime ends
+		// the thread, which can change neither its uid nor its namespace
+		// back.
+		runtime.LockOSThread()
+		done <- func() error {
+			ns, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			defer closeFD(ns)
+			if err := unix.Setns(ns, unix.CLONE_NEWNET); err != nil {
+				return err
+			}
+			// Opened as root: the device node may be root's alone (the
+			// jailer makes one the jail's uid may open); attaching is
+			// what the tap's owner governs, checked at TUNSETIFF.
+			fd, err := unix.Open(tunDevice, unix.O_RDWR|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			defer closeFD(fd)
+			// Raw: this thread only, not the whole process as
+			// unix.Setresuid would.
+			if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, uintptr(gid), uintptr(gid), uintptr(gid)); e != 0 {
+				return e
+			}
+			if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(uid), uintptr(uid), uintptr(uid)); e != 0 {
+				return e
+			}
+			ifr, err := unix.NewIfreq(name)
+			if err != nil {
+				return err
+			}
+			ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+			return unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
+		}()
+	}()
+	return <-done
 }
