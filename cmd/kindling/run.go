@@ -44,9 +44,11 @@ sandbox; --disk-size grows it) with the guest agent as init, runs the
 image's entrypoint and cmd with its env, working directory and user (a
 command after '--' replaces the cmd, as with docker), stops the sandbox and
 exits with the process's status. The kernel comes from --kernel, the config
-file or $KINDLING_KERNEL. With --detach the sandbox is left running with
-the agent ready for 'kindling exec' and 'kindling cp'; the image's process
-is not started then.
+file or $KINDLING_KERNEL. With --detach the process is started detached
+(with -e, -w and -u as in the foreground) and run returns, leaving the
+sandbox running: the process's output goes to the sandbox's console, read
+with 'kindling logs', and 'kindling exec' and 'kindling cp' work in it.
+The sandbox runs until 'kindling stop', whether the process ends or not.
 
 With --template NAME, run starts a clone of a template instead of booting
 (see 'kindling template'); the template fixes the machine, so only --name,
@@ -54,6 +56,7 @@ With --template NAME, run starts a clone of a template instead of booting
 
 const runExample = `  kindling run --rm
   kindling run --rm --kernel vmlinux alpine:3.20 -- cat /etc/os-release
+  kindling run -d --name web --kernel vmlinux nginx:1.27 && kindling logs -f web
   kindling run --rm --kernel vmlinux root.ext4 -- uname -a     # root.ext4 holds kindling-agent
   kindling run -d --name web --kernel vmlinux --rootfs rootfs.ext4 --net auto --memory 512M
   kindling run --rm --kernel vmlinux --wait-console 'login:' --timeout 30s
