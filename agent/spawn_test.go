@@ -3,12 +3,16 @@ package agent_test
 import (
 	"context"
 	"errors"
+	"net"
+	"net/http"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/kindling-vm/kindling/agent"
+	"github.com/kindling-vm/kindling/agent/server"
 	"github.com/kindling-vm/kindling/internal/testutil"
 )
 
@@ -81,5 +85,60 @@ func waitLog(t *testing.T, log func() string, want ...string) {
 			t.Fatalf("console has no %q after 10s:\n%s", missing, l)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestSpawnOlderAgent: an agent that ignores the output header (as one
+// older than this client does) would stream the output, and lose it once
+// the client hangs up. Spawn says so (ErrNotSupported) and kills the
+// process it started.
+func TestSpawnOlderAgent(t *testing.T) {
+	testutil.CheckLeaks(t)
+	sock := filepath.Join(testutil.ShortTempDir(t), "a.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := server.New(server.Config{})
+	older := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Header.Del(server.OutputHeader)
+		srv.ServeHTTP(w, r)
+	})
+	hs := &http.Server{Handler: older}
+	go func() { _ = hs.Serve(ln) }()
+	t.Cleanup(func() {
+		_ = hs.Close()
+		srv.Close()
+	})
+	c := client(t, agent.Config{SocketPath: sock})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err = c.Spawn(ctx, agent.ExecConfig{Args: []string{"sleep", "60"}})
+	if !errors.Is(err, agent.ErrNotSupported) || !strings.Contains(err.Error(), "older") {
+		t.Fatalf("Spawn on an agent without console output = %v, want ErrNotSupported saying it is older", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ps, err := c.Processes(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ps) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the process Spawn started still runs: %+v", ps)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestSpawnNoConsole: a server without a console refuses the start.
+func TestSpawnNoConsole(t *testing.T) {
+	testutil.CheckLeaks(t)
+	c := client(t, agent.Config{SocketPath: serveInProcess(t, nil)})
+	_, err := c.Spawn(context.Background(), agent.ExecConfig{Args: []string{"true"}})
+	if err == nil || !strings.Contains(err.Error(), "no console") {
+		t.Fatalf("Spawn on an agent without a console = %v, want a refusal saying so", err)
 	}
 }
