@@ -36,7 +36,8 @@ With a command after '--', run boots a root filesystem that holds
 kindling-agent (given as ROOTFS, or with --rootfs; --agent is implied), runs
 the command in it as 'kindling exec' does (-i, -t, -e, -w and -u as there),
 stops the sandbox when the command ends and exits with the command's status.
-With --rm the sandbox is then removed.
+With --rm the sandbox is then removed. With --detach the command is started
+detached, as an image's process is (below).
 
 With IMAGE (a name, ID or unique ID prefix from 'kindling image ls'), the
 sandbox boots its own copy of the image's root filesystem (removed with the
@@ -98,9 +99,8 @@ func newRunCommand(a *app) *cobra.Command {
 				}
 				if ok {
 					return runImage(cmd, a, &sf, im, command, runImageOptions{
-						runCommandOptions: runCommandOptions{rm: rm, detach: detach, timeout: timeout, template: fromTemplate, exec: eo, autoInstall: autoInstall},
+						runCommandOptions: runCommandOptions{rm: rm, detach: detach, asJSON: asJSON, timeout: timeout, template: fromTemplate, exec: eo, autoInstall: autoInstall},
 						diskSize:          diskSize,
-						asJSON:            asJSON,
 					})
 				}
 			}
@@ -109,7 +109,7 @@ func newRunCommand(a *app) *cobra.Command {
 			}
 			if command != nil || rootfs != "" {
 				return runCommand(cmd, a, &sf, rootfs, command, runCommandOptions{
-					rm: rm, detach: detach, timeout: timeout, template: fromTemplate, exec: eo, autoInstall: autoInstall,
+					rm: rm, detach: detach, asJSON: asJSON, timeout: timeout, template: fromTemplate, exec: eo, autoInstall: autoInstall,
 				})
 			}
 			if eo.interactive || eo.tty || len(eo.env) > 0 || eo.workdir != "" || eo.user != "" {

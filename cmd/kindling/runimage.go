@@ -12,7 +12,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/kindling-vm/kindling/agent"
 	"github.com/kindling-vm/kindling/image"
 	"github.com/kindling-vm/kindling/internal/store"
 	"github.com/kindling-vm/kindling/sandbox"
@@ -32,7 +31,6 @@ const labelImage = "kindling.image"
 type runImageOptions struct {
 	runCommandOptions
 	diskSize string
-	asJSON   bool // with detach: print the sandbox as JSON
 }
 
 // resolveRunImage says whether run's positional argument arg names an
@@ -171,23 +169,7 @@ func runImage(cmd *cobra.Command, a *app, sf *specFlags, im image.Image, command
 	}
 	if o.detach {
 		// The image's process runs on its own, its output on the console.
-		a.logger().Debug("starting the image's process detached", "sandbox", id, "args", args)
-		pid, err := rt.Spawn(ctx, id, sandbox.ExecRequest{Args: args, Env: o.exec.env, Dir: o.exec.workdir, User: o.exec.user})
-		if err != nil {
-			// A run whose process did not start leaves nothing behind.
-			err = errors.Join(err, removeQuietly(bg, rt, id))
-			var ee *agent.ExecError
-			if errors.As(err, &ee) {
-				return &exitStatusError{code: ee.ExitCode(), err: err}
-			}
-			return err
-		}
-		a.logger().Debug("image's process started", "sandbox", id, "pid", pid)
-		if o.asJSON {
-			return writeJSON(a.stdout, sandboxView(info))
-		}
-		fmt.Fprintln(a.stdout, info.ID)
-		return nil
+		return runDetached(ctx, a, rt, info, args, o.runCommandOptions)
 	}
 	a.logger().Debug("running the image's process", "sandbox", id, "args", args)
 	runErr := execAttached(ctx, a, rt, id, args, o.exec)
