@@ -17,6 +17,8 @@ var (
 	ErrExists      = errdefs.ErrExists
 	ErrInvalid     = errdefs.ErrInvalid
 	ErrUnavailable = errdefs.ErrUnavailable
+	// ErrNotSupported: the agent lacks what the call needs.
+	ErrNotSupported = errdefs.ErrNotSupported
 	// ErrAccessDenied: the agent refused the request: a missing or wrong
 	// access token, an unknown user, or a file the user may not touch.
 	ErrAccessDenied = errors.New("access denied")

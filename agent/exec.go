@@ -74,6 +74,27 @@ type Process struct {
 // ends kills it (SIGKILL). A missing executable gives an *ExecError with
 // ExitCode 127, one that cannot be executed 126.
 func (c *Client) Exec(ctx context.Context, ec ExecConfig) (*Process, error) {
+	req, err := startRequest(ec)
+	if err != nil {
+		return nil, err
+	}
+	// The stream lives as long as the process, not as long as ctx: a
+	// cancelled ctx kills the process, and the stream then reports its end.
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stream, err := c.proc.Start(sctx, req)
+	if err != nil {
+		cancel()
+		return nil, c.wrap(ctx, "exec", err)
+	}
+	return c.follow(ctx, startStream{stream}, cancel, followConfig{
+		op: "exec", killOnCancel: true, tty: ec.TTY, stdin: ec.Stdin || ec.TTY,
+		stdout: ec.Stdout, stderr: ec.Stderr,
+		startErr: func(err error) error { return c.execError(ctx, ec.Args[0], err) },
+	})
+}
+
+// startRequest is the Start request of ec.
+func startRequest(ec ExecConfig) (*connect.Request[pb.StartRequest], error) {
 	if len(ec.Args) == 0 || ec.Args[0] == "" {
 		return nil, fmt.Errorf("agent exec: no command: %w", ErrInvalid)
 	}
@@ -99,20 +120,60 @@ func (c *Client) Exec(ctx context.Context, ec ExecConfig) (*Process, error) {
 	}
 	req := connect.NewRequest(msg)
 	setUser(req.Header(), ec.User)
+	return req, nil
+}
 
-	// The stream lives as long as the process, not as long as ctx: a
-	// cancelled ctx kills the process, and the stream then reports its end.
-	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+// outputHeader and outputConsole are the agent's request header that sends
+// a process's output to the guest's console, and its value (see
+// agent/server.OutputHeader).
+const (
+	outputHeader  = "Kindling-Output"
+	outputConsole = "console"
+)
+
+// Spawn starts a process in the guest that outlives the call and the
+// client: its standard output and error are the guest's console (the
+// agent's own output: the serial console, the sandbox's console log on
+// the host, when the agent is init) and its input is /dev/null. It
+// returns the process's PID once the process has started; nothing on the
+// client's side ends it (Attach, Signal by PID and Processes still work).
+// ec must not ask for a terminal, stdin or output writers. A missing or
+// non-executable program gives an *ExecError as with Exec; an agent that
+// cannot send output to the console (one older than this client) matches
+// ErrNotSupported, and the process it started is killed.
+func (c *Client) Spawn(ctx context.Context, ec ExecConfig) (uint32, error) {
+	if ec.TTY || ec.Stdin || ec.Stdout != nil || ec.Stderr != nil {
+		return 0, fmt.Errorf("agent spawn: a process whose output goes to the console has no terminal, stdin or output writers: %w", ErrInvalid)
+	}
+	req, err := startRequest(ec)
+	if err != nil {
+		return 0, err
+	}
+	req.Header().Set(outputHeader, outputConsole)
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the stream, not the process
 	stream, err := c.proc.Start(sctx, req)
 	if err != nil {
-		cancel()
-		return nil, c.wrap(ctx, "exec", err)
+		return 0, c.wrap(ctx, "spawn", err)
 	}
-	return c.follow(ctx, startStream{stream}, cancel, followConfig{
-		op: "exec", killOnCancel: true, tty: ec.TTY, stdin: ec.Stdin || ec.TTY,
-		stdout: ec.Stdout, stderr: ec.Stderr,
+	defer stream.Close()
+	p, err := c.follow(ctx, startStream{stream}, cancel, followConfig{
+		op: "spawn", stdout: io.Discard, stderr: io.Discard,
 		startErr: func(err error) error { return c.execError(ctx, ec.Args[0], err) },
 	})
+	if err != nil {
+		return 0, err
+	}
+	if stream.ResponseHeader().Get(outputHeader) != outputConsole {
+		// An older agent streams the output, which would be lost.
+		_ = p.Signal(context.WithoutCancel(ctx), syscall.SIGKILL)
+		p.cancel()
+		<-p.done
+		return 0, fmt.Errorf("agent spawn: the guest's agent cannot send a process's output to the console (it is older than this client): %w", ErrNotSupported)
+	}
+	p.cancel()
+	<-p.done
+	return p.PID, nil
 }
 
 // eventStream is a stream of process events (Start's or Connect's).

@@ -162,16 +162,36 @@ func TestImportNotRoot(t *testing.T) {
 	}
 }
 
-// TestImportNotRunnable accepts an image with neither entrypoint nor
-// command, and records that it is not runnable on its own.
+// TestImportNotRunnable refuses an image with neither entrypoint nor
+// command, from a tarball and from a registry, before anything is stored.
 func TestImportNotRunnable(t *testing.T) {
 	needBuild(t)
 	s := openStore(t)
-	img := testImage(t, v1.Config{}, layer(t, file("data", "data\n", 0o644, 0, 0)))
-	im := mustImport(t, s, writeDockerTarball(t, img, "data:1"), ImportOptions{})
-	if im.Config.Runnable() {
-		t.Errorf("Config %+v is runnable", im.Config)
+	img := testImage(t, v1.Config{Env: []string{"PATH=/bin"}}, layer(t, file("data", "data\n", 0o644, 0, 0)))
+	check := func(what string, err error) {
+		t.Helper()
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "neither an entrypoint nor a command") ||
+			!strings.Contains(err.Error(), "rebuild it with a CMD or ENTRYPOINT") {
+			t.Errorf("%s = %v, want ErrInvalid saying it has nothing to run and how to fix it", what, err)
+		}
+		oneLine(t, err)
+		if left := storeLeftovers(t, s); len(left) > 0 {
+			t.Errorf("%s: left in the store: %v", what, left)
+		}
+		if list, err := s.List(context.Background()); err != nil || len(list) != 0 {
+			t.Errorf("%s: the store lists %v, %v; want nothing", what, list, err)
+		}
 	}
+	tarPath := writeDockerTarball(t, img, "data:1")
+	_, err := s.Import(context.Background(), tarPath, ImportOptions{})
+	check("Import", err)
+	if err != nil && !strings.Contains(err.Error(), tarPath) {
+		t.Errorf("error %q does not name the image", err)
+	}
+	reg := newTestRegistry(t, "", "")
+	ref := reg.push(t, "data/only:1", img)
+	_, err = s.Pull(context.Background(), ref, PullOptions{})
+	check("Pull", err)
 	if !simpleImageConfig(t).Runnable() {
 		t.Error("an image with an entrypoint is not runnable")
 	}

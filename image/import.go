@@ -541,6 +541,9 @@ func (s *Store) add(ctx context.Context, src *source, bo BuildOptions, fn func(E
 	if p := cf.OS + "/" + cf.Architecture; p != Platform {
 		return Image{}, errorf(ErrNotSupported, "import %s: the image is for %s: kindling runs %s images only", src.name, p, Platform)
 	}
+	if !configOf(cf).Runnable() {
+		return Image{}, errorf(ErrInvalid, "import %s: the image has neither an entrypoint nor a command, so a sandbox has nothing to run: rebuild it with a CMD or ENTRYPOINT", src.name)
+	}
 	// The configuration lists the layers: asking the image for them may
 	// read them (a docker save tarball's are hashed).
 	layers := cf.RootFS.DiffIDs

@@ -263,6 +263,26 @@ func (r *Runtime) Exec(ctx context.Context, id string, req ExecRequest) (Process
 	return &guestProcess{p: p, c: c, id: id}, nil
 }
 
+// Spawn starts a process in sandbox id's guest that runs on after the
+// call, detached: its output goes to the guest's console, which is the
+// sandbox's console log ('kindling logs', Runtime.Console), and its input
+// is /dev/null. It returns the process's PID in the guest once it has
+// started. req must not ask for a terminal, stdin or output writers
+// (ErrInvalid). Errors are Exec's; a guest whose agent cannot send output
+// to the console (one older than this kindling) matches ErrNotSupported.
+func (r *Runtime) Spawn(ctx context.Context, id string, req ExecRequest) (uint32, error) {
+	c, err := r.guestClient(ctx, id, "spawn")
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	pid, err := c.Spawn(ctx, agent.ExecConfig{
+		Args: req.Args, Env: req.Env, Dir: req.Dir, User: req.User,
+		TTY: req.TTY, Stdin: req.Stdin, Stdout: req.Stdout, Stderr: req.Stderr,
+	})
+	return pid, guestError("spawn", id, err)
+}
+
 // guestProcess is a Process of the runtime: an agent process and the
 // client that started it, closed with it.
 type guestProcess struct {

@@ -33,6 +33,8 @@ type proc struct {
 	os   *os.Process
 	tty  *os.File   // terminal master, nil without a terminal
 	outs []*os.File // read ends of stdout and stderr, or the master
+	// console: its output goes to the agent's console, not to followers.
+	console bool
 
 	stdinMu sync.Mutex // guards stdin
 	stdin   *os.File   // write end of stdin; nil if none or closed
@@ -129,6 +131,11 @@ func (s *Server) wait(p *proc) {
 	s.procs.remove(p)
 	p.publish(&pb.ProcessEvent{Event: &pb.ProcessEvent_End{End: end}}, true)
 	close(p.done)
+	if p.console {
+		// Its output is on the console: say there how it ended.
+		s.log.Info("process ended", "pid", p.pid, "cmd", p.cfg.GetCmd(), "status", end.Status)
+		return
+	}
 	s.log.Debug("process ended", "pid", p.pid, "status", end.Status)
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
 
 	pb "github.com/kindling-vm/kindling/agent/internal/spec/process"
 	"github.com/kindling-vm/kindling/agent/internal/spec/process/processconnect"
@@ -52,11 +53,28 @@ func (ps *processService) Start(ctx context.Context, req *connect.Request[pb.Sta
 	if err != nil {
 		return err
 	}
-	p, follow, err := s.start(acct, req.Msg)
+	var console bool
+	switch v := req.Header().Get(OutputHeader); v {
+	case "":
+	case OutputConsole:
+		if s.console == nil {
+			return connect.NewError(connect.CodeFailedPrecondition, errors.New("start: this agent has no console to send the output to"))
+		}
+		if req.Msg.Pty != nil || req.Msg.GetStdin() {
+			return connect.NewError(connect.CodeInvalidArgument, errors.New("start: a process whose output goes to the console has no terminal and no stdin"))
+		}
+		console = true
+	default:
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("start: %s %q: the one value is %q", OutputHeader, v, OutputConsole))
+	}
+	p, follow, err := s.start(acct, req.Msg, console)
 	if err != nil {
 		return err
 	}
 	defer p.unsubscribe(follow)
+	if console {
+		stream.ResponseHeader().Set(OutputHeader, OutputConsole)
+	}
 	if ms, err := strconv.ParseInt(req.Header().Get("Connect-Timeout-Ms"), 10, 64); err == nil && ms > 0 {
 		t := time.AfterFunc(time.Duration(ms)*time.Millisecond, func() { _ = p.os.Signal(syscall.SIGKILL) })
 		go func() { <-p.done; t.Stop() }()
@@ -120,8 +138,9 @@ func (f *sub) stream(ctx context.Context, p *proc, send func(*pb.ProcessEvent) e
 // a follower subscribed before the process could write anything. Errors
 // are Connect errors: NotFound for an executable that does not exist,
 // PermissionDenied for one that cannot be executed (docker's 127 and 126),
-// InvalidArgument for a bad request or working directory.
-func (s *Server) start(acct *account, req *pb.StartRequest) (*proc, *sub, error) {
+// InvalidArgument for a bad request or working directory. With console,
+// the process writes to the agent's console and reads /dev/null.
+func (s *Server) start(acct *account, req *pb.StartRequest, console bool) (*proc, *sub, error) {
 	cfg := req.GetProcess()
 	if cfg.GetCmd() == "" {
 		return nil, nil, connect.NewError(connect.CodeInvalidArgument, errors.New("start: no command"))
@@ -159,7 +178,22 @@ func (s *Server) start(acct *account, req *pb.StartRequest) (*proc, *sub, error)
 		p.closeStdin()
 		return nil, nil, err
 	}
-	if req.Pty != nil {
+	switch {
+	case console:
+		devnull, err := os.Open(os.DevNull)
+		if err != nil {
+			return fail(connect.NewError(connect.CodeInternal, fmt.Errorf("start: %w", err)))
+		}
+		// A duplicate, so that closing the child's ends keeps the console.
+		fd, err := unix.FcntlInt(s.console.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			_ = devnull.Close()
+			return fail(connect.NewError(connect.CodeInternal, fmt.Errorf("start: the console: %w", err)))
+		}
+		out := os.NewFile(uintptr(fd), "console")
+		childFiles = []*os.File{devnull, out, out}
+		p.console = true
+	case req.Pty != nil:
 		master, tty, err := pty.Open()
 		if err != nil {
 			return fail(connect.NewError(connect.CodeInternal, fmt.Errorf("start: open terminal: %w", err)))
@@ -173,7 +207,7 @@ func (s *Server) start(acct *account, req *pb.StartRequest) (*proc, *sub, error)
 			return fail(connect.NewError(connect.CodeInternal, fmt.Errorf("start: terminal size: %w", err)))
 		}
 		attr.Setsid, attr.Setctty, attr.Ctty = true, true, 0
-	} else {
+	default:
 		var stdin *os.File
 		if req.Stdin == nil || *req.Stdin {
 			r, w, err := os.Pipe()
@@ -208,12 +242,14 @@ func (s *Server) start(acct *account, req *pb.StartRequest) (*proc, *sub, error)
 	// The start event goes first to the follower; nothing else can be
 	// queued before the readers start.
 	follow.c <- startEvent(p.pid)
-	if p.tty != nil {
+	switch {
+	case p.console:
+	case p.tty != nil:
 		p.readers.Add(1)
 		go p.read(p.tty, func(b []byte) *pb.ProcessEvent_DataEvent {
 			return &pb.ProcessEvent_DataEvent{Output: &pb.ProcessEvent_DataEvent_Pty{Pty: b}}
 		})
-	} else {
+	default:
 		p.readers.Add(2)
 		go p.read(p.outs[0], func(b []byte) *pb.ProcessEvent_DataEvent {
 			return &pb.ProcessEvent_DataEvent{Output: &pb.ProcessEvent_DataEvent_Stdout{Stdout: b}}

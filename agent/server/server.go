@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -44,7 +45,23 @@ type Config struct {
 	// Shutdown, when set, is called (once, in its own goroutine) after the
 	// agent answered a POST /kindling/shutdown.
 	Shutdown func()
+	// Console receives the output of processes started with their output
+	// to the console (OutputHeader: console); kindling-agent passes its
+	// standard output, the guest's serial console when it is init. nil
+	// refuses such a start.
+	Console *os.File
 }
+
+// OutputHeader on a process Start request, kindling's addition to envd's
+// protocol: "console" gives the process the agent's console (Config.Console)
+// as its standard output and error, and /dev/null as its input, instead of
+// streaming its output; it runs on when the stream ends, and its output is
+// not lost. The answer carries the header back, so a client can tell an
+// agent that ignored it.
+const OutputHeader = "Kindling-Output"
+
+// OutputConsole is OutputHeader's one value.
+const OutputConsole = "console"
 
 // Server is the agent's HTTP handler.
 type Server struct {
@@ -53,6 +70,7 @@ type Server struct {
 	reaper   Reaper
 	defaults *defaults
 	shutdown func()
+	console  *os.File
 	procs    *procTable
 	watchers *watcherTable
 	handler  http.Handler
@@ -71,6 +89,7 @@ func New(c Config) *Server {
 		reaper:   c.Reaper,
 		defaults: newDefaults(c.Image),
 		shutdown: c.Shutdown,
+		console:  c.Console,
 		procs:    newProcTable(),
 		watchers: newWatcherTable(),
 	}

@@ -151,6 +151,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		Logger:   log,
 		Shutdown: func() { cancel(errShutdown) },
 		System:   server.GuestSystem{},
+		// As init, the agent's output is the serial console: the
+		// sandbox's console log on the host.
+		Console: os.Stdout,
 	}
 	switch {
 	case hostMode:

@@ -179,9 +179,6 @@ func (f *addFlags) finish(a *app, im image.Image) error {
 	if f.agent == "" {
 		fmt.Fprintf(a.stderr, "kindling: note: %s stored without the guest agent: give --agent PATH or set %s to run it\n", imageName(im), envAgent)
 	}
-	if !im.Config.Runnable() {
-		fmt.Fprintf(a.stderr, "kindling: note: %s has no entrypoint and no command: running it needs one ('kindling run IMAGE -- CMD')\n", imageName(im))
-	}
 	return nil
 }
 

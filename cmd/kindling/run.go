@@ -36,7 +36,8 @@ With a command after '--', run boots a root filesystem that holds
 kindling-agent (given as ROOTFS, or with --rootfs; --agent is implied), runs
 the command in it as 'kindling exec' does (-i, -t, -e, -w and -u as there),
 stops the sandbox when the command ends and exits with the command's status.
-With --rm the sandbox is then removed.
+With --rm the sandbox is then removed. With --detach the command is started
+detached, as an image's process is (below).
 
 With IMAGE (a name, ID or unique ID prefix from 'kindling image ls'), the
 sandbox boots its own copy of the image's root filesystem (removed with the
@@ -44,9 +45,11 @@ sandbox; --disk-size grows it) with the guest agent as init, runs the
 image's entrypoint and cmd with its env, working directory and user (a
 command after '--' replaces the cmd, as with docker), stops the sandbox and
 exits with the process's status. The kernel comes from --kernel, the config
-file or $KINDLING_KERNEL. With --detach the sandbox is left running with
-the agent ready for 'kindling exec' and 'kindling cp'; the image's process
-is not started then.
+file or $KINDLING_KERNEL. With --detach the process is started detached
+(with -e, -w and -u as in the foreground) and run returns, leaving the
+sandbox running: the process's output goes to the sandbox's console, read
+with 'kindling logs', and 'kindling exec' and 'kindling cp' work in it.
+The sandbox runs until 'kindling stop', whether the process ends or not.
 
 With --template NAME, run starts a clone of a template instead of booting
 (see 'kindling template'); the template fixes the machine, so only --name,
@@ -54,6 +57,7 @@ With --template NAME, run starts a clone of a template instead of booting
 
 const runExample = `  kindling run --rm
   kindling run --rm --kernel vmlinux alpine:3.20 -- cat /etc/os-release
+  kindling run -d --name web --kernel vmlinux nginx:1.27 && kindling logs -f web
   kindling run --rm --kernel vmlinux root.ext4 -- uname -a     # root.ext4 holds kindling-agent
   kindling run -d --name web --kernel vmlinux --rootfs rootfs.ext4 --net auto --memory 512M
   kindling run --rm --kernel vmlinux --wait-console 'login:' --timeout 30s
@@ -95,9 +99,8 @@ func newRunCommand(a *app) *cobra.Command {
 				}
 				if ok {
 					return runImage(cmd, a, &sf, im, command, runImageOptions{
-						runCommandOptions: runCommandOptions{rm: rm, detach: detach, timeout: timeout, template: fromTemplate, exec: eo, autoInstall: autoInstall},
+						runCommandOptions: runCommandOptions{rm: rm, detach: detach, asJSON: asJSON, timeout: timeout, template: fromTemplate, exec: eo, autoInstall: autoInstall},
 						diskSize:          diskSize,
-						asJSON:            asJSON,
 					})
 				}
 			}
@@ -106,7 +109,7 @@ func newRunCommand(a *app) *cobra.Command {
 			}
 			if command != nil || rootfs != "" {
 				return runCommand(cmd, a, &sf, rootfs, command, runCommandOptions{
-					rm: rm, detach: detach, timeout: timeout, template: fromTemplate, exec: eo, autoInstall: autoInstall,
+					rm: rm, detach: detach, asJSON: asJSON, timeout: timeout, template: fromTemplate, exec: eo, autoInstall: autoInstall,
 				})
 			}
 			if eo.interactive || eo.tty || len(eo.env) > 0 || eo.workdir != "" || eo.user != "" {

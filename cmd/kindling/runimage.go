@@ -29,7 +29,6 @@ const labelImage = template.LabelImage
 type runImageOptions struct {
 	runCommandOptions
 	diskSize string
-	asJSON   bool // with detach: print the sandbox as JSON
 }
 
 // resolveRunImage says whether run's positional argument arg names an
@@ -99,24 +98,22 @@ func imageArgs(c image.Config, command []string) []string {
 // copy of the image's root filesystem with the agent as init. In the
 // foreground it runs the image's process (or CMD), stops the sandbox (with
 // --rm removes it) and exits with the process's status; with --detach it
-// leaves the sandbox running with the agent ready for 'kindling exec' and
-// 'kindling cp', and does not start the image's process.
+// starts the process detached, its output going to the sandbox's console
+// log, and leaves the sandbox running (for 'kindling exec' and 'cp' too).
 func runImage(cmd *cobra.Command, a *app, sf *specFlags, im image.Image, command []string, o runImageOptions) error {
 	path := cmd.CommandPath()
 	args := imageArgs(im.Config, command)
 	switch {
-	case o.detach && command != nil:
-		return usageErrorf(path, "--detach does not go with a command: start the sandbox with -d, then use 'kindling exec'")
 	case o.template != "":
 		return usageErrorf(path, "image %s does not go with --template: the template fixes the root filesystem", imageName(im))
 	case cmd.Flags().Changed("rootfs"):
 		return usageErrorf(path, "the root filesystem is given twice (image %s and --rootfs): give one", imageName(im))
 	case o.asJSON && !o.detach:
 		return usageErrorf(path, "--json needs --detach (in the foreground run prints the process's output)")
-	case !o.detach && len(args) == 0:
+	case len(args) == 0:
 		return usageErrorf(path, "image %s has no entrypoint and no command: give the command after '--'", imageName(im))
-	case o.detach && (o.exec.interactive || o.exec.tty || len(o.exec.env) > 0 || o.exec.workdir != "" || o.exec.user != ""):
-		return usageErrorf(path, "-i, -t, -e, -w and -u go with a foreground run: leave out --detach, or give them to 'kindling exec'")
+	case o.detach && (o.exec.interactive || o.exec.tty):
+		return usageErrorf(path, "-i and -t go with a foreground run: a detached process reads nothing and writes to the sandbox's console ('kindling logs'); leave out --detach, or give them to 'kindling exec'")
 	}
 	if err := o.exec.check(path); err != nil {
 		return err
@@ -169,11 +166,8 @@ func runImage(cmd *cobra.Command, a *app, sf *specFlags, im image.Image, command
 		return err
 	}
 	if o.detach {
-		if o.asJSON {
-			return writeJSON(a.stdout, sandboxView(info))
-		}
-		fmt.Fprintln(a.stdout, info.ID)
-		return nil
+		// The image's process runs on its own, its output on the console.
+		return runDetached(ctx, a, rt, info, args, o.runCommandOptions)
 	}
 	a.logger().Debug("running the image's process", "sandbox", id, "args", args)
 	runErr := execAttached(ctx, a, rt, id, args, o.exec)
