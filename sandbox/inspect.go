@@ -12,12 +12,11 @@ import (
 
 // Inspect returns the sandbox's Info, its status reconciled with the host.
 func (r *Runtime) Inspect(ctx context.Context, id string) (Info, error) {
-	var rec record
-	if err := r.st.Load(id, &rec); err != nil {
+	e, err := r.loadCached(id, store.Stamp{})
+	if err != nil {
 		return Info{}, r.loadError(id, err)
 	}
-	rec.dirID = id
-	return r.info(ctx, &rec), nil
+	return r.hostInfo(ctx, &e.rec, deepCopy(e.base)), nil
 }
 
 // ListOptions select the sandboxes List returns.
@@ -48,7 +47,10 @@ func (r *Runtime) List(ctx context.Context, o ListOptions) ([]Info, error) {
 		return nil, fmt.Errorf("list sandboxes: %w", err)
 	}
 	infos := make([]Info, 0, len(entries))
+	seen := make(map[string]bool, len(entries))
+	defer r.records.keepOnly(seen)
 	for _, e := range entries {
+		seen[e.ID] = true
 		if e.Incomplete {
 			// A create under way, or one that crashed — or a sandbox whose
 			// state file was deleted under its running VMM: show that one.
@@ -57,8 +59,8 @@ func (r *Runtime) List(ctx context.Context, o ListOptions) ([]Info, error) {
 			}
 			continue
 		}
-		var rec record
-		if err := r.st.Load(e.ID, &rec); err != nil {
+		c, err := r.loadCached(e.ID, e.Stamp)
+		if err != nil {
 			if errors.Is(err, store.ErrNotFound) && !r.dirExists(e.ID) {
 				continue // removed meanwhile
 			}
@@ -67,11 +69,10 @@ func (r *Runtime) List(ctx context.Context, o ListOptions) ([]Info, error) {
 			}
 			continue
 		}
-		if !o.matches(rec.Spec) {
+		if !o.matches(c.rec.Spec) {
 			continue
 		}
-		rec.dirID = e.ID
-		infos = append(infos, r.info(ctx, &rec))
+		infos = append(infos, r.hostInfo(ctx, &c.rec, deepCopy(c.base)))
 	}
 	return infos, nil
 }
@@ -85,6 +86,12 @@ func (r *Runtime) loadError(id string, err error) error {
 
 // info turns a record into Info, reconciling its status with the host.
 func (r *Runtime) info(ctx context.Context, rec *record) Info {
+	return r.hostInfo(ctx, rec, r.baseInfo(rec))
+}
+
+// baseInfo is the part of rec's Info that the record alone gives: all but
+// its status and processes, which hostInfo adds. The cache keeps it.
+func (r *Runtime) baseInfo(rec *record) Info {
 	// The ID is the directory's name: that is what every command finds
 	// the sandbox by. A record saying otherwise is flagged, not believed.
 	id, recordID := rec.ID, ""
@@ -109,6 +116,17 @@ func (r *Runtime) info(ctx context.Context, rec *record) Info {
 		in.Taps = append(in.Taps, TapInfo{Name: t.Name, NetNS: t.NetNS, MAC: t.MAC, Created: t.Owned})
 	}
 	in.Network = networkInfo(rec.Network)
+	if rec.Machine != nil {
+		in.Slots = rec.Machine.Pool
+		in.FirecrackerVersion = rec.Machine.Firecracker
+	}
+	return in
+}
+
+// hostInfo completes in, rec's baseInfo (which it may change: a copy the
+// caller owns), with what the host shows: the status reconciled, the
+// processes that run.
+func (r *Runtime) hostInfo(ctx context.Context, rec *record, in Info) Info {
 	in.Status = r.reconcile(ctx, rec)
 	if in.Status == Exited && in.Exit == nil && rec.Status != Exited {
 		// The VMM is gone but nobody could record how (the monitor died, or
@@ -116,8 +134,6 @@ func (r *Runtime) info(ctx context.Context, rec *record) Info {
 		in.Exit = &Exit{Code: -1, Error: "the VMM exited but its exit was not recorded"}
 	}
 	if rec.Machine != nil {
-		in.Slots = rec.Machine.Pool
-		in.FirecrackerVersion = rec.Machine.Firecracker
 		if in.Status == Running || in.Status == Paused || in.Status == Orphaned {
 			in.PID = rec.Machine.PID
 		}
