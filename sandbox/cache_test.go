@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -318,5 +319,67 @@ func BenchmarkList(b *testing.B) {
 		if err != nil || len(l) != 50 || l[0].Status != Running {
 			b.Fatalf("list: %d, %v", len(l), err)
 		}
+	}
+}
+
+// A monitor or VMM killed behind the runtime's back is seen gone by the
+// very next Inspect and List, though their record is cached and their
+// pidfds are kept: no poll interval, no stale answer.
+func TestKilledBehindIsSeen(t *testing.T) {
+	r, fc := newRuntime(t, false)
+	ctx := context.Background()
+	kernel := haltGuest(t, "behind guest")
+	if _, err := r.Create(ctx, Spec{ID: "behind", Kernel: kernel, Firecracker: fc}, CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Remove(ctx, "behind", true) })
+	in, err := r.Start(ctx, "behind")
+	if err != nil {
+		t.Fatal(err)
+	}
+	settle()
+	status := func(want Status) {
+		t.Helper()
+		in, err := r.Inspect(ctx, "behind")
+		if err != nil || in.Status != want {
+			t.Fatalf("inspect: %s, %v; want %s", in.Status, err, want)
+		}
+		l, err := r.List(ctx, ListOptions{})
+		if err != nil || len(l) != 1 || l[0].Status != want {
+			t.Fatalf("list: %+v, %v; want %s", l, err, want)
+		}
+	}
+	for range 2 {
+		status(Running) // the second time, cached and watched
+	}
+	r.procs.mu.Lock()
+	watched := len(r.procs.m)
+	r.procs.mu.Unlock()
+	if r.records.get("behind") == nil || watched != 2 {
+		t.Fatalf("not cached (%v) or not watched (%d processes)", r.records.get("behind") != nil, watched)
+	}
+	// kill kills pid and returns once it is dead (a zombie or reaped).
+	kill := func(pid int) {
+		t.Helper()
+		pfd, err := kunix.OpenPidfd(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pfd.Close()
+		if err := pfd.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		if err := pfd.Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The monitor first, so that nobody records the VMM's end.
+	kill(in.MonitorPID)
+	status(Orphaned)
+	kill(in.PID)
+	status(Exited)
+	in, err = r.Inspect(ctx, "behind")
+	if err != nil || in.Exit == nil || in.PID != 0 || in.MonitorPID != 0 {
+		t.Fatalf("after both died: %+v, %v", in, err)
 	}
 }

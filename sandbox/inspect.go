@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 
 	"github.com/kindling-vm/kindling/internal/store"
-	kunix "github.com/kindling-vm/kindling/internal/unix"
 )
 
 // Inspect returns the sandbox's Info, its status reconciled with the host.
@@ -140,8 +139,18 @@ func (r *Runtime) hostInfo(ctx context.Context, rec *record, in Info) Info {
 	} else if in.Status == Orphaned {
 		in.PID = r.strayVMM(rec)
 	}
-	if rec.Monitor != nil && alive(*rec.Monitor) {
-		in.MonitorPID = rec.Monitor.PID
+	if rec.Monitor != nil {
+		// reconcile found the monitor running for these, gone for
+		// Orphaned; it did not look for the others.
+		switch in.Status {
+		case Starting, Running, Paused:
+			in.MonitorPID = rec.Monitor.PID
+		case Orphaned:
+		default:
+			if r.alive(*rec.Monitor) {
+				in.MonitorPID = rec.Monitor.PID
+			}
+		}
 	}
 	return in
 }
@@ -154,7 +163,7 @@ func (r *Runtime) reconcile(_ context.Context, rec *record) Status {
 	case Created, Exited:
 		return rec.Status
 	}
-	monitorAlive := rec.Monitor != nil && alive(*rec.Monitor)
+	monitorAlive := rec.Monitor != nil && r.alive(*rec.Monitor)
 	if rec.Machine == nil {
 		// Starting: the VMM is not recorded yet.
 		if monitorAlive {
@@ -168,23 +177,13 @@ func (r *Runtime) reconcile(_ context.Context, rec *record) Status {
 		return Exited
 	}
 	vmmRef := procRef{PID: rec.Machine.PID, StartTime: rec.Machine.StartTime}
-	if !alive(vmmRef) {
+	if !r.alive(vmmRef) {
 		return Exited
 	}
 	if !monitorAlive {
 		return Orphaned
 	}
 	return rec.Status
-}
-
-// alive reports whether p still runs (zombies count as gone) and is the
-// very process recorded, not a recycled PID.
-func alive(p procRef) bool {
-	if p.PID <= 0 {
-		return false
-	}
-	st, state, err := kunix.ProcessStartAndState(p.PID)
-	return err == nil && st == p.StartTime && state != 'Z' && state != 'X'
 }
 
 // strayVMM returns the PID of a VMM the host shows running for the
