@@ -7,17 +7,15 @@ import (
 	"path/filepath"
 
 	"github.com/kindling-vm/kindling/internal/store"
-	kunix "github.com/kindling-vm/kindling/internal/unix"
 )
 
 // Inspect returns the sandbox's Info, its status reconciled with the host.
 func (r *Runtime) Inspect(ctx context.Context, id string) (Info, error) {
-	var rec record
-	if err := r.st.Load(id, &rec); err != nil {
+	e, err := r.loadCached(id, store.Stamp{})
+	if err != nil {
 		return Info{}, r.loadError(id, err)
 	}
-	rec.dirID = id
-	return r.info(ctx, &rec), nil
+	return r.hostInfo(ctx, &e.rec, deepCopy(e.base)), nil
 }
 
 // ListOptions select the sandboxes List returns.
@@ -48,7 +46,10 @@ func (r *Runtime) List(ctx context.Context, o ListOptions) ([]Info, error) {
 		return nil, fmt.Errorf("list sandboxes: %w", err)
 	}
 	infos := make([]Info, 0, len(entries))
+	seen := make(map[string]bool, len(entries))
+	defer r.records.keepOnly(seen)
 	for _, e := range entries {
+		seen[e.ID] = true
 		if e.Incomplete {
 			// A create under way, or one that crashed — or a sandbox whose
 			// state file was deleted under its running VMM: show that one.
@@ -57,8 +58,8 @@ func (r *Runtime) List(ctx context.Context, o ListOptions) ([]Info, error) {
 			}
 			continue
 		}
-		var rec record
-		if err := r.st.Load(e.ID, &rec); err != nil {
+		c, err := r.loadCached(e.ID, e.Stamp)
+		if err != nil {
 			if errors.Is(err, store.ErrNotFound) && !r.dirExists(e.ID) {
 				continue // removed meanwhile
 			}
@@ -67,11 +68,10 @@ func (r *Runtime) List(ctx context.Context, o ListOptions) ([]Info, error) {
 			}
 			continue
 		}
-		if !o.matches(rec.Spec) {
+		if !o.matches(c.rec.Spec) {
 			continue
 		}
-		rec.dirID = e.ID
-		infos = append(infos, r.info(ctx, &rec))
+		infos = append(infos, r.hostInfo(ctx, &c.rec, deepCopy(c.base)))
 	}
 	return infos, nil
 }
@@ -85,6 +85,12 @@ func (r *Runtime) loadError(id string, err error) error {
 
 // info turns a record into Info, reconciling its status with the host.
 func (r *Runtime) info(ctx context.Context, rec *record) Info {
+	return r.hostInfo(ctx, rec, r.baseInfo(rec))
+}
+
+// baseInfo is the part of rec's Info that the record alone gives: all but
+// its status and processes, which hostInfo adds. The cache keeps it.
+func (r *Runtime) baseInfo(rec *record) Info {
 	// The ID is the directory's name: that is what every command finds
 	// the sandbox by. A record saying otherwise is flagged, not believed.
 	id, recordID := rec.ID, ""
@@ -109,6 +115,17 @@ func (r *Runtime) info(ctx context.Context, rec *record) Info {
 		in.Taps = append(in.Taps, TapInfo{Name: t.Name, NetNS: t.NetNS, MAC: t.MAC, Created: t.Owned})
 	}
 	in.Network = networkInfo(rec.Network)
+	if rec.Machine != nil {
+		in.Slots = rec.Machine.Pool
+		in.FirecrackerVersion = rec.Machine.Firecracker
+	}
+	return in
+}
+
+// hostInfo completes in, rec's baseInfo (which it may change: a copy the
+// caller owns), with what the host shows: the status reconciled, the
+// processes that run.
+func (r *Runtime) hostInfo(ctx context.Context, rec *record, in Info) Info {
 	in.Status = r.reconcile(ctx, rec)
 	if in.Status == Exited && in.Exit == nil && rec.Status != Exited {
 		// The VMM is gone but nobody could record how (the monitor died, or
@@ -116,16 +133,24 @@ func (r *Runtime) info(ctx context.Context, rec *record) Info {
 		in.Exit = &Exit{Code: -1, Error: "the VMM exited but its exit was not recorded"}
 	}
 	if rec.Machine != nil {
-		in.Slots = rec.Machine.Pool
-		in.FirecrackerVersion = rec.Machine.Firecracker
 		if in.Status == Running || in.Status == Paused || in.Status == Orphaned {
 			in.PID = rec.Machine.PID
 		}
 	} else if in.Status == Orphaned {
 		in.PID = r.strayVMM(rec)
 	}
-	if rec.Monitor != nil && alive(*rec.Monitor) {
-		in.MonitorPID = rec.Monitor.PID
+	if rec.Monitor != nil {
+		// reconcile found the monitor running for these, gone for
+		// Orphaned; it did not look for the others.
+		switch in.Status {
+		case Starting, Running, Paused:
+			in.MonitorPID = rec.Monitor.PID
+		case Orphaned:
+		default:
+			if r.alive(*rec.Monitor) {
+				in.MonitorPID = rec.Monitor.PID
+			}
+		}
 	}
 	return in
 }
@@ -138,7 +163,7 @@ func (r *Runtime) reconcile(_ context.Context, rec *record) Status {
 	case Created, Exited:
 		return rec.Status
 	}
-	monitorAlive := rec.Monitor != nil && alive(*rec.Monitor)
+	monitorAlive := rec.Monitor != nil && r.alive(*rec.Monitor)
 	if rec.Machine == nil {
 		// Starting: the VMM is not recorded yet.
 		if monitorAlive {
@@ -152,23 +177,13 @@ func (r *Runtime) reconcile(_ context.Context, rec *record) Status {
 		return Exited
 	}
 	vmmRef := procRef{PID: rec.Machine.PID, StartTime: rec.Machine.StartTime}
-	if !alive(vmmRef) {
+	if !r.alive(vmmRef) {
 		return Exited
 	}
 	if !monitorAlive {
 		return Orphaned
 	}
 	return rec.Status
-}
-
-// alive reports whether p still runs (zombies count as gone) and is the
-// very process recorded, not a recycled PID.
-func alive(p procRef) bool {
-	if p.PID <= 0 {
-		return false
-	}
-	st, state, err := kunix.ProcessStartAndState(p.PID)
-	return err == nil && st == p.StartTime && state != 'Z' && state != 'X'
 }
 
 // strayVMM returns the PID of a VMM the host shows running for the

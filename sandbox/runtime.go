@@ -79,6 +79,10 @@ type Runtime struct {
 	agentTimeout time.Duration
 	// guests caches what calls to guest agents need (guest.go).
 	guests guestCache
+	// records caches the state files List and Inspect read (cache.go).
+	records recordCache
+	// procs watches the processes records name (liveness.go).
+	procs procWatch
 
 	childMu sync.Mutex // guards children
 	// children are the monitors this runtime started and has not reaped

@@ -71,7 +71,16 @@ func (e *execs) get(h string) (*execEntry, error) {
 type streamSender struct {
 	mu     sync.Mutex // serializes Send
 	stream *connect.ServerStream[pb.ExecEvent]
+	// started is closed once the start event is sent (or failed to be):
+	// output waits for it, as the client takes the first event for the
+	// start. A process quick to write could otherwise have its output
+	// sent while the handler is still on its way to sending the start.
+	started   chan struct{}
+	startOnce sync.Once
 }
+
+// markStarted lets the output through.
+func (s *streamSender) markStarted() { s.startOnce.Do(func() { close(s.started) }) }
 
 func (s *streamSender) send(ev *pb.ExecEvent) error {
 	s.mu.Lock()
@@ -92,6 +101,7 @@ func (w outWriter) Write(b []byte) (int, error) {
 	if w.stderr {
 		ev = &pb.ExecEvent{Event: &pb.ExecEvent_Stderr{Stderr: data}}
 	}
+	<-w.s.started
 	if err := w.s.send(ev); err != nil {
 		return 0, err
 	}
@@ -114,7 +124,7 @@ func (g guest) Exec(ctx context.Context, req *connect.Request[pb.ExecRequest], s
 	case m.GetRows() > 0xffff || m.GetCols() > 0xffff:
 		return apiconv.ToConnect(fmt.Errorf("exec: terminal size %dx%d: give at most 65535: %w", m.GetRows(), m.GetCols(), sandbox.ErrInvalid))
 	}
-	out := &streamSender{stream: stream}
+	out := &streamSender{stream: stream, started: make(chan struct{})}
 	// The process lives as long as this call: the call's end (the client
 	// went away) cancels ctx, which kills it.
 	p, err := g.s.rt.Exec(ctx, m.GetId(), sandbox.ExecRequest{
@@ -133,7 +143,9 @@ func (g guest) Exec(ctx context.Context, req *connect.Request[pb.ExecRequest], s
 	defer p.Close()
 	h := g.s.execs.add(p)
 	defer g.s.execs.drop(h)
-	if err := out.send(&pb.ExecEvent{Event: &pb.ExecEvent_Started{Started: &pb.ExecStarted{Pid: p.PID(), Handle: h}}}); err != nil {
+	err = out.send(&pb.ExecEvent{Event: &pb.ExecEvent_Started{Started: &pb.ExecStarted{Pid: p.PID(), Handle: h}}})
+	out.markStarted() // before any return: p.Close waits for the output's writer
+	if err != nil {
 		return err
 	}
 	code, err := p.Wait(ctx)

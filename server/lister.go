@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 
+	pb "github.com/kindling-vm/kindling/api/kindling/v1"
 	"github.com/kindling-vm/kindling/sandbox"
 )
 
@@ -27,11 +28,26 @@ type listCall struct {
 	done  chan struct{} // closed when infos and err are set
 	infos []sandbox.Info
 	err   error
+
+	// native is the native API's description of each of infos, made
+	// once, by the first native request that needs it (nativeSandboxes).
+	nativeOnce sync.Once
+	native     []*pb.Sandbox
 }
 
 // list returns every sandbox of the runtime, as a runtime List begun
 // after the call would.
 func (l *lister) list(ctx context.Context) ([]sandbox.Info, error) {
+	c, err := l.join(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.infos, c.err
+}
+
+// join returns the list call that answers a request arriving now, once it
+// is done: its err says whether it failed. ctx bounds the wait.
+func (l *lister) join(ctx context.Context) (*listCall, error) {
 	l.mu.Lock()
 	var c *listCall
 	switch {
@@ -48,10 +64,25 @@ func (l *lister) list(ctx context.Context) ([]sandbox.Info, error) {
 	l.mu.Unlock()
 	select {
 	case <-c.done:
-		return c.infos, c.err
+		return c, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// nativeSandboxes returns c's sandboxes as the native API describes them,
+// made on the first call and shared by the requests that joined c, which
+// must not change them. They are made after the runtime's list, so after
+// every joined request arrived: a lease changed before a request arrived
+// shows in its answer.
+func (c *listCall) nativeSandboxes(n native) []*pb.Sandbox {
+	c.nativeOnce.Do(func() {
+		c.native = make([]*pb.Sandbox, len(c.infos))
+		for i, in := range c.infos {
+			c.native[i] = n.info(in).Sandbox
+		}
+	})
+	return c.native
 }
 
 // run runs c and then the lists queued behind it.

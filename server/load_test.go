@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"sync"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/kindling-vm/kindling/internal/testutil"
 	"github.com/kindling-vm/kindling/sandbox"
+	"github.com/kindling-vm/kindling/sandbox/remote"
 	"github.com/kindling-vm/kindling/server"
 )
 
@@ -32,6 +34,10 @@ const (
 	// with the real agent, which the exec requests go to (default 4 in
 	// the full run, 1 in the short one; 0 for no exec).
 	envLoadAgents = "KINDLING_LOAD_AGENTS"
+	// envLoadProfile names a file to write a CPU profile of the measured
+	// seconds to (server and client: this process), without the set-up
+	// that -cpuprofile would also hold.
+	envLoadProfile = "KINDLING_LOAD_CPUPROFILE"
 )
 
 // loadSettings reads the knobs.
@@ -111,6 +117,13 @@ func TestLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The load's own client, keeping an idle connection for each worker
+	// (the default keeps 16): else the test measures reconnects.
+	c, err := remote.New(remote.Config{Host: "unix://" + r.sock, MaxIdleConns: 256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
 	kinds := []string{"list", "get"}
 	if len(agents) > 0 {
 		kinds = append(kinds, "exec")
@@ -118,16 +131,16 @@ func TestLoad(t *testing.T) {
 	do := func(kind string, i int) error {
 		switch kind {
 		case "list":
-			infos, err := r.client.List(ctx, sandbox.ListOptions{})
+			infos, err := c.List(ctx, sandbox.ListOptions{})
 			if err == nil && len(infos) != nsb {
 				err = fmt.Errorf("list: %d sandboxes, want %d", len(infos), nsb)
 			}
 			return err
 		case "get":
-			_, err := r.client.Inspect(ctx, ids[i%nsb])
+			_, err := c.Inspect(ctx, ids[i%nsb])
 			return err
 		}
-		p, err := r.client.Exec(ctx, agents[i%len(agents)], sandbox.ExecRequest{Args: []string{"true"}, Stdout: io.Discard, Stderr: io.Discard})
+		p, err := c.Exec(ctx, agents[i%len(agents)], sandbox.ExecRequest{Args: []string{"true"}, Stdout: io.Discard, Stderr: io.Discard})
 		if err != nil {
 			return err
 		}
@@ -183,6 +196,17 @@ func TestLoad(t *testing.T) {
 			}
 		}
 	}()
+	if path := os.Getenv(envLoadProfile); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			t.Fatal(err)
+		}
+		defer pprof.StopCPUProfile() // once more is harmless
+	}
 	missed := 0
 	cpuBefore := cpuTime()
 	start := time.Now()
@@ -201,6 +225,7 @@ func TestLoad(t *testing.T) {
 	close(jobs)
 	wg.Wait()
 	elapsed := time.Since(start)
+	pprof.StopCPUProfile()
 	cpu := cpuTime() - cpuBefore
 	close(results)
 	<-collected

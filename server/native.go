@@ -121,14 +121,24 @@ func (n native) List(ctx context.Context, req *connect.Request[pb.ListRequest]) 
 			return reply[pb.ListResponse](nil, err)
 		}
 	}
-	infos, err := n.s.lister.list(ctx)
+	c, err := n.s.lister.join(ctx)
+	if err == nil {
+		err = c.err
+	}
 	if err != nil {
 		return reply[pb.ListResponse](nil, err)
 	}
-	out := &pb.ListResponse{Sandboxes: make([]*pb.Sandbox, 0, len(infos))}
-	for _, in := range infos {
-		if hasLabels(in, req.Msg.GetLabels()) {
-			out.Sandboxes = append(out.Sandboxes, n.info(in).Sandbox)
+	// The descriptions are shared by the requests that joined c: only
+	// read (marshalled) from here on.
+	all := c.nativeSandboxes(n)
+	labels := req.Msg.GetLabels()
+	if len(labels) == 0 {
+		return reply(&pb.ListResponse{Sandboxes: all}, nil)
+	}
+	out := &pb.ListResponse{Sandboxes: make([]*pb.Sandbox, 0, len(all))}
+	for i, in := range c.infos {
+		if hasLabels(in, labels) {
+			out.Sandboxes = append(out.Sandboxes, all[i])
 		}
 	}
 	return reply(out, nil)

@@ -69,10 +69,13 @@ func binary(t *testing.T) string {
 
 // daemon is a kindlingd process under test.
 type daemon struct {
-	cmd    *exec.Cmd
-	root   string
-	sock   string
-	stderr *testutil.SyncBuffer
+	cmd  *exec.Cmd
+	root string
+	sock string
+	// output is what it wrote to stdout and stderr, in the order
+	// written: both go into one pipe, so a line logged before another
+	// printed is read before it ("listening" before "kindlingd: ready").
+	output *testutil.SyncBuffer
 	done   chan struct{}
 	err    error
 }
@@ -92,12 +95,14 @@ func startCmd(t *testing.T, root, sock string, cmd *exec.Cmd) *daemon {
 // startCmdWith is startCmd with start starting cmd.
 func startCmdWith(t *testing.T, root, sock string, cmd *exec.Cmd, start func() error) *daemon {
 	t.Helper()
-	d := &daemon{root: root, sock: sock, stderr: &testutil.SyncBuffer{}, done: make(chan struct{})}
+	d := &daemon{root: root, sock: sock, output: &testutil.SyncBuffer{}, done: make(chan struct{})}
 	d.cmd = cmd
 	d.cmd.Env = append(os.Environ(), sandbox.EnvFirecracker+"="+testutil.FakeFirecracker(t))
-	d.cmd.Stderr = d.stderr
-	out := &testutil.SyncBuffer{}
-	d.cmd.Stdout = out
+	// The same writer for both: exec.Cmd then gives the child one pipe
+	// for the two, which keeps their order. Two pipes, copied by two
+	// goroutines, could show "ready" before the lines logged ahead of it.
+	d.cmd.Stdout = d.output
+	d.cmd.Stderr = d.output
 	if err := start(); err != nil {
 		t.Fatal(err)
 	}
@@ -107,14 +112,14 @@ func startCmdWith(t *testing.T, root, sock string, cmd *exec.Cmd, start func() e
 		<-d.done
 	})
 	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(out.String(), "kindlingd: ready") {
+	for !strings.Contains(d.output.String(), "kindlingd: ready") {
 		select {
 		case <-d.done:
-			t.Fatalf("kindlingd exited early: %v\n%s", d.err, d.stderr)
+			t.Fatalf("kindlingd exited early: %v\n%s", d.err, d.output)
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("kindlingd not ready after 20 s:\n%s", d.stderr)
+			t.Fatalf("kindlingd not ready after 20 s:\n%s", d.output)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -138,7 +143,7 @@ func (d *daemon) wait(t *testing.T, bound time.Duration) error {
 	case <-d.done:
 		return d.err
 	case <-time.After(bound):
-		t.Fatalf("kindlingd still running after %v:\n%s", bound, d.stderr)
+		t.Fatalf("kindlingd still running after %v:\n%s", bound, d.output)
 		return nil
 	}
 }
@@ -246,7 +251,7 @@ func TestSIGTERMDrains(t *testing.T) {
 		t.Errorf("the in-flight Wait: %v", err)
 	}
 	if err := d.wait(t, 10*time.Second); err != nil {
-		t.Errorf("kindlingd exit: %v\n%s", err, d.stderr)
+		t.Errorf("kindlingd exit: %v\n%s", err, d.output)
 	}
 	if _, err := os.Stat(d.sock); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("socket after exit: %v", err)
@@ -306,7 +311,7 @@ func TestSIGKILLUnderLoad(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	if len(started) == 0 {
-		t.Fatalf("no sandbox started before the kill:\n%s", d.stderr)
+		t.Fatalf("no sandbox started before the kill:\n%s", d.output)
 	}
 	rt := openRuntime(t, root)
 	for _, id := range started {
@@ -416,7 +421,7 @@ func TestSocketActivation(t *testing.T) {
 	_ = f.Close()
 	c := d.client(t)
 	if _, err := c.List(context.Background(), sandbox.ListOptions{}); err != nil {
-		t.Fatalf("list over the activated socket: %v\n%s", err, d.stderr)
+		t.Fatalf("list over the activated socket: %v\n%s", err, d.output)
 	}
 	if _, err := os.Stat(filepath.Join(root, socketName)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("kindlingd made its own socket too: %v", err)
@@ -425,7 +430,7 @@ func TestSocketActivation(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := d.wait(t, 10*time.Second); err != nil {
-		t.Errorf("exit: %v\n%s", err, d.stderr)
+		t.Errorf("exit: %v\n%s", err, d.output)
 	}
 	if _, err := os.Stat(sock); err != nil {
 		t.Errorf("the activated socket's file after exit: %v", err)

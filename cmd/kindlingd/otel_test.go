@@ -55,7 +55,7 @@ func TestOTLPExport(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := d.wait(t, 10*time.Second); err != nil {
-		t.Fatalf("kindlingd exit: %v\n%s", err, d.stderr)
+		t.Fatalf("kindlingd exit: %v\n%s", err, d.output)
 	}
 	mu.Lock()
 	all := bytes.Join(bodies, nil)

@@ -108,7 +108,7 @@ func TestSlotPool(t *testing.T) {
 		}
 		in, err := c.Start(ctx, id)
 		if err != nil {
-			t.Fatalf("start %s: %v\n%s", id, err, d.stderr)
+			t.Fatalf("start %s: %v\n%s", id, err, d.output)
 		}
 		if in.Network == nil || in.Network.Kind != "slot" {
 			t.Fatalf("sandbox %s's network: %+v, want a slot", id, in.Network)
@@ -136,7 +136,7 @@ func TestSlotPool(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := d.wait(t, 30*time.Second); err != nil {
-		t.Fatalf("kindlingd exit: %v\n%s", err, d.stderr)
+		t.Fatalf("kindlingd exit: %v\n%s", err, d.output)
 	}
 	if got := hostSlots(t, host); len(got) != 0 {
 		t.Errorf("after shutdown the host namespace holds slots %v", got)

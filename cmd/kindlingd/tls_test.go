@@ -71,9 +71,9 @@ func TestTCPWithTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := startDaemon(t, root, "--listen", "tcp://127.0.0.1:0", "--tls-cert", cert, "--tls-key", key, "--api-key-file", keys)
-	m := regexp.MustCompile(`addr=tcp://(127\.0\.0\.1:\d+)`).FindStringSubmatch(d.stderr.String())
+	m := regexp.MustCompile(`addr=tcp://(127\.0\.0\.1:\d+)`).FindStringSubmatch(d.output.String())
 	if m == nil {
-		t.Fatalf("no tcp address in the log:\n%s", d.stderr)
+		t.Fatalf("no tcp address in the log:\n%s", d.output)
 	}
 	ctx := context.Background()
 	tlsCfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}

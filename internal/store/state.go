@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Version is the version of the state file format this package writes.
@@ -82,30 +83,81 @@ func decodeState(path string, b []byte, v any) error {
 // readState reads and decodes the state file in dir into v. A missing file
 // gives an error matching ErrNotFound.
 func readState(dir string, v any) error {
+	_, err := readStateStamped(dir, v)
+	return err
+}
+
+// readStateStamped is readState, also returning the stamp of the file it
+// read (zero when it is not settled: see Stamp).
+func readStateStamped(dir string, v any) (Stamp, error) {
 	path := filepath.Join(dir, stateFile)
 	// O_NONBLOCK: a FIFO planted as the state file must not hang the read.
 	f, err := OpenInDir("sandbox directory", dir, stateFile, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		if _, derr := os.Lstat(dir); derr == nil {
-			return fmt.Errorf("%w: no state file yet (its create did not finish)", ErrNotFound)
+			return Stamp{}, fmt.Errorf("%w: no state file yet (its create did not finish)", ErrNotFound)
 		}
-		return ErrNotFound
+		return Stamp{}, ErrNotFound
 	}
 	if err != nil {
-		return fmt.Errorf("read state: %w", err)
+		return Stamp{}, fmt.Errorf("read state: %w", err)
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		return &CorruptError{Path: path, Err: errors.New("not a regular file")}
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		return Stamp{}, &CorruptError{Path: path, Err: errors.New("not a regular file")}
+	}
+	var stamp Stamp
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		stamp = settledStamp(st, time.Now())
 	}
 	b, err := ReadLimited(f, path, maxStateSize)
 	if tl, ok := errors.AsType[*TooLargeError](err); ok {
-		return &CorruptError{Path: path, Err: tl}
+		return Stamp{}, &CorruptError{Path: path, Err: tl}
 	}
 	if err != nil {
-		return fmt.Errorf("read state: %w", err)
+		return Stamp{}, fmt.Errorf("read state: %w", err)
 	}
-	return decodeState(path, b, v)
+	return stamp, decodeState(path, b, v)
+}
+
+// Stamp tells one version of a state file from another without reading
+// it: the file's device, inode, size and change times. The store never
+// writes a state file in place, it renames a new file over it, so every
+// save makes a new inode, and an edit in place changes the times.
+//
+// One case could fool it: a file saved, replaced, and saved again into the
+// first one's freed inode within one tick of the kernel's file clock, at
+// the same size. So a stamp is only given for a file whose last change is
+// older than stampSettle when it is read ("settled"): any later version
+// is then written after the read, at a later time. A version read sooner
+// gets the zero Stamp, which matches no file, so it is read again.
+type Stamp struct {
+	dev, ino     uint64
+	size         int64
+	mtime, ctime int64 // nanoseconds since the epoch
+}
+
+// stampSettle is how long after its last change a file's stamp is
+// trusted: well above the kernel's file clock tick (at most 10 ms).
+const stampSettle = 100 * time.Millisecond
+
+// IsZero reports whether s is the zero Stamp: no version known.
+func (s Stamp) IsZero() bool { return s == Stamp{} }
+
+// stampOf is the stamp of the file st describes.
+func stampOf(st *syscall.Stat_t) Stamp {
+	return Stamp{dev: st.Dev, ino: st.Ino, size: st.Size, mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano()}
+}
+
+// settledStamp is the stamp of the file st describes, read at now; zero
+// when the file changed less than stampSettle before.
+func settledStamp(st *syscall.Stat_t, now time.Time) Stamp {
+	s := stampOf(st)
+	if now.UnixNano()-max(s.mtime, s.ctime) < int64(stampSettle) {
+		return Stamp{}
+	}
+	return s
 }
 
 // writeState encodes v and replaces the state file in dir atomically: a

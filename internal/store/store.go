@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // Root defaults.
@@ -186,6 +187,38 @@ func (s *Store) Load(id string, v any) error {
 	return nil
 }
 
+// LoadStamped is Load, also returning the stamp of the state file it read:
+// while Stamp(id) (or List's Entry.Stamp) gives the same, the file holds
+// what v got. The stamp is zero for a file changed just now (see Stamp),
+// which is then to be read again next time.
+func (s *Store) LoadStamped(id string, v any) (Stamp, error) {
+	if err := ValidateID(id); err != nil {
+		return Stamp{}, opError("load", id, err)
+	}
+	stamp, err := readStateStamped(s.dir(id), v)
+	if err != nil {
+		return Stamp{}, opError("load", id, err)
+	}
+	return stamp, nil
+}
+
+// Stamp returns the stamp of sandbox id's state file as it is now, with
+// one stat and no read; a missing file gives an error matching
+// ErrNotFound. It never returns the zero Stamp without an error.
+func (s *Store) Stamp(id string) (Stamp, error) {
+	if err := ValidateID(id); err != nil {
+		return Stamp{}, opError("stat", id, err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Lstat(filepath.Join(s.dir(id), stateFile), &st); err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR) {
+			return Stamp{}, opError("stat", id, ErrNotFound)
+		}
+		return Stamp{}, opError("stat", id, err)
+	}
+	return stampOf(&st), nil
+}
+
 // Update locks sandbox id, loads its state into v (a non-nil pointer), calls
 // fn, which may change *v, and saves v if fn returns nil. fn's error is
 // returned as is and nothing is saved.
@@ -225,6 +258,8 @@ type Entry struct {
 	// Incomplete is set when the directory has no state file: a create is
 	// under way, or crashed before writing it (then Clean removes it).
 	Incomplete bool
+	// Stamp is the state file's stamp (as Store.Stamp) when it has one.
+	Stamp Stamp
 }
 
 // List returns the sandboxes under the root, sorted by ID. It takes no lock,
@@ -241,11 +276,16 @@ func (s *Store) List() ([]Entry, error) {
 			continue
 		}
 		dir := s.dir(de.Name())
-		_, err := os.Lstat(filepath.Join(dir, stateFile))
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("list sandboxes: %w", err)
+		var st syscall.Stat_t
+		err := syscall.Lstat(filepath.Join(dir, stateFile), &st)
+		if err != nil && !errors.Is(err, syscall.ENOENT) {
+			return nil, fmt.Errorf("list sandboxes: %w", &os.PathError{Op: "lstat", Path: filepath.Join(dir, stateFile), Err: err})
 		}
-		out = append(out, Entry{ID: de.Name(), Dir: dir, Incomplete: err != nil})
+		e := Entry{ID: de.Name(), Dir: dir, Incomplete: err != nil}
+		if err == nil {
+			e.Stamp = stampOf(&st)
+		}
+		out = append(out, e)
 	}
 	return out, nil
 }

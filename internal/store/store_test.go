@@ -461,9 +461,52 @@ func TestList(t *testing.T) {
 		t.Fatalf("List = %+v, want %+v", got, want)
 	}
 	for i := range want {
-		if got[i] != want[i] {
-			t.Errorf("List[%d] = %+v, want %+v", i, got[i], want[i])
+		if g := got[i]; g.ID != want[i].ID || g.Dir != want[i].Dir || g.Incomplete != want[i].Incomplete || g.Stamp.IsZero() != g.Incomplete {
+			t.Errorf("List[%d] = %+v, want %+v (with a stamp when complete)", i, got[i], want[i])
 		}
+	}
+}
+
+// A stamp tells versions of a state file apart: a save changes it, and a
+// file saved just now has none yet.
+func TestStamp(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	if err := s.Create(ctx, "a", record{Name: "one"}); err != nil {
+		t.Fatal(err)
+	}
+	var v record
+	st, err := s.LoadStamped("a", &v)
+	if err != nil || v.Name != "one" {
+		t.Fatalf("LoadStamped: %+v, %v", v, err)
+	}
+	if !st.IsZero() {
+		t.Fatalf("a file saved just now has a stamp: %+v", st)
+	}
+	time.Sleep(stampSettle + 20*time.Millisecond)
+	if st, err = s.LoadStamped("a", &v); err != nil || st.IsZero() {
+		t.Fatalf("a settled file: stamp %+v, %v", st, err)
+	}
+	now, err := s.Stamp("a")
+	if err != nil || now != st {
+		t.Fatalf("Stamp = %+v, %v; LoadStamped gave %+v", now, err, st)
+	}
+	ents, err := s.List()
+	if err != nil || len(ents) != 1 || ents[0].Stamp != st {
+		t.Fatalf("List = %+v, %v; want the stamp %+v", ents, err, st)
+	}
+	// The same content saved again is another version.
+	if err := s.Update(ctx, "a", &v, func() error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if now, err := s.Stamp("a"); err != nil || now == st {
+		t.Fatalf("after a save: Stamp = %+v, %v, the same as before", now, err)
+	}
+	if _, err := s.Stamp("nosuch"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Stamp of a missing sandbox: %v", err)
+	}
+	if _, err := s.Stamp("../x"); err == nil {
+		t.Fatal("Stamp of a bad ID: no error")
 	}
 }
 

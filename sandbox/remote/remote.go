@@ -51,6 +51,11 @@ type Config struct {
 	TLS *tls.Config
 	// DialTimeout bounds connecting (default 5 s).
 	DialTimeout time.Duration
+	// MaxIdleConns is how many idle connections to the server the client
+	// keeps for its next calls (default 16). A program making many calls
+	// at once wants about as many: a call that finds none idle connects
+	// anew, and one that ends with the pool full closes its connection.
+	MaxIdleConns int
 }
 
 // Client is a sandbox.Controller served by a kindling server, with the
@@ -77,6 +82,9 @@ func New(cfg Config) (*Client, error) {
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = 5 * time.Second
 	}
+	if cfg.MaxIdleConns <= 0 {
+		cfg.MaxIdleConns = 16
+	}
 	base, dial, err := parseHost(cfg.Host, cfg.DialTimeout)
 	if err != nil {
 		return nil, err
@@ -84,7 +92,7 @@ func New(cfg Config) (*Client, error) {
 	tr := &http.Transport{
 		DialContext:         dial,
 		TLSClientConfig:     cfg.TLS,
-		MaxIdleConnsPerHost: 16,
+		MaxIdleConnsPerHost: cfg.MaxIdleConns,
 		IdleConnTimeout:     60 * time.Second,
 		ForceAttemptHTTP2:   true,
 	}
