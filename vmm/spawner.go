@@ -2,7 +2,6 @@ package vmm
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -87,14 +86,16 @@ func watchSpawned(s Spawned) (*process, error) {
 	}
 	p := &process{pid: s.PID, startTime: s.StartTime, stderr: newTailBuffer(stderrTailLines), done: make(chan struct{})}
 	fd, err := kunix.OpenPidfd(s.PID)
-	if err == nil {
+	switch {
+	case err == nil:
 		if st, serr := kunix.ProcessStartTime(s.PID); serr != nil || st != s.StartTime {
 			// Gone and reaped already, its PID maybe reused.
 			fd.Close()
-			fd, err = nil, errors.New("gone")
+			fd = nil
 		}
-	}
-	if err != nil && !kunix.IsNoProcess(err) && err.Error() != "gone" {
+	case kunix.IsNoProcess(err):
+		fd = nil // gone and reaped already
+	default:
 		return nil, fmt.Errorf("watch firecracker (pid %d): %w", s.PID, err)
 	}
 	if fd != nil {
