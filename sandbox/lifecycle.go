@@ -1,20 +1,15 @@
 package sandbox
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"syscall"
 	"time"
 
-	"github.com/kindling-vm/kindling/internal/errdefs"
 	"github.com/kindling-vm/kindling/internal/monitor"
 	"github.com/kindling-vm/kindling/internal/netdev"
 	"github.com/kindling-vm/kindling/internal/store"
@@ -25,12 +20,10 @@ import (
 // monitorArg0 is the monitor's argv[0], which names it in ps.
 const monitorArg0 = monitor.Arg0
 
-// startReport is what a monitor writes on its report pipe once the VMM
-// runs or failed to start.
-type startReport = monitor.Report
-
 // Start starts a created (or exited) sandbox: it creates the sandbox's own
-// taps, then starts its monitor, which spawns and boots the VMM. Start
+// taps, then starts its monitor, which spawns the VMM, configures and boots
+// it (or loads its snapshot) through its API, and tells the monitor to keep
+// it, which records it running. Start
 // returns once the VM runs (and, with Spec.WaitConsole, once the console has
 // shown that text) or with the reason it did not start; then nothing is left
 // running. ctx bounds the start only: cancelling it later does not stop the
@@ -90,12 +83,15 @@ func (r *Runtime) Start(ctx context.Context, id string) (_ Info, err error) {
 			_ = l.Save(&rec)
 		}
 	}
-	plan, err := r.monitorPlan(&rec, l.Dir())
+	bp, err := r.bootPlanOf(&rec, l.Dir())
+	if err == nil && bp.cfg.LogPath != "" {
+		err = prepareLog(l.Dir(), bp.cfg.LogPath)
+	}
 	if err != nil {
 		release()
 		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
 	}
-	mon, report, err := r.spawnMonitor(l.Dir(), &rec, plan)
+	mon, err := r.spawnMonitor(l.Dir(), &rec)
 	if err != nil {
 		release()
 		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
@@ -108,18 +104,9 @@ func (r *Runtime) Start(ctx context.Context, id string) (_ Info, err error) {
 	}
 	l.Unlock() // the monitor records the running VMM under the lock
 
-	if err := mon.awaitReport(ctx, report); err != nil {
-		// The monitor has recorded the failure and is exiting: a failed
+	if err := r.boot(ctx, mon, bp, l.Dir()); err != nil {
+		// The monitor has recorded the failure and exited: a failed
 		// Start leaves no process behind.
-		select {
-		case <-mon.done:
-			// A monitor killed before it could stop its VMM leaves it
-			// running: end it, found from the host.
-			if kerr := killFound(context.WithoutCancel(ctx), l.Dir()); kerr != nil {
-				err = errors.Join(err, kerr)
-			}
-		case <-time.After(monitorExitWait):
-		}
 		return Info{}, fmt.Errorf("start sandbox %q: %w", id, err)
 	}
 	in, err := r.Inspect(context.WithoutCancel(ctx), id)
@@ -133,153 +120,6 @@ func (r *Runtime) Start(ctx context.Context, id string) (_ Info, err error) {
 		}
 	}
 	return in, err
-}
-
-// monitorProc is a monitor process this runtime started.
-type monitorProc struct {
-	cmd  *exec.Cmd
-	ref  procRef
-	done chan struct{} // closed once cmd.Wait returned
-}
-
-// spawnMonitor starts the monitor of sandbox id, detached in its own session,
-// with its plan on its stdin, its output in the sandbox's monitor log and a
-// pipe for its report.
-func (r *Runtime) spawnMonitor(dir string, rec *record, plan []byte) (*monitorProc, *os.File, error) {
-	id := rec.ID
-	logf, err := store.OpenInDir("sandbox directory", dir, monitorLogName, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, nil, fmt.Errorf("open monitor log: %w", err)
-	}
-	defer logf.Close()
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		return nil, nil, fmt.Errorf("spawn monitor: %w", err)
-	}
-	defer pw.Close()
-	cmd := exec.Command(r.monitorExe)
-	cmd.Args = []string{monitorArg0, id}
-	cmd.Env = append(monitorEnv(os.Environ()), monitor.EnvRoot+"="+r.st.Root(), monitor.EnvID+"="+id)
-	cmd.Dir = dir
-	cmd.Stdin = bytes.NewReader(plan)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.ExtraFiles = []*os.File{pw}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		pr.Close()
-		return nil, nil, fmt.Errorf("spawn monitor %s: %w", r.monitorExe, err)
-	}
-	m := &monitorProc{cmd: cmd, done: make(chan struct{})}
-	pid := cmd.Process.Pid
-	// The monitor outlives this call; reap it whenever it exits so that a
-	// long-lived process embedding the runtime collects no zombies.
-	go func() {
-		cmd.Wait()
-		close(m.done)
-		r.childMu.Lock()
-		if r.children[pid] == m {
-			delete(r.children, pid)
-		}
-		r.childMu.Unlock()
-	}()
-	st, err := kunix.ProcessStartTime(cmd.Process.Pid)
-	if err != nil {
-		m.kill()
-		pr.Close()
-		return nil, nil, fmt.Errorf("spawn monitor: %w", err)
-	}
-	m.ref = procRef{PID: pid, StartTime: st}
-	r.childMu.Lock()
-	select {
-	case <-m.done: // reaped already
-	default:
-		r.children[pid] = m
-	}
-	r.childMu.Unlock()
-	return m, pr, nil
-}
-
-// kill ends the monitor at once and waits until it is reaped.
-func (m *monitorProc) kill() {
-	m.cmd.Process.Kill()
-	<-m.done
-}
-
-// maxReportSize bounds a monitor's start report.
-const maxReportSize = 64 << 10
-
-// reportWait bounds the wait for a monitor's start report when the
-// caller's context has no deadline: the monitor gives up its start after
-// startTimeout, so a report that has not come by then never will (the
-// monitor is stopped — SIGSTOP — or wedged).
-// (A variable for the tests.)
-var reportWait = startTimeout + 15*time.Second
-
-// errNoReport: the start report did not come within reportWait.
-var errNoReport = errdefs.New(errdefs.ErrUnavailable, "no start report from the monitor")
-
-// awaitReport reads the monitor's start report. If ctx ends first, the
-// monitor is told to abort (SIGTERM), and its report is still awaited so
-// that nothing is left half-started.
-func (m *monitorProc) awaitReport(ctx context.Context, report *os.File) error {
-	defer report.Close()
-	type result struct {
-		rep startReport
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		b, err := store.ReadLimited(bufio.NewReader(report), "monitor report", maxReportSize)
-		if err != nil {
-			ch <- result{err: fmt.Errorf("read monitor report: %w", err)}
-			return
-		}
-		var rep startReport
-		if len(b) == 0 {
-			ch <- result{err: errors.New("the monitor exited without a report (see its log, monitor.log, in the sandbox directory)")}
-			return
-		}
-		if err := json.Unmarshal(b, &rep); err != nil {
-			ch <- result{err: fmt.Errorf("monitor report %q: %w", b, err)}
-			return
-		}
-		ch <- result{rep: rep}
-	}()
-	var res result
-	// Without a deadline of the caller's, a monitor that never reports
-	// must not hold the caller forever (D12).
-	noDeadline := false
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeoutCause(ctx, reportWait, errNoReport)
-		defer cancel()
-		noDeadline = true
-	}
-	select {
-	case res = <-ch:
-	case <-ctx.Done():
-		// SIGCONT too: a stopped monitor must wake to abort its start.
-		m.cmd.Process.Signal(syscall.SIGTERM)
-		m.cmd.Process.Signal(syscall.SIGCONT)
-		select {
-		case res = <-ch:
-		case <-time.After(10 * time.Second):
-			m.kill()
-			res = <-ch
-		}
-		if res.err == nil && res.rep.Error == "" {
-			return nil // it had started after all
-		}
-		if noDeadline && errors.Is(context.Cause(ctx), errNoReport) {
-			return fmt.Errorf("%w within %v (was it stopped with SIGSTOP, or is the host overloaded?): it was told to abort the start; "+
-				"see monitor.log in the sandbox directory, and start the sandbox again, with a --timeout if the host is slow", errNoReport, reportWait)
-		}
-		return ctx.Err()
-	}
-	if res.err != nil {
-		return res.err
-	}
-	return res.rep.Err()
 }
 
 // setUpTaps creates the taps the sandbox owns and checks the ones it uses.

@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -124,54 +123,92 @@ func releaseNetworkOf(ctx context.Context, st *store.Store, id string) error {
 	return err
 }
 
-// monitorPlan is what the monitor of rec, living in dir, is told to start:
-// the VMM's configuration built from the record here, in the starter, so
-// that the monitor runs what its caller checked and needs no part of this
-// package.
-func (r *Runtime) monitorPlan(rec *record, dir string) ([]byte, error) {
+// bootPlan is what a start of a sandbox needs: the monitor's plan (the
+// spawner fills in its command line), the VMM's configuration, and for a
+// restored sandbox the snapshot to load.
+type bootPlan struct {
+	plan    monitor.Plan
+	cfg     vmm.Config
+	restore *vmm.RestoreConfig
+	// placeholders is the access mode of the hotplug placeholders.
+	placeholders vmm.PlaceholderAccess
+}
+
+// bootPlanOf builds the boot plan of rec, living in dir, here in the
+// starter, so that the monitor runs what its caller checked and needs no
+// part of this package nor the VMM driver.
+func (r *Runtime) bootPlanOf(rec *record, dir string) (*bootPlan, error) {
 	if err := checkJailUID(rec); err != nil {
 		return nil, err
 	}
 	cfg := vmmConfig(rec, dir)
-	p := monitor.Plan{
-		Version:               monitor.PlanVersion,
-		Config:                cfg,
-		PlaceholdersReadWrite: rec.Spec.HotplugWritable,
-		Console:               consoleName,
-		Sockets:               []string{apiSocketName, vsockName},
-		Helper:                r.fullMonitorExe,
-		DNS:                   rec.Network != nil && rec.Network.Slot != nil,
-		Jail:                  jailPlan(rec, dir, cfg),
+	// The monitor writes the console there; the driver only reads it, for
+	// WaitConsole.
+	cfg.ConsolePath = filepath.Join(dir, consoleName)
+	bp := &bootPlan{cfg: cfg, plan: monitor.Plan{
+		Version: monitor.PlanVersion,
+		RunDir:  dir,
+		Console: consoleName,
+		Sockets: []string{apiSocketName, vsockName},
+		Helper:  r.fullMonitorExe,
+		DNS:     rec.Network != nil && rec.Network.Slot != nil,
+		Jail:    jailPlan(rec, dir, cfg),
+	}}
+	if rec.Spec.HotplugWritable {
+		bp.placeholders = vmm.PlaceholdersReadWrite
 	}
 	if rec.RestoreFrom != "" {
-		rp, err := restorePlan(cfg, rec)
+		rc, err := restoreConfigOf(cfg, rec)
 		if err != nil {
 			return nil, err
 		}
-		p.Restore = rp
+		bp.restore = rc
 	}
-	b, err := json.Marshal(&p)
-	if err != nil {
-		return nil, fmt.Errorf("encode the monitor's plan: %w", err)
-	}
-	return b, nil
+	return bp, nil
 }
 
-// restorePlan is the snapshot rec was created from, to be loaded into a
-// VMM configured like cfg: the taps that moved since are overridden.
-func restorePlan(cfg vmm.Config, rec *record) (*monitor.Restore, error) {
+// restoreConfigOf is the snapshot rec was created from, to be loaded into
+// a VMM configured like cfg: the taps that moved since are overridden.
+func restoreConfigOf(cfg vmm.Config, rec *record) (*vmm.RestoreConfig, error) {
 	man, err := readManifest(rec.RestoreFrom)
 	if err != nil {
 		return nil, err
 	}
-	rp := &monitor.Restore{Snapshot: man.Snapshot}
+	rc := &vmm.RestoreConfig{Snapshot: man.Snapshot, Config: cfg, Resume: true}
 	snapIfaces := man.Snapshot.Config.NetworkInterfaces
 	for i, iface := range cfg.NetworkInterfaces {
 		if i < len(snapIfaces) && snapIfaces[i].TapName != iface.TapName {
-			rp.NetworkOverrides = append(rp.NetworkOverrides, monitor.NetworkOverride{IfaceID: snapIfaces[i].ID, TapName: iface.TapName})
+			rc.NetworkOverrides = append(rc.NetworkOverrides, vmm.NetworkOverride{IfaceID: snapIfaces[i].ID, TapName: iface.TapName})
 		}
 	}
-	return rp, nil
+	return rc, nil
+}
+
+// prepareLog creates the file path, empty unless it exists, in dir
+// without following a link when it is in dir. Firecracker's log is the
+// sandbox's, not the driver's: made here, it outlives a failed start (the
+// driver removes only a log it created), so 'kindling logs --vmm' can tell
+// why, until the sandbox is removed.
+func prepareLog(dir, path string) error {
+	var f *os.File
+	var err error
+	if filepath.Dir(path) == dir {
+		f, err = store.OpenInDir("sandbox directory", dir, filepath.Base(path), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	} else {
+		f, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	}
+	if err != nil {
+		return fmt.Errorf("prepare the VMM's log: %w", err)
+	}
+	fi, err := f.Stat()
+	f.Close()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s is not a regular file", path)
+	}
+	if err != nil {
+		return fmt.Errorf("prepare the VMM's log: %w", err)
+	}
+	return nil
 }
 
 // MonitorExecutableFor returns the executable a Runtime whose monitor

@@ -33,7 +33,12 @@ func jailPlan(rec *record, dir string, cfg vmm.Config) *monitor.Jail {
 			execDirs = append(execDirs, d)
 		}
 	}
-	j := &monitor.Jail{}
+	j := &monitor.Jail{UID: cfg.Jailer.UID}
+	for _, d := range cfg.Drives {
+		if !d.ReadOnly && d.Path != "" {
+			j.Writable = append(j.Writable, d.Path)
+		}
+	}
 	for _, d := range execDirs {
 		j.Chroots = append(j.Chroots, filepath.Join(d, vid))
 	}

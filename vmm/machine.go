@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -34,6 +35,9 @@ type options struct {
 	tp          trace.TracerProvider
 	stopGrace   time.Duration
 	placeholder PlaceholderAccess
+	// spawner starts the VMM process in place of the Machine; nil: the
+	// Machine spawns it as its own child.
+	spawner Spawner
 }
 
 // WithLogger makes the Machine log its life cycle at debug level to l. It
@@ -388,9 +392,13 @@ func (m *Machine) launch(ctx context.Context, undo *cleanupStack) (*consoleWatch
 		}
 	}
 
-	console, closeConsole, err := openConsole(cfg)
-	if err != nil {
-		return nil, err
+	var console io.Writer
+	closeConsole := func() {}
+	var err error
+	if m.opts.spawner == nil {
+		if console, closeConsole, err = openConsole(cfg); err != nil {
+			return nil, err
+		}
 	}
 	spawned := false
 	defer func() {
@@ -418,8 +426,25 @@ func (m *Machine) launch(ctx context.Context, undo *cleanupStack) (*consoleWatch
 	spec.closeStdout = closeConsole
 
 	spawned = true // spawn owns the console from here, even when it fails
-	p, err := spawn(spec)
-	if err != nil {
+	var p *process
+	if m.opts.spawner != nil {
+		// The console is written by the spawner's process to ConsolePath:
+		// look for the marker in what is appended to it from now on.
+		spec.env = cfg.Env
+		offset := fileSize(cfg.ConsolePath)
+		if p, err = m.spawnElsewhere(ctx, spec); err != nil {
+			return nil, err
+		}
+		if watch != nil {
+			if cfg.ConsolePath == "" {
+				watch.close()
+			} else {
+				stop := make(chan struct{})
+				undo.push("stop following the console", func(context.Context) error { close(stop); return nil })
+				go followConsole(cfg.ConsolePath, offset, watch, stop, p.done)
+			}
+		}
+	} else if p, err = spawn(spec); err != nil {
 		return nil, err
 	}
 	m.mu.Lock()
@@ -433,7 +458,7 @@ func (m *Machine) launch(ctx context.Context, undo *cleanupStack) (*consoleWatch
 		m.mu.Unlock()
 		return m.killProcess(ctx, p)
 	})
-	if cfg.Jailer != nil && cfg.Jailer.NewPIDNS {
+	if cfg.Jailer != nil && cfg.Jailer.NewPIDNS && m.opts.spawner == nil {
 		q, err := m.adoptJailed(ctx, p)
 		if err != nil {
 			return nil, err

@@ -59,6 +59,9 @@ type process struct {
 	cmd       *exec.Cmd    // nil when the process is not our child
 	pidfd     *kunix.Pidfd // nil for a child: os.Process signals through its own pidfd
 	stderr    *tailBuffer  // nil when stderr is not ours to read
+	// gone: a spawned process that had exited before it could be watched
+	// (no cmd, no pidfd).
+	gone bool
 
 	// reaped is closed once our child has been waited for (before its
 	// output is drained); nil for a process that is not our child.
@@ -71,6 +74,9 @@ type process struct {
 // signal sends sig to the process; an exited process gives an error
 // matching os.ErrProcessDone or kunix.ErrNoProcess.
 func (p *process) signal(sig kunix.Signal) error {
+	if p.gone {
+		return os.ErrProcessDone
+	}
 	if p.pidfd != nil {
 		return p.pidfd.Signal(sig)
 	}

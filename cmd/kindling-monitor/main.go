@@ -1,9 +1,10 @@
 // Command kindling-monitor is the monitor of one sandbox: the parent of its
 // Firecracker for the VM's whole life (see internal/monitor). kindling
 // starts it, from the directory of the kindling executable, for each
-// sandbox; it is not run by hand. It links only the VMM driver and the
-// state store, so that each sandbox costs little host memory beyond its
-// Firecracker. Without it, kindling re-executes itself as the monitor
+// sandbox; it is not run by hand. It spawns and reaps the VMM and links
+// only internal/vmmproc and the state store, not the VMM driver (its
+// starter configures the VMM through the API), so that each sandbox costs
+// little host memory beyond its Firecracker. Without it, kindling re-executes itself as the monitor
 // ('kindling check' says which is used).
 //
 // Install it next to kindling: go install ./cmd/kindling ./cmd/kindling-monitor

@@ -7,29 +7,28 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/kindling-vm/kindling/internal/errdefs"
 	"github.com/kindling-vm/kindling/internal/store"
-	kunix "github.com/kindling-vm/kindling/internal/unix"
-	"github.com/kindling-vm/kindling/vmm"
+	"github.com/kindling-vm/kindling/internal/vmmproc"
 )
 
 // checkJail refuses a plan that would run a jailed VMM as root: the
 // starter gives every jailed sandbox a uid of its own first.
 func checkJail(p *Plan) error {
-	if j := p.Config.Jailer; j != nil && (j.UID == 0 || j.GID == 0) {
+	j := p.Jail
+	if j == nil {
+		return nil
+	}
+	if j.UID == 0 {
 		return fmt.Errorf("%w: the plan runs the VMM under the jailer with no uid of its own: start the sandbox again", errdefs.ErrInvalid)
 	}
-	if p.Config.Jailer != nil && p.Jail == nil {
-		return fmt.Errorf("read the monitor plan: %w: it runs the VMM under the jailer and says nothing of the jail's cleanup", errdefs.ErrCorrupt)
-	}
-	if j := p.Jail; j != nil {
-		for _, path := range append(append(append([]string{j.IDFile, j.IDLock, j.Copies}, j.Chroots...), j.Cgroups...), j.Parents...) {
-			if path != "" && (!filepath.IsAbs(path) || filepath.Clean(path) != path || path == "/") {
-				return fmt.Errorf("read the monitor plan: %w: jail path %q is not a clean absolute path", errdefs.ErrCorrupt, path)
-			}
+	for _, path := range append(append(append(append([]string{j.IDFile, j.IDLock, j.Copies}, j.Chroots...), j.Cgroups...), j.Parents...), j.Writable...) {
+		if path != "" && (!filepath.IsAbs(path) || filepath.Clean(path) != path || path == "/") {
+			return fmt.Errorf("read the monitor plan: %w: jail path %q is not a clean absolute path", errdefs.ErrCorrupt, path)
 		}
 	}
 	return nil
@@ -39,42 +38,30 @@ func checkJail(p *Plan) error {
 // threads to leave its cgroups (as the sandbox package's cleanJail does).
 const jailCgroupWait = 3 * time.Second
 
-// cleanJail removes what the ended VMM's jail left: its chroot, its
+// poolDrive is a hot-plugged drive as the record's machine lists it
+// (vmm.MachineState's pool).
+type poolDrive struct {
+	Drive *struct {
+		Path     string `json:"path"`
+		ReadOnly bool   `json:"read_only"`
+	} `json:"drive"`
+}
+
+// cleanJail removes what the ended VMM's jail left: its chroots, its
 // cgroups, and the ACL entries of its uid on the writable drives, those
 // hot-plugged when it ended (pool, from the record) included.
-func (mon *monitor) cleanJail(pool []vmm.Slot) error {
+func (mon *monitor) cleanJail(pool []poolDrive) error {
 	j := mon.plan.Jail
-	cfg := mon.plan.Config
-	if j == nil || cfg.Jailer == nil {
+	if j == nil {
 		return nil
 	}
-	err := vmm.CleanJail(cfg)
-	if err != nil {
-		if vmm.WaitJailCgroupsGone(cfg, jailCgroupWait) {
-			// The VMM's last threads were still leaving its cgroup.
-			err = vmm.CleanJail(cfg)
-		} else if held := vmm.JailCgroupHolders(cfg); held != "" {
-			err = fmt.Errorf("%w (the cgroup still holds %s)", err, held)
+	vj := vmmproc.Jail{UID: j.UID, Writable: slices.Clone(j.Writable), Chroots: j.Chroots, Cgroups: j.Cgroups}
+	for _, sl := range pool {
+		if sl.Drive != nil && !sl.Drive.ReadOnly && sl.Drive.Path != "" {
+			vj.Writable = append(vj.Writable, sl.Drive.Path)
 		}
 	}
-	if uid := cfg.Jailer.UID; uid != 0 {
-		for _, sl := range pool {
-			if sl.Drive != nil && !sl.Drive.ReadOnly && sl.Drive.Path != "" {
-				err = errors.Join(err, kunix.RevokeUserACL(sl.Drive.Path, uid))
-			}
-		}
-	}
-	for _, p := range j.Chroots {
-		if rerr := os.RemoveAll(p); rerr != nil {
-			err = errors.Join(err, rerr)
-		}
-	}
-	for _, p := range j.Cgroups {
-		if rerr := os.Remove(p); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
-			err = errors.Join(err, rerr)
-		}
-	}
-	return err
+	return vmmproc.CleanJail(vj, jailCgroupWait)
 }
 
 // releaseJail gives back the jail uid of the sandbox being removed,

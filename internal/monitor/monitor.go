@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -15,18 +17,22 @@ import (
 	"time"
 
 	"github.com/kindling-vm/kindling/internal/errdefs"
-	"github.com/kindling-vm/kindling/internal/netdev"
 	"github.com/kindling-vm/kindling/internal/store"
 	kunix "github.com/kindling-vm/kindling/internal/unix"
-	"github.com/kindling-vm/kindling/vmm"
+	"github.com/kindling-vm/kindling/internal/vmmproc"
 )
 
-// StartTimeout bounds a monitor's start of the VMM (the starter can abort
-// earlier with SIGTERM).
+// StartTimeout bounds a monitor's start of the VMM: the spawn, then the
+// wait for its starter's verdict (the starter can abort earlier).
 const StartTimeout = 60 * time.Second
 
 // releaseTimeout bounds the helper that tears down a sandbox's networks.
 const releaseTimeout = 2 * time.Minute
+
+// stopGrace is how long the monitor, told to stop (SIGTERM), waits for the
+// VMM to end after SIGTERM before it sends SIGKILL. The runtime's Stop asks
+// the guest (Ctrl-Alt-Del) through the API itself before it signals.
+const stopGrace = 3 * time.Second
 
 // Hooks is what the program running the monitor adds to it.
 type Hooks struct {
@@ -50,31 +56,23 @@ func Requested() bool {
 // Main runs the monitor of the sandbox the environment names, with the
 // plan read from stdin, and returns the process's exit code. Its log
 // (stderr) is the sandbox's monitor.log.
+//
+// It spawns the VMM, reports it on ReportFD, and waits for its starter's
+// Verdict on VerdictFD while the starter configures the VMM through its
+// API: a commit records the sandbox running, after which the monitor
+// watches the VMM until it exits; an abort, the starter's death (the
+// verdict pipe's end) or SIGTERM kills the VMM first.
 func Main(h Hooks) int {
 	root, id := os.Getenv(EnvRoot), os.Getenv(EnvID)
 	os.Unsetenv(EnvRoot)
 	os.Unsetenv(EnvID)
-	// The report pipe must not leak into the VMM: the starter reads until
-	// every copy of its write end is closed.
+	// The pipes must not leak into the VMM or a helper: the starter reads
+	// the reports until every copy of their write end is closed.
 	syscall.CloseOnExec(ReportFD)
+	syscall.CloseOnExec(VerdictFD)
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("sandbox", id)
-	report := os.NewFile(ReportFD, "report")
-	reported := false
-	say := func(err error) {
-		if reported {
-			return
-		}
-		reported = true
-		var rep Report
-		if err != nil {
-			rep.Error, rep.Kind = err.Error(), KindCode(err)
-		}
-		b, _ := json.Marshal(rep)
-		if _, werr := report.Write(b); werr != nil {
-			log.Info("nobody awaits the start report", "err", werr)
-		}
-		report.Close()
-	}
+	rep := &reporter{f: os.NewFile(ReportFD, "report"), log: log}
+	defer rep.close()
 	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
 	term := make(chan os.Signal, 1)
 	signal.Notify(term, syscall.SIGTERM, syscall.SIGINT)
@@ -82,55 +80,99 @@ func Main(h Hooks) int {
 	plan, err := readPlan(os.Stdin)
 	if err != nil {
 		log.Error("read the plan", "err", err)
-		say(err)
+		rep.fail(err)
 		return 1
 	}
 	st, err := store.Open(root)
 	if err != nil {
-		say(err)
+		rep.fail(err)
 		return 1
 	}
 	mon := &monitor{st: st, id: id, plan: plan, hooks: h, log: log}
 	// The guest's resolver starts with the VMM, and is up before the
 	// start is reported.
 	dnsReady, stopDNS := mon.startDNS()
-	m, err := mon.start(term)
+	p, err := mon.spawn(term)
 	if err != nil {
 		stopDNS()
-	}
-	if errors.Is(err, errAbandoned) {
-		// Not this sandbox's monitor: the Start that spawned it died
-		// before recording it. Its VMM is killed and nothing recorded.
-		log.Error("start abandoned", "err", err)
-		say(err)
-		return 1
-	}
-	if err != nil {
 		log.Error("start failed", "err", err)
 		mon.finish(nil, err)
-		say(err)
+		rep.fail(err)
+		return 1
+	}
+	rep.send(Report{PID: p.PID(), StartTime: p.StartTime()})
+	log.Info("VMM spawned", "pid", p.PID())
+
+	if err := mon.awaitVerdict(p, term, rep); err != nil {
+		_ = p.End(context.Background(), 0, true)
+		stopDNS()
+		if errors.Is(err, errAbandoned) {
+			// Not this sandbox's monitor: the Start that spawned it died
+			// before recording it. Nothing is recorded.
+			log.Error("start abandoned", "err", err)
+			mon.closeConsole()
+			mon.removeSockets()
+			if cerr := mon.cleanJail(nil); cerr != nil {
+				log.Error("clean the jail", "err", cerr)
+			}
+			rep.fail(err)
+			return 1
+		}
+		log.Error("start failed", "err", err)
+		mon.finish(nil, err)
+		rep.fail(err)
 		return 1
 	}
 	dnsReady()
-	say(nil)
-	log.Info("VMM running", "pid", m.State().PID)
+	rep.send(Report{Running: true})
+	rep.close()
+	log.Info("VMM running", "pid", p.PID())
 
 	for {
 		select {
-		case <-m.Done():
+		case <-p.Done():
 			stopDNS()
-			status, _ := m.Wait(context.Background())
+			status := p.Exit()
 			log.Info("VMM exited", "status", status.String())
 			mon.finish(&status, nil)
 			return 0
 		case sig := <-term:
 			log.Info("stopping the VMM", "signal", sig.String())
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			if err := m.Stop(ctx); err != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), stopGrace+5*time.Second)
+			if err := p.End(ctx, stopGrace, false); err != nil {
 				log.Error("stop", "err", err)
 			}
 			cancel()
 		}
+	}
+}
+
+// reporter writes a monitor's reports.
+type reporter struct {
+	f   *os.File // nil once closed
+	log *slog.Logger
+}
+
+func (r *reporter) send(rep Report) {
+	if r.f == nil {
+		return
+	}
+	b, _ := json.Marshal(rep)
+	if _, err := r.f.Write(append(b, '\n')); err != nil {
+		r.log.Info("nobody reads the reports", "err", err)
+	}
+}
+
+// fail reports err, and closes the reports.
+func (r *reporter) fail(err error) {
+	r.send(Report{Error: err.Error(), Kind: KindCode(err)})
+	r.close()
+}
+
+func (r *reporter) close() {
+	if r.f != nil {
+		r.f.Close()
+		r.f = nil
 	}
 }
 
@@ -149,8 +191,11 @@ func readPlan(r *os.File) (*Plan, error) {
 		return nil, fmt.Errorf("%w: the monitor %s reads plan version %d, its starter wrote version %d: "+
 			"install kindling-monitor from the same build as kindling (go install ./cmd/...)", errdefs.ErrInvalid, exe, PlanVersion, p.Version)
 	}
-	if p.Config.RunDir == "" || p.Console == "" {
+	if p.RunDir == "" || p.Console == "" {
 		return nil, fmt.Errorf("read the monitor plan: %w: it names no run directory or console log", errdefs.ErrCorrupt)
+	}
+	if p.Command.Path == "" {
+		return nil, fmt.Errorf("read the monitor plan: %w: it names no VMM command", errdefs.ErrCorrupt)
 	}
 	if err := checkJail(&p); err != nil {
 		return nil, err
@@ -165,7 +210,7 @@ type monitor struct {
 	plan  *Plan
 	hooks Hooks
 	log   *slog.Logger
-	// console is the bounded console log; nil until start opens it.
+	// console is the bounded console log; nil until spawn opens it.
 	console *ConsoleLog
 }
 
@@ -173,9 +218,12 @@ type monitor struct {
 // starting monitor.
 var errAbandoned = errors.New("the record does not name this monitor: its start was abandoned")
 
-// start boots the VMM and records it as running. A signal on term aborts
-// the start.
-func (mon *monitor) start(term <-chan os.Signal) (*vmm.Machine, error) {
+// errStarterGone: the verdict pipe ended without a verdict.
+var errStarterGone = errors.New("the start was abandoned: its starter exited before the VMM was configured")
+
+// spawn opens the console log and starts the VMM. A signal on term aborts
+// it.
+func (mon *monitor) spawn(term <-chan os.Signal) (*vmmproc.Process, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), StartTimeout)
 	defer cancel()
 	go func() {
@@ -185,115 +233,158 @@ func (mon *monitor) start(term <-chan os.Signal) (*vmm.Machine, error) {
 		case <-ctx.Done():
 		}
 	}()
-
 	dir, err := mon.st.Dir(mon.id)
 	if err != nil {
 		return nil, err
 	}
-	cfg := mon.plan.Config
-	if filepath.Clean(cfg.RunDir) != dir {
-		return nil, fmt.Errorf("%w: the plan's run directory %s is not the sandbox's, %s", errdefs.ErrInvalid, cfg.RunDir, dir)
-	}
-	// Firecracker's log is the sandbox's, not the driver's: made here, it
-	// outlives a failed start (the driver removes only a log it created),
-	// so 'kindling logs --vmm' can tell why, until the sandbox is removed.
-	// It is created without following a link, so that Firecracker, which
-	// opens it by path, appends to a file of kindling's.
-	if cfg.LogPath != "" {
-		if err := prepareLog(dir, cfg.LogPath); err != nil {
-			return nil, err
-		}
+	if filepath.Clean(mon.plan.RunDir) != dir {
+		return nil, fmt.Errorf("%w: the plan's run directory %s is not the sandbox's, %s", errdefs.ErrInvalid, mon.plan.RunDir, dir)
 	}
 	console, err := OpenConsoleLog(dir, mon.plan.Console, 0, mon.log)
 	if err != nil {
 		return nil, err
 	}
 	mon.console = console
-	cfg.Console = console
-	opts := []vmm.Option{vmm.WithLogger(mon.log)}
-	if mon.plan.PlaceholdersReadWrite {
-		opts = append(opts, vmm.WithPlaceholderAccess(vmm.PlaceholdersReadWrite))
-	}
+	return vmmproc.Start(ctx, mon.plan.Command, console)
+}
 
-	var m *vmm.Machine
-	if r := mon.plan.Restore; r != nil {
-		rc := vmm.RestoreConfig{Snapshot: r.Snapshot, Config: cfg, Resume: true}
-		for _, o := range r.NetworkOverrides {
-			rc.NetworkOverrides = append(rc.NetworkOverrides, vmm.NetworkOverride{IfaceID: o.IfaceID, TapName: o.TapName})
+// awaitVerdict waits for the starter's verdict on VerdictFD, reporting the
+// VMM's exit if it comes first, and on a commit records the VMM as
+// running. An abort, the pipe's end, SIGTERM or StartTimeout give an
+// error: the caller kills the VMM.
+func (mon *monitor) awaitVerdict(p *vmmproc.Process, term <-chan os.Signal, rep *reporter) error {
+	verdicts := make(chan Verdict, 1)
+	readErr := make(chan error, 1)
+	go func() {
+		f := os.NewFile(VerdictFD, "verdict")
+		defer f.Close()
+		var v Verdict
+		err := json.NewDecoder(f).Decode(&v)
+		if err != nil {
+			readErr <- err
+			return
 		}
-		m, err = vmm.Restore(ctx, rc, opts...)
-	} else {
-		m, err = vmm.New(cfg, opts...)
-		if err == nil {
-			err = m.Start(ctx)
+		verdicts <- v
+	}()
+	timeout := time.NewTimer(StartTimeout)
+	defer timeout.Stop()
+	exited := p.Done()
+	for {
+		select {
+		case <-exited:
+			e := p.Exit()
+			rep.send(Report{Exit: &e, Stderr: p.Stderr()})
+			exited = nil
+		case v := <-verdicts:
+			if !v.Commit {
+				msg := v.Error
+				if msg == "" {
+					msg = "the starter aborted the start"
+				}
+				return Report{Error: msg, Kind: v.Kind}.Err()
+			}
+			return mon.recordRunning(v.Machine)
+		case err := <-readErr:
+			if errors.Is(err, io.EOF) {
+				err = errStarterGone
+			} else {
+				err = fmt.Errorf("read the starter's verdict: %w", err)
+			}
+			// The starter died; a record that does not name this monitor
+			// means it died before recording it.
+			if aerr := mon.checkStarting(); aerr != nil {
+				return aerr
+			}
+			return err
+		case sig := <-term:
+			return fmt.Errorf("the start was aborted (%s)", sig)
+		case <-timeout.C:
+			return fmt.Errorf("no verdict from the starter within %v", StartTimeout)
 		}
 	}
+}
+
+// checkStarting returns errAbandoned unless the record names this
+// process as the sandbox's starting monitor.
+func (mon *monitor) checkStarting() error {
+	l, err := mon.st.Lock(context.Background(), mon.id)
 	if err != nil {
-		return nil, err
+		return err
 	}
-
-	l, err := mon.st.Lock(ctx, mon.id)
+	defer l.Unlock()
 	var rec record
-	if err == nil {
-		defer l.Unlock()
-		err = l.Load(&rec)
+	if err := l.Load(&rec); err != nil {
+		return err
 	}
+	return rec.starting()
+}
+
+// starting returns errAbandoned unless rec names this process as the
+// sandbox's starting monitor.
+func (rec record) starting() error {
+	var status string
+	var ref ProcRef
+	if err := errors.Join(rec.get("status", &status), rec.get("monitor", &ref)); err != nil {
+		return err
+	}
+	if status != StatusStarting || ref.PID != os.Getpid() {
+		return errAbandoned
+	}
+	return nil
+}
+
+// recordRunning records the VMM as running, with machine (the driver's
+// state of it) as the record's machine.
+func (mon *monitor) recordRunning(machine json.RawMessage) error {
+	if len(machine) == 0 {
+		return fmt.Errorf("%w: the starter committed the start without the VMM's state", errdefs.ErrCorrupt)
+	}
+	l, err := mon.st.Lock(context.Background(), mon.id)
+	if err != nil {
+		return fmt.Errorf("record the running VMM: %w", err)
+	}
+	defer l.Unlock()
+	var rec record
+	err = l.Load(&rec)
 	if err == nil {
 		// The Start that spawned this monitor holds the lock until it has
 		// recorded it; a record that does not name it means that Start
 		// died first, and a VMM nobody can find must not run.
-		var status string
-		var ref ProcRef
-		err = errors.Join(rec.get("status", &status), rec.get("monitor", &ref))
-		if err == nil && (status != StatusStarting || ref.PID != os.Getpid()) {
-			err = errAbandoned
-		}
+		err = rec.starting()
 	}
 	if err == nil {
-		err = errors.Join(rec.set("status", StatusRunning), rec.set("machine", m.State()), rec.set("started_at", time.Now().UTC()))
+		rec["machine"] = machine
+		err = errors.Join(rec.set("status", StatusRunning), rec.set("started_at", time.Now().UTC()))
 	}
 	if err == nil {
 		err = l.Save(rec)
 	}
-	if err != nil {
-		stopCtx, stopCancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer stopCancel()
-		return nil, errors.Join(fmt.Errorf("record the running VMM: %w", err), m.Kill(stopCtx))
+	if err != nil && !errors.Is(err, errAbandoned) {
+		return fmt.Errorf("record the running VMM: %w", err)
 	}
-	return m, nil
+	return err
 }
 
-// prepareLog creates the file path, empty unless it exists, in dir
-// without following a link when it is in dir.
-func prepareLog(dir, path string) error {
-	var f *os.File
-	var err error
-	if filepath.Dir(path) == dir {
-		f, err = store.OpenInDir("sandbox directory", dir, filepath.Base(path), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	} else {
-		f, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+func (mon *monitor) closeConsole() {
+	if mon.console != nil {
+		mon.console.Close()
 	}
-	if err != nil {
-		return fmt.Errorf("prepare the VMM's log: %w", err)
+}
+
+// removeSockets removes the plan's sockets from the sandbox's directory.
+func (mon *monitor) removeSockets() {
+	for _, name := range mon.plan.Sockets {
+		if filepath.Base(name) == name {
+			os.Remove(filepath.Join(mon.plan.RunDir, name))
+		}
 	}
-	fi, err := f.Stat()
-	f.Close()
-	if err == nil && !fi.Mode().IsRegular() {
-		err = fmt.Errorf("%s is not a regular file", path)
-	}
-	if err != nil {
-		return fmt.Errorf("prepare the VMM's log: %w", err)
-	}
-	return nil
 }
 
 // finish records how the VMM ended (status), or why it never started
 // (startErr), releases the sandbox's host resources, and removes the
 // sandbox if it was created to be removed.
-func (mon *monitor) finish(status *vmm.ExitStatus, startErr error) {
-	if mon.console != nil {
-		mon.console.Close()
-	}
+func (mon *monitor) finish(status *vmmproc.Exit, startErr error) {
+	mon.closeConsole()
 	if mon.record(status, startErr) {
 		mon.releaseNetwork()
 	}
@@ -302,7 +393,7 @@ func (mon *monitor) finish(status *vmm.ExitStatus, startErr error) {
 // record records the exit, deletes the taps and sockets, and removes the
 // sandbox if asked and nothing else is held; it reports whether the
 // sandbox still holds CNI networks to tear down.
-func (mon *monitor) record(status *vmm.ExitStatus, startErr error) (netHeld bool) {
+func (mon *monitor) record(status *vmmproc.Exit, startErr error) (netHeld bool) {
 	ctx := context.Background()
 	l, err := mon.st.Lock(ctx, mon.id)
 	if err != nil {
@@ -339,17 +430,15 @@ func (mon *monitor) record(status *vmm.ExitStatus, startErr error) (netHeld bool
 		if !t.Owned {
 			continue
 		}
-		if err := netdev.DeleteTap(ctx, t.Name, t.NetNS); err != nil && !errors.Is(err, netdev.ErrNotFound) {
+		if err := vmmproc.DeleteTap(t.Name, t.NetNS); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			mon.log.Error("release taps", "err", err)
 		}
 	}
-	for _, name := range mon.plan.Sockets {
-		if filepath.Base(name) == name {
-			os.Remove(filepath.Join(l.Dir(), name))
-		}
-	}
+	mon.removeSockets()
 	// The jail goes at every end; the VMM, its only user, has exited.
-	var machine vmm.MachineState
+	var machine struct {
+		Pool []poolDrive `json:"pool"`
+	}
 	if err := rec.get("machine", &machine); err != nil {
 		mon.log.Error("clean the jail", "err", err)
 	}

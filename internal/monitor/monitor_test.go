@@ -70,14 +70,15 @@ func TestReadPlan(t *testing.T) {
 		name, plan, want string
 		kind             error
 	}{
-		{"other version", `{"version":99,"config":{"run_dir":"/x"},"console":"c"}`, "install kindling-monitor from the same build", errdefs.ErrInvalid},
+		{"other version", `{"version":99,"run_dir":"/x","console":"c"}`, "install kindling-monitor from the same build", errdefs.ErrInvalid},
 		{"not JSON", `{`, "monitor plan", errdefs.ErrCorrupt},
 		{"empty", ``, "monitor plan", errdefs.ErrCorrupt},
-		{"no run dir", `{"version":2,"console":"c"}`, "no run directory", errdefs.ErrCorrupt},
-		{"jailed as root", `{"version":2,"config":{"run_dir":"/x","jailer":{"path":"/j"}},"console":"c","jail":{}}`, "no uid of its own", errdefs.ErrInvalid},
-		{"jail not cleaned", `{"version":2,"config":{"run_dir":"/x","jailer":{"path":"/j","uid":7,"gid":7}},"console":"c"}`, "jail's cleanup", errdefs.ErrCorrupt},
-		{"jail path not clean", `{"version":2,"config":{"run_dir":"/x","jailer":{"path":"/j","uid":7,"gid":7}},"console":"c","jail":{"chroots":["/srv/../etc"]}}`, "not a clean absolute path", errdefs.ErrCorrupt},
-		{"jail path relative", `{"version":2,"config":{"run_dir":"/x"},"console":"c","jail":{"parents":["srv"]}}`, "not a clean absolute path", errdefs.ErrCorrupt},
+		{"no run dir", `{"version":3,"console":"c","command":{"path":"/fc"}}`, "no run directory", errdefs.ErrCorrupt},
+		{"no command", `{"version":3,"run_dir":"/x","console":"c"}`, "no VMM command", errdefs.ErrCorrupt},
+		{"jailed as root", `{"version":3,"run_dir":"/x","command":{"path":"/j"},"console":"c","jail":{}}`, "no uid of its own", errdefs.ErrInvalid},
+		{"jail path not clean", `{"version":3,"run_dir":"/x","command":{"path":"/j"},"console":"c","jail":{"uid":7,"chroots":["/srv/../etc"]}}`, "not a clean absolute path", errdefs.ErrCorrupt},
+		{"jail path relative", `{"version":3,"run_dir":"/x","command":{"path":"/j"},"console":"c","jail":{"uid":7,"parents":["srv"]}}`, "not a clean absolute path", errdefs.ErrCorrupt},
+		{"writable path relative", `{"version":3,"run_dir":"/x","command":{"path":"/j"},"console":"c","jail":{"uid":7,"writable":["d.img"]}}`, "not a clean absolute path", errdefs.ErrCorrupt},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := planFile(t, tc.plan)
@@ -87,12 +88,12 @@ func TestReadPlan(t *testing.T) {
 			}
 		})
 	}
-	p, err := readPlan(planFile(t, `{"version":2,"config":{"run_dir":"/x","firecracker":"/fc"},"console":"console.log","helper":"/k","dns":true}`))
-	if err != nil || p.Config.Firecracker != "/fc" || p.Console != "console.log" || p.Helper != "/k" || !p.DNS || p.Jail != nil {
+	p, err := readPlan(planFile(t, `{"version":3,"run_dir":"/x","command":{"path":"/fc","args":["--api-sock","/x/s"]},"console":"console.log","helper":"/k","dns":true}`))
+	if err != nil || p.Command.Path != "/fc" || len(p.Command.Args) != 2 || p.Console != "console.log" || p.Helper != "/k" || !p.DNS || p.Jail != nil {
 		t.Fatalf("readPlan = %+v, %v", p, err)
 	}
-	p, err = readPlan(planFile(t, `{"version":2,"config":{"run_dir":"/x","jailer":{"path":"/j","uid":7,"gid":7}},"console":"c","jail":{"chroots":["/srv/a/b"],"id_file":"/run/r/7","id_lock":"/run/r/.lock"}}`))
-	if err != nil || p.Jail == nil || len(p.Jail.Chroots) != 1 || p.Jail.IDFile != "/run/r/7" {
+	p, err = readPlan(planFile(t, `{"version":3,"run_dir":"/x","command":{"path":"/j"},"console":"c","jail":{"uid":7,"chroots":["/srv/a/b"],"id_file":"/run/r/7","id_lock":"/run/r/.lock"}}`))
+	if err != nil || p.Jail == nil || len(p.Jail.Chroots) != 1 || p.Jail.IDFile != "/run/r/7" || p.Jail.UID != 7 {
 		t.Fatalf("readPlan of a jailed plan = %+v, %v", p, err)
 	}
 }

@@ -1,10 +1,11 @@
 package monitor
 
 import (
+	"encoding/json"
 	"errors"
 
 	"github.com/kindling-vm/kindling/internal/errdefs"
-	"github.com/kindling-vm/kindling/vmm"
+	"github.com/kindling-vm/kindling/internal/vmmproc"
 )
 
 // Environment of a monitor process.
@@ -39,31 +40,38 @@ const ReleaseLogPrefix = "kindling-release"
 // sandbox's processes are found when its record is lost).
 const Arg0 = "kindling-monitor"
 
-// ReportFD is the monitor's descriptor for its start report
-// (exec.Cmd.ExtraFiles[0]).
+// ReportFD is the monitor's descriptor for its reports to its starter
+// (exec.Cmd.ExtraFiles[0]): a stream of JSON Report values.
 const ReportFD = 3
+
+// VerdictFD is the monitor's descriptor for its starter's Verdict
+// (exec.Cmd.ExtraFiles[1]). Its end without a verdict means the starter
+// died: the VMM is killed.
+const VerdictFD = 4
 
 // PlanVersion is the version of Plan this package reads. A monitor
 // executable of another build refuses a plan of another version, with an
 // error that says to install kindling-monitor from the same build.
-const PlanVersion = 2
+//
+// Version 3: the monitor spawns the VMM and its starter configures it
+// through the API (vmm.WithSpawner), then sends a Verdict. Version 2 had
+// the monitor configure the VMM itself.
+const PlanVersion = 3
 
 // maxPlanSize bounds the plan read from stdin.
 const maxPlanSize = 4 << 20
 
 // Plan is what a monitor is told to start, on its stdin. Its starter
-// builds it from the sandbox's record after checking it (the executables
-// it names are the caller's, see sandbox's trust rules): the monitor runs
-// what the plan says, never what a file on disk says.
+// builds it (the command line is the VMM driver's, from the sandbox's
+// record, after checking the executables it names against the caller's;
+// see sandbox's trust rules): the monitor runs what the plan says, never
+// what a file on disk says.
 type Plan struct {
 	Version int `json:"version"`
-	// Config is the VMM's configuration; Config.RunDir is the sandbox's
-	// directory.
-	Config vmm.Config `json:"config"`
-	// Restore, when set, loads a snapshot instead of booting.
-	Restore *Restore `json:"restore,omitempty"`
-	// PlaceholdersReadWrite makes the hotplug placeholders writable.
-	PlaceholdersReadWrite bool `json:"placeholders_read_write,omitempty"`
+	// RunDir is the sandbox's directory.
+	RunDir string `json:"run_dir"`
+	// Command is the VMM's command line (Firecracker or the jailer).
+	Command vmmproc.Command `json:"command"`
 	// Console is the name of the console log in the sandbox's directory.
 	Console string `json:"console"`
 	// Sockets are names of files in the sandbox's directory removed once
@@ -78,16 +86,20 @@ type Plan struct {
 	// the VMM does (started with it, stopped before the network is torn
 	// down).
 	DNS bool `json:"dns,omitempty"`
-	// Jail is what the monitor of a sandbox run under the jailer (Config.
-	// Jailer) cleans once its VMM has ended; nil without the jailer.
+	// Jail is what the monitor of a sandbox run under the jailer cleans
+	// once its VMM has ended; nil without the jailer.
 	Jail *Jail `json:"jail,omitempty"`
 }
 
-// Jail is what a jailed sandbox's VMM leaves on the host besides what
-// vmm.CleanJail(Config) removes, as its starter found it: the monitor
-// removes it at every end, and gives back the jail uid when it removes
-// the sandbox.
+// Jail is what a jailed sandbox's VMM leaves on the host, as its starter
+// found it: the monitor removes it at every end, and gives back the jail
+// uid when it removes the sandbox.
 type Jail struct {
+	// UID is the jail's uid, never 0; its ACL entries on Writable (and on
+	// the writable drives hot-plugged when the VMM ended) are revoked.
+	UID int `json:"uid"`
+	// Writable are the VMM's writable drive files on the host.
+	Writable []string `json:"writable,omitempty"`
 	// Chroots are the jail directories of the sandbox's VMM ID under each
 	// Firecracker's directory of the state root's jail base (a previous
 	// run's may be of another Firecracker), removed with all they hold.
@@ -107,26 +119,37 @@ type Jail struct {
 	Copies string `json:"copies,omitempty"`
 }
 
-// Restore is the snapshot a restored sandbox starts from.
-type Restore struct {
-	Snapshot vmm.Snapshot `json:"snapshot"`
-	// NetworkOverrides swap the snapshot's taps for the sandbox's.
-	NetworkOverrides []NetworkOverride `json:"network_overrides,omitempty"`
-}
-
-// NetworkOverride is a vmm.NetworkOverride with JSON names.
-type NetworkOverride struct {
-	IfaceID string `json:"iface_id"`
-	TapName string `json:"tap_name"`
-}
-
-// Report is what a monitor writes on its report descriptor once the VMM
-// runs or failed to start.
+// Report is one message a monitor writes on its report descriptor. The
+// first says whether the VMM was spawned (PID and StartTime) or not
+// (Error); then, if the VMM exits before the verdict, one with Exit; then,
+// after a commit, one with Running (the record says so) or Error.
 type Report struct {
 	Error string `json:"error,omitempty"`
 	// Kind names the sentinel the error matched (see KindCode), so that
 	// the error the starter returns matches it too.
 	Kind string `json:"kind,omitempty"`
+	// PID and StartTime name the spawned VMM.
+	PID       int    `json:"pid,omitempty"`
+	StartTime uint64 `json:"start_time,omitempty"`
+	// Exit is how the VMM ended before the verdict, and Stderr the tail of
+	// its stderr.
+	Exit   *vmmproc.Exit `json:"exit,omitempty"`
+	Stderr string        `json:"stderr,omitempty"`
+	// Running: the committed VMM is recorded as running.
+	Running bool `json:"running,omitempty"`
+}
+
+// Verdict is what the starter writes on the monitor's verdict descriptor
+// once it has configured the VMM, or failed to.
+type Verdict struct {
+	// Commit: the VM runs; record it as running, with Machine (the
+	// driver's vmm.MachineState) as the record's machine.
+	Commit  bool            `json:"commit,omitempty"`
+	Machine json.RawMessage `json:"machine,omitempty"`
+	// Error (and its Kind) is why the start failed, without Commit: the
+	// monitor kills the VMM and records it as the exit's error.
+	Error string `json:"error,omitempty"`
+	Kind  string `json:"kind,omitempty"`
 }
 
 // errorKinds are the sentinels an error keeps across the report, by the

@@ -16,8 +16,9 @@
 // flocks, released by the kernel when a holder dies, so a crashed command
 // never leaves a sandbox locked.
 //
-// It also validates and generates sandbox IDs (ValidateID, NewID), since an
-// ID is a path element here.
+// It also validates sandbox IDs (ValidateID), since an ID is a path element
+// here; package sandbox generates them (crypto/rand, which the small
+// monitor, an importer of this package, does not link).
 //
 // It is not the sandbox runtime: it stores any JSON-marshalable value inside
 // its versioned envelope and knows nothing of a sandbox's fields, of

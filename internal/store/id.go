@@ -1,8 +1,6 @@
 package store
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 )
 
@@ -49,12 +47,4 @@ func quoteID(id string) string {
 		return fmt.Sprintf("%q...", id[:show])
 	}
 	return fmt.Sprintf("%q", id)
-}
-
-// NewID returns a fresh random sandbox ID of 12 lowercase hex digits (48
-// bits from crypto/rand). It always passes ValidateID.
-func NewID() string {
-	var b [6]byte
-	rand.Read(b[:]) // never returns an error (crypto/rand, Go ≥ 1.24)
-	return hex.EncodeToString(b[:])
 }

@@ -77,23 +77,6 @@ func TestValidateIDMessage(t *testing.T) {
 	}
 }
 
-func TestNewID(t *testing.T) {
-	seen := make(map[string]bool)
-	for range 1000 {
-		id := NewID()
-		if err := ValidateID(id); err != nil {
-			t.Fatalf("NewID() = %q: %v", id, err)
-		}
-		if len(id) != 12 {
-			t.Fatalf("NewID() = %q, want 12 characters", id)
-		}
-		if seen[id] {
-			t.Fatalf("NewID() repeated %q", id)
-		}
-		seen[id] = true
-	}
-}
-
 var idPattern = regexp.MustCompile(`^` + idRule + `$`)
 
 func FuzzValidateID(f *testing.F) {

@@ -1,0 +1,24 @@
+package sandbox
+
+import (
+	"testing"
+
+	"github.com/kindling-vm/kindling/internal/store"
+)
+
+func TestNewID(t *testing.T) {
+	seen := make(map[string]bool)
+	for range 1000 {
+		id := newID()
+		if err := store.ValidateID(id); err != nil {
+			t.Fatalf("newID() = %q: %v", id, err)
+		}
+		if len(id) != 12 {
+			t.Fatalf("newID() = %q, want 12 characters", id)
+		}
+		if seen[id] {
+			t.Fatalf("newID() repeated %q", id)
+		}
+		seen[id] = true
+	}
+}
