@@ -170,6 +170,10 @@ func runScriptsIn(t *testing.T, dir, fc, kind string) {
 				// The fake Firecracker's simulated guest: root, loop
 				// devices, a static busybox and mkfs.ext4 for the image.
 				return kind == "fake" && simGuestReady() == nil, nil
+			case "kvm":
+				// The host has /dev/kvm (kindling check's kvm line).
+				_, err := os.Stat("/dev/kvm")
+				return err == nil, nil
 			case "defaultjailer":
 				// A jailer for the fake or the real Firecracker, as root.
 				return defaultJailer != "", nil
