@@ -24,6 +24,7 @@ import (
 
 	"github.com/kindling-vm/kindling/internal/gotool"
 	"github.com/kindling-vm/kindling/internal/guest"
+	"github.com/kindling-vm/kindling/internal/install"
 	"github.com/kindling-vm/kindling/internal/testutil"
 )
 
@@ -862,4 +863,39 @@ func TestContainerdBadConfig(t *testing.T) {
 	e.ctrErr("container", "delete", "b1")
 	e.stop()
 	auditLeaks(t, e, "b1")
+}
+
+// As root the shim runs VMs under the jailer unless told otherwise: a
+// containerd whose environment names neither a jailer nor
+// KINDLING_NO_JAILER gets its task refused with one line that says which
+// variable to set in containerd's environment (not the CLI's --no-jailer),
+// before any VM is made.
+func TestContainerdNoJailerRefused(t *testing.T) {
+	needs(t)
+	if p, err := install.Find(install.Jailer, ""); err == nil {
+		t.Skipf("skipping: a jailer is installed (%s): the shim would use it", p)
+	}
+	testutil.CheckLeaks(t)
+	e := startContainerd(t)
+	e.ctr("image", "import", testImageTar(t, e.dir))
+	e.stop()
+	var env []string
+	for _, kv := range e.env {
+		if !strings.HasPrefix(kv, "KINDLING_NO_JAILER=") && !strings.HasPrefix(kv, "KINDLING_JAILER=") {
+			env = append(env, kv)
+		}
+	}
+	e.env = env
+	e.start()
+	_, serr, err := e.ctrErr("run", "--rm", "--runtime", "io.containerd.kindling.v2", testImage, "j1", "/bin/app")
+	want := "set KINDLING_JAILER=PATH to the jailer, or KINDLING_NO_JAILER=1 to run VMs without it (Firecracker then runs as root), in containerd's environment"
+	if err == nil || !strings.Contains(serr, want) || strings.Contains(serr, "--no-jailer") {
+		t.Errorf("ctr run with neither a jailer nor KINDLING_NO_JAILER: %v, stderr %q; want %q", err, serr, want)
+	}
+	if ents, _ := os.ReadDir(e.shimRoot); len(ents) != 0 {
+		t.Errorf("state root not empty after a refused task: %v", ents)
+	}
+	e.ctrErr("container", "delete", "j1")
+	e.stop()
+	auditLeaks(t, e, "j1")
 }

@@ -189,6 +189,10 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	if err := s.cfg.Validate(); err != nil {
 		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "kindling shim: %v", err)
 	}
+	jailer, err := s.cfg.JailerPath()
+	if err != nil {
+		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "kindling shim: %v", err)
+	}
 	sp, err := readSpec(r.Bundle)
 	if err != nil {
 		return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
@@ -240,6 +244,7 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	vcpus, mem := resources(sp)
 	vmSpec := sandbox.Spec{
 		ID: t.sandboxID, Kernel: s.cfg.Kernel, KernelArgs: image.BootArg, Firecracker: s.cfg.Firecracker,
+		Jailer: jailer, NoJailer: jailer == "",
 		Rootfs: &sandbox.Disk{Path: base, ReadOnly: true},
 		// Read-write even for a read-only root: the guest makes the
 		// container's mount read-only once its mount points exist.

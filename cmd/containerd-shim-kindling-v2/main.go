@@ -6,8 +6,10 @@
 // Configuration comes from containerd's environment: KINDLING_KERNEL (the
 // guest kernel, required), KINDLING_AGENT (the guest agent; default
 // kindling-agent next to this binary), KINDLING_FIRECRACKER (default:
-// firecracker on PATH) and KINDLING_SHIM_ROOT (default
-// /run/kindling/containerd).
+// firecracker on PATH), KINDLING_SHIM_ROOT (default
+// /run/kindling/containerd), and, as root, KINDLING_JAILER (default:
+// jailer on PATH or installed) or KINDLING_NO_JAILER=1 (no jailer): with
+// neither, tasks are refused.
 package main
 
 import (
