@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -55,7 +56,8 @@ type env struct {
 	env      []string // containerd's
 	done     chan struct{}
 	log      *testutil.SyncBuffer
-	ownNet   bool // containerd runs in a new network namespace
+	ownNet   bool       // containerd runs in a new network namespace
+	extra    []*os.File // containerd's descriptors from 3 up
 }
 
 // envContainerd names another containerd binary for the tests (one of
@@ -291,6 +293,7 @@ func (e *env) start() {
 	e.done = make(chan struct{})
 	e.cmd = exec.Command(containerdBinary(), "--config", e.cfgPath)
 	e.cmd.Env = e.env
+	e.cmd.ExtraFiles = e.extra
 	e.cmd.Stdout, e.cmd.Stderr = e.log, e.log
 	e.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if e.ownNet {
@@ -898,4 +901,81 @@ func TestContainerdNoJailerRefused(t *testing.T) {
 	e.ctrErr("container", "delete", "j1")
 	e.stop()
 	auditLeaks(t, e, "j1")
+}
+
+// D7 on the Kubernetes path: a descriptor containerd holds without
+// close-on-exec (inherited from whoever started it, and passed on to the
+// shims it starts) is held by neither the serving shim nor the sandbox's
+// monitor and VMM.
+func TestD7ShimDescriptorsNotPassedToSandboxes(t *testing.T) {
+	needs(t)
+	testutil.CheckLeaks(t)
+	e := startContainerd(t)
+	e.ctr("image", "import", testImageTar(t, e.dir))
+	e.stop()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(w.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	pipe := fmt.Sprintf("pipe:[%d]", st.Ino)
+	e.extra = []*os.File{nil, w} // containerd's fd 4
+	e.start()
+	if !holdsFile(e.cmd.Process.Pid, pipe) {
+		t.Fatalf("containerd does not hold the inherited %s: the test passes it nothing", pipe)
+	}
+	e.ctr("run", "-d", "--runtime", "io.containerd.kindling.v2", testImage, "d7", "/bin/app", "sleep", "1h")
+	vmms, shims := e.sandboxPIDs(), e.shimPIDs()
+	if len(vmms) != 1 || len(shims) != 1 {
+		t.Fatalf("want one VMM and one serving shim, got VMMs %v, shims %v", vmms, shims)
+	}
+	// The test's processes, by command line (the shim, the VMM) or
+	// environment (the monitor, whose command line is its sandbox's ID).
+	checked := 0
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		pid, err := strconv.Atoi(filepath.Base(p))
+		if err != nil || pid == e.cmd.Process.Pid || pid == os.Getpid() {
+			continue
+		}
+		cmdline, _ := os.ReadFile(p + "/cmdline")
+		environ, _ := os.ReadFile(p + "/environ")
+		if !bytes.Contains(cmdline, []byte(e.dir+"/")) && !bytes.Contains(environ, []byte(e.dir+"/")) {
+			continue
+		}
+		checked++
+		if holdsFile(pid, pipe) {
+			exe, _ := os.Readlink(p + "/exe")
+			t.Errorf("process %d (%s: %s) holds containerd's inherited %s", pid, exe, bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}), pipe)
+		}
+	}
+	// The serving shim, the monitor (the shim's binary re-executed) and
+	// the VMM at least.
+	if checked < 3 {
+		t.Errorf("checked %d processes of the test, want the shim, the monitor and the VMM", checked)
+	}
+	e.ctr("task", "kill", "--signal", "SIGKILL", "d7")
+	waitStatus(t, e, "d7", "STOPPED")
+	e.ctr("task", "delete", "d7")
+	e.ctr("container", "delete", "d7")
+	e.stop()
+	auditLeaks(t, e, "d7")
+}
+
+// holdsFile reports whether process pid has a descriptor open on target
+// (a /proc/PID/fd link's text, such as "pipe:[123]").
+func holdsFile(pid int, target string) bool {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if l, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && l == target {
+			return true
+		}
+	}
+	return false
 }

@@ -15,6 +15,7 @@ package main
 import (
 	shimlib "github.com/containerd/containerd/runtime/v2/shim"
 
+	kunix "github.com/kindling-vm/kindling/internal/unix"
 	"github.com/kindling-vm/kindling/sandbox"
 	"github.com/kindling-vm/kindling/shim"
 )
@@ -22,6 +23,11 @@ import (
 func main() {
 	// The sandbox monitor is this binary re-executed.
 	sandbox.MonitorMain()
+	// Descriptors containerd passed without close-on-exec must not reach
+	// the serving shim, the monitors and the VMMs (D7). The listening
+	// socket the shim library takes at fd 3 stays usable: net.FileListener
+	// works on a duplicate of it.
+	_ = kunix.MarkInheritedCloseOnExec()
 	// kindling waits for its own children (the sandbox monitors): the
 	// library's reaper would take their exit statuses, and as a subreaper
 	// the shim would inherit VMMs it never waits for.
