@@ -979,3 +979,67 @@ func holdsFile(pid int, target string) bool {
 	}
 	return false
 }
+
+// ctr run --log-uri: the task's stdout and stderr go to a file
+// (file:///PATH, appended to) or to a logging program (binary:///PATH?ARGS,
+// run as containerd's shims run it: the streams on its fds 3 and 4, fd 5
+// closed when it is ready, CONTAINER_ID and CONTAINER_NAMESPACE set).
+func TestContainerdLogURI(t *testing.T) {
+	needs(t)
+	testutil.CheckLeaks(t)
+	e := startContainerd(t)
+	e.ctr("image", "import", testImageTar(t, e.dir))
+	runtime := "io.containerd.kindling.v2"
+
+	logFile := filepath.Join(e.dir, "task.log")
+	if err := os.WriteFile(logFile, []byte("before\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := e.ctr("run", "--rm", "--runtime", runtime, "--log-uri", "file://"+logFile, testImage, "l1", "/bin/app", "echo", "to the file")
+	e.ctr("run", "--rm", "--runtime", runtime, "--log-uri", "file://"+logFile, testImage, "l2", "/bin/app", "stderr", "an error line")
+	got, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(got), "before\n") || !strings.Contains(string(got), "to the file") || !strings.Contains(string(got), "an error line") || strings.Contains(out, "to the file") {
+		t.Errorf("log file %q (ctr's stdout %q): want what was there, then the first task's stdout and the second's stderr", got, out)
+	}
+
+	logger := filepath.Join(e.dir, "logger")
+	script := `#!/bin/sh
+# args: out PATH (from the URI's query)
+echo "$CONTAINER_NAMESPACE/$CONTAINER_ID $*" > "$2.env"
+cat <&3 > "$2.out" 4<&- 5>&- &
+cat <&4 > "$2.err" 3<&- 5>&- &
+exec 3<&- 4<&- 5>&-
+wait
+`
+	if err := os.WriteFile(logger, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	base := filepath.Join(e.dir, "bin-log")
+	uri := "binary://" + logger + "?out=" + base
+	_, serr, err := e.ctrErr("run", "--rm", "--runtime", runtime, "--log-uri", uri, testImage, "l3", "/bin/app", "stderr", "to the program")
+	if err != nil {
+		t.Fatalf("ctr run --log-uri %s: %v\n%s", uri, err, serr)
+	}
+	for f, want := range map[string]string{".env": "kindling-test/l3 out " + base, ".err": "to the program"} {
+		b, err := os.ReadFile(base + f)
+		if err != nil || !strings.Contains(string(b), want) {
+			t.Errorf("the logging program's %s: %q, %v; want %q", f, b, err, want)
+		}
+	}
+	e.ctr("run", "--rm", "--runtime", runtime, "--log-uri", uri, testImage, "l4", "/bin/app", "echo", "out to the program")
+	if b, err := os.ReadFile(base + ".out"); err != nil || !strings.Contains(string(b), "out to the program") {
+		t.Errorf("the logging program's stdout: %q, %v", b, err)
+	}
+
+	// Refused, with the reason, before any VM is made.
+	_, serr, err = e.ctrErr("run", "--rm", "--runtime", runtime, "--log-uri", "file://relative.log", testImage, "l5", "/bin/app")
+	if err == nil || !strings.Contains(serr, "want an absolute path") {
+		t.Errorf("ctr run with a relative file URI: %v, stderr %q; want a refusal", err, serr)
+	}
+	e.ctrErr("container", "delete", "l5")
+	e.stop()
+	auditLeaks(t, e, "l1", "l2", "l3", "l4", "l5")
+}

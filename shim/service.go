@@ -200,6 +200,9 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	if err := container.ValidID(r.ID); err != nil {
 		return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
 	}
+	if err := checkStdio(r.Stdin, r.Stdout, r.Stderr); err != nil {
+		return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
+	}
 	if sp.Annotations[annContainerType] == "container" {
 		return s.createJoined(ctx, r, sp)
 	}
@@ -462,7 +465,9 @@ func (s *Service) Start(ctx context.Context, r *taskapi.StartRequest) (*taskapi.
 		return nil, err
 	}
 	args := []string{image.AgentPath, container.Arg, mode, arg}
-	if err := p.start(ctx, t.client, args, t.vmGone, s.onExit(t, p)); err != nil {
+	// A logging program's environment, as containerd's shims give it.
+	logEnv := []string{"CONTAINER_ID=" + t.id, "CONTAINER_NAMESPACE=" + s.ns}
+	if err := p.start(ctx, t.client, args, logEnv, t.vmGone, s.onExit(t, p)); err != nil {
 		return nil, errdefs.ToGRPCf(errdefs.ErrUnknown, "%v", err)
 	}
 	if r.ExecID == "" {
