@@ -30,7 +30,7 @@ type logURI struct {
 func parseLogURI(s string) (u logURI, ok bool, err error) {
 	p, err := url.Parse(s)
 	if err != nil || p.Scheme == "" {
-		return logURI{}, false, nil //nolint:nilerr // a FIFO path is not a URI
+		return logURI{}, false, nil // a FIFO path, not a URI
 	}
 	u = logURI{scheme: p.Scheme, path: p.Path}
 	switch p.Scheme {
