@@ -215,10 +215,10 @@ func fillDisk(t *testing.T, path string) {
 	}
 }
 
-// TestD8ChangeUndoneWhenRecordCannotBeSaved: pause and drive attach change
+// TestD8ChangeUndoneWhenRecordCannotBeSaved: pause, resume and drive attach change
 // the VM, then record it; when the record cannot be saved (a full disk),
 // the change is undone, so that the record stays true — no paused VM shown
-// running, no hotplug slot handed out twice.
+// running (nor a running one paused), no hotplug slot handed out twice.
 func TestD8ChangeUndoneWhenRecordCannotBeSaved(t *testing.T) {
 	tests := []struct {
 		name string
@@ -244,6 +244,38 @@ func TestD8ChangeUndoneWhenRecordCannotBeSaved(t *testing.T) {
 			defer c.Close()
 			if ii, err := c.GetInstanceInfo(ctx); err != nil || ii.State != fcapi.StateRunning {
 				t.Errorf("the VM is %q (%v); its record says running", ii.State, err)
+			}
+			stopWithin(t, r, spec.ID, 5*time.Second)
+			if err := r.Remove(ctx, spec.ID, false); err != nil {
+				t.Error(err)
+			}
+		}},
+		{"resume", func(t *testing.T, r *Runtime, spec Spec, fill, free func()) {
+			ctx := context.Background()
+			mustStart(t, r, spec)
+			if err := r.Pause(ctx, spec.ID); err != nil {
+				t.Fatal(err)
+			}
+			fill()
+			if err := r.Resume(ctx, spec.ID); !errors.Is(err, syscall.ENOSPC) {
+				t.Errorf("resume on a full disk = %v; want ENOSPC", err)
+			}
+			free()
+			got, err := r.Inspect(ctx, spec.ID)
+			if err != nil || got.Status != Paused {
+				t.Fatalf("after a resume that could not be recorded: %+v, %v; want paused", got.Status, err)
+			}
+			// The VM is paused indeed, as its record says.
+			c, err := fcapi.New(got.APISocket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if ii, err := c.GetInstanceInfo(ctx); err != nil || ii.State != fcapi.StatePaused {
+				t.Errorf("the VM is %q (%v); its record says paused", ii.State, err)
+			}
+			if err := r.Resume(ctx, spec.ID); err != nil {
+				t.Errorf("resume once space is back: %v", err)
 			}
 			stopWithin(t, r, spec.ID, 5*time.Second)
 			if err := r.Remove(ctx, spec.ID, false); err != nil {

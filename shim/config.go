@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+
+	"github.com/kindling-vm/kindling/internal/install"
 )
 
 // Environment variables the shim reads (containerd passes its own
@@ -18,6 +21,12 @@ const (
 	EnvAgent = "KINDLING_AGENT"
 	// EnvFirecracker is the firecracker binary (package sandbox reads it).
 	EnvFirecracker = "KINDLING_FIRECRACKER"
+	// EnvJailer is Firecracker's jailer, which runs each VM chrooted as a
+	// uid of its own.
+	EnvJailer = "KINDLING_JAILER"
+	// EnvNoJailer, set to 1, runs the VMs without the jailer: Firecracker
+	// runs as root, as the shim does.
+	EnvNoJailer = "KINDLING_NO_JAILER"
 )
 
 // DefaultRoot is the state root when EnvRoot is unset.
@@ -34,12 +43,20 @@ type Config struct {
 	// Firecracker is the VMM binary; empty lets package sandbox find it
 	// (KINDLING_FIRECRACKER, else PATH).
 	Firecracker string
+	// Jailer is the jailer binary that runs each VM's Firecracker; as
+	// root, empty means the one on PATH or installed by kindling, and
+	// Validate refuses when there is none and NoJailer is false.
+	Jailer string
+	// NoJailer runs Firecracker without the jailer, even as root.
+	NoJailer bool
 }
 
 // ConfigFromEnv reads the Config from the environment. Without
 // KINDLING_AGENT the agent is kindling-agent next to the shim's binary.
 func ConfigFromEnv() Config {
-	c := Config{Root: os.Getenv(EnvRoot), Kernel: os.Getenv(EnvKernel), Agent: os.Getenv(EnvAgent), Firecracker: os.Getenv(EnvFirecracker)}
+	c := Config{Root: os.Getenv(EnvRoot), Kernel: os.Getenv(EnvKernel), Agent: os.Getenv(EnvAgent), Firecracker: os.Getenv(EnvFirecracker),
+		Jailer: os.Getenv(EnvJailer)}
+	c.NoJailer, _ = strconv.ParseBool(os.Getenv(EnvNoJailer))
 	if c.Root == "" {
 		c.Root = DefaultRoot
 	}
@@ -51,7 +68,8 @@ func ConfigFromEnv() Config {
 	return c
 }
 
-// Validate checks that the files the config names are there.
+// Validate checks that the files the config names are there, and that
+// the VMs have a jailer or are told to run without one (see JailerPath).
 func (c Config) Validate() error {
 	if c.Root == "" || !filepath.IsAbs(c.Root) {
 		return fmt.Errorf("shim state root %q: want an absolute path (set %s)", c.Root, EnvRoot)
@@ -68,5 +86,36 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%s %s: not a regular file (set %s)", f.what, f.path, f.env)
 		}
 	}
-	return nil
+	_, err := c.JailerPath()
+	return err
+}
+
+// JailerPath returns the jailer the VMs run under, "" for none. As root
+// the jailer is the default (c.Jailer, else one on PATH or installed by
+// kindling), and a shim with neither a jailer nor NoJailer refuses: a
+// quiet fallback would run Firecracker as root where the node's owner
+// meant to jail it.
+func (c Config) JailerPath() (string, error) {
+	switch {
+	case c.NoJailer && c.Jailer != "":
+		return "", fmt.Errorf("both %s=%s and %s are set: leave out one of them", EnvJailer, c.Jailer, EnvNoJailer)
+	case c.NoJailer:
+		return "", nil
+	case c.Jailer != "":
+		fi, err := os.Stat(c.Jailer)
+		if err != nil {
+			return "", fmt.Errorf("jailer %s: %w (set %s)", c.Jailer, err, EnvJailer)
+		}
+		if !fi.Mode().IsRegular() {
+			return "", fmt.Errorf("jailer %s: not a regular file (set %s)", c.Jailer, EnvJailer)
+		}
+		return filepath.Abs(c.Jailer)
+	case os.Geteuid() != 0:
+		return "", nil // not root: Firecracker runs as the shim's user
+	}
+	p, err := install.Find(install.Jailer, "")
+	if err != nil {
+		return "", fmt.Errorf("no jailer found: as root, the shim runs each VM under Firecracker's jailer: set %s=PATH to the jailer, or %s=1 to run VMs without it (Firecracker then runs as root), in containerd's environment", EnvJailer, EnvNoJailer)
+	}
+	return p, nil
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/kindling-vm/kindling/internal/gotool"
 	"github.com/kindling-vm/kindling/internal/guest"
+	"github.com/kindling-vm/kindling/internal/install"
 	"github.com/kindling-vm/kindling/internal/testutil"
 )
 
@@ -54,7 +56,8 @@ type env struct {
 	env      []string // containerd's
 	done     chan struct{}
 	log      *testutil.SyncBuffer
-	ownNet   bool // containerd runs in a new network namespace
+	ownNet   bool       // containerd runs in a new network namespace
+	extra    []*os.File // containerd's descriptors from 3 up
 }
 
 // envContainerd names another containerd binary for the tests (one of
@@ -290,6 +293,7 @@ func (e *env) start() {
 	e.done = make(chan struct{})
 	e.cmd = exec.Command(containerdBinary(), "--config", e.cfgPath)
 	e.cmd.Env = e.env
+	e.cmd.ExtraFiles = e.extra
 	e.cmd.Stdout, e.cmd.Stderr = e.log, e.log
 	e.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if e.ownNet {
@@ -862,4 +866,180 @@ func TestContainerdBadConfig(t *testing.T) {
 	e.ctrErr("container", "delete", "b1")
 	e.stop()
 	auditLeaks(t, e, "b1")
+}
+
+// As root the shim runs VMs under the jailer unless told otherwise: a
+// containerd whose environment names neither a jailer nor
+// KINDLING_NO_JAILER gets its task refused with one line that says which
+// variable to set in containerd's environment (not the CLI's --no-jailer),
+// before any VM is made.
+func TestContainerdNoJailerRefused(t *testing.T) {
+	needs(t)
+	if p, err := install.Find(install.Jailer, ""); err == nil {
+		t.Skipf("skipping: a jailer is installed (%s): the shim would use it", p)
+	}
+	testutil.CheckLeaks(t)
+	e := startContainerd(t)
+	e.ctr("image", "import", testImageTar(t, e.dir))
+	e.stop()
+	var env []string
+	for _, kv := range e.env {
+		if !strings.HasPrefix(kv, "KINDLING_NO_JAILER=") && !strings.HasPrefix(kv, "KINDLING_JAILER=") {
+			env = append(env, kv)
+		}
+	}
+	e.env = env
+	e.start()
+	_, serr, err := e.ctrErr("run", "--rm", "--runtime", "io.containerd.kindling.v2", testImage, "j1", "/bin/app")
+	want := "set KINDLING_JAILER=PATH to the jailer, or KINDLING_NO_JAILER=1 to run VMs without it (Firecracker then runs as root), in containerd's environment"
+	if err == nil || !strings.Contains(serr, want) || strings.Contains(serr, "--no-jailer") {
+		t.Errorf("ctr run with neither a jailer nor KINDLING_NO_JAILER: %v, stderr %q; want %q", err, serr, want)
+	}
+	if ents, _ := os.ReadDir(e.shimRoot); len(ents) != 0 {
+		t.Errorf("state root not empty after a refused task: %v", ents)
+	}
+	e.ctrErr("container", "delete", "j1")
+	e.stop()
+	auditLeaks(t, e, "j1")
+}
+
+// D7 on the Kubernetes path: a descriptor containerd holds without
+// close-on-exec (inherited from whoever started it, and passed on to the
+// shims it starts) is held by neither the serving shim nor the sandbox's
+// monitor and VMM.
+func TestD7ShimDescriptorsNotPassedToSandboxes(t *testing.T) {
+	needs(t)
+	testutil.CheckLeaks(t)
+	e := startContainerd(t)
+	e.ctr("image", "import", testImageTar(t, e.dir))
+	e.stop()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(w.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	pipe := fmt.Sprintf("pipe:[%d]", st.Ino)
+	e.extra = []*os.File{nil, w} // containerd's fd 4
+	e.start()
+	if !holdsFile(e.cmd.Process.Pid, pipe) {
+		t.Fatalf("containerd does not hold the inherited %s: the test passes it nothing", pipe)
+	}
+	e.ctr("run", "-d", "--runtime", "io.containerd.kindling.v2", testImage, "d7", "/bin/app", "sleep", "1h")
+	vmms, shims := e.sandboxPIDs(), e.shimPIDs()
+	if len(vmms) != 1 || len(shims) != 1 {
+		t.Fatalf("want one VMM and one serving shim, got VMMs %v, shims %v", vmms, shims)
+	}
+	// The test's processes, by command line (the shim, the VMM) or
+	// environment (the monitor, whose command line is its sandbox's ID).
+	checked := 0
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		pid, err := strconv.Atoi(filepath.Base(p))
+		if err != nil || pid == e.cmd.Process.Pid || pid == os.Getpid() {
+			continue
+		}
+		cmdline, _ := os.ReadFile(p + "/cmdline")
+		environ, _ := os.ReadFile(p + "/environ")
+		if !bytes.Contains(cmdline, []byte(e.dir+"/")) && !bytes.Contains(environ, []byte(e.dir+"/")) {
+			continue
+		}
+		checked++
+		if holdsFile(pid, pipe) {
+			exe, _ := os.Readlink(p + "/exe")
+			t.Errorf("process %d (%s: %s) holds containerd's inherited %s", pid, exe, bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}), pipe)
+		}
+	}
+	// The serving shim, the monitor (the shim's binary re-executed) and
+	// the VMM at least.
+	if checked < 3 {
+		t.Errorf("checked %d processes of the test, want the shim, the monitor and the VMM", checked)
+	}
+	e.ctr("task", "kill", "--signal", "SIGKILL", "d7")
+	waitStatus(t, e, "d7", "STOPPED")
+	e.ctr("task", "delete", "d7")
+	e.ctr("container", "delete", "d7")
+	e.stop()
+	auditLeaks(t, e, "d7")
+}
+
+// holdsFile reports whether process pid has a descriptor open on target
+// (a /proc/PID/fd link's text, such as "pipe:[123]").
+func holdsFile(pid int, target string) bool {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if l, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && l == target {
+			return true
+		}
+	}
+	return false
+}
+
+// ctr run --log-uri: the task's stdout and stderr go to a file
+// (file:///PATH, appended to) or to a logging program (binary:///PATH?ARGS,
+// run as containerd's shims run it: the streams on its fds 3 and 4, fd 5
+// closed when it is ready, CONTAINER_ID and CONTAINER_NAMESPACE set).
+func TestContainerdLogURI(t *testing.T) {
+	needs(t)
+	testutil.CheckLeaks(t)
+	e := startContainerd(t)
+	e.ctr("image", "import", testImageTar(t, e.dir))
+	runtime := "io.containerd.kindling.v2"
+
+	logFile := filepath.Join(e.dir, "task.log")
+	if err := os.WriteFile(logFile, []byte("before\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := e.ctr("run", "--rm", "--runtime", runtime, "--log-uri", "file://"+logFile, testImage, "l1", "/bin/app", "echo", "to the file")
+	e.ctr("run", "--rm", "--runtime", runtime, "--log-uri", "file://"+logFile, testImage, "l2", "/bin/app", "stderr", "an error line")
+	got, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(got), "before\n") || !strings.Contains(string(got), "to the file") || !strings.Contains(string(got), "an error line") || strings.Contains(out, "to the file") {
+		t.Errorf("log file %q (ctr's stdout %q): want what was there, then the first task's stdout and the second's stderr", got, out)
+	}
+
+	logger := filepath.Join(e.dir, "logger")
+	script := `#!/bin/sh
+# args: out PATH (from the URI's query)
+echo "$CONTAINER_NAMESPACE/$CONTAINER_ID $*" > "$2.env"
+cat <&3 > "$2.out" 4<&- 5>&- &
+cat <&4 > "$2.err" 3<&- 5>&- &
+exec 3<&- 4<&- 5>&-
+wait
+`
+	if err := os.WriteFile(logger, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	base := filepath.Join(e.dir, "bin-log")
+	uri := "binary://" + logger + "?out=" + base
+	_, serr, err := e.ctrErr("run", "--rm", "--runtime", runtime, "--log-uri", uri, testImage, "l3", "/bin/app", "stderr", "to the program")
+	if err != nil {
+		t.Fatalf("ctr run --log-uri %s: %v\n%s", uri, err, serr)
+	}
+	for f, want := range map[string]string{".env": "kindling-test/l3 out " + base, ".err": "to the program"} {
+		b, err := os.ReadFile(base + f)
+		if err != nil || !strings.Contains(string(b), want) {
+			t.Errorf("the logging program's %s: %q, %v; want %q", f, b, err, want)
+		}
+	}
+	e.ctr("run", "--rm", "--runtime", runtime, "--log-uri", uri, testImage, "l4", "/bin/app", "echo", "out to the program")
+	if b, err := os.ReadFile(base + ".out"); err != nil || !strings.Contains(string(b), "out to the program") {
+		t.Errorf("the logging program's stdout: %q, %v", b, err)
+	}
+
+	// Refused, with the reason, before any VM is made.
+	_, serr, err = e.ctrErr("run", "--rm", "--runtime", runtime, "--log-uri", "file://relative.log", testImage, "l5", "/bin/app")
+	if err == nil || !strings.Contains(serr, "want an absolute path") {
+		t.Errorf("ctr run with a relative file URI: %v, stderr %q; want a refusal", err, serr)
+	}
+	e.ctrErr("container", "delete", "l5")
+	e.stop()
+	auditLeaks(t, e, "l1", "l2", "l3", "l4", "l5")
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -49,13 +48,14 @@ func newProcess(id string, terminal bool, stdin, stdout, stderr string) *process
 }
 
 // openIO opens containerd's FIFOs: the output ones for writing (containerd
-// holds their read ends open already), stdin for reading.
-func (p *process) openIO(ctx context.Context) (stdin io.ReadCloser, stdout, stderr io.WriteCloser, err error) {
-	for _, f := range []string{p.stdin, p.stdout, p.stderr} {
-		if strings.Contains(f, "://") {
-			return nil, nil, nil, fmt.Errorf("stdio %q: only FIFO paths are supported (binary:// and file:// log URIs are not yet)", f)
-		}
+// holds their read ends open already), stdin for reading. The output may
+// instead be a log URI (file:// or binary://, see logio.go), one for
+// both streams; logEnv is a logging program's environment.
+func (p *process) openIO(ctx context.Context, logEnv []string) (stdin io.ReadCloser, stdout, stderr io.WriteCloser, err error) {
+	if err := checkStdio(p.stdin, p.stdout, p.stderr); err != nil {
+		return nil, nil, nil, err
 	}
+	logTo, toLog, _ := parseLogURI(p.stdout)
 	octx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	defer func() {
@@ -72,6 +72,10 @@ func (p *process) openIO(ctx context.Context) (stdin io.ReadCloser, stdout, stde
 			return nil, nil, nil, fmt.Errorf("open stdin %s: %w", p.stdin, err)
 		}
 	}
+	if toLog {
+		stdout, stderr, err = openLogURI(logTo, p.terminal, logEnv)
+		return stdin, stdout, stderr, err
+	}
 	if p.stdout != "" {
 		if stdout, err = fifo.OpenFifo(octx, p.stdout, syscall.O_WRONLY, 0); err != nil {
 			return stdin, nil, nil, fmt.Errorf("open stdout %s: %w", p.stdout, err)
@@ -85,10 +89,27 @@ func (p *process) openIO(ctx context.Context) (stdin io.ReadCloser, stdout, stde
 	return stdin, stdout, stderr, nil
 }
 
-// start runs args in the guest with the process's stdio. onExit is called
+// checkStdio checks a process's stdio as containerd gives it: FIFO paths,
+// or one log URI for stdout and stderr (file:// or binary://).
+func checkStdio(stdin, stdout, stderr string) error {
+	if _, ok, _ := parseLogURI(stdin); ok {
+		return fmt.Errorf("stdin %q: want a FIFO path (log URIs are for output)", stdin)
+	}
+	_, toLog, err := parseLogURI(stdout)
+	if err != nil {
+		return err
+	}
+	if _, ok, _ := parseLogURI(stderr); stderr != "" && (ok != toLog || (ok && stderr != stdout)) {
+		return fmt.Errorf("stdout %q, stderr %q: give both the same log URI, or FIFOs for both", stdout, stderr)
+	}
+	return nil
+}
+
+// start runs args in the guest with the process's stdio (logEnv: see
+// openIO). onExit is called
 // once with the exit status (255 when the guest went away first).
-func (p *process) start(ctx context.Context, c *agent.Client, args []string, vmGone <-chan struct{}, onExit func(status uint32, at time.Time)) error {
-	stdin, stdout, stderr, err := p.openIO(ctx)
+func (p *process) start(ctx context.Context, c *agent.Client, args []string, logEnv []string, vmGone <-chan struct{}, onExit func(status uint32, at time.Time)) error {
+	stdin, stdout, stderr, err := p.openIO(ctx, logEnv)
 	if err != nil {
 		return err
 	}

@@ -189,11 +189,18 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	if err := s.cfg.Validate(); err != nil {
 		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "kindling shim: %v", err)
 	}
+	jailer, err := s.cfg.JailerPath()
+	if err != nil {
+		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "kindling shim: %v", err)
+	}
 	sp, err := readSpec(r.Bundle)
 	if err != nil {
 		return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
 	}
 	if err := container.ValidID(r.ID); err != nil {
+		return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
+	}
+	if err := checkStdio(r.Stdin, r.Stdout, r.Stderr); err != nil {
 		return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
 	}
 	if sp.Annotations[annContainerType] == "container" {
@@ -240,6 +247,7 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	vcpus, mem := resources(sp)
 	vmSpec := sandbox.Spec{
 		ID: t.sandboxID, Kernel: s.cfg.Kernel, KernelArgs: image.BootArg, Firecracker: s.cfg.Firecracker,
+		Jailer: jailer, NoJailer: jailer == "",
 		Rootfs: &sandbox.Disk{Path: base, ReadOnly: true},
 		// Read-write even for a read-only root: the guest makes the
 		// container's mount read-only once its mount points exist.
@@ -457,7 +465,9 @@ func (s *Service) Start(ctx context.Context, r *taskapi.StartRequest) (*taskapi.
 		return nil, err
 	}
 	args := []string{image.AgentPath, container.Arg, mode, arg}
-	if err := p.start(ctx, t.client, args, t.vmGone, s.onExit(t, p)); err != nil {
+	// A logging program's environment, as containerd's shims give it.
+	logEnv := []string{"CONTAINER_ID=" + t.id, "CONTAINER_NAMESPACE=" + s.ns}
+	if err := p.start(ctx, t.client, args, logEnv, t.vmGone, s.onExit(t, p)); err != nil {
 		return nil, errdefs.ToGRPCf(errdefs.ErrUnknown, "%v", err)
 	}
 	if r.ExecID == "" {

@@ -154,7 +154,10 @@ func TestConfigValidate(t *testing.T) {
 		cfg  Config
 		want string // "" for valid
 	}{
-		{"ok", Config{Root: dir, Kernel: file, Agent: file}, ""},
+		{"ok", Config{Root: dir, Kernel: file, Agent: file, NoJailer: true}, ""},
+		{"jailer", Config{Root: dir, Kernel: file, Agent: file, Jailer: file}, ""},
+		{"missing jailer", Config{Root: dir, Kernel: file, Agent: file, Jailer: filepath.Join(dir, "nope")}, "no such file or directory (set KINDLING_JAILER)"},
+		{"jailer and no jailer", Config{Root: dir, Kernel: file, Agent: file, Jailer: file, NoJailer: true}, "both KINDLING_JAILER=" + file + " and KINDLING_NO_JAILER are set"},
 		{"relative root", Config{Root: "rel", Kernel: file, Agent: file}, "want an absolute path (set KINDLING_SHIM_ROOT)"},
 		{"no kernel", Config{Root: dir, Agent: file}, "set KINDLING_KERNEL"},
 		{"missing kernel", Config{Root: dir, Kernel: filepath.Join(dir, "nope"), Agent: file}, "no such file or directory (set KINDLING_KERNEL)"},

@@ -276,6 +276,9 @@ func (s *Service) Exec(ctx context.Context, r *taskapi.ExecProcessRequest) (*emp
 	if r.Spec == nil || json.Unmarshal(r.Spec.GetValue(), &pr) != nil || len(pr.Args) == 0 {
 		return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "exec %s: no valid process spec", r.ExecID)
 	}
+	if err := checkStdio(r.Stdin, r.Stdout, r.Stderr); err != nil {
+		return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "exec %s: %v", r.ExecID, err)
+	}
 	p := newProcess(r.ExecID, r.Terminal, r.Stdin, r.Stdout, r.Stderr)
 	p.execProc = &pr
 	s.mu.Lock()

@@ -20,11 +20,15 @@ import (
 	"strings"
 	"syscall"
 
+	kunix "github.com/kindling-vm/kindling/internal/unix"
 	"github.com/kindling-vm/kindling/sandbox"
 )
 
 func main() {
 	sandbox.MonitorMain()
+	// Inherited descriptors stay out of the monitors and VMMs (D7); socket
+	// activation's listeners are taken over from their descriptors.
+	_ = kunix.MarkInheritedCloseOnExec()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

@@ -1,0 +1,83 @@
+package image
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kindling-vm/kindling/internal/store"
+)
+
+// D2: an image store another user could write is refused when it is
+// opened, with one line saying how to fix it: a store (or one of its
+// directories) owned by another user, one others may write, one that is
+// a symbolic link. Whoever could write it would choose the root file
+// systems guests boot.
+func TestD2ImageStoreOfAnotherUserRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: it makes directories owned by uid 65534")
+	}
+	tests := []struct {
+		name string
+		// prepare breaks a store made in dir and returns the directory
+		// the refusal must name.
+		prepare func(t *testing.T, dir string) string
+		fix     string
+	}{
+		{"store owned by another user", func(t *testing.T, dir string) string {
+			chown(t, dir, 65534)
+			return dir
+		}, "chown 0 DIR"},
+		{"images directory owned by another user", func(t *testing.T, dir string) string {
+			p := filepath.Join(dir, imagesDir)
+			chown(t, p, 65534)
+			return p
+		}, "chown 0 DIR"},
+		{"locks directory owned by another user", func(t *testing.T, dir string) string {
+			p := filepath.Join(dir, locksDir)
+			chown(t, p, 65534)
+			return p
+		}, "chown 0 DIR"},
+		{"store writable by others", func(t *testing.T, dir string) string {
+			if err := os.Chmod(dir, 0o777); err != nil {
+				t.Fatal(err)
+			}
+			return dir
+		}, "chmod go-w DIR"},
+		{"build directory a symbolic link", func(t *testing.T, dir string) string {
+			p := filepath.Join(dir, tmpDir)
+			elsewhere := t.TempDir()
+			chown(t, elsewhere, 65534)
+			if err := os.Remove(p); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(elsewhere, p); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}, "kindling does not follow links in its state"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "images")
+			if _, err := Open(dir); err != nil {
+				t.Fatalf("open a new store: %v", err)
+			}
+			bad := tt.prepare(t, dir)
+			_, err := Open(dir)
+			fix := strings.ReplaceAll(tt.fix, "DIR", bad)
+			if !errors.Is(err, store.ErrNotPrivate) || !strings.Contains(err.Error(), bad) || !strings.Contains(err.Error(), fix) || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("open %s: %v; want one line refusing %s with %q", tt.name, err, bad, fix)
+			}
+		})
+	}
+}
+
+func chown(t *testing.T, p string, uid int) {
+	t.Helper()
+	if err := os.Chown(p, uid, uid); err != nil {
+		t.Fatal(err)
+	}
+}
