@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	kunix "github.com/kindling-vm/kindling/internal/unix"
+	"github.com/kindling-vm/kindling/internal/vmmproc"
 )
 
 // Names of the files Firecracker uses inside the jail, seen from the jail's
@@ -497,35 +497,12 @@ func copyFile(src, dst string) (err error) {
 // just seen the VMM end wait here and clean again.
 func WaitJailCgroupsGone(c Config, timeout time.Duration) bool {
 	_, cgs := JailDirs(c)
-	deadline := time.Now().Add(timeout)
-	for {
-		busy := false
-		for _, cg := range cgs {
-			if err := os.Remove(cg); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				busy = true
-			}
-		}
-		if !busy {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return vmmproc.RemoveCgroups(cgs, timeout)
 }
 
 // JailCgroupHolders names the processes still in the cgroups of c's jailed
 // VMM, for an error that says what holds them.
 func JailCgroupHolders(c Config) string {
 	_, cgs := JailDirs(c)
-	var out []string
-	for _, cg := range cgs {
-		b, _ := os.ReadFile(filepath.Join(cg, "cgroup.procs"))
-		for _, p := range strings.Fields(string(b)) {
-			comm, _ := os.ReadFile("/proc/" + p + "/comm")
-			out = append(out, fmt.Sprintf("PID %s (%s)", p, strings.TrimSpace(string(comm))))
-		}
-	}
-	return strings.Join(out, ", ")
+	return vmmproc.CgroupHolders(cgs)
 }

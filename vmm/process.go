@@ -1,7 +1,6 @@
 package vmm
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 	"github.com/kindling-vm/kindling/internal/errdefs"
 	"github.com/kindling-vm/kindling/internal/netdev"
 	kunix "github.com/kindling-vm/kindling/internal/unix"
+	"github.com/kindling-vm/kindling/internal/vmmproc"
 )
 
 // ExitStatus is how the Firecracker process ended.
@@ -310,64 +310,12 @@ func copyConsole(w io.Writer, r io.Reader, watch *consoleWatch) {
 const stderrTailLines = 20
 
 // tailBuffer keeps the last few lines written to it.
-type tailBuffer struct {
-	max int
+type tailBuffer = vmmproc.Tail
 
-	mu    sync.Mutex // guards lines and part
-	lines []string
-	part  []byte // an unfinished last line
-}
-
-func newTailBuffer(max int) *tailBuffer { return &tailBuffer{max: max} }
+func newTailBuffer(max int) *tailBuffer { return vmmproc.NewTail(max) }
 
 // maxLineBytes bounds one kept line.
-const maxLineBytes = 4096
-
-func (b *tailBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	n := len(p)
-	for len(p) > 0 {
-		i := bytes.IndexByte(p, '\n')
-		if i < 0 {
-			b.part = append(b.part, p...)
-			if len(b.part) > maxLineBytes {
-				b.part = b.part[len(b.part)-maxLineBytes:]
-			}
-			break
-		}
-		line := append(b.part, p[:i]...)
-		b.part = nil
-		if len(line) > maxLineBytes {
-			line = line[len(line)-maxLineBytes:]
-		}
-		b.push(string(line))
-		p = p[i+1:]
-	}
-	return n, nil
-}
-
-func (b *tailBuffer) push(line string) {
-	line = strings.TrimRight(line, "\r")
-	if line == "" {
-		return
-	}
-	b.lines = append(b.lines, line)
-	if len(b.lines) > b.max {
-		b.lines = append(b.lines[:0], b.lines[len(b.lines)-b.max:]...)
-	}
-}
-
-// String returns the kept lines joined by newlines, trailing text included.
-func (b *tailBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	lines := b.lines
-	if len(b.part) > 0 {
-		lines = append(lines[:len(lines):len(lines)], string(b.part))
-	}
-	return strings.Join(lines, "\n")
-}
+const maxLineBytes = vmmproc.MaxTailLine
 
 // errProcessGone reports whether err from a signal means the process has
 // already exited.

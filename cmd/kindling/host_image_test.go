@@ -6,14 +6,12 @@ import (
 	"encoding/json"
 	"io"
 	"log"
-	"net"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
@@ -43,31 +41,11 @@ func TestHostImages(t *testing.T) {
 	if err := os.WriteFile(agent, append([]byte("\x7fELF"), bytes.Repeat([]byte("agent"), 100)...), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv(sandbox.EnvFirecracker, fakeFirecracker(t))
-	root := testutil.ShortTempDir(t)
-	rt, err := sandbox.Open(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(context.Background(), server.Config{Runtime: rt, ImageDir: filepath.Join(root, image.StateRootDir), Agent: agent})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(root, "kindlingd.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := server.HTTPServer(srv.Handler(true), nil)
-	done := make(chan struct{})
-	go func() { _ = hs.Serve(ln); close(done) }()
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = hs.Shutdown(ctx)
-		<-done
-		srv.Close()
-	}()
+	rt, addr := startServerWith(t, func(c *server.Config) {
+		c.ImageDir = filepath.Join(c.Runtime.Root(), image.StateRootDir)
+		c.Agent = agent
+	})
+	root := rt.Root()
 
 	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	defer reg.Close()
@@ -100,7 +78,7 @@ func TestHostImages(t *testing.T) {
 	t.Setenv("KINDLING_AGENT", "")
 	cli := func(args ...string) (string, string, int) {
 		var out, errb bytes.Buffer
-		code := exitCode(run(context.Background(), append([]string{"--host", "unix://" + sock}, args...), &out, &errb), &errb)
+		code := exitCode(run(context.Background(), append([]string{"--host", addr}, args...), &out, &errb), &errb)
 		return out.String(), errb.String(), code
 	}
 	must := func(args ...string) string {

@@ -19,13 +19,24 @@ import (
 // kindlingd does, and returns the runtime and the socket's address.
 func startServer(t *testing.T) (*sandbox.Runtime, string) {
 	t.Helper()
+	return startServerWith(t, nil)
+}
+
+// startServerWith is startServer with edit, if set, changing the server's
+// config first (its Runtime is set).
+func startServerWith(t *testing.T, edit func(*server.Config)) (*sandbox.Runtime, string) {
+	t.Helper()
 	t.Setenv(sandbox.EnvFirecracker, fakeFirecracker(t))
 	root := testutil.ShortTempDir(t)
 	rt, err := sandbox.Open(root)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(context.Background(), server.Config{Runtime: rt})
+	cfg := server.Config{Runtime: rt}
+	if edit != nil {
+		edit(&cfg)
+	}
+	srv, err := server.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -65,7 +65,7 @@ type Process struct {
 	startTime uint64
 	child     *os.Process  // the VMM when it is our child
 	pidfd     *kunix.Pidfd // the VMM when it is not (a jailer's fork)
-	stderr    *tail
+	stderr    *Tail
 
 	done chan struct{} // closed once exited and its output drained
 	exit Exit          // written before done is closed
@@ -164,7 +164,7 @@ func Start(ctx context.Context, c Command, console io.Writer) (*Process, error) 
 		errR.Close()
 		return nil, fmt.Errorf("start %s: %w", c.Path, err)
 	}
-	first := &Process{pid: cmd.Process.Pid, child: cmd.Process, stderr: &tail{max: 20}, done: make(chan struct{})}
+	first := &Process{pid: cmd.Process.Pid, child: cmd.Process, stderr: NewTail(20), done: make(chan struct{})}
 	// Read before the process can be reaped: only the goroutine below reaps.
 	first.startTime, _ = kunix.ProcessStartTime(first.pid)
 
@@ -282,8 +282,10 @@ func copyConsole(w io.Writer, r io.Reader) {
 	}
 }
 
-// tail keeps the last max lines written to it.
-type tail struct {
+// Tail keeps the last lines written to it (a process's stderr, for the
+// error that tells why it ended); the driver keeps Firecracker's with it
+// too.
+type Tail struct {
 	max int
 
 	mu    sync.Mutex // guards lines and part
@@ -291,9 +293,13 @@ type tail struct {
 	part  []byte
 }
 
-const maxLine = 4096
+// NewTail returns a Tail keeping the last max lines.
+func NewTail(max int) *Tail { return &Tail{max: max} }
 
-func (t *tail) Write(p []byte) (int, error) {
+// MaxTailLine bounds one line a Tail keeps (its last bytes are kept).
+const MaxTailLine = 4096
+
+func (t *Tail) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	n := len(p)
@@ -301,15 +307,15 @@ func (t *tail) Write(p []byte) (int, error) {
 		i := bytes.IndexByte(p, '\n')
 		if i < 0 {
 			t.part = append(t.part, p...)
-			if len(t.part) > maxLine {
-				t.part = t.part[len(t.part)-maxLine:]
+			if len(t.part) > MaxTailLine {
+				t.part = t.part[len(t.part)-MaxTailLine:]
 			}
 			break
 		}
 		line := append(t.part, p[:i]...)
 		t.part = nil
-		if len(line) > maxLine {
-			line = line[len(line)-maxLine:]
+		if len(line) > MaxTailLine {
+			line = line[len(line)-MaxTailLine:]
 		}
 		if s := strings.TrimRight(string(line), "\r"); s != "" {
 			t.lines = append(t.lines, s)
@@ -322,7 +328,9 @@ func (t *tail) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-func (t *tail) String() string {
+// String returns the kept lines joined by newlines, trailing text
+// included.
+func (t *Tail) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	lines := t.lines
