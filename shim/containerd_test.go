@@ -496,6 +496,13 @@ func TestContainerdRun(t *testing.T) {
 	if out := e.ctr("task", "ls"); !strings.Contains(out, "t4") || !strings.Contains(out, "RUNNING") {
 		t.Errorf("task ls = %q, want t4 RUNNING", out)
 	}
+	// Pids: the task's host process is its VMM.
+	out = e.ctr("task", "ps", "t4")
+	if f := strings.Fields(out); len(f) < 3 || f[0] != "PID" {
+		t.Errorf("task ps = %q, want a PID table", out)
+	} else if cmd, err := os.ReadFile("/proc/" + f[2] + "/cmdline"); err != nil || !strings.Contains(string(cmd), "firecracker") {
+		t.Errorf("task ps = %q: PID %s is not the VMM (%q, %v)", out, f[2], cmd, err)
+	}
 	out = e.ctr("task", "exec", "--exec-id", "x1", "t4", "/bin/app", "whoami")
 	if !strings.Contains(out, "guest-root-visible=false") || strings.Contains(out, "pid=1 ") {
 		t.Errorf("exec whoami = %q, want another pid in the container's root", out)
