@@ -30,6 +30,9 @@ const (
 	configFile = "config.json"
 )
 
+// maxRecordSize bounds an image record read back (a few KiB in practice).
+const maxRecordSize = 1 << 20
+
 // Store is a directory of images. Its methods are safe for concurrent use
 // by goroutines and processes: building an image holds a flock per image,
 // and changing references a flock for the whole store.
@@ -170,10 +173,19 @@ func (s *Store) lockPath(name string) string {
 func (s *Store) load(h string) (Image, error) {
 	dir := s.imageDir(h)
 	path := filepath.Join(dir, recordFile)
-	b, err := os.ReadFile(path)
+	// The image's directory must be the caller's alone, as the store's
+	// are (security.md, D2): another user who could write it would
+	// choose the root filesystem a guest boots. The record is opened
+	// without following a link, and read with a bound (D11).
+	f, err := store.OpenInDir("image directory", dir, recordFile, os.O_RDONLY, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return Image{}, errorf(ErrNotFound, "image sha256:%s not found", h)
 	}
+	if err != nil {
+		return Image{}, fmt.Errorf("read image record: %w", err)
+	}
+	b, err := store.ReadLimited(f, path, maxRecordSize)
+	f.Close()
 	if err != nil {
 		return Image{}, fmt.Errorf("read image record: %w", err)
 	}
