@@ -514,6 +514,9 @@ func (t *Template) checkFiles(full bool, report ProgressFunc) error {
 	var wg sync.WaitGroup
 	var mu sync.Mutex // guards errs
 	fail := func(err error) { mu.Lock(); errs = append(errs, err); mu.Unlock() }
+	// Every file to hash counts in the progress's total before any is
+	// hashed, so that a report never shows one file's bytes as all of it.
+	var hash []File
 	for _, f := range t.Files {
 		path := filepath.Join(t.Dir, f.Name)
 		fi, err := os.Stat(path)
@@ -528,6 +531,10 @@ func (t *Template) checkFiles(full bool, report ProgressFunc) error {
 			continue
 		}
 		p.expect(path)
+		hash = append(hash, f)
+	}
+	for _, f := range hash {
+		path := filepath.Join(t.Dir, f.Name)
 		wg.Go(func() {
 			got, err := hashFile(path, p)
 			switch {
