@@ -137,7 +137,7 @@ func TestE2BNetwork(t *testing.T) {
 		_, err := r.client.SetPool(ctx, "slot", 1, 0)
 		must(t, err)
 		t.Cleanup(func() { dropPool(t, r, "slot") })
-		waitFor(t, "a paused clone in the pool", func() bool { return len(poolClones(t, r, "slot")[sandbox.Paused]) == 1 })
+		waitFor(t, "a paused clone in the pool", func() bool { return poolReady(t, r, "slot", 1) })
 		pooled := create(`{"templateID":"slot","network":{"denyOut":["0.0.0.0/0"],"allowOut":["10.11.0.1"]}}`)
 		check(pooled, "deny", []string{"10.11.0.1/32"}, nil)
 		req, _ := http.NewRequest("GET", r.url+"/metrics", nil)

@@ -235,7 +235,7 @@ func TestE2BSDK(t *testing.T) {
 	r := newRig(t, server.Config{Pools: map[string]int{"base": 1}})
 	agentTemplate(t, r, "base")
 	t.Cleanup(func() { dropPool(t, r, "base") })
-	waitFor(t, "a paused clone in the pool", func() bool { return len(poolClones(t, r, "base")[sandbox.Paused]) == 1 })
+	waitFor(t, "a paused clone in the pool", func() bool { return poolReady(t, r, "base", 1) })
 	script := filepath.Join(dir, "kindling-e2b-test.mjs")
 	must(t, os.WriteFile(script, []byte(sdkScript), 0o644))
 	t.Cleanup(func() { _ = os.Remove(script) })

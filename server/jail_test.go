@@ -73,7 +73,7 @@ func TestD4JailedThroughServer(t *testing.T) {
 		dropPool(t, r, "jt")
 		must(t, r.tpl.Remove(context.Background(), "jt", true))
 	})
-	waitFor(t, "a paused clone in the pool", func() bool { return len(poolClones(t, r, "jt")[sandbox.Paused]) == 1 })
+	waitFor(t, "a ready clone in the pool", func() bool { return poolReady(t, r, "jt", 1) })
 	in, err := r.client.RunTemplate(ctx, "jt", template.CloneOptions{})
 	must(t, err)
 	t.Cleanup(func() { _ = r.rt.Remove(context.Background(), in.ID, true) })

@@ -28,6 +28,27 @@ func poolClones(t *testing.T, r *rig, name string) map[sandbox.Status][]string {
 	return out
 }
 
+// poolReady reports whether template name's pool has n clones paused on
+// disk and counted ready by the server: the filler counts a clone ready
+// only after its pause is recorded, so a claim made as soon as the disk
+// shows it paused could still miss.
+func poolReady(t *testing.T, r *rig, name string, n int) bool {
+	t.Helper()
+	if len(poolClones(t, r, name)[sandbox.Paused]) != n {
+		return false
+	}
+	ps, err := r.client.ListPools(context.Background())
+	if err != nil {
+		return false
+	}
+	for _, p := range ps.Pools {
+		if p.Template == name {
+			return p.Ready == n
+		}
+	}
+	return false
+}
+
 // makeTemplate makes template name from an idle demo sandbox.
 func makeTemplate(t *testing.T, r *rig, name string) {
 	t.Helper()
@@ -70,7 +91,7 @@ func testWarmPool(t *testing.T, real bool) {
 		dropPool(t, r, "base")
 		must(t, r.tpl.Remove(context.Background(), "base", true))
 	})
-	waitFor(t, "two paused clones in the pool", func() bool { return len(poolClones(t, r, "base")[sandbox.Paused]) == 2 })
+	waitFor(t, "two paused clones in the pool", func() bool { return poolReady(t, r, "base", 2) })
 
 	ctx := context.Background()
 	start := time.Now()
@@ -83,7 +104,7 @@ func testWarmPool(t *testing.T, real bool) {
 	if got, _ := r.rt.Inspect(ctx, in.ID); got.Status != sandbox.Running {
 		t.Fatalf("claimed clone is %s", got.Status)
 	}
-	waitFor(t, "the pool to refill", func() bool { return len(poolClones(t, r, "base")[sandbox.Paused]) == 2 })
+	waitFor(t, "the pool to refill", func() bool { return poolReady(t, r, "base", 2) })
 	// A run with labels of its own is not served from the pool.
 	start = time.Now()
 	other, err := r.client.RunTemplate(ctx, "base", template.CloneOptions{Labels: map[string]string{"mine": "yes"}})
@@ -121,7 +142,7 @@ func TestWarmPoolBudget(t *testing.T) {
 		dropPool(t, r, "small")
 		must(t, r.tpl.Remove(context.Background(), "small", true))
 	})
-	waitFor(t, "one paused clone in the pool", func() bool { return len(poolClones(t, r, "small")[sandbox.Paused]) == 1 })
+	waitFor(t, "one paused clone in the pool", func() bool { return poolReady(t, r, "small", 1) })
 	time.Sleep(300 * time.Millisecond)
 	if n := len(poolClones(t, r, "small")[sandbox.Paused]); n != 1 {
 		t.Errorf("%d clones within a budget for one", n)
@@ -163,7 +184,7 @@ func TestPoolAPI(t *testing.T) {
 	if p := pool(); p.Hits != 1 || p.Misses != 0 {
 		t.Errorf("after a claim: %+v", p)
 	}
-	waitFor(t, "the pool to refill", func() bool { return len(poolClones(t, r, "base")[sandbox.Paused]) == 2 })
+	waitFor(t, "the pool to refill", func() bool { return poolReady(t, r, "base", 2) })
 
 	// Smaller: the clones beyond the size go at once.
 	_, err = c.SetPool(ctx, "base", 1, 0)
