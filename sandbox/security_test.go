@@ -13,6 +13,7 @@ import (
 
 	"github.com/kindling-vm/kindling/internal/store"
 	"github.com/kindling-vm/kindling/internal/testutil"
+	"github.com/kindling-vm/kindling/vmm"
 )
 
 // hostileScript writes an executable shell script that, if anything runs
@@ -476,5 +477,94 @@ func TestD3VMMFilesNotThroughSymlinks(t *testing.T) {
 		if _, err := os.Lstat(filepath.Join(victims, name)); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("a socket was made through the link %s: %v", name, err)
 		}
+	}
+}
+
+// D13: a snapshot that owns copies of the sandbox's writable drives and
+// hotplug placeholders restores from wherever its directory is moved,
+// once the sandbox it was taken from and its files are gone: Firecracker
+// opens the drives a snapshot records while loading it, so the snapshot
+// must not record the old directory's paths.
+func TestD13MovedSnapshotWithDrivesRestores(t *testing.T) {
+	r, fc := newRuntime(t, false)
+	ctx := context.Background()
+	src := testutil.ShortTempDir(t)
+	data := filepath.Join(src, "data.img")
+	if err := os.WriteFile(data, []byte("source data"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	in := mustStart(t, r, Spec{ID: "src", Firecracker: fc, Demo: DemoIdle, MemoryMiB: 32,
+		Drives: []Disk{{Path: data}}, Placeholders: 1, HotplugWritable: true})
+	snap := filepath.Join(testutil.ShortTempDir(t), "snap")
+	if _, err := r.Snapshot(ctx, in.ID, snap, SnapshotOptions{Own: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Remove(ctx, in.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(data); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(snap, manifestName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), snap) {
+		t.Fatalf("manifest names its directory %s:\n%s", snap, b)
+	}
+	moved := filepath.Join(testutil.ShortTempDir(t), "moved")
+	if err := os.Rename(snap, moved); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		o    RestoreOptions
+		want string // the directory of the drive the restored VM uses
+	}{
+		{"in place", RestoreOptions{ID: "inplace", Firecracker: fc}, moved},
+		{"copies", RestoreOptions{ID: "copies", Firecracker: fc, CopyOwnedDrives: true}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := r.Restore(ctx, moved, tc.o)
+			if err != nil {
+				t.Fatalf("restore from the moved snapshot: %v", err)
+			}
+			defer r.Remove(ctx, got.ID, true)
+			if got.Status != Running {
+				t.Fatalf("restored sandbox is %s", got.Status)
+			}
+			want := tc.want
+			if want == "" {
+				want = got.Dir // not jailed: the copies are in the sandbox's directory
+			}
+			if len(got.Spec.Drives) != 1 || filepath.Dir(got.Spec.Drives[0].Path) != want {
+				t.Errorf("restored sandbox's drives: %+v, want one in %s", got.Spec.Drives, want)
+			}
+			if b, err := os.ReadFile(got.Spec.Drives[0].Path); err != nil || string(b) != "source data" {
+				t.Errorf("restored drive holds %q (%v), want the source's content", b, err)
+			}
+			// The links a restore makes for Firecracker's load are gone.
+			ents, err := os.ReadDir(got.Dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range ents {
+				if e.Type()&os.ModeSymlink != 0 || e.Name() == vmm.RestoreLinkDir {
+					t.Errorf("restored sandbox's directory keeps %s", e.Name())
+				}
+			}
+			// The restored VMM names its drives by their files, not by
+			// the links it loaded them through: a snapshot of it that
+			// owns nothing records those files.
+			again := filepath.Join(testutil.ShortTempDir(t), "again")
+			if _, err := r.Snapshot(ctx, got.ID, again, SnapshotOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range []string{manifestName, vmm.SnapshotStateFile} {
+				if b, err := os.ReadFile(filepath.Join(again, f)); err != nil || strings.Contains(string(b), vmm.RestoreLinkDir) {
+					t.Errorf("%s of a snapshot of the restored sandbox names the restore's links (%v):\n%s", f, err, b)
+				}
+			}
+		})
 	}
 }

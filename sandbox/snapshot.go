@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/kindling-vm/kindling/internal/errdefs"
@@ -21,7 +22,11 @@ const manifestName = "kindling-snapshot.json"
 var errHoldsSnapshot = errdefs.New(errdefs.ErrExists, "already holds a snapshot")
 
 // manifestVersion is the format version of the manifest this package
-// writes. Version 4: the spec in it may name CNI networks, their
+// writes. Version 5: the drive copies and placeholders a snapshot owns
+// are recorded in Firecracker's state file by names relative to its run
+// directory (vmm.Snapshot.Relocated), and in the manifest's VMM
+// configuration relative to the snapshot directory, so that a moved
+// snapshot that owns drives restores. Version 4: the spec in it may name CNI networks, their
 // directories and published ports (new keys only). Version 3: the files the snapshot holds (its state and memory
 // files, and what it owns: drive copies, its kernel) are named relative to
 // the snapshot directory, so that a moved or copied directory restores its
@@ -30,7 +35,7 @@ var errHoldsSnapshot = errdefs.New(errdefs.ErrExists, "already holds a snapshot"
 // read. Versions 1 and 2 are read only while their state and memory files
 // are still inside the directory they name.
 const (
-	manifestVersion       = 4
+	manifestVersion       = 5
 	oldestManifestVersion = 1
 )
 
@@ -505,9 +510,11 @@ func decodeManifest(path string, b []byte) (*manifest, error) {
 var errOutside = errdefs.New(errdefs.ErrCorrupt, "names a file outside the snapshot directory")
 
 // ownPaths are the paths of the manifest that may name files the snapshot
-// holds: those are written relative to its directory. The paths of
-// Snapshot.Config and Snapshot.Pool stay as Firecracker recorded them in
-// the state file (they are compared, and drives switched, on restore).
+// holds: those are written relative to its directory. Those of
+// Snapshot.Config's drives and Snapshot.Pool's placeholders are in the
+// directory only for the drives it owns, which the state file records
+// relocated (version 5); the others stay as Firecracker recorded them
+// (they are compared, and drives switched, on restore).
 func (man *manifest) ownPaths() []*string {
 	ps := []*string{&man.Kernel, &man.Spec.Kernel, &man.Spec.Initrd}
 	if man.Spec.Rootfs != nil {
@@ -515,6 +522,12 @@ func (man *manifest) ownPaths() []*string {
 	}
 	for i := range man.Spec.Drives {
 		ps = append(ps, &man.Spec.Drives[i].Path)
+	}
+	for i := range man.Snapshot.Config.Drives {
+		ps = append(ps, &man.Snapshot.Config.Drives[i].Path)
+	}
+	for i := range man.Snapshot.Pool {
+		ps = append(ps, &man.Snapshot.Pool[i].Placeholder)
 	}
 	return ps
 }
@@ -591,6 +604,8 @@ func encodeManifest(man *manifest) ([]byte, error) {
 func writeManifest(dir string, man *manifest) error {
 	rel := *man
 	rel.Spec = cloneSpec(man.Spec)
+	rel.Snapshot.Config.Drives = slices.Clone(man.Snapshot.Config.Drives)
+	rel.Snapshot.Pool = slices.Clone(man.Snapshot.Pool)
 	rel.relativeTo(dir)
 	b, err := encodeManifest(&rel)
 	if err != nil {

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
 
@@ -41,7 +43,9 @@ type SnapshotOptions struct {
 	// content (copy it while the microVM is paused). CreateSnapshot switches
 	// each drive to its new path for the snapshot and back afterwards, even
 	// when the snapshot fails. For a jailed VMM only the recorded host
-	// paths change (its drives are /drive-<ID> in any jail).
+	// paths change (its drives are /drive-<ID> in any jail); without a
+	// jail the state file records them by a name relative to the run
+	// directory (see Snapshot.Relocated), so the snapshot's files can move.
 	Relocate []DriveOverride
 }
 
@@ -59,6 +63,59 @@ type Snapshot struct {
 	Config Config `json:"config"`
 	// Pool is the placeholder pool at the time of the snapshot.
 	Pool []Slot `json:"pool,omitempty"`
+	// Relocated are the drives and placeholder slots (by ID) that the
+	// state file records not at their host paths in Config and Pool but
+	// at RestoreLinkDir/<ID>, relative to the working directory of the
+	// Firecracker that loads it (its RunDir): a restore links that name,
+	// in its own run directory, to the file each is to use, so a snapshot
+	// whose files are moved still loads. Set for SnapshotOptions.Relocate
+	// of a VMM without a jail.
+	Relocated []string `json:"relocated,omitempty"`
+}
+
+// RestoreLinkDir is the directory, in a VMM's run directory, of the links
+// through which Firecracker opens relocated drives (Snapshot.Relocated)
+// while it takes or loads a snapshot. It is removed afterwards.
+const RestoreLinkDir = ".restore"
+
+// restoreLinkName is the path, relative to a VMM's run directory, at which
+// a snapshot records relocated drive id.
+func restoreLinkName(id string) string { return RestoreLinkDir + "/" + id }
+
+// linkRelocated makes, in runDir, the link of each drive of ovs to its
+// file, for Firecracker to open by the relative name the snapshot
+// records; it returns the overrides that name the links. The caller
+// removes RestoreLinkDir.
+func linkRelocated(runDir string, ovs []DriveOverride) ([]DriveOverride, error) {
+	dir := filepath.Join(runDir, RestoreLinkDir)
+	// Left by a crash, or planted: nothing in it is of use.
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, fmt.Errorf("link relocated drives: %w", err)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("link relocated drives: %w", err)
+	}
+	out := make([]DriveOverride, 0, len(ovs))
+	for _, o := range ovs {
+		if !validSnapshotID(o.ID) {
+			return nil, &ConfigError{Field: "relocated", Value: strconv.Quote(o.ID), Problem: "not a drive ID"}
+		}
+		target, err := filepath.Abs(o.Path)
+		if err != nil {
+			return nil, fmt.Errorf("link relocated drive %q: %w", o.ID, err)
+		}
+		if err := os.Symlink(target, filepath.Join(dir, o.ID)); err != nil {
+			return nil, fmt.Errorf("link relocated drive %q: %w", o.ID, err)
+		}
+		out = append(out, DriveOverride{ID: o.ID, Path: restoreLinkName(o.ID)})
+	}
+	return out, nil
+}
+
+// validSnapshotID reports whether id, read from a snapshot, can name a
+// file of its own in RestoreLinkDir.
+func validSnapshotID(id string) bool {
+	return id != "" && id != "." && id != ".." && !strings.ContainsAny(id, "/\\\x00")
 }
 
 // CreateSnapshot writes a snapshot of the paused microVM (see
@@ -123,8 +180,26 @@ func (m *Machine) CreateSnapshot(ctx context.Context, o SnapshotOptions) (snap S
 	// A jailed VMM's snapshot names its drives by their in-jail paths,
 	// which a jailed restore stages from the host paths the snapshot's
 	// Config records: relocating them is recording the new host paths.
+	//
+	// Without a jail, the snapshot records each relocated drive at a name
+	// relative to Firecracker's working directory, linked to the file for
+	// the snapshot: a restore links that name, in its own run directory,
+	// to the file it gives the drive, wherever the snapshot was moved.
+	var relocated []string
 	if len(o.Relocate) > 0 && jail == nil {
-		back, rerr := m.relocate(ctx, client, o.Relocate)
+		m.mu.Lock()
+		runDir := m.cfg.RunDir
+		m.mu.Unlock()
+		linkDir := filepath.Join(runDir, RestoreLinkDir)
+		defer os.RemoveAll(linkDir)
+		links, lerr := linkRelocated(runDir, o.Relocate)
+		if lerr != nil {
+			return Snapshot{}, fmt.Errorf("create snapshot: %w", lerr)
+		}
+		for _, l := range links {
+			relocated = append(relocated, l.ID)
+		}
+		back, rerr := m.relocate(ctx, client, links)
 		defer func() {
 			// Switch back even if ctx ended: the VMM must keep its own files.
 			if berr := m.patchDrives(context.WithoutCancel(ctx), client, back); berr != nil {
@@ -178,6 +253,7 @@ func (m *Machine) CreateSnapshot(ctx context.Context, o SnapshotOptions) (snap S
 		Firecracker:  m.version.String(),
 		Config:       cfg,
 		Pool:         pool,
+		Relocated:    relocated,
 	}, nil
 }
 
@@ -334,6 +410,18 @@ func Restore(ctx context.Context, rc RestoreConfig, opts ...Option) (m *Machine,
 		// paths: nothing to switch after the load.
 		drives = nil
 	}
+	// Relocated drives are loaded through links in the run directory and
+	// then switched to their files, so that the VMM holds no name that is
+	// gone once the links are.
+	relocated := relocatedTargets(rc)
+	for _, o := range relocated {
+		if !slices.ContainsFunc(drives, func(d DriveOverride) bool { return d.ID == o.ID }) {
+			drives = append(drives, o)
+		}
+	}
+	if len(relocated) > 0 {
+		defer os.RemoveAll(filepath.Join(cfg.RunDir, RestoreLinkDir))
+	}
 	// The drives are switched while the loaded microVM is paused.
 	resumeOnLoad := rc.Resume && len(drives) == 0
 	vsockPath := ""
@@ -349,6 +437,13 @@ func Restore(ctx context.Context, rc RestoreConfig, opts ...Option) (m *Machine,
 				return err
 			}},
 			{name: "metrics", fn: m.stepMetrics},
+			{name: "link-relocated", fn: func(context.Context, *fcapi.Client) error {
+				if len(relocated) == 0 {
+					return nil
+				}
+				_, err := linkRelocated(cfg.RunDir, relocated)
+				return err
+			}},
 			{name: "load-snapshot", fatal: true, fn: func(ctx context.Context, c *fcapi.Client) error {
 				load := fcapi.SnapshotLoad{
 					SnapshotPath: statePath,
@@ -407,6 +502,37 @@ func driveOverrides(rc RestoreConfig) []DriveOverride {
 				out = append(out, DriveOverride{ID: d.ID, Path: d.Path})
 			}
 		}
+	}
+	return out
+}
+
+// relocatedTargets returns, for a restore without a jail, the file each
+// drive or slot the snapshot records relocated is to use: its override's,
+// else the one the snapshot names.
+func relocatedTargets(rc RestoreConfig) []DriveOverride {
+	if rc.Config.Jailer != nil || len(rc.Snapshot.Relocated) == 0 {
+		return nil
+	}
+	ovs := driveOverrides(rc)
+	var out []DriveOverride
+	for _, id := range rc.Snapshot.Relocated {
+		target := ""
+		for _, d := range rc.Snapshot.Config.Drives {
+			if d.ID == id {
+				target = d.Path
+			}
+		}
+		for _, s := range rc.Snapshot.Pool {
+			if s.ID == id {
+				target = s.Placeholder
+			}
+		}
+		for _, o := range ovs {
+			if o.ID == id {
+				target = o.Path
+			}
+		}
+		out = append(out, DriveOverride{ID: id, Path: target})
 	}
 	return out
 }
@@ -476,6 +602,22 @@ func restoreConfig(rc RestoreConfig) (Config, error) {
 			}
 		}
 	}
+	relocated := map[string]string{}
+	for _, o := range relocatedTargets(rc) {
+		relocated[o.ID] = o.Path
+		if !validSnapshotID(o.ID) || o.Path == "" {
+			errs = append(errs, &ConfigError{Field: "snapshot.relocated", Value: strconv.Quote(o.ID), Problem: "the snapshot has no such drive"})
+		}
+	}
+	if len(relocated) > 0 {
+		// Loaded through links to the files they are to use.
+		cfg.Drives = append([]Drive(nil), cfg.Drives...)
+		for i := range cfg.Drives {
+			if p, ok := relocated[cfg.Drives[i].ID]; ok {
+				cfg.Drives[i].Path = p
+			}
+		}
+	}
 	if cfg.Vsock != nil && p.Vsock != nil && p.Vsock.Path != "" && p.Vsock.Path != cfg.Vsock.Path {
 		// The caller's socket, which the restore asks for as an override
 		// where the release has them: launch must check that one, not the
@@ -533,8 +675,12 @@ func restoreConfig(rc RestoreConfig) (Config, error) {
 			}
 			continue // the placeholders are made anew in the jail
 		}
-		if _, err := os.Stat(s.Placeholder); err != nil {
-			errs = append(errs, &ConfigError{Field: "snapshot.pool", Value: strconv.Quote(s.Placeholder), Problem: errdefs.PathProblem(err),
+		ph := s.Placeholder
+		if p, ok := relocated[s.ID]; ok {
+			ph = p
+		}
+		if _, err := os.Stat(ph); err != nil {
+			errs = append(errs, &ConfigError{Field: "snapshot.pool", Value: strconv.Quote(ph), Problem: errdefs.PathProblem(err),
 				Fix: "keep the snapshotted VM's placeholder files until its snapshots are restored"})
 		}
 	}
