@@ -21,9 +21,10 @@ import (
 // restored guest's clock is set, only a real VM can show
 // (TestGuestRealVM).
 func TestGuestCloneReinit(t *testing.T) {
-	// Clones need a vsock socket of their own: a release with vsock
-	// overrides on restore (v1.16), as templates require.
-	t.Setenv("FAKEFC", `{"version":"1.16.0"}`)
+	// Clones need a vsock socket of their own: the snapshot names it
+	// relative to the sandbox's directory, so a release without vsock
+	// overrides on restore (< 1.16) gives each one too.
+	t.Setenv("FAKEFC", `{"version":"1.7.0"}`)
 	t.Setenv(EnvPassEnv, "FAKEFC") // to the monitors, and the fakes they spawn
 	r, in := simSandbox(t, testutil.AgentRootOptions{})
 	ctx := context.Background()

@@ -82,6 +82,11 @@ type SnapshotInfo struct {
 	Drives []SnapshotDrive `json:"drives,omitempty"`
 	// Taps are the network interfaces' taps of the snapshotted sandbox.
 	Taps []TapInfo `json:"taps,omitempty"`
+	// VsockPerRestore is set when every sandbox restored from the
+	// snapshot binds a vsock socket of its own on any Firecracker release
+	// (see vmm.Snapshot.VsockPerRestore); otherwise, with a vsock device,
+	// only releases that override the socket on load (≥ 1.16) do.
+	VsockPerRestore bool `json:"vsock_per_restore,omitempty"`
 }
 
 // SnapshotDrive is a drive a snapshot names.
@@ -258,7 +263,7 @@ const ownKernelName = "kernel"
 func (man *manifest) info(dir string) SnapshotInfo {
 	in := SnapshotInfo{
 		Dir: dir, From: man.From, CreatedAt: man.CreatedAt, Firecracker: man.Snapshot.Firecracker,
-		Spec: man.Spec, Kernel: man.Kernel,
+		Spec: man.Spec, Kernel: man.Kernel, VsockPerRestore: man.Snapshot.VsockPerRestore(),
 	}
 	// A drive's path is the spec's (resolved against dir, where the
 	// snapshot's own copies are), not the one Firecracker recorded.

@@ -1,7 +1,9 @@
 package template
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -150,8 +152,9 @@ func TestErrorsEveryEntryPoint(t *testing.T) {
 	})
 }
 
-// A template with a vsock device cannot be cloned before Firecracker 1.16
-// (a clone needs a socket of its own): ErrNotSupported.
+// A template with a vsock device made before kindling named the socket
+// relative to the sandbox's directory cannot be cloned before Firecracker
+// 1.16 (a clone needs a socket of its own): ErrNotSupported.
 func TestErrNotSupportedEveryEntryPoint(t *testing.T) {
 	t.Setenv("FAKEFC", `{"version":"1.14.2"}`)
 	r, fc := newRuntime(t, false)
@@ -164,10 +167,33 @@ func TestErrNotSupportedEveryEntryPoint(t *testing.T) {
 	if _, err := r.rt.Start(ctx, "vs"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.tpl.Create(ctx, "vs", "vs", Options{}); err != nil {
+	tpl, err := r.tpl.Create(ctx, "vs", "vs", Options{})
+	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.tpl.Remove(ctx, "vs", true)
+	// Made so by an older kindling: no vsock_per_clone.
+	mpath := filepath.Join(tpl.Dir, templateManifestName)
+	b, err := os.ReadFile(mpath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber() // the files' stamps are nanoseconds: keep every digit
+	if err := dec.Decode(&m); err != nil {
+		t.Fatal(err)
+	}
+	if m["vsock_per_clone"] != true {
+		t.Fatalf("template manifest: vsock_per_clone %v, want true", m["vsock_per_clone"])
+	}
+	delete(m, "vsock_per_clone")
+	if b, err = json.Marshal(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(mpath, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	checkAll(t, ErrNotSupported, []errCase{
 		{"Run", func(ctx context.Context) error {
 			_, err := r.tpl.Run(ctx, "vs", CloneOptions{Firecracker: r.fc, ID: "c"})

@@ -134,6 +134,12 @@ type Template struct {
 	Net []Net `json:"net,omitempty"`
 	// VsockCID is the vsock device's context ID, 0 without one.
 	VsockCID uint32 `json:"vsock_cid,omitempty"`
+	// VsockPerClone is set when each clone binds a vsock socket of its
+	// own on any Firecracker release (the snapshot names it relative to
+	// the sandbox's directory, or in its jail). A template with a vsock
+	// device made before kindling did so clones only on releases that
+	// override the socket on load (≥ 1.16).
+	VsockPerClone bool `json:"vsock_per_clone,omitempty"`
 	// Files are the files the template owns, with their checksums.
 	Files []File `json:"files"`
 	// Image is the ID of the image the template was built from (Build),
@@ -342,6 +348,7 @@ func (s *Store) create(ctx context.Context, name, from string, o Options, descri
 		Format: Format, Name: name, Dir: tdir, CreatedAt: snap.CreatedAt, From: snap.From,
 		Firecracker: snap.Firecracker, FirecrackerPath: spec.Firecracker,
 		VCPUs: spec.VCPUs, MemoryMiB: spec.MemoryMiB, SMT: spec.SMT, VsockCID: spec.VsockCID,
+		VsockPerClone: spec.VsockCID != 0 && snap.VsockPerRestore,
 	}
 	for _, d := range snap.Drives {
 		tpl.Drives = append(tpl.Drives, Drive{ID: d.ID, Path: d.Path, ReadOnly: d.ReadOnly, Root: d.Root, Copied: d.Owned})
@@ -665,9 +672,9 @@ func (s *Store) Run(ctx context.Context, name string, o CloneOptions) (_ sandbox
 			return sandbox.Info{}, fmt.Errorf("clone template %q: %w", name, &vmm.NotSupportedError{Op: "a clone with taps of its own", Reason: err.Error()})
 		}
 	}
-	if tpl.VsockCID != 0 {
+	if tpl.VsockCID != 0 && !tpl.VsockPerClone {
 		if err := caps.Check(fcapi.FeatureVsockOverride); err != nil {
-			return sandbox.Info{}, fmt.Errorf("clone template %q: %w", name, &vmm.NotSupportedError{Op: "a clone of a template with a vsock device (it needs a socket of its own)", Reason: err.Error()})
+			return sandbox.Info{}, fmt.Errorf("clone template %q: %w", name, &vmm.NotSupportedError{Op: "a clone of a template with a vsock device made before kindling named its socket relative to the sandbox's directory (make the template again)", Reason: err.Error()})
 		}
 	}
 	in, err := s.rt.CreateFromSnapshot(ctx, tpl.Dir, sandbox.RestoreOptions{

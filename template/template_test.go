@@ -486,8 +486,9 @@ func TestTemplateStop(t *testing.T) {
 }
 
 // TestTemplateNetAndVsock: clones of a template with a tap get taps of
-// their own where the release can override them (≥ 1.12); a template with
-// a vsock device needs ≥ 1.16 for clones, and is refused clearly before.
+// their own where the release can override them (≥ 1.12), and are refused
+// clearly before; clones of a template with a vsock device get a socket of
+// their own on every release.
 func TestTemplateNetAndVsock(t *testing.T) {
 	for _, real := range []bool{false, true} {
 		t.Run(backendName(real), func(t *testing.T) {
@@ -513,12 +514,11 @@ func TestTemplateNetAndVsock(t *testing.T) {
 				}
 				defer r.tpl.Remove(ctx, s.ID, false)
 				ver := fcapi.MustParseVersion(tpl.Firecracker)
-				need := fcapi.FeatureNetworkOverrides
-				if s.VsockCID != 0 {
-					need = fcapi.FeatureVsockOverride
+				if s.VsockCID != 0 && !tpl.VsockPerClone {
+					t.Errorf("template with a vsock device: VsockPerClone unset")
 				}
 				in, err := r.tpl.Run(ctx, s.ID, CloneOptions{Firecracker: r.fc, ID: s.ID + "-clone", AutoRemove: true})
-				if ver.Less(need.Since()) {
+				if s.VsockCID == 0 && ver.Less(fcapi.FeatureNetworkOverrides.Since()) {
 					if !errors.Is(err, ErrNotSupported) {
 						t.Fatalf("%s clone on %s: %v, want ErrNotSupported", s.ID, ver, err)
 					}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -159,6 +160,10 @@ type Machine struct {
 	// api is cfg with the paths Firecracker sees (in-jail ones for a jailed
 	// VMM); set by Start before the boot steps.
 	api Config
+	// vsockName is the vsock socket's path as Firecracker holds it when
+	// that is relative to its working directory, the run directory (see
+	// runDirName); "" when Firecracker holds an absolute path.
+	vsockName string
 	// released is set by Release: the Machine no longer watches the VMM.
 	released bool
 	// madeFiles are files Start created in RunDir (placeholders), removed
@@ -217,6 +222,32 @@ func (m *Machine) vsockPathLocked() string {
 	default:
 		return m.cfg.Vsock.Path
 	}
+}
+
+// runDirName returns the path, relative to the run directory, under which
+// a VMM without a jail is given the file path: Firecracker resolves it
+// against its working directory, the run directory, so that what it
+// records in a snapshot (the vsock socket's path above all) names a file
+// of whichever run directory loads the snapshot. It is "" for a path
+// outside the run directory or a jailed VMM (in-jail paths are the same
+// in every jail already).
+func runDirName(cfg *Config, path string) string {
+	if cfg.Jailer != nil || cfg.RunDir == "" || path == "" {
+		return ""
+	}
+	dir, err := filepath.Abs(cfg.RunDir)
+	if err != nil {
+		return ""
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return ""
+	}
+	rel, err := filepath.Rel(dir, abs)
+	if err != nil || !filepath.IsLocal(rel) {
+		return ""
+	}
+	return rel
 }
 
 // apiConfig returns the configuration with the paths Firecracker sees.

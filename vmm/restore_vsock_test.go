@@ -42,3 +42,61 @@ func TestRestoreVsockWhileSourceRuns(t *testing.T) {
 		}
 	}
 }
+
+// TestRestoreVsockOwnSocketAnyRelease: a VMM without a jail is given its
+// vsock socket by a path relative to its run directory, so the snapshot
+// names it so and every restore binds a socket of its own, in its own run
+// directory, on a release that cannot override the socket on load (the
+// fake plays 1.14.2 and 1.7.0) — also the restore of a restored VMM.
+func TestRestoreVsockOwnSocketAnyRelease(t *testing.T) {
+	testutil.CheckLeaks(t)
+	for _, ver := range []string{"1.14.2", "1.7.0"} {
+		t.Run(ver, func(t *testing.T) {
+			b := backend{name: "fake", path: testutil.FakeFirecracker(t), fakeSettings: `{"version":"` + ver + `"}`}
+			cfg := testConfig(t, b, "vsock source", guest.Halt)
+			cfg.Vsock = &Vsock{CID: 3, Path: filepath.Join(cfg.RunDir, "v.sock")}
+			m := startMachine(t, cfg)
+			ctx := context.Background()
+			snap, err := m.CreateSnapshot(ctx, SnapshotOptions{Dir: filepath.Join(cfg.RunDir, "snap"), PauseAround: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if snap.VsockName != "v.sock" || !snap.VsockPerRestore() {
+				t.Fatalf("snapshot's vsock name %q, want v.sock", snap.VsockName)
+			}
+			restore := func(snap Snapshot) (*Machine, string) {
+				rdir := testutil.ShortTempDir(t)
+				own := filepath.Join(rdir, "v.sock")
+				c, err := Restore(ctx, RestoreConfig{Snapshot: snap, Resume: true,
+					Config: Config{Firecracker: b.path, RunDir: rdir, Env: cfg.Env, Vsock: &Vsock{CID: 3, Path: own}}})
+				if err != nil {
+					t.Fatalf("restore beside the running source: %v", err)
+				}
+				t.Cleanup(func() { stopAndCheck(t, c) })
+				if got := c.Config().Vsock.Path; got != own {
+					t.Errorf("restored vsock socket %q, want %q", got, own)
+				}
+				return c, own
+			}
+			first, own1 := restore(snap)
+			_, own2 := restore(snap)
+			for _, p := range []string{own1, own2, cfg.Vsock.Path} {
+				if fi, err := os.Lstat(p); err != nil || fi.Mode().Type() != os.ModeSocket {
+					t.Errorf("vsock socket %s: %v, %v", p, fi, err)
+				}
+			}
+			// A snapshot of a restored VMM names the socket as relative.
+			again, err := first.CreateSnapshot(ctx, SnapshotOptions{Dir: filepath.Join(testutil.ShortTempDir(t), "again"), PauseAround: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if again.VsockName != "v.sock" {
+				t.Errorf("snapshot of a restored VMM: vsock name %q, want v.sock", again.VsockName)
+			}
+			_, own3 := restore(again)
+			if fi, err := os.Lstat(own3); err != nil || fi.Mode().Type() != os.ModeSocket {
+				t.Errorf("vsock socket %s: %v, %v", own3, fi, err)
+			}
+		})
+	}
+}

@@ -71,6 +71,22 @@ type Snapshot struct {
 	// whose files are moved still loads. Set for SnapshotOptions.Relocate
 	// of a VMM without a jail.
 	Relocated []string `json:"relocated,omitempty"`
+	// VsockName, when set, is the vsock socket's path as the state file
+	// records it: relative to the run directory of the Firecracker that
+	// loads it. Every restore then binds a socket of its own, in its own
+	// run directory, on any release; without it, a restore binds the
+	// recorded Config.Vsock.Path unless the release can override it
+	// (≥ 1.16).
+	VsockName string `json:"vsock_name,omitempty"`
+}
+
+// VsockPerRestore reports whether every VMM restored from the snapshot
+// gets a vsock socket of its own on any Firecracker release: the state
+// file names the socket relative to the run directory (VsockName) or in
+// the jail. Otherwise only a release that overrides the socket on load
+// (fcapi.FeatureVsockOverride) keeps restores off the recorded one.
+func (s Snapshot) VsockPerRestore() bool {
+	return s.Config.Vsock == nil || s.VsockName != "" || s.Config.Jailer != nil
 }
 
 // RestoreLinkDir is the directory, in a VMM's run directory, of the links
@@ -233,6 +249,10 @@ func (m *Machine) CreateSnapshot(ctx context.Context, o SnapshotOptions) (snap S
 	cfg := m.cfg
 	cfg.Console = nil
 	cfg.Drives = append([]Drive(nil), cfg.Drives...)
+	vsockName := ""
+	if cfg.Vsock != nil && jail == nil {
+		vsockName = m.vsockName
+	}
 	pool := copySlots(m.pool)
 	for _, r := range o.Relocate {
 		for i := range cfg.Drives {
@@ -254,6 +274,7 @@ func (m *Machine) CreateSnapshot(ctx context.Context, o SnapshotOptions) (snap S
 		Config:       cfg,
 		Pool:         pool,
 		Relocated:    relocated,
+		VsockName:    vsockName,
 	}, nil
 }
 
@@ -453,8 +474,17 @@ func Restore(ctx context.Context, rc RestoreConfig, opts ...Option) (m *Machine,
 				for _, o := range rc.NetworkOverrides {
 					load.NetworkOverrides = append(load.NetworkOverrides, fcapi.NetworkOverride{IfaceID: o.IfaceID, HostDevName: o.TapName})
 				}
+				vsockName := ""
+				if rc.Snapshot.Config.Vsock != nil && cfg.Jailer == nil {
+					vsockName = rc.Snapshot.VsockName
+				}
 				if vsockPath != "" {
-					load.VsockOverride = &fcapi.VsockOverride{UDSPath: vsockPath}
+					apiPath := vsockPath
+					vsockName = runDirName(&cfg, vsockPath)
+					if vsockName != "" {
+						apiPath = vsockName
+					}
+					load.VsockOverride = &fcapi.VsockOverride{UDSPath: apiPath}
 					m.mu.Lock()
 					if m.cfg.Vsock != nil {
 						v := *m.cfg.Vsock
@@ -463,7 +493,13 @@ func Restore(ctx context.Context, rc RestoreConfig, opts ...Option) (m *Machine,
 					}
 					m.mu.Unlock()
 				}
-				return c.LoadSnapshot(ctx, load)
+				if err := c.LoadSnapshot(ctx, load); err != nil {
+					return err
+				}
+				m.mu.Lock()
+				m.vsockName = vsockName
+				m.mu.Unlock()
+				return nil
 			}},
 			{name: "drive-overrides", fn: func(ctx context.Context, c *fcapi.Client) error {
 				if err := m.patchDrives(ctx, c, drives); err != nil {
@@ -618,6 +654,16 @@ func restoreConfig(rc RestoreConfig) (Config, error) {
 			}
 		}
 	}
+	if cfg.Vsock != nil && snap.VsockName != "" && cfg.Jailer == nil {
+		// The state file names the socket relative to the run directory:
+		// the restored VMM binds it in its own.
+		if !filepath.IsLocal(snap.VsockName) {
+			errs = append(errs, &ConfigError{Field: "snapshot.vsock_name", Value: strconv.Quote(snap.VsockName), Problem: "not a path inside the run directory"})
+		}
+		v := *cfg.Vsock
+		v.Path = filepath.Join(p.RunDir, snap.VsockName)
+		cfg.Vsock = &v
+	}
 	if cfg.Vsock != nil && p.Vsock != nil && p.Vsock.Path != "" && p.Vsock.Path != cfg.Vsock.Path {
 		// The caller's socket, which the restore asks for as an override
 		// where the release has them: launch must check that one, not the
@@ -723,6 +769,8 @@ func checkRestore(ctx context.Context, c *fcapi.Client, rc RestoreConfig) (vsock
 		return rc.VsockOverride, nil
 	}
 	if snapVsock == nil || rc.Config.Vsock == nil || rc.Config.Vsock.Path == "" || caps.Check(fcapi.FeatureVsockOverride) != nil {
+		// The socket is the one the snapshot names (in this run
+		// directory when it names it relative to it, see VsockName).
 		return "", nil
 	}
 	if rc.Config.Jailer != nil {
@@ -733,7 +781,11 @@ func checkRestore(ctx context.Context, c *fcapi.Client, rc RestoreConfig) (vsock
 		}
 		return "", nil
 	}
-	if rc.Config.Vsock.Path != snapVsock.Path {
+	snapPath := snapVsock.Path
+	if rc.Snapshot.VsockName != "" {
+		snapPath = filepath.Join(rc.Config.RunDir, rc.Snapshot.VsockName)
+	}
+	if rc.Config.Vsock.Path != snapPath {
 		return rc.Config.Vsock.Path, nil
 	}
 	return "", nil

@@ -50,6 +50,9 @@ type MachineState struct {
 	// JailDir is the jail's instance directory (<base>/<exec>/<id>) when
 	// the VMM runs under the jailer; Stop removes it.
 	JailDir string `json:"jail_dir,omitempty"`
+	// VsockName is the vsock socket's path as Firecracker holds it, when
+	// that is relative to the run directory (a snapshot records it so).
+	VsockName string `json:"vsock_name,omitempty"`
 }
 
 // State returns the Machine's current state, for Attach.
@@ -67,6 +70,7 @@ func (m *Machine) State() MachineState {
 		Config:      cfg,
 		Pool:        copySlots(m.pool),
 		Firecracker: "",
+		VsockName:   m.vsockName,
 	}
 	if !m.version.IsZero() {
 		st.Firecracker = m.version.String()
@@ -156,6 +160,7 @@ func Attach(ctx context.Context, st MachineState, opts ...Option) (m *Machine, e
 	m.proc, m.client, m.version, m.phase = p, client, ver, ph
 	m.pool = copySlots(st.Pool)
 	m.api = st.Config
+	m.vsockName = st.VsockName
 	if st.JailDir != "" && st.Config.Jailer != nil {
 		layout := newJailLayout(&m.cfg)
 		js := &jailState{layout: layout}

@@ -248,7 +248,18 @@ func (m *Machine) stepVsock(ctx context.Context, c *fcapi.Client) error {
 	if v == nil {
 		return nil
 	}
-	return c.PutVsock(ctx, fcapi.Vsock{GuestCID: v.CID, UDSPath: m.apiConfig().Vsock.Path})
+	path := m.apiConfig().Vsock.Path
+	name := runDirName(&m.cfg, path)
+	if name != "" {
+		path = name
+	}
+	if err := c.PutVsock(ctx, fcapi.Vsock{GuestCID: v.CID, UDSPath: path}); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.vsockName = name
+	m.mu.Unlock()
+	return nil
 }
 
 func (m *Machine) stepEntropy(ctx context.Context, c *fcapi.Client) error {

@@ -27,7 +27,8 @@ template, snapshots it and resumes it. Each sandbox started from the
 template (a clone) maps the template's guest memory copy-on-write, gets its
 own copy of every writable drive, its own taps and vsock socket, and goes on
 from where the template was taken. Clones need the Firecracker release the
-template was made with (own taps need ≥ 1.12, a vsock device ≥ 1.16).
+template was made with (own taps need ≥ 1.12; a vsock socket of their own
+any release, for templates made by this kindling).
 
 Templates live in the state root, under .templates.`
 
@@ -79,7 +80,7 @@ it; the builder is then removed. The commands' output is shown on stderr
 its exit status, and nothing is kept. The machine flags (--kernel,
 --cpus, --memory, ...) and --disk-size describe the builder, and so every
 clone. Clones of such a template reach its agent on a vsock socket of
-their own: that needs Firecracker 1.16 or later.
+their own, on any Firecracker release.
 
 Checksums of every file are written to the template's manifest.`
 
