@@ -271,21 +271,29 @@ func (r *Runtime) boot(ctx context.Context, mon *monitorProc, bp *bootPlan, dir 
 			err = mon.sendVerdict(monitor.Verdict{Commit: true, Machine: machine})
 		}
 		if err == nil {
+			// Committed: the monitor records the VM running and reports at
+			// once. The caller giving up now (Ctrl-C, its deadline) would
+			// kill a VM that runs and is recorded so; it gets it instead,
+			// to stop as it likes. Only a monitor that does not report
+			// (stopped, say) ends the wait.
+			fctx, cancel := context.WithTimeoutCause(context.WithoutCancel(ctx), reportWait, errNoReport)
 			select {
 			case rep, ok := <-reports.final:
 				if !ok {
 					rep.Error = errNoMonitorReport.Error()
 				}
 				if err = rep.Err(); err == nil {
+					cancel()
 					mon.closePipes()
 					return nil
 				}
-			case <-bctx.Done():
-				err = fmt.Errorf("wait for the monitor to record the VM running: %w", bctx.Err())
+			case <-fctx.Done():
+				err = fmt.Errorf("wait for the monitor to record the VM running: %w", context.Cause(fctx))
 			}
+			cancel()
 		}
 	}
-	if noDeadline && errors.Is(context.Cause(bctx), errNoReport) {
+	if errors.Is(err, errNoReport) || (noDeadline && errors.Is(context.Cause(bctx), errNoReport)) {
 		err = fmt.Errorf("%w within %v (was the monitor stopped with SIGSTOP, or is the host overloaded?): the start was aborted; "+
 			"see monitor.log in the sandbox directory, and start the sandbox again, with a --timeout if the host is slow", errNoReport, reportWait)
 	}

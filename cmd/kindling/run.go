@@ -166,6 +166,14 @@ func newRunCommand(a *app) *cobra.Command {
 				// before Start could describe it.
 				info, err = sandbox.Info{ID: id, Status: sandbox.Exited, Spec: spec}, nil
 			}
+			if err != nil && !detach && errors.Is(err, errInterrupted) {
+				// Ctrl-C as the start ended: a VM that runs is stopped as
+				// after any Ctrl-C in the foreground, with what it wrote
+				// to its console printed.
+				if in, ierr := rt.Inspect(context.WithoutCancel(ctx), id); ierr == nil && (in.Status == sandbox.Running || in.Status == sandbox.Paused) {
+					return afterStart(ctx, a, rt, in, false, asJSON, rm)
+				}
+			}
 			if err != nil {
 				if keepFailed(ctx, rt, id, err, rm) {
 					return err
