@@ -121,14 +121,33 @@ func TestSlotPool(t *testing.T) {
 	if !slices.Contains(ready, second.Network.NetNS) {
 		t.Errorf("the second sandbox got slot %s, not one of the pool's ready %v", second.Network.NetNS, ready)
 	}
+	// Slots are the host's: once freed, a name may be taken at once by
+	// another runtime (another test package running beside this one).
+	// So each slot's namespace is held open, which keeps its identity
+	// from being reused, and the name must no longer lead to it.
+	held := map[string]os.FileInfo{}
+	for _, in := range []sandbox.Info{first, second} {
+		f, err := os.Open(in.Network.NetNS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		fi, err := f.Stat()
+		if err != nil {
+			t.Fatal(err)
+		}
+		held[in.Network.NetNS] = fi
+	}
 	for _, id := range []string{"first", "second"} {
 		if err := c.Stop(ctx, id, sandbox.StopGrace(0)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for _, in := range []sandbox.Info{first, second} {
-		if _, err := os.Stat(in.Network.NetNS); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("slot %s after its sandbox stopped: %v", in.Network.NetNS, err)
+	for ns, was := range held {
+		if fi, err := os.Stat(ns); err == nil && os.SameFile(fi, was) {
+			t.Errorf("slot %s is still there after its sandbox stopped", ns)
+		} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("slot %s after its sandbox stopped: %v", ns, err)
 		}
 	}
 	ready = waitSlots(t, host, 2)
