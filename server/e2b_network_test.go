@@ -68,8 +68,8 @@ func TestE2BNetwork(t *testing.T) {
 	requireNet(t)
 	testutil.NeedSimulatedGuest(t)
 	nsName, _ := hostNS(t)
-	// Clones of a template with a vsock device need the vsock override
-	// (1.16+): the fake plays that release.
+	// Slots need no tap override; the fake plays 1.16, whose vsock
+	// override on load the clones use (TestE2BSDK plays 1.7.0, without).
 	t.Setenv("FAKEFC", `{"version":"1.16.0"}`)
 	r := newRig(t, server.Config{})
 	slotAgentTemplate(t, r, "slot", nsName)

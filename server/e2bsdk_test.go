@@ -227,9 +227,10 @@ func TestE2BSDK(t *testing.T) {
 		t.Skip("skipping: -short (npm install and a simulated guest)")
 	}
 	dir := sdkDir(t)
-	// A clone of a template with a vsock device needs Firecracker's vsock
-	// override on snapshot load (1.16+): the fake plays that release.
-	t.Setenv("FAKEFC", `{"version":"1.16.0"}`)
+	// Each clone binds a vsock socket of its own also on a release that
+	// cannot override it on snapshot load: the fake plays the oldest one
+	// kindling is run on.
+	t.Setenv("FAKEFC", `{"version":"1.7.0"}`)
 	// A warm pool of one: the create claims its clone (resumed, then the
 	// agent re-initialised), and the pool refills.
 	r := newRig(t, server.Config{Pools: map[string]int{"base": 1}})

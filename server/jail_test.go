@@ -24,8 +24,9 @@ func TestD4JailedThroughServer(t *testing.T) {
 	testutil.NeedSimulatedGuest(t)
 	t.Setenv(sandbox.EnvNoJailer, "")
 	t.Setenv("KINDLING_JAILER", testutil.FakeJailer(t))
-	// Clones reach the agent on a vsock socket of their own: v1.16.
-	t.Setenv("FAKEFC", `{"version":"1.16.0"}`)
+	// Clones reach the agent on a vsock socket of their own, in their
+	// jails: the fake plays 1.14.2, which cannot override it on load.
+	t.Setenv("FAKEFC", `{"version":"1.14.2"}`)
 	r := newRig(t, server.Config{Pools: map[string]int{"jt": 1}})
 	ctx := context.Background()
 	img := testutil.AgentRootfs(t, testutil.AgentRootOptions{})
