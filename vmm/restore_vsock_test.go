@@ -10,21 +10,29 @@ import (
 	"github.com/kindling-vm/kindling/internal/testutil"
 )
 
+// vsockSource starts a VM with a vsock socket v.sock in its run directory
+// on the fake playing release ver, and snapshots it; the VM runs on.
+func vsockSource(t *testing.T, ver string) (backend, Config, Snapshot) {
+	t.Helper()
+	b := backend{name: "fake", path: testutil.FakeFirecracker(t), fakeSettings: `{"version":"` + ver + `"}`}
+	cfg := testConfig(t, b, "vsock source", guest.Halt)
+	cfg.Vsock = &Vsock{CID: 3, Path: filepath.Join(cfg.RunDir, "v.sock")}
+	m := startMachine(t, cfg)
+	snap, err := m.CreateSnapshot(context.Background(), SnapshotOptions{Dir: filepath.Join(cfg.RunDir, "snap"), PauseAround: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, cfg, snap
+}
+
 // TestRestoreVsockWhileSourceRuns restores a VM with a vsock device onto a
 // socket of its own while the snapshotted VM still serves the snapshot's
 // socket (a template's source while its clones start): the restore checks
 // and uses its own socket and leaves the source's alone.
 func TestRestoreVsockWhileSourceRuns(t *testing.T) {
 	testutil.CheckLeaks(t)
-	b := backend{name: "fake", path: testutil.FakeFirecracker(t), fakeSettings: `{"version":"1.16.0"}`}
-	cfg := testConfig(t, b, "vsock source", guest.Halt)
-	cfg.Vsock = &Vsock{CID: 3, Path: filepath.Join(cfg.RunDir, "v.sock")}
-	m := startMachine(t, cfg)
+	b, cfg, snap := vsockSource(t, "1.16.0")
 	ctx := context.Background()
-	snap, err := m.CreateSnapshot(ctx, SnapshotOptions{Dir: filepath.Join(cfg.RunDir, "snap"), PauseAround: true})
-	if err != nil {
-		t.Fatal(err)
-	}
 	rdir := testutil.ShortTempDir(t)
 	own := filepath.Join(rdir, "v.sock")
 	c, err := Restore(ctx, RestoreConfig{Snapshot: snap, Resume: true,
@@ -52,15 +60,8 @@ func TestRestoreVsockOwnSocketAnyRelease(t *testing.T) {
 	testutil.CheckLeaks(t)
 	for _, ver := range []string{"1.14.2", "1.7.0"} {
 		t.Run(ver, func(t *testing.T) {
-			b := backend{name: "fake", path: testutil.FakeFirecracker(t), fakeSettings: `{"version":"` + ver + `"}`}
-			cfg := testConfig(t, b, "vsock source", guest.Halt)
-			cfg.Vsock = &Vsock{CID: 3, Path: filepath.Join(cfg.RunDir, "v.sock")}
-			m := startMachine(t, cfg)
+			b, cfg, snap := vsockSource(t, ver)
 			ctx := context.Background()
-			snap, err := m.CreateSnapshot(ctx, SnapshotOptions{Dir: filepath.Join(cfg.RunDir, "snap"), PauseAround: true})
-			if err != nil {
-				t.Fatal(err)
-			}
 			if snap.VsockName != "v.sock" || !snap.VsockPerRestore() {
 				t.Fatalf("snapshot's vsock name %q, want v.sock", snap.VsockName)
 			}
