@@ -66,6 +66,10 @@ func Main(h Hooks) int {
 	root, id := os.Getenv(EnvRoot), os.Getenv(EnvID)
 	os.Unsetenv(EnvRoot)
 	os.Unsetenv(EnvID)
+	if os.Getenv(EnvOneProc) != "" {
+		os.Unsetenv(EnvOneProc)
+		os.Unsetenv("GOMAXPROCS")
+	}
 	// The pipes must not leak into the VMM or a helper: the starter reads
 	// the reports until every copy of their write end is closed.
 	syscall.CloseOnExec(ReportFD)

@@ -20,6 +20,12 @@ const (
 	// the work it does not link. Its values are ReleaseNetwork and
 	// HelperDNS.
 	EnvRelease = "KINDLING_MONITOR_RELEASE"
+	// EnvOneProc says that the starter set GOMAXPROCS=1 for the monitor
+	// (a monitor has little to run at once, and a Go process with one P
+	// starts with less work: fewer threads, no idle P spinning for work);
+	// the monitor takes both out of its environment before it runs
+	// anything, so that the VMM and helpers do not inherit them.
+	EnvOneProc = "KINDLING_MONITOR_GOMAXPROCS"
 )
 
 // What a helper run with EnvRelease does.
