@@ -32,19 +32,33 @@ func vsockSource(t *testing.T, ver string) (backend, Config, Snapshot) {
 func TestRestoreVsockWhileSourceRuns(t *testing.T) {
 	testutil.CheckLeaks(t)
 	b, cfg, snap := vsockSource(t, "1.16.0")
-	ctx := context.Background()
+	_, own := restoreOwnVsock(t, b, cfg, snap)
+	checkSockets(t, own, cfg.Vsock.Path)
+}
+
+// restoreOwnVsock restores snap (of vsockSource's VM, configured like
+// cfg) into a new run directory with the vsock socket v.sock there, and
+// checks the restored VMM says so; the VMM is stopped when the test ends.
+func restoreOwnVsock(t *testing.T, b backend, cfg Config, snap Snapshot) (*Machine, string) {
+	t.Helper()
 	rdir := testutil.ShortTempDir(t)
 	own := filepath.Join(rdir, "v.sock")
-	c, err := Restore(ctx, RestoreConfig{Snapshot: snap, Resume: true,
+	c, err := Restore(context.Background(), RestoreConfig{Snapshot: snap, Resume: true,
 		Config: Config{Firecracker: b.path, RunDir: rdir, Env: cfg.Env, Vsock: &Vsock{CID: 3, Path: own}}})
 	if err != nil {
 		t.Fatalf("restore beside the running source: %v", err)
 	}
-	defer stopAndCheck(t, c)
+	t.Cleanup(func() { stopAndCheck(t, c) })
 	if got := c.Config().Vsock.Path; got != own {
 		t.Errorf("restored vsock socket %q, want %q", got, own)
 	}
-	for _, p := range []string{own, cfg.Vsock.Path} {
+	return c, own
+}
+
+// checkSockets fails the test unless every path is a Unix socket.
+func checkSockets(t *testing.T, paths ...string) {
+	t.Helper()
+	for _, p := range paths {
 		if fi, err := os.Lstat(p); err != nil || fi.Mode().Type() != os.ModeSocket {
 			t.Errorf("vsock socket %s: %v, %v", p, fi, err)
 		}
@@ -61,43 +75,22 @@ func TestRestoreVsockOwnSocketAnyRelease(t *testing.T) {
 	for _, ver := range []string{"1.14.2", "1.7.0"} {
 		t.Run(ver, func(t *testing.T) {
 			b, cfg, snap := vsockSource(t, ver)
-			ctx := context.Background()
 			if snap.VsockName != "v.sock" || !snap.VsockPerRestore() {
 				t.Fatalf("snapshot's vsock name %q, want v.sock", snap.VsockName)
 			}
-			restore := func(snap Snapshot) (*Machine, string) {
-				rdir := testutil.ShortTempDir(t)
-				own := filepath.Join(rdir, "v.sock")
-				c, err := Restore(ctx, RestoreConfig{Snapshot: snap, Resume: true,
-					Config: Config{Firecracker: b.path, RunDir: rdir, Env: cfg.Env, Vsock: &Vsock{CID: 3, Path: own}}})
-				if err != nil {
-					t.Fatalf("restore beside the running source: %v", err)
-				}
-				t.Cleanup(func() { stopAndCheck(t, c) })
-				if got := c.Config().Vsock.Path; got != own {
-					t.Errorf("restored vsock socket %q, want %q", got, own)
-				}
-				return c, own
-			}
-			first, own1 := restore(snap)
-			_, own2 := restore(snap)
-			for _, p := range []string{own1, own2, cfg.Vsock.Path} {
-				if fi, err := os.Lstat(p); err != nil || fi.Mode().Type() != os.ModeSocket {
-					t.Errorf("vsock socket %s: %v, %v", p, fi, err)
-				}
-			}
+			first, own1 := restoreOwnVsock(t, b, cfg, snap)
+			_, own2 := restoreOwnVsock(t, b, cfg, snap)
+			checkSockets(t, own1, own2, cfg.Vsock.Path)
 			// A snapshot of a restored VMM names the socket as relative.
-			again, err := first.CreateSnapshot(ctx, SnapshotOptions{Dir: filepath.Join(testutil.ShortTempDir(t), "again"), PauseAround: true})
+			again, err := first.CreateSnapshot(context.Background(), SnapshotOptions{Dir: filepath.Join(testutil.ShortTempDir(t), "again"), PauseAround: true})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if again.VsockName != "v.sock" {
 				t.Errorf("snapshot of a restored VMM: vsock name %q, want v.sock", again.VsockName)
 			}
-			_, own3 := restore(again)
-			if fi, err := os.Lstat(own3); err != nil || fi.Mode().Type() != os.ModeSocket {
-				t.Errorf("vsock socket %s: %v, %v", own3, fi, err)
-			}
+			_, own3 := restoreOwnVsock(t, b, cfg, again)
+			checkSockets(t, own3)
 		})
 	}
 }
