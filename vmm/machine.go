@@ -627,12 +627,23 @@ func (m *Machine) explain(p *process, err error, fatal bool) error {
 		t := time.NewTimer(wait)
 		defer t.Stop()
 		select {
-		case <-p.done:
+		case <-p.died():
 		case <-t.C:
 		}
 	}
-	if !p.exited() {
+	select {
+	case <-p.died():
+	default:
 		return err
+	}
+	// Dead. Its status comes from whoever reaps it: the monitor, for a
+	// VMM it spawned, reports it a moment later.
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	select {
+	case <-p.done:
+	case <-t.C:
+		return fmt.Errorf("%w (firecracker exited)", err)
 	}
 	return fmt.Errorf("%w (%w)", err, p.exitError())
 }

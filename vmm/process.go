@@ -67,6 +67,11 @@ type process struct {
 	// output is drained); nil for a process that is not our child.
 	reaped chan struct{}
 	done   chan struct{}
+	// dead, when not nil, is closed as soon as the process is seen to
+	// have exited, which can be well before done: for a process another
+	// one reaps (a monitor's child), done waits for the reaper's report of
+	// its exit status as well.
+	dead chan struct{}
 	// exit is written once before done is closed and read only after.
 	exit ExitStatus
 }
@@ -81,6 +86,15 @@ func (p *process) signal(sig kunix.Signal) error {
 		return p.pidfd.Signal(sig)
 	}
 	return p.cmd.Process.Signal(sig)
+}
+
+// died returns a channel closed once the process is known to have exited
+// (its exit status may not be known yet).
+func (p *process) died() <-chan struct{} {
+	if p.dead != nil {
+		return p.dead
+	}
+	return p.done
 }
 
 // exited reports whether done is closed.

@@ -84,7 +84,7 @@ func watchSpawned(s Spawned) (*process, error) {
 	if s.PID <= 0 {
 		return nil, fmt.Errorf("spawner reported pid %d", s.PID)
 	}
-	p := &process{pid: s.PID, startTime: s.StartTime, stderr: newTailBuffer(stderrTailLines), done: make(chan struct{})}
+	p := &process{pid: s.PID, startTime: s.StartTime, stderr: newTailBuffer(stderrTailLines), done: make(chan struct{}), dead: make(chan struct{})}
 	fd, err := kunix.OpenPidfd(s.PID)
 	switch {
 	case err == nil:
@@ -105,7 +105,11 @@ func watchSpawned(s Spawned) (*process, error) {
 	}
 	go func() {
 		if fd != nil {
-			_ = fd.Wait() // on exit, or once Release closes the pidfd
+			if fd.Wait() == nil { // on exit, or once Release closes the pidfd
+				close(p.dead)
+			}
+		} else {
+			close(p.dead)
 		}
 		p.exit = ExitStatus{Code: -1, Unknown: true, Time: time.Now()}
 		if s.Exited != nil {
