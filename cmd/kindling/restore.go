@@ -13,7 +13,8 @@ import (
 const restoreLong = `Create a new sandbox from a snapshot written by 'kindling snapshot' and
 start it where the snapshot was taken.
 
-The drives of the snapshotted sandbox must be at the same host paths, and
+The drives of the snapshotted sandbox must be at the same host paths (a
+snapshot taken with --own holds its own copies, wherever DIR is moved), and
 the same Firecracker release must be used. The executable is yours to
 choose (--firecracker, else as for 'kindling run'): a snapshot only names
 the release it needs, never a program. --net gives the new sandbox its
