@@ -63,6 +63,9 @@ type simDrive struct {
 	Path     string `json:"path"` // absolute path on the host
 	Dev      string `json:"dev"`  // e.g. /dev/vdb
 	ReadOnly bool   `json:"read_only"`
+	// Tree is, in the stage process, the descriptor of the backing file
+	// as a detached mount the fake made (see driveTrees).
+	Tree int `json:"tree,omitempty"`
 }
 
 // simPlan reports whether the VM boots as a simulated guest (a vsock
@@ -438,8 +441,17 @@ func (g *simGuest) startInit(plan simPlan, console io.Writer) error {
 	cfg := stageConfig{
 		Loop: g.loop.path, ReadOnly: plan.readOnly, Hostname: plan.hostname, Cmdline: plan.cmdline,
 		Init: plan.init, Args: plan.args, Env: []string{"HOME=/", "TERM=linux"},
-		Scratch: os.TempDir(), VsockDir: simVsockDir, Drives: plan.drives,
+		Scratch: os.TempDir(), VsockDir: simVsockDir, Drives: append([]simDrive(nil), plan.drives...),
 	}
+	trees, err := driveTrees(cfg.Drives)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, t := range trees {
+			t.Close()
+		}
+	}()
 	cfgR, cfgW, err := os.Pipe()
 	if err != nil {
 		return err
@@ -459,7 +471,7 @@ func (g *simGuest) startInit(plan simPlan, console io.Writer) error {
 		cmd := exec.Command("/proc/self/exe", stageArg)
 		cmd.Env = []string{}
 		cmd.Stdout, cmd.Stderr = cw, cw
-		cmd.ExtraFiles = []*os.File{cfgR, errW}
+		cmd.ExtraFiles = append([]*os.File{cfgR, errW}, trees...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{
 			Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWNET,
 			Pdeathsig:  syscall.SIGKILL,
@@ -563,6 +575,40 @@ func (g *simGuest) startInit(plan simPlan, console io.Writer) error {
 		return fmt.Errorf("%w: %s", errNoInit, se.Msg)
 	}
 	return errors.New(se.Msg)
+}
+
+// driveTrees opens each drive's backing file as a detached mount (a clone
+// of its bind, read-only for a read-only drive) in the fake's mount
+// namespace, and sets its Tree to the descriptor the stage process gets it
+// as (stageTreeFD on). The stage attaches them at the drives' device
+// nodes: a path the stage resolved itself would do for a host path, but
+// not for a jailed fake's drive, reached through the jail's root
+// (/proc/<fake>/fd/<jail root>/...): that names a mount of the fake's
+// namespace, which a bind in the stage's new one refuses (EINVAL). It
+// runs on the simulation thread.
+func driveTrees(drives []simDrive) ([]*os.File, error) {
+	var trees []*os.File
+	fail := func(err error) ([]*os.File, error) {
+		for _, t := range trees {
+			t.Close()
+		}
+		return nil, err
+	}
+	for i := range drives {
+		d := &drives[i]
+		fd, err := unix.OpenTree(unix.AT_FDCWD, d.Path, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+		if err != nil {
+			return fail(fmt.Errorf("drive %s: open %s as a mount: %w", d.Dev, d.Path, err))
+		}
+		trees = append(trees, os.NewFile(uintptr(fd), d.Path))
+		if d.ReadOnly {
+			if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}); err != nil {
+				return fail(fmt.Errorf("drive %s: make %s read-only: %w", d.Dev, d.Path, err))
+			}
+		}
+		d.Tree = stageTreeFD + i
+	}
+	return trees, nil
 }
 
 // consoleWriter hides the console's type from exec.Cmd, so that it always

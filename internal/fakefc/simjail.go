@@ -164,32 +164,44 @@ func jailPlan(plan *simPlan) (*os.File, error) {
 	if j == nil {
 		return nil, nil
 	}
-	open := func(p string, ro bool) (*os.File, error) {
-		flag := os.O_RDWR
-		if ro {
-			flag = os.O_RDONLY
-		}
-		f, err := os.OpenFile(p, flag|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return nil, fmt.Errorf("jailed as uid %d: %w", os.Getuid(), err)
-		}
-		return f, nil
-	}
-	root, err := open(plan.image, plan.readOnly)
+	root, err := openJailed(plan.image, plan.readOnly)
 	if err != nil {
 		return nil, fmt.Errorf("root drive: %w", err)
 	}
 	for i, d := range plan.drives {
-		f, err := open(d.Path, d.ReadOnly)
-		if err != nil {
+		if err := openAsJail(d.Path, d.ReadOnly); err != nil {
 			root.Close()
-			return nil, fmt.Errorf("drive %s: %w", d.Path, err)
+			return nil, err
 		}
-		f.Close()
 		plan.drives[i].Path = j.hostPath(d.Path)
 	}
 	plan.image = fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), root.Fd())
 	return root, nil
+}
+
+// openJailed opens the drive file p, from a jailed thread (chrooted, as
+// the jail's uid), for reading, and writing unless ro, as Firecracker
+// opens a drive.
+func openJailed(p string, ro bool) (*os.File, error) {
+	flag := os.O_RDWR
+	if ro {
+		flag = os.O_RDONLY
+	}
+	f, err := os.OpenFile(p, flag|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("jailed as uid %d: %w", os.Getuid(), err)
+	}
+	return f, nil
+}
+
+// openAsJail checks that the drive file p opens from a jailed thread (see
+// openJailed).
+func openAsJail(p string, ro bool) error {
+	f, err := openJailed(p, ro)
+	if err != nil {
+		return fmt.Errorf("drive %s: %w", p, err)
+	}
+	return f.Close()
 }
 
 // errSimThread: the simulation thread could not leave the jail.

@@ -29,6 +29,7 @@ const (
 const (
 	stageConfigFD = 3 // read: the stageConfig as JSON
 	stageErrFD    = 4 // write: an error message; EOF (close on exec) means init runs
+	stageTreeFD   = 5 // and on: the drives' backing files as detached mounts (simDrive.Tree)
 )
 
 // stageConfig is what the stage process needs to turn itself into the
@@ -57,6 +58,11 @@ func runStage() int {
 	cfgFile := os.NewFile(stageConfigFD, "stage-config")
 	var cfg stageConfig
 	err := json.NewDecoder(cfgFile).Decode(&cfg)
+	for _, d := range cfg.Drives {
+		if d.Tree >= stageTreeFD {
+			unix.CloseOnExec(d.Tree)
+		}
+	}
 	if err == nil {
 		err = stage(cfg, func() error {
 			// Tell the fake the root is ready, and wait until it closes
@@ -85,15 +91,6 @@ func stage(cfg stageConfig, ready func() error) error {
 	// Nothing mounted here may reach the host's namespace.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make mounts private: %w", err)
-	}
-	// The drives are opened before the scratch tmpfs may cover their
-	// directory, and bound from the open descriptors.
-	for i, d := range cfg.Drives {
-		fd, err := unix.Open(d.Path, unix.O_PATH|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return fmt.Errorf("open drive %s: %w", d.Path, err)
-		}
-		cfg.Drives[i].Path = fmt.Sprintf("/proc/self/fd/%d", fd)
 	}
 	// A private tmpfs, seen only in this namespace, holds the mount point
 	// of the new root and the command-line file.
@@ -240,20 +237,20 @@ func setupRoot(root string, cfg stageConfig) error {
 	return nil
 }
 
-// bindDrive binds the drive's backing file at its device path in the
-// guest's /dev (a regular file there, not a block device).
+// bindDrive attaches the drive's backing file, the detached mount the fake
+// gave (read-only already for a read-only drive), at its device path in
+// the guest's /dev (a regular file there, not a block device).
 func bindDrive(root string, d simDrive) error {
 	target := filepath.Join(root, d.Dev)
 	if err := os.WriteFile(target, nil, 0o600); err != nil {
 		return fmt.Errorf("make %s: %w", d.Dev, err)
 	}
-	if err := unix.Mount(d.Path, target, "", unix.MS_BIND, ""); err != nil {
-		return fmt.Errorf("bind drive at %s: %w", d.Dev, err)
+	if d.Tree < stageTreeFD {
+		return fmt.Errorf("drive %s: no mount of %s from the fake", d.Dev, d.Path)
 	}
-	if d.ReadOnly {
-		if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
-			return fmt.Errorf("make %s read-only: %w", d.Dev, err)
-		}
+	defer unix.Close(d.Tree)
+	if err := unix.MoveMount(d.Tree, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("bind drive %s at %s: %w", d.Path, d.Dev, err)
 	}
 	return nil
 }
