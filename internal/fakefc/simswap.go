@@ -59,29 +59,29 @@ func (g *simGuest) swapDrive(id, path string) error {
 	if !found {
 		return nil // the root drive, or a drive the guest does not show
 	}
-	// The new file is opened as a detached mount tree in the fake's mount
-	// namespace; the thread then enters the guest's and attaches it there.
-	tree, err := unix.OpenTree(unix.AT_FDCWD, d.Path, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
-	if err != nil {
-		return fmt.Errorf("open %s as a mount: %w", d.Path, err)
-	}
-	defer unix.Close(tree)
-	if d.ReadOnly {
-		if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}); err != nil {
-			return fmt.Errorf("make %s read-only: %w", d.Path, err)
+	j := currentJail()
+	if j != nil {
+		// Jailed, Firecracker opens the new file chrooted, as the jail's
+		// uid: so does the fake (this thread is jailed), and the guest is
+		// then given the file reached through the jail's root.
+		if err := openAsJail(d.Path, d.ReadOnly); err != nil {
+			return err
 		}
+		d.Path = j.hostPath(d.Path)
 	}
-	ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/mnt", g.pid))
-	if err != nil {
-		return fmt.Errorf("open the guest's mount namespace: %w", err)
-	}
-	defer ns.Close()
 	errc := make(chan error, 1)
 	go func() {
-		// The thread's file-system attributes and mount namespace change
-		// for good: it is never unlocked, so it ends with the goroutine.
+		// The thread's file-system attributes, credentials and mount
+		// namespace change for good: it is never unlocked, so it ends
+		// with the goroutine.
 		runtime.LockOSThread()
-		errc <- enterAndBind(int(ns.Fd()), tree, d.Dev)
+		if j != nil {
+			if err := j.leaveJail(); err != nil {
+				errc <- fmt.Errorf("%w: %w", errSimThread, err)
+				return
+			}
+		}
+		errc <- openAndBind(g.pid, d)
 	}()
 	if err := <-errc; err != nil {
 		return fmt.Errorf("swap the guest's %s to %s: %w", d.Dev, d.Path, err)
@@ -95,6 +95,29 @@ func (g *simGuest) swapDrive(id, path string) error {
 	g.mu.Unlock()
 	g.log.info("fc_api", "Simulated guest: %s now shows %s.", d.Dev, d.Path)
 	return nil
+}
+
+// openAndBind runs on a locked thread of its own, root on the host: it
+// opens the drive's new file as a detached mount tree in the fake's mount
+// namespace, then enters the guest's (that of pid) and attaches it at the
+// drive's device node there.
+func openAndBind(pid int, d simDrive) error {
+	tree, err := unix.OpenTree(unix.AT_FDCWD, d.Path, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("open %s as a mount: %w", d.Path, err)
+	}
+	defer unix.Close(tree)
+	if d.ReadOnly {
+		if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}); err != nil {
+			return fmt.Errorf("make %s read-only: %w", d.Path, err)
+		}
+	}
+	ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/mnt", pid))
+	if err != nil {
+		return fmt.Errorf("open the guest's mount namespace: %w", err)
+	}
+	defer ns.Close()
+	return enterAndBind(int(ns.Fd()), tree, d.Dev)
 }
 
 // enterAndBind runs on a locked thread of its own: it enters the mount
