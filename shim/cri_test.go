@@ -24,15 +24,10 @@ import (
 // removing the pod leave nothing; ContainerStats has the guest's figures,
 // UpdateContainerResources is refused with the reason. The pod uses the host's network (pod
 // networking into the VM is not done yet).
-func TestCRIPodSandbox(t *testing.T) {
-	needs(t)
-	testutil.CheckLeaks(t)
-	dir := testutil.ShortTempDir(t)
-	cniDir := filepath.Join(dir, "cni")
-	if err := os.MkdirAll(cniDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	e := startContainerdWith(t, fmt.Sprintf(`
+// criConfig is containerd's configuration of the CRI plugin with kindling
+// the default runtime, its CNI configuration (none) in cniDir.
+func criConfig(cniDir string) string {
+	return fmt.Sprintf(`
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = %q
   [plugins."io.containerd.grpc.v1.cri".cni]
@@ -43,30 +38,52 @@ func TestCRIPodSandbox(t *testing.T) {
     default_runtime_name = "kindling"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.kindling]
       runtime_type = "io.containerd.kindling.v2"
-`, pauseImage, cniDir, cniDir))
-	// CRI's images live in containerd namespace k8s.io.
-	img := testImageTar(t, e.dir)
-	if out, serr, err := e.ctrIn("k8s.io", "image", "import", img); err != nil {
+`, pauseImage, cniDir, cniDir)
+}
+
+// criRuntime imports the test image where CRI's images live (containerd
+// namespace k8s.io) and returns a CRI runtime client of e's containerd,
+// closed when the test ends.
+func criRuntime(t *testing.T, e *env) runtimeapi.RuntimeServiceClient {
+	t.Helper()
+	if out, serr, err := e.ctrIn("k8s.io", "image", "import", testImageTar(t, e.dir)); err != nil {
 		t.Fatalf("import: %v\n%s%s", err, out, serr)
 	}
-
 	conn, err := grpc.NewClient("unix://"+e.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	rs := runtimeapi.NewRuntimeServiceClient(conn)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	t.Cleanup(func() { conn.Close() })
+	return runtimeapi.NewRuntimeServiceClient(conn)
+}
 
-	podCfg := &runtimeapi.PodSandboxConfig{
-		Metadata:     &runtimeapi.PodSandboxMetadata{Name: "pod1", Namespace: "default", Uid: "uid-pod1"},
-		Hostname:     "pod1",
+// nodeNetPod is the configuration of pod name on the node's network, its
+// logs under e's directory.
+func nodeNetPod(e *env, name string) *runtimeapi.PodSandboxConfig {
+	return &runtimeapi.PodSandboxConfig{
+		Metadata:     &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "default", Uid: "uid-" + name},
+		Hostname:     name,
 		LogDirectory: filepath.Join(e.dir, "logs"),
 		Linux: &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
 			NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE},
 		}},
 	}
+}
+
+func TestCRIPodSandbox(t *testing.T) {
+	needs(t)
+	testutil.CheckLeaks(t)
+	dir := testutil.ShortTempDir(t)
+	cniDir := filepath.Join(dir, "cni")
+	if err := os.MkdirAll(cniDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e := startContainerdWith(t, criConfig(cniDir))
+	rs := criRuntime(t, e)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	podCfg := nodeNetPod(e, "pod1")
 	run, err := rs.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podCfg, RuntimeHandler: "kindling"})
 	if err != nil {
 		t.Fatalf("RunPodSandbox: %v\n%s", err, e.shimLogs())
@@ -188,7 +205,6 @@ func TestCRIPodSandbox(t *testing.T) {
 	if err != nil || len(list.Items) != 0 {
 		t.Errorf("pods left: %v, %v", list.GetItems(), err)
 	}
-	conn.Close()
 	e.stop()
 	auditLeaksNS(t, e, "k8s.io", podID)
 }

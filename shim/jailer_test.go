@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/kindling-vm/kindling/internal/testutil"
@@ -141,38 +139,12 @@ func TestCRIJailedPod(t *testing.T) {
 	if err := os.MkdirAll(cniDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	e := startJailedContainerd(t, fmt.Sprintf(`
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = %q
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = %q
-    conf_dir = %q
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "kindling"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.kindling]
-      runtime_type = "io.containerd.kindling.v2"
-`, pauseImage, cniDir, cniDir))
-	if out, serr, err := e.ctrIn("k8s.io", "image", "import", testImageTar(t, e.dir)); err != nil {
-		t.Fatalf("import: %v\n%s%s", err, out, serr)
-	}
-	conn, err := grpc.NewClient("unix://"+e.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	rs := runtimeapi.NewRuntimeServiceClient(conn)
+	e := startJailedContainerd(t, criConfig(cniDir))
+	rs := criRuntime(t, e)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	podCfg := &runtimeapi.PodSandboxConfig{
-		Metadata:     &runtimeapi.PodSandboxMetadata{Name: "jpod", Namespace: "default", Uid: "uid-jpod"},
-		Hostname:     "jpod",
-		LogDirectory: filepath.Join(e.dir, "logs"),
-		Linux: &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
-			NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE},
-		}},
-	}
+	podCfg := nodeNetPod(e, "jpod")
 	run, err := rs.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podCfg, RuntimeHandler: "kindling"})
 	if err != nil {
 		t.Fatalf("RunPodSandbox: %v\n%s", err, e.shimLogs())
@@ -223,7 +195,6 @@ func TestCRIJailedPod(t *testing.T) {
 	if _, err := rs.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID}); err != nil {
 		t.Fatalf("RemovePodSandbox: %v", err)
 	}
-	conn.Close()
 	e.stop()
 	auditLeaksNS(t, e, "k8s.io", podID)
 	auditJail(t, e)
