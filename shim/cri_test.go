@@ -25,8 +25,13 @@ import (
 // UpdateContainerResources is refused with the reason. The pod uses the host's network (pod
 // networking into the VM is not done yet).
 // criConfig is containerd's configuration of the CRI plugin with kindling
-// the default runtime, its CNI configuration (none) in cniDir.
-func criConfig(cniDir string) string {
+// the default runtime, and an empty CNI configuration directory of its own.
+func criConfig(t *testing.T) string {
+	t.Helper()
+	cniDir := filepath.Join(testutil.ShortTempDir(t), "cni")
+	if err := os.MkdirAll(cniDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	return fmt.Sprintf(`
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = %q
@@ -57,10 +62,11 @@ func criRuntime(t *testing.T, e *env) runtimeapi.RuntimeServiceClient {
 	return runtimeapi.NewRuntimeServiceClient(conn)
 }
 
-// nodeNetPod is the configuration of pod name on the node's network, its
-// logs under e's directory.
-func nodeNetPod(e *env, name string) *runtimeapi.PodSandboxConfig {
-	return &runtimeapi.PodSandboxConfig{
+// runNodePod runs pod name on the node's network, its logs under e's
+// directory, and returns its ID and configuration.
+func runNodePod(ctx context.Context, t *testing.T, e *env, rs runtimeapi.RuntimeServiceClient, name string) (string, *runtimeapi.PodSandboxConfig) {
+	t.Helper()
+	cfg := &runtimeapi.PodSandboxConfig{
 		Metadata:     &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "default", Uid: "uid-" + name},
 		Hostname:     name,
 		LogDirectory: filepath.Join(e.dir, "logs"),
@@ -68,27 +74,22 @@ func nodeNetPod(e *env, name string) *runtimeapi.PodSandboxConfig {
 			NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE},
 		}},
 	}
+	run, err := rs.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg, RuntimeHandler: "kindling"})
+	if err != nil {
+		t.Fatalf("RunPodSandbox: %v\n%s", err, e.shimLogs())
+	}
+	return run.PodSandboxId, cfg
 }
 
 func TestCRIPodSandbox(t *testing.T) {
 	needs(t)
 	testutil.CheckLeaks(t)
-	dir := testutil.ShortTempDir(t)
-	cniDir := filepath.Join(dir, "cni")
-	if err := os.MkdirAll(cniDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	e := startContainerdWith(t, criConfig(cniDir))
+	e := startContainerdWith(t, criConfig(t))
 	rs := criRuntime(t, e)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	podCfg := nodeNetPod(e, "pod1")
-	run, err := rs.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podCfg, RuntimeHandler: "kindling"})
-	if err != nil {
-		t.Fatalf("RunPodSandbox: %v\n%s", err, e.shimLogs())
-	}
-	podID := run.PodSandboxId
+	podID, podCfg := runNodePod(ctx, t, e, rs, "pod1")
 	st, err := rs.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: podID})
 	if err != nil {
 		t.Fatal(err)

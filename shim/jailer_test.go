@@ -135,21 +135,12 @@ func TestContainerdJailedTask(t *testing.T) {
 func TestCRIJailedPod(t *testing.T) {
 	needs(t)
 	testutil.CheckLeaks(t)
-	cniDir := filepath.Join(testutil.ShortTempDir(t), "cni")
-	if err := os.MkdirAll(cniDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	e := startJailedContainerd(t, criConfig(cniDir))
+	e := startJailedContainerd(t, criConfig(t))
 	rs := criRuntime(t, e)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	podCfg := nodeNetPod(e, "jpod")
-	run, err := rs.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podCfg, RuntimeHandler: "kindling"})
-	if err != nil {
-		t.Fatalf("RunPodSandbox: %v\n%s", err, e.shimLogs())
-	}
-	podID := run.PodSandboxId
+	podID, podCfg := runNodePod(ctx, t, e, rs, "jpod")
 	pids := e.jailedVMMPIDs()
 	if len(pids) != 1 {
 		t.Fatalf("VMMs running for the pod: %d, want 1\n%s", len(pids), e.shimLogs())
