@@ -17,8 +17,9 @@ drives must still be at the same paths then.
 With --own the snapshot holds copies of what the sandbox could change or
 lose — its writable drives, its hotplug slots' files and its kernel —
 taken while the guest is paused, and names them relative to DIR: it then
-restores whatever happens to the sandbox or its files, and DIR can be
-moved or copied (to another host with the same Firecracker release, too).`
+restores whatever happens to the sandbox and those files, and DIR can be
+moved or copied. Read-only drives are not copied: they must still be at
+their paths.`
 
 const snapshotExample = `  kindling snapshot web /var/lib/snapshots/web
   kindling restore --name web2 --detach /var/lib/snapshots/web
