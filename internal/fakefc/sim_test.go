@@ -140,9 +140,12 @@ func bootSimVM(t *testing.T, o simOpts) *simVM {
 }
 
 // initPID returns the guest init's PID as the host sees it, from the
-// fake's log (on stdout without --log-path).
+// fake's log (on stdout without --log-path). The fake logs it before it
+// answers the request that booted the guest, but the guest's own output
+// on the same stdout can reach the test first: wait for the line.
 func (v *simVM) initPID(t *testing.T) int {
 	t.Helper()
+	v.waitOutput(" runs as PID ")
 	m := regexp.MustCompile(`runs as PID (\d+)`).FindAllStringSubmatch(v.stdout.String(), -1)
 	if len(m) == 0 {
 		t.Fatalf("no init PID in the fake's log: %s", v.stdout)
