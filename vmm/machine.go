@@ -162,7 +162,7 @@ type Machine struct {
 	api Config
 	// vsockName is the vsock socket's path as Firecracker holds it when
 	// that is relative to its working directory, the run directory (see
-	// runDirName); "" when Firecracker holds an absolute path.
+	// runDirPath); "" when Firecracker holds an absolute path.
 	vsockName string
 	// released is set by Release: the Machine no longer watches the VMM.
 	released bool
@@ -224,30 +224,32 @@ func (m *Machine) vsockPathLocked() string {
 	}
 }
 
-// runDirName returns the path, relative to the run directory, under which
-// a VMM without a jail is given the file path: Firecracker resolves it
-// against its working directory, the run directory, so that what it
-// records in a snapshot (the vsock socket's path above all) names a file
-// of whichever run directory loads the snapshot. It is "" for a path
-// outside the run directory or a jailed VMM (in-jail paths are the same
-// in every jail already).
-func runDirName(cfg *Config, path string) string {
+// runDirPath returns the path under which a VMM configured by cfg is given
+// the file path (api), and name, that path relative to the run directory
+// when it is one. Without a jail, a file in the run directory is given by
+// its relative name: Firecracker resolves it against its working
+// directory, the run directory, so that what it records in a snapshot (the
+// vsock socket's path above all) names a file of whichever run directory
+// loads the snapshot. A path outside the run directory, or a jailed VMM's
+// (in-jail paths are the same in every jail already), is given as it is,
+// with name "".
+func runDirPath(cfg *Config, path string) (api, name string) {
 	if cfg.Jailer != nil || cfg.RunDir == "" || path == "" {
-		return ""
+		return path, ""
 	}
 	dir, err := filepath.Abs(cfg.RunDir)
 	if err != nil {
-		return ""
+		return path, ""
 	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
-		return ""
+		return path, ""
 	}
 	rel, err := filepath.Rel(dir, abs)
 	if err != nil || !filepath.IsLocal(rel) {
-		return ""
+		return path, ""
 	}
-	return rel
+	return rel, rel
 }
 
 // apiConfig returns the configuration with the paths Firecracker sees.

@@ -479,11 +479,8 @@ func Restore(ctx context.Context, rc RestoreConfig, opts ...Option) (m *Machine,
 					vsockName = rc.Snapshot.VsockName
 				}
 				if vsockPath != "" {
-					apiPath := vsockPath
-					vsockName = runDirName(&cfg, vsockPath)
-					if vsockName != "" {
-						apiPath = vsockName
-					}
+					var apiPath string
+					apiPath, vsockName = runDirPath(&cfg, vsockPath)
 					load.VsockOverride = &fcapi.VsockOverride{UDSPath: apiPath}
 					m.mu.Lock()
 					if m.cfg.Vsock != nil {

@@ -248,11 +248,7 @@ func (m *Machine) stepVsock(ctx context.Context, c *fcapi.Client) error {
 	if v == nil {
 		return nil
 	}
-	path := m.apiConfig().Vsock.Path
-	name := runDirName(&m.cfg, path)
-	if name != "" {
-		path = name
-	}
+	path, name := runDirPath(&m.cfg, m.apiConfig().Vsock.Path)
 	if err := c.PutVsock(ctx, fcapi.Vsock{GuestCID: v.CID, UDSPath: path}); err != nil {
 		return err
 	}
