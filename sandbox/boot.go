@@ -35,16 +35,26 @@ type monitorProc struct {
 	plan, verdict, reports *os.File
 }
 
-// spawnMonitor starts the monitor of sandbox id, detached in its own
+// spawnMonitor gives sandbox id, in dir, its monitor: a spare one claimed
+// (WithSpareMonitors), else one started for it, detached in its own
 // session, with its output in the sandbox's monitor log, a pipe on its
 // stdin for its plan, one for its reports and one for the verdict.
-func (r *Runtime) spawnMonitor(dir string, rec *record) (_ *monitorProc, err error) {
-	id := rec.ID
+func (r *Runtime) spawnMonitor(dir string, rec *record) (*monitorProc, error) {
+	if m := r.claimSpare(rec.ID); m != nil {
+		return m, nil
+	}
 	logf, err := store.OpenInDir("sandbox directory", dir, monitorLogName, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open monitor log: %w", err)
 	}
 	defer logf.Close()
+	env := []string{monitor.EnvRoot + "=" + r.st.Root(), monitor.EnvID + "=" + rec.ID}
+	return r.startMonitor([]string{monitorArg0, rec.ID}, env, dir, logf)
+}
+
+// startMonitor starts a monitor process with args, the environment
+// extended by env, in dir, with its output to out (nil: /dev/null).
+func (r *Runtime) startMonitor(args, env []string, dir string, out *os.File) (_ *monitorProc, err error) {
 	var theirs, ours []*os.File
 	defer func() {
 		for _, f := range theirs {
@@ -80,12 +90,13 @@ func (r *Runtime) spawnMonitor(dir string, rec *record) (_ *monitorProc, err err
 	theirs = []*os.File{planR, repW, verR}
 	ours = []*os.File{planW, repR, verW}
 	cmd := exec.Command(r.monitorExe)
-	cmd.Args = []string{monitorArg0, id}
-	cmd.Env = append(monitorEnv(os.Environ()), monitor.EnvRoot+"="+r.st.Root(), monitor.EnvID+"="+id)
-	cmd.Env = withOneProc(cmd.Env)
+	cmd.Args = args
+	cmd.Env = withOneProc(append(monitorEnv(os.Environ()), env...))
 	cmd.Dir = dir
 	cmd.Stdin = planR
-	cmd.Stdout, cmd.Stderr = logf, logf
+	if out != nil {
+		cmd.Stdout, cmd.Stderr = out, out
+	}
 	cmd.ExtraFiles = []*os.File{repW, verR} // monitor.ReportFD, monitor.VerdictFD
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {

@@ -88,6 +88,8 @@ type Runtime struct {
 	// children are the monitors this runtime started and has not reaped
 	// yet, by PID.
 	children map[int]*monitorProc
+	// spares are the monitors started ahead of need (WithSpareMonitors).
+	spares spareMonitors
 
 	trustMu sync.Mutex // guards trusted
 	// trusted are the executables (firecracker, jailer) this runtime's

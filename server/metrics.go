@@ -50,11 +50,13 @@ type sandboxCollector struct{ s *Server }
 var (
 	sandboxesDesc = prometheus.NewDesc("kindlingd_sandboxes", "Sandboxes of the state root, by status.", []string{"status"}, nil)
 	leasesDesc    = prometheus.NewDesc("kindlingd_leases", "Sandbox lifetimes the server has armed.", nil, nil)
+	sparesDesc    = prometheus.NewDesc("kindlingd_spare_monitors", "Monitor processes started ahead of need, ready for the next starts (--spare-monitors).", nil, nil)
 )
 
 func (c sandboxCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- sandboxesDesc
 	ch <- leasesDesc
+	ch <- sparesDesc
 }
 
 func (c sandboxCollector) Collect(ch chan<- prometheus.Metric) {
@@ -77,6 +79,7 @@ func (c sandboxCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(sandboxesDesc, prometheus.GaugeValue, float64(n), st)
 	}
 	ch <- prometheus.MustNewConstMetric(leasesDesc, prometheus.GaugeValue, float64(c.s.leases.armed()))
+	ch <- prometheus.MustNewConstMetric(sparesDesc, prometheus.GaugeValue, float64(c.s.rt.SpareMonitors()))
 }
 
 // handler serves /metrics in Prometheus' text format.

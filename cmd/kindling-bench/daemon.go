@@ -35,6 +35,7 @@ type daemonBin struct {
 	once    sync.Once
 	path    string
 	monitor string // its --monitor, when --kindlingd-monitor is given
+	spares  int    // its --spare-monitors, when ≥ 0 (--kindlingd-spares)
 	err     error
 }
 
@@ -158,6 +159,9 @@ func startDaemon(ctx context.Context, e *env, o daemonOptions) (_ *daemon, err e
 	args := []string{"--root", root, "--listen", "unix://" + d.sock, "--drain", "2s"}
 	if e.daemon.monitor != "" {
 		args = append(args, "--monitor", e.daemon.monitor)
+	}
+	if e.daemon.spares >= 0 {
+		args = append(args, "--spare-monitors", strconv.Itoa(e.daemon.spares))
 	}
 	for name, n := range o.pools {
 		args = append(args, "--pool", fmt.Sprintf("%s=%d", name, n))

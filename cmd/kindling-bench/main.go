@@ -61,6 +61,7 @@ type config struct {
 	kindling string
 	daemon   string
 	monitor  string
+	spares   int
 	asJSON   bool
 	svg      string
 	conc     []int
@@ -77,6 +78,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.kindling, "kindling", "", "the kindling executable to measure (default: go build ./cmd/kindling)")
 	fs.StringVar(&c.daemon, "kindlingd", "", "the kindlingd executable the server scenarios run (default: go build ./cmd/kindlingd)")
 	fs.StringVar(&c.monitor, "kindlingd-monitor", "", "have kindlingd start sandboxes with this monitor `EXECUTABLE` (its --monitor; default its own)")
+	fs.IntVar(&c.spares, "kindlingd-spares", -1, "run kindlingd with --spare-monitors `N` (default: its default)")
 	fs.BoolVar(&c.phases, "phases", false, "also split the raw and lib starts into phases (the lib's from its debug log, which costs it a little)")
 	fs.BoolVar(&c.asJSON, "json", false, "print the results as JSON instead of a table")
 	fs.StringVar(&c.svg, "svg", "", "also write a bar chart of the ratios to `FILE` (SVG)")
@@ -157,7 +159,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return err
 	}
 	e.phases = cfg.phases
-	e.daemon.path, e.daemon.monitor = cfg.daemon, cfg.monitor
+	e.daemon.path, e.daemon.monitor, e.daemon.spares = cfg.daemon, cfg.monitor, cfg.spares
 	defer func() {
 		if cerr := e.close(); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("clean up: %w", cerr))

@@ -54,6 +54,7 @@ type options struct {
 	poolMemory  int
 	agent       string
 	slotPool    int
+	spares      int
 }
 
 // maxSlotPool bounds --slot-pool: each ready slot is a namespace, a veth
@@ -96,6 +97,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.agent, "agent", os.Getenv(envAgent), "guest agent `FILE` injected into the images it pulls or imports (default $"+envAgent+"; without one they cannot be run)")
 	fs.IntVar(&o.slotPool, "slot-pool", defaultSlotPool(), "keep `N` clone-safe network slots ready for --net slot sandboxes, made after the first such start and removed at shutdown (0: none, each start makes its own; default 4 as root, else 0)")
 	fs.Lookup("slot-pool").DefValue = "0" // its usage says the default, which depends on the user
+	fs.IntVar(&o.spares, "spare-monitors", 2, "keep `N` sandbox monitors started ahead of need, so that a start or clone does not wait for one to start (0: none; each idle one costs ~2 MiB)")
 	fs.BoolVar(&o.debug, "debug", false, "log at debug level")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -119,6 +121,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.slotPool < 0 || o.slotPool > maxSlotPool {
 		return o, &usageError{fmt.Errorf("--slot-pool %d: give 0 to %d", o.slotPool, maxSlotPool)}
+	}
+	if o.spares < 0 || o.spares > sandbox.MaxSpareMonitors {
+		return o, &usageError{fmt.Errorf("--spare-monitors %d: give 0 to %d", o.spares, sandbox.MaxSpareMonitors)}
 	}
 	if o.drain <= 0 {
 		return o, &usageError{fmt.Errorf("--drain %v: must be positive", o.drain)}
@@ -176,7 +181,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			log.Warn("flush spans", "err", err)
 		}
 	}()
-	rtOpts := []sandbox.Option{sandbox.WithLogger(log.With("component", "runtime")), sandbox.WithTracerProvider(tp)}
+	rtOpts := []sandbox.Option{sandbox.WithLogger(log.With("component", "runtime")), sandbox.WithTracerProvider(tp), sandbox.WithSpareMonitors(o.spares)}
 	if o.monitor != "" {
 		rtOpts = append(rtOpts, sandbox.WithMonitorExecutable(o.monitor))
 	}
@@ -203,6 +208,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("open state root: %w: give a writable --root DIR or set %s", err, store.EnvRoot)
 	}
+	defer rt.Close() // the spare monitors; sandboxes keep running
 	lock, err := store.TryLockFile(filepath.Join(rt.Root(), lockName), store.Exclusive)
 	if err != nil {
 		return fmt.Errorf("state root %s: another kindlingd serves it (%w)", rt.Root(), err)
@@ -273,6 +279,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}()
 		log.Info("listening", "addr", l.addr)
 	}
+	rt.FillSpareMonitors()
 	fmt.Fprintln(stdout, "kindlingd: ready")
 
 	var serveErr error

@@ -48,9 +48,9 @@ type Hooks struct {
 }
 
 // Requested reports whether this process was started as a monitor (the
-// environment names a state root and a sandbox).
+// environment names a state root and a sandbox, or asks for a spare).
 func Requested() bool {
-	return os.Getenv(EnvRoot) != "" && os.Getenv(EnvID) != ""
+	return os.Getenv(EnvRoot) != "" && (os.Getenv(EnvID) != "" || os.Getenv(EnvSpare) != "")
 }
 
 // Main runs the monitor of the sandbox the environment names, with the
@@ -64,8 +64,10 @@ func Requested() bool {
 // verdict pipe's end) or SIGTERM kills the VMM first.
 func Main(h Hooks) int {
 	root, id := os.Getenv(EnvRoot), os.Getenv(EnvID)
+	spare := os.Getenv(EnvSpare) != ""
 	os.Unsetenv(EnvRoot)
 	os.Unsetenv(EnvID)
+	os.Unsetenv(EnvSpare)
 	if os.Getenv(EnvOneProc) != "" {
 		os.Unsetenv(EnvOneProc)
 		os.Unsetenv("GOMAXPROCS")
@@ -74,21 +76,32 @@ func Main(h Hooks) int {
 	// the reports until every copy of their write end is closed.
 	syscall.CloseOnExec(ReportFD)
 	syscall.CloseOnExec(VerdictFD)
+	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
+	st, stErr := store.Open(root)
+	in := bufio.NewReader(os.Stdin)
+	var claimErr error
+	if spare {
+		// Until it is claimed, a spare has no sandbox, log or work: the
+		// default SIGTERM ends it.
+		id, claimErr = awaitClaim(in, st, stErr)
+		if errors.Is(claimErr, io.EOF) {
+			return 0 // let go unclaimed
+		}
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("sandbox", id)
 	rep := &reporter{f: os.NewFile(ReportFD, "report"), log: log}
 	defer rep.close()
-	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
-	term := make(chan os.Signal, 1)
-	signal.Notify(term, syscall.SIGTERM, syscall.SIGINT)
-
-	plan, err := readPlan(os.Stdin)
-	if err != nil {
-		log.Error("read the plan", "err", err)
+	if err := errors.Join(claimErr, stErr); err != nil {
+		log.Error("start", "err", err)
 		rep.fail(err)
 		return 1
 	}
-	st, err := store.Open(root)
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM, syscall.SIGINT)
+
+	plan, err := readPlan(in)
 	if err != nil {
+		log.Error("read the plan", "err", err)
 		rep.fail(err)
 		return 1
 	}
@@ -180,9 +193,58 @@ func (r *reporter) close() {
 	}
 }
 
+// awaitClaim waits for a spare monitor's claim on in and takes up the
+// sandbox it names (see Claim), whose ID it returns. The end of in before
+// a claim is io.EOF: its starter let it go. stErr is the error of opening
+// the state root st: a claim that cannot be served is still read, so
+// that its error is reported to the claimer.
+func awaitClaim(in *bufio.Reader, st *store.Store, stErr error) (string, error) {
+	line, err := in.ReadSlice('\n')
+	if len(line) == 0 && errors.Is(err, io.EOF) {
+		return "", io.EOF
+	}
+	if err != nil {
+		return "", fmt.Errorf("read the spare monitor's claim: %w", err)
+	}
+	var c Claim
+	if err := json.Unmarshal(line, &c); err != nil {
+		return "", fmt.Errorf("read the spare monitor's claim: %w: %w", errdefs.ErrCorrupt, err)
+	}
+	if stErr != nil {
+		return c.ID, stErr
+	}
+	dir, err := st.Dir(c.ID)
+	if err != nil {
+		return c.ID, err
+	}
+	if c.Log == "" || filepath.Base(c.Log) != c.Log {
+		return c.ID, fmt.Errorf("%w: the claim's log %q is not a file name", errdefs.ErrInvalid, c.Log)
+	}
+	logf, err := store.OpenInDir("sandbox directory", dir, c.Log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return c.ID, fmt.Errorf("open the monitor log: %w", err)
+	}
+	defer logf.Close()
+	for _, fd := range []int{1, 2} {
+		if err := syscall.Dup3(int(logf.Fd()), fd, 0); err != nil {
+			return c.ID, fmt.Errorf("open the monitor log: %w", err)
+		}
+	}
+	if err := os.Chdir(dir); err != nil {
+		return c.ID, err
+	}
+	// Named in ps as a monitor started for it is; not needed to find it
+	// (its working directory and argv[0] are what a lost record's
+	// processes are found by).
+	if err := kunix.SetArg(1, c.ID); err != nil {
+		fmt.Fprintf(os.Stderr, "kindling-monitor: name the sandbox in the command line: %v\n", err)
+	}
+	return c.ID, nil
+}
+
 // readPlan reads and checks the plan on r.
-func readPlan(r *os.File) (*Plan, error) {
-	b, err := store.ReadLimited(bufio.NewReader(r), "monitor plan", maxPlanSize)
+func readPlan(r io.Reader) (*Plan, error) {
+	b, err := store.ReadLimited(r, "monitor plan", maxPlanSize)
 	if err != nil {
 		return nil, fmt.Errorf("read the monitor plan: %w", err)
 	}

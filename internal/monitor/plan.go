@@ -3,8 +3,10 @@ package monitor
 import (
 	"encoding/json"
 	"errors"
+	"strings"
 
 	"github.com/kindling-vm/kindling/internal/errdefs"
+	"github.com/kindling-vm/kindling/internal/store"
 	"github.com/kindling-vm/kindling/internal/vmmproc"
 )
 
@@ -26,7 +28,27 @@ const (
 	// the monitor takes both out of its environment before it runs
 	// anything, so that the VMM and helpers do not inherit them.
 	EnvOneProc = "KINDLING_MONITOR_GOMAXPROCS"
+	// EnvSpare starts a spare monitor: one started ahead of need, with
+	// EnvRoot but no EnvID, that waits for a Claim on its stdin (its
+	// sandbox), then for its Plan, as a monitor started for its sandbox
+	// does. Its stdin's end before a claim makes it exit 0.
+	EnvSpare = "KINDLING_MONITOR_SPARE"
 )
+
+// Claim gives a spare monitor its sandbox: one JSON line on its stdin,
+// before the plan. The monitor then opens its log in the sandbox's
+// directory as its stdout and stderr, makes the directory its working
+// directory and writes the ID into its command line's argument 1, so that
+// it is the sandbox's monitor as if it had been started for it.
+type Claim struct {
+	ID string `json:"id"`
+	// Log is the file name of the monitor's log in the sandbox's directory.
+	Log string `json:"log"`
+}
+
+// SpareArg is a spare monitor's argument 1 (after Arg0): room, in its
+// command line, for the ID of the sandbox that claims it.
+var SpareArg = "spare" + strings.Repeat(" ", store.MaxIDLen-len("spare"))
 
 // What a helper run with EnvRelease does.
 const (
