@@ -20,7 +20,8 @@ const MaxSpareMonitors = 64
 // start or clone. The runtime starts them at FillSpareMonitors (Open
 // spawns nothing) and replaces each one claimed after the start that
 // claimed it, one at a time in the background; a start that finds none
-// starts its monitor as without spares. A spare is an idle small monitor (~2 MiB of its own memory); it
+// starts its monitor as without spares. A spare is an idle monitor (the small one: ~3 MiB resident,
+// 0.5 MiB of it its own, the rest code shared with other monitors); it
 // ends when the runtime's process does (its stdin closes) or at Close.
 // For long-lived programs (kindlingd): a command that starts one sandbox
 // and exits would only pay for spares it never uses. n is capped at

@@ -97,7 +97,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.agent, "agent", os.Getenv(envAgent), "guest agent `FILE` injected into the images it pulls or imports (default $"+envAgent+"; without one they cannot be run)")
 	fs.IntVar(&o.slotPool, "slot-pool", defaultSlotPool(), "keep `N` clone-safe network slots ready for --net slot sandboxes, made after the first such start and removed at shutdown (0: none, each start makes its own; default 4 as root, else 0)")
 	fs.Lookup("slot-pool").DefValue = "0" // its usage says the default, which depends on the user
-	fs.IntVar(&o.spares, "spare-monitors", 2, "keep `N` sandbox monitors started ahead of need, so that a start or clone does not wait for one to start (0: none; each idle one costs ~2 MiB)")
+	fs.IntVar(&o.spares, "spare-monitors", 2, "keep `N` sandbox monitors started ahead of need, so that a start or clone does not wait for one to start (0: none; each idle one holds ~3 MiB, mostly code shared with the other monitors)")
 	fs.BoolVar(&o.debug, "debug", false, "log at debug level")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
