@@ -41,6 +41,7 @@ func TestMetrics(t *testing.T) {
 		`kindlingd_sandboxes{status="running"} 1`,
 		`kindlingd_request_duration_seconds_bucket{api="native",le="+Inf"} 2`,
 		`kindlingd_leases 0`,
+		`kindlingd_spare_monitors 0`,
 	} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("metrics lack %s", want)

@@ -365,6 +365,8 @@ func TestBadStart(t *testing.T) {
 		{"unknown flag", []string{"--frobnicate"}, "unknown flag"},
 		{"bad pool", []string{"--pool", "base"}, "TEMPLATE=N"},
 		{"negative pool memory", []string{"--pool-memory", "-1"}, "--pool-memory"},
+		{"too many spare monitors", []string{"--spare-monitors", "65"}, "--spare-monitors 65: give 0 to 64"},
+		{"negative spare monitors", []string{"--spare-monitors", "-1"}, "--spare-monitors -1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
