@@ -232,6 +232,7 @@ func TestCRIRestart(t *testing.T) {
 	vmms := c.sandboxPIDs()
 	c.stop()
 	c.start()
+	c.waitCRI()
 	if got := c.sandboxPIDs(); len(got) != 1 || len(vmms) != 1 || got[0] != vmms[0] {
 		t.Errorf("VMMs after the restart %v, before %v; want the same one", got, vmms)
 	}

@@ -92,7 +92,30 @@ func startCRIOn(t *testing.T, podNet, realVM bool) *criEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return &criEnv{env: e, rs: runtimeapi.NewRuntimeServiceClient(conn), conn: conn, ipam: filepath.Join(dir, "ipam")}
+	c := &criEnv{env: e, rs: runtimeapi.NewRuntimeServiceClient(conn), conn: conn, ipam: filepath.Join(dir, "ipam")}
+	c.waitCRI()
+	return c
+}
+
+// waitCRI waits until containerd's CRI service has initialized: containerd
+// answers on its socket before the CRI plugin has recovered its state, and
+// until then every CRI call fails with "server is not initialized yet".
+func (c *criEnv) waitCRI() {
+	t := c.t
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := c.rs.Version(ctx, &runtimeapi.VersionRequest{})
+		cancel()
+		if err == nil {
+			return
+		}
+		if !strings.Contains(err.Error(), "not initialized") || time.Now().After(deadline) {
+			t.Fatalf("containerd's CRI service: %v\n%s", err, c.log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // podConfig is a pod's configuration; hostNet puts it on the node's network.
