@@ -21,6 +21,7 @@ import (
 	"github.com/kindling-vm/kindling/internal/netdev"
 	"github.com/kindling-vm/kindling/internal/store"
 	kunix "github.com/kindling-vm/kindling/internal/unix"
+	"github.com/kindling-vm/kindling/internal/vmmproc"
 	"github.com/kindling-vm/kindling/vmm"
 )
 
@@ -180,6 +181,7 @@ func jailerConfig(rec *record, dir string) *vmm.JailerConfig {
 		ParentCgroup:  jailRootTag(root),
 		CgroupVersion: v,
 		Cgroups:       cg,
+		SharedDir:     jailSharedDir(root),
 	}
 	if rec.Jail != nil {
 		j.UID, j.GID = rec.Jail.UID, rec.Jail.GID
@@ -523,6 +525,8 @@ func (r *Runtime) releaseJail(dir string, rec *record) error {
 				err = errors.Join(err, os.RemoveAll(p))
 			}
 		}
+		// Its uid is unknown: the shared copies its jail alone linked go.
+		err = errors.Join(err, vmmproc.ReleaseShared(jailSharedDir(filepath.Dir(dir)), 0))
 	}
 	err = errors.Join(err, releaseJailID(filepath.Dir(dir), filepath.Base(dir), held), removeCopyDir(dir, rec))
 	removeEmptyJailParents(filepath.Dir(dir), filepath.Base(dir))
@@ -552,6 +556,7 @@ func removeEmptyJailParents(root, id string) {
 	}
 	os.Remove(base)
 	os.Remove(jailCopiesDir(root))
+	os.Remove(jailSharedDir(root))
 	for _, p := range cgroupCandidates(tag, "") {
 		os.Remove(p)
 	}
@@ -587,6 +592,10 @@ func JailLeftoversOfRoot(root string) []string {
 	copies, _ := os.ReadDir(jailCopiesDir(root))
 	for _, e := range copies {
 		left = append(left, "drive copies "+filepath.Join(jailCopiesDir(root), e.Name()))
+	}
+	shared, _ := os.ReadDir(jailSharedDir(root))
+	for _, e := range shared {
+		left = append(left, "shared copy "+filepath.Join(jailSharedDir(root), e.Name()))
 	}
 	return left
 }

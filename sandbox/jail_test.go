@@ -480,6 +480,29 @@ func TestD4SnapshotOfJailedSandboxRestores(t *testing.T) {
 	if _, err := r.Snapshot(ctx, in.ID, snap, SnapshotOptions{Own: true}); err != nil {
 		t.Fatalf("snapshot owning its files of a jailed sandbox: %v", err)
 	}
+	man, err := readManifest(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem := man.Snapshot.MemPath
+	memInfo, err := os.Stat(mem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if memInfo.Mode().Perm()&0o077 != 0 {
+		t.Fatalf("the snapshot's memory file is mode %v: the test needs one the jail uids cannot read", memInfo.Mode())
+	}
+	// Checked after the clones' removals (deferred below, so run first):
+	// the shared copy of the memory went with its last jail.
+	defer func() {
+		ents, _ := os.ReadDir(jailSharedDir(r.Root()))
+		for _, e := range ents {
+			if fi, err := os.Stat(filepath.Join(jailSharedDir(r.Root()), e.Name())); err == nil && fi.Size() == memInfo.Size() {
+				t.Errorf("the shared copy %s of the memory file is left after its clones were removed", e.Name())
+			}
+		}
+	}()
+	var clones []record
 	for _, id := range []string{"jclone1", "jclone2"} {
 		c, err := r.Restore(ctx, snap, RestoreOptions{ID: id, CopyOwnedDrives: true, Firecracker: fc})
 		if err != nil {
@@ -499,6 +522,56 @@ func TestD4SnapshotOfJailedSandboxRestores(t *testing.T) {
 				t.Errorf("clone %s left %q", id, left)
 			}
 		}()
+		var crec record
+		if err := r.st.Load(id, &crec); err != nil || crec.Jail == nil {
+			t.Fatalf("clone %s record: %v, jail %v", id, err, crec.Jail)
+		}
+		clones = append(clones, crec)
+	}
+	// The clones' jails share one copy of the memory file, readable by each
+	// clone's uid through an ACL entry; the snapshot's own file is untouched.
+	var shared os.FileInfo
+	for _, c := range clones {
+		instance, _ := vmm.JailDirs(vmmConfig(&c, filepath.Join(r.Root(), c.ID)))
+		fi, err := os.Stat(filepath.Join(instance, "root", "snapshot.mem"))
+		if err != nil {
+			t.Fatalf("clone %s: the memory file in its jail: %v", c.ID, err)
+		}
+		if shared == nil {
+			shared = fi
+		} else if !os.SameFile(shared, fi) {
+			t.Errorf("the clones' jails hold two copies of the memory file, want one shared")
+		}
+		// Group bits show the ACL's mask (r--); others get nothing.
+		if st := fi.Sys().(*syscall.Stat_t); int(st.Uid) != 0 || fi.Mode().Perm()&0o007 != 0 {
+			t.Errorf("clone %s: the shared memory copy is uid %d mode %v, want root's, nothing for others", c.ID, st.Uid, fi.Mode())
+		}
+	}
+	ents, err := os.ReadDir(jailSharedDir(r.Root()))
+	if err != nil {
+		t.Fatalf("the root's shared copies: %v", err)
+	}
+	found := false
+	for _, e := range ents {
+		p := filepath.Join(jailSharedDir(r.Root()), e.Name())
+		fi, err := os.Stat(p)
+		if err != nil || !os.SameFile(fi, shared) {
+			continue
+		}
+		found = true
+		for _, c := range clones {
+			if ok, err := kunix.HasUserACL(p, c.Jail.UID); err != nil || !ok {
+				t.Errorf("the shared memory copy has no ACL entry for clone %s's uid %d (%v)", c.ID, c.Jail.UID, err)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("the jails' memory file is not one of the shared copies %v", ents)
+	}
+	for _, c := range clones {
+		if ok, _ := kunix.HasUserACL(mem, c.Jail.UID); ok {
+			t.Errorf("the snapshot's own memory file got an ACL entry for uid %d", c.Jail.UID)
+		}
 	}
 	if _, err := r.Restore(ctx, snap, RestoreOptions{ID: "jnojail", NoJailer: true, Firecracker: fc}); !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), "under the jailer") {
 		t.Errorf("restore of a jailed snapshot with NoJailer: %v, want a refusal", err)

@@ -51,7 +51,8 @@ func jailPlan(rec *record, dir string, cfg vmm.Config) *monitor.Jail {
 		j.IDFile = filepath.Join(JailIDRegistry, strconv.Itoa(rec.Jail.UID))
 		j.IDLock = filepath.Join(JailIDRegistry, jailIDsLock)
 	}
-	j.Parents = append(append(execDirs, base, jailCopiesDir(root)), cgroupCandidates(tag, "")...)
+	j.Parents = append(append(execDirs, base, jailCopiesDir(root), jailSharedDir(root)), cgroupCandidates(tag, "")...)
+	j.Shared = jailSharedDir(root)
 	if rec.CopyDir != "" {
 		j.Copies = filepath.Join(jailCopiesDir(root), id)
 	}

@@ -67,6 +67,13 @@ func jailCopiesDir(root string) string {
 	return filepath.Join(jailChrootBase, jailRootTag(root)+".disks")
 }
 
+// jailSharedDir is where the jailed sandboxes of root share one copy of
+// each read-only file their uids cannot read, such as a template's guest
+// memory (vmm.JailerConfig.SharedDir): on the chroot base's filesystem.
+func jailSharedDir(root string) string {
+	return filepath.Join(jailChrootBase, jailRootTag(root)+".shared")
+}
+
 // copyDir is the directory in which the sandbox rec, locked as l, gets its
 // own copies of drives: its directory, or, jailed with its state root on
 // another filesystem than the chroot base, a copy directory of its own,

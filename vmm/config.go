@@ -237,4 +237,11 @@ type JailerConfig struct {
 	ParentCgroup string `json:"parent_cgroup,omitempty"`
 	// NewPIDNS runs Firecracker in a new PID namespace.
 	NewPIDNS bool `json:"new_pid_ns,omitempty"`
+	// SharedDir, on ChrootBase's filesystem, holds the shared copies of
+	// read-only files the jail's uid cannot read (a template's memory, a
+	// root-owned image): one copy per file, hard-linked into each jail with
+	// an ACL entry for its uid, instead of a copy per jail; the jail's
+	// removal revokes its entries and removes the copies no jail links
+	// (see vmmproc.StageShared). Empty: each jail gets its own copy.
+	SharedDir string `json:"shared_dir,omitempty"`
 }

@@ -69,6 +69,9 @@ type jailLayout struct {
 	// caller's writable files, revoked when the jail is removed. Shared by
 	// the copies of a layout.
 	grants *aclGrants
+	// sharedDir is JailerConfig.SharedDir: its copies are released when
+	// the jail is removed.
+	sharedDir string
 }
 
 // aclGrants are the files whose ACL gives the jail's uid access.
@@ -130,6 +133,9 @@ func newJailLayout(c *Config) jailLayout {
 	}
 	l.CgroupDirs = jailCgroupDirs(c)
 	l.grants = &aclGrants{}
+	if j != nil {
+		l.sharedDir = j.SharedDir
+	}
 	return l
 }
 
@@ -237,6 +243,9 @@ func stageJail(c *Config, l jailLayout) (jailed Config, cleanup func() error, er
 	}
 	remove := func() error {
 		err := errors.Join(l.grants.revoke(j.UID), removeJail(l))
+		if l.sharedDir != "" {
+			err = errors.Join(err, vmmproc.ReleaseShared(l.sharedDir, j.UID))
+		}
 		if err != nil {
 			return fmt.Errorf("remove jail: %w", err)
 		}
@@ -322,6 +331,9 @@ func CleanJail(c Config) error {
 		}
 	}
 	errs = append(errs, removeJail(l))
+	if l.sharedDir != "" {
+		errs = append(errs, vmmproc.ReleaseShared(l.sharedDir, c.Jailer.UID))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("clean jail %s: %w", l.InstanceDir, err)
 	}
@@ -405,6 +417,13 @@ func (l jailLayout) stageFile(src, name string, uid, gid int, writable bool) (st
 			l.grants.add(src)
 		}
 		return name, nil
+	}
+	if l.sharedDir != "" {
+		if _, err := vmmproc.StageShared(l.sharedDir, src, dst, uid); err == nil {
+			return name, nil
+		}
+		// No ACLs there, or too many entries on the copy: a copy of its
+		// own, as without a shared directory.
 	}
 	if err := copyFile(src, dst); err != nil {
 		return "", fmt.Errorf("stage %q in jail: %w", src, err)

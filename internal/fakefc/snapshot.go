@@ -157,6 +157,15 @@ func (fc *server) loadSnapshot(r *request) (reply, error) {
 	case (backend == nil || str(backend, "backend_type") == "File") && fi.Size() < st.MemSizeMiB<<20:
 		return fc.loadError("Failed to load guest memory: memory file %s is smaller than the guest memory", memPath)
 	}
+	if backend == nil || str(backend, "backend_type") == "File" {
+		// Firecracker opens the file to map it, as the user it runs as
+		// (a jail's): one it cannot read fails the load.
+		f, err := os.Open(memPath)
+		if err != nil {
+			return fc.loadError("Failed to load guest memory: %v", pathErr(err))
+		}
+		f.Close()
+	}
 	if err := applyOverrides(&st, o); err != nil {
 		return fc.loadError("%v", err)
 	}

@@ -26,7 +26,7 @@ func checkJail(p *Plan) error {
 	if j.UID == 0 {
 		return fmt.Errorf("%w: the plan runs the VMM under the jailer with no uid of its own: start the sandbox again", errdefs.ErrInvalid)
 	}
-	for _, path := range append(append(append(append([]string{j.IDFile, j.IDLock, j.Copies}, j.Chroots...), j.Cgroups...), j.Parents...), j.Writable...) {
+	for _, path := range append(append(append(append([]string{j.IDFile, j.IDLock, j.Copies, j.Shared}, j.Chroots...), j.Cgroups...), j.Parents...), j.Writable...) {
 		if path != "" && (!filepath.IsAbs(path) || filepath.Clean(path) != path || path == "/") {
 			return fmt.Errorf("read the monitor plan: %w: jail path %q is not a clean absolute path", errdefs.ErrCorrupt, path)
 		}
@@ -49,7 +49,8 @@ type poolDrive struct {
 
 // cleanJail removes what the ended VMM's jail left: its chroots, its
 // cgroups, and the ACL entries of its uid on the writable drives, those
-// hot-plugged when it ended (pool, from the record) included.
+// hot-plugged when it ended (pool, from the record) included; then it
+// releases what the jail held of the root's shared copies.
 func (mon *monitor) cleanJail(pool []poolDrive) error {
 	j := mon.plan.Jail
 	if j == nil {
@@ -61,7 +62,11 @@ func (mon *monitor) cleanJail(pool []poolDrive) error {
 			vj.Writable = append(vj.Writable, sl.Drive.Path)
 		}
 	}
-	return vmmproc.CleanJail(vj, jailCgroupWait)
+	err := vmmproc.CleanJail(vj, jailCgroupWait)
+	if j.Shared != "" {
+		err = errors.Join(err, vmmproc.ReleaseShared(j.Shared, j.UID))
+	}
+	return err
 }
 
 // releaseJail gives back the jail uid of the sandbox being removed,

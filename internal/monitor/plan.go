@@ -145,6 +145,10 @@ type Jail struct {
 	// Copies is the sandbox's directory of its own drive copies outside
 	// its directory, if it has one, removed with the sandbox.
 	Copies string `json:"copies,omitempty"`
+	// Shared is the state root's directory of shared copies
+	// (vmm.JailerConfig.SharedDir): the jail's entries there are released
+	// at the VMM's end (vmmproc.ReleaseShared).
+	Shared string `json:"shared,omitempty"`
 }
 
 // Report is one message a monitor writes on its report descriptor. The
