@@ -525,8 +525,17 @@ func (r *Runtime) releaseJail(dir string, rec *record) error {
 				err = errors.Join(err, os.RemoveAll(p))
 			}
 		}
-		// Its uid is unknown: the shared copies its jail alone linked go.
-		err = errors.Join(err, vmmproc.ReleaseShared(jailSharedDir(filepath.Dir(dir)), 0))
+		// Its uid, from the host's registry (before it is given back), has
+		// its entries on the shared copies revoked, so that the next
+		// sandbox given that uid cannot read them.
+		uid := 0
+		held, _ := JailIDsHeld(filepath.Dir(dir))
+		for u, id := range held {
+			if id == filepath.Base(dir) {
+				uid = u
+			}
+		}
+		err = errors.Join(err, vmmproc.ReleaseShared(jailSharedDir(filepath.Dir(dir)), uid))
 	}
 	err = errors.Join(err, releaseJailID(filepath.Dir(dir), filepath.Base(dir), held), removeCopyDir(dir, rec))
 	removeEmptyJailParents(filepath.Dir(dir), filepath.Base(dir))
@@ -556,6 +565,7 @@ func removeEmptyJailParents(root, id string) {
 	}
 	os.Remove(base)
 	os.Remove(jailCopiesDir(root))
+	vmmproc.PurgeShared(jailSharedDir(root))
 	os.Remove(jailSharedDir(root))
 	for _, p := range cgroupCandidates(tag, "") {
 		os.Remove(p)

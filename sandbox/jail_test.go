@@ -492,17 +492,36 @@ func TestD4SnapshotOfJailedSandboxRestores(t *testing.T) {
 	if memInfo.Mode().Perm()&0o077 != 0 {
 		t.Fatalf("the snapshot's memory file is mode %v: the test needs one the jail uids cannot read", memInfo.Mode())
 	}
+	// Once the root's last sandbox (jsrc, removed by a defer above) is
+	// gone, nothing of the shared copies is.
+	t.Cleanup(func() {
+		if _, err := os.Lstat(jailSharedDir(r.Root())); !errors.Is(err, os.ErrNotExist) {
+			ents, _ := os.ReadDir(jailSharedDir(r.Root()))
+			t.Errorf("the shared copies' directory is left after the root's last sandbox (%v): %v", err, ents)
+		}
+	})
+	var clones []record
 	// Checked after the clones' removals (deferred below, so run first):
-	// the shared copy of the memory went with its last jail.
+	// the shared copy of the memory is kept for the next clone (the
+	// snapshot is there, unchanged), with no entry of the clones' uids.
 	defer func() {
+		kept := false
 		ents, _ := os.ReadDir(jailSharedDir(r.Root()))
 		for _, e := range ents {
-			if fi, err := os.Stat(filepath.Join(jailSharedDir(r.Root()), e.Name())); err == nil && fi.Size() == memInfo.Size() {
-				t.Errorf("the shared copy %s of the memory file is left after its clones were removed", e.Name())
+			p := filepath.Join(jailSharedDir(r.Root()), e.Name())
+			if fi, err := os.Stat(p); err == nil && fi.Size() == memInfo.Size() && !strings.HasSuffix(p, ".src") {
+				kept = true
+				for _, c := range clones {
+					if ok, _ := kunix.HasUserACL(p, c.Jail.UID); ok {
+						t.Errorf("clone %s removed, its uid %d still has an entry on %s", c.ID, c.Jail.UID, p)
+					}
+				}
 			}
 		}
+		if !kept {
+			t.Errorf("the shared copy of the memory was not kept for the next clone: %v", ents)
+		}
 	}()
-	var clones []record
 	for _, id := range []string{"jclone1", "jclone2"} {
 		c, err := r.Restore(ctx, snap, RestoreOptions{ID: id, CopyOwnedDrives: true, Firecracker: fc})
 		if err != nil {

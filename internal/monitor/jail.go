@@ -86,7 +86,7 @@ func (mon *monitor) releaseJail() error {
 			err = errors.Join(err, fmt.Errorf("remove the drive copies: %w", rerr))
 		}
 	}
-	removeEmptyParents(mon.st.Root(), mon.id, j.Parents)
+	removeEmptyParents(mon.st.Root(), mon.id, j.Shared, j.Parents)
 	return err
 }
 
@@ -115,11 +115,12 @@ func releaseJailID(idFile, idLock, holder string) error {
 	return nil
 }
 
-// removeEmptyParents removes the directories parents, those empty, when
-// the sandbox id being removed is the last of the state root: a sandbox
-// that starts meanwhile has its directory already, so its jailer never
-// finds a parent removed under it.
-func removeEmptyParents(root, id string, parents []string) {
+// removeEmptyParents removes the shared copies no jail links (in shared)
+// and the directories parents, those empty, when the sandbox id being
+// removed is the last of the state root: a sandbox that starts meanwhile
+// has its directory already, so its jailer never finds a parent removed
+// under it.
+func removeEmptyParents(root, id, shared string, parents []string) {
 	ents, err := os.ReadDir(root)
 	if err != nil {
 		return
@@ -128,6 +129,9 @@ func removeEmptyParents(root, id string, parents []string) {
 		if n := e.Name(); n != id && !strings.HasPrefix(n, ".") {
 			return
 		}
+	}
+	if shared != "" {
+		vmmproc.PurgeShared(shared)
 	}
 	for _, p := range parents {
 		os.Remove(p)

@@ -19,10 +19,14 @@ import (
 // that needs it, with an ACL entry giving each jail's uid read access,
 // instead of a copy per jail. Each copy is named by its source's identity
 // (device, inode, size, modification time), so a changed source gets a
-// new one; a jail's end revokes its entry and removes the copy once no
-// jail links it. Every step runs under a flock on the directory, which
-// keeps the ACL's read-modify-write and the link count's check whole
-// across the processes (starters, monitors) that share the directory.
+// new one, and a file beside it (<copy>.src) names its source. A jail's
+// end revokes its uid's entries; a copy no jail links is kept while its
+// source is there unchanged (the next clone of a template links it
+// instead of copying again), removed once the source is gone or changed,
+// and every copy no jail links is removed by PurgeShared (the state
+// root's last sandbox gone). Every step runs under a flock on the
+// directory, which keeps the ACL's read-modify-write and the link count's
+// check whole across the processes (starters, monitors) that share it.
 
 // sharedName is the file name of the shared copy of a source with stat st.
 func sharedName(st *syscall.Stat_t) string {
@@ -81,30 +85,54 @@ func StageShared(dir, src, dst string, uid int) (string, error) {
 	defer d.Close()
 	shared := filepath.Join(dir, sharedName(st))
 	if _, err := os.Lstat(shared); errors.Is(err, fs.ErrNotExist) {
-		if err := copyPrivate(src, shared); err != nil {
+		abs, err := filepath.Abs(src)
+		if err == nil {
+			err = os.WriteFile(shared+sourceSuffix, []byte(abs), 0o600)
+		}
+		if err == nil {
+			err = copyPrivate(src, shared)
+		}
+		if err != nil {
+			os.Remove(shared + sourceSuffix)
 			return "", fmt.Errorf("copy %s to %s: %w", src, dir, err)
 		}
 	} else if err != nil {
 		return "", err
 	}
 	if err := os.Link(shared, dst); err != nil {
-		removeUnlinked(shared)
+		removeStale(shared)
 		return "", err
 	}
 	if err := kunix.GrantUserACL(shared, uid, kunix.ACLRead); err != nil {
 		os.Remove(dst)
-		removeUnlinked(shared)
+		removeStale(shared)
 		return "", fmt.Errorf("give uid %d read access to %s: %w", uid, shared, err)
 	}
 	return shared, nil
 }
 
+// sourceSuffix ends the name of the file that names a shared copy's source.
+const sourceSuffix = ".src"
+
 // ReleaseShared revokes uid's ACL entries from the shared copies in dir
-// and removes the copies no jail links any more (and what a copy cut off
-// left). Call it once uid's jail is removed: a jail's uid is its own, so
-// every entry of it there is that jail's. A directory that is gone is
-// fine.
+// and removes the copies no jail links whose source is gone or changed
+// (and what a copy cut off left). Call it once uid's jail is removed: a
+// jail's uid is its own, so every entry of it there is that jail's. uid 0
+// only collects. A directory that is gone is fine.
 func ReleaseShared(dir string, uid int) error {
+	return sweepShared(dir, uid, removeStale)
+}
+
+// PurgeShared removes every shared copy in dir that no jail links, source
+// there or not: for the state root's last sandbox's end, after which
+// nothing of the root's jails is kept.
+func PurgeShared(dir string) error {
+	return sweepShared(dir, 0, removeUnlinked)
+}
+
+// sweepShared revokes uid's entries (unless 0) from every copy in dir and
+// calls drop on each, under the directory's lock.
+func sweepShared(dir string, uid int, drop func(string)) error {
 	d, err := lockShared(dir, false)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -120,14 +148,20 @@ func ReleaseShared(dir string, uid int) error {
 	var errs []error
 	for _, e := range ents {
 		p := filepath.Join(dir, e.Name())
-		if strings.HasSuffix(e.Name(), ".tmp") {
+		switch {
+		case strings.HasSuffix(e.Name(), ".tmp"):
 			os.Remove(p)
+			continue
+		case strings.HasSuffix(e.Name(), sourceSuffix):
+			if _, err := os.Lstat(strings.TrimSuffix(p, sourceSuffix)); errors.Is(err, fs.ErrNotExist) {
+				os.Remove(p)
+			}
 			continue
 		}
 		if uid != 0 {
 			errs = append(errs, kunix.RevokeUserACL(p, uid))
 		}
-		removeUnlinked(p)
+		drop(p)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("release the shared copies in %s: %w", dir, err)
@@ -135,8 +169,9 @@ func ReleaseShared(dir string, uid int) error {
 	return nil
 }
 
-// removeUnlinked removes the shared copy path when its only link is its
-// name in the shared directory. The caller holds the directory's lock.
+// removeUnlinked removes the shared copy path, and the file naming its
+// source, when its only link is its name in the shared directory. The
+// caller holds the directory's lock.
 func removeUnlinked(path string) {
 	fi, err := os.Lstat(path)
 	if err != nil {
@@ -144,7 +179,21 @@ func removeUnlinked(path string) {
 	}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Nlink == 1 {
 		os.Remove(path)
+		os.Remove(path + sourceSuffix)
 	}
+}
+
+// removeStale is removeUnlinked for a copy whose source is gone or no
+// longer the file it was copied from (another identity).
+func removeStale(path string) {
+	if b, err := os.ReadFile(path + sourceSuffix); err == nil {
+		if fi, err := os.Stat(string(b)); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok && sharedName(st) == filepath.Base(path) {
+				return
+			}
+		}
+	}
+	removeUnlinked(path)
 }
 
 // copyPrivate copies src to the new file dst, mode 0600, through a

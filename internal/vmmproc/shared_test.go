@@ -23,8 +23,9 @@ func readAs(t *testing.T, uid int, path string) bool {
 
 // Two jails share one copy of a file neither uid can read, each reading it
 // through its ACL entry; the source is not touched; each release revokes
-// its uid's entry, and the last removes the copy. A changed source gets a
-// copy of its own.
+// its uid's entry; a copy no jail links is kept while its source is
+// unchanged and there, and goes when it is not, or at a purge. A changed
+// source gets a copy of its own.
 func TestStageShared(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("skipping: needs root (ACLs for other uids, reading as them)")
@@ -96,7 +97,9 @@ func TestStageShared(t *testing.T) {
 		t.Errorf("the new copy holds %q", b)
 	}
 
-	// Jail a ends: its links go, then its release.
+	// Jail a ends: its links go, then its release. The copy of the
+	// source's new content is kept for the next jail though none links it;
+	// the old content's copy is still jail b's.
 	os.Remove(jails[0])
 	os.Remove(jc)
 	if err := ReleaseShared(shared, uidA); err != nil {
@@ -108,15 +111,47 @@ func TestStageShared(t *testing.T) {
 	if ok, _ := kunix.HasUserACL(pa, uidB); !ok {
 		t.Errorf("jail a's release took jail b's entry")
 	}
-	if _, err := os.Stat(pc); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("the copy no jail links is left: %v", err)
+	if ok, _ := kunix.HasUserACL(pc, uidA); ok {
+		t.Errorf("uid %d's entry is left on the copy kept", uidA)
 	}
+	if _, err := os.Stat(pc); err != nil {
+		t.Errorf("the copy of the current source is gone with its last jail: %v", err)
+	}
+	// Jail b ends: the copy of a content the source no longer has goes.
 	os.Remove(jails[1])
 	if err := ReleaseShared(shared, uidB); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := os.Stat(pa); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the copy of the source's old content is left: %v", err)
+	}
+	// The next jail links the kept copy.
+	jd := filepath.Join(top, "b", "again.mem")
+	if pd, err := StageShared(shared, src, jd, uidB); err != nil || pd != pc {
+		t.Errorf("stage after the copy was kept: %s, %v; want %s", pd, err, pc)
+	}
+	os.Remove(jd)
+	if err := ReleaseShared(shared, uidB); err != nil {
+		t.Fatal(err)
+	}
+	// The root's last sandbox gone: nothing is kept.
+	if err := PurgeShared(shared); err != nil {
+		t.Fatal(err)
+	}
 	if ents, _ := os.ReadDir(shared); len(ents) != 0 {
-		t.Errorf("shared copies left after every jail's release: %v", ents)
+		t.Errorf("shared copies left after the purge: %v", ents)
+	}
+	// A removed source: its copy goes at the next release.
+	if _, err := StageShared(shared, src, jd, uidB); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(jd)
+	os.Remove(src)
+	if err := ReleaseShared(shared, uidB); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(shared); len(ents) != 0 {
+		t.Errorf("shared copies of a removed source left: %v", ents)
 	}
 	if err := ReleaseShared(filepath.Join(top, "none"), uidB); err != nil {
 		t.Errorf("release in a directory that is not there: %v", err)
