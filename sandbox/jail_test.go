@@ -16,6 +16,7 @@ import (
 	"github.com/kindling-vm/kindling/internal/guest"
 	"github.com/kindling-vm/kindling/internal/testutil"
 	kunix "github.com/kindling-vm/kindling/internal/unix"
+	"github.com/kindling-vm/kindling/internal/vmmproc"
 	"github.com/kindling-vm/kindling/network"
 	"github.com/kindling-vm/kindling/vmm"
 )
@@ -728,5 +729,44 @@ func TestD4CNITapOwnedBySandboxUID(t *testing.T) {
 	}
 	if !strings.Contains(string(out), fmt.Sprintf("user %d", in.JailUID)) {
 		t.Errorf("the sandbox's taps are not the jail uid %d's:\n%s", in.JailUID, out)
+	}
+}
+
+// gc of a root without sandboxes removes the shared copies a crash left
+// (none linked, the source still there), and their directory.
+func TestD4GCRemovesLeftSharedCopies(t *testing.T) {
+	asRootWithJailerDefault(t)
+	r, _ := newRuntime(t, false)
+	src := filepath.Join(t.TempDir(), "mem")
+	if err := os.WriteFile(src, []byte("guest memory"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	shared := jailSharedDir(r.Root())
+	if err := os.MkdirAll(filepath.Dir(shared), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	jail, err := os.MkdirTemp(filepath.Dir(shared), "jail")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(jail)
+	if _, err := vmmproc.StageShared(shared, src, filepath.Join(jail, "mem"), 64010); err != nil {
+		if errors.Is(err, syscall.EOPNOTSUPP) {
+			t.Skipf("no POSIX ACLs under %s: %v", filepath.Dir(shared), err)
+		}
+		t.Fatal(err)
+	}
+	os.RemoveAll(jail) // the jail went, its release did not run
+	if left := JailLeftoversOfRoot(r.Root()); len(left) == 0 {
+		t.Fatalf("no leftover listed for the shared copy in %s", shared)
+	}
+	if _, err := r.GC(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(shared); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("gc of a root without sandboxes left %s (%v)", shared, err)
+	}
+	if left := JailLeftoversOfRoot(r.Root()); len(left) > 0 {
+		t.Errorf("leftovers after gc: %q", left)
 	}
 }

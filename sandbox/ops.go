@@ -233,6 +233,9 @@ func (r *Runtime) Collect(ctx context.Context, o GCOptions) (rep GCReport, err e
 			rep.Removed = append(rep.Removed, e.ID)
 		}
 	}
+	// A root left without sandboxes keeps nothing of its jails (shared
+	// copies a crash left included); a root with any keeps them all.
+	removeEmptyJailParents(r.st.Root(), "")
 	return rep, errors.Join(errs...)
 }
 
