@@ -542,6 +542,17 @@ func (r *Runtime) releaseJail(dir string, rec *record) error {
 	return err
 }
 
+// afterJailedRemove removes the root's jail directories once a sandbox
+// that was (or may have been: rec nil, its record lost) jailed has been
+// removed, if it was the root's last. It runs after the sandbox's
+// directory is gone: two sandboxes removed at once each see the other's
+// directory before their own is gone, and the last to finish sees none.
+func (r *Runtime) afterJailedRemove(rec *record) {
+	if rec == nil || rec.Spec.Jailer != "" || rec.Jail != nil {
+		removeEmptyJailParents(r.st.Root(), "")
+	}
+}
+
 // removeEmptyJailParents removes the directories that hold a root's jails
 // and cgroups when the sandbox id, being removed, is the root's last: a
 // sandbox that starts meanwhile has its directory already, so the jailer

@@ -770,3 +770,44 @@ func TestD4GCRemovesLeftSharedCopies(t *testing.T) {
 		t.Errorf("leftovers after gc: %q", left)
 	}
 }
+
+// Jailed sandboxes removed at once leave nothing of the root's jails:
+// each removal looks for the root's other sandboxes only once its own
+// directory is gone, so the last to finish sees none.
+func TestD4ConcurrentRemovesLeaveNoJailParents(t *testing.T) {
+	asRootWithJailerDefault(t)
+	t.Setenv("KINDLING_JAILER", testutil.FakeJailer(t))
+	r, fc := newRuntime(t, false)
+	ctx := context.Background()
+	kernel := haltGuest(t, "removed at once")
+	ids := []string{"j1", "j2", "j3"}
+	for _, id := range ids {
+		if _, err := r.Create(ctx, Spec{ID: id, Firecracker: fc, Kernel: kernel}, CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Start(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	base := filepath.Join(jailChrootBase, jailRootTag(r.Root()))
+	if _, err := os.Stat(base); err != nil {
+		t.Fatalf("the root's jail base: %v", err)
+	}
+	errs := make(chan error, len(ids))
+	for _, id := range ids {
+		go func() { errs <- r.Remove(ctx, id, true) }()
+	}
+	for range ids {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	for _, p := range []string{base, jailCopiesDir(r.Root()), jailSharedDir(r.Root())} {
+		if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s is left after the root's sandboxes were removed at once (%v)", p, err)
+		}
+	}
+	if left := JailLeftoversOfRoot(r.Root()); len(left) > 0 {
+		t.Errorf("leftovers: %q", left)
+	}
+}

@@ -497,6 +497,7 @@ func (r *Runtime) Remove(ctx context.Context, id string, force bool) (err error)
 	if err := l.Remove(); err != nil {
 		return fmt.Errorf("remove sandbox %q: %w", id, err)
 	}
+	r.afterJailedRemove(&rec)
 	return nil
 }
 
@@ -594,6 +595,7 @@ func (r *Runtime) removeLost(ctx context.Context, id string, force bool, loadErr
 	if err := l.Remove(); err != nil {
 		return fmt.Errorf("remove sandbox %q: %w", id, err)
 	}
+	r.afterJailedRemove(nil)
 	return nil
 }
 

@@ -114,8 +114,9 @@ func releaseNetworkOf(ctx context.Context, st *store.Store, id string) error {
 			err = errors.Join(err, jerr)
 		}
 		err = errors.Join(err, removeCopyDir(l.Dir(), &rec))
-		removeEmptyJailParents(st.Root(), id)
-		return errors.Join(err, l.Remove())
+		err = errors.Join(err, l.Remove())
+		removeEmptyJailParents(st.Root(), "")
+		return err
 	}
 	if serr := l.Save(&rec); err == nil {
 		err = serr

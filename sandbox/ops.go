@@ -322,5 +322,10 @@ func (r *Runtime) collectOne(ctx context.Context, l *store.Locked, o GCOptions, 
 	if err := l.Remove(); err != nil {
 		return false, errors.Join(append(errs, err)...)
 	}
+	if lerr == nil {
+		r.afterJailedRemove(&rec)
+	} else {
+		r.afterJailedRemove(nil)
+	}
 	return true, errors.Join(errs...)
 }

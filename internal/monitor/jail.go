@@ -115,6 +115,15 @@ func releaseJailID(idFile, idLock, holder string) error {
 	return nil
 }
 
+// removeJailParents removes the root's jail directories once the sandbox
+// has been removed, if it was the root's last: after its directory is
+// gone, so that of two sandboxes removed at once the last sees none.
+func (mon *monitor) removeJailParents() {
+	if j := mon.plan.Jail; j != nil {
+		removeEmptyParents(mon.st.Root(), "", j.Shared, j.Parents)
+	}
+}
+
 // removeEmptyParents removes the shared copies no jail links (in shared)
 // and the directories parents, those empty, when the sandbox id being
 // removed is the last of the state root: a sandbox that starts meanwhile

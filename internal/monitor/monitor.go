@@ -523,6 +523,7 @@ func (mon *monitor) record(status *vmmproc.Exit, startErr error) (netHeld bool) 
 		if err := l.Remove(); err != nil {
 			mon.log.Error("auto-remove", "err", err)
 		}
+		mon.removeJailParents()
 		return false
 	}
 	if err := l.Save(rec); err != nil {
