@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -69,8 +71,11 @@ type PoolStatus struct {
 // pool is one template's warm pool.
 type pool struct {
 	poolSetting
-	ready        []string // paused clones, oldest first
-	used         int      // MiB their guests hold
+	ready []string // paused clones, oldest first
+	// making are the IDs of clones being started and paused for the pool:
+	// not a user's sandboxes either.
+	making       []string
+	used         int // MiB their guests hold
 	hits, misses int64
 	lastErr      string
 	kick         chan struct{} // wakes the filler
@@ -241,8 +246,13 @@ func (p *pools) fillOnce(ctx context.Context, pl *pool) error {
 		if full || over {
 			return nil
 		}
-		id, err := p.addClone(ctx, pl.Template)
+		id := newCloneID()
 		p.mu.Lock()
+		pl.making = append(pl.making, id)
+		p.mu.Unlock()
+		err := p.addClone(ctx, pl.Template, id)
+		p.mu.Lock()
+		pl.making = slices.DeleteFunc(pl.making, func(m string) bool { return m == id })
 		if err == nil && ctx.Err() == nil {
 			pl.ready = append(pl.ready, id)
 		} else {
@@ -263,16 +273,24 @@ func (p *pools) fillOnce(ctx context.Context, pl *pool) error {
 	return nil
 }
 
-// addClone starts a clone of template name and pauses it.
-func (p *pools) addClone(ctx context.Context, name string) (string, error) {
-	in, err := p.tpl.Run(ctx, name, template.CloneOptions{Labels: map[string]string{PoolLabel: name}})
-	if err != nil {
-		return "", fmt.Errorf("start a clone: %w", err)
+// addClone starts clone id of template name and pauses it.
+func (p *pools) addClone(ctx context.Context, name, id string) error {
+	if _, err := p.tpl.Run(ctx, name, template.CloneOptions{ID: id, Labels: map[string]string{PoolLabel: name}}); err != nil {
+		return fmt.Errorf("start a clone: %w", err)
 	}
-	if err := p.rt.Pause(ctx, in.ID); err != nil {
-		return "", errors.Join(fmt.Errorf("pause clone %s: %w", in.ID, err), p.rt.Remove(context.WithoutCancel(ctx), in.ID, true))
+	if err := p.rt.Pause(ctx, id); err != nil {
+		return errors.Join(fmt.Errorf("pause clone %s: %w", id, err), p.rt.Remove(context.WithoutCancel(ctx), id, true))
 	}
-	return in.ID, nil
+	return nil
+}
+
+// newCloneID is the ID of a pool's next clone, chosen before it is made
+// so that the clone is known as the pool's from its first moment: 12 hex
+// digits, as the runtime's own IDs, with 48 random bits.
+func newCloneID() string {
+	var b [6]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // take removes the oldest ready clone of pl from the pool (its memory is
@@ -478,12 +496,13 @@ func (p *pools) close() {
 }
 
 // isReady reports whether sandbox id is a ready clone of a pool (not yet
-// claimed): it is not shown as a user's sandbox by the E2B API.
+// claimed) or one being made for it: it is not shown as a user's sandbox
+// by the E2B API.
 func (p *pools) isReady(id string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, pl := range p.m {
-		if slices.Contains(pl.ready, id) {
+		if slices.Contains(pl.ready, id) || slices.Contains(pl.making, id) {
 			return true
 		}
 	}
