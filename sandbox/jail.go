@@ -537,9 +537,7 @@ func (r *Runtime) releaseJail(dir string, rec *record) error {
 		}
 		err = errors.Join(err, vmmproc.ReleaseShared(jailSharedDir(filepath.Dir(dir)), uid))
 	}
-	err = errors.Join(err, releaseJailID(filepath.Dir(dir), filepath.Base(dir), held), removeCopyDir(dir, rec))
-	removeEmptyJailParents(filepath.Dir(dir), filepath.Base(dir))
-	return err
+	return errors.Join(err, releaseJailID(filepath.Dir(dir), filepath.Base(dir), held), removeCopyDir(dir, rec))
 }
 
 // afterJailedRemove removes the root's jail directories once a sandbox
@@ -549,22 +547,23 @@ func (r *Runtime) releaseJail(dir string, rec *record) error {
 // directory before their own is gone, and the last to finish sees none.
 func (r *Runtime) afterJailedRemove(rec *record) {
 	if rec == nil || rec.Spec.Jailer != "" || rec.Jail != nil {
-		removeEmptyJailParents(r.st.Root(), "")
+		removeEmptyJailParents(r.st.Root())
 	}
 }
 
 // removeEmptyJailParents removes the directories that hold a root's jails
-// and cgroups when the sandbox id, being removed, is the root's last: a
-// sandbox that starts meanwhile has its directory already, so the jailer
-// never finds a parent removed under it (and a directory in use is not
-// empty, and stays).
-func removeEmptyJailParents(root, id string) {
+// and cgroups (and the shared copies no jail links) when the root has no
+// sandbox left: a sandbox that starts meanwhile has its directory already,
+// so the jailer never finds a parent removed under it (and a directory in
+// use is not empty, and stays). Callers run it once a removed sandbox's
+// directory is gone.
+func removeEmptyJailParents(root string) {
 	ents, err := os.ReadDir(root)
 	if err != nil {
 		return
 	}
 	for _, e := range ents {
-		if n := e.Name(); n != id && !strings.HasPrefix(n, ".") {
+		if !strings.HasPrefix(e.Name(), ".") {
 			return
 		}
 	}

@@ -115,7 +115,7 @@ func releaseNetworkOf(ctx context.Context, st *store.Store, id string) error {
 		}
 		err = errors.Join(err, removeCopyDir(l.Dir(), &rec))
 		err = errors.Join(err, l.Remove())
-		removeEmptyJailParents(st.Root(), "")
+		removeEmptyJailParents(st.Root())
 		return err
 	}
 	if serr := l.Save(&rec); err == nil {

@@ -235,7 +235,7 @@ func (r *Runtime) Collect(ctx context.Context, o GCOptions) (rep GCReport, err e
 	}
 	// A root left without sandboxes keeps nothing of its jails (shared
 	// copies a crash left included); a root with any keeps them all.
-	removeEmptyJailParents(r.st.Root(), "")
+	removeEmptyJailParents(r.st.Root())
 	return rep, errors.Join(errs...)
 }
 

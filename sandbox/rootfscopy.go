@@ -175,6 +175,6 @@ func (r *Runtime) removeCleanedCopyDir(p string) error {
 		return nil
 	}
 	err := removeCopyDir(p, nil)
-	removeEmptyJailParents(filepath.Dir(p), filepath.Base(p))
+	removeEmptyJailParents(filepath.Dir(p))
 	return err
 }

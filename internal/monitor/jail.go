@@ -69,9 +69,9 @@ func (mon *monitor) cleanJail(pool []poolDrive) error {
 	return err
 }
 
-// releaseJail gives back the jail uid of the sandbox being removed,
-// removes its drive copies and, when it is its state root's last, the
-// root's jail parents. It runs with the sandbox's lock held.
+// releaseJail gives back the jail uid of the sandbox being removed and
+// removes its drive copies (removeJailParents, once the sandbox is gone,
+// the root's jail parents). It runs with the sandbox's lock held.
 func (mon *monitor) releaseJail() error {
 	j := mon.plan.Jail
 	if j == nil {
@@ -86,7 +86,6 @@ func (mon *monitor) releaseJail() error {
 			err = errors.Join(err, fmt.Errorf("remove the drive copies: %w", rerr))
 		}
 	}
-	removeEmptyParents(mon.st.Root(), mon.id, j.Shared, j.Parents)
 	return err
 }
 
@@ -120,22 +119,21 @@ func releaseJailID(idFile, idLock, holder string) error {
 // gone, so that of two sandboxes removed at once the last sees none.
 func (mon *monitor) removeJailParents() {
 	if j := mon.plan.Jail; j != nil {
-		removeEmptyParents(mon.st.Root(), "", j.Shared, j.Parents)
+		removeEmptyParents(mon.st.Root(), j.Shared, j.Parents)
 	}
 }
 
 // removeEmptyParents removes the shared copies no jail links (in shared)
-// and the directories parents, those empty, when the sandbox id being
-// removed is the last of the state root: a sandbox that starts meanwhile
-// has its directory already, so its jailer never finds a parent removed
-// under it.
-func removeEmptyParents(root, id, shared string, parents []string) {
+// and the directories parents, those empty, when the state root has no
+// sandbox left: a sandbox that starts meanwhile has its directory already,
+// so its jailer never finds a parent removed under it.
+func removeEmptyParents(root, shared string, parents []string) {
 	ents, err := os.ReadDir(root)
 	if err != nil {
 		return
 	}
 	for _, e := range ents {
-		if n := e.Name(); n != id && !strings.HasPrefix(n, ".") {
+		if !strings.HasPrefix(e.Name(), ".") {
 			return
 		}
 	}

@@ -59,6 +59,10 @@ func TestReleaseJail(t *testing.T) {
 	if b, err := os.ReadFile(mon.plan.Jail.IDFile); err != nil || string(b) != other {
 		t.Fatalf("another sandbox's uid file is now %q, %v", b, err)
 	}
+	if err := os.RemoveAll(holder); err != nil { // as the removal does
+		t.Fatal(err)
+	}
+	mon.removeJailParents()
 	if _, err := os.Stat(base); err != nil {
 		t.Fatalf("the jail parents went while the root has another sandbox: %v", err)
 	}
@@ -70,12 +74,23 @@ func TestReleaseJail(t *testing.T) {
 	if err := os.Remove(filepath.Join(mon.st.Root(), "other")); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.Mkdir(holder, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	if err := mon.releaseJail(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(mon.plan.Jail.IDFile); !os.IsNotExist(err) {
 		t.Errorf("the sandbox's uid file is left: %v", err)
 	}
+	mon.removeJailParents()
+	if _, err := os.Stat(base); err != nil {
+		t.Errorf("the jail parents went while the sandbox's own directory is there: %v", err)
+	}
+	if err := os.RemoveAll(holder); err != nil {
+		t.Fatal(err)
+	}
+	mon.removeJailParents()
 	if _, err := os.Stat(base); !os.IsNotExist(err) {
 		t.Errorf("the root's jail parents are left: %v", err)
 	}
