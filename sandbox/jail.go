@@ -563,7 +563,8 @@ func removeEmptyJailParents(root string) {
 		return
 	}
 	for _, e := range ents {
-		if !strings.HasPrefix(e.Name(), ".") {
+		// A sandbox is a directory; kindlingd's socket and lock are not.
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
 			return
 		}
 	}

@@ -28,6 +28,13 @@ func TestD4JailedThroughServer(t *testing.T) {
 	// jails: the fake plays 1.14.2, which cannot override it on load.
 	t.Setenv("FAKEFC", `{"version":"1.14.2"}`)
 	r := newRig(t, server.Config{Pools: map[string]int{"jt": 1}})
+	// Run last: once every sandbox of the root is gone, nothing of their
+	// jails is left (the template's shared memory copy included).
+	t.Cleanup(func() {
+		if left := sandbox.JailLeftoversOfRoot(r.rt.Root()); len(left) > 0 {
+			t.Errorf("the root's jails left %q", left)
+		}
+	})
 	ctx := context.Background()
 	img := testutil.AgentRootfs(t, testutil.AgentRootOptions{})
 	_, err := r.client.Create(ctx, sandbox.Spec{ID: "js", Kernel: haltGuest(t, emulatedMark), KernelArgs: testutil.AgentBootArgs,

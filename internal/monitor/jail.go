@@ -133,7 +133,8 @@ func removeEmptyParents(root, shared string, parents []string) {
 		return
 	}
 	for _, e := range ents {
-		if !strings.HasPrefix(e.Name(), ".") {
+		// A sandbox is a directory; kindlingd's socket and lock are not.
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
 			return
 		}
 	}
