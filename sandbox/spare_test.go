@@ -146,7 +146,7 @@ func TestSpareMonitors(t *testing.T) {
 	}
 
 	// Let go of one spare as the runtime's exit would: it exits 0.
-	spares = waitSpares(t, r, 2)
+	waitSpares(t, r, 2)
 	r.spares.mu.Lock()
 	m := r.spares.idle[0]
 	r.spares.idle = r.spares.idle[1:]
