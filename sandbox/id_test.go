@@ -9,15 +9,15 @@ import (
 func TestNewID(t *testing.T) {
 	seen := make(map[string]bool)
 	for range 1000 {
-		id := newID()
+		id := NewID()
 		if err := store.ValidateID(id); err != nil {
-			t.Fatalf("newID() = %q: %v", id, err)
+			t.Fatalf("NewID() = %q: %v", id, err)
 		}
 		if len(id) != 12 {
-			t.Fatalf("newID() = %q, want 12 characters", id)
+			t.Fatalf("NewID() = %q, want 12 characters", id)
 		}
 		if seen[id] {
-			t.Fatalf("newID() repeated %q", id)
+			t.Fatalf("NewID() repeated %q", id)
 		}
 		seen[id] = true
 	}

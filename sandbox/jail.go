@@ -558,15 +558,8 @@ func (r *Runtime) afterJailedRemove(rec *record) {
 // use is not empty, and stays). Callers run it once a removed sandbox's
 // directory is gone.
 func removeEmptyJailParents(root string) {
-	ents, err := os.ReadDir(root)
-	if err != nil {
+	if store.HoldsSandboxes(root) {
 		return
-	}
-	for _, e := range ents {
-		// A sandbox is a directory; kindlingd's socket and lock are not.
-		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
-			return
-		}
 	}
 	tag := jailRootTag(root)
 	base := filepath.Join(jailChrootBase, tag)

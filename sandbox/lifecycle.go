@@ -105,7 +105,7 @@ func (r *Runtime) Start(ctx context.Context, id string) (_ Info, err error) {
 	l.Unlock() // the monitor records the running VMM under the lock
 
 	// A spare claimed is replaced once this start is done with the CPU.
-	defer r.fillSpares()
+	defer r.FillSpareMonitors()
 	if err := r.boot(ctx, mon, bp, l.Dir()); err != nil {
 		// The monitor has recorded the failure and exited: a failed
 		// Start leaves no process behind.

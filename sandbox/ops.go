@@ -322,10 +322,6 @@ func (r *Runtime) collectOne(ctx context.Context, l *store.Locked, o GCOptions, 
 	if err := l.Remove(); err != nil {
 		return false, errors.Join(append(errs, err)...)
 	}
-	if lerr == nil {
-		r.afterJailedRemove(&rec)
-	} else {
-		r.afterJailedRemove(nil)
-	}
+	// The root's jail directories go at the end of Collect.
 	return true, errors.Join(errs...)
 }

@@ -282,7 +282,7 @@ func (r *Runtime) Create(ctx context.Context, spec Spec, opts CreateOptions) (_ 
 // copies of them (rootfscopy.go), so they are checked as read-only.
 func (r *Runtime) newRecord(spec Spec, copied ...string) (*record, error) {
 	if spec.ID == "" {
-		spec.ID = newID()
+		spec.ID = NewID()
 	}
 	if err := store.ValidateID(spec.ID); err != nil {
 		return nil, specError(err)

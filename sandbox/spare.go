@@ -71,10 +71,7 @@ func (r *Runtime) Close() error {
 // background, one at a time, until there are as many as wanted. Starts
 // call it too, after claiming one; it does nothing when the runtime has
 // no spares to make, is making them already, or was closed.
-func (r *Runtime) FillSpareMonitors() { r.fillSpares() }
-
-// fillSpares is FillSpareMonitors.
-func (r *Runtime) fillSpares() {
+func (r *Runtime) FillSpareMonitors() {
 	p := &r.spares
 	p.mu.Lock()
 	defer p.mu.Unlock()

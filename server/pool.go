@@ -2,8 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -246,7 +244,9 @@ func (p *pools) fillOnce(ctx context.Context, pl *pool) error {
 		if full || over {
 			return nil
 		}
-		id := newCloneID()
+		// Its ID is chosen here, so that the clone is known as the pool's
+		// from its first moment.
+		id := sandbox.NewID()
 		p.mu.Lock()
 		pl.making = append(pl.making, id)
 		p.mu.Unlock()
@@ -282,15 +282,6 @@ func (p *pools) addClone(ctx context.Context, name, id string) error {
 		return errors.Join(fmt.Errorf("pause clone %s: %w", id, err), p.rt.Remove(context.WithoutCancel(ctx), id, true))
 	}
 	return nil
-}
-
-// newCloneID is the ID of a pool's next clone, chosen before it is made
-// so that the clone is known as the pool's from its first moment: 12 hex
-// digits, as the runtime's own IDs, with 48 random bits.
-func newCloneID() string {
-	var b [6]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }
 
 // take removes the oldest ready clone of pl from the pool (its memory is

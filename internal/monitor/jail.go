@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/kindling-vm/kindling/internal/errdefs"
@@ -128,15 +127,8 @@ func (mon *monitor) removeJailParents() {
 // sandbox left: a sandbox that starts meanwhile has its directory already,
 // so its jailer never finds a parent removed under it.
 func removeEmptyParents(root, shared string, parents []string) {
-	ents, err := os.ReadDir(root)
-	if err != nil {
+	if store.HoldsSandboxes(root) {
 		return
-	}
-	for _, e := range ents {
-		// A sandbox is a directory; kindlingd's socket and lock are not.
-		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
-			return
-		}
 	}
 	if shared != "" {
 		vmmproc.PurgeShared(shared)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 )
 
@@ -77,6 +78,23 @@ func (s *Store) OpenFile(id, name string, flag int, perm os.FileMode) (*os.File,
 
 // Root returns the absolute path of the state root.
 func (s *Store) Root() string { return s.root }
+
+// HoldsSandboxes reports whether the state root root has a sandbox
+// directory (or one being created): an entry that is a directory and not
+// hidden. Files a server keeps there (its socket, its lock) do not count.
+// A root that cannot be read counts as holding some.
+func HoldsSandboxes(root string) bool {
+	ents, err := os.ReadDir(root)
+	if err != nil {
+		return true
+	}
+	for _, e := range ents {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+			return true
+		}
+	}
+	return false
+}
 
 // Dir returns the directory of sandbox id, <root>/<id>, where the runtime
 // keeps the sandbox's sockets, logs and console next to its state. It checks

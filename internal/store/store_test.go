@@ -543,3 +543,32 @@ func TestInvalidIDEverywhere(t *testing.T) {
 		t.Errorf("something was made outside the root: %q", got)
 	}
 }
+
+// A root holds sandboxes while it has a visible directory; a server's
+// socket or lock file and hidden directories do not count.
+func TestHoldsSandboxes(t *testing.T) {
+	root := t.TempDir()
+	if HoldsSandboxes(root) {
+		t.Fatal("an empty root holds sandboxes")
+	}
+	for _, f := range []string{"kindlingd.sock", "kindlingd.lock"} {
+		if err := os.WriteFile(filepath.Join(root, f), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir(filepath.Join(root, ".templates"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if HoldsSandboxes(root) {
+		t.Error("files and a hidden directory count as sandboxes")
+	}
+	if err := os.Mkdir(filepath.Join(root, "sb"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if !HoldsSandboxes(root) {
+		t.Error("a sandbox directory does not count")
+	}
+	if !HoldsSandboxes(filepath.Join(root, "missing")) {
+		t.Error("a root that cannot be read counts as empty")
+	}
+}
