@@ -139,8 +139,22 @@ func (p *proxy) serve(w http.ResponseWriter, r *http.Request, id string, port ui
 		writeE2BError(w, http.StatusBadGateway, "sandbox_unreachable", fmt.Sprintf("sandbox %q is %s", id, in.Status))
 		return
 	}
-	ctx := context.WithValue(r.Context(), targetKey{}, target{id: id, port: port})
-	p.rp.ServeHTTP(w, r.WithContext(ctx))
+	p.forward(w, r, target{id: id, port: port})
+}
+
+// forward sends r to t and its answer back.
+func (p *proxy) forward(w http.ResponseWriter, r *http.Request, t target) {
+	// Go's HTTP/1 server reads what is left of a request's body and closes
+	// it when the response's header is written. The transport may not have
+	// finished with that body by then, even when all its bytes are sent:
+	// after them it reads once more to see the end. Should the agent
+	// answer first (a command's first output), that read fails, and the
+	// transport closes the agent's connection in the middle of the
+	// response (the E2B SDK saw "terminated"). Full duplex leaves the body
+	// to the transport until the handler returns. (HTTP/2 is full duplex
+	// already and answers with an error, ignored.)
+	_ = http.NewResponseController(w).EnableFullDuplex()
+	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), targetKey{}, t)))
 }
 
 // dial connects to the agent of the sandbox named by addr's host
